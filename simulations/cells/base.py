@@ -1,0 +1,157 @@
+"""The cell interface shared by every recurrent core (THEORY.md §1, §3).
+
+A cell maps ``(θ, s_{t-1}, x_t) -> s_t`` with a leading replicate axis ``B`` on ``s`` (``B × k``)
+and ``x`` (``B × m``).  ``θ`` is ``(p,)`` (shared by all replicates) or ``(B, p)`` (one per
+replicate).  ``linearize`` also returns ``D_t`` (``B × k × k``) and ``I_t`` in factored form.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..jacobians import GateJacobian, ImmediateJacobian, Linearization, make_blocks
+
+
+def sigmoid(a: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * a))
+
+
+def random_mask(rng: np.random.Generator, n_out: int, n_in: int, density: float) -> np.ndarray:
+    """Boolean ``n_out × n_in`` mask with exactly ``max(1, round(density·n_out·n_in))`` ones."""
+    n = n_out * n_in
+    keep = max(1, int(round(density * n)))
+    flat = np.zeros(n, dtype=bool)
+    flat[rng.choice(n, size=keep, replace=False)] = True
+    return flat.reshape(n_out, n_in)
+
+
+def check_sizes(hidden, inputs, density):
+    for name, v in (("hidden", hidden), ("inputs", inputs)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
+            raise ValueError(f"{name} size must be a positive integer, got {v!r}")
+    if isinstance(density, bool) or not isinstance(density, (int, float, np.floating)) \
+            or not (0.0 < float(density) <= 1.0):
+        raise ValueError(f"density must be in (0, 1], got {density!r}")
+
+
+class Cell:
+    """Base class.  Subclasses set ``name``, ``state_size`` and implement ``_specs``, ``_forward``
+    and ``_structure``.
+
+    ``hidden``: number of units; ``k``: state size (``2·hidden`` for the LSTM); ``m``: inputs;
+    ``p``: number of free core parameters; ``density``: fraction of recurrent weights kept
+    (a fixed random mask drawn from ``mask_seed``; masked entries are not parameters).
+    ``masks`` (name -> bool array) overrides the random masks for chosen blocks.
+    """
+
+    name = "cell"
+    #: ``∂s'/∂a`` of every gate is a stack of diagonals (one state row per unit and stack level)
+    state_factor = 1
+    #: True when the cell has the form ``s' = σ(W â)`` with ``â = [s; x; 1]`` (KF-RTRL applies)
+    kronecker_form = False
+
+    def __init__(self, hidden: int, inputs: int, density: float = 1.0, mask_seed: int = 0,
+                 masks: dict | None = None):
+        check_sizes(hidden, inputs, density)
+        self.hidden, self.m, self.density = int(hidden), int(inputs), float(density)
+        self.k = self.state_factor * self.hidden
+        self.mask_seed = mask_seed
+        specs = self._specs()
+        masks = dict(masks or {})
+        if density < 1.0:
+            rng = np.random.default_rng(mask_seed)
+            for name, _g, _s, n_out, n_in, recurrent in specs:
+                if recurrent and name not in masks:
+                    masks[name] = random_mask(rng, n_out, n_in, density)
+        self.masks = {n: np.asarray(v, dtype=bool) for n, v in masks.items()}
+        self.blocks, self.p = make_blocks(specs, self.masks)
+        self.block = {b.name: b for b in self.blocks}
+        self._flat_cache: dict = {}
+
+    def __repr__(self):
+        return (f"{type(self).__name__}(hidden={self.hidden}, inputs={self.m}, "
+                f"density={self.density}, k={self.k}, p={self.p})")
+
+    # ----------------------------------------------------------------- layout
+    def _specs(self):
+        """``[(name, gate, source, n_out, n_in, recurrent), ...]``."""
+        raise NotImplementedError
+
+    def mask(self, name: str) -> np.ndarray:
+        b = self.block[name]
+        M = np.zeros((b.n_out, b.n_in), dtype=bool)
+        M[b.idx_i, b.idx_j] = True
+        return M
+
+    def unpack(self, theta: np.ndarray) -> dict[str, np.ndarray]:
+        """``θ`` (``p`` or ``B × p``) -> name -> matrix (``n_out × n_in`` or ``B × n_out × n_in``)."""
+        theta = np.asarray(theta, dtype=float)
+        if theta.shape[-1] != self.p:
+            raise ValueError(f"theta has {theta.shape[-1]} entries, {self.name} needs p={self.p}")
+        lead = theta.shape[:-1]
+        out = {}
+        for b in self.blocks:
+            A = np.zeros(lead + (b.n_out, b.n_in))
+            A[..., b.idx_i, b.idx_j] = theta[..., b.cols]
+            out[b.name] = A
+        return out
+
+    def pack(self, mats: dict[str, np.ndarray]) -> np.ndarray:
+        """Inverse of :meth:`unpack` (masked entries are dropped)."""
+        lead = np.asarray(mats[self.blocks[0].name]).shape[:-2]
+        theta = np.empty(lead + (self.p,))
+        for b in self.blocks:
+            theta[..., b.cols] = np.asarray(mats[b.name])[..., b.idx_i, b.idx_j]
+        return theta
+
+    def init(self, rng: np.random.Generator, scale: float = 1.0, batch: int | None = None) -> np.ndarray:
+        """Random ``θ``: recurrent weights ``N(0, scale²/(density·hidden))``, input weights
+        ``N(0, 1/m)``, biases ``N(0, 0.1²)``.  Shape ``(p,)`` or ``(batch, p)``."""
+        lead = () if batch is None else (batch,)
+        theta = np.empty(lead + (self.p,))
+        for b in self.blocks:
+            if b.source == "one":
+                sd = 0.1
+            elif b.recurrent:
+                sd = scale / np.sqrt(self.density * self.hidden)
+            else:
+                sd = 1.0 / np.sqrt(b.n_in)
+            theta[..., b.cols] = sd * rng.standard_normal(lead + (b.size,))
+        return theta
+
+    # ----------------------------------------------------------------- dynamics
+    def _forward(self, mats, s, x, jac):
+        """Return ``s'`` and, when ``jac``, ``(D, gates, sources)``."""
+        raise NotImplementedError
+
+    def step(self, theta, s, x) -> np.ndarray:
+        """``s_t = F(s_{t-1}, x_t; θ)``: ``B × k``."""
+        return self._forward(self.unpack(theta), s, x, False)[0]
+
+    def linearize(self, theta, s, x) -> Linearization:
+        """``(s_t, D_t, I_t)`` with ``D_t = ∂F/∂s`` (``B × k × k``) and ``I_t = ∂F/∂θ`` (factored)."""
+        s_new, D, gates, sources = self._forward(self.unpack(theta), s, x, True)
+        I = ImmediateJacobian(self.k, self.p, self.blocks, gates, sources, self._flat_cache)
+        return Linearization(s_new, D, I)
+
+    # ----------------------------------------------------------------- structure
+    def _structure(self):
+        """``(D_pattern k × k, {gate: G_pattern k × n})`` from the weight masks alone."""
+        raise NotImplementedError
+
+    def patterns(self) -> tuple[np.ndarray, np.ndarray]:
+        """Structural nonzero patterns of ``D`` (``k × k``) and ``I`` (``k × p``), from the masks."""
+        Dp, Gp = self._structure()
+        Ip = np.zeros((self.k, self.p), dtype=bool)
+        for b in self.blocks:
+            Ip[:, b.cols] = Gp[b.gate][:, b.idx_i]
+        return Dp.astype(bool), Ip
+
+    @staticmethod
+    def _diag(rows, vals):
+        """A stacked-diagonal gate Jacobian with one level (``rows``: ``n``, ``vals``: ``B × n``)."""
+        return GateJacobian(vals[:, None, :], np.asarray(rows)[None, :])
+
+
+def matvec(A: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``A v`` for ``A`` of shape ``n × q`` or ``B × n × q`` and ``v`` of shape ``B × q``."""
+    return np.matmul(A, v[..., None])[..., 0]

@@ -1,0 +1,90 @@
+"""Elman (vanilla) cell and its contractive variant (THEORY.md §3).
+
+``s_t = σ(W s_{t-1} + U x_t + b)`` with ``σ = tanh`` (or the identity, for the linear RNN whose
+ergodic loss has a closed form).  ``D_t = diag(σ'(z_t)) W`` and
+``I_t = diag(σ'(z_t)) (â_tᵀ ⊗ I_k)`` with ``â_t = [s_{t-1}; x_t; 1]``: one nonzero per column.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Cell, matvec
+
+ACTIVATIONS = {
+    # name: (σ, σ', sup|σ'|)
+    "tanh": (np.tanh, lambda z, s: 1.0 - s * s, 1.0),
+    "identity": (lambda z: z, lambda z, s: np.ones_like(z), 1.0),
+}
+
+
+class Elman(Cell):
+    """Vanilla RNN.  Blocks ``W`` (``k × k``, recurrent, maskable), ``U`` (``k × m``), ``b`` (``k × 1``)."""
+
+    name = "elman"
+    kronecker_form = True
+
+    def __init__(self, hidden, inputs, density=1.0, mask_seed=0, masks=None, activation="tanh"):
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
+        self.activation = activation
+        self.sigma, self.dsigma, self.sup_dsigma = ACTIVATIONS[activation]
+        super().__init__(hidden, inputs, density, mask_seed, masks)
+
+    def _specs(self):
+        k, m = self.hidden, self.m
+        return [("W", "a", "s", k, k, True), ("U", "a", "x", k, m, False), ("b", "a", "one", k, 1, False)]
+
+    def _forward(self, P, s, x, jac):
+        z = matvec(P["W"], s) + matvec(P["U"], x) + P["b"][..., 0]
+        s_new = self.sigma(z)
+        if not jac:
+            return (s_new,)
+        ds = self.dsigma(z, s_new)                                    # B × k
+        D = ds[:, :, None] * P["W"]                                   # diag(σ') W
+        gates = {"a": self._diag(np.arange(self.k), ds)}
+        sources = {"s": s, "x": x, "one": np.ones((s.shape[0], 1))}
+        return s_new, D, gates, sources
+
+    def _structure(self):
+        return self.mask("W"), {"a": np.eye(self.k, dtype=bool)}
+
+    def contraction(self, theta) -> np.ndarray:
+        """``sup|σ'| · ‖W‖₂`` (THEORY §3): scalar for ``θ`` of shape ``p``, ``B`` values for ``B × p``."""
+        W = self.unpack(theta)["W"]
+        return self.sup_dsigma * np.linalg.norm(W, ord=2, axis=(-2, -1))
+
+
+class ContractiveElman(Elman):
+    """The LSS25 setting: an Elman cell kept in ``{sup|σ'|·‖W‖₂ ≤ ρ}`` by :meth:`project`."""
+
+    name = "contractive-elman"
+
+    def __init__(self, hidden, inputs, density=1.0, mask_seed=0, masks=None, activation="tanh",
+                 rho: float = 0.8):
+        if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not (0.0 < rho < 1.0):
+            raise ValueError(f"contraction constant rho must be in (0, 1), got {rho!r}")
+        self.rho = float(rho)
+        super().__init__(hidden, inputs, density, mask_seed, masks, activation)
+
+    def project(self, theta: np.ndarray) -> np.ndarray:
+        """Map ``θ`` into the contraction set, ``‖W‖₂ ≤ ρ / sup|σ'|``.
+
+        Dense ``W``: the Frobenius-nearest point (singular values clipped).  Masked ``W``: ``W`` is
+        rescaled, which keeps the mask (clipping singular values would fill it in).
+        Returns a new array of the shape of ``θ``.
+        """
+        theta = np.array(theta, dtype=float)
+        P = self.unpack(theta)
+        W, radius = P["W"], self.rho / self.sup_dsigma
+        if self.masks.get("W") is None:
+            u, sv, vt = np.linalg.svd(W)
+            W = np.matmul(u * np.minimum(sv, radius)[..., None, :], vt)
+        else:
+            norm = np.linalg.norm(W, ord=2, axis=(-2, -1))
+            W = W * np.minimum(1.0, radius / np.maximum(norm, 1e-300))[..., None, None]
+        b = self.block["W"]
+        theta[..., b.cols] = W[..., b.idx_i, b.idx_j]
+        return theta
+
+    def init(self, rng, scale=1.0, batch=None):
+        return self.project(super().init(rng, scale, batch))

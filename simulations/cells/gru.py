@@ -1,0 +1,98 @@
+"""GRU cells (THEORY.md §3): standard (reset before the recurrent product) and reset-after.
+
+Gates ``z = σ(W_z s + U_z x + b_z)``, ``r = σ(W_r s + U_r x + b_r)``, update
+``s' = (1 − z) ⊙ s + z ⊙ h̃`` with
+
+* standard:     ``h̃ = tanh(W_h (r ⊙ s) + U_h x + b_h)``;
+* reset-after:  ``h̃ = tanh(r ⊙ (W_h s + b_hr) + U_h x + b_h)`` (cuDNN's form).
+
+In the standard cell ``∂s'/∂a_r = diag(z ⊙ tanh') W_h diag(s ⊙ σ'(a_r))`` is dense, so its
+``I_t`` has a dense block; the reset-after cell keeps one nonzero per column.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Cell, matvec, sigmoid
+from ..jacobians import GateJacobian
+
+
+class GRU(Cell):
+    """Standard GRU.  Blocks ``W_z U_z b_z W_r U_r b_r W_h U_h b_h`` (``W_*`` recurrent, maskable)."""
+
+    name = "gru"
+
+    def _specs(self):
+        k, m = self.hidden, self.m
+        return [("W_z", "z", "s", k, k, True), ("U_z", "z", "x", k, m, False), ("b_z", "z", "one", k, 1, False),
+                ("W_r", "r", "s", k, k, True), ("U_r", "r", "x", k, m, False), ("b_r", "r", "one", k, 1, False),
+                ("W_h", "h", "rs", k, k, True), ("U_h", "h", "x", k, m, False), ("b_h", "h", "one", k, 1, False)]
+
+    def _gates(self, P, s, x):
+        z = sigmoid(matvec(P["W_z"], s) + matvec(P["U_z"], x) + P["b_z"][..., 0])
+        r = sigmoid(matvec(P["W_r"], s) + matvec(P["U_r"], x) + P["b_r"][..., 0])
+        return z, r
+
+    def _forward(self, P, s, x, jac):
+        z, r = self._gates(P, s, x)
+        rs = r * s
+        h = np.tanh(matvec(P["W_h"], rs) + matvec(P["U_h"], x) + P["b_h"][..., 0])
+        s_new = (1.0 - z) * s + z * h
+        if not jac:
+            return (s_new,)
+        k = self.k
+        units = np.arange(k)
+        Gz = (h - s) * z * (1.0 - z)                                   # B × k
+        Gh = z * (1.0 - h * h)                                         # B × k
+        Gr = Gh[:, :, None] * P["W_h"] * (s * r * (1.0 - r))[:, None, :]   # B × k × k (dense)
+        D = (Gz[:, :, None] * P["W_z"] + Gh[:, :, None] * P["W_h"] * r[:, None, :]
+             + np.matmul(Gr, P["W_r"]))
+        D[:, units, units] += 1.0 - z
+        gates = {"z": self._diag(units, Gz), "h": self._diag(units, Gh), "r": GateJacobian(Gr)}
+        sources = {"s": s, "x": x, "one": np.ones((s.shape[0], 1)), "rs": rs}
+        return s_new, D, gates, sources
+
+    def _structure(self):
+        eye = np.eye(self.k, dtype=bool)
+        Mz, Mr, Mh = self.mask("W_z"), self.mask("W_r"), self.mask("W_h")
+        Dp = eye | Mz | Mh | ((Mh.astype(int) @ Mr.astype(int)) > 0)
+        return Dp, {"z": eye, "h": eye, "r": Mh}
+
+
+class GRUResetAfter(Cell):
+    """Reset-after GRU.  Blocks ``W_z U_z b_z W_r U_r b_r W_h b_hr U_h b_h``."""
+
+    name = "gru-reset-after"
+
+    def _specs(self):
+        k, m = self.hidden, self.m
+        return [("W_z", "z", "s", k, k, True), ("U_z", "z", "x", k, m, False), ("b_z", "z", "one", k, 1, False),
+                ("W_r", "r", "s", k, k, True), ("U_r", "r", "x", k, m, False), ("b_r", "r", "one", k, 1, False),
+                ("W_h", "hh", "s", k, k, True), ("b_hr", "hh", "one", k, 1, False),
+                ("U_h", "h", "x", k, m, False), ("b_h", "h", "one", k, 1, False)]
+
+    _gates = GRU._gates
+
+    def _forward(self, P, s, x, jac):
+        z, r = self._gates(P, s, x)
+        ahh = matvec(P["W_h"], s) + P["b_hr"][..., 0]
+        h = np.tanh(r * ahh + matvec(P["U_h"], x) + P["b_h"][..., 0])
+        s_new = (1.0 - z) * s + z * h
+        if not jac:
+            return (s_new,)
+        units = np.arange(self.k)
+        Gz = (h - s) * z * (1.0 - z)
+        Gh = z * (1.0 - h * h)
+        Ghh = Gh * r
+        Gr = Gh * ahh * r * (1.0 - r)
+        D = Gz[:, :, None] * P["W_z"] + Gr[:, :, None] * P["W_r"] + Ghh[:, :, None] * P["W_h"]
+        D[:, units, units] += 1.0 - z
+        gates = {"z": self._diag(units, Gz), "r": self._diag(units, Gr),
+                 "hh": self._diag(units, Ghh), "h": self._diag(units, Gh)}
+        sources = {"s": s, "x": x, "one": np.ones((s.shape[0], 1))}
+        return s_new, D, gates, sources
+
+    def _structure(self):
+        eye = np.eye(self.k, dtype=bool)
+        Dp = eye | self.mask("W_z") | self.mask("W_r") | self.mask("W_h")
+        return Dp, {"z": eye, "r": eye, "hh": eye, "h": eye}

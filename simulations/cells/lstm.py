@@ -1,0 +1,68 @@
+"""LSTM cell with state ``s = [h; c]`` (``k = 2·hidden``), influence tracked for both (THEORY.md §3).
+
+``a_g = W_g h + U_g x + b_g`` for ``g ∈ {i, f, g, o}``; ``i, f, o = σ(a)``, ``g = tanh(a_g)``;
+``c' = f ⊙ c + i ⊙ g``, ``h' = o ⊙ tanh(c')``.  Each gate unit touches two state rows
+(``h_j`` and ``c_j``; the output gate only ``h_j``), so ``I_t`` has at most two nonzeros per column.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Cell, matvec, sigmoid
+from ..jacobians import GateJacobian
+
+GATES = ("i", "f", "g", "o")
+
+
+class LSTM(Cell):
+    """Blocks ``W_g U_g b_g`` for ``g`` in ``i f g o`` (``W_*`` recurrent ``n × n``, maskable)."""
+
+    name = "lstm"
+    state_factor = 2
+
+    def _specs(self):
+        n, m = self.hidden, self.m
+        specs = []
+        for g in GATES:
+            specs += [(f"W_{g}", g, "h", n, n, True), (f"U_{g}", g, "x", n, m, False),
+                      (f"b_{g}", g, "one", n, 1, False)]
+        return specs
+
+    def _forward(self, P, s, x, jac):
+        n = self.hidden
+        h, c = s[:, :n], s[:, n:]
+        a = {g: matvec(P[f"W_{g}"], h) + matvec(P[f"U_{g}"], x) + P[f"b_{g}"][..., 0] for g in GATES}
+        i, f, o = sigmoid(a["i"]), sigmoid(a["f"]), sigmoid(a["o"])
+        g = np.tanh(a["g"])
+        c_new = f * c + i * g
+        tc = np.tanh(c_new)
+        h_new = o * tc
+        s_new = np.concatenate([h_new, c_new], axis=1)
+        if not jac:
+            return (s_new,)
+        B = s.shape[0]
+        units = np.arange(n)
+        both = np.stack([units, n + units])                 # rows of h_j and c_j
+        q = o * (1.0 - tc * tc)                             # ∂h'/∂c'
+        dc = {"i": g * i * (1.0 - i), "f": c * f * (1.0 - f), "g": i * (1.0 - g * g)}   # ∂c'/∂a
+        gates = {name: GateJacobian(np.stack([q * v, v], axis=1), both) for name, v in dc.items()}
+        gates["o"] = self._diag(units, tc * o * (1.0 - o))
+        # D = Σ_g G_g W_g (columns of h) + direct terms through c.
+        dc_dh = sum(v[:, :, None] * P[f"W_{name}"] for name, v in dc.items())
+        D = np.zeros((B, 2 * n, 2 * n))
+        D[:, :n, :n] = q[:, :, None] * dc_dh + (tc * o * (1.0 - o))[:, :, None] * P["W_o"]
+        D[:, n:, :n] = dc_dh
+        D[:, units, n + units] = q * f
+        D[:, n + units, n + units] = f
+        sources = {"h": h, "x": x, "one": np.ones((B, 1))}
+        return s_new, D, gates, sources
+
+    def _structure(self):
+        n = self.hidden
+        eye = np.eye(n, dtype=bool)
+        M = {g: self.mask(f"W_{g}") for g in GATES}
+        Mc = M["i"] | M["f"] | M["g"]
+        Dp = np.block([[Mc | M["o"], eye], [Mc, eye]])
+        Gp = {g: np.vstack([eye, eye]) for g in ("i", "f", "g")}
+        Gp["o"] = np.vstack([eye, np.zeros_like(eye)])
+        return Dp, Gp

@@ -1,0 +1,84 @@
+"""Backpropagation through time (THEORY.md §2.2) and truncated BPTT(τ).
+
+BPTT keeps a tape of ``(D_t, I_t, c_t)`` and runs the adjoint
+``λ_T = c_T``, ``λ_t = c_t + λ_{t+1} D_{t+1}`` with ``dL/dθ = Σ_t λ_t I_t`` at ``flush``.
+TBPTT(τ) does the same on consecutive blocks of ``τ`` steps and drops every dependence that
+crosses a block boundary (the influence restarts from zero at each block); a block's gradient
+is returned by ``gradient`` at the step that completes it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .base import Estimator
+
+
+@dataclass
+class TapeState:
+    batch: int
+    p: int
+    D: list = field(default_factory=list)
+    I: list = field(default_factory=list)
+    c: list = field(default_factory=list)
+
+
+def adjoint(D: list, I: list, c: list) -> np.ndarray:
+    """``Σ_t λ_t I_t`` over one tape, with ``λ_t = c_t + λ_{t+1} D_{t+1}`` (``B × p``)."""
+    lam = c[-1]
+    g = I[-1].rmatmul(lam)
+    for t in range(len(c) - 2, -1, -1):
+        lam = c[t] + np.matmul(lam[:, None, :], D[t + 1])[:, 0, :]
+        g += I[t].rmatmul(lam)
+    return g
+
+
+class TBPTT(Estimator):
+    """Truncated BPTT with non-overlapping blocks of ``tau`` steps; ``tau=None`` is full BPTT."""
+
+    name = "tbptt"
+    online = False
+
+    def __init__(self, tau: int | None = None):
+        if tau is not None and (isinstance(tau, bool) or not isinstance(tau, (int, np.integer)) or tau < 1):
+            raise ValueError(f"truncation length tau must be a positive integer, got {tau!r}")
+        self.tau = tau
+
+    @property
+    def label(self):
+        return "bptt" if self.tau is None else f"tbptt-{self.tau}"
+
+    def init(self, cell, theta, batch, rng=None):
+        return TapeState(batch, cell.p)
+
+    def update(self, state, lin, rng=None):
+        state.D.append(lin.D)
+        state.I.append(lin.I)
+        return state
+
+    def gradient(self, state, credit):
+        state.c.append(credit)
+        if self.tau is not None and len(state.c) == self.tau:
+            return self.flush(state)
+        return state, np.zeros((state.batch, state.p))
+
+    def flush(self, state):
+        if not state.c:
+            return state, np.zeros((state.batch, state.p))
+        g = adjoint(state.D, state.I, state.c)
+        state.D, state.I, state.c = [], [], []
+        return state, g
+
+    def reset(self, state):
+        state.D, state.I, state.c = [], [], []
+        return state
+
+
+class BPTT(TBPTT):
+    """Full BPTT: the whole sequence is one block."""
+
+    name = "bptt"
+
+    def __init__(self):
+        super().__init__(None)
