@@ -1,0 +1,54 @@
+"""Report sections built from result records (DESIGN.md "The checks a report carries").
+
+An analysis function takes the records of one experiment (a list of dicts as loaded from disk,
+``arrays`` lazily available) and returns a :class:`Section`; the report assembles sections in
+registry order.  Analysis never runs a simulation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+
+@dataclass
+class Table:
+    caption: str
+    columns: list[str]
+    rows: list[list[Any]]
+
+
+@dataclass
+class Figure:
+    """A matplotlib figure (``fig``) with a caption; rendered inline as SVG."""
+
+    caption: str
+    fig: Any
+
+
+@dataclass
+class Section:
+    """One report section.  ``verdicts`` are :class:`simulations.experiments.Verdict` objects;
+    ``method`` is two or three sentences; ``equation`` is matplotlib mathtext (no LaTeX needed)."""
+
+    title: str
+    experiment: str
+    method: str
+    equation: str = ""
+    config: dict = field(default_factory=dict)
+    verdicts: list = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    figures: list[Figure] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)   # failed / diverged runs, with reasons
+
+
+#: experiment name -> analysis function(records) -> Section
+ANALYSES: dict[str, Callable[[list[dict]], Section]] = {}
+
+
+def analysis(experiment: str):
+    """Decorator registering an analysis function for ``experiment``."""
+    def deco(fn):
+        ANALYSES[experiment] = fn
+        return fn
+    return deco

@@ -1,0 +1,94 @@
+"""Named, declarative experiments (DESIGN.md "Layout", "Result record").
+
+An experiment turns a config (a plain dict, from a profile and optionally a TOML file) into a
+list of independent *tasks*; each task runs with its own seed and returns a :class:`TaskResult`,
+which the driver writes as one record.  Tasks never depend on each other, on worker identity or
+on order: the same ``(config, seed)`` gives the same numbers however the tasks are scheduled.
+
+Adding an experiment: subclass :class:`Experiment` in its own module, give it ``name``,
+``description``, ``profiles`` (profile name -> default config) and implement ``tasks`` and
+``run_task``; then add one line to ``EXPERIMENTS`` in ``simulations/experiments/__init__.py``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+
+class ConfigError(ValueError):
+    """A configuration the experiment refuses (unknown key, bad value)."""
+
+
+@dataclass
+class Verdict:
+    """One computed check: ``passed`` with its evidence (``value`` against ``bound`` where numeric)."""
+
+    check: str
+    passed: bool
+    evidence: str
+    value: float | None = None
+    bound: float | None = None
+
+    def to_dict(self) -> dict:
+        return {"check": self.check, "passed": bool(self.passed), "evidence": self.evidence,
+                "value": None if self.value is None else float(self.value),
+                "bound": None if self.bound is None else float(self.bound)}
+
+
+@dataclass
+class TaskResult:
+    """What one task returns.
+
+    ``status``: ``"ok"``, ``"diverged"`` (NaN/inf; ``reason`` says at which step) or ``"failed"``.
+    ``data``: JSON-able scalars, short lists and strings.  ``arrays``: large numpy arrays (go to
+    the ``.npz`` beside the record).  ``verdicts``: checks decided inside the task.
+    """
+
+    data: dict[str, Any] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    verdicts: list[Verdict] = field(default_factory=list)
+    status: str = "ok"
+    reason: str = ""
+
+
+@dataclass
+class Task:
+    """One independent unit: ``key`` (unique, filename-safe, stable across runs) and its config."""
+
+    key: str
+    config: dict[str, Any]
+
+
+class Experiment:
+    name: str = "experiment"
+    description: str = ""
+    #: profile name -> default config (every key an experiment accepts appears here)
+    profiles: dict[str, dict[str, Any]] = {}
+
+    def config(self, profile: str = "quick", overrides: dict | None = None) -> dict:
+        """The profile's config updated with ``overrides``; unknown keys raise :class:`ConfigError`."""
+        if profile not in self.profiles:
+            raise ConfigError(f"experiment {self.name!r} has no profile {profile!r}; "
+                              f"profiles: {', '.join(self.profiles)}")
+        cfg = dict(self.profiles[profile])
+        for key, value in (overrides or {}).items():
+            if key not in cfg:
+                raise ConfigError(f"unknown config key {key!r} for experiment {self.name!r}; "
+                                  f"known keys: {', '.join(sorted(cfg))}")
+            cfg[key] = value
+        self.validate(cfg)
+        return cfg
+
+    def validate(self, config: dict) -> None:
+        """Raise :class:`ConfigError` with one clear line for a bad value."""
+
+    def tasks(self, config: dict) -> list[Task]:
+        raise NotImplementedError
+
+    def run_task(self, task: Task, seed: np.random.SeedSequence,
+                 progress: Callable[[float], None] | None = None) -> TaskResult:
+        """Run one task.  ``seed`` is the task's own ``SeedSequence`` (spawned by the driver from
+        the run seed and the task's position in ``tasks``); ``progress(fraction)`` may be called."""
+        raise NotImplementedError
