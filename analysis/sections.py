@@ -2,12 +2,13 @@
 
 An analysis function takes the records of one experiment (a list of dicts as loaded from disk,
 ``arrays`` lazily available) and returns a :class:`Section`; the report assembles sections in
-registry order.  Analysis never runs a simulation.
+registry order.  Analysis never runs a simulation.  The
+pairing of experiments with their analysis functions is ``reports/registry.py``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 
 @dataclass
@@ -40,15 +41,3 @@ class Section:
     figures: list[Figure] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)   # failed / diverged runs, with reasons
-
-
-#: experiment name -> analysis function(records) -> Section
-ANALYSES: dict[str, Callable[[list[dict]], Section]] = {}
-
-
-def analysis(experiment: str):
-    """Decorator registering an analysis function for ``experiment``."""
-    def deco(fn):
-        ANALYSES[experiment] = fn
-        return fn
-    return deco

@@ -1,22 +1,10 @@
-"""Registry of named experiments: name -> instance.  ``rtrl-validate run NAME`` looks here."""
+"""Experiment contract (:mod:`.base`) and the simulation experiments.
+
+The registry of experiments and their report sections is ``reports/registry.py`` (it sits on top
+of every package, so experiments may live in ``simulations`` or ``proofs_checks``).
+"""
 from __future__ import annotations
 
 from .base import ConfigError, Experiment, Task, TaskResult, Verdict
 
-EXPERIMENTS: dict[str, Experiment] = {}
-
-
-def register(exp: Experiment) -> Experiment:
-    EXPERIMENTS[exp.name] = exp
-    return exp
-
-
-def get_experiment(name: str) -> Experiment:
-    try:
-        return EXPERIMENTS[name]
-    except KeyError:
-        raise ConfigError(f"unknown experiment {name!r}; known experiments: {', '.join(EXPERIMENTS)}") from None
-
-
-__all__ = ["EXPERIMENTS", "Experiment", "Task", "TaskResult", "Verdict", "ConfigError", "register",
-           "get_experiment"]
+__all__ = ["Experiment", "Task", "TaskResult", "Verdict", "ConfigError"]

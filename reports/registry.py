@@ -1,0 +1,19 @@
+"""The one registry of report sections: (experiment, analysis function), in report order.
+
+Adding a section = one experiment (``simulations.experiments.base.Experiment`` subclass) + one
+analysis function (records -> ``analysis.sections.Section``) + one line here.
+"""
+from __future__ import annotations
+
+SECTIONS: list = [
+]
+
+
+def experiments() -> dict:
+    """name -> experiment instance, in report order."""
+    return {exp.name: exp for exp, _ in SECTIONS}
+
+
+def analyses() -> dict:
+    """experiment name -> analysis function."""
+    return {exp.name: fn for exp, fn in SECTIONS}
