@@ -7,16 +7,24 @@ from __future__ import annotations
 
 from .base import Estimator
 from .bptt import BPTT, TBPTT
+from .kf_rtrl import KFRTRL
+from .rflo import RFLO
 from .rtrl import RTRL
+from .snap import SnAp
+from .uoro import UORO
 
 ESTIMATORS: dict[str, type[Estimator]] = {
     "rtrl": RTRL,
     "bptt": BPTT,
     "tbptt": TBPTT,
+    "snap": SnAp,
+    "uoro": UORO,
+    "kf-rtrl": KFRTRL,
+    "rflo": RFLO,
 }
 
 #: the option that a ``name-N`` spec sets, per estimator
-SPEC_OPTION = {"tbptt": "tau"}
+SPEC_OPTION = {"tbptt": "tau", "snap": "n"}
 
 
 def make_estimator(name: str, **options) -> Estimator:
@@ -37,4 +45,5 @@ def parse_estimator(spec: str) -> Estimator:
     return make_estimator(name)
 
 
-__all__ = ["ESTIMATORS", "Estimator", "make_estimator", "parse_estimator", "RTRL", "BPTT", "TBPTT"]
+__all__ = ["ESTIMATORS", "Estimator", "make_estimator", "parse_estimator", "RTRL", "BPTT", "TBPTT",
+           "SnAp", "UORO", "KFRTRL", "RFLO"]

@@ -1,0 +1,111 @@
+"""KF-RTRL, Kronecker-factored RTRL (Mujika, Meier & Steger 2018; THEORY.md §4).
+
+For cells of the form ``s_t = σ(W â_t)`` with ``â_t = [s_{t−1}; x_t; 1]`` (``I_t = â_tᵀ ⊗ diag σ'``):
+``J ≈ uᵀ ⊗ A`` with ``u``: ``B × a`` (``a = k + m + 1``) and ``A``: ``B × k × k``.  Each step draws
+``c₁, c₂ ∈ {−1, +1}`` and sets
+
+    u ← c₁ p₁ u + c₂ p₂ â_t,     A ← c₁ D_t A / p₁ + c₂ diag(σ'(z_t)) / p₂,
+    p₁ = sqrt(‖D_t A‖ / ‖u‖),     p₂ = sqrt(‖diag σ'‖ / ‖â_t‖),
+
+(zero norms set that ``p`` to 1, which leaves the expectation unchanged).  ``E[c₁c₂] = 0`` makes
+the cross terms vanish: ``E[uᵀ ⊗ A] = J_t`` exactly.  The parameter column of ``W[i, j]`` reads
+``u_j A[:, i]`` (the column-major layout of :mod:`simulations.jacobians`; masked entries skipped).
+Memory ``O(k²)``, time ``O(k³)`` per step (``D_t A``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .base import Estimator
+from .signs import rademacher
+from .uoro import balance
+
+
+@dataclass(frozen=True)
+class KroneckerLayout:
+    gate: str
+    sources: tuple       # block sources in â order
+    size: int            # a = len(â)
+    ucol: np.ndarray     # p: index of each parameter's factor in u
+    acol: np.ndarray     # p: index of each parameter's column of A
+
+
+@dataclass
+class KroneckerState:
+    u: np.ndarray        # B × a
+    A: np.ndarray        # B × k × k
+    batch: int
+    p: int
+    layout: KroneckerLayout
+
+
+def kronecker_layout(cell) -> KroneckerLayout:
+    """Check that ``cell`` has the form ``s' = σ(W â)`` and map its parameters onto ``(u, A)``.
+
+    Raises ``ValueError`` (one line) for cells KF-RTRL does not support."""
+    gates = {b.gate for b in cell.blocks}
+    supported = getattr(cell, "kronecker_form", False) and len(gates) == 1
+    if supported:
+        _, Gp = cell._structure()
+        supported = np.array_equal(np.asarray(Gp[next(iter(gates))], dtype=bool), np.eye(cell.k, dtype=bool))
+    if not supported:
+        raise ValueError(f"kf-rtrl needs a cell of the form s' = sigma(W [s; x; 1]) "
+                         f"(elman, contractive-elman); {cell.name!r} is not")
+    offsets, sources, a = {}, [], 0
+    for b in cell.blocks:
+        offsets[b.name] = a
+        sources.append(b.source)
+        a += b.n_in
+    ucol = np.concatenate([offsets[b.name] + b.idx_j for b in cell.blocks]).astype(np.intp)
+    acol = np.concatenate([b.idx_i for b in cell.blocks]).astype(np.intp)
+    return KroneckerLayout(next(iter(gates)), tuple(sources), a, ucol, acol)
+
+
+class KFRTRL(Estimator):
+    name = "kf-rtrl"
+
+    def layout(self, cell) -> KroneckerLayout:
+        cached = getattr(self, "_cached", None)
+        if cached is None or cached[0] is not cell:
+            cached = (cell, kronecker_layout(cell))
+            self._cached = cached
+        return cached[1]
+
+    def init(self, cell, theta, batch, rng=None):
+        lay = self.layout(cell)
+        return KroneckerState(np.zeros((batch, lay.size)), np.zeros((batch, cell.k, cell.k)), batch, cell.p, lay)
+
+    def update(self, state, lin, rng):
+        lay = state.layout
+        B, k = state.A.shape[:2]
+        c = rademacher(rng, (B, 2))
+        DA = np.matmul(lin.D, state.A)
+        sig = lin.I.gates[lay.gate].vals[:, 0, :]                                   # B × k: σ'(z_t)
+        ahat = np.concatenate([lin.I.sources[src] for src in lay.sources], axis=1)  # B × a: â_t
+        ahat = np.broadcast_to(ahat, state.u.shape)
+        sig = np.broadcast_to(sig, (B, k))
+        p1 = balance(np.linalg.norm(DA, axis=(1, 2)), np.linalg.norm(state.u, axis=1))
+        p2 = balance(np.linalg.norm(sig, axis=1), np.linalg.norm(ahat, axis=1))
+        state.u = (c[:, 0] * p1)[:, None] * state.u + (c[:, 1] * p2)[:, None] * ahat
+        A = (c[:, 0] / p1)[:, None, None] * DA
+        diag = np.arange(k)
+        A[:, diag, diag] += (c[:, 1] / p2)[:, None] * sig
+        state.A = A
+        return state
+
+    def gradient(self, state, credit):
+        """``ĝ[:, col(i, j)] = u_j (c A)_i``: ``B × p``."""
+        lay = state.layout
+        cA = np.matmul(credit[:, None, :], state.A)[:, 0, :]
+        return state, state.u[:, lay.ucol] * cA[:, lay.acol]
+
+    def influence(self, state):
+        lay = state.layout
+        return state.u[:, None, lay.ucol] * state.A[:, :, lay.acol]
+
+    def reset(self, state):
+        state.u[...] = 0.0
+        state.A[...] = 0.0
+        return state

@@ -1,0 +1,342 @@
+"""The masked influence recursion ``J̃_t = (D_t J̃_{t−1} + I_t) ⊙ M`` (THEORY.md §2.1, §4 "SnAp-n").
+
+One code path for exact RTRL (``M`` all ones), SnAp-n (``M = M_n``) and RFLO (``M_1`` with the
+self-recurrent term of ``D_t`` dropped):
+
+* **dense storage** when ``M`` is all ones: ``J`` is ``B × k × p`` and a step is one batched
+  ``k × k · k × p`` product plus ``O(nnz(I))`` for the factored ``I_t``;
+* **sparse storage** otherwise: only the values of ``J̃`` at the nonzeros of ``M`` are kept
+  (``B × nnz``, entries in column-major order: by parameter column, rows ascending), and
+  ``(D_t J̃)`` is formed at those entries only, ``Σ_l D[i,l] J̃[l,c]`` over the stored rows ``l``
+  of column ``c`` with ``D[i,l]`` structurally nonzero, as one gather–multiply–segment-sum over a
+  precomputed list of ``(entry, D index, entry)`` triples.  No ``k × p`` array is ever formed.
+
+The mask comes from the structure of the weights alone (graph reachability, THEORY §4):
+``M_1 = nz(I)``, ``M_n = M_{n−1} ∪ nz(D_pat M_{n−1})``.  A column of ``I`` is nonzero exactly
+on the pattern of one unit of one gate, so the mask is computed once per (gate, unit) "column
+class" and shared by every parameter column of that class.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .base import Estimator
+
+UNIT_ROUNDOFF = 2.0 ** -53
+
+
+# --------------------------------------------------------------------------- structure
+def column_classes(cell) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Structural patterns of one cell, from its weight masks.
+
+    Returns ``(D_pat`` (``k × k`` bool), ``C`` (``k × u`` bool: the pattern of ``I``'s columns of
+    each (gate, unit) class), ``cls`` (``p`` ints: the class of each parameter column)``)``, so
+    that ``nz(I) = C[:, cls]`` without forming it.
+    """
+    Dp, Gp = cell._structure()
+    gates = list(dict.fromkeys(b.gate for b in cell.blocks))
+    start = np.cumsum([0] + [Gp[g].shape[1] for g in gates])
+    first = dict(zip(gates, start[:-1]))
+    C = np.hstack([np.asarray(Gp[g], dtype=bool) for g in gates])
+    cls = np.concatenate([first[b.gate] + b.idx_i for b in cell.blocks]).astype(np.intp)
+    return np.asarray(Dp, dtype=bool), C, cls
+
+
+def reach(D_pat: np.ndarray, C: np.ndarray, n: int | None) -> tuple[np.ndarray, int]:
+    """``M_n`` on the column classes: ``C ∪ nz(D C) ∪ … ∪ nz(D^{n−1} C)`` (``n=None``: the closure).
+
+    Returns ``(M`` (``k × u`` bool), ``n*)`` where ``n*`` is the smallest order whose mask equals the
+    closure (SnAp-n is exact RTRL for every ``n ≥ n*``); ``n*`` is only known when the iteration
+    reached the closure, otherwise it is ``0``.
+    """
+    Df = D_pat.astype(np.float32)
+    M, order = C.copy(), 1
+    while n is None or order < n:
+        grown = M | ((Df @ M.astype(np.float32)) > 0)
+        if np.array_equal(grown, M):
+            return M, order
+        M, order = grown, order + 1
+    grown = M | ((Df @ M.astype(np.float32)) > 0)
+    return M, (order if np.array_equal(grown, M) else 0)
+
+
+def exact_order(cell) -> int:
+    """``n*``: the smallest SnAp order whose mask is the closure, i.e. equals exact RTRL (THEORY §4)."""
+    D_pat, C, _ = column_classes(cell)
+    return reach(D_pat, C, None)[1]
+
+
+class SegmentSum:
+    """Sum of ``values`` (``B × E``) over consecutive groups: ``group`` (``E``, sorted) -> ``B × n``."""
+
+    def __init__(self, group: np.ndarray, n: int):
+        counts = np.bincount(group, minlength=n) if group.size else np.zeros(n, dtype=np.intp)
+        self.n = n
+        self.identity = bool(group.size == n and np.all(counts == 1))
+        self.full = bool(np.all(counts >= 1))
+        self.hit = np.flatnonzero(counts)
+        self.starts = (np.cumsum(counts) - counts)[self.hit]
+
+    def __call__(self, values: np.ndarray) -> np.ndarray:
+        if self.identity:
+            return values
+        if self.full:
+            return np.add.reduceat(values, self.starts, axis=1)
+        out = np.zeros((values.shape[0], self.n))
+        if self.hit.size:
+            out[:, self.hit] = np.add.reduceat(values, self.starts, axis=1)
+        return out
+
+
+@dataclass
+class MaskStructure:
+    """Index arrays of a sparse mask ``M`` (``k × p``), built once per cell.
+
+    ``rows``, ``cols`` (``nnz``): the stored entries, column-major.  ``pair_out``, ``pair_d``,
+    ``pair_in`` (``P``): ``(D J̃)[out] = Σ D.flat[pair_d] · J̃[pair_in]`` over the pairs of each
+    entry (``pair_in=None``: the identity); ``by_entry`` and ``by_column`` sum pairs into entries and entries into columns.
+    """
+
+    k: int
+    p: int
+    dense: bool
+    rows: np.ndarray | None = None
+    cols: np.ndarray | None = None
+    col_start: np.ndarray | None = None
+    class_rows: tuple | None = None       # (template rows, class offsets) for locating I's entries
+    cls: np.ndarray | None = None
+    i_pattern: np.ndarray | None = None   # k × u: nz(I) of each column class
+    pair_d: np.ndarray | None = None
+    pair_in: np.ndarray | None = None
+    by_entry: SegmentSum | None = None
+    by_column: SegmentSum | None = None
+    order: int = 0                        # n* of the cell (0: not computed)
+    injection: "Injection | None" = None  # built at the first step (needs the gate layout)
+
+    @property
+    def nnz(self) -> int:
+        return self.k * self.p if self.dense else int(self.rows.size)
+
+    @property
+    def pairs(self) -> int:
+        return self.k * self.k * self.p if self.dense else int(self.pair_d.size)
+
+    def mask(self) -> np.ndarray:
+        """Dense ``k × p`` bool (for checks at small sizes)."""
+        M = np.ones((self.k, self.p), dtype=bool)
+        if not self.dense:
+            M[:] = False
+            M[self.rows, self.cols] = True
+        return M
+
+    def entry_index(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Positions in the stored values of the entries ``(rows, cols)`` (which must be in ``M``)."""
+        trow, toff = self.class_rows
+        u = self.cls[cols]
+        keys = u.astype(np.int64) * self.k + rows
+        tkeys = np.repeat(np.arange(toff.size - 1, dtype=np.int64), np.diff(toff)) * self.k + trow
+        pos = np.searchsorted(tkeys, keys)
+        if np.any(pos >= tkeys.size) or np.any(tkeys[np.minimum(pos, tkeys.size - 1)] != keys):
+            raise ValueError("immediate Jacobian has entries outside the SnAp mask (inconsistent cell structure)")
+        return self.col_start[cols] + (pos - toff[u])
+
+
+def build_structure(cell, n: int | None, drop_diagonal: bool = False) -> MaskStructure:
+    """The mask ``M_n`` of ``cell`` (``n=None``: all ones, exact RTRL) and its index arrays.
+
+    ``drop_diagonal`` removes the pairs ``(i, i)``, i.e. the self-recurrent term ``diag(D_t)``
+    (RFLO).  Cost ``O(u·k²)`` for the reachability on ``u`` column classes, then ``O(nnz + P)``.
+    """
+    k, p = cell.k, cell.p
+    if n is None:
+        return MaskStructure(k, p, True)
+    D_pat, C, cls = column_classes(cell)
+    order = reach(D_pat, C, None)[1]
+    M, _ = reach(D_pat, C, n)
+    if M.all() and not drop_diagonal:
+        return MaskStructure(k, p, True, order=order)
+
+    # per class: its rows (template) and its pairs (a, b) of local row positions with D_pat[R_a, R_b]
+    u = M.shape[1]
+    trow, ta, tb = [], [], []
+    for j in range(u):
+        R = np.flatnonzero(M[:, j])
+        sub = D_pat[np.ix_(R, R)]
+        if drop_diagonal:
+            np.fill_diagonal(sub, False)
+        a, b = np.nonzero(sub)
+        trow.append(R)
+        ta.append(a)
+        tb.append(b)
+    r = np.array([x.size for x in trow], dtype=np.intp)
+    q = np.array([x.size for x in ta], dtype=np.intp)
+    toff = np.concatenate([[0], np.cumsum(r)])
+    qoff = np.concatenate([[0], np.cumsum(q)])
+    trow, ta, tb = (np.concatenate(x).astype(np.intp) for x in (trow, ta, tb))
+
+    # entries: column c holds the rows of its class
+    rc = r[cls]
+    col_start = np.concatenate([[0], np.cumsum(rc)])
+    nnz = int(col_start[-1])
+    cols = np.repeat(np.arange(p, dtype=np.intp), rc)
+    local = np.arange(nnz, dtype=np.intp) - col_start[cols]
+    rows = trow[toff[cls][cols] + local]
+
+    # pairs: column c repeats the pairs of its class, shifted to its entries
+    qc = q[cls]
+    pstart = np.concatenate([[0], np.cumsum(qc)])
+    pcol = np.repeat(np.arange(p, dtype=np.intp), qc)
+    t = qoff[cls][pcol] + (np.arange(pstart[-1], dtype=np.intp) - pstart[pcol])
+    base = toff[cls][pcol]
+    pair_out = col_start[pcol] + ta[t]
+    pair_in = col_start[pcol] + tb[t]
+    pair_d = trow[base + ta[t]] * k + trow[base + tb[t]]
+    if np.array_equal(pair_in, np.arange(nnz)):
+        pair_in = None                    # one pair per entry, on itself (e.g. SnAp-1 of Elman)
+    return MaskStructure(k, p, False, rows, cols, col_start[:-1], (trow, toff), cls, C,
+                         pair_d, pair_in, SegmentSum(pair_out, nnz), SegmentSum(cols, p), order)
+
+
+# --------------------------------------------------------------------------- I_t at the mask
+class Injection:
+    """Adds the factored ``I_t`` at the stored entries: per parameter block, the destination
+    positions of its structural nonzeros (built from the first step's gate layout, then cached)."""
+
+    def __init__(self, st: MaskStructure, I):
+        self.parts = []
+        for blk in I.blocks:
+            G = I.gates[blk.gate]
+            c = blk.offset + np.arange(blk.size)
+            if G.rows is not None:                         # stacked diagonals: all R × q values
+                R = G.rows.shape[0]
+                rows = G.rows[:, blk.idx_i].ravel()
+                dst = st.entry_index(rows, np.tile(c, R))
+                self.parts.append((blk, True, _as_slice(dst), None, None))
+            else:                                          # dense gate: only its structural pattern
+                n = G.vals.shape[-1]
+                rr, cc = np.nonzero(st.i_pattern[:, st.cls[c]])
+                dst = st.entry_index(rr, blk.offset + cc)
+                self.parts.append((blk, False, _as_slice(dst), rr * n + blk.idx_i[cc], blk.idx_j[cc]))
+
+    def add_to(self, values: np.ndarray, I) -> None:
+        """In place ``values += I`` at the stored entries (``values``: ``B × nnz``)."""
+        B = values.shape[0]
+        for blk, stacked, dst, gsrc, jsrc in self.parts:
+            if stacked:
+                values[:, dst] += I.block_values(blk).reshape(B, -1)
+            else:
+                G = I.gates[blk.gate].vals.reshape(B, -1)
+                values[:, dst] += G[:, gsrc] * I.sources[blk.source][:, jsrc]
+
+
+def _as_slice(idx: np.ndarray):
+    """A contiguous increasing index array as a slice (cheaper to add into)."""
+    if idx.size and idx[-1] - idx[0] == idx.size - 1 and np.all(np.diff(idx) == 1):
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    return idx
+
+
+# --------------------------------------------------------------------------- the estimator
+@dataclass
+class InfluenceState:
+    """``J``: ``B × k × p`` (dense mask) or ``B × nnz`` (values at the mask's entries, column-major);
+    ``buf``: the second dense buffer for ``D·J`` (dense storage only)."""
+
+    J: np.ndarray
+    buf: np.ndarray | None
+    batch: int
+    p: int
+    structure: MaskStructure | None = None
+
+
+class MaskedInfluence(Estimator):
+    """``J̃_t = (D_t J̃_{t−1} + I_t) ⊙ M`` and ``ĝ_t = c_t J̃_t`` (THEORY §2.1, §4).
+
+    Subclasses set ``order`` (the SnAp ``n``; ``None``: all-ones mask, exact RTRL) and
+    ``drop_diagonal`` (RFLO).  Storage is dense exactly when the mask is all ones.
+    """
+
+    order: int | None = None
+    drop_diagonal = False
+
+    def structure(self, cell) -> MaskStructure:
+        """The cell's :class:`MaskStructure` (built once per cell, then reused)."""
+        cached = getattr(self, "_cached", None)
+        if cached is None or cached[0] is not cell:
+            cached = (cell, build_structure(cell, self.order, self.drop_diagonal))
+            self._cached = cached
+        return cached[1]
+
+    def init(self, cell, theta, batch, rng=None, J0=None):
+        """``J̃_0 = 0`` or ``J0 ⊙ M`` (``J0``: ``B × k × p``)."""
+        st = self.structure(cell)
+        if st.dense:
+            J = np.zeros((batch, cell.k, cell.p)) if J0 is None else np.array(J0, dtype=float)
+            return InfluenceState(J, np.empty_like(J), batch, cell.p, st)
+        vals = np.zeros((batch, st.nnz)) if J0 is None else np.asarray(J0, dtype=float)[:, st.rows, st.cols]
+        return InfluenceState(vals, None, batch, cell.p, st)
+
+    def update(self, state, lin, rng=None):
+        st = state.structure
+        if st.dense:
+            np.matmul(lin.D, state.J, out=state.buf)
+            lin.I.add_to(state.buf)
+            state.J, state.buf = state.buf, state.J
+            return state
+        if st.injection is None:
+            st.injection = Injection(st, lin.I)
+        prod = np.take(lin.D.reshape(lin.D.shape[0], -1), st.pair_d, axis=1)
+        prod *= state.J if st.pair_in is None else np.take(state.J, st.pair_in, axis=1)
+        new = st.by_entry(prod)
+        if new.shape[0] != state.batch:
+            new = np.broadcast_to(new, (state.batch, st.nnz)).copy()
+        st.injection.add_to(new, lin.I)
+        state.J = new
+        return state
+
+    def gradient(self, state, credit):
+        """``ĝ_t = c_t J̃_t``: ``B × p``."""
+        st = state.structure
+        if st.dense:
+            return state, np.matmul(credit[:, None, :], state.J)[:, 0, :]
+        return state, st.by_column(np.take(credit, st.rows, axis=1) * state.J)
+
+    def influence(self, state):
+        """``J̃_t``: ``B × k × p`` (dense; for checks)."""
+        st = state.structure
+        if st.dense:
+            return state.J
+        out = np.zeros((state.batch, st.k, st.p))
+        out[:, st.rows, st.cols] = state.J
+        return out
+
+    def reset(self, state):
+        state.J[...] = 0.0
+        return state
+
+    def stored(self, state) -> int:
+        """Numbers of ``J̃`` held per replicate."""
+        return state.structure.nnz
+
+
+def influence_rounding_bound(lins, k: int) -> np.ndarray:
+    """Float64 rounding bound ``E_T`` on ``|fl(J_T) − J_T|`` for the recursion ``J_t = D_t J_{t−1} + I_t``
+    computed in any summation order (dense BLAS or the masked sparse path) from the same ``D_t, I_t``.
+
+    Standard dot-product error ``|fl(Σ) − Σ| ≤ γ_n Σ|terms|`` with ``n ≤ k + 1`` terms per entry,
+    propagated: ``A_t = |D_t| A_{t−1} + |I_t|`` (a bound on ``|J_t|``),
+    ``E_t = |D_t| E_{t−1} + γ_{k+1} (|D_t| (A_{t−1} + E_{t−1}) + |I_t|)``.  The difference of two
+    computations is at most ``2 E_T``.  Dense ``B × k × p`` arrays: for checks at small sizes.
+    """
+    gamma = (k + 1) * UNIT_ROUNDOFF / (1.0 - (k + 1) * UNIT_ROUNDOFF)
+    A = E = None
+    for lin in lins:
+        aD, aI = np.abs(lin.D), np.abs(lin.I.dense())
+        if A is None:
+            A, E = np.zeros_like(aI), np.zeros_like(aI)
+        DA, DE = np.matmul(aD, A), np.matmul(aD, E)
+        E = DE + gamma * (DA + DE + aI)
+        A = DA + aI
+    return E

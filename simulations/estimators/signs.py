@@ -1,0 +1,60 @@
+"""Random signs for the rank-one estimators (UORO, KF-RTRL; THEORY.md §4), and replayable sign
+sources for checks.
+
+Estimators draw signs through :func:`rademacher` with the ``rng`` they are given.  Any object with
+a ``rademacher(shape)`` method can stand in for the ``numpy.random.Generator``: :class:`SignReplay`
+plays back fixed sequences (exact expectations by enumerating every sequence) and
+:class:`ShiftedSigns` draws signs whose mean is shifted (a deliberately biased variant, to show
+that an unbiasedness test has power).
+"""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+
+def rademacher(rng, shape) -> np.ndarray:
+    """Independent uniform ``±1.0`` of ``shape``, from a Generator or a sign source."""
+    draw = getattr(rng, "rademacher", None)
+    if draw is not None:
+        return draw(shape)
+    return 2.0 * rng.integers(0, 2, size=shape) - 1.0
+
+
+class SignReplay:
+    """Plays back ``signs`` (``steps × B × w``, entries ``±1``): call ``t`` returns ``signs[t]``."""
+
+    def __init__(self, signs: np.ndarray):
+        self.signs = np.asarray(signs, dtype=float)
+        self.t = 0
+
+    def rademacher(self, shape) -> np.ndarray:
+        if self.t >= self.signs.shape[0]:
+            raise ValueError(f"sign replay exhausted after {self.t} steps")
+        out = self.signs[self.t]
+        if out.shape != tuple(shape):
+            raise ValueError(f"sign replay holds blocks of shape {out.shape}, estimator asked for {tuple(shape)}")
+        self.t += 1
+        return out
+
+
+def all_sign_sequences(width: int, steps: int) -> np.ndarray:
+    """Every sequence of ``steps`` sign vectors of length ``width``: ``steps × 2^(width·steps) × width``."""
+    n = width * steps
+    if n > 20:
+        raise ValueError(f"{2 ** n} sign sequences is too many to enumerate (width·steps = {n} > 20)")
+    grid = np.array(list(itertools.product((-1.0, 1.0), repeat=n)))     # 2^n × n
+    return grid.reshape(-1, steps, width).transpose(1, 0, 2).copy()
+
+
+class ShiftedSigns:
+    """Signs with ``P(+1) = (1 + shift)/2`` (mean ``shift``), drawn from ``rng``: a biased variant."""
+
+    def __init__(self, rng: np.random.Generator, shift: float):
+        if not -1.0 < shift < 1.0:
+            raise ValueError(f"sign shift must be in (-1, 1), got {shift!r}")
+        self.rng, self.shift = rng, float(shift)
+
+    def rademacher(self, shape) -> np.ndarray:
+        return np.where(self.rng.random(shape) < 0.5 * (1.0 + self.shift), 1.0, -1.0)

@@ -1,0 +1,67 @@
+"""UORO, unbiased online recurrent optimisation (Tallec & Ollivier 2018; THEORY.md §4).
+
+Rank-one estimate ``J ≈ s̃ θ̃ᵀ`` with ``s̃``: ``B × k`` and ``θ̃``: ``B × p``.  Each step draws
+``ν ∈ {−1, +1}^k`` uniformly and sets
+
+    s̃ ← ρ₀ D_t s̃ + ρ₁ ν,     θ̃ ← θ̃ / ρ₀ + (νᵀ I_t) / ρ₁,
+    ρ₀ = sqrt(‖θ̃‖ / ‖D_t s̃‖),  ρ₁ = sqrt(‖νᵀ I_t‖ / ‖ν‖).
+
+The cross terms have zero mean because ``ρ₁`` is even in ``ν``, so ``E[s̃ θ̃ᵀ] = J_t`` for any
+positive ``ρ₀, ρ₁``; a zero norm (e.g. at the first step, ``s̃ = θ̃ = 0``) sets that ``ρ`` to 1,
+which leaves the product, hence the expectation, unchanged.  Memory ``O(k + p)``; time
+``O(k² + p)`` per step (``D_t s̃`` and the factored ``νᵀ I_t``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .base import Estimator
+from .signs import rademacher
+
+
+def balance(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """``sqrt(num / den)``, and ``1`` where either norm is zero (or not finite)."""
+    ok = (num > 0) & (den > 0) & np.isfinite(num) & np.isfinite(den)
+    return np.where(ok, np.sqrt(np.where(ok, num, 1.0) / np.where(ok, den, 1.0)), 1.0)
+
+
+@dataclass
+class RankOneState:
+    s: np.ndarray        # B × k: s̃
+    theta: np.ndarray    # B × p: θ̃
+    batch: int
+    p: int
+
+
+class UORO(Estimator):
+    name = "uoro"
+
+    def init(self, cell, theta, batch, rng=None):
+        return RankOneState(np.zeros((batch, cell.k)), np.zeros((batch, cell.p)), batch, cell.p)
+
+    def update(self, state, lin, rng):
+        B, k = state.s.shape
+        nu = rademacher(rng, (B, k))
+        Ds = np.matmul(lin.D, state.s[:, :, None])[:, :, 0]
+        nuI = lin.I.rmatmul(nu)
+        rho0 = balance(np.linalg.norm(state.theta, axis=1), np.linalg.norm(Ds, axis=1))[:, None]
+        rho1 = balance(np.linalg.norm(nuI, axis=1), np.sqrt(np.full(B, float(k))))[:, None]
+        state.s = rho0 * Ds + rho1 * nu
+        state.theta /= rho0
+        nuI /= rho1
+        state.theta += nuI
+        return state
+
+    def gradient(self, state, credit):
+        """``ĝ = (c s̃) θ̃ᵀ``: ``B × p``."""
+        return state, np.einsum("bk,bk->b", credit, state.s)[:, None] * state.theta
+
+    def influence(self, state):
+        return state.s[:, :, None] * state.theta[:, None, :]
+
+    def reset(self, state):
+        state.s[...] = 0.0
+        state.theta[...] = 0.0
+        return state
