@@ -39,6 +39,7 @@ class KroneckerState:
     batch: int
     p: int
     layout: KroneckerLayout
+    scales: np.ndarray | None = None   # B × 2: the last step's (p₁, p₂)
 
 
 def kronecker_layout(cell) -> KroneckerLayout:
@@ -88,12 +89,16 @@ class KFRTRL(Estimator):
         sig = np.broadcast_to(sig, (B, k))
         p1 = balance(np.linalg.norm(DA, axis=(1, 2)), np.linalg.norm(state.u, axis=1))
         p2 = balance(np.linalg.norm(sig, axis=1), np.linalg.norm(ahat, axis=1))
+        state.scales = np.stack([p1, p2], axis=1)
         state.u = (c[:, 0] * p1)[:, None] * state.u + (c[:, 1] * p2)[:, None] * ahat
         A = (c[:, 0] / p1)[:, None, None] * DA
         diag = np.arange(k)
         A[:, diag, diag] += (c[:, 1] / p2)[:, None] * sig
         state.A = A
         return state
+
+    def signs_per_step(self, cell) -> int:
+        return 2
 
     def gradient(self, state, credit):
         """``ĝ[:, col(i, j)] = u_j (c A)_i``: ``B × p``."""

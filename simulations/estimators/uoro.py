@@ -33,6 +33,7 @@ class RankOneState:
     theta: np.ndarray    # B × p: θ̃
     batch: int
     p: int
+    scales: np.ndarray | None = None   # B × 2: the last step's (ρ₀, ρ₁)
 
 
 class UORO(Estimator):
@@ -48,11 +49,15 @@ class UORO(Estimator):
         nuI = lin.I.rmatmul(nu)
         rho0 = balance(np.linalg.norm(state.theta, axis=1), np.linalg.norm(Ds, axis=1))[:, None]
         rho1 = balance(np.linalg.norm(nuI, axis=1), np.sqrt(np.full(B, float(k))))[:, None]
+        state.scales = np.hstack([rho0, rho1])
         state.s = rho0 * Ds + rho1 * nu
         state.theta /= rho0
         nuI /= rho1
         state.theta += nuI
         return state
+
+    def signs_per_step(self, cell) -> int:
+        return cell.k
 
     def gradient(self, state, credit):
         """``ĝ = (c s̃) θ̃ᵀ``: ``B × p``."""
