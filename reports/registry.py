@@ -5,7 +5,11 @@ analysis function (records -> ``analysis.sections.Section``) + one line here.
 """
 from __future__ import annotations
 
+import analysis.bias_variance
+from simulations.experiments.bias_variance import BiasVarianceExperiment
+
 SECTIONS: list = [
+    (BiasVarianceExperiment(), analysis.bias_variance.analyse),
 ]
 
 

@@ -66,6 +66,8 @@ def kronecker_layout(cell) -> KroneckerLayout:
 
 class KFRTRL(Estimator):
     name = "kf-rtrl"
+    #: draws random signs: its estimates are random, replicates differ
+    stochastic = True
 
     def layout(self, cell) -> KroneckerLayout:
         cached = getattr(self, "_cached", None)

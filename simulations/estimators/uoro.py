@@ -38,6 +38,8 @@ class RankOneState:
 
 class UORO(Estimator):
     name = "uoro"
+    #: draws random signs: its estimates are random, replicates differ
+    stochastic = True
 
     def init(self, cell, theta, batch, rng=None):
         return RankOneState(np.zeros((batch, cell.k)), np.zeros((batch, cell.p)), batch, cell.p)

@@ -1,0 +1,320 @@
+"""Bias and variance of SnAp-n, UORO, KF-RTRL and RFLO against the exact RTRL shadow (THEORY.md §4).
+
+For a fixed ``θ`` and one data path, every estimator runs beside exact RTRL; at each step ``t``
+the online gradient ``ĝ_t = c_t J̃_t`` is compared with ``g_t = c_t J_t``.  Deterministic
+estimators (SnAp-n, RFLO) run once; UORO and KF-RTRL run ``R`` replicates on the leading batch
+axis (same ``θ``, same data, independent signs).  A task stores, per estimator and step, the
+replicate statistics from which :mod:`analysis.bias_variance` forms the relative bias
+``‖E ĝ − g‖/‖g‖``, the normalised variance ``E‖ĝ − E ĝ‖²/‖g‖²`` and the cosine with jackknife
+confidence intervals:
+
+* ``sq_err.<est>`` (``R × T``): ``‖ĝ_{r,t} − g_t‖²``;
+* ``proj.<est>`` (``R × T``): ``⟨ĝ_{r,t} − g_t, ḡ_t − g_t⟩`` with ``ḡ_t`` the replicate mean;
+* ``cos.<est>`` (``R × T``): ``⟨ĝ_{r,t}, g_t⟩ / (‖ĝ_{r,t}‖ ‖g_t‖)``;
+* ``g_norm`` (``T``): ``‖g_t‖``.
+
+Tasks: one per setting ``(hidden k, density d, contraction ρ)`` of three one-at-a-time sweeps
+around a base point, plus an ``identities`` task (exact enumeration over signs, the statistical
+test with its power shown on biased signs, SnAp-1 = RTRL for diagonal ``D``).  Verdicts decided in
+a task: SnAp-n = RTRL for ``n ≥ n*`` within the float64 rounding bound; SnAp biased below ``n*``
+and its bias decreasing in ``n``; UORO / KF-RTRL means within the Monte Carlo error of the exact
+gradient (max |z| against a Bonferroni-corrected normal quantile).
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import norm
+
+from ..cells import CELLS, make_cell
+from ..estimators import make_estimator, parse_estimator
+from ..estimators.enumeration import expected_influence
+from ..estimators.kf_rtrl import kronecker_layout
+from ..estimators.masked import UNIT_ROUNDOFF, exact_order, influence_rounding_bound
+from ..estimators.signs import ShiftedSigns
+from ..readouts import LinearReadout
+from .base import ConfigError, Experiment, Task, TaskResult, Verdict
+
+STAT_ARRAYS = ("sq_err", "proj", "cos")
+
+
+def mean_z_test(samples: np.ndarray, exact: np.ndarray, alpha: float) -> tuple[float, float, int]:
+    """Family-wise test of ``E[samples] = exact`` (``samples``: ``R × N``, ``exact``: ``N``).
+
+    ``z_e = (mean_e − exact_e) / SE_e`` with ``SE_e = sd_e/√R`` plus a float64 rounding floor
+    ``64·u·(|exact_e| + |mean_e|)`` (so entries with no variance are compared to rounding);
+    rejects when ``max |z| > Φ⁻¹(1 − α/(2N))`` (Bonferroni over the ``N`` entries, valid under any
+    dependence).  Returns ``(max |z|, threshold, N)``.
+    """
+    samples = samples.reshape(samples.shape[0], -1)
+    exact = np.asarray(exact, dtype=float).ravel()
+    R, N = samples.shape
+    mean = samples.mean(axis=0)
+    se = samples.std(axis=0, ddof=1) / np.sqrt(R)
+    floor = 64 * UNIT_ROUNDOFF * (np.abs(exact) + np.abs(mean))
+    diff = np.abs(mean - exact)
+    z = np.where(diff > 0, diff / np.maximum(np.hypot(se, floor), np.finfo(float).tiny), 0.0)
+    return float(z.max()), float(norm.ppf(1.0 - alpha / (2.0 * N))), N
+
+
+def measure(cell, theta, readout, phi, xs, ys, estimators, replicates, rng):
+    """Run exact RTRL and ``estimators`` (labels -> instances) along one data path.
+
+    ``xs``: ``T × m``, ``ys``: ``T × n_out``; ``θ``: ``(p,)``.  Stochastic estimators run
+    ``replicates`` copies batched.  Returns ``(stats, g_norm, finals)``: ``stats[label][name]``
+    (``R_e × T``, ``name`` in :data:`STAT_ARRAYS`), ``g_norm`` (``T``), and ``finals`` with the
+    last step's exact influence ``"J"`` (``k × p``), gradient ``"g"`` (``p``), its rounding bound
+    ``"bound"`` and per label ``(J̃_T, ĝ_T)`` (``R_e × k × p``, ``R_e × p``).
+    """
+    T, k = xs.shape[0], cell.k
+    exact = make_estimator("rtrl")
+    sizes = {lab: (replicates if getattr(e, "stochastic", False) else 1) for lab, e in estimators.items()}
+    states = {lab: e.init(cell, theta, sizes[lab], rng) for lab, e in estimators.items()}
+    ex = exact.init(cell, theta, 1)
+    stats = {lab: {n: np.empty((sizes[lab], T)) for n in STAT_ARRAYS} for lab in estimators}
+    g_norm = np.empty(T)
+    s1, sR, lins, last = np.zeros((1, k)), np.zeros((replicates, k)), [], {}
+    batched = any(v > 1 for v in sizes.values())
+    for t in range(T):
+        lin1 = cell.linearize(theta, s1, xs[t][None, :])
+        linR = cell.linearize(theta, sR, np.broadcast_to(xs[t], (replicates, xs.shape[1]))) if batched else None
+        s1 = lin1.state
+        sR = linR.state if batched else sR
+        lins.append(lin1)
+        credit = readout.evaluate(phi, s1, ys[t][None, :])[1]
+        ex = exact.update(ex, lin1)
+        g = exact.gradient(ex, credit)[1][0]
+        g_norm[t] = np.linalg.norm(g)
+        for lab, est in estimators.items():
+            R = sizes[lab]
+            states[lab] = est.update(states[lab], lin1 if R == 1 else linR, rng)
+            gh = est.gradient(states[lab], np.broadcast_to(credit, (R, k)))[1]
+            diff = gh - g
+            st = stats[lab]
+            st["sq_err"][:, t] = np.einsum("rp,rp->r", diff, diff)
+            st["proj"][:, t] = diff @ diff.mean(axis=0)
+            st["cos"][:, t] = (gh @ g) / np.maximum(np.linalg.norm(gh, axis=1) * g_norm[t], np.finfo(float).tiny)
+            if t == T - 1:
+                last[lab] = (est.influence(states[lab]).copy(), gh.copy())
+    finals = {"J": exact.influence(ex)[0].copy(), "g": g, "bound": 2.0 * influence_rounding_bound(lins, k)[0],
+              **last}
+    return stats, g_norm, finals
+
+
+def snap_identity_verdicts(labels_orders, finals, n_star) -> list[Verdict]:
+    """SnAp-n = RTRL within ``2·E_T`` for ``n ≥ n*``; beyond 100× the bound somewhere for ``n < n*``."""
+    out, J, bound = [], finals["J"], finals["bound"]
+    for lab, n in labels_orders:
+        err = np.abs(finals[lab][0][0] - J)
+        ratio = float(np.max(np.where(bound > 0, err / np.maximum(bound, np.finfo(float).tiny),
+                                      np.where(err > 0, np.inf, 0.0))))
+        if n >= n_star:
+            out.append(Verdict(f"{lab} = RTRL (n ≥ n* = {n_star})", ratio <= 1.0,
+                               f"max|J̃_T − J_T| = {err.max():.2e}, {ratio:.3g} × the float64 rounding bound",
+                               ratio, 1.0))
+        else:
+            out.append(Verdict(f"{lab} is biased (n < n* = {n_star})", ratio > 100.0,
+                               f"max|J̃_T − J_T| = {err.max():.2e}, {ratio:.3g} × the rounding bound "
+                               "(biased when some entry exceeds 100×)", ratio, 100.0))
+    return out
+
+
+class BiasVarianceExperiment(Experiment):
+    name = "bias-variance"
+    description = ("Relative bias, normalised variance and cosine of SnAp-n, UORO, KF-RTRL and RFLO "
+                   "against exact RTRL at fixed θ and data, over t, k, density, n and ρ (THEORY §4)")
+    profiles = {
+        "quick": {
+            "cell": "contractive-elman", "inputs": 3, "outputs": 2, "steps": 40, "replicates": 256,
+            "orders": [1, 2, 3], "estimators": ["uoro", "kf-rtrl", "rflo"],
+            "hidden": [8, 16, 32], "densities": [1.0, 0.25], "rhos": [0.5, 0.9],
+            "base_hidden": 16, "base_density": 0.25, "base_rho": 0.9, "alpha": 0.01, "shift": 0.5,
+            "check_hidden": 3, "check_steps": 6, "check_replicates": 10000, "enumeration_steps": 4,
+        },
+        "full": {
+            "cell": "contractive-elman", "inputs": 3, "outputs": 2, "steps": 100, "replicates": 1024,
+            "orders": [1, 2, 3, 4], "estimators": ["uoro", "kf-rtrl", "rflo"],
+            "hidden": [8, 16, 32, 64], "densities": [1.0, 0.5, 0.25, 0.1], "rhos": [0.3, 0.6, 0.9, 0.97],
+            "base_hidden": 32, "base_density": 0.25, "base_rho": 0.9, "alpha": 0.01, "shift": 0.5,
+            "check_hidden": 3, "check_steps": 6, "check_replicates": 40000, "enumeration_steps": 4,
+        },
+    }
+
+    # ------------------------------------------------------------------ config
+    def validate(self, config):
+        c = config
+        if c["cell"] not in CELLS:
+            raise ConfigError(f"unknown cell {c['cell']!r}; known cells: {', '.join(CELLS)}")
+        for key in ("inputs", "outputs", "steps", "replicates", "check_hidden", "check_steps",
+                    "check_replicates", "base_hidden"):
+            if isinstance(c[key], bool) or not isinstance(c[key], int) or c[key] < 1:
+                raise ConfigError(f"{key} must be a positive integer, got {c[key]!r}")
+        if c["steps"] < 2 or c["replicates"] < 3:
+            raise ConfigError("bias-variance needs steps >= 2 and replicates >= 3")
+        if not 1 <= c["enumeration_steps"] <= 5:
+            raise ConfigError(f"enumeration_steps must be in 1..5 (4^T sequences), got {c['enumeration_steps']!r}")
+        for h in c["hidden"]:
+            if isinstance(h, bool) or not isinstance(h, int) or h < 1:
+                raise ConfigError(f"hidden sizes must be positive integers, got {h!r}")
+        for d in list(c["densities"]) + [c["base_density"]]:
+            if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0.0 < d <= 1.0:
+                raise ConfigError(f"density must be in (0, 1], got {d!r}")
+        rhos = list(c["rhos"]) + [c["base_rho"]]
+        if c["cell"] == "contractive-elman":
+            for r in rhos:
+                if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0.0 < r < 1.0:
+                    raise ConfigError(f"contraction constant rho must be in (0, 1), got {r!r}")
+        elif c["rhos"]:
+            raise ConfigError(f"a rho sweep needs cell 'contractive-elman', not {c['cell']!r} (set rhos = [])")
+        for n in c["orders"]:
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise ConfigError(f"SnAp order n must be an integer >= 1, got {n!r}")
+        for spec in c["estimators"]:
+            try:
+                parse_estimator(spec)
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
+            if spec.startswith(("rtrl", "bptt", "tbptt")):
+                raise ConfigError(f"{spec!r} is not an approximation of RTRL's influence")
+        if "kf-rtrl" in c["estimators"]:
+            try:
+                kronecker_layout(make_cell(c["cell"], 2, 1))
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
+        if not 0.0 < c["alpha"] < 1.0:
+            raise ConfigError(f"alpha must be in (0, 1), got {c['alpha']!r}")
+        if not 0.0 < c["shift"] < 1.0:
+            raise ConfigError(f"shift must be in (0, 1), got {c['shift']!r}")
+
+    def settings(self, config) -> list[tuple[int, float, float | None]]:
+        """The ``(hidden, density, rho)`` points of the three one-at-a-time sweeps, deduplicated."""
+        h0, d0 = config["base_hidden"], float(config["base_density"])
+        r0 = float(config["base_rho"]) if config["cell"] == "contractive-elman" else None
+        pts = [(h, d0, r0) for h in config["hidden"]] + [(h0, float(d), r0) for d in config["densities"]]
+        pts += [(h0, d0, float(r)) for r in config["rhos"]]
+        return list(dict.fromkeys(pts))
+
+    def tasks(self, config):
+        out = [Task("identities", dict(config, setting=None))]
+        for h, d, r in self.settings(config):
+            key = f"h{h}-d{d:g}" + ("" if r is None else f"-rho{r:g}")
+            out.append(Task(key, dict(config, setting={"hidden": h, "density": d, "rho": r})))
+        return out
+
+    # ------------------------------------------------------------------ run
+    def run_task(self, task, seed, progress=None):
+        if task.config["setting"] is None:
+            return self._identities(task.config, seed)
+        return self._sweep_point(task.config, seed)
+
+    def _problem(self, config, hidden, density, rho, rng, mask_seed):
+        opts = {"density": density, "mask_seed": mask_seed}
+        if config["cell"] == "contractive-elman":
+            opts["rho"] = rho
+        cell = make_cell(config["cell"], hidden, config["inputs"], **opts)
+        theta = cell.init(rng)
+        readout = LinearReadout(cell.k, config["outputs"])
+        phi = readout.init(rng)
+        T = config["steps"]
+        xs = rng.standard_normal((T, cell.m))
+        ys = rng.standard_normal((T, config["outputs"]))
+        return cell, theta, readout, phi, xs, ys
+
+    def _sweep_point(self, config, seed):
+        st = config["setting"]
+        rng = np.random.default_rng(seed)
+        mask_seed = int(seed.generate_state(1)[0])
+        cell, theta, readout, phi, xs, ys = self._problem(config, st["hidden"], st["density"], st["rho"],
+                                                          rng, mask_seed)
+        n_star = exact_order(cell)
+        orders = sorted(set(config["orders"]) | ({n_star} if n_star else set()))
+        ests = {f"snap-{n}": make_estimator("snap", n=n) for n in orders}
+        ests.update({spec: parse_estimator(spec) for spec in config["estimators"]})
+        stats, g_norm, finals = measure(cell, theta, readout, phi, xs, ys, ests, config["replicates"], rng)
+
+        verdicts = snap_identity_verdicts([(f"snap-{n}", n) for n in orders], finals, n_star)
+        late = slice(config["steps"] // 2, None)
+        rb = {n: float(np.mean(np.sqrt(stats[f"snap-{n}"]["sq_err"][0, late]) / g_norm[late])) for n in orders}
+        exact_at = [n for n in orders if n >= n_star]
+        seq = [rb[n] for n in orders if n < n_star] + ([0.0] if exact_at else [])
+        decreasing = all(a > b for a, b in zip(seq, seq[1:]))
+        verdicts.append(Verdict("SnAp bias decreases with n", decreasing,
+                                "late-window mean relative bias by n: "
+                                + ", ".join(f"n={n}: {rb[n]:.3g}" for n in orders), None, None))
+        control = ""
+        if "uoro" in ests:       # the same test on UORO with biased signs: does it have power here?
+            _, _, fin = measure(cell, theta, readout, phi, xs, ys, {"uoro": ests["uoro"]}, config["replicates"],
+                                ShiftedSigns(rng, config["shift"]))
+            z, q, _ = mean_z_test(fin["uoro"][1], fin["g"], config["alpha"])
+            control = (f"; control, UORO with sign mean {config['shift']}: max|z| = {z:.2f} "
+                       + ("(rejected: the test has power here)" if z > q else "(not rejected: little power at this R)"))
+        for lab, est in ests.items():
+            if getattr(est, "stochastic", False):
+                z, q, N = mean_z_test(finals[lab][1], finals["g"], config["alpha"])
+                verdicts.append(Verdict(f"{lab} is unbiased (Monte Carlo)", z <= q,
+                                        f"{finals[lab][1].shape[0]} replicates, last-step gradient: max|z| = {z:.2f} "
+                                        f"over {N} entries, Bonferroni bound {q:.2f} at family level "
+                                        f"{config['alpha']}" + control, z, q))
+
+        arrays = {"g_norm": g_norm}
+        for lab, s in stats.items():
+            for name, arr in s.items():
+                arrays[f"{name}.{lab}"] = arr
+        data = {"hidden": st["hidden"], "k": cell.k, "p": cell.p, "density": st["density"], "rho": st["rho"],
+                "contraction": float(cell.contraction(theta)) if hasattr(cell, "contraction") else None,
+                "exact_order": n_star, "orders": orders, "estimators": list(ests),
+                "replicates": {lab: int(s["cos"].shape[0]) for lab, s in stats.items()},
+                "stored": {lab: int(e.stored(e.init(cell, theta, 1))) if hasattr(e, "stored") else None
+                           for lab, e in ests.items()},
+                "steps": config["steps"], "base": [config["base_hidden"], config["base_density"], config["base_rho"]]}
+        return TaskResult(data, arrays, verdicts)
+
+    def _identities(self, config, seed):
+        rng = np.random.default_rng(seed)
+        verdicts = []
+        # exact enumeration over every sign sequence (k = 2)
+        cell = make_cell("elman", 2, 1)
+        theta = cell.init(rng, scale=1.5)
+        xs = rng.standard_normal((config["enumeration_steps"], 1))
+        for name in ("uoro", "kf-rtrl"):
+            for shift in (0.0, config["shift"]):
+                e = expected_influence(make_estimator(name), cell, theta, xs, shift=shift)
+                if shift == 0.0:
+                    verdicts.append(Verdict(f"{name}: exact mean over all {e.sequences} sign sequences = RTRL",
+                                            e.ratio <= 1.0, f"max|E J̃ − J| = {e.error:.2e} = {e.ratio:.3g} × "
+                                            "the float64 rounding bound (k=2, T="
+                                            f"{config['enumeration_steps']})", e.ratio, 1.0))
+                else:
+                    verdicts.append(Verdict(f"{name}: exact mean with sign mean {shift} ≠ RTRL (control)",
+                                            e.ratio > 1.0, f"max|E J̃ − J| = {e.error:.2e} = {e.ratio:.3g} × "
+                                            "the rounding bound", e.ratio, 1.0))
+        # Monte Carlo: R replicates batched, unbiased estimators accepted, shifted signs rejected
+        check = dict(config, steps=config["check_steps"])
+        cell, theta, readout, phi, xs, ys = self._problem(check, config["check_hidden"], 1.0,
+                                                          config["base_rho"], rng, 0)
+        R = config["check_replicates"]
+        for name, src in (("uoro", rng), ("kf-rtrl", rng), ("uoro", ShiftedSigns(rng, config["shift"]))):
+            if name == "kf-rtrl" and not cell.kronecker_form:
+                continue
+            _, _, fin = measure(cell, theta, readout, phi, xs, ys, {name: make_estimator(name)}, R, src)
+            for what, samples, exact in (("gradient", fin[name][1], fin["g"]), ("influence", fin[name][0], fin["J"])):
+                z, q, N = mean_z_test(samples, exact, config["alpha"])
+                biased = isinstance(src, ShiftedSigns)
+                verdicts.append(Verdict(
+                    f"{name}{' with sign mean ' + str(config['shift']) if biased else ''}: mean {what} "
+                    + ("rejected (the test has power)" if biased else "within Monte Carlo error"),
+                    (z > q) if biased else (z <= q),
+                    f"R={R}, k={cell.k}, T={check['steps']}: max|z| = {z:.2f} over {N} entries, "
+                    f"Bonferroni bound {q:.2f} (family level {config['alpha']})", z, q))
+        # SnAp-1 = RTRL when D is diagonal
+        k = config["check_hidden"]
+        cell = make_cell("elman", k, config["inputs"], masks={"W": np.eye(k, dtype=bool)})
+        theta = cell.init(rng, scale=1.5)
+        readout = LinearReadout(k, config["outputs"])
+        xs = rng.standard_normal((config["check_steps"], cell.m))
+        ys = rng.standard_normal((config["check_steps"], config["outputs"]))
+        _, _, fin = measure(cell, theta, readout, readout.init(rng), xs, ys, {"snap-1": make_estimator("snap", n=1)},
+                            2, rng)
+        v = snap_identity_verdicts([("snap-1", 1)], fin, 1)[0]
+        v.check = "snap-1 = RTRL when D is diagonal (W = diag)"
+        verdicts.append(v)
+        return TaskResult({"kind": "identities"}, {}, verdicts)
