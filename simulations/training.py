@@ -3,7 +3,9 @@
 changing ``θ_s``.
 
 Replicates (independent seeds) run on the leading axis: ``θ`` is ``B × p``, ``φ`` is ``B × q``.
-The run is driven by a data process (:mod:`simulations.data.base`) drawn in chunks.
+The run is driven by a data process (:mod:`simulations.data.base`) drawn in chunks.  With
+``schedule=None`` the parameters stay frozen and the same loop estimates long-run means at a
+fixed ``θ`` (the stationary mean ``E_{π_θ}[c J]`` of THEORY §5).
 """
 from __future__ import annotations
 
@@ -45,6 +47,14 @@ class Schedule:
                              "(need 1/2 < gamma <= 1 for sum(alpha)=inf and sum(alpha^2)<inf)")
 
 
+def log_checkpoints(steps: int, n: int, first: int = 1) -> np.ndarray:
+    """About ``n`` distinct integer steps in ``[first, steps]``, evenly spaced in ``log t``, ending at ``steps``."""
+    if steps < 1 or n < 1:
+        raise ValueError("checkpoints need steps >= 1 and n >= 1")
+    pts = np.unique(np.round(np.geomspace(max(1, first), steps, n)).astype(np.int64))
+    return pts[(pts >= 1) & (pts <= steps)]
+
+
 @dataclass
 class TrainState:
     """Everything a run needs to continue: position ``t``, core state, parameters, estimator and
@@ -62,7 +72,8 @@ class TrainState:
 
 @dataclass
 class Trajectory:
-    """Thinned record of a run: one row per checkpoint."""
+    """Thinned record of a run: one row per checkpoint.  Window quantities are means over the
+    steps since the previous checkpoint."""
 
     t: list = field(default_factory=list)              # step at the checkpoint
     theta: list = field(default_factory=list)          # B × p
@@ -70,11 +81,13 @@ class Trajectory:
     loss: list = field(default_factory=list)           # B: mean loss over the window
     grad_norm: list = field(default_factory=list)      # B: mean ‖g_t‖ over the window
     contraction: list = field(default_factory=list)    # B: sup|σ'|·‖W‖₂ when the cell reports it
+    grad: list = field(default_factory=list)           # B × p: mean g_t over the window (record_grad)
+    grad_phi: list = field(default_factory=list)       # B × q: mean ∂ℓ_t/∂φ over the window (record_grad)
     diverged_at: int | None = None
 
     def arrays(self) -> dict[str, np.ndarray]:
         out = {"t": np.asarray(self.t)}
-        for name in ("theta", "phi", "loss", "grad_norm", "contraction"):
+        for name in ("theta", "phi", "loss", "grad_norm", "contraction", "grad", "grad_phi"):
             vals = getattr(self, name)
             if vals:
                 out[name] = np.stack(vals)
@@ -84,19 +97,35 @@ class Trajectory:
 class OnlineTrainer:
     """Online training of ``cell`` + linear ``readout`` with ``estimator`` on ``process``.
 
-    ``project``: optional map ``θ -> θ`` applied after each update (e.g. the contraction
-    projection of :class:`~simulations.cells.ContractiveElman`).  ``record_every``: steps between
-    checkpoints.  ``train_readout``: also learn ``φ`` (its gradient is exact and local).
+    ``schedule``: a :class:`Schedule`, or ``None`` to keep ``θ`` and ``φ`` frozen (estimation at a
+    fixed ``θ``).  ``project``: optional map ``θ -> θ`` applied after each update (e.g. the
+    contraction projection of :class:`~simulations.cells.ContractiveElman`).  ``record_every``:
+    steps between checkpoints, or ``checkpoints``: the absolute steps to record at (e.g.
+    :func:`log_checkpoints`, so that long runs stay small).  ``record_grad``: also record the window
+    mean of the gradient estimate (``B × p``, ``B × q``).  ``train_readout``: also learn ``φ`` (its
+    gradient is exact and local).  ``require_theorem``: refuse a schedule outside the theorem's
+    step-size conditions (THEORY §5) with ``ValueError``.
     """
 
-    def __init__(self, cell, readout, estimator, process, schedule: Schedule, update_every: int = 1,
+    def __init__(self, cell, readout, estimator, process, schedule: Schedule | None, update_every: int = 1,
                  project=None, record_every: int = 100, train_readout: bool = True, chunk: int = 256,
-                 blowup: float = 1e8):
+                 blowup: float = 1e8, checkpoints=None, record_grad: bool = False,
+                 require_theorem: bool = False):
         if update_every < 1 or record_every < 1:
             raise ValueError("update_every and record_every must be positive integers")
+        if require_theorem:
+            if schedule is None:
+                raise ValueError("a run claiming the theorem's conditions needs a learning-rate schedule")
+            schedule.require_robbins_monro()
         self.cell, self.readout, self.estimator, self.process = cell, readout, estimator, process
         self.schedule, self.update_every, self.project = schedule, int(update_every), project
         self.record_every, self.train_readout, self.chunk, self.blowup = int(record_every), train_readout, chunk, blowup
+        self.record_grad = bool(record_grad)
+        if checkpoints is not None:
+            checkpoints = np.unique(np.asarray(checkpoints, dtype=np.int64))
+            if checkpoints.size == 0 or checkpoints[0] < 1:
+                raise ValueError("checkpoints must be positive step numbers")
+        self.checkpoints = checkpoints
 
     def init(self, theta0, phi0, rng: np.random.Generator) -> TrainState:
         theta, phi = np.array(theta0, dtype=float), np.array(phi0, dtype=float)
@@ -104,6 +133,12 @@ class OnlineTrainer:
         return TrainState(0, np.zeros((B, self.cell.k)), theta, phi,
                           self.estimator.init(self.cell, theta, B, rng), self.process.init(rng, B),
                           np.zeros_like(theta), np.zeros_like(phi))
+
+    def _is_checkpoint(self, t: int) -> bool:
+        if self.checkpoints is None:
+            return t % self.record_every == 0
+        i = np.searchsorted(self.checkpoints, t)
+        return i < self.checkpoints.size and self.checkpoints[i] == t
 
     def run(self, state: TrainState, steps: int, rng: np.random.Generator,
             traj: Trajectory | None = None, progress=None) -> tuple[TrainState, Trajectory]:
@@ -114,49 +149,106 @@ class OnlineTrainer:
         """
         traj = traj or Trajectory()
         cell, ro, est = self.cell, self.readout, self.estimator
+        learn, blowup = self.schedule is not None, self.blowup
+        sparse_updates = not getattr(est, "online", True)   # e.g. TBPTT: g is zero between blocks
         B = state.theta.shape[0]
-        win_loss, win_g, win_n = np.zeros(B), np.zeros(B), 0
+        win = _Window(B, state.theta.shape[1], state.phi.shape[1], self.record_grad)
         end = state.t + steps
         while state.t < end:
             n = min(self.chunk, end - state.t)
             state.data, xs, ys = self.process.sample(state.data, n, rng)
+            steps_here = np.arange(state.t + 1, state.t + n + 1)
+            alphas = self.schedule(steps_here) if learn else None
+            update_now = steps_here % self.update_every == 0
+            record_now = (steps_here % self.record_every == 0) if self.checkpoints is None else \
+                np.isin(steps_here, self.checkpoints)
             for i in range(n):
                 lin = cell.linearize(state.theta, state.s, xs[i])
                 state.s = lin.state
                 state.est = est.update(state.est, lin, rng)
                 loss, credit, dphi = ro.evaluate(state.phi, state.s, ys[i])
                 state.est, g = est.gradient(state.est, credit)
-                state.g_acc += g
-                state.gphi_acc += dphi
                 state.t += 1
-                win_loss += loss
-                win_g += np.linalg.norm(g, axis=1)
-                win_n += 1
-                if state.t % self.update_every == 0:
-                    alpha = float(self.schedule(state.t))
-                    state.theta -= alpha * state.g_acc
-                    if self.train_readout:
-                        state.phi -= alpha * state.gphi_acc
-                    if self.project is not None:
-                        state.theta = self.project(state.theta)
-                    state.g_acc[...] = 0.0
-                    state.gphi_acc[...] = 0.0
-                if not (np.all(np.isfinite(loss)) and np.all(np.abs(state.s) < self.blowup)
-                        and np.all(np.isfinite(state.theta)) and np.all(np.abs(state.theta) < self.blowup)):
+                win.add(loss, g, dphi)
+                if learn:
+                    state.g_acc += g
+                    state.gphi_acc += dphi
+                    if update_now[i]:
+                        self._update(state, alphas[i], sparse_updates)
+                ok = state.s.max() < blowup and state.s.min() > -blowup
+                if learn and ok:
+                    ok = state.theta.max() < blowup and state.theta.min() > -blowup
+                if not (ok and np.isfinite(win.loss_sum)):
                     traj.diverged_at = state.t
                     return state, traj
-                if state.t % self.record_every == 0:
-                    self._record(traj, state, win_loss / win_n, win_g / win_n)
-                    win_loss, win_g, win_n = np.zeros(B), np.zeros(B), 0
+                if record_now[i]:
+                    self._record(traj, state, win)
+                    win = _Window(B, state.theta.shape[1], state.phi.shape[1], self.record_grad)
             if progress is not None:
                 progress(n)
         return state, traj
 
-    def _record(self, traj, state, loss, gnorm):
+    def _update(self, state, alpha, sparse_updates):
+        if not sparse_updates or state.g_acc.any():
+            state.theta -= alpha * state.g_acc
+            if self.project is not None:
+                state.theta = self.project(state.theta)
+            state.g_acc[...] = 0.0
+        if self.train_readout:
+            state.phi -= alpha * state.gphi_acc
+        state.gphi_acc[...] = 0.0
+
+    def _record(self, traj, state, win):
         traj.t.append(state.t)
         traj.theta.append(state.theta.copy())
         traj.phi.append(state.phi.copy())
-        traj.loss.append(loss)
-        traj.grad_norm.append(gnorm)
+        traj.loss.append(win.loss / win.n)
+        traj.grad_norm.append(win.gnorm / win.n)
+        if self.record_grad:
+            traj.grad.append(win.g / win.n)
+            traj.grad_phi.append(win.gphi / win.n)
         if hasattr(self.cell, "contraction"):
             traj.contraction.append(self.cell.contraction(state.theta))
+
+
+def frozen_windows(cell, readout, estimator, process, theta, phi, burn: int, steps: int, windows: int,
+                   rng: np.random.Generator) -> dict:
+    """Window means of the loss and of the gradient estimate at a fixed ``θ`` (THEORY §5: the
+    stationary mean ``E_{π_θ}[c J]`` is ``∇L(θ)``).
+
+    ``θ`` (``B × p``) and ``φ`` (``B × q``): one row per independent path.  The first ``burn``
+    steps are discarded; the next ``steps`` are cut into ``windows`` equal windows
+    (``steps % windows == 0``).  Returns ``loss`` (``windows × B``), ``grad`` (``windows × B × p``),
+    ``grad_phi`` (``windows × B × q``) and ``diverged_at`` (``None`` or the step).
+    """
+    if windows < 1 or steps % windows:
+        raise ValueError(f"steps={steps} must split into windows={windows} equal windows")
+    every = steps // windows
+    ckpts = burn + every * np.arange(0 if burn else 1, windows + 1)
+    trainer = OnlineTrainer(cell, readout, estimator, process, None, checkpoints=ckpts, record_grad=True)
+    state, traj = trainer.run(trainer.init(theta, phi, rng), burn + steps, rng)
+    out = {"diverged_at": traj.diverged_at}
+    if traj.diverged_at is None:
+        a = traj.arrays()
+        skip = 1 if burn else 0
+        out.update(loss=a["loss"][skip:], grad=a["grad"][skip:], grad_phi=a["grad_phi"][skip:])
+    return out
+
+
+class _Window:
+    """Running sums over the steps since the last checkpoint."""
+
+    __slots__ = ("n", "loss", "gnorm", "g", "gphi", "loss_sum")
+
+    def __init__(self, B, p, q, with_grad):
+        self.n, self.loss, self.gnorm, self.loss_sum = 0, np.zeros(B), np.zeros(B), 0.0
+        self.g, self.gphi = (np.zeros((B, p)), np.zeros((B, q))) if with_grad else (None, None)
+
+    def add(self, loss, g, dphi):
+        self.n += 1
+        self.loss += loss
+        self.loss_sum = self.loss[0] if self.loss.size == 1 else float(self.loss.sum())
+        self.gnorm += np.sqrt(np.einsum("bp,bp->b", g, g))
+        if self.g is not None:
+            self.g += g
+            self.gphi += dphi

@@ -1,0 +1,112 @@
+"""VAR(1) Gaussian inputs with targets from a fixed teacher network (THEORY.md §5 "Setting").
+
+    x_t = A x_{t−1} + ε_t,          ε_t ~ N(0, Q),   Q = (1 − a²) I,   A = a · O (O orthogonal)
+    s*_t = F(s*_{t−1}, x_t; θ*),    y_t = V* s*_t + c* + σ_y η_t,   η_t ~ N(0, I)
+
+``A = a·O`` has ``‖A‖₂ = a < 1``, so the input chain is stationary and geometrically ergodic with
+``Cov(x) = I``; the teacher is an Elman cell of the student's class (``tanh`` or ``identity``)
+whose recurrent matrix has ``‖W*‖₂ = teacher_rho < 1``, so ``(x_t, s*_t)`` is a contraction-driven
+chain and ``(θ*, φ*)`` is a global minimiser of the ergodic loss, with ``L(θ*, φ*) = ½ σ_y² n_out``.
+With ``activation="identity"`` the joint system is linear and Gaussian and the ergodic loss has the
+closed form of :mod:`simulations.linear_theory`.
+
+The teacher instance is drawn from ``seed`` (a problem definition, not run randomness); sampling
+uses the generator passed to ``init`` / ``sample``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .base import DataProcess
+from ..cells import make_cell
+from ..readouts import LinearReadout
+
+
+def orthogonal(rng: np.random.Generator, n: int) -> np.ndarray:
+    """A Haar-random ``n × n`` orthogonal matrix."""
+    q, r = np.linalg.qr(rng.standard_normal((n, n)))
+    return q * np.sign(np.diag(r))
+
+
+def check_unit(name, value, low=0.0, high=1.0, closed_low=True):
+    """Refuse a number outside ``[low, high)`` (``(low, high)`` when ``closed_low`` is False)."""
+    ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool) and \
+        (low <= value < high if closed_low else low < value < high)
+    if not ok:
+        raise ValueError(f"{name} must be in {'[' if closed_low else '('}{low}, {high}), got {value!r}")
+
+
+@dataclass
+class TeacherState:
+    x: np.ndarray        # B × m: last input
+    s: np.ndarray        # B × k: teacher state
+
+
+class VAR1Teacher(DataProcess):
+    """VAR(1) inputs, targets from a teacher Elman network plus Gaussian noise (mse).
+
+    ``hidden``, ``inputs``, ``n_out``: teacher sizes; ``activation``: ``"tanh"`` or ``"identity"``;
+    ``teacher_rho``: ``‖W*‖₂``; ``ar``: ``‖A‖₂``; ``noise``: ``σ_y``; ``out_scale``: scale of ``V*``;
+    ``warmup``: steps the teacher runs in ``init`` so that samples start near stationarity.
+    """
+
+    name = "var1-teacher"
+    loss = "mse"
+
+    def __init__(self, hidden: int = 4, inputs: int = 2, n_out: int = 1, activation: str = "tanh",
+                 teacher_rho: float = 0.6, ar: float = 0.5, noise: float = 0.1, out_scale: float = 1.0,
+                 seed: int = 0, warmup: int = 200):
+        check_unit("teacher_rho", teacher_rho, closed_low=False)
+        check_unit("ar", ar)
+        if not (isinstance(noise, (int, float)) and noise >= 0):
+            raise ValueError(f"target noise must be >= 0, got {noise!r}")
+        self.hidden, self.m, self.n_out = hidden, inputs, n_out
+        self.activation, self.teacher_rho, self.ar = activation, float(teacher_rho), float(ar)
+        self.noise, self.out_scale, self.seed, self.warmup = float(noise), float(out_scale), seed, int(warmup)
+        rng = np.random.default_rng(seed)
+        self.teacher = make_cell("elman", hidden, inputs, activation=activation)
+        theta = self.teacher.init(rng)
+        P = self.teacher.unpack(theta)
+        P["W"] *= teacher_rho / np.linalg.norm(P["W"], 2)
+        self.teacher_theta = self.teacher.pack(P)
+        self.teacher_readout = LinearReadout(hidden, n_out)
+        self.teacher_phi = self.teacher_readout.init(rng) * out_scale
+        self.A = ar * orthogonal(rng, inputs)
+        self.input_cov = (1.0 - ar * ar) * np.eye(inputs)
+        self._chol = np.sqrt(1.0 - ar * ar)
+
+    def with_noise(self, noise: float) -> "VAR1Teacher":
+        """The same teacher and input law with target noise ``σ_y = noise`` (``0``: the teacher's
+        clean output, whose mean loss is the excess loss ``L − ½σ_y² n_out`` with the same gradient)."""
+        return VAR1Teacher(self.hidden, self.m, self.n_out, self.activation, self.teacher_rho, self.ar,
+                           noise, self.out_scale, self.seed, self.warmup)
+
+    def init(self, rng: np.random.Generator, batch: int) -> TeacherState:
+        x = rng.standard_normal((batch, self.m))            # stationary law of x: N(0, I)
+        state = TeacherState(x, np.zeros((batch, self.hidden)))
+        if self.warmup:
+            state, _, _ = self._run(state, self.warmup, rng, targets=False)
+        return state
+
+    def sample(self, state: TeacherState, T: int, rng: np.random.Generator):
+        return self._run(state, T, rng, targets=True)
+
+    def _run(self, state, T, rng, targets):
+        B = state.x.shape[0]
+        eps = self._chol * rng.standard_normal((T, B, self.m))
+        xs = np.empty((T, B, self.m))
+        ss = np.empty((T, B, self.hidden))
+        x, s = state.x, state.s
+        for t in range(T):
+            x = x @ self.A.T + eps[t]
+            s = self.teacher.step(self.teacher_theta, s, x)
+            xs[t], ss[t] = x, s
+        state = TeacherState(x, s)
+        if not targets:
+            return state, xs, None
+        ys = self.teacher_readout.predict(self.teacher_phi, ss)
+        if self.noise > 0:
+            ys = ys + self.noise * rng.standard_normal(ys.shape)
+        return state, xs, ys

@@ -1,0 +1,431 @@
+"""Convergence of online RTRL (THEORY.md §5): the simulations behind its numbered consequences.
+
+Tasks (independent; each returns raw curves and per-path estimates, and the analysis
+``analysis.convergence`` turns them into verdicts):
+
+* ``forgetting-<i>`` (consequence 1): two copies of ``(s_t, J_t)`` driven by the same inputs from
+  different starts at a fixed contractive ``θ`` on the boundary ``sup|σ'|·‖W‖₂ = ρ``;
+  ``‖Δs_t‖``, ``‖ΔJ_t‖_F`` per step.
+* ``stationary`` (2): ``2·chains`` independent chains from two start laws; samples of ``s`` and of
+  a fixed set of entries of ``J`` at the times ``chain_times``.
+* ``gradient-<case>`` (3): ``∇L(θ)`` at a fixed ``θ`` three ways on independent paths: the long-run
+  mean RTRL direction (window means, for Monte Carlo errors from the effective sample size), central
+  finite differences of the long-run mean loss along random unit directions (common data path for
+  the ``±h`` and ``±2h`` probes), and long-window BPTT; plus TBPTT(1) as a control that a biased
+  direction is detected, and for the linear case the closed form (:mod:`simulations.linear_theory`).
+  Each long-run mean is over steps ``(burn, burn + steps]`` with the dependence on every earlier
+  step kept (prefix differences of whole-path quantities), so all estimate ``∇L`` up to
+  ``O(ρ^burn)``.
+* ``trajectory-<case>`` (4, 5, 6, 7): online RTRL from random ``θ_0`` with ``α_t = α₀/(1+t/t₀)^γ`` and
+  the contraction projection; ``θ_t`` at log-spaced and late linearly spaced checkpoints;
+  ``‖∇L(θ_t)‖`` and the excess loss exactly (linear case) or estimated at frozen ``θ_t`` on the
+  noise-free target (same ``∇L``; for a teacher, mean loss = excess loss); outputs on a fixed
+  probe sequence over the late window (function-space coordinates).
+* ``limit-<case>-<estimator>`` (5, 7): the same training with another estimator (TBPTT(τ), SnAp-1,
+  UORO); ``∇L`` at the final iterate and at the average of the last iterates.  RTRL's limit point
+  is the trajectory task's.
+
+Cases: ``tanh`` / ``linear`` — VAR(1) inputs and a teacher of the student's class (contractive
+Elman, ``tanh`` or identity activation); ``markov`` — Markov-regime inputs, target
+``w·x_{t−lag}``; ``orderbook`` — the synthetic order-book series.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import ConfigError, Experiment, Task, TaskResult
+from ..cells import make_cell
+from ..data import MarkovRegime, SyntheticOrderBook, VAR1Teacher
+from ..estimators import parse_estimator
+from ..estimators.bptt import BPTT, TBPTT
+from ..estimators.rtrl import RTRL
+from ..linear_theory import LinearTheory
+from ..readouts import LinearReadout
+from ..sequence import run_sequence, sequence_loss
+from ..training import OnlineTrainer, Schedule, frozen_windows, log_checkpoints
+
+CASES = ("tanh", "linear", "markov", "orderbook")
+
+QUICK = {
+    # problem instance (THEORY §5 setting): student contractive Elman with projection radius ρ;
+    # teacher of the same class with ‖W*‖₂ = teacher_rho < ρ (an interior global minimiser)
+    "hidden": 4, "inputs": 2, "rho": 0.9, "instance_seed": 1,
+    "teacher_rho": 0.8, "input_ar": 0.5, "noise": 0.1,
+    "lag": 4, "regimes": 3, "stay": 0.9,
+    # 1 forgetting
+    "forget_blocks": 2, "forget_pairs": 8, "forget_steps": 150,
+    # 2 stationary law
+    "chains": 500, "chain_times": [1, 2, 4, 8, 16, 32, 64, 128], "j_coords": 12,
+    # 3 gradient three ways
+    "grad_cases": ["tanh", "linear"], "grad_paths": 32, "grad_burn": 300, "grad_steps": 3000,
+    "fd_dirs": 6, "fd_step": 1e-4, "ess_window": 10,
+    # 4, 5, 6, 7 online training: RTRL trajectories and other estimators' limit points
+    "traj_cases": ["linear", "tanh"], "train_replicates": 4, "train_steps": 12000,
+    "alpha0": 0.05, "t0": 1000.0, "gamma": 0.75, "update_every": 1,
+    "log_checkpoints": 40, "late_points": 100, "late_fraction": 0.5, "limit_average": 0.1,
+    "probe_steps": 40, "eval_points": 8, "eval_paths": 8, "eval_burn": 200, "eval_steps": 1000,
+    "limit_cases": ["linear"], "limit_estimators": ["tbptt-1", "tbptt-2", "tbptt-4", "snap-1", "uoro"],
+}
+
+FULL = dict(QUICK, **{
+    "hidden": 8, "forget_blocks": 4, "forget_pairs": 16, "forget_steps": 200,
+    "chains": 2000, "chain_times": [1, 2, 4, 8, 16, 32, 64, 128, 256], "j_coords": 24,
+    "grad_cases": ["tanh", "linear", "markov", "orderbook"], "grad_paths": 64, "grad_steps": 6000,
+    "fd_dirs": 10,
+    "traj_cases": ["linear", "tanh", "markov"], "train_replicates": 8, "train_steps": 100000,
+    "log_checkpoints": 60, "late_points": 200, "eval_points": 10, "eval_paths": 16, "eval_steps": 2000,
+    "limit_cases": ["linear", "markov"],
+    "limit_estimators": ["tbptt-1", "tbptt-2", "tbptt-4", "tbptt-8", "snap-1", "uoro"],
+})
+
+INT_KEYS = ("hidden", "inputs", "forget_blocks", "forget_pairs", "forget_steps", "chains", "j_coords",
+            "grad_paths", "grad_burn", "grad_steps", "fd_dirs", "ess_window", "train_replicates",
+            "train_steps", "update_every", "log_checkpoints", "late_points", "probe_steps", "eval_points",
+            "eval_paths", "eval_burn", "eval_steps", "lag", "regimes")
+
+
+# ---------------------------------------------------------------------------- the problem
+def problem(cfg: dict, case: str):
+    """``(cell, readout, process)`` for a case; the instance (teacher, regimes) comes from ``instance_seed``."""
+    act = "identity" if case == "linear" else "tanh"
+    h, m, seed = cfg["hidden"], cfg["inputs"], cfg["instance_seed"]
+    if case in ("tanh", "linear"):
+        proc = VAR1Teacher(hidden=h, inputs=m, activation=act, teacher_rho=cfg["teacher_rho"],
+                           ar=cfg["input_ar"], noise=cfg["noise"], seed=seed)
+    elif case == "markov":
+        proc = MarkovRegime(inputs=m, states=cfg["regimes"], stay=cfg["stay"], lag=cfg["lag"],
+                            noise=cfg["noise"], seed=seed)
+    elif case == "orderbook":
+        proc = SyntheticOrderBook(target="value")
+    else:
+        raise ConfigError(f"unknown case {case!r}; cases: {', '.join(CASES)}")
+    cell = make_cell("contractive-elman", h, proc.m, rho=cfg["rho"], activation=act)
+    return cell, LinearReadout(cell.k, proc.n_out, proc.loss), proc
+
+
+def boundary_point(cell, readout, cfg: dict, salt: int):
+    """A fixed ``(θ, φ)`` with ``sup|σ'|·‖W‖₂ = ρ`` exactly: a wide random ``W`` projected onto the
+    contraction set (its top singular values clipped to ``ρ``)."""
+    rng = np.random.default_rng([cfg["instance_seed"], salt])
+    theta = cell.project(cell.init(rng, scale=3.0))
+    return theta, readout.init(rng)
+
+
+def lazy_projection(cell):
+    """``cell.project`` (the contraction projection, THEORY §3), skipped when every replicate's
+    ``W`` already has ``sup|σ'|·‖W‖₂ ≤ ρ`` — the projection is then the identity, so the result is
+    the same; only the singular values are computed.  Masked ``W``: ``cell.project`` every time."""
+    if cell.masks.get("W") is not None:
+        return cell.project
+    cols, k, radius = cell.block["W"].cols, cell.hidden, cell.rho / cell.sup_dsigma
+
+    def project(theta):
+        # θ[W] is vec(W) in column-major order: the row-major reshape is Wᵀ, with W's singular values
+        if np.linalg.svd(theta[:, cols].reshape(-1, k, k), compute_uv=False)[:, 0].max() <= radius:
+            return theta
+        return cell.project(theta)
+    return project
+
+
+def schedule(cfg: dict) -> Schedule:
+    return Schedule(cfg["alpha0"], cfg["t0"], cfg["gamma"])
+
+
+# ---------------------------------------------------------------------------- helpers
+def influence_chain(cell, theta, xs, s0, J0):
+    """Yield ``(t, s_t, J_t)`` for ``t = 1 … T`` of the joint chain (THEORY §5) on inputs ``xs``
+    (``T × B × m``) from ``(s_0, J_0)`` (``B × k``, ``B × k × p``), ``θ`` fixed."""
+    est = RTRL()
+    state = est.init(cell, theta, xs.shape[1], J0=J0)
+    s = np.array(s0, dtype=float)
+    for t in range(xs.shape[0]):
+        lin = cell.linearize(theta, s, xs[t])
+        s = lin.state
+        state = est.update(state, lin)
+        yield t + 1, s, state.J
+
+
+def draw(process, paths: int, steps: int, rng):
+    """``(xs, ys)`` of ``paths`` independent stationary paths of length ``steps``."""
+    _, xs, ys = process.sample(process.init(rng, paths), steps, rng)
+    return xs, ys
+
+
+def window_gradient(cell, readout, estimator, theta, phi, xs, ys, burn: int) -> np.ndarray:
+    """``(1/T) Σ_{burn < t ≤ burn+T} ∇ℓ_t`` per path (``B × (p+q)``) with every dependence kept:
+    the whole-path gradient minus the gradient of the first ``burn`` steps (losses before ``burn``
+    do not depend on later steps)."""
+    def total(T):
+        r = run_sequence(cell, theta, readout, phi, xs[:T], ys[:T], estimator)
+        return np.concatenate([r.grad_theta, r.grad_phi], axis=1)
+    return (total(xs.shape[0]) - total(burn)) / (xs.shape[0] - burn)
+
+
+def directional_fd(cell, readout, theta, phi, dirs, h, xs, ys, burn: int, max_rows: int = 1024):
+    """Central differences of the long-run mean loss along unit directions ``dirs`` (``n × (p+q)``)
+    with steps ``h`` and ``2h``, every probe on the same data path: two ``paths × n`` arrays."""
+    paths, p = xs.shape[1], cell.p
+    T = xs.shape[0] - burn
+    base = np.concatenate([theta, phi])
+    out = np.empty((2, 2, dirs.shape[0], paths))          # (h | 2h) × (+ | −) × dir × path
+    per = max(1, max_rows // (4 * paths))
+    for lo in range(0, dirs.shape[0], per):
+        D = dirs[lo:lo + per]
+        probes = base + np.concatenate([s * D for s in (h, -h, 2 * h, -2 * h)])   # 4n × (p+q)
+        rows = probes.shape[0]
+        th, ph = np.repeat(probes[:, :p], paths, axis=0), np.repeat(probes[:, p:], paths, axis=0)
+        X, Y = np.tile(xs, (1, rows, 1)), np.tile(ys, (1, rows) + (1,) * (ys.ndim - 2))
+        L = (sequence_loss(cell, th, readout, ph, X, Y) - sequence_loss(cell, th, readout, ph, X[:burn], Y[:burn])) / T
+        out[:, :, lo:lo + per] = L.reshape(2, 2, len(D), paths)
+    fd_h = (out[0, 0] - out[0, 1]) / (2 * h)
+    fd_2h = (out[1, 0] - out[1, 1]) / (4 * h)
+    return fd_h.T, fd_2h.T
+
+
+def unit_directions(d: int, n: int, rng) -> np.ndarray:
+    """``n`` orthonormal random directions in ``R^d`` (``n × d``)."""
+    q, _ = np.linalg.qr(rng.standard_normal((d, min(n, d))))
+    return q.T
+
+
+def gradient_paths(cell, readout, process, thetas, phis, paths, burn, steps, rng) -> dict:
+    """Per-path long-run mean RTRL direction at each fixed ``(θ, φ)`` row: ``grad`` (``n × paths × (p+q)``)
+    and ``loss`` (``n × paths``)."""
+    n = thetas.shape[0]
+    res = frozen_windows(cell, readout, RTRL(), process, np.repeat(thetas, paths, axis=0),
+                         np.repeat(phis, paths, axis=0), burn, steps, 1, rng)
+    if res["diverged_at"] is not None:
+        return res
+    g = np.concatenate([res["grad"][0], res["grad_phi"][0]], axis=1)
+    return {"diverged_at": None, "grad": g.reshape(n, paths, -1), "loss": res["loss"][0].reshape(n, paths)}
+
+
+# ---------------------------------------------------------------------------- the experiment
+class ConvergenceExperiment(Experiment):
+    name = "convergence"
+    description = ("Online RTRL convergence (THEORY §5): forgetting, stationary law, ∇L three ways, "
+                   "trajectories to stationary points, RTRL vs TBPTT(τ) limit points, rates, assumption audit")
+    profiles = {"quick": QUICK, "full": FULL}
+
+    def validate(self, cfg: dict) -> None:
+        for key in INT_KEYS:
+            v = cfg[key]
+            low = 0 if key in ("grad_burn", "eval_burn", "lag") else 1
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+                raise ConfigError(f"convergence: {key} must be an integer >= {low}, got {v!r}")
+        if cfg["grad_steps"] % cfg["ess_window"]:
+            raise ConfigError("convergence: grad_steps must be a multiple of ess_window")
+        if cfg["grad_paths"] < 4 or cfg["eval_paths"] < 2:
+            raise ConfigError("convergence: grad_paths must be >= 4 and eval_paths >= 2 for standard errors")
+        if not (0.0 < cfg["teacher_rho"] < cfg["rho"] < 1.0):
+            raise ConfigError(f"convergence: need 0 < teacher_rho < rho < 1, got {cfg['teacher_rho']!r}, {cfg['rho']!r}")
+        for key in ("grad_cases", "traj_cases", "limit_cases"):
+            bad = [c for c in cfg[key] if c not in CASES]
+            if bad:
+                raise ConfigError(f"convergence: unknown case(s) {bad} in {key}; cases: {', '.join(CASES)}")
+        missing = [c for c in cfg["limit_cases"] if c not in cfg["traj_cases"]]
+        if missing:
+            raise ConfigError(f"convergence: limit_cases {missing} need their RTRL reference in traj_cases")
+        if "rtrl" in cfg["limit_estimators"]:
+            raise ConfigError("convergence: limit_estimators lists the others; RTRL's limit is the trajectory task")
+        if not (0.0 < cfg["limit_average"] <= cfg["late_fraction"] < 1.0):
+            raise ConfigError("convergence: need 0 < limit_average <= late_fraction < 1")
+        if not cfg["fd_step"] > 0:
+            raise ConfigError("convergence: fd_step must be positive")
+        if list(cfg["chain_times"]) != sorted(set(cfg["chain_times"])) or cfg["chain_times"][0] < 1:
+            raise ConfigError("convergence: chain_times must be increasing positive steps")
+        try:
+            schedule(cfg).require_robbins_monro()   # the training runs claim the theorem's step sizes
+        except ValueError as e:
+            raise ConfigError(f"convergence: {e}") from None
+
+    def tasks(self, cfg: dict) -> list[Task]:
+        out = [Task(f"forgetting-{i}", dict(cfg, check="forgetting", block=i)) for i in range(cfg["forget_blocks"])]
+        out.append(Task("stationary", dict(cfg, check="stationary")))
+        out += [Task(f"gradient-{c}", dict(cfg, check="gradient", case=c)) for c in cfg["grad_cases"]]
+        out += [Task(f"trajectory-{c}", dict(cfg, check="training", case=c, estimator="rtrl"))
+                for c in cfg["traj_cases"]]
+        out += [Task(f"limit-{c}-{e}", dict(cfg, check="training", case=c, estimator=e))
+                for c in cfg["limit_cases"] for e in cfg["limit_estimators"] if registered(e)]
+        return out
+
+    def run_task(self, task, seed, progress=None) -> TaskResult:
+        cfg = task.config
+        rng = np.random.default_rng(seed)
+        report = progress or (lambda f: None)
+        return getattr(self, "_" + cfg["check"])(cfg, rng, report)
+
+    # ------------------------------------------------------------------ 1 forgetting
+    def _forgetting(self, cfg, rng, progress):
+        cell, readout, proc = problem(cfg, "tanh")
+        theta, _ = boundary_point(cell, readout, cfg, salt=100 + cfg["block"])
+        R, T = cfg["forget_pairs"], cfg["forget_steps"]
+        xs, _ = draw(proc, R, T, rng)
+        xs = np.concatenate([xs, xs], axis=1)                      # the same inputs for both copies
+        s0 = np.concatenate([np.zeros((R, cell.k)), rng.uniform(-1.0, 1.0, (R, cell.k))])
+        J0 = np.concatenate([np.zeros((R, cell.k, cell.p)), rng.standard_normal((R, cell.k, cell.p))])
+        ds, dJ = np.empty((T + 1, R)), np.empty((T + 1, R))
+        ds[0] = np.linalg.norm(s0[:R] - s0[R:], axis=1)
+        dJ[0] = np.linalg.norm((J0[:R] - J0[R:]).reshape(R, -1), axis=1)
+        for t, s, J in influence_chain(cell, theta, xs, s0, J0):
+            ds[t] = np.linalg.norm(s[:R] - s[R:], axis=1)
+            dJ[t] = np.linalg.norm((J[:R] - J[R:]).reshape(R, -1), axis=1)
+        progress(1.0)
+        return TaskResult(data={"rho": cfg["rho"], "contraction": float(cell.contraction(theta)), "k": cell.k,
+                                "p": cell.p, "pairs": R, "steps": T},
+                          arrays={"ds": ds, "dJ": dJ})
+
+    # ------------------------------------------------------------------ 2 stationary law
+    def _stationary(self, cfg, rng, progress):
+        cell, readout, proc = problem(cfg, "tanh")
+        theta, _ = boundary_point(cell, readout, cfg, salt=200)
+        N, times = cfg["chains"], list(cfg["chain_times"])
+        xs, _ = draw(proc, 2 * N, times[-1], rng)                   # independent paths for every chain
+        s0 = np.concatenate([np.zeros((N, cell.k)), rng.uniform(-1.0, 1.0, (N, cell.k))])
+        J0 = np.concatenate([np.zeros((N, cell.k, cell.p)), 3.0 * rng.standard_normal((N, cell.k, cell.p))])
+        pick = np.random.default_rng([cfg["instance_seed"], 201]).choice(cell.k * cell.p,
+                                                                           min(cfg["j_coords"], cell.k * cell.p), replace=False)
+        samples = np.empty((len(times), 2 * N, cell.k + pick.size), dtype=np.float32)
+        i = 0
+        for t, s, J in influence_chain(cell, theta, xs, s0, J0):
+            if t == times[i]:
+                samples[i] = np.concatenate([s, J.reshape(2 * N, -1)[:, pick]], axis=1)
+                i += 1
+                progress(t / times[-1])
+        return TaskResult(data={"chains": N, "times": times, "k": cell.k, "j_coords": pick.tolist(),
+                                "contraction": float(cell.contraction(theta))},
+                          arrays={"start_a": samples[:, :N], "start_b": samples[:, N:]})
+
+    # ------------------------------------------------------------------ 3 ∇L three ways
+    def _gradient(self, cfg, rng, progress):
+        case = cfg["case"]
+        cell, readout, proc = problem(cfg, case)
+        theta, phi = boundary_point(cell, readout, cfg, salt=300 + CASES.index(case))
+        P, burn, T = cfg["grad_paths"], cfg["grad_burn"], cfg["grad_steps"]
+        d = cell.p + readout.q
+        dirs = unit_directions(d, cfg["fd_dirs"], np.random.default_rng([cfg["instance_seed"], 301]))
+        # (a) long-run mean RTRL direction, in windows (for effective-sample-size errors)
+        W = T // cfg["ess_window"]
+        res = frozen_windows(cell, readout, RTRL(), proc, np.tile(theta, (P, 1)), np.tile(phi, (P, 1)),
+                             burn, T, W, rng)
+        if res["diverged_at"] is not None:
+            return TaskResult(status="diverged", reason=f"frozen RTRL run diverged at step {res['diverged_at']}")
+        gw = np.concatenate([res["grad"], res["grad_phi"]], axis=2)            # W × P × d
+        progress(0.3)
+        # (b) finite differences on common data paths, (c) long-window BPTT and the TBPTT(1) control
+        xs, ys = draw(proc, P, burn + T, rng)
+        fd_h, fd_2h = directional_fd(cell, readout, theta, phi, dirs, cfg["fd_step"], xs, ys, burn)
+        progress(0.6)
+        xs, ys = draw(proc, P, burn + T, rng)
+        thP, phP = np.tile(theta, (P, 1)), np.tile(phi, (P, 1))
+        g_bptt = window_gradient(cell, readout, BPTT(), thP, phP, xs, ys, burn)
+        g_tb1 = window_gradient(cell, readout, TBPTT(1), thP, phP, xs, ys, burn)
+        progress(0.9)
+        data = {"case": case, "d": d, "p": cell.p, "q": readout.q, "paths": P, "burn": burn, "steps": T,
+                "fd_step": cfg["fd_step"], "windows": W, "contraction": float(cell.contraction(theta))}
+        arrays = {"rtrl": gw.mean(axis=0), "fd_h": fd_h, "fd_2h": fd_2h, "bptt": g_bptt, "tbptt1": g_tb1,
+                  "dirs": dirs, "ess_loss": res["loss"], "ess_proj": gw @ dirs[0]}
+        if case == "linear":
+            gt, gp = LinearTheory(cell, proc).gradient(theta, phi)
+            arrays["closed_form"] = np.concatenate([gt, gp])
+        progress(1.0)
+        return TaskResult(data=data, arrays=arrays)
+
+    # ------------------------------------------------------------------ 4, 5, 6, 7 online training
+    def _training(self, cfg, rng, progress):
+        """Online training with ``estimator`` from random ``θ_0`` (RTRL: a trajectory task; others:
+        a limit-point task), then ``∇L`` at checkpoints, at the final iterate and at the average of
+        the iterates over the last ``limit_average`` of the run."""
+        case, spec = cfg["case"], cfg["estimator"]
+        cell, readout, proc = problem(cfg, case)
+        T, B = cfg["train_steps"], cfg["train_replicates"]
+        late = np.round(np.linspace(T * (1 - cfg["late_fraction"]), T, cfg["late_points"])).astype(np.int64)
+        trainer = OnlineTrainer(cell, readout, parse_estimator(spec), proc, schedule(cfg), cfg["update_every"],
+                                project=lazy_projection(cell), require_theorem=True,
+                                checkpoints=np.union1d(log_checkpoints(T, cfg["log_checkpoints"]), late))
+        state = trainer.init(cell.init(rng, batch=B), readout.init(rng, B), rng)
+        state, traj = trainer.run(state, T, rng, progress=lambda n: progress(0.8 * state.t / T))
+        a = traj.arrays()
+        arrays = {name: a[name] for name in ("t", "theta", "phi", "loss", "grad_norm", "contraction") if name in a}
+        arrays["late"] = np.isin(a["t"], late)
+        data = {"case": case, "estimator": spec, "p": cell.p, "q": readout.q, "steps": T, "replicates": B,
+                "audit": audit(cfg, cell, a, traj.diverged_at),
+                "memory": memory(cfg, proc, case)}
+        if traj.diverged_at is not None:
+            return TaskResult(data=data, arrays=arrays, status="diverged",
+                              reason=f"{spec} training diverged at step {traj.diverged_at}")
+        tail = a["t"] > (1 - cfg["limit_average"]) * T
+        avg_theta, avg_phi = a["theta"][tail].mean(axis=0), a["phi"][tail].mean(axis=0)   # B × p, B × q
+        if case == "linear":
+            lt = LinearTheory(cell, proc)
+            arrays["grad_norm_exact"] = lt.batch(lt.gradient_norm, a["theta"], a["phi"])
+            arrays["excess_exact"] = lt.batch(lt.excess_loss, a["theta"], a["phi"])
+            arrays["avg_grad_norm_exact"] = lt.batch(lt.gradient_norm, avg_theta, avg_phi)
+            arrays["avg_excess_exact"] = lt.batch(lt.excess_loss, avg_theta, avg_phi)
+            data["loss_minimum"] = lt.minimum
+        else:
+            rows = np.flatnonzero(~arrays["late"])
+            pick = rows[np.unique(np.round(np.linspace(0, rows.size - 1, cfg["eval_points"])).astype(int))] \
+                if spec == "rtrl" else np.zeros(0, dtype=int)
+            thetas = np.concatenate([a["theta"][pick], a["theta"][-1:], avg_theta[None]])      # n × B × p
+            phis = np.concatenate([a["phi"][pick], a["phi"][-1:], avg_phi[None]])
+            n, P = thetas.shape[0], cfg["eval_paths"]
+            est = gradient_paths(cell, readout, proc.with_noise(0.0), thetas.reshape(-1, cell.p),
+                                 phis.reshape(-1, readout.q), P, cfg["eval_burn"], cfg["eval_steps"], rng)
+            if est["diverged_at"] is not None:
+                return TaskResult(data=data, arrays=arrays, status="diverged",
+                                  reason=f"gradient evaluation diverged at step {est['diverged_at']}")
+            arrays["eval_t"] = np.concatenate([a["t"][pick], [T, -1]])     # −1: the late average
+            arrays["eval_grad"] = est["grad"].reshape(n, B, P, -1)
+            arrays["eval_loss"] = est["loss"].reshape(n, B, P)
+        if spec == "rtrl":
+            arrays["probe_out"] = probe_outputs(cfg, cell, readout, proc, a["theta"][arrays["late"]],
+                                                a["phi"][arrays["late"]])
+        progress(1.0)
+        return TaskResult(data=data, arrays=arrays)
+
+
+def audit(cfg, cell, a, diverged_at) -> dict:
+    """The run against the theorem's assumptions (THEORY §5 "Setting"; consequence 7)."""
+    c = a.get("contraction")
+    return {"rho": cfg["rho"], "max_contraction": None if c is None else float(c.max()),
+            "final_contraction": None if c is None else c[-1].tolist(),
+            "activation": cell.activation, "bounded_activation": cell.activation == "tanh",
+            "robbins_monro": schedule(cfg).robbins_monro, "gamma": cfg["gamma"], "alpha0": cfg["alpha0"],
+            "t0": cfg["t0"], "update_every": cfg["update_every"], "diverged_at": diverged_at}
+
+
+def memory(cfg, proc, case) -> dict:
+    """How far back the target depends on inputs: the lag (Markov case) or the e-folding time
+    ``−1/ln max(‖W*‖₂, ‖A‖₂)`` of the teacher case's linear memory."""
+    if case == "markov":
+        return {"kind": "lag", "steps": cfg["lag"], "mixing_rate": proc.mixing_rate}
+    if case in ("tanh", "linear"):
+        r = max(cfg["teacher_rho"], cfg["input_ar"])
+        return {"kind": "e-folding", "steps": float(-1.0 / np.log(r))}
+    return {"kind": "volatility", "steps": float(-1.0 / np.log(proc.a + proc.b))}
+
+
+def probe_outputs(cfg, cell, readout, proc, thetas, phis) -> np.ndarray:
+    """Function-space coordinates of parameters ``(n × B × p, n × B × q)``: the outputs on one fixed
+    input sequence of ``probe_steps`` steps from ``s = 0`` (``n × B × probe_steps·n_out``).  They do not
+    change under the symmetries of the parameterisation (unit permutations and sign flips for
+    ``tanh``, similarity transforms for the linear RNN)."""
+    rng = np.random.default_rng([cfg["instance_seed"], 400])
+    xs, _ = draw(proc, 1, cfg["probe_steps"], rng)
+    n, B, p = thetas.shape
+    th, ph = thetas.reshape(-1, p), phis.reshape(n * B, -1)
+    s, out = np.zeros((n * B, cell.k)), []
+    for t in range(xs.shape[0]):
+        s = cell.step(th, s, np.broadcast_to(xs[t], (n * B, xs.shape[2])))
+        out.append(readout.predict(ph, s))
+    return np.concatenate(out, axis=-1).reshape(n, B, -1)
+
+
+def registered(spec: str) -> bool:
+    """True when ``spec`` names an estimator in the registry (``parse_estimator`` accepts it)."""
+    try:
+        parse_estimator(spec)
+    except (ValueError, TypeError):
+        return False
+    return True
