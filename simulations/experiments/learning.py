@@ -1,0 +1,341 @@
+"""SnAp's claims under online learning (THEORY.md §6): a copy task with a length curriculum and a
+character-level model, every estimator training the same network online.
+
+Each task trains one ``(task, cell, density, estimator)`` with ``seeds`` replicates on the leading
+axis ``B``.  Replicate ``b`` of every estimator in a ``(task, cell, density)`` group starts from the
+same ``θ₀``, ``φ₀`` and weight mask and reads the same data stream (common random numbers: the
+group seed is derived from the run seed and the group's name, not from the task's position), so
+estimators are compared replicate by replicate.  All estimators train the same cell of the same
+size: the comparison is parameter-matched; the cost axis is the structural FLOP estimate of
+:mod:`simulations.flops`.
+
+The online loop (:func:`learn_online`): at every step ``s_t, D_t, I_t`` from ``cell.linearize``,
+the estimator's ``update`` and ``gradient`` (THEORY §2 "Online RTRL", §4), the readout's loss and
+credit; every ``update_every`` steps the accumulated gradients move ``θ`` and ``φ`` (Adam or SGD).
+A replicate's ``θ`` moves only when a ``θ``-gradient has arrived (TBPTT delivers one per block,
+the copy task has credit only on recall steps), so no optimiser step is taken on an empty
+gradient.  Gradient alignment is measured at checkpoints: ``θ_t`` frozen, the next stretch of the
+stream replayed with the estimator and with exact RTRL, cosine of the two segment gradients.
+"""
+from __future__ import annotations
+
+import time
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from ..cells import CELLS, make_cell
+from ..data.copy_task import IGNORE, CopyTask, MaskedReadout
+from ..data.text import CharText, corpus_info
+from ..curriculum import LengthCurriculum
+from ..estimators import parse_estimator
+from ..flops import step_flops
+from ..readouts import LinearReadout
+from ..sequence import run_sequence, sequence_loss
+from ..training import Schedule
+from .base import ConfigError, Experiment, Task, TaskResult
+
+LN2 = np.log(2.0)
+TASK_KINDS = ("copy", "text")
+
+
+# --------------------------------------------------------------------------- optimisers
+@dataclass
+class OptState:
+    m: np.ndarray        # B × n first moment (Adam) / unused (SGD)
+    v: np.ndarray        # B × n second moment
+    n: np.ndarray        # B: optimiser steps taken by each replicate
+
+
+class Optimizer:
+    """Per-replicate ``adam`` (Kingma & Ba, bias-corrected) or plain ``sgd`` with rate ``schedule(t)``.
+
+    ``step`` moves only the rows flagged ``active`` (``B`` bool)."""
+
+    KINDS = ("adam", "sgd")
+
+    def __init__(self, kind: str, schedule: Schedule, beta1=0.9, beta2=0.999, eps=1e-8):
+        if kind not in self.KINDS:
+            raise ValueError(f"unknown optimizer {kind!r}; choose from {', '.join(self.KINDS)}")
+        self.kind, self.schedule, self.beta1, self.beta2, self.eps = kind, schedule, beta1, beta2, eps
+
+    def init(self, x: np.ndarray) -> OptState:
+        return OptState(np.zeros_like(x), np.zeros_like(x), np.zeros(x.shape[0]))
+
+    def step(self, st: OptState, x: np.ndarray, g: np.ndarray, active: np.ndarray, t: int) -> None:
+        """In place: ``x[b] ← x[b] − α_t · direction[b]`` for the rows ``b`` flagged in ``active``."""
+        if not active.any():
+            return
+        alpha = float(self.schedule(t))
+        rows = slice(None) if active.all() else np.flatnonzero(active)
+        if self.kind == "sgd":
+            x[rows] -= alpha * g[rows]
+            return
+        st.n[rows] += 1
+        m = st.m[rows] = self.beta1 * st.m[rows] + (1.0 - self.beta1) * g[rows]
+        v = st.v[rows] = self.beta2 * st.v[rows] + (1.0 - self.beta2) * np.square(g[rows])
+        n = st.n[rows][:, None]
+        x[rows] -= (alpha / (1.0 - self.beta1 ** n)) * m / (np.sqrt(v / (1.0 - self.beta2 ** n)) + self.eps)
+
+
+# --------------------------------------------------------------------------- the online loop
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine of two ``B × p`` arrays (NaN where a row is zero)."""
+    den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, np.sum(a * b, axis=1) / np.where(den > 0, den, 1.0), np.nan)
+
+
+def learn_online(cell, readout, estimator, process, theta0, phi0, steps: int, rng, data_rng,
+                 optimizer: Optimizer, update_every: int = 1, record_every: int = 64,
+                 align_every: int | None = None, align_len: int = 64, align_rng=None,
+                 validation=None, val_every: int | None = None, chunk: int = 32, blowup: float = 1e8,
+                 progress=None) -> dict[str, np.ndarray]:
+    """Train online for ``steps`` steps; ``θ₀`` is ``B × p``, ``φ₀`` is ``B × q``.
+
+    ``readout`` takes integer targets with :data:`~simulations.data.copy_task.IGNORE` for steps
+    without loss (e.g. :class:`MaskedReadout`); the windowed loss counts only the other steps.
+    A process with an ``observe(state, loss, y)`` method (the copy task's curriculum) is told every
+    step's loss; one with ``lengths(state)`` has them recorded.  ``validation = (xs, ys)`` (``T × B``
+    leading axes) is evaluated with frozen ``θ, φ`` at ``t = 0`` and every ``val_every`` steps.
+
+    Gradient alignment (with ``align_every``): at ``t = 0`` and every ``align_every`` steps, ``θ_t``,
+    ``φ_t`` and ``s_t`` are frozen and the next ``align_len`` steps of the training stream are
+    replayed through :func:`~simulations.sequence.run_sequence` with the estimator (its own fresh
+    state, randomness from ``align_rng``) and with exact RTRL; the cosine of the two segment
+    gradients ``dL/dθ`` is recorded.  Training itself is unaffected.
+
+    Returns arrays (``R`` = number of records, one per ``record_every`` steps):
+    ``t`` (``R``), ``loss_bits`` (``R × B``: mean loss in bits per counted step over the window),
+    ``length`` (``R × B``, curriculum), ``align_t``, ``cosine`` (``A × B``), ``val_t``,
+    ``val_bits`` (``V × B``), ``theta`` / ``phi`` (final, ``B × p`` / ``B × q``), ``diverged_at`` (``B``, −1 where the replicate stayed finite),
+    ``seconds`` (wall time of the loop).
+    """
+    theta, phi = np.array(theta0, dtype=float), np.array(phi0, dtype=float)
+    B = theta.shape[0]
+    s = np.zeros((B, cell.k))
+    est = estimator.init(cell, theta, B, rng)
+    exact = parse_estimator("rtrl") if align_every else None
+    data = process.init(data_rng, B)
+    opt_theta, opt_phi = optimizer.init(theta), optimizer.init(phi)
+    g_acc, gphi_acc = np.zeros_like(theta), np.zeros_like(phi)
+    win_loss, win_n = np.zeros(B), np.zeros(B)
+    out = {k: [] for k in ("t", "loss_bits", "length", "align_t", "cosine", "val_t", "val_bits")}
+    diverged = np.full(B, -1, dtype=np.int64)
+    observe, lengths = getattr(process, "observe", None), getattr(process, "lengths", None)
+    segment = None                       # (t, θ, φ, s, [x], [y]) of the alignment segment being collected
+
+    def validate(t):
+        out["val_t"].append(t)
+        L = sequence_loss(cell, theta, readout, phi, validation[0], validation[1])
+        out["val_bits"].append(L / (validation[0].shape[0] * LN2))
+
+    def align(t0, th, ph, s0, xs, ys):
+        xs, ys = np.stack(xs), np.stack(ys)
+        g = run_sequence(cell, th, readout, ph, xs, ys, estimator, align_rng, s0).grad_theta
+        g_exact = run_sequence(cell, th, readout, ph, xs, ys, exact, align_rng, s0).grad_theta
+        out["align_t"].append(t0)
+        out["cosine"].append(cosine_rows(g, g_exact))
+
+    started = time.perf_counter()
+    if validation is not None:
+        validate(0)
+    t = 0
+    with np.errstate(all="ignore"):
+        while t < steps and (diverged < 0).any():
+            n = min(chunk, steps - t)
+            data, xs, ys = process.sample(data, n, data_rng)
+            for i in range(n):
+                if align_every and t % align_every == 0 and segment is None and t + align_len <= steps:
+                    segment = (t, theta.copy(), phi.copy(), s.copy(), [], [])
+                if segment is not None:
+                    segment[4].append(xs[i])
+                    segment[5].append(ys[i])
+                    if len(segment[4]) == align_len:
+                        align(*segment)
+                        segment = None
+                lin = cell.linearize(theta, s, xs[i])
+                s = lin.state
+                est = estimator.update(est, lin, rng)
+                loss, credit, dphi = readout.evaluate(phi, s, ys[i])
+                est, g = estimator.gradient(est, credit)
+                g_acc += g
+                gphi_acc += dphi
+                t += 1
+                win_loss += loss
+                win_n += ys[i] != IGNORE
+                if observe is not None:
+                    data = observe(data, loss, ys[i])
+                if t % update_every == 0:
+                    optimizer.step(opt_theta, theta, g_acc, np.any(g_acc != 0.0, axis=1), t)
+                    optimizer.step(opt_phi, phi, gphi_acc, np.any(gphi_acc != 0.0, axis=1), t)
+                    g_acc[...] = 0.0
+                    gphi_acc[...] = 0.0
+                bad = ~(np.isfinite(loss) & np.all(np.abs(s) < blowup, axis=1)
+                        & np.all(np.abs(theta) < blowup, axis=1)) & (diverged < 0)
+                if bad.any():
+                    diverged[bad] = t
+                if t % record_every == 0:
+                    out["t"].append(t)
+                    out["loss_bits"].append(np.where(win_n > 0, win_loss / np.maximum(win_n, 1), np.nan) / LN2)
+                    win_loss[...], win_n[...] = 0.0, 0.0
+                    if lengths is not None:
+                        out["length"].append(lengths(data))
+                if validation is not None and t % val_every == 0:
+                    validate(t)
+            if progress is not None:
+                progress(t / steps)
+    arrays = {k: np.asarray(v, dtype=float) for k, v in out.items() if v}
+    arrays["theta"], arrays["phi"] = theta, phi
+    arrays["diverged_at"] = diverged
+    arrays["seconds"] = np.asarray(time.perf_counter() - started)
+    return arrays
+
+
+# --------------------------------------------------------------------------- the experiment
+ESTIMATORS = ["rtrl", "snap-1", "snap-2", "snap-3", "uoro", "kf-rtrl", "rflo", "tbptt-4", "tbptt-16"]
+
+QUICK = {
+    "tasks": ["copy", "text"],
+    "groups": ["gru-reset-after:0.1"],
+    "hidden": 16,
+    "estimators": ESTIMATORS,
+    "seeds": 3,
+    "init_scale": 1.0,
+    "optimizer": "adam",
+    "lr": 3e-3,
+    "update_every": 1,
+    "record_every": 50,
+    "align_every": 500,
+    "align_len": 64,
+    "copy_steps": 2500,
+    "alphabet": 2,
+    "threshold_bits": 0.15,
+    "spread": 5,
+    "curriculum_window": 64,
+    "text_steps": 2000,
+    "vocab_size": 24,
+    "val_fraction": 0.1,
+    "val_chars": 1000,
+    "val_every": 500,
+}
+
+FULL = dict(QUICK, groups=["gru-reset-after:0.25", "gru-reset-after:0.1", "lstm:0.25", "elman:0.25"],
+            seeds=5, copy_steps=8000, text_steps=4000, align_every=1000, val_chars=2000,
+            estimators=ESTIMATORS + ["tbptt-64"])
+
+
+def parse_group(group: str) -> tuple[str, float]:
+    """``"gru-reset-after:0.25"`` -> ``("gru-reset-after", 0.25)``; ``ConfigError`` when malformed."""
+    cell, sep, density = str(group).rpartition(":")
+    try:
+        d = float(density)
+    except ValueError:
+        d = None
+    if not sep or cell not in CELLS or d is None or not 0.0 < d <= 1.0:
+        raise ConfigError(f"group {group!r} must be 'cell:density' with a known cell ({', '.join(CELLS)}) "
+                          "and a density in (0, 1]")
+    return cell, d
+
+
+def applies(spec: str, cell: str) -> bool:
+    """Whether an estimator applies to a cell: KF-RTRL needs the Kronecker form ``s' = σ(W â)``
+    (THEORY §4, ``Cell.kronecker_form``); every other estimator applies to every cell."""
+    return not spec.startswith("kf-rtrl") or CELLS[cell].kronecker_form
+
+
+def _require(cfg, key, ok, what):
+    if isinstance(cfg[key], bool) or not ok(cfg[key]):
+        raise ConfigError(f"{key} must be {what}, got {cfg[key]!r}")
+
+
+class LearningExperiment(Experiment):
+    name = "learning"
+    description = ("SnAp's claims under online learning (THEORY §6): copy-task curriculum and a character-level "
+                   "model; RTRL, SnAp-n, UORO, KF-RTRL, RFLO and TBPTT(τ) train the same network, several seeds")
+    profiles = {"quick": QUICK, "full": FULL}
+
+    def validate(self, cfg: dict) -> None:
+        integer = lambda low: (lambda v: isinstance(v, (int, np.integer)) and v >= low)  # noqa: E731
+        positive = lambda v: isinstance(v, (int, float)) and np.isfinite(v) and v > 0   # noqa: E731
+        for key in ("hidden", "seeds", "update_every", "record_every", "copy_steps", "text_steps",
+                    "curriculum_window", "val_chars", "val_every", "align_every", "align_len"):
+            _require(cfg, key, integer(1), "an integer >= 1")
+        _require(cfg, "alphabet", integer(2), "an integer >= 2")
+        _require(cfg, "vocab_size", integer(2), "an integer >= 2")
+        _require(cfg, "spread", integer(0), "an integer >= 0")
+        for key in ("lr", "threshold_bits", "init_scale"):
+            _require(cfg, key, positive, "a positive number")
+        _require(cfg, "val_fraction", lambda v: isinstance(v, float) and 0.0 < v < 1.0, "in (0, 1)")
+        if not cfg["tasks"] or any(kind not in TASK_KINDS for kind in cfg["tasks"]):
+            raise ConfigError(f"tasks must be a non-empty list from {', '.join(TASK_KINDS)}, got {cfg['tasks']!r}")
+        if not cfg["groups"]:
+            raise ConfigError("groups must list at least one 'cell:density'")
+        for group in cfg["groups"]:
+            parse_group(group)
+        if not cfg["estimators"] or not all(isinstance(e, str) and e for e in cfg["estimators"]):
+            raise ConfigError("estimators must be a non-empty list of estimator specs such as 'snap-2'")
+        if cfg["optimizer"] not in Optimizer.KINDS:
+            raise ConfigError(f"optimizer must be one of {', '.join(Optimizer.KINDS)}, got {cfg['optimizer']!r}")
+
+    def tasks(self, cfg: dict) -> list[Task]:
+        shared = {k: v for k, v in cfg.items() if k not in ("tasks", "groups", "estimators")}
+        out = []
+        for kind in cfg["tasks"]:
+            for group in cfg["groups"]:
+                cell, d = parse_group(group)
+                for spec in cfg["estimators"]:
+                    if applies(spec, cell):
+                        gid = f"{kind}-{cell}-d{d:g}"
+                        out.append(Task(f"{gid}-{spec}", dict(shared, task=kind, cell=cell, density=d,
+                                                              estimator=spec, group=gid)))
+        return out
+
+    def run_task(self, task: Task, seed: np.random.SeedSequence, progress=None) -> TaskResult:
+        cfg = task.config
+        kind, B = cfg["task"], int(cfg["seeds"])
+        estimator = parse_estimator(cfg["estimator"])
+        # The group seed: shared by every estimator of the group (paired replicates).
+        group = np.random.SeedSequence(seed.entropy, spawn_key=(zlib.crc32(cfg["group"].encode()),))
+        mask_ss, init_ss, data_ss = group.spawn(3)
+        train_ss, align_ss = seed.spawn(2)
+        if kind == "copy":
+            process = CopyTask(cfg["alphabet"], LengthCurriculum(cfg["threshold_bits"], cfg["curriculum_window"],
+                                                                 cfg["spread"]))
+            steps, validation, val_every = cfg["copy_steps"], None, None
+        else:
+            process = CharText(cfg["vocab_size"], cfg["val_fraction"])
+            steps, val_every = cfg["text_steps"], cfg["val_every"]
+            validation = process.validation(cfg["val_chars"], B)
+        cell = make_cell(cfg["cell"], cfg["hidden"], process.m, density=cfg["density"],
+                         mask_seed=int(mask_ss.generate_state(1)[0]))
+        readout = MaskedReadout(LinearReadout(cell.k, process.n_out, "xent"))
+        init_rng = np.random.default_rng(init_ss)
+        theta0 = cell.init(init_rng, cfg["init_scale"], batch=B)
+        phi0 = readout.init(init_rng, B)
+        optimizer = Optimizer(cfg["optimizer"], Schedule(cfg["lr"]))
+        align_every = cfg["align_every"] if estimator.name != "rtrl" else None
+        with threadpool_limits(1):
+            arrays = learn_online(cell, readout, estimator, process, theta0, phi0, steps,
+                                  np.random.default_rng(train_ss), np.random.default_rng(data_ss), optimizer,
+                                  cfg["update_every"], cfg["record_every"], align_every, cfg["align_len"],
+                                  np.random.default_rng(align_ss), validation, val_every, progress=progress)
+        flops = step_flops(cell, estimator, process.n_out)
+        arrays["flops"] = arrays["t"] * flops["total"]
+        data = {"estimator": estimator.label, "cell": cell.name, "k": cell.k, "p": cell.p, "m": cell.m,
+                "density": cell.density, "flops_per_step": flops,
+                "seconds_per_step": float(arrays["seconds"]) / steps, "steps": steps, "batch": B}
+        if kind == "copy":
+            data["final_length"] = arrays["length"][-1].tolist()
+        else:
+            data["final_val_bits"] = arrays["val_bits"][-1].tolist()
+            data["corpus"] = corpus_info()
+            data["vocab"] = "".join(process.vocab)
+        bad = arrays["diverged_at"] >= 0
+        if bad.any():
+            return TaskResult(data, arrays, status="diverged",
+                              reason=f"replicates {np.flatnonzero(bad).tolist()} diverged at steps "
+                                     f"{arrays['diverged_at'][bad].tolist()}")
+        return TaskResult(data, arrays)
