@@ -1,13 +1,17 @@
 """Data processes (ergodic sources, tasks); see :mod:`simulations.data.base` for the interface."""
 from .base import DataProcess
+from .copy_task import CopyTask
 from .markov import MarkovRegime
 from .orderbook import SyntheticOrderBook
+from .text import CharText
 from .var1 import VAR1Teacher
 
 PROCESSES: dict[str, type[DataProcess]] = {
     VAR1Teacher.name: VAR1Teacher,
     MarkovRegime.name: MarkovRegime,
     SyntheticOrderBook.name: SyntheticOrderBook,
+    CopyTask.name: CopyTask,
+    CharText.name: CharText,
 }
 
 
@@ -19,4 +23,4 @@ def make_process(name: str, **options) -> DataProcess:
         raise ValueError(f"unknown data process {name!r}; known processes: {', '.join(PROCESSES)}") from None
     return cls(**options)
 
-__all__ = ["DataProcess", "PROCESSES", "make_process", "VAR1Teacher", "MarkovRegime", "SyntheticOrderBook"]
+__all__ = ["DataProcess", "PROCESSES", "make_process", "VAR1Teacher", "MarkovRegime", "SyntheticOrderBook", "CopyTask", "CharText"]
