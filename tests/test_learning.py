@@ -137,7 +137,7 @@ def test_config_is_refused_with_one_clear_line():
     exp = LearningExperiment()
     for bad in (dict(groups=["elman"]), dict(groups=["nope:0.5"]), dict(groups=["elman:1.5"]),
                 dict(hidden=0), dict(tasks=["music"]), dict(estimators=[]), dict(optimizer="lbfgs"),
-                dict(lr=-1.0), dict(val_fraction=1.0), dict(spread=-1), dict(nonsense=1)):
+                dict(copy_lr=-1.0), dict(val_fraction=1.0), dict(spread=-1), dict(nonsense=1)):
         with pytest.raises(ConfigError) as e:
             exp.config("quick", bad)
         assert "\n" not in str(e.value)
