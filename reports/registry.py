@@ -6,14 +6,17 @@ analysis function (records -> ``analysis.sections.Section``) + one line here.
 from __future__ import annotations
 
 import analysis.bias_variance
+import analysis.cost
 import analysis.convergence
 import analysis.learning
 from simulations.experiments.bias_variance import BiasVarianceExperiment
+from simulations.experiments.cost import CostExperiment
 from simulations.experiments.convergence import ConvergenceExperiment
 from simulations.experiments.learning import LearningExperiment
 
 SECTIONS: list = [
     (BiasVarianceExperiment(), analysis.bias_variance.analyse),
+    (CostExperiment(), analysis.cost.analyse),
     (ConvergenceExperiment(), analysis.convergence.analyse),
     (LearningExperiment(), analysis.learning.analyse),
 ]

@@ -129,7 +129,7 @@ def test_storage_follows_the_mask():
     rng = np.random.default_rng(0)
     dense = make_cell("elman", 32, 3)
     st = make_estimator("snap", n=1).init(dense, dense.init(rng), 4)
-    assert st.J.shape == (4, dense.p)
+    assert st.J.size == 4 * dense.p
 
     k, d = 64, 0.1
     cell = make_cell("elman", k, 3, density=d, mask_seed=1)
@@ -138,8 +138,8 @@ def test_storage_follows_the_mask():
     reach2 = (W | np.eye(k, dtype=bool)).sum(axis=0)         # |{i} ∪ {l : W[l, i] ≠ 0}|
     est = make_estimator("snap", n=2)
     st = est.init(cell, cell.init(rng), 4)
-    assert st.J.shape == (4, int(np.sum(q * reach2)))
-    assert 0.8 < st.J.shape[1] / (cell.p * (1 + d * k)) < 1.2
+    assert st.J.size == 4 * int(np.sum(q * reach2)) == 4 * est.stored(st)
+    assert 0.8 < est.stored(st) / (cell.p * (1 + d * k)) < 1.2
     assert not est.structure(cell).dense
 
 

@@ -69,7 +69,7 @@ def exact_order(cell) -> int:
 
 
 class SegmentSum:
-    """Sum of ``values`` (``B × E``) over consecutive groups: ``group`` (``E``, sorted) -> ``B × n``."""
+    """Sum of ``values`` (``E × B``) over consecutive groups: ``group`` (``E``, sorted) -> ``n × B``."""
 
     def __init__(self, group: np.ndarray, n: int):
         counts = np.bincount(group, minlength=n) if group.size else np.zeros(n, dtype=np.intp)
@@ -83,10 +83,10 @@ class SegmentSum:
         if self.identity:
             return values
         if self.full:
-            return np.add.reduceat(values, self.starts, axis=1)
-        out = np.zeros((values.shape[0], self.n))
+            return np.add.reduceat(values, self.starts, axis=0)
+        out = np.zeros((self.n,) + values.shape[1:])
         if self.hit.size:
-            out[:, self.hit] = np.add.reduceat(values, self.starts, axis=1)
+            out[self.hit] = np.add.reduceat(values, self.starts, axis=0)
         return out
 
 
@@ -94,9 +94,10 @@ class SegmentSum:
 class MaskStructure:
     """Index arrays of a sparse mask ``M`` (``k × p``), built once per cell.
 
-    ``rows``, ``cols`` (``nnz``): the stored entries, column-major.  ``pair_out``, ``pair_d``,
-    ``pair_in`` (``P``): ``(D J̃)[out] = Σ D.flat[pair_d] · J̃[pair_in]`` over the pairs of each
-    entry (``pair_in=None``: the identity); ``by_entry`` and ``by_column`` sum pairs into entries and entries into columns.
+    ``rows``, ``cols`` (``nnz``): the stored entries, column-major.  ``d_index``: the entries of
+    ``D.flat`` the recursion reads; ``pair_d``, ``pair_in`` (``P``):
+    ``(D J̃)[out] = Σ D.flat[d_index[pair_d]] · J̃[pair_in]`` over the pairs of each entry
+    (``pair_in=None``: the identity); ``by_entry`` and ``by_column`` sum pairs into entries and entries into columns.
     """
 
     k: int
@@ -108,6 +109,7 @@ class MaskStructure:
     class_rows: tuple | None = None       # (template rows, class offsets) for locating I's entries
     cls: np.ndarray | None = None
     i_pattern: np.ndarray | None = None   # k × u: nz(I) of each column class
+    d_index: np.ndarray | None = None
     pair_d: np.ndarray | None = None
     pair_in: np.ndarray | None = None
     by_entry: SegmentSum | None = None
@@ -192,11 +194,11 @@ def build_structure(cell, n: int | None, drop_diagonal: bool = False) -> MaskStr
     base = toff[cls][pcol]
     pair_out = col_start[pcol] + ta[t]
     pair_in = col_start[pcol] + tb[t]
-    pair_d = trow[base + ta[t]] * k + trow[base + tb[t]]
+    d_index, pair_d = np.unique(trow[base + ta[t]] * k + trow[base + tb[t]], return_inverse=True)
     if np.array_equal(pair_in, np.arange(nnz)):
         pair_in = None                    # one pair per entry, on itself (e.g. SnAp-1 of Elman)
-    return MaskStructure(k, p, False, rows, cols, col_start[:-1], (trow, toff), cls, C,
-                         pair_d, pair_in, SegmentSum(pair_out, nnz), SegmentSum(cols, p), order)
+    return MaskStructure(k, p, False, rows, cols, col_start[:-1], (trow, toff), cls, C, d_index,
+                         pair_d.astype(np.intp), pair_in, SegmentSum(pair_out, nnz), SegmentSum(cols, p), order)
 
 
 # --------------------------------------------------------------------------- I_t at the mask
@@ -213,22 +215,30 @@ class Injection:
                 R = G.rows.shape[0]
                 rows = G.rows[:, blk.idx_i].ravel()
                 dst = st.entry_index(rows, np.tile(c, R))
-                self.parts.append((blk, True, _as_slice(dst), None, None))
+                full = blk.size == blk.n_out * blk.n_in     # unmasked: column-major (j, i) grid
+                self.parts.append((blk, "full" if full else "stacked", _as_slice(dst), None, None))
             else:                                          # dense gate: only its structural pattern
                 n = G.vals.shape[-1]
                 rr, cc = np.nonzero(st.i_pattern[:, st.cls[c]])
                 dst = st.entry_index(rr, blk.offset + cc)
-                self.parts.append((blk, False, _as_slice(dst), rr * n + blk.idx_i[cc], blk.idx_j[cc]))
+                self.parts.append((blk, "dense", _as_slice(dst), rr * n + blk.idx_i[cc], blk.idx_j[cc]))
 
     def add_to(self, values: np.ndarray, I) -> None:
-        """In place ``values += I`` at the stored entries (``values``: ``B × nnz``)."""
-        B = values.shape[0]
-        for blk, stacked, dst, gsrc, jsrc in self.parts:
-            if stacked:
-                values[:, dst] += I.block_values(blk).reshape(B, -1)
+        """In place ``values += I`` at the stored entries (``values``: ``nnz × B``).
+
+        An unmasked block's values ``G[:, r, i] v_j`` at column ``j·n_out + i`` are the outer
+        product of ``v`` and ``G``'s levels, formed without index gathers."""
+        B = values.shape[1]
+        for blk, kind, dst, gsrc, jsrc in self.parts:
+            if kind == "full":                             # (R, n_in, n_out, B) outer product
+                G = np.ascontiguousarray(I.gates[blk.gate].vals.transpose(1, 2, 0))
+                v = np.ascontiguousarray(I.sources[blk.source].T)
+                values[dst] += (G[:, None, :, :] * v[None, :, None, :]).reshape(-1, B)
+            elif kind == "stacked":
+                values[dst] += I.block_values(blk).reshape(B, -1).T
             else:
                 G = I.gates[blk.gate].vals.reshape(B, -1)
-                values[:, dst] += G[:, gsrc] * I.sources[blk.source][:, jsrc]
+                values[dst] += (G[:, gsrc] * I.sources[blk.source][:, jsrc]).T
 
 
 def _as_slice(idx: np.ndarray):
@@ -241,8 +251,9 @@ def _as_slice(idx: np.ndarray):
 # --------------------------------------------------------------------------- the estimator
 @dataclass
 class InfluenceState:
-    """``J``: ``B × k × p`` (dense mask) or ``B × nnz`` (values at the mask's entries, column-major);
-    ``buf``: the second dense buffer for ``D·J`` (dense storage only)."""
+    """``J``: ``B × k × p`` (dense mask) or ``nnz × B`` (values at the mask's entries, column-major,
+    entry-major so that gathers copy whole rows of replicates); ``buf``: the second dense buffer
+    for ``D·J`` (dense storage only)."""
 
     J: np.ndarray
     buf: np.ndarray | None
@@ -275,7 +286,8 @@ class MaskedInfluence(Estimator):
         if st.dense:
             J = np.zeros((batch, cell.k, cell.p)) if J0 is None else np.array(J0, dtype=float)
             return InfluenceState(J, np.empty_like(J), batch, cell.p, st)
-        vals = np.zeros((batch, st.nnz)) if J0 is None else np.asarray(J0, dtype=float)[:, st.rows, st.cols]
+        vals = (np.zeros((st.nnz, batch)) if J0 is None
+                else np.ascontiguousarray(np.asarray(J0, dtype=float)[:, st.rows, st.cols].T))
         return InfluenceState(vals, None, batch, cell.p, st)
 
     def update(self, state, lin, rng=None):
@@ -287,11 +299,12 @@ class MaskedInfluence(Estimator):
             return state
         if st.injection is None:
             st.injection = Injection(st, lin.I)
-        prod = np.take(lin.D.reshape(lin.D.shape[0], -1), st.pair_d, axis=1)
-        prod *= state.J if st.pair_in is None else np.take(state.J, st.pair_in, axis=1)
+        D = np.ascontiguousarray(np.take(lin.D.reshape(lin.D.shape[0], -1), st.d_index, axis=1).T)
+        prod = np.take(D, st.pair_d, axis=0)                                    # P × B
+        prod *= state.J if st.pair_in is None else np.take(state.J, st.pair_in, axis=0)
         new = st.by_entry(prod)
-        if new.shape[0] != state.batch:
-            new = np.broadcast_to(new, (state.batch, st.nnz)).copy()
+        if new.shape[1] != state.batch:
+            new = np.broadcast_to(new, (st.nnz, state.batch)).copy()
         st.injection.add_to(new, lin.I)
         state.J = new
         return state
@@ -301,7 +314,8 @@ class MaskedInfluence(Estimator):
         st = state.structure
         if st.dense:
             return state, np.matmul(credit[:, None, :], state.J)[:, 0, :]
-        return state, st.by_column(np.take(credit, st.rows, axis=1) * state.J)
+        c = np.ascontiguousarray(credit.T)                                       # k × B
+        return state, st.by_column(np.take(c, st.rows, axis=0) * state.J).T
 
     def influence(self, state):
         """``J̃_t``: ``B × k × p`` (dense; for checks)."""
@@ -309,7 +323,7 @@ class MaskedInfluence(Estimator):
         if st.dense:
             return state.J
         out = np.zeros((state.batch, st.k, st.p))
-        out[:, st.rows, st.cols] = state.J
+        out[:, st.rows, st.cols] = state.J.T
         return out
 
     def reset(self, state):

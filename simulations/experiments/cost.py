@@ -1,0 +1,258 @@
+"""Cost scaling of the estimators (THEORY.md §2.1, §4, §6 "RTRL's cost is quartic", "SnAp-1 costs
+no more than backpropagation per step", "for highly sparse networks SnAp-2 stays tractable").
+
+For each series (an estimator on a dense or a sparse network) and each hidden size ``k`` on its
+grid, one task measures with single-threaded BLAS (``threadpoolctl``; the thread count and BLAS
+are recorded):
+
+* the per-step wall time of the estimator's own work (``update`` + ``gradient``; BPTT's adjoint at
+  ``flush`` is spread over the steps of its block), the median over ``repeats`` timings of blocks of
+  steps that cycle through precomputed linearizations; beside it one forward step
+  ``cell.step`` and one ``cell.linearize`` of the same cell (the full online step is
+  ``linearize`` + the estimator);
+* the bytes of numpy arrays held by the estimator state per replicate (BPTT: its tape, per step);
+* the structural operation count of the estimator (:func:`simulations.flops.estimator_flops`).
+
+Also the batching gain: ``R`` replicates of one estimator run batched on the leading axis against
+``R`` sequential single-replicate runs, each the full step (``linearize`` + ``update`` +
+``gradient``) over the same data.  Exponents are fitted in :mod:`analysis.cost`.
+
+Arrays per series ``s``: ``k.s``, ``time.s`` (median seconds), ``time_min.s`` (the fastest
+repeat: the least disturbed by other load on a shared machine), ``times.s`` (``n_k × repeats``),
+``forward.s``, ``linearize.s`` (medians), ``ratio.s`` (median over repeats of estimator time /
+forward-step time, timed interleaved), ``bytes.s``, ``flops.s``, ``p.s``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from ..cells import CELLS, make_cell
+from ..estimators import parse_estimator
+from ..estimators.kf_rtrl import KroneckerLayout, kronecker_layout
+from ..estimators.masked import MaskStructure
+from ..flops import estimator_flops
+from ..jacobians import ParamBlock
+from .base import ConfigError, Experiment, Task, TaskResult
+
+#: asymptotic time and memory exponents in k for a dense network (p ≈ k², THEORY §2.1, §4)
+THEORY_EXPONENTS = {"rtrl": (4, 3), "kf-rtrl": (3, 2), "snap-1": (2, 2), "uoro": (2, 2),
+                    "rflo": (2, 2), "bptt": (2, 2)}
+
+
+def state_bytes(obj, _seen=None) -> int:
+    """Bytes of the numpy arrays an estimator state holds (shared structure excluded)."""
+    seen = set() if _seen is None else _seen
+    if id(obj) in seen or isinstance(obj, (MaskStructure, KroneckerLayout, ParamBlock)):
+        return 0
+    seen.add(id(obj))
+    if isinstance(obj, np.ndarray):
+        return int(obj.nbytes)
+    if isinstance(obj, dict):
+        return sum(state_bytes(v, seen) for k, v in obj.items() if k != "_flat")
+    if isinstance(obj, (list, tuple)):
+        return sum(state_bytes(v, seen) for v in obj)
+    if dataclasses.is_dataclass(obj):
+        return sum(state_bytes(getattr(obj, f.name), seen) for f in dataclasses.fields(obj)
+                   if f.name not in ("blocks", "_flat"))
+    return 0
+
+
+def time_per_call(fns, min_time: float, repeats: int) -> np.ndarray:
+    """Seconds per call of each function in ``fns``: ``len(fns) × repeats``.
+
+    Each function is calibrated to run ``≥ min_time`` per timing; the timings are interleaved
+    (``f₁ f₂ … f₁ f₂ …``) so that ratios between them see the same machine load."""
+    counts = []
+    for fn in fns:
+        fn()
+        t0 = time.perf_counter()
+        fn()
+        counts.append(int(np.clip(min_time / max(time.perf_counter() - t0, 1e-7), 1, 100000)))
+    out = np.empty((len(fns), repeats))
+    for r in range(repeats):
+        for i, (fn, n) in enumerate(zip(fns, counts)):
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            out[i, r] = (time.perf_counter() - t0) / n
+    return out
+
+
+def _path(cell, theta, steps, rng, batch=1):
+    """Linearizations along a random data path (``steps`` of them) and one credit (``batch × k``)."""
+    s, lins = np.zeros((batch, cell.k)), []
+    for _ in range(steps):
+        lins.append(cell.linearize(theta, s, rng.standard_normal((batch, cell.m))))
+        s = lins[-1].state
+    return lins, rng.standard_normal((batch, cell.k))
+
+
+def measure_estimator(cell, spec, rng, min_time, repeats, block=4):
+    """Interleaved per-step seconds (``3 × repeats``: estimator work, ``cell.step``,
+    ``cell.linearize``), state bytes per replicate (BPTT: per step of its tape), operation count."""
+    est = parse_estimator(spec)
+    theta = cell.init(rng)
+    lins, credit = _path(cell, theta, block, rng)
+    state = est.init(cell, theta, 1, rng)
+    s, x = np.zeros((1, cell.k)), rng.standard_normal((1, cell.m))
+
+    def run_block():
+        nonlocal state
+        for lin in lins:
+            state = est.update(state, lin, rng)
+            state = est.gradient(state, credit)[0]
+        state = est.flush(state)[0]
+
+    times = time_per_call([run_block, lambda: cell.step(theta, s, x), lambda: cell.linearize(theta, s, x)],
+                          min_time, repeats)
+    times[0] /= block
+    for lin in lins:                          # the state after one block (BPTT: a full tape)
+        state = est.update(state, lin, rng)
+        state = est.gradient(state, credit)[0]
+    size = state_bytes(state) / (block if est.name in ("bptt", "tbptt") else 1)
+    return times, size, estimator_flops(cell, est)
+
+
+def batching_gain(cell_name, hidden, inputs, spec, replicates, steps, rng, repeats):
+    """Seconds for ``replicates`` runs of ``steps`` full steps: batched (one run, ``B = R``) and
+    sequential (``R`` runs with ``B = 1``), same data; returns ``(batched, sequential)`` medians."""
+    cell = make_cell(cell_name, hidden, inputs)
+    theta = cell.init(rng)
+    xs = rng.standard_normal((steps, replicates, cell.m))
+    credit = rng.standard_normal((replicates, cell.k))
+    est = parse_estimator(spec)
+
+    def run(x, c):
+        B = x.shape[1]
+        s, st = np.zeros((B, cell.k)), est.init(cell, theta, B, rng)
+        for t in range(steps):
+            lin = cell.linearize(theta, s, x[t])
+            s = lin.state
+            st = est.update(st, lin, rng)
+            st = est.gradient(st, c)[0]
+
+    times = time_per_call([lambda: run(xs, credit),
+                           lambda: [run(xs[:, r:r + 1], credit[r:r + 1]) for r in range(replicates)]], 0.0, repeats)
+    return float(np.median(times[0])), float(np.median(times[1]))
+
+
+def _blas() -> list[dict]:
+    return [{k: info.get(k) for k in ("user_api", "internal_api", "num_threads", "version")}
+            for info in threadpool_info()]
+
+
+class CostExperiment(Experiment):
+    name = "cost"
+    description = ("Per-step wall time and state memory of RTRL, KF-RTRL, SnAp-1/2, UORO, RFLO and BPTT "
+                   "over the hidden size k (dense and sparse networks), with fitted exponents (THEORY §4, §6)")
+    profiles = {
+        "quick": {
+            "cell": "elman", "inputs": 4, "threads": 1, "min_time": 0.03, "repeats": 5,
+            "series": {"rtrl": [48, 64, 96, 128, 160], "kf-rtrl": [128, 192, 256, 384],
+                       "snap-1": [128, 192, 256, 384], "uoro": [128, 192, 256, 384],
+                       "rflo": [128, 192, 256, 384], "bptt": [128, 192, 256, 384]},
+            "sparse_density": 0.1,
+            "sparse_series": {"snap-2": [64, 96, 128, 192], "rtrl": [64, 96, 128, 160]},
+            "fit_points": 4, "compare_k": 256,
+            "batch_estimator": "snap-1", "batch_hidden": 16, "batch_replicates": 64, "batch_steps": 20,
+        },
+        "full": {
+            "cell": "elman", "inputs": 4, "threads": 1, "min_time": 0.2, "repeats": 7,
+            "series": {"rtrl": [32, 48, 64, 96, 128, 192, 256], "kf-rtrl": [64, 96, 128, 192, 256, 384, 512],
+                       "snap-1": [64, 96, 128, 192, 256, 384, 512, 768], "uoro": [64, 96, 128, 192, 256, 384, 512, 768],
+                       "rflo": [64, 96, 128, 192, 256, 384, 512, 768], "bptt": [64, 96, 128, 192, 256, 384, 512, 768]},
+            "sparse_density": 0.05,
+            "sparse_series": {"snap-2": [48, 64, 96, 128, 192, 256, 384], "rtrl": [48, 64, 96, 128, 192]},
+            "fit_points": 5, "compare_k": 256,
+            "batch_estimator": "snap-1", "batch_hidden": 16, "batch_replicates": 64, "batch_steps": 50,
+        },
+    }
+
+    def validate(self, config):
+        c = config
+        if c["cell"] not in CELLS:
+            raise ConfigError(f"unknown cell {c['cell']!r}; known cells: {', '.join(CELLS)}")
+        for key in ("inputs", "threads", "repeats", "fit_points", "batch_hidden", "batch_replicates",
+                    "batch_steps", "compare_k"):
+            if isinstance(c[key], bool) or not isinstance(c[key], int) or c[key] < 1:
+                raise ConfigError(f"{key} must be a positive integer, got {c[key]!r}")
+        if c["fit_points"] < 3:
+            raise ConfigError(f"fit_points must be >= 3 (a slope with a confidence interval), got {c['fit_points']}")
+        if not (isinstance(c["min_time"], (int, float)) and 0 < c["min_time"] <= 10):
+            raise ConfigError(f"min_time must be in (0, 10] seconds, got {c['min_time']!r}")
+        d = c["sparse_density"]
+        if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0.0 < d <= 1.0:
+            raise ConfigError(f"density must be in (0, 1], got {d!r}")
+        cell = make_cell(c["cell"], 2, 1)
+        for group in ("series", "sparse_series"):
+            if not isinstance(c[group], dict):
+                raise ConfigError(f"{group} must map estimator specs to lists of hidden sizes")
+            for spec, grid in c[group].items():
+                try:
+                    parse_estimator(spec)
+                except ValueError as err:
+                    raise ConfigError(str(err)) from None
+                if spec.startswith("kf-rtrl"):
+                    try:
+                        kronecker_layout(cell)
+                    except ValueError as err:
+                        raise ConfigError(str(err)) from None
+                if (not isinstance(grid, list) or len(grid) < c["fit_points"]
+                        or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in grid)):
+                    raise ConfigError(f"{group}[{spec!r}] must list at least fit_points={c['fit_points']} "
+                                      f"positive hidden sizes, got {grid!r}")
+        try:
+            parse_estimator(c["batch_estimator"])
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+
+    def tasks(self, config):
+        # one task: timings taken one after another, never beside another timing task
+        return [Task("scaling", dict(config))]
+
+    def run_task(self, task, seed, progress=None):
+        c = task.config
+        rng = np.random.default_rng(seed)
+        jobs = [(spec, 1.0, grid) for spec, grid in c["series"].items()]
+        jobs += [(spec, float(c["sparse_density"]), grid) for spec, grid in c["sparse_series"].items()]
+        total = sum(len(g) for _, _, g in jobs) + 1
+        done, series, arrays = 0, [], {}
+        with threadpool_limits(limits=c["threads"]):
+            blas = _blas()
+            for spec, density, grid in jobs:
+                name = spec if density == 1.0 else f"{spec}-sparse"
+                rows = {key: [] for key in ("time", "time_min", "times", "bytes", "flops", "forward",
+                                            "linearize", "ratio", "p")}
+                for h in grid:
+                    cell = make_cell(c["cell"], h, c["inputs"], density=density, mask_seed=h)
+                    times, size, flops = measure_estimator(cell, spec, rng, c["min_time"], c["repeats"])
+                    rows["times"].append(times[0])
+                    rows["time"].append(np.median(times[0]))
+                    rows["time_min"].append(np.min(times[0]))
+                    rows["forward"].append(np.median(times[1]))
+                    rows["linearize"].append(np.median(times[2]))
+                    rows["ratio"].append(np.median(times[0] / times[1]))
+                    rows["bytes"].append(size)
+                    rows["flops"].append(flops)
+                    rows["p"].append(cell.p)
+                    done += 1
+                    if progress:
+                        progress(done / total)
+                arrays[f"k.{name}"] = np.array([make_cell(c["cell"], h, c["inputs"]).k for h in grid], dtype=float)
+                for key, vals in rows.items():
+                    arrays[f"{key}.{name}"] = np.array(vals, dtype=float)
+                series.append({"name": name, "estimator": spec, "density": density,
+                               "theory": THEORY_EXPONENTS.get(spec) if density == 1.0 else None})
+            batched, sequential = batching_gain(c["cell"], c["batch_hidden"], c["inputs"], c["batch_estimator"],
+                                                c["batch_replicates"], c["batch_steps"], rng, c["repeats"])
+        if progress:
+            progress(1.0)
+        data = {"series": series, "threads": c["threads"], "blas": blas, "cell": c["cell"],
+                "batching": {"estimator": c["batch_estimator"], "hidden": c["batch_hidden"],
+                             "replicates": c["batch_replicates"], "steps": c["batch_steps"],
+                             "batched_seconds": batched, "sequential_seconds": sequential}}
+        return TaskResult(data, arrays, [])
