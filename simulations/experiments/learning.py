@@ -202,7 +202,7 @@ QUICK = {
     "groups": ["gru-reset-after:0.1"],
     "hidden": 16,
     "estimators": [e for e in ESTIMATORS if e != "snap-3"],
-    "seeds": 3,
+    "seeds": 5,
     "init_scale": 1.0,
     "optimizer": "adam",
     "copy_lr": 1e-2,
@@ -211,20 +211,20 @@ QUICK = {
     "record_every": 50,
     "align_every": 500,
     "align_len": 64,
-    "copy_steps": 2000,
+    "copy_steps": 3000,
     "alphabet": 2,
     "threshold_bits": 0.15,
     "spread": 5,
     "curriculum_window": 64,
-    "text_steps": 1500,
+    "text_steps": 1000,
     "vocab_size": 24,
     "val_fraction": 0.1,
     "val_chars": 500,
-    "val_every": 500,
+    "val_every": 250,
 }
 
 FULL = dict(QUICK, groups=["gru-reset-after:0.25", "gru-reset-after:0.1", "lstm:0.25", "elman:0.25"],
-            seeds=5, copy_steps=8000, text_steps=4000, align_every=1000, val_chars=2000,
+            copy_steps=8000, text_steps=4000, align_every=1000, val_chars=2000, val_every=1000,
             estimators=ESTIMATORS + ["tbptt-64"])
 
 
