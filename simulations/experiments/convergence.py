@@ -62,8 +62,8 @@ QUICK = {
     # 4, 5, 6, 7 online training: RTRL trajectories and other estimators' limit points
     "traj_cases": ["linear", "tanh"], "train_replicates": 4, "train_steps": 12000,
     "alpha0": 0.05, "t0": 1000.0, "gamma": 0.75, "update_every": 1,
-    "log_checkpoints": 40, "late_points": 100, "late_fraction": 0.5, "limit_average": 0.1,
-    "probe_steps": 40, "eval_points": 8, "eval_paths": 8, "eval_burn": 200, "eval_steps": 1000,
+    "log_checkpoints": 80, "late_points": 100, "late_fraction": 0.5, "limit_average": 0.1,
+    "probe_steps": 40, "eval_points": 12, "eval_paths": 8, "eval_burn": 200, "eval_steps": 1000,
     "limit_cases": ["linear"], "limit_estimators": ["tbptt-1", "tbptt-2", "tbptt-4", "snap-1", "uoro"],
 }
 
@@ -73,7 +73,7 @@ FULL = dict(QUICK, **{
     "grad_cases": ["tanh", "linear", "markov", "orderbook"], "grad_paths": 64, "grad_steps": 6000,
     "fd_dirs": 10,
     "traj_cases": ["linear", "tanh", "markov"], "train_replicates": 8, "train_steps": 100000,
-    "log_checkpoints": 60, "late_points": 200, "eval_points": 10, "eval_paths": 16, "eval_steps": 2000,
+    "log_checkpoints": 120, "late_points": 200, "eval_points": 16, "eval_paths": 16, "eval_steps": 2000,
     "limit_cases": ["linear", "markov"],
     "limit_estimators": ["tbptt-1", "tbptt-2", "tbptt-4", "tbptt-8", "snap-1", "uoro"],
 })
@@ -215,6 +215,8 @@ class ConvergenceExperiment(Experiment):
                 raise ConfigError(f"convergence: {key} must be an integer >= {low}, got {v!r}")
         if cfg["grad_steps"] % cfg["ess_window"]:
             raise ConfigError("convergence: grad_steps must be a multiple of ess_window")
+        if cfg["eval_points"] < 2:
+            raise ConfigError("convergence: eval_points must be >= 2")
         if cfg["grad_paths"] < 4 or cfg["eval_paths"] < 2:
             raise ConfigError("convergence: grad_paths must be >= 4 and eval_paths >= 2 for standard errors")
         if not (0.0 < cfg["teacher_rho"] < cfg["rho"] < 1.0):
@@ -364,9 +366,7 @@ class ConvergenceExperiment(Experiment):
             arrays["avg_excess_exact"] = lt.batch(lt.excess_loss, avg_theta, avg_phi)
             data["loss_minimum"] = lt.minimum
         else:
-            rows = np.flatnonzero(~arrays["late"])
-            pick = rows[np.unique(np.round(np.linspace(0, rows.size - 1, cfg["eval_points"])).astype(int))] \
-                if spec == "rtrl" else np.zeros(0, dtype=int)
+            pick = eval_rows(cfg, a["t"])[:-1] if spec == "rtrl" else np.zeros(0, dtype=int)
             thetas = np.concatenate([a["theta"][pick], a["theta"][-1:], avg_theta[None]])      # n × B × p
             phis = np.concatenate([a["phi"][pick], a["phi"][-1:], avg_phi[None]])
             n, P = thetas.shape[0], cfg["eval_paths"]
@@ -385,6 +385,16 @@ class ConvergenceExperiment(Experiment):
         return TaskResult(data=data, arrays=arrays)
 
 
+def eval_rows(cfg, t) -> np.ndarray:
+    """Checkpoint rows where ``∇L`` is estimated along a trajectory: the first and the last
+    checkpoint and the nearest to ``eval_points − 1`` times log-spaced over ``[t₀/10, T]`` (the
+    rate-fit range)."""
+    T = cfg["train_steps"]
+    targets = np.geomspace(max(1.0, min(cfg["t0"] / 10, T / 10)), T, cfg["eval_points"] - 1)
+    rows = np.abs(np.log(t)[None, :] - np.log(targets)[:, None]).argmin(axis=1)
+    return np.unique(np.concatenate([[0], rows, [t.size - 1]]))
+
+
 def audit(cfg, cell, a, diverged_at) -> dict:
     """The run against the theorem's assumptions (THEORY §5 "Setting"; consequence 7)."""
     c = a.get("contraction")
@@ -397,12 +407,13 @@ def audit(cfg, cell, a, diverged_at) -> dict:
 
 def memory(cfg, proc, case) -> dict:
     """How far back the target depends on inputs: the lag (Markov case) or the e-folding time
-    ``−1/ln max(‖W*‖₂, ‖A‖₂)`` of the teacher case's linear memory."""
+    ``−1/ln r`` of the teacher's linear memory, ``r = max(spectral radius of W*, ‖A‖₂)``."""
     if case == "markov":
         return {"kind": "lag", "steps": cfg["lag"], "mixing_rate": proc.mixing_rate}
     if case in ("tanh", "linear"):
-        r = max(cfg["teacher_rho"], cfg["input_ar"])
-        return {"kind": "e-folding", "steps": float(-1.0 / np.log(r))}
+        W = proc.teacher.unpack(proc.teacher_theta)["W"]
+        r = max(float(np.abs(np.linalg.eigvals(W)).max()), cfg["input_ar"])
+        return {"kind": "e-folding", "steps": float(-1.0 / np.log(r)), "rate": r}
     return {"kind": "volatility", "steps": float(-1.0 / np.log(proc.a + proc.b))}
 
 

@@ -1,0 +1,182 @@
+"""The convergence experiment and its analysis (THEORY §5, consequences 1–7) on small
+configurations, and each check's ability to fail on wrong input."""
+import numpy as np
+import pytest
+
+import analysis.convergence as conv
+from analysis.rates import power_law
+from simulations.experiments.base import ConfigError
+from simulations.experiments.convergence import ConvergenceExperiment
+
+EXP = ConvergenceExperiment()
+SMALL = dict(hidden=4, forget_blocks=1, forget_pairs=4, forget_steps=80, chains=300, chain_times=[1, 2, 32, 64],
+             j_coords=6, grad_paths=12, grad_burn=100, grad_steps=1000, fd_dirs=6, ess_window=10,
+             train_replicates=4, train_steps=4000, log_checkpoints=40, late_points=40, probe_steps=10,
+             eval_points=5, eval_paths=4, eval_burn=100, eval_steps=300, t0=300.0,
+             traj_cases=["linear"], limit_cases=["linear"], limit_estimators=["tbptt-1"])
+
+
+def records(overrides=None, only=None, seed=0):
+    """Run the tasks of a small config (those whose key starts with one of ``only``) as records."""
+    cfg = EXP.config("quick", dict(SMALL, **(overrides or {})))
+    out = []
+    for i, task in enumerate(EXP.tasks(cfg)):
+        if only and not task.key.startswith(tuple(only)):
+            continue
+        res = EXP.run_task(task, np.random.SeedSequence(seed, spawn_key=(i,)))
+        out.append({"experiment": EXP.name, "task": task.key, "config": task.config, "experiment_config": cfg,
+                    "status": res.status, "reason": res.reason, "data": res.data, "verdicts": [],
+                    "arrays": dict(res.arrays)})
+    return out
+
+
+def passed(verdicts, prefix):
+    got = [v.passed for v in verdicts if v.check.startswith(prefix)]
+    assert got, f"no verdict {prefix!r}"
+    return all(got)
+
+
+# ---------------------------------------------------------------------------- config
+@pytest.mark.parametrize("over,msg", [({"nope": 1}, "unknown config key"), ({"gamma": 0.5}, "step-size"),
+                                      ({"gamma": 0.0}, "step-size"), ({"limit_cases": ["tanh"]}, "RTRL reference"),
+                                      ({"limit_estimators": ["rtrl"]}, "trajectory task"),
+                                      ({"chain_times": [4, 2]}, "increasing"), ({"hidden": 0}, "hidden"),
+                                      ({"teacher_rho": 0.95}, "teacher_rho"), ({"grad_cases": ["xx"]}, "unknown case")])
+def test_bad_config_is_refused(over, msg):
+    with pytest.raises(ConfigError, match=msg):
+        EXP.config("quick", dict(SMALL, **over) if "nope" not in over else over)
+
+
+def test_tasks_are_named_and_deterministic():
+    cfg = EXP.config("quick", SMALL)
+    keys = [t.key for t in EXP.tasks(cfg)]
+    assert keys == ["forgetting-0", "stationary", "gradient-tanh", "gradient-linear", "trajectory-linear",
+                    "limit-linear-tbptt-1"]
+    a, b = records(only=["forgetting"]), records(only=["forgetting"])
+    assert np.array_equal(a[0]["arrays"]["dJ"], b[0]["arrays"]["dJ"])
+    assert not np.array_equal(a[0]["arrays"]["dJ"], records(only=["forgetting"], seed=1)[0]["arrays"]["dJ"])
+    full = EXP.config("full")
+    assert len(EXP.tasks(full)) > len(EXP.tasks(EXP.config("quick")))
+
+
+# ---------------------------------------------------------------------------- 1 forgetting
+def test_forgetting_check():
+    recs = records(only=["forgetting"])
+    v, tables, figs = conv.forgetting(recs)
+    assert passed(v, "1 forgetting") and figs and tables[0].rows
+    # a pair of chains contracting at 0.95 > ρ = 0.9 must fail both verdicts
+    bad = dict(recs[0], data=dict(recs[0]["data"]), arrays=dict(recs[0]["arrays"]))
+    t = np.arange(81)[:, None]
+    bad["arrays"]["ds"] = np.exp(-0.0513 * t) * np.ones((1, 4))          # rate 0.95
+    bad["arrays"]["dJ"] = (1 + t) * np.exp(-0.0513 * t) * np.ones((1, 4))
+    v, _, _ = conv.forgetting([bad])
+    assert not any(x.passed for x in v)
+
+
+# ---------------------------------------------------------------------------- 2 stationary law
+def test_stationary_check():
+    recs = records(only=["stationary"])
+    v, _, figs = conv.stationary(recs)
+    assert passed(v, "2 stationary") and figs
+    bad = dict(recs[0], arrays=dict(recs[0]["arrays"]))
+    bad["arrays"]["start_b"] = bad["arrays"]["start_b"] + 0.3 * bad["arrays"]["start_b"].std(axis=1, keepdims=True)
+    v, _, _ = conv.stationary([bad])
+    assert not v[0].passed
+
+
+# ---------------------------------------------------------------------------- 3 ∇L three ways + ESS
+def test_gradient_three_ways_check():
+    recs = records(only=["gradient"])
+    v, tables, _ = conv.gradient(recs)
+    assert passed(v, "3 ∇L three ways") and passed(v, "3 control") and passed(v, "3 ∇L (linear)")
+    assert any(x.check.startswith("3 Monte Carlo errors") for x in v)
+    assert len(tables[0].rows) == 2 * SMALL["fd_dirs"]
+    # shift the RTRL estimate by 8 standard errors along v₁: the agreement verdict must fail
+    r = recs[0]
+    a = dict(r["arrays"])
+    v1 = a["dirs"][0]
+    se = (a["rtrl"] @ v1).std(ddof=1) / np.sqrt(a["rtrl"].shape[0])
+    a["rtrl"] = a["rtrl"] + 8 * se * v1
+    v, _, _ = conv.gradient([dict(r, arrays=a)])
+    assert not passed(v, "3 ∇L three ways")
+
+
+# ---------------------------------------------------------------------------- 4, 5, 6, 7 training
+@pytest.fixture(scope="module")
+def training_records():
+    return records(only=["trajectory", "limit"])
+
+
+def test_trajectory_checks(training_records):
+    recs = training_records
+    v, tables, figs = conv.trajectories(recs)
+    assert passed(v, "4 trajectory (linear): ‖∇L(θ_t)‖ decreases") and figs
+    names = [x.check for x in v]
+    assert any("late window settles — parameters" in n for n in names)
+    assert any("late window settles — function space" in n for n in names)
+    assert any("distance to the teacher" in n for n in names)
+    # a run whose ‖∇L‖ does not fall fails the check
+    r = next(x for x in recs if x["task"] == "trajectory-linear")
+    a = dict(r["arrays"])
+    a["grad_norm_exact"] = np.ones_like(a["grad_norm_exact"])
+    v, _, _ = conv.trajectories([dict(r, arrays=a)])
+    assert not passed(v, "4 trajectory (linear): ‖∇L(θ_t)‖ decreases")
+
+
+def test_rates_check(training_records):
+    v, tables, figs = conv.rates(training_records)
+    assert tables[0].rows and figs
+    # the HAC fit recovers a known slope: y = t^−0.4 · exp(AR(1) noise)
+    rng = np.random.default_rng(0)
+    t = np.geomspace(100, 1e5, 60)
+    e = np.zeros(60)
+    for i in range(1, 60):
+        e[i] = 0.7 * e[i - 1] + 0.1 * rng.standard_normal()
+    fit = power_law(t, t ** -0.4 * np.exp(e))          # within 4 HAC standard errors of the truth
+    assert abs(fit.slope + 0.4) < 4 * fit.se and fit.ci[1] < 0
+    flat = power_law(t, np.exp(e))                       # no trend: the slope is not significant
+    assert abs(flat.slope) < 4 * flat.se
+
+
+def test_limit_check(training_records):
+    cfg = training_records[0]["experiment_config"]
+    v, tables, figs, notes = conv.limits(training_records, cfg)
+    assert passed(v, "5 limit points (linear): TBPTT(τ) leaves a larger") and figs
+    # decreasing in τ, an unregistered estimator and a diverged one, from fabricated records
+    base = next(x for x in training_records if x["task"] == "trajectory-linear")
+
+    def fake(spec, value, status="ok"):
+        arr = {"avg_grad_norm_exact": np.full(3, value) * (1 + 0.01 * np.arange(3))}
+        return {"task": f"limit-linear-{spec}", "status": status, "reason": "diverged at step 9" if status != "ok" else "",
+                "data": {"estimator": spec, "case": "linear"}, "arrays": arr}
+    rtrl = dict(base, arrays=dict(base["arrays"], avg_grad_norm_exact=np.array([0.01, 0.011, 0.012])))
+    cfg2 = dict(cfg, limit_estimators=["tbptt-1", "tbptt-2", "tbptt-4", "uoro", "snap-9"])
+    v, _, _, notes = conv.limits([rtrl, fake("tbptt-1", 0.2), fake("tbptt-2", 0.3), fake("tbptt-4", 0.05),
+                                  fake("uoro", 0, "diverged")], cfg2)
+    assert not passed(v, "5 limit points (linear): TBPTT(τ)'s ‖∇L‖ decreases")
+    assert any("snap-9" in n for n in notes)
+
+
+def test_audit_check(training_records):
+    v, tables = conv.assumptions(training_records)
+    assert passed(v, "7 assumption audit: every run stayed")
+    r = training_records[0]
+    bad = dict(r, data=dict(r["data"], audit=dict(r["data"]["audit"], max_contraction=r["config"]["rho"] + 0.01)))
+    v, _ = conv.assumptions([bad])
+    assert not passed(v, "7 assumption audit: every run stayed")
+
+
+def test_section_assembles(training_records):
+    sec = conv.analyse(training_records + records(only=["forgetting", "stationary"]))
+    assert sec.experiment == "convergence" and sec.figures and sec.verdicts and sec.notes
+    assert all(hasattr(f.fig, "savefig") for f in sec.figures)
+
+
+@pytest.mark.slow
+def test_quick_profile_end_to_end(tmp_path):
+    from simulations.records import load_records
+    from simulations.runner import run_experiment
+    cfg = EXP.config("quick")
+    run_experiment(EXP, cfg, 0, tmp_path, progress=False)
+    sec = conv.analyse(load_records(tmp_path, EXP.name))
+    assert len(sec.figures) >= 6 and len(sec.verdicts) >= 20 and not sec.failures[1:]
