@@ -1,0 +1,237 @@
+"""The report as one self-contained HTML page (inline CSS and SVG, no network).
+
+Order: title, summary table of every verdict, one section per experiment (method, equation,
+configuration, verdicts with evidence, figures, tables, notes, failed/diverged runs), provenance
+appendix.  The same page is what WeasyPrint turns into the PDF, so the CSS carries print rules.
+"""
+from __future__ import annotations
+
+import json
+import math
+from html import escape
+
+import numpy as np
+
+from analysis.sections import Table
+from simulations.runner import one_line
+
+from .build import Report, SectionResult
+from .figures import equation_svg, figure_svg
+
+TITLE = "RTRL validation report"
+
+CSS = """
+@page { size: A4; margin: 16mm 14mm 18mm;
+        @bottom-center { content: "page " counter(page) " of " counter(pages); font-size: 8pt; color: #666; } }
+body { font-family: "DejaVu Sans", "Helvetica", sans-serif; font-size: 9.5pt; line-height: 1.35;
+       color: #1b1b1b; max-width: 62em; margin: 1.5em auto; padding: 0 1em; }
+h1 { font-size: 18pt; margin: 0 0 .2em; }
+h2 { font-size: 13.5pt; border-bottom: 1.5px solid #444; padding-bottom: 2px; margin-top: 1.6em; }
+h3 { font-size: 10.5pt; margin: 1.1em 0 .3em; }
+h2, h3 { break-after: avoid; }
+section.experiment, section.appendix { break-before: page; }
+p.meta { color: #555; margin: 0 0 1em; }
+table { border-collapse: collapse; width: 100%; margin: .3em 0 .9em; font-size: 8.3pt; }
+caption { caption-side: top; text-align: left; font-style: italic; color: #444; padding-bottom: 2px; }
+th, td { border: 1px solid #c8c8c8; padding: 2px 5px; text-align: left; vertical-align: top; }
+td { overflow-wrap: anywhere; }
+th { background: #eef0f2; white-space: nowrap; }
+thead { display: table-header-group; }
+tr { break-inside: avoid; }
+td.num { text-align: right; white-space: nowrap; font-family: "DejaVu Sans Mono", monospace; font-size: 7.8pt; }
+td.code, code { font-family: "DejaVu Sans Mono", monospace; font-size: 7.8pt; }
+.badge { display: inline-block; padding: 0 5px; border-radius: 3px; font-weight: bold; font-size: 8pt;
+         color: #fff; white-space: nowrap; }
+.PASS { background: #1a7f37; } .FAIL { background: #c62828; } .NOT-RUN { background: #7a7a7a; }
+.overall { font-size: 11pt; margin: .4em 0 .8em; }
+.method { margin: .3em 0; }
+.equation { margin: .4em 0 .6em 1.5em; }
+.equation svg { max-width: 100%; height: auto; }
+figure { margin: .8em 0; break-inside: avoid; text-align: center; }
+figure svg { max-width: 100%; height: auto; }
+figcaption { font-size: 8.5pt; color: #333; text-align: left; margin-top: .2em; }
+ul.failures li { color: #8a1c1c; }
+pre.error { background: #fbeaea; border: 1px solid #e0b4b4; padding: .5em; font-size: 7.5pt;
+            white-space: pre-wrap; overflow-wrap: anywhere; }
+a { color: #0b5cad; text-decoration: none; }
+"""
+
+
+def fmt(value) -> str:
+    """A table cell's text: numbers to 4 significant digits (scientific outside [1e-3, 1e5))."""
+    if value is None:
+        return "—"
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        if v == 0:
+            return "0"
+        if not math.isfinite(v):
+            return str(v)
+        return f"{v:.4g}" if 1e-3 <= abs(v) < 1e5 else f"{v:.3e}"
+    if isinstance(value, (list, tuple, dict, np.ndarray)):
+        return json.dumps(value.tolist() if isinstance(value, np.ndarray) else value,
+                          separators=(", ", ": "), default=str)
+    return str(value)
+
+
+def _is_num(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def _cell(value, tag: str = "td") -> str:
+    cls = ' class="num"' if _is_num(value) else ""
+    return f"<{tag}{cls}>{escape(fmt(value))}</{tag}>"
+
+
+def _badge(passed: bool | None) -> str:
+    label = "NOT RUN" if passed is None else ("PASS" if passed else "FAIL")
+    return f'<span class="badge {label.replace(" ", "-")}">{label}</span>'
+
+
+def table_html(table: Table) -> str:
+    head = "".join(f"<th>{escape(str(c))}</th>" for c in table.columns)
+    body = "".join("<tr>" + "".join(_cell(v) for v in row) + "</tr>" for row in table.rows)
+    caption = f"<caption>{escape(table.caption)}</caption>" if table.caption else ""
+    return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _verdict_rows(verdicts: list[dict], with_section: bool) -> str:
+    rows = []
+    for v in verdicts:
+        section = (f'<td><a href="#sec-{escape(v["experiment"])}">{escape(v["section"])}</a></td>'
+                   if with_section else "")
+        evidence = "" if with_section else f"<td>{escape(v['evidence'] or '')}</td>"
+        rows.append(f"<tr>{section}<td>{escape(v['check'])}</td><td>{_badge(v['passed'])}</td>"
+                    f"{_cell(v['value'])}{_cell(v['bound'])}{evidence}</tr>")
+    return "".join(rows)
+
+
+def summary_html(report: Report) -> str:
+    verdicts = report.verdicts
+    n_fail = sum(not v["passed"] for v in verdicts)
+    rows = _verdict_rows(verdicts, with_section=True)
+    for s in report.sections:
+        if s.status == "not run":
+            rows += (f'<tr><td><a href="#sec-{escape(s.experiment)}">{escape(s.section.title)}</a></td>'
+                     f"<td>—</td><td>{_badge(None)}</td><td></td><td></td></tr>")
+    overall = (f'<p class="overall">{_badge(report.passed)} {len(verdicts) - n_fail} of {len(verdicts)} '
+               f"checks pass" + (f", {n_fail} fail" if n_fail else "")
+               + (f"; not run: {escape(', '.join(report.not_run))}" if report.not_run else "") + ".</p>")
+    return (f'<section class="summary"><h2>Summary</h2>{overall}'
+            "<table><thead><tr><th>Section</th><th>Check</th><th>Result</th><th>Value</th><th>Bound</th>"
+            f"</tr></thead><tbody>{rows}</tbody></table></section>")
+
+
+def _equation_html(equation: str) -> str:
+    parts = []
+    for line in filter(None, (l.strip() for l in equation.splitlines())):
+        try:
+            parts.append(f'<div class="equation">{equation_svg(line)}</div>')
+        except Exception as e:  # noqa: BLE001 - show the source rather than lose the section
+            parts.append(f'<div class="equation"><code>{escape(line)}</code> '
+                         f"<em>(not rendered: {escape(one_line(str(e)))[:200]})</em></div>")
+    return "".join(parts)
+
+
+def _figure_html(figure) -> str:
+    try:
+        svg = figure_svg(figure.fig)
+    except Exception as e:  # noqa: BLE001
+        svg = f'<pre class="error">figure could not be rendered: {escape(one_line(f"{type(e).__name__}: {e}"))}</pre>'
+    return f"<figure>{svg}<figcaption>{escape(figure.caption)}</figcaption></figure>"
+
+
+def section_html(number: int, result: SectionResult) -> str:
+    s = result.section
+    out = [f'<section class="experiment" id="sec-{escape(result.experiment)}">',
+           f"<h2>{number}. {escape(s.title)}</h2>",
+           f'<p class="meta">experiment <code>{escape(result.experiment)}</code> · '
+           f"{len(result.records)} records"
+           + (f" · {_badge(result.passed)}" if result.status != "not run" else f" · {_badge(None)}") + "</p>"]
+    if s.method:
+        out.append(f'<p class="method">{escape(s.method)}</p>')
+    if s.equation:
+        out.append(_equation_html(s.equation))
+    if s.config:
+        out.append("<h3>Configuration</h3>" + table_html(Table("", ["key", "value"],
+                                                               [[k, v] for k, v in s.config.items()])))
+    if result.verdicts:
+        out.append("<h3>Verdicts</h3><table><thead><tr><th>Check</th><th>Result</th><th>Value</th>"
+                   "<th>Bound</th><th>Evidence</th></tr></thead><tbody>"
+                   + _verdict_rows(result.verdicts, with_section=False) + "</tbody></table>")
+    if s.figures:
+        out.append("<h3>Figures</h3>" + "".join(_figure_html(f) for f in s.figures))
+    if s.tables:
+        out.append("<h3>Tables</h3>" + "".join(table_html(t) for t in s.tables))
+    if s.notes:
+        out.append("<h3>Notes</h3><ul>" + "".join(f"<li>{escape(n)}</li>" for n in s.notes) + "</ul>")
+    if result.failures:
+        out.append("<h3>Failed or diverged runs</h3><ul class=\"failures\">"
+                   + "".join(f"<li>{escape(f)}</li>" for f in result.failures) + "</ul>")
+    if result.error:
+        out.append(f'<h3>Analysis error</h3><pre class="error">{escape(result.error)}</pre>')
+    out.append("</section>")
+    return "".join(out)
+
+
+def _distinct(values) -> str:
+    seen = list(dict.fromkeys(fmt(v) for v in values))
+    return ", ".join(seen) if seen else "—"
+
+
+def _when(iso: str | None) -> str:
+    """``2026-01-02T03:04:05.678+00:00`` -> ``2026-01-02 03:04:05``."""
+    return (iso or "?")[:19].replace("T", " ")
+
+
+def provenance_html(report: Report) -> str:
+    env = report.environment
+    records = [r for s in report.sections for r in s.records]
+    about = Table("This report", ["item", "value"], [
+        ["generated (UTC)", _when(report.generated)], ["records from", report.source],
+        ["profile", report.profile], ["run seed", report.seed],
+        ["git revision (renderer)", env["git_revision"] and env["git_revision"]
+         + (" (uncommitted changes)" if env.get("git_dirty") else "")],
+        ["machine (renderer)", f"{env['hostname']} · {env['platform']} · {env['cpu_count']} CPUs"]])
+    runs = Table("Experiments: where and when the records were made", [
+        "experiment", "tasks", "seeds", "wall time [s]", "started – finished (UTC)", "machines",
+        "git revisions"], [])
+    for s in report.sections:
+        recs = s.records
+        if not recs:
+            runs.rows.append([s.experiment, "not run", None, None, None, None, None])
+            continue
+        prov = [r["provenance"] for r in recs]
+        status = [r["status"] for r in recs]
+        counts = ", ".join(f"{status.count(k)} {k}" for k in ("ok", "diverged", "failed") if status.count(k))
+        runs.rows.append([s.experiment, f"{len(recs)}: {counts}", _distinct(sorted({r["seed"] for r in recs})),
+                          float(sum(p["wall_time"] or 0.0 for p in prov)),
+                          f"{_when(min(p['started'] for p in prov))} – {_when(max(p['finished'] for p in prov))}",
+                          _distinct(f"{p['hostname']} ({p['cpu_count']} CPUs)" for p in prov),
+                          _distinct((p["git_revision"] or "none")[:12] for p in prov)])
+    packages = sorted({k for r in records for k in r["provenance"]["versions"]} | set(env["versions"]))
+    versions = Table("Package versions (records; renderer)", ["package", "records", "renderer"], [
+        [name, _distinct(r["provenance"]["versions"].get(name) for r in records),
+         env["versions"].get(name)] for name in packages])
+    tasks = Table("Wall time per task", ["experiment", "task", "status", "seed", "wall time [s]"],
+                  [[r["experiment"], r["task"], r["status"], r["seed"], float(r["provenance"]["wall_time"])]
+                   for r in records])
+    return ('<section class="appendix" id="provenance"><h2>Appendix: provenance</h2>'
+            + "".join(table_html(t) for t in (about, runs, versions, tasks)) + "</section>")
+
+
+def render_html(report: Report) -> str:
+    """The whole report as one HTML string (figures are rendered, then closed)."""
+    meta = " · ".join([f"generated {_when(report.generated)} UTC"]
+                      + [f"{k} {v}" for k, v in (("profile", report.profile), ("seed", report.seed)) if v is not None]
+                      + [f"records from {report.source}"])
+    body = [f"<h1>{TITLE}</h1>", f'<p class="meta">{escape(meta)}</p>', summary_html(report)]
+    body += [section_html(i, s) for i, s in enumerate(report.sections, start=1)]
+    body.append(provenance_html(report))
+    return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f"<title>{TITLE}</title><style>{CSS}</style></head><body>"
+            + "\n".join(body) + "</body></html>\n")

@@ -1,0 +1,151 @@
+"""The report: HTML and PDF content, failures shown, rebuild from records without recomputation."""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from types import SimpleNamespace
+
+import pytest
+from pypdf import PdfReader
+
+from reports import cli, registry
+from reports.figures import SPACING_ACCENT, equation_svg
+from reports.html import fmt
+
+try:
+    from test_report_fakes import CALLS, fakes
+except ImportError:  # tests collected as a package
+    from tests.test_report_fakes import CALLS, fakes
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """One full report (HTML + PDF) of a passing, a failing, a broken experiment and a broken
+    analysis, then a rebuild of it ``--from`` its records into another folder."""
+    out, rebuilt = tmp_path_factory.mktemp("report"), tmp_path_factory.mktemp("rebuilt")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(registry, "SECTIONS", fakes(passing=True, failing=True, broken=True, broken_analysis_=True))
+        code = cli.main(["report", "--out", str(out), "--quiet"])
+        calls = CALLS["run_task"]
+        for exp, _ in registry.SECTIONS:
+            mp.setattr(exp, "run_task", None)           # any recomputation would raise TypeError
+        code_from = cli.main(["report", "--from", str(out), "--out", str(rebuilt), "--format", "html"])
+        assert CALLS["run_task"] == calls
+    return SimpleNamespace(out=out, rebuilt=rebuilt, code=code, code_from=code_from,
+                           html=(out / "report.html").read_text(),
+                           summary=json.loads((out / "summary.json").read_text()))
+
+
+def test_exit_status_is_1_when_a_verdict_fails(built):
+    assert built.code == 1 and built.code_from == 1
+    assert (built.out / "report.html").is_file() and (built.out / "report.pdf").is_file()
+
+
+def test_rebuild_from_records_gives_identical_verdicts(built):
+    again = json.loads((built.rebuilt / "summary.json").read_text())
+    assert again["verdicts"] == built.summary["verdicts"]
+    assert again["counts"] == built.summary["counts"] and again["passed"] is False
+    assert not (built.rebuilt / "report.pdf").exists() and not (built.rebuilt / "records").exists()
+
+
+def test_summary_json_counts_every_verdict(built):
+    s = built.summary
+    assert s["counts"] == {"pass": 3 + 0 + 1 + 3, "fail": 0 + 3 + 1 + 1, "not_run": 0}
+    assert s["experiments"]["fake-broken"] == {"records": 3, "ok": 1, "diverged": 1, "failed": 1, "seeds": [0],
+                                               "wall_time": pytest.approx(s["experiments"]["fake-broken"]["wall_time"])}
+    checks = {(v["experiment"], v["check"]): v["passed"] for v in s["verdicts"]}
+    assert checks[("fake-broken", "tasks completed")] is False
+    assert checks[("fake-badanalysis", "analysis ran")] is False
+    assert checks[("fake-pass", "mean small fake-pass")] is True
+
+
+def test_html_is_self_contained_with_inline_svg(built):
+    html = built.html
+    assert "<script" not in html and "<link" not in html and "<img" not in html
+    assert not re.search(r'(src|href)="(https?:)?//', html)
+    assert html.count("<svg") >= 3 + 3                    # one figure and one equation per good section
+    assert ">sample index</tspan>" in html or ">sample index</text>" in html   # text stays text
+
+
+def test_html_shows_sections_failures_and_provenance(built):
+    html = built.html
+    for text in ("RTRL validation report", "Summary", "Fake section fake-pass", "Configuration", "Verdicts",
+                 "Running sums of the samples", "Means", "A note.", "Draws normal samples",
+                 "t1: failed: RuntimeError: boom in task t1 second line", "t2: diverged: NaN at step 7",
+                 "Analysis error", "ZeroDivisionError: analysis blew up", "fake-badanalysis (analysis failed)",
+                 "Appendix: provenance", "Package versions", "numpy", "Wall time per task", "git revision"):
+        assert text in html, text
+    assert html.index("Summary") < html.index("1. Fake section fake-pass") < html.index("Appendix: provenance")
+    assert html.count('class="badge FAIL"') >= 5
+
+
+def test_pdf_opens_and_holds_the_verdict_table_as_text(built):
+    reader = PdfReader(built.out / "report.pdf")
+    assert len(reader.pages) >= 5
+    first = reader.pages[0].extract_text()
+    for text in ("RTRL validation report", "Summary", "mean small fake-pass", "mean small fake-fail",
+                 "tasks completed", "analysis ran", "PASS", "FAIL"):
+        assert text in first, text
+    everything = " ".join(page.extract_text() for page in reader.pages)
+    assert "boom in task t1" in everything and "NaN at step 7" in everything
+    assert re.search(r"sample\s*index", everything)          # a figure's axis label is real text
+
+
+def test_rerun_into_the_same_folder_reuses_records(built, monkeypatch, capsys):
+    monkeypatch.setattr(registry, "SECTIONS", fakes(passing=True))
+    calls = CALLS["run_task"]
+    assert cli.main(["report", "--out", str(built.rebuilt / "again"), "--format", "html", "--quiet"]) == 0
+    assert CALLS["run_task"] == calls + 3
+    assert cli.main(["report", "--out", str(built.rebuilt / "again"), "--format", "html", "--quiet"]) == 0
+    assert CALLS["run_task"] == calls + 3
+    assert "verdicts: 3 PASS, 0 FAIL" in capsys.readouterr().out
+
+
+def test_all_pass_exits_0_and_prints_paths(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(registry, "SECTIONS", fakes(passing=True))
+    monkeypatch.setitem(sys.modules, "weasyprint", None)       # WeasyPrint cannot be imported
+    code = cli.main(["report", "--out", str(tmp_path), "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert f"html: {tmp_path / 'report.html'}" in out and "verdicts: 3 PASS, 0 FAIL" in out
+    assert "PDF skipped: WeasyPrint cannot be loaded" in out and not (tmp_path / "report.pdf").exists()
+    assert json.loads((tmp_path / "summary.json").read_text())["passed"] is True
+
+
+def test_from_marks_experiments_without_records_as_not_run(built, monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(registry, "SECTIONS", fakes(passing=True, failing=True)
+                        + [(fakes(passing=True)[0][0].__class__("fake-never"), None)])
+    code = cli.main(["report", "--from", str(built.out), "--out", str(tmp_path), "--format", "html"])
+    out = capsys.readouterr().out
+    assert code == 1 and "not run: fake-never" in out
+    html = (tmp_path / "report.html").read_text()
+    assert "NOT RUN" in html and "it was not run" in html
+    assert json.loads((tmp_path / "summary.json").read_text())["not_run"] == ["fake-never"]
+
+
+def test_equations_render_as_text_with_spacing_accents():
+    svg = equation_svg(r"\hat g_t = c_t \tilde J_t,\ \bar x")
+    assert "<text" in svg and "DejaVuSans-" not in svg          # glyphs as text, not outline paths
+    assert not any(c in svg for c in SPACING_ACCENT), "combining accents left in the SVG"
+    assert all(SPACING_ACCENT[c] in svg for c in ("\u0302", "\u0303", "\u0304"))
+    with pytest.raises(ValueError):
+        equation_svg(r"\frac{1}{")
+
+
+def test_bad_equation_and_figure_do_not_break_the_section(tmp_path, monkeypatch):
+    from analysis.sections import Figure, Section
+    from reports.build import analyse
+    from reports.html import section_html
+
+    records = [{"experiment": "x", "task": "t", "status": "ok", "reason": "", "verdicts": [],
+                "experiment_config": {}, "seed": 0, "provenance": {}}]
+    section = Section("X", "x", "method", equation=r"\frac{1}{", figures=[Figure("broken", object())])
+    html = section_html(1, analyse("x", lambda recs: section, records))
+    assert "not rendered" in html and "figure could not be rendered" in html
+
+
+@pytest.mark.parametrize("value,text", [(None, "—"), (True, "yes"), (3, "3"), (0.0, "0"), (1.5e-9, "1.500e-09"),
+                                        (0.125, "0.125"), (float("nan"), "nan"), ([1, 2], "[1, 2]"), ("a", "a")])
+def test_fmt(value, text):
+    assert fmt(value) == text
