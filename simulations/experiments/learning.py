@@ -99,7 +99,8 @@ def learn_online(cell, readout, estimator, process, theta0, phi0, steps: int, rn
     without loss (e.g. :class:`MaskedReadout`); the windowed loss counts only the other steps.
     A process with an ``observe(state, loss, y)`` method (the copy task's curriculum) is told every
     step's loss; one with ``lengths(state)`` has them recorded.  ``validation = (xs, ys)`` (``T × B``
-    leading axes) is evaluated with frozen ``θ, φ`` at ``t = 0`` and every ``val_every`` steps.
+    leading axes) is evaluated with frozen ``θ, φ`` at ``t = 0`` and every ``val_every`` steps
+    (default ``record_every``).
 
     Gradient alignment (with ``align_every``): at ``t = 0`` and every ``align_every`` steps, ``θ_t``,
     ``φ_t`` and ``s_t`` are frozen and the next ``align_len`` steps of the training stream are
@@ -126,6 +127,8 @@ def learn_online(cell, readout, estimator, process, theta0, phi0, steps: int, rn
     diverged = np.full(B, -1, dtype=np.int64)
     observe, lengths = getattr(process, "observe", None), getattr(process, "lengths", None)
     segment = None                       # (t, θ, φ, s, [x], [y]) of the alignment segment being collected
+
+    val_every = val_every or record_every
 
     def validate(t):
         out["val_t"].append(t)
