@@ -175,7 +175,8 @@ def test_tasks_run_are_reproducible_and_paired():
     # ... and replicates differ from each other
     assert text_rtrl.arrays["val_bits"][0, 0] != text_rtrl.arrays["val_bits"][0, 1]
     assert "cosine" not in text_rtrl.arrays and text_tb.arrays["cosine"].shape == (2, 2)
-    np.testing.assert_array_equal(text_tb.arrays["flops"], text_tb.arrays["t"] * text_tb.data["flops_per_step"]["total"])
+    np.testing.assert_array_equal(text_tb.arrays["flops"],
+                                  text_tb.arrays["t"] * text_tb.data["flops_per_step"]["total"])
     # same seed and config: the same numbers
     _, again = run_tiny()
     for r, q in zip(results, again):

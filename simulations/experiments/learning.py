@@ -111,8 +111,8 @@ def learn_online(cell, readout, estimator, process, theta0, phi0, steps: int, rn
     Returns arrays (``R`` = number of records, one per ``record_every`` steps):
     ``t`` (``R``), ``loss_bits`` (``R × B``: mean loss in bits per counted step over the window),
     ``length`` (``R × B``, curriculum), ``align_t``, ``cosine`` (``A × B``), ``val_t``,
-    ``val_bits`` (``V × B``), ``theta`` / ``phi`` (final, ``B × p`` / ``B × q``), ``diverged_at`` (``B``, −1 where the replicate stayed finite),
-    ``seconds`` (wall time of the loop).
+    ``val_bits`` (``V × B``), ``theta`` / ``phi`` (final, ``B × p`` / ``B × q``), ``diverged_at``
+    (``B``, −1 where the replicate stayed finite), ``seconds`` (wall time of the loop).
     """
     theta, phi = np.array(theta0, dtype=float), np.array(phi0, dtype=float)
     B = theta.shape[0]
