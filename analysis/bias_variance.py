@@ -130,7 +130,7 @@ def _curves_figure(record):
     axes[1].set(yscale="log", xlabel="t", title="normalised variance E‖ĝ − E ĝ‖²/‖g‖²", ylim=(FLOOR / 2, None))
     axes[2].set(xlabel="t", title="cosine with g", ylim=(-0.1, 1.05))
     axes[0].legend(fontsize=7, ncol=2)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.14, top=0.9, wspace=0.25)
     return Figure(f"Bias, variance and alignment against time at k={d['k']}, d={d['density']:g}"
                   + (f", ρ={d['rho']:g}" if d["rho"] is not None else "")
                   + " (bands: 95% jackknife intervals; dotted: noise floor sqrt(tr Σ/R)/‖g‖ of the "
@@ -169,7 +169,7 @@ def _sweep_figure(records, axis, name):
         if axis == 0:
             ax.set_xscale("log", base=2)
     axes[0].legend(fontsize=7, ncol=2)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.08, right=0.99, bottom=0.14, top=0.9, wspace=0.25)
     return Figure(f"Late-window (t > T/2) relative bias and normalised variance against {name}, with 95% "
                   f"jackknife intervals (values ≤ {FLOOR:g}, exact to rounding, are drawn at {FLOOR:g})", fig)
 
@@ -185,7 +185,7 @@ def _order_figure(records):
         ax.plot(ns, rb, marker="o", ms=3, label=f"k={d['k']}, d={d['density']:g}, n*={d['exact_order']}")
     ax.set(yscale="log", xlabel="SnAp order n", title="SnAp relative bias (late window)", ylim=(FLOOR / 2, None))
     ax.legend(fontsize=6)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.15, right=0.98, bottom=0.14, top=0.9)
     return Figure(f"SnAp-n relative bias against n for every setting; it reaches zero (drawn at {FLOOR:g}) "
                   "at the exact order n*", fig)
 

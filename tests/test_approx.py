@@ -12,6 +12,7 @@ import pytest
 from simulations.cells import CELLS, make_cell
 from simulations.estimators import ESTIMATORS, make_estimator, parse_estimator
 from simulations.estimators.masked import exact_order, influence_rounding_bound
+from simulations.estimators.uoro import left_product
 from simulations.readouts import LinearReadout
 from simulations.sequence import run_sequence
 
@@ -229,3 +230,16 @@ def test_uoro_guards_zero_norms():
     for name in ("uoro", "kf-rtrl"):
         J, _ = run(make_estimator(name), cell, theta, lins, np.random.default_rng(0))
         assert np.all(np.isfinite(J))
+
+
+@pytest.mark.parametrize("name", list(CELLS))
+@pytest.mark.parametrize("density", [1.0, 0.4])
+def test_uoro_left_product_is_the_factored_rmatmul(name, density):
+    """UORO's ``νᵀ I_t`` (outer products for unmasked blocks) equals ``ImmediateJacobian.rmatmul``."""
+    rng = np.random.default_rng(6)
+    cell = make_cell(name, 4, 3, density=density, mask_seed=1)
+    lin = cell.linearize(cell.init(rng), rng.standard_normal((3, cell.k)), rng.standard_normal((3, 3)))
+    lam = rng.standard_normal((3, cell.k))
+    np.testing.assert_array_equal(left_product(lin.I, lam), lin.I.rmatmul(lam))
+    np.testing.assert_allclose(left_product(lin.I, lam), np.einsum("bk,bkp->bp", lam, lin.I.dense()),
+                               rtol=1e-13, atol=1e-15)

@@ -21,6 +21,24 @@ from .base import Estimator
 from .signs import rademacher
 
 
+def left_product(I, lam: np.ndarray) -> np.ndarray:
+    """``λ I_t`` (``B × p``) for ``λ``: ``B × k``, as :meth:`ImmediateJacobian.rmatmul` computes it,
+    except that an unmasked block (column ``j·n_out + i``) is written as the outer product of its
+    input ``v`` and ``λ G`` instead of through index gathers (about 10× faster for large blocks)."""
+    if all(blk.size < blk.n_out * blk.n_in for blk in I.blocks):
+        return I.rmatmul(lam)
+    B = lam.shape[0]
+    out = np.empty((B, I.p))
+    lg = {g: G.rmatmul(lam) for g, G in I.gates.items()}
+    for blk in I.blocks:
+        v = I.sources[blk.source]
+        if blk.size == blk.n_out * blk.n_in:
+            out[:, blk.cols] = (v[:, :, None] * lg[blk.gate][:, None, :]).reshape(B, -1)
+        else:
+            out[:, blk.cols] = lg[blk.gate][:, blk.idx_i] * v[:, blk.idx_j]
+    return out
+
+
 def balance(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     """``sqrt(num / den)``, and ``1`` where either norm is zero (or not finite)."""
     ok = (num > 0) & (den > 0) & np.isfinite(num) & np.isfinite(den)
@@ -48,7 +66,7 @@ class UORO(Estimator):
         B, k = state.s.shape
         nu = rademacher(rng, (B, k))
         Ds = np.matmul(lin.D, state.s[:, :, None])[:, :, 0]
-        nuI = lin.I.rmatmul(nu)
+        nuI = left_product(lin.I, nu)
         rho0 = balance(np.linalg.norm(state.theta, axis=1), np.linalg.norm(Ds, axis=1))[:, None]
         rho1 = balance(np.linalg.norm(nuI, axis=1), np.sqrt(np.full(B, float(k))))[:, None]
         state.scales = np.hstack([rho0, rho1])

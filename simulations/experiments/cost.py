@@ -5,11 +5,13 @@ For each series (an estimator on a dense or a sparse network) and each hidden si
 grid, one task measures with single-threaded BLAS (``threadpoolctl``; the thread count and BLAS
 are recorded):
 
-* the per-step wall time of the estimator's own work (``update`` + ``gradient``; BPTT's adjoint at
-  ``flush`` is spread over the steps of its block), the median over ``repeats`` timings of blocks of
-  steps that cycle through precomputed linearizations; beside it one forward step
-  ``cell.step`` and one ``cell.linearize`` of the same cell (the full online step is
-  ``linearize`` + the estimator);
+* the per-step time of the estimator's own work (``update`` + ``gradient``; BPTT's adjoint at
+  ``flush`` is spread over the steps of its block), timed in blocks of steps that cycle through
+  precomputed linearizations and interleaved with one forward step ``cell.step`` and one
+  ``cell.linearize`` of the same cell (the full online step is ``linearize`` + the estimator).
+  Both wall-clock time and the thread's CPU time are recorded: on an idle machine they agree; on
+  a shared one only the CPU time is free of other processes' load, so the exponents and ratios
+  are decided on it (the fastest of the repeats) and the wall times are reported beside them;
 * the bytes of numpy arrays held by the estimator state per replicate (BPTT: its tape, per step);
 * the structural operation count of the estimator (:func:`simulations.flops.estimator_flops`).
 
@@ -17,14 +19,15 @@ Also the batching gain: ``R`` replicates of one estimator run batched on the lea
 ``R`` sequential single-replicate runs, each the full step (``linearize`` + ``update`` +
 ``gradient``) over the same data.  Exponents are fitted in :mod:`analysis.cost`.
 
-Arrays per series ``s``: ``k.s``, ``time.s`` (median seconds), ``time_min.s`` (the fastest
-repeat: the least disturbed by other load on a shared machine), ``times.s`` (``n_k × repeats``),
-``forward.s``, ``linearize.s`` (medians), ``ratio.s`` (median over repeats of estimator time /
-forward-step time, timed interleaved), ``bytes.s``, ``flops.s``, ``p.s``.
+Arrays per series ``s``: ``k.s``; wall seconds per step ``time.s`` (median), ``time_min.s``,
+``times.s`` (``n_k × repeats``), ``forward.s``, ``linearize.s`` (medians), ``ratio.s`` (median
+of interleaved estimator / forward-step ratios); CPU seconds per step ``cpu.s``, ``cpu_forward.s``,
+``cpu_linearize.s`` (fastest repeat); ``bytes.s``, ``flops.s``, ``p.s``.
 """
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 
 import numpy as np
@@ -61,11 +64,12 @@ def state_bytes(obj, _seen=None) -> int:
     return 0
 
 
-def time_per_call(fns, min_time: float, repeats: int) -> np.ndarray:
-    """Seconds per call of each function in ``fns``: ``len(fns) × repeats``.
+def time_per_call(fns, min_time: float, repeats: int, cpu: np.ndarray | None = None) -> np.ndarray:
+    """Wall-clock seconds per call of each function in ``fns``: ``len(fns) × repeats``.
 
     Each function is calibrated to run ``≥ min_time`` per timing; the timings are interleaved
-    (``f₁ f₂ … f₁ f₂ …``) so that ratios between them see the same machine load."""
+    (``f₁ f₂ … f₁ f₂ …``) so that ratios between them see the same machine load.  ``cpu`` (same
+    shape), when given, receives the thread's CPU seconds per call (insensitive to other load)."""
     counts = []
     for fn in fns:
         fn()
@@ -75,10 +79,12 @@ def time_per_call(fns, min_time: float, repeats: int) -> np.ndarray:
     out = np.empty((len(fns), repeats))
     for r in range(repeats):
         for i, (fn, n) in enumerate(zip(fns, counts)):
-            t0 = time.perf_counter()
+            c0, t0 = time.thread_time(), time.perf_counter()
             for _ in range(n):
                 fn()
             out[i, r] = (time.perf_counter() - t0) / n
+            if cpu is not None:
+                cpu[i, r] = (time.thread_time() - c0) / n
     return out
 
 
@@ -91,9 +97,10 @@ def _path(cell, theta, steps, rng, batch=1):
     return lins, rng.standard_normal((batch, cell.k))
 
 
-def measure_estimator(cell, spec, rng, min_time, repeats, block=4):
-    """Interleaved per-step seconds (``3 × repeats``: estimator work, ``cell.step``,
-    ``cell.linearize``), state bytes per replicate (BPTT: per step of its tape), operation count."""
+def measure_estimator(cell, spec, rng, min_time, repeats, block=2):
+    """Per-step timings of the estimator's work (update + gradient, and BPTT's adjoint at ``flush``)
+    interleaved with ``cell.step`` and ``cell.linearize``: wall and thread-CPU seconds, each
+    ``3 × repeats``; state bytes per replicate (BPTT: per step of its tape); operation count."""
     est = parse_estimator(spec)
     theta = cell.init(rng)
     lins, credit = _path(cell, theta, block, rng)
@@ -107,19 +114,22 @@ def measure_estimator(cell, spec, rng, min_time, repeats, block=4):
             state = est.gradient(state, credit)[0]
         state = est.flush(state)[0]
 
-    times = time_per_call([run_block, lambda: cell.step(theta, s, x), lambda: cell.linearize(theta, s, x)],
-                          min_time, repeats)
-    times[0] /= block
+    cpu = np.empty((3, repeats))
+    wall = time_per_call([run_block, lambda: cell.step(theta, s, x), lambda: cell.linearize(theta, s, x)],
+                         min_time, repeats, cpu)
+    wall[0] /= block
+    cpu[0] /= block
     for lin in lins:                          # the state after one block (BPTT: a full tape)
         state = est.update(state, lin, rng)
         state = est.gradient(state, credit)[0]
     size = state_bytes(state) / (block if est.name in ("bptt", "tbptt") else 1)
-    return times, size, estimator_flops(cell, est)
+    return wall, cpu, size, estimator_flops(cell, est)
 
 
-def batching_gain(cell_name, hidden, inputs, spec, replicates, steps, rng, repeats):
-    """Seconds for ``replicates`` runs of ``steps`` full steps: batched (one run, ``B = R``) and
-    sequential (``R`` runs with ``B = 1``), same data; returns ``(batched, sequential)`` medians."""
+def batching_gain(cell_name, hidden, inputs, spec, replicates, steps, rng, repeats) -> dict:
+    """``replicates`` runs of ``steps`` full steps (linearize + update + gradient), same data:
+    batched (one run, ``B = R``) against sequential (``R`` runs with ``B = 1``).  Returns wall
+    medians and CPU minima in seconds."""
     cell = make_cell(cell_name, hidden, inputs)
     theta = cell.init(rng)
     xs = rng.standard_normal((steps, replicates, cell.m))
@@ -135,9 +145,12 @@ def batching_gain(cell_name, hidden, inputs, spec, replicates, steps, rng, repea
             st = est.update(st, lin, rng)
             st = est.gradient(st, c)[0]
 
-    times = time_per_call([lambda: run(xs, credit),
-                           lambda: [run(xs[:, r:r + 1], credit[r:r + 1]) for r in range(replicates)]], 0.0, repeats)
-    return float(np.median(times[0])), float(np.median(times[1]))
+    cpu = np.empty((2, repeats))
+    wall = time_per_call([lambda: run(xs, credit),
+                          lambda: [run(xs[:, r:r + 1], credit[r:r + 1]) for r in range(replicates)]],
+                         0.0, repeats, cpu)
+    return {"batched_seconds": float(np.median(wall[0])), "sequential_seconds": float(np.median(wall[1])),
+            "batched_cpu": float(cpu[0].min()), "sequential_cpu": float(cpu[1].min())}
 
 
 def _blas() -> list[dict]:
@@ -151,20 +164,20 @@ class CostExperiment(Experiment):
                    "over the hidden size k (dense and sparse networks), with fitted exponents (THEORY §4, §6)")
     profiles = {
         "quick": {
-            "cell": "elman", "inputs": 4, "threads": 1, "min_time": 0.03, "repeats": 5,
-            "series": {"rtrl": [48, 64, 96, 128, 160], "kf-rtrl": [128, 192, 256, 384],
-                       "snap-1": [128, 192, 256, 384], "uoro": [128, 192, 256, 384],
-                       "rflo": [128, 192, 256, 384], "bptt": [128, 192, 256, 384]},
+            "cell": "elman", "inputs": 4, "threads": 1, "min_time": 0.02, "repeats": 5,
+            "series": {"rtrl": [64, 80, 96, 128, 160, 192], "kf-rtrl": [192, 256, 320, 384, 448, 512],
+                       "snap-1": [128, 160, 192, 256, 320, 384], "uoro": [128, 160, 192, 256, 320, 384],
+                       "rflo": [128, 160, 192, 256, 320, 384], "bptt": [128, 160, 192, 256, 320, 384]},
             "sparse_density": 0.1,
-            "sparse_series": {"snap-2": [64, 96, 128, 192], "rtrl": [64, 96, 128, 160]},
-            "fit_points": 4, "compare_k": 256,
+            "sparse_series": {"snap-2": [64, 80, 96, 128, 160, 192], "rtrl": [48, 64, 80, 96, 128, 160]},
+            "fit_points": 5, "compare_k": 256,
             "batch_estimator": "snap-1", "batch_hidden": 16, "batch_replicates": 64, "batch_steps": 20,
         },
         "full": {
             "cell": "elman", "inputs": 4, "threads": 1, "min_time": 0.2, "repeats": 7,
             "series": {"rtrl": [32, 48, 64, 96, 128, 192, 256], "kf-rtrl": [64, 96, 128, 192, 256, 384, 512],
-                       "snap-1": [64, 96, 128, 192, 256, 384, 512, 768], "uoro": [64, 96, 128, 192, 256, 384, 512, 768],
-                       "rflo": [64, 96, 128, 192, 256, 384, 512, 768], "bptt": [64, 96, 128, 192, 256, 384, 512, 768]},
+                       "snap-1": [64, 96, 128, 192, 256, 384, 512], "uoro": [64, 96, 128, 192, 256, 384, 512],
+                       "rflo": [64, 96, 128, 192, 256, 384, 512], "bptt": [64, 96, 128, 192, 256, 384, 512]},
             "sparse_density": 0.05,
             "sparse_series": {"snap-2": [48, 64, 96, 128, 192, 256, 384], "rtrl": [48, 64, 96, 128, 192]},
             "fit_points": 5, "compare_k": 256,
@@ -221,21 +234,24 @@ class CostExperiment(Experiment):
         jobs += [(spec, float(c["sparse_density"]), grid) for spec, grid in c["sparse_series"].items()]
         total = sum(len(g) for _, _, g in jobs) + 1
         done, series, arrays = 0, [], {}
+        load = list(os.getloadavg())
         with threadpool_limits(limits=c["threads"]):
             blas = _blas()
             for spec, density, grid in jobs:
                 name = spec if density == 1.0 else f"{spec}-sparse"
-                rows = {key: [] for key in ("time", "time_min", "times", "bytes", "flops", "forward",
-                                            "linearize", "ratio", "p")}
+                rows = {key: [] for key in ("time", "time_min", "forward", "linearize", "ratio", "cpu",
+                                            "cpu_forward", "cpu_linearize", "times", "bytes", "flops", "p")}
                 for h in grid:
                     cell = make_cell(c["cell"], h, c["inputs"], density=density, mask_seed=h)
-                    times, size, flops = measure_estimator(cell, spec, rng, c["min_time"], c["repeats"])
-                    rows["times"].append(times[0])
-                    rows["time"].append(np.median(times[0]))
-                    rows["time_min"].append(np.min(times[0]))
-                    rows["forward"].append(np.median(times[1]))
-                    rows["linearize"].append(np.median(times[2]))
-                    rows["ratio"].append(np.median(times[0] / times[1]))
+                    wall, cpu, size, flops = measure_estimator(cell, spec, rng, c["min_time"], c["repeats"])
+                    rows["times"].append(wall[0])
+                    rows["time"].append(np.median(wall[0]))
+                    rows["time_min"].append(np.min(wall[0]))
+                    rows["forward"].append(np.median(wall[1]))
+                    rows["linearize"].append(np.median(wall[2]))
+                    rows["ratio"].append(np.median(wall[0] / wall[1]))
+                    for key, row in (("cpu", 0), ("cpu_forward", 1), ("cpu_linearize", 2)):
+                        rows[key].append(np.min(cpu[row]))
                     rows["bytes"].append(size)
                     rows["flops"].append(flops)
                     rows["p"].append(cell.p)
@@ -247,12 +263,12 @@ class CostExperiment(Experiment):
                     arrays[f"{key}.{name}"] = np.array(vals, dtype=float)
                 series.append({"name": name, "estimator": spec, "density": density,
                                "theory": THEORY_EXPONENTS.get(spec) if density == 1.0 else None})
-            batched, sequential = batching_gain(c["cell"], c["batch_hidden"], c["inputs"], c["batch_estimator"],
-                                                c["batch_replicates"], c["batch_steps"], rng, c["repeats"])
+            batching = batching_gain(c["cell"], c["batch_hidden"], c["inputs"], c["batch_estimator"],
+                                     c["batch_replicates"], c["batch_steps"], rng, c["repeats"])
         if progress:
             progress(1.0)
         data = {"series": series, "threads": c["threads"], "blas": blas, "cell": c["cell"],
+                "load_average": [load, list(os.getloadavg())],
                 "batching": {"estimator": c["batch_estimator"], "hidden": c["batch_hidden"],
-                             "replicates": c["batch_replicates"], "steps": c["batch_steps"],
-                             "batched_seconds": batched, "sequential_seconds": sequential}}
+                             "replicates": c["batch_replicates"], "steps": c["batch_steps"], **batching}}
         return TaskResult(data, arrays, [])

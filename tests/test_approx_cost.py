@@ -1,0 +1,134 @@
+"""The cost experiment and its analysis: memory accounting, the exponent fit, config checks, and
+verdicts decided on synthetic records (timings are measured by the experiment and the benchmark,
+never asserted in a test)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from analysis.cost import ALLOWANCE, _claim_verdicts, _exponent_verdicts, analyse, fit_exponent, series_table
+from simulations.cells import make_cell
+from simulations.estimators import parse_estimator
+from simulations.experiments.base import ConfigError
+from simulations.experiments.cost import CostExperiment, state_bytes, time_per_call
+from simulations.flops import estimator_flops
+
+EXP = CostExperiment()
+
+
+def test_fit_exponent_recovers_a_power_law():
+    k = np.array([16, 32, 64, 128, 256.0])
+    f = fit_exponent(k, 3e-9 * k ** 3.0)
+    assert abs(f["slope"] - 3.0) < 1e-12 and f["hi"] - f["lo"] < 1e-9
+    noisy = 3e-9 * k ** 2 * np.exp(np.random.default_rng(0).normal(0, 0.05, k.size))
+    f = fit_exponent(k, noisy)
+    assert f["lo"] < 2.0 < f["hi"]
+
+
+@pytest.mark.parametrize("spec,count", [("snap-1", lambda c: c.p), ("rtrl", lambda c: 2 * c.k * c.p),
+                                        ("uoro", lambda c: c.k + c.p + 2), ("kf-rtrl", lambda c: c.k * c.k + c.k + c.m + 3)])
+def test_state_bytes_counts_what_the_state_holds(spec, count):
+    cell = make_cell("elman", 6, 3)
+    est = parse_estimator(spec)
+    rng = np.random.default_rng(0)
+    theta = cell.init(rng)
+    st = est.init(cell, theta, 2, rng)
+    st = est.update(st, cell.linearize(theta, np.zeros((2, cell.k)), np.ones((2, 3))), rng)
+    assert state_bytes(st) == 8 * 2 * count(cell)
+
+
+def test_time_per_call_shapes():
+    cpu = np.empty((2, 3))
+    t = time_per_call([lambda: None, lambda: sum(range(100))], 1e-4, 3, cpu)
+    assert t.shape == (2, 3) and np.all(t > 0) and np.all(cpu >= 0)
+
+
+@pytest.mark.parametrize("bad,match", [
+    ({"sparse_density": 0.0}, "density"), ({"sparse_density": 2}, "density"), ({"cell": "gru"}, "kf-rtrl needs"),
+    ({"series": {"snap-0": [8, 16, 32, 64]}}, "SnAp order"), ({"series": {"rtrl": [8, 16]}}, "at least"),
+    ({"fit_points": 2}, "fit_points"), ({"threads": 0}, "threads"), ({"min_time": -1}, "min_time")])
+def test_bad_configs_are_refused(bad, match):
+    with pytest.raises(ConfigError, match=match):
+        EXP.config("quick", bad)
+
+
+def test_small_run_produces_a_record():
+    cfg = EXP.config("quick", {"series": {"snap-1": [4, 6, 8], "uoro": [4, 6, 8]},
+                               "sparse_series": {"snap-2": [6, 8, 10]}, "fit_points": 3, "min_time": 1e-4,
+                               "repeats": 2, "batch_hidden": 3, "batch_replicates": 4, "batch_steps": 2,
+                               "compare_k": 6})
+    (task,) = EXP.tasks(cfg)
+    res = EXP.run_task(task, np.random.SeedSequence(0))
+    assert [s["name"] for s in res.data["series"]] == ["snap-1", "uoro", "snap-2-sparse"]
+    assert res.data["threads"] == 1 and res.data["blas"] is not None
+    cell = make_cell("elman", 8, 4)
+    np.testing.assert_array_equal(res.arrays["bytes.snap-1"][-1], 8 * cell.p)
+    assert res.arrays["flops.uoro"][-1] == estimator_flops(cell, parse_estimator("uoro"))
+    sec = analyse([{"experiment": "cost", "task": task.key, "config": task.config, "status": "ok",
+                    "data": res.data, "verdicts": [], "arrays": res.arrays}])
+    assert sec.figures and sec.tables[0].rows
+
+
+def synthetic(slopes, batching=(0.01, 0.3), forward=1e-3):
+    """A cost record whose per-step times follow ``C k^slope`` exactly, with operation counts and
+    memory from the real cells."""
+    k = np.array([16, 24, 32, 48, 64.0])
+    series, arrays = [], {}
+    for name, (spec, density, slope) in slopes.items():
+        series.append({"name": name, "estimator": spec, "density": density,
+                       "theory": {"rtrl": (4, 3), "snap-1": (2, 2), "bptt": (2, 2), "uoro": (2, 2)}.get(spec)
+                       if density == 1.0 else None})
+        cells = [make_cell("elman", int(h), 4, density=density, mask_seed=int(h)) for h in k]
+        est = parse_estimator(spec)
+        t = 1e-7 * (k / 16) ** slope
+        arrays.update({f"k.{name}": k, f"time.{name}": t, f"time_min.{name}": t, f"cpu.{name}": t,
+                       f"cpu_forward.{name}": np.full(5, forward), f"cpu_linearize.{name}": np.full(5, forward),
+                       f"flops.{name}": np.array([estimator_flops(c, est) for c in cells]),
+                       f"bytes.{name}": np.array([8.0 * est.structure(c).nnz if spec.startswith("snap") else 8 * c.p
+                                                  for c in cells]),
+                       f"p.{name}": np.array([c.p for c in cells], dtype=float),
+                       f"forward.{name}": np.full(5, forward), f"linearize.{name}": np.full(5, forward),
+                       f"ratio.{name}": t / forward})
+    data = {"series": series, "threads": 1, "blas": [], "cell": "elman",
+            "batching": {"estimator": "snap-1", "hidden": 16, "replicates": 64, "steps": 20,
+                         "batched_seconds": batching[0], "sequential_seconds": batching[1],
+                         "batched_cpu": batching[0], "sequential_cpu": batching[1]}}
+    cfg = dict(EXP.profiles["quick"], fit_points=5, compare_k=64)
+    return {"experiment": "cost", "task": "scaling", "config": cfg, "status": "ok", "data": data,
+            "verdicts": [], "arrays": arrays}
+
+
+def verdicts(rec):
+    tab = series_table(rec)
+    return {v.check: v for v in _exponent_verdicts(tab) + _claim_verdicts(rec, tab)}
+
+
+def test_exponents_matching_the_counts_pass_and_off_ones_fail():
+    v = verdicts(synthetic({"rtrl": ("rtrl", 1.0, 3.9), "snap-1": ("snap-1", 1.0, 2.0)}))
+    assert v["RTRL's per-step cost is quartic in k"].passed
+    assert v["snap-1: per-step time exponent matches its operation count"].passed
+    v = verdicts(synthetic({"rtrl": ("rtrl", 1.0, 3.9 - 2 * ALLOWANCE), "snap-1": ("snap-1", 1.0, 3.0)}))
+    assert not v["RTRL's per-step cost is quartic in k"].passed
+    assert not v["snap-1: per-step time exponent matches its operation count"].passed
+
+
+def test_noisy_fits_cannot_confirm():
+    rec = synthetic({"snap-1": ("snap-1", 1.0, 2.0)})
+    rec["arrays"]["cpu.snap-1"] = rec["arrays"]["cpu.snap-1"] * np.array([1, 3, 0.4, 2.5, 1])
+    assert not verdicts(rec)["snap-1: per-step time exponent matches its operation count"].passed
+
+
+def test_claims_on_synthetic_records():
+    rec = synthetic({"snap-1": ("snap-1", 1.0, 2.0), "bptt": ("bptt", 1.0, 2.0), "uoro": ("uoro", 1.0, 2.0),
+                     "snap-2-sparse": ("snap-2", 0.1, 3.0), "rtrl-sparse": ("rtrl", 0.1, 3.6)})
+    v = verdicts(rec)
+    assert v["SnAp-1 costs no more than a BPTT step (THEORY §6)"].passed
+    assert v["SnAp-1 holds one number per parameter"].passed
+    assert v["snap-1: online step within 3× a forward step at k=64"].passed
+    assert v["64 replicates of snap-1 batched ≥ 20× faster than sequential runs"].passed
+    assert v["SnAp-2 on a sparse network (d=0.1) holds about p(1 + dk) numbers, never k·p"].passed
+    rec["arrays"]["cpu.snap-1"] = rec["arrays"]["cpu.bptt"] * 2.5
+    rec["data"]["batching"]["sequential_cpu"] = 0.1
+    v = verdicts(rec)
+    assert not v["SnAp-1 costs no more than a BPTT step (THEORY §6)"].passed
+    assert not v["64 replicates of snap-1 batched ≥ 20× faster than sequential runs"].passed

@@ -1,0 +1,138 @@
+"""The bias-variance experiment and its analysis (THEORY.md §4): config checks, a small run whose
+verdicts all hold, the jackknife statistics against brute force, and verdicts that fail when the
+evidence says so."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from analysis.bias_variance import _claims, analyse, record_statistics, statistics
+from simulations.experiments.base import ConfigError
+from simulations.experiments.bias_variance import BiasVarianceExperiment
+
+EXP = BiasVarianceExperiment()
+SMALL = {"steps": 12, "replicates": 64, "hidden": [4, 6], "densities": [1.0], "rhos": [0.6],
+         "base_hidden": 6, "base_density": 0.5, "base_rho": 0.9, "check_replicates": 4000,
+         "enumeration_steps": 2, "orders": [1, 2]}
+
+
+def run(overrides=SMALL, seed=0):
+    cfg = EXP.config("quick", overrides)
+    tasks = EXP.tasks(cfg)
+    seeds = np.random.SeedSequence(seed).spawn(len(tasks))
+    out = []
+    for task, ss in zip(tasks, seeds):
+        res = EXP.run_task(task, ss)
+        out.append({"experiment": EXP.name, "task": task.key, "config": task.config, "seed": seed,
+                    "status": res.status, "reason": res.reason, "data": res.data,
+                    "verdicts": [v.to_dict() for v in res.verdicts], "arrays": res.arrays})
+    return out
+
+
+@pytest.fixture(scope="module")
+def records():
+    return run()
+
+
+@pytest.mark.parametrize("bad,match", [
+    ({"orders": [0]}, "SnAp order"), ({"densities": [0.0]}, "density"), ({"base_density": 1.5}, "density"),
+    ({"rhos": [1.0]}, "rho"), ({"cell": "gru", "rhos": []}, "kf-rtrl needs"), ({"cell": "gru"}, "rho sweep"),
+    ({"estimators": ["snap-0"]}, "SnAp order"), ({"estimators": ["bptt"]}, "not an approximation"),
+    ({"replicates": 1}, "replicates"), ({"nonsense": 1}, "unknown config key"), ({"cell": "nope"}, "unknown cell")])
+def test_bad_configs_are_refused_with_one_line(bad, match):
+    with pytest.raises(ConfigError, match=match) as err:
+        EXP.config("quick", bad)
+    assert "\n" not in str(err.value)
+
+
+def test_tasks_cover_the_three_sweeps_once():
+    cfg = EXP.config("quick", SMALL)
+    keys = [t.key for t in EXP.tasks(cfg)]
+    assert keys[0] == "identities" and len(keys) == len(set(keys))
+    assert set(keys[1:]) == {"h4-d0.5-rho0.9", "h6-d0.5-rho0.9", "h6-d1-rho0.9", "h6-d0.5-rho0.6"}
+
+
+def test_small_run_verdicts_hold(records):
+    failed = [(r["task"], v["check"], v["evidence"]) for r in records for v in r["verdicts"] if not v["passed"]]
+    assert not failed
+    point = next(r for r in records if r["task"] == "h6-d0.5-rho0.9")
+    d = point["data"]
+    assert d["exact_order"] >= 2 and f"snap-{d['exact_order']}" in d["estimators"]
+    assert point["arrays"]["sq_err.uoro"].shape == (64, 12) and point["arrays"]["cos.snap-1"].shape == (1, 12)
+    assert any(v["check"].startswith(f"snap-{d['exact_order']} = RTRL") for v in point["verdicts"])
+
+
+def test_same_seed_same_numbers(records):
+    again = run()
+    for a, b in zip(records, again):
+        for name, arr in a["arrays"].items():
+            np.testing.assert_array_equal(arr, b["arrays"][name])
+
+
+def test_statistics_match_brute_force():
+    """Relative bias, normalised variance, noise floor and their jackknife intervals against direct
+    recomputation from the replicate gradients (leave-one-out done by brute force)."""
+    rng = np.random.default_rng(1)
+    R, T, p = 30, 5, 7
+    g = rng.standard_normal((T, p))
+    gh = g + 0.3 + rng.standard_normal((R, T, p))
+    diff = gh - g
+    mean = diff.mean(axis=0)
+    sq = np.einsum("rtp,rtp->rt", diff, diff)
+    proj = np.einsum("rtp,tp->rt", diff, mean)
+    gn = np.linalg.norm(g, axis=1)
+    cos = np.einsum("rtp,tp->rt", gh, g) / (np.linalg.norm(gh, axis=2) * gn)
+    st = statistics(sq, proj, cos, gn)
+    np.testing.assert_allclose(st["rel_bias"][0], np.linalg.norm(mean, axis=1) / gn, rtol=1e-12)
+    var = ((gh - gh.mean(axis=0)) ** 2).sum(axis=2).sum(axis=0) / (R - 1)
+    np.testing.assert_allclose(st["nvar"][0], var / gn ** 2, rtol=1e-12)
+    np.testing.assert_allclose(st["floor"][0], np.sqrt(var / R) / gn, rtol=1e-12)
+    np.testing.assert_allclose(st["cos"][0], cos.mean(axis=0), rtol=1e-12)
+    loo_rb = np.array([np.linalg.norm(np.delete(diff, r, 0).mean(axis=0), axis=1) / gn for r in range(R)])
+    loo_var = np.array([((np.delete(gh, r, 0) - np.delete(gh, r, 0).mean(axis=0)) ** 2).sum(axis=2).sum(axis=0)
+                        / (R - 2) / gn ** 2 for r in range(R)])
+    for est, loo in ((st["rel_bias"], loo_rb), (st["nvar"], loo_var)):
+        se = np.sqrt((R - 1) / R * ((loo - loo.mean(axis=0)) ** 2).sum(axis=0))
+        np.testing.assert_allclose(est[2] - est[0], 1.959963984540054 * se, rtol=1e-9)
+    w = statistics(sq, proj, cos, gn, slice(2, None))
+    assert w["rel_bias"].shape == (3,) and w["rel_bias"][1] <= w["rel_bias"][0] <= w["rel_bias"][2]
+
+
+def test_deterministic_estimators_have_exact_values(records):
+    point = next(r for r in records if r["task"] == "h6-d0.5-rho0.9")
+    st = record_statistics(point)
+    n_star = point["data"]["exact_order"]
+    assert np.all(st[f"snap-{n_star}"]["rel_bias"] < 1e-12)
+    assert np.all(st["snap-1"]["rel_bias"][0] == st["snap-1"]["rel_bias"][1])
+    assert np.all(st["snap-1"]["nvar"] == 0)
+
+
+def test_section_has_figures_tables_and_claims(records):
+    sec = analyse(records)
+    assert sec.experiment == "bias-variance" and len(sec.figures) >= 4 and sec.tables
+    checks = [v.check for v in sec.verdicts]
+    assert any(c.startswith("KF-RTRL variance below UORO's") for c in checks)
+    assert any(c.startswith("SnAp-1 aligns better") for c in checks)
+    assert "UORO variance grows with k" in checks
+    assert all(v.passed for v in sec.verdicts), [(v.check, v.evidence) for v in sec.verdicts if not v.passed]
+
+
+def test_a_claim_that_does_not_hold_is_reported_as_fail(records):
+    """Swap UORO's and KF-RTRL's statistics: the variance claim must then fail."""
+    swapped = []
+    for r in records:
+        r = dict(r, arrays=dict(r["arrays"]))
+        if "uoro" in r["data"].get("estimators", []):
+            for name in ("sq_err", "proj", "cos"):
+                r["arrays"][f"{name}.uoro"], r["arrays"][f"{name}.kf-rtrl"] = (
+                    r["arrays"][f"{name}.kf-rtrl"], r["arrays"][f"{name}.uoro"])
+        swapped.append(r)
+    kf = [v for v in _claims([r for r in swapped if r["data"].get("kind") != "identities"])
+          if v.check.startswith("KF-RTRL variance below UORO's")]
+    assert kf and not any(v.passed for v in kf)
+
+
+def test_failed_records_are_listed():
+    sec = analyse([{"experiment": "bias-variance", "task": "h4", "config": {}, "status": "failed",
+                    "reason": "boom", "data": {}, "verdicts": [], "arrays": {}}])
+    assert sec.failures == ["h4: failed (boom)"]
