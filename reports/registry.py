@@ -8,13 +8,16 @@ from __future__ import annotations
 import analysis.bias_variance
 import analysis.cost
 import analysis.convergence
+import analysis.gradients
 import analysis.learning
+from proofs_checks.experiment import GradientsExperiment
 from simulations.experiments.bias_variance import BiasVarianceExperiment
 from simulations.experiments.cost import CostExperiment
 from simulations.experiments.convergence import ConvergenceExperiment
 from simulations.experiments.learning import LearningExperiment
 
 SECTIONS: list = [
+    (GradientsExperiment(), analysis.gradients.analyse),
     (BiasVarianceExperiment(), analysis.bias_variance.analyse),
     (CostExperiment(), analysis.cost.analyse),
     (ConvergenceExperiment(), analysis.convergence.analyse),

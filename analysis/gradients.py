@@ -1,0 +1,81 @@
+"""Report section of the ``gradients`` experiment (DESIGN.md check 1 and 2).
+
+Every comparison's worst error-to-bound ratio per cell; a ratio ≤ 1 passes.  The bounds are the
+float64 rounding bound ``γ_N G_abs`` for exact-vs-exact comparisons and twice the Richardson error
+estimate for finite differences (see :mod:`proofs_checks.gradcheck`).
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+from matplotlib.figure import Figure as MplFigure
+
+from simulations.experiments.base import Verdict
+
+from .sections import Figure, Section, Table
+
+METHOD = ("Each cell is written again in sympy from THEORY §3; its symbolic Jacobians D = ∂F/∂s and "
+          "I = ∂F/∂θ and the total derivative of the unrolled loss (T = 3, chain rule over the "
+          "expression graph) are compared with the engine. At the configured sizes, forward RTRL, the "
+          "BPTT adjoint and Richardson-extrapolated central finite differences must agree; TBPTT(T) must "
+          "equal BPTT, and TBPTT(τ < T) must equal forward RTRL with the influence restarted every τ "
+          "steps while differing from BPTT. Every comparison passes when each entry's error is within "
+          "its bound: the float64 rounding bound γ_N·Σ|c_t||J|_t for exact methods, twice the finite-"
+          "difference error estimate otherwise.")
+EQUATION = (r"$J_t = D_t J_{t-1} + I_t,\quad \lambda_t = c_t + \lambda_{t+1} D_{t+1},\quad "
+            r"\frac{dL_T}{d\theta} = \sum_t c_t J_t = \sum_t \lambda_t I_t$")
+
+
+def kind(comparison: str) -> str:
+    """The comparison with its truncation length generalised: ``tbptt(20) != bptt`` -> ``tbptt(τ) != bptt``."""
+    return re.sub(r"\(\d+\)", "(τ)", comparison)
+
+
+def analyse(records: list[dict]) -> Section:
+    ok = [r for r in records if r["status"] == "ok"]
+    checks = [c for r in ok for c in r["data"]["checks"]]
+    verdicts = [Verdict(**v) for r in ok for v in r["verdicts"]]
+    failures = [f"{r['task']}: {r['status']}: {r['reason']}" for r in records if r["status"] != "ok"]
+    cells = list(dict.fromkeys(c["cell"] for c in checks))
+
+    rows = []
+    for r in ok:
+        for comp in dict.fromkeys(c["comparison"] for c in r["data"]["checks"]):
+            group = [c for c in r["data"]["checks"] if c["comparison"] == comp]
+            worst = max(group, key=lambda c: c["ratio"])
+            rows.append([r["config"]["cell"], f"{r['config']['density']:g}", comp, len(group),
+                         f"{max(c['max_rel_error'] for c in group):.2e}", f"{worst['bound']:.1e}",
+                         f"{worst['ratio']:.2g}", "PASS" if all(c["passed"] for c in group) else "FAIL"])
+    table = Table("Worst case of every comparison per cell and density (rel. error = max|a − b| / max|b|; "
+                  "bound at the worst entry in the same units; ratio = max over entries of error / bound).",
+                  ["cell", "density", "comparison", "cases", "max rel. error", "bound", "error/bound", "verdict"],
+                  rows)
+
+    fig = MplFigure(figsize=(8.0, 3.6))
+    ax = fig.add_subplot()
+    kinds = list(dict.fromkeys(kind(c["comparison"]) for c in checks if "!=" not in c["comparison"]))
+    for i, cell in enumerate(cells):
+        for j, kd in enumerate(kinds):
+            vals = [c["ratio"] for c in checks if c["cell"] == cell and kind(c["comparison"]) == kd]
+            if vals:
+                x = j + (i - (len(cells) - 1) / 2) * 0.12
+                ax.scatter(np.full(len(vals), x), np.maximum(vals, 1e-6), s=10, color=f"C{i}",
+                           label=cell if j == 0 else None)
+    ax.axhline(1.0, color="k", lw=1, ls="--")
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(kinds)), kinds, rotation=25, ha="right", fontsize=7)
+    ax.set_ylabel("error / bound (pass ≤ 1)")
+    ax.set_title("Every exact-gradient comparison against its bound (ratios below 1e-6 drawn at 1e-6)", fontsize=9)
+    ax.legend(fontsize=7, ncol=len(cells), loc="lower left")
+    fig.tight_layout()
+
+    n_checks = len(checks)
+    notes = [f"{n_checks} comparisons over {len(cells)} cells; sizes {ok[0]['config']['hidden'] if ok else '-'} "
+             f"units × {ok[0]['config']['inputs'] if ok else '-'} inputs, T ∈ {ok[0]['config']['steps'] if ok else '-'}; "
+             "the 'tbptt(τ) != bptt' checks pass when truncation changes the gradient by more than 10⁴ rounding bounds."]
+    config = records[0]["experiment_config"] if records else {}
+    return Section("Exact gradients: sympy, RTRL, BPTT, TBPTT and finite differences", "gradients", METHOD,
+                   EQUATION, config, verdicts, [table], [Figure(
+                       "Error-to-bound ratio of every comparison, by comparison kind and cell (dashed: the bound).",
+                       fig)], notes, failures)
