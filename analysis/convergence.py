@@ -193,13 +193,37 @@ def gradient(records):
             f"across-path variance / mean ESS-based variance of time averages: "
             + ", ".join(f"{x:.2f}" for x in ratios) + f"; χ² interval [{lo:.2f}, {hi:.2f}] "
             f"(familywise {LEVEL} over {tests}; Geyer initial monotone sequence)", max(ratios), hi))
+    figures = [_three_ways_figure(r) for r in sorted(_ok(records, "gradient-"), key=lambda r: r["task"])]
     tables = [Table("3 ∇L three ways along random unit directions v_j (mean ± standard error over independent paths)",
                     ["case", "v_j", "RTRL long-run mean", "FD of long-run loss", "long-window BPTT", "closed form",
                      "TBPTT(1) (control)", "z RTRL–FD", "z BPTT–FD"], rows)]
     if ess_rows:
         tables.append(Table("3 Effective sample size: Monte Carlo standard errors of time averages",
                             ["case", "series", "windows", "ESS-based se (rms)", "sd over paths", "variance ratio"], ess_rows))
-    return verdicts, tables, []
+    return verdicts, tables, figures
+
+
+def _three_ways_figure(r):
+    """Directional derivatives ``∇L·v_j`` by each method with 95% intervals (Student t over paths)."""
+    a, case = r["arrays"], r["data"]["case"]
+    dirs = a["dirs"]
+    methods = [("RTRL", a["rtrl"] @ dirs.T), ("FD", a["fd_h"]), ("BPTT", a["bptt"] @ dirs.T),
+               ("TBPTT(1)", a["tbptt1"] @ dirs.T)]
+    q = familywise_t(1, a["rtrl"].shape[0] - 1, 0.05)
+    fig = MplFigure(figsize=(6.5, 3.2))
+    ax = fig.subplots()
+    j = np.arange(dirs.shape[0])
+    for i, (name, x) in enumerate(methods):
+        m, se = mean_se(x)
+        ax.errorbar(j + 0.15 * (i - 1.5), m, yerr=q * se, fmt="o", ms=3, capsize=2, label=name)
+    if "closed_form" in a:
+        ax.plot(j, a["closed_form"] @ dirs.T, "k_", ms=14, label="closed form")
+    ax.axhline(0, color="0.7", lw=0.5)
+    ax.set_xticks(j, [f"v{i + 1}" for i in j])
+    ax.set_ylabel("∇L · v")
+    ax.legend(fontsize=7, ncol=3)
+    return Figure(f"3 ∇L three ways ({case}): directional derivatives along random unit directions, 95% intervals; "
+                  "TBPTT(1) is the biased control", fig)
 
 
 # ---------------------------------------------------------------------------- training records
@@ -448,7 +472,24 @@ def assumptions(records):
                                 f"{sum(in_class)} of {len(in_class)} (contraction, tanh, 1/2 < γ ≤ 1, no divergence)", None, None))
     table = Table("7 Assumption audit per training run", ["run", "max sup|σ'|·‖W‖₂", "ρ", "activation",
                                                          "Σα=∞, Σα²<∞", "diverged at", "in LSS25's class"], rows)
-    return verdicts, [table] if rows else []
+    fig = MplFigure(figsize=(5.5, 3.2))
+    ax = fig.subplots()
+    rho = None
+    for r in sorted(records, key=lambda r: r["task"]):
+        if r["task"].startswith("trajectory-") and "contraction" in r["arrays"]:
+            a = r["arrays"]
+            keep = ~a["late"]
+            ax.semilogx(a["t"][keep], a["contraction"][keep].max(axis=1), label=f"{r['task']} (max over replicates)")
+            ax.semilogx(a["t"][keep], a["contraction"][keep].min(axis=1), lw=0.6, ls=":", color=ax.lines[-1].get_color())
+            rho = r["config"]["rho"]
+    if rho is not None:
+        ax.axhline(rho, color="k", lw=0.8, ls="--", label=f"ρ = {rho}")
+    ax.set_xlabel("t")
+    ax.set_ylabel("sup|σ'|·‖W_t‖₂")
+    ax.legend(fontsize=7)
+    figs = [Figure("7 The contraction constant along the RTRL trajectories (max and min over replicates) against ρ", fig)] \
+        if rho is not None else []
+    return verdicts, [table] if rows else [], figs
 
 
 # ---------------------------------------------------------------------------- the section
@@ -469,9 +510,10 @@ def analyse(records: list[dict]) -> Section:
     verdicts += v
     tables += t
     figures += f
-    v, t = assumptions(records)
+    v, t, f = assumptions(records)
     verdicts += v
     tables += t
+    figures += f
     failures = [f"{r['task']}: {r['status']} — {r['reason']}" for r in records if r["status"] != "ok"]
     notes += [
         "Setting (working assumptions of THEORY §5, stated not proved): data from stationary geometrically ergodic "

@@ -87,7 +87,8 @@ def test_stationary_check():
 # ---------------------------------------------------------------------------- 3 ∇L three ways + ESS
 def test_gradient_three_ways_check():
     recs = records(only=["gradient"])
-    v, tables, _ = conv.gradient(recs)
+    v, tables, figs = conv.gradient(recs)
+    assert len(figs) == 2
     assert passed(v, "3 ∇L three ways") and passed(v, "3 control") and passed(v, "3 ∇L (linear)")
     assert any(x.check.startswith("3 Monte Carlo errors") for x in v)
     assert len(tables[0].rows) == 2 * SMALL["fd_dirs"]
@@ -158,11 +159,11 @@ def test_limit_check(training_records):
 
 
 def test_audit_check(training_records):
-    v, tables = conv.assumptions(training_records)
-    assert passed(v, "7 assumption audit: every run stayed")
+    v, tables, figs = conv.assumptions(training_records)
+    assert passed(v, "7 assumption audit: every run stayed") and figs
     r = training_records[0]
     bad = dict(r, data=dict(r["data"], audit=dict(r["data"]["audit"], max_contraction=r["config"]["rho"] + 0.01)))
-    v, _ = conv.assumptions([bad])
+    v, _, _ = conv.assumptions([bad])
     assert not passed(v, "7 assumption audit: every run stayed")
 
 
@@ -180,3 +181,16 @@ def test_quick_profile_end_to_end(tmp_path):
     run_experiment(EXP, cfg, 0, tmp_path, progress=False)
     sec = conv.analyse(load_records(tmp_path, EXP.name))
     assert len(sec.figures) >= 6 and len(sec.verdicts) >= 20 and not sec.failures[1:]
+
+
+def test_marginal_distance_is_scipy_wasserstein():
+    from scipy.stats import wasserstein_distance
+    from analysis.stationarity import marginal_distance
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((200, 3)), rng.gamma(2.0, size=(200, 3))
+    sd = np.concatenate([a, b]).std(axis=0)
+    expect = np.mean([wasserstein_distance(a[:, j], b[:, j]) / sd[j] for j in range(3)])
+    assert marginal_distance(a, b) == pytest.approx(expect, rel=1e-12)
+    assert marginal_distance(a, b[:150]) == pytest.approx(
+        np.mean([wasserstein_distance(a[:, j], b[:150, j]) for j in range(3)]
+                / np.concatenate([a, b[:150]]).std(axis=0)), rel=1e-12)
