@@ -35,7 +35,16 @@ def kind(comparison: str) -> str:
 def analyse(records: list[dict]) -> Section:
     ok = [r for r in records if r["status"] == "ok"]
     checks = [c for r in ok for c in r["data"]["checks"]]
-    verdicts = [Verdict(**v) for r in ok for v in r["verdicts"]]
+    verdicts = []
+    for kd in dict.fromkeys(kind(c["comparison"]) for c in checks):
+        group = [c for c in checks if kind(c["comparison"]) == kd]
+        worst = max(group, key=lambda c: c["ratio"])
+        n_fail = sum(not c["passed"] for c in group)
+        verdicts.append(Verdict(
+            kd, n_fail == 0,
+            f"{len(group) - n_fail}/{len(group)} cases pass over {len({c['cell'] for c in group})} cells; worst "
+            f"error/bound {worst['ratio']:.2g} ({worst['cell']}, d={worst['density']:g}, T={worst['steps']}, "
+            f"{worst['loss']})", value=worst["ratio"], bound=1.0))
     failures = [f"{r['task']}: {r['status']}: {r['reason']}" for r in records if r["status"] != "ok"]
     cells = list(dict.fromkeys(c["cell"] for c in checks))
 

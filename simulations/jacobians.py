@@ -138,16 +138,40 @@ class ImmediateJacobian:
         return out
 
     def add_to(self, J: np.ndarray) -> None:
-        """In place ``J += I`` for a dense influence ``J`` (``B × k × p``)."""
+        """In place ``J += I`` for a dense, C-contiguous influence ``J`` (``B × k × p``).
+
+        An unmasked block whose gate level ``r`` sits on consecutive state rows ``a … a+n−1``
+        puts ``G[:, a+i, i] v_j`` at ``J[:, a+i, off + j·n + i]``: a strided "diagonal" view of
+        ``J`` (strides ``p+1`` over ``i`` and ``n`` over ``j``) takes the update without index
+        arrays.  Other blocks scatter through precomputed flat indices.
+        """
         B = J.shape[0]
         Jf = J.reshape(B, -1)
         for blk in self.blocks:
             G = self.gates[blk.gate]
-            vals = self.block_values(blk)
             if G.rows is None:
-                J[:, :, blk.cols] += vals
+                J[:, :, blk.cols] += self.block_values(blk)
+            elif blk.size == blk.n_out * blk.n_in and J.flags.c_contiguous:
+                v = self.sources[blk.source]
+                for r, start in enumerate(self._level_starts(G)):
+                    if start is None:
+                        Jf[:, self._flat_index(blk)] += self.block_values(blk).reshape(B, -1)
+                        break
+                    view = np.lib.stride_tricks.as_strided(
+                        Jf[:, start * self.p + blk.offset:], shape=(B, blk.n_out, blk.n_in),
+                        strides=(Jf.strides[0], (self.p + 1) * J.itemsize, blk.n_out * J.itemsize))
+                    view += G.vals[:, r, :, None] * v[:, None, :]
             else:
-                Jf[:, self._flat_index(blk)] += vals.reshape(B, -1)
+                Jf[:, self._flat_index(blk)] += self.block_values(blk).reshape(B, -1)
+
+    @staticmethod
+    def _level_starts(G: "GateJacobian") -> list:
+        """For each level ``r`` the first row when ``rows[r]`` is a consecutive range, else ``None``."""
+        out = []
+        for rows in G.rows:
+            ok = rows.size == 0 or np.array_equal(rows, np.arange(rows[0], rows[0] + rows.size))
+            out.append(int(rows[0]) if ok and rows.size else None)
+        return out
 
     def _flat_index(self, blk: ParamBlock) -> np.ndarray:
         """Flat indices ``row·p + col`` (``R·q``) of a stacked block's nonzeros in a ``k × p`` matrix."""

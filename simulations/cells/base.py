@@ -90,9 +90,12 @@ class Cell:
         lead = theta.shape[:-1]
         out = {}
         for b in self.blocks:
-            A = np.zeros(lead + (b.n_out, b.n_in))
-            A[..., b.idx_i, b.idx_j] = theta[..., b.cols]
-            out[b.name] = A
+            if b.size == b.n_out * b.n_in:        # unmasked: column-major vec, a view
+                out[b.name] = theta[..., b.cols].reshape(lead + (b.n_in, b.n_out)).swapaxes(-1, -2)
+            else:
+                A = np.zeros(lead + (b.n_out, b.n_in))
+                A[..., b.idx_i, b.idx_j] = theta[..., b.cols]
+                out[b.name] = A
         return out
 
     def pack(self, mats: dict[str, np.ndarray]) -> np.ndarray:
