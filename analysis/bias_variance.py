@@ -127,7 +127,8 @@ def _curves_figure(record):
         if d["replicates"][lab] > 1:
             axes[0].plot(t, np.maximum(st["floor"][0], FLOOR), color=sty["color"], ls=":", lw=1)
     axes[0].set(yscale="log", xlabel="t", title="relative bias ‖E ĝ − g‖/‖g‖", ylim=(FLOOR / 2, None))
-    axes[1].set(yscale="log", xlabel="t", title="normalised variance E‖ĝ − E ĝ‖²/‖g‖²", ylim=(FLOOR / 2, None))
+    axes[1].set(yscale="log", xlabel="t", title="normalised variance E‖ĝ − E ĝ‖²/‖g‖²",
+                ylim=(FLOOR / 2, None))
     axes[2].set(xlabel="t", title="cosine with g", ylim=(-0.1, 1.05))
     axes[0].legend(fontsize=7, ncol=2)
     fig.subplots_adjust(left=0.06, right=0.99, bottom=0.14, top=0.9, wspace=0.25)

@@ -5,8 +5,8 @@ The exponent is the slope of a least-squares line through ``(log k, log time)`` 
 ``fit_points`` sizes of a series, with a 95% interval from Student's t (``n − 2`` degrees of
 freedom).  Time is the computing thread's CPU time per step (fastest repeat): on an idle
 machine it equals wall time, on a shared one it is the part other processes do not inflate;
-the wall-time exponent is reported beside it.  The theory it is compared with is the slope of the estimator's structural operation
-count (:func:`simulations.flops.estimator_flops`) over the same sizes, which tends to the
+the wall-time exponent is reported beside it.  The theory it is compared with is the slope of
+the estimator's structural operation count (:func:`simulations.flops.estimator_flops`) over the same sizes, which tends to the
 asymptotic exponent (RTRL 4, KF-RTRL 3, SnAp-1 / UORO / RFLO / BPTT 2 for a dense network,
 ``p ≈ k²``).  A fit passes when that slope lies within the interval widened by
 :data:`ALLOWANCE` on each side (single-thread BLAS throughput still grows with size over these
@@ -114,7 +114,8 @@ def _claim_verdicts(record, tab) -> list[Verdict]:
     gain = bt["sequential_cpu"] / bt["batched_cpu"]
     out.append(Verdict(f"{bt['replicates']} replicates of {bt['estimator']} batched ≥ {BATCH_GAIN:g}× faster "
                        "than sequential runs", bool(gain >= BATCH_GAIN),
-                       f"k={bt['hidden']}, {bt['steps']} full steps, CPU time: batched {bt['batched_cpu'] * 1e3:.1f} ms, "
+                       f"k={bt['hidden']}, {bt['steps']} full steps, CPU time: batched "
+                       f"{bt['batched_cpu'] * 1e3:.1f} ms, "
                        f"sequential {bt['sequential_cpu'] * 1e3:.1f} ms, gain {gain:.1f}× (wall-time medians "
                        f"{bt['batched_seconds'] * 1e3:.1f} ms and {bt['sequential_seconds'] * 1e3:.1f} ms, "
                        f"{bt['sequential_seconds'] / bt['batched_seconds']:.1f}×)", gain, BATCH_GAIN))
@@ -122,7 +123,8 @@ def _claim_verdicts(record, tab) -> list[Verdict]:
         s = tab["snap-1"]
         exact = bool(np.all(s["bytes"] == 8 * s["p"]))
         out.append(Verdict("SnAp-1 holds one number per parameter", exact,
-                           "state bytes / (8 p) = " + ", ".join(f"{b / (8 * p):.3g}" for b, p in zip(s["bytes"], s["p"]))))
+                           "state bytes / (8 p) = "
+                           + ", ".join(f"{b / (8 * p):.3g}" for b, p in zip(s["bytes"], s["p"]))))
     sp, rt = tab.get("snap-2-sparse"), tab.get("rtrl-sparse")
     d = cfg["sparse_density"]
     if sp is not None:
@@ -209,7 +211,8 @@ def analyse(records: list[dict]) -> Section:
     for name, s in tab.items():
         f = s["fit"]
         rows.append([name, s["density"], f"{int(s['k'][s['sel']][0])}–{int(s['k'][-1])}",
-                     f"{f['slope']:.2f} [{f['lo']:.2f}, {f['hi']:.2f}]", f"{s['wall']['slope']:.2f}", f"{s['model']:.2f}",
+                     f"{f['slope']:.2f} [{f['lo']:.2f}, {f['hi']:.2f}]", f"{s['wall']['slope']:.2f}",
+                     f"{s['model']:.2f}",
                      "–" if s["theory"] is None else s["theory"][0], f"{s['memory']:.2f}",
                      "–" if s["theory"] is None else s["theory"][1],
                      f"{s['cpu'][-1] * 1e6:.0f}", f"{s['time'][-1] * 1e6:.0f}", f"{s['bytes'][-1] / 1e6:.3g}"])

@@ -24,7 +24,8 @@ from simulations.experiments.base import Verdict
 
 
 def uoro_step_residual(k: int = 2, p: int = 3) -> sp.Matrix:
-    """``E_ν[s̃' θ̃'ᵀ] − (D s̃ θ̃ᵀ + I)`` for one UORO step, symbolically (``k × p``; zero when unbiased)."""
+    """``E_ν[s̃' θ̃'ᵀ] − (D s̃ θ̃ᵀ + I)`` for one UORO step, symbolically (``k × p``; zero when
+    unbiased)."""
     D = sp.Matrix(k, k, lambda i, j: sp.Symbol(f"D{i}{j}"))
     I = sp.Matrix(k, p, lambda i, j: sp.Symbol(f"I{i}{j}"))
     s = sp.Matrix(k, 1, lambda i, _: sp.Symbol(f"s{i}"))

@@ -97,7 +97,8 @@ def _problem(name, seed):
 def test_monte_carlo_mean_is_exact(cell, est):
     """R = 10000 replicates batched; gradient at the last step and influence within the Bonferroni bound."""
     cell, theta, ro, phi, xs, ys = _problem(cell, 11)
-    _, _, fin = measure(cell, theta, ro, phi, xs, ys, {est: make_estimator(est)}, 10000, np.random.default_rng(5))
+    _, _, fin = measure(cell, theta, ro, phi, xs, ys, {est: make_estimator(est)}, 10000, np.random.default_rng(5),
+                        influences=True)
     for samples, exact in ((fin[est][1], fin["g"]), (fin[est][0], fin["J"])):
         z, q, _ = mean_z_test(samples, exact, ALPHA)
         assert z <= q, (z, q)

@@ -50,7 +50,8 @@ def _magnitudes(name, mag, state, lin):
     aD = np.abs(lin.D)
     if name == "uoro":
         S, Th = mag if mag else (0.0, 0.0)
-        S = a[:, None] * np.matmul(aD, np.broadcast_to(S, (aD.shape[0], aD.shape[1]))[:, :, None])[:, :, 0] + b[:, None]
+        S = np.broadcast_to(S, aD.shape[:2])
+        S = a[:, None] * np.matmul(aD, S[:, :, None])[:, :, 0] + b[:, None]
         Th = Th / a[:, None] + np.abs(lin.I.dense()).sum(axis=1) / b[:, None]
         return S, Th
     lay = state.layout

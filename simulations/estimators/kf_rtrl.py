@@ -30,6 +30,7 @@ class KroneckerLayout:
     size: int            # a = len(â)
     ucol: np.ndarray     # p: index of each parameter's factor in u
     acol: np.ndarray     # p: index of each parameter's column of A
+    full: tuple = ()     # (θ columns, u slice) of unmasked blocks: their gradient is an outer product
 
 
 @dataclass
@@ -61,7 +62,9 @@ def kronecker_layout(cell) -> KroneckerLayout:
         a += b.n_in
     ucol = np.concatenate([offsets[b.name] + b.idx_j for b in cell.blocks]).astype(np.intp)
     acol = np.concatenate([b.idx_i for b in cell.blocks]).astype(np.intp)
-    return KroneckerLayout(next(iter(gates)), tuple(sources), a, ucol, acol)
+    full = tuple((b.cols, slice(offsets[b.name], offsets[b.name] + b.n_in)) for b in cell.blocks
+                 if b.size == b.n_out * b.n_in)
+    return KroneckerLayout(next(iter(gates)), tuple(sources), a, ucol, acol, full)
 
 
 class KFRTRL(Estimator):
@@ -106,6 +109,12 @@ class KFRTRL(Estimator):
         """``ĝ[:, col(i, j)] = u_j (c A)_i``: ``B × p``."""
         lay = state.layout
         cA = np.matmul(credit[:, None, :], state.A)[:, 0, :]
+        if len(lay.full) == len(lay.sources):                  # no masked block: outer products only
+            B = cA.shape[0]
+            g = np.empty((B, state.p))
+            for cols, us in lay.full:
+                g[:, cols] = (state.u[:, us, None] * cA[:, None, :]).reshape(B, -1)
+            return state, g
         return state, state.u[:, lay.ucol] * cA[:, lay.acol]
 
     def influence(self, state):

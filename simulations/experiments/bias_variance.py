@@ -25,13 +25,13 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import norm
 
-from ..cells import CELLS, make_cell
+from ..cells import make_cell
 from ..estimators import make_estimator, parse_estimator
 from ..estimators.enumeration import expected_influence
-from ..estimators.kf_rtrl import kronecker_layout
 from ..estimators.masked import UNIT_ROUNDOFF, exact_order, influence_rounding_bound
 from ..estimators.signs import ShiftedSigns
 from ..readouts import LinearReadout
+from . import checks
 from .base import ConfigError, Experiment, Task, TaskResult, Verdict
 
 STAT_ARRAYS = ("sq_err", "proj", "cos")
@@ -56,14 +56,15 @@ def mean_z_test(samples: np.ndarray, exact: np.ndarray, alpha: float) -> tuple[f
     return float(z.max()), float(norm.ppf(1.0 - alpha / (2.0 * N))), N
 
 
-def measure(cell, theta, readout, phi, xs, ys, estimators, replicates, rng):
+def measure(cell, theta, readout, phi, xs, ys, estimators, replicates, rng, influences=False, bound=True):
     """Run exact RTRL and ``estimators`` (labels -> instances) along one data path.
 
     ``xs``: ``T × m``, ``ys``: ``T × n_out``; ``θ``: ``(p,)``.  Stochastic estimators run
     ``replicates`` copies batched.  Returns ``(stats, g_norm, finals)``: ``stats[label][name]``
     (``R_e × T``, ``name`` in :data:`STAT_ARRAYS`), ``g_norm`` (``T``), and ``finals`` with the
-    last step's exact influence ``"J"`` (``k × p``), gradient ``"g"`` (``p``), its rounding bound
-    ``"bound"`` and per label ``(J̃_T, ĝ_T)`` (``R_e × k × p``, ``R_e × p``).
+    last step's exact influence ``"J"`` (``k × p``), gradient ``"g"`` (``p``), the rounding bound
+    ``"bound"`` of ``J`` (when ``bound``) and per label ``(J̃_T, ĝ_T)`` (``R_e × k × p``, or
+    ``None`` for stochastic estimators unless ``influences``; ``R_e × p``).
     """
     T, k = xs.shape[0], cell.k
     exact = make_estimator("rtrl")
@@ -94,9 +95,10 @@ def measure(cell, theta, readout, phi, xs, ys, estimators, replicates, rng):
             st["proj"][:, t] = diff @ diff.mean(axis=0)
             st["cos"][:, t] = (gh @ g) / np.maximum(np.linalg.norm(gh, axis=1) * g_norm[t], np.finfo(float).tiny)
             if t == T - 1:
-                last[lab] = (est.influence(states[lab]).copy(), gh.copy())
-    finals = {"J": exact.influence(ex)[0].copy(), "g": g, "bound": 2.0 * influence_rounding_bound(lins, k)[0],
-              **last}
+                keep = influences or R == 1
+                last[lab] = (est.influence(states[lab]).copy() if keep else None, gh.copy())
+    finals = {"J": exact.influence(ex)[0].copy(), "g": g,
+              "bound": 2.0 * influence_rounding_bound(lins, k)[0] if bound else None, **last}
     return stats, g_norm, finals
 
 
@@ -126,7 +128,7 @@ class BiasVarianceExperiment(Experiment):
         "quick": {
             "cell": "contractive-elman", "inputs": 3, "outputs": 2, "steps": 40, "replicates": 256,
             "orders": [1, 2, 3], "estimators": ["uoro", "kf-rtrl", "rflo"],
-            "hidden": [8, 16, 32], "densities": [1.0, 0.25], "rhos": [0.5, 0.9],
+            "hidden": [8, 16, 32], "densities": [1.0, 0.5, 0.25, 0.1], "rhos": [0.5, 0.7, 0.9, 0.97],
             "base_hidden": 16, "base_density": 0.25, "base_rho": 0.9, "alpha": 0.01, "shift": 0.5,
             "check_hidden": 3, "check_steps": 6, "check_replicates": 10000, "enumeration_steps": 4,
         },
@@ -142,22 +144,16 @@ class BiasVarianceExperiment(Experiment):
     # ------------------------------------------------------------------ config
     def validate(self, config):
         c = config
-        if c["cell"] not in CELLS:
-            raise ConfigError(f"unknown cell {c['cell']!r}; known cells: {', '.join(CELLS)}")
-        for key in ("inputs", "outputs", "steps", "replicates", "check_hidden", "check_steps",
-                    "check_replicates", "base_hidden"):
-            if isinstance(c[key], bool) or not isinstance(c[key], int) or c[key] < 1:
-                raise ConfigError(f"{key} must be a positive integer, got {c[key]!r}")
+        checks.known_cell(c["cell"])
+        checks.positive_ints(c, ("inputs", "outputs", "steps", "replicates", "check_hidden", "check_steps",
+                                 "check_replicates", "base_hidden"))
         if c["steps"] < 2 or c["replicates"] < 3:
             raise ConfigError("bias-variance needs steps >= 2 and replicates >= 3")
         if not 1 <= c["enumeration_steps"] <= 5:
             raise ConfigError(f"enumeration_steps must be in 1..5 (4^T sequences), got {c['enumeration_steps']!r}")
-        for h in c["hidden"]:
-            if isinstance(h, bool) or not isinstance(h, int) or h < 1:
-                raise ConfigError(f"hidden sizes must be positive integers, got {h!r}")
+        checks.positive_int_list("hidden", c["hidden"])
         for d in list(c["densities"]) + [c["base_density"]]:
-            if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0.0 < d <= 1.0:
-                raise ConfigError(f"density must be in (0, 1], got {d!r}")
+            checks.density(d)
         rhos = list(c["rhos"]) + [c["base_rho"]]
         if c["cell"] == "contractive-elman":
             for r in rhos:
@@ -169,17 +165,9 @@ class BiasVarianceExperiment(Experiment):
             if isinstance(n, bool) or not isinstance(n, int) or n < 1:
                 raise ConfigError(f"SnAp order n must be an integer >= 1, got {n!r}")
         for spec in c["estimators"]:
-            try:
-                parse_estimator(spec)
-            except ValueError as err:
-                raise ConfigError(str(err)) from None
+            checks.estimator_for(spec, c["cell"])
             if spec.startswith(("rtrl", "bptt", "tbptt")):
                 raise ConfigError(f"{spec!r} is not an approximation of RTRL's influence")
-        if "kf-rtrl" in c["estimators"]:
-            try:
-                kronecker_layout(make_cell(c["cell"], 2, 1))
-            except ValueError as err:
-                raise ConfigError(str(err)) from None
         if not 0.0 < c["alpha"] < 1.0:
             raise ConfigError(f"alpha must be in (0, 1), got {c['alpha']!r}")
         if not 0.0 < c["shift"] < 1.0:
@@ -222,7 +210,7 @@ class BiasVarianceExperiment(Experiment):
     def _sweep_point(self, config, seed):
         st = config["setting"]
         rng = np.random.default_rng(seed)
-        mask_seed = int(seed.generate_state(1)[0])
+        mask_seed = 1000 * st["hidden"] + int(round(1000 * st["density"]))    # one network per (k, d)
         cell, theta, readout, phi, xs, ys = self._problem(config, st["hidden"], st["density"], st["rho"],
                                                           rng, mask_seed)
         n_star = exact_order(cell)
@@ -243,10 +231,11 @@ class BiasVarianceExperiment(Experiment):
         control = ""
         if "uoro" in ests:       # the same test on UORO with biased signs: does it have power here?
             _, _, fin = measure(cell, theta, readout, phi, xs, ys, {"uoro": ests["uoro"]}, config["replicates"],
-                                ShiftedSigns(rng, config["shift"]))
+                                ShiftedSigns(rng, config["shift"]), bound=False)
             z, q, _ = mean_z_test(fin["uoro"][1], fin["g"], config["alpha"])
             control = (f"; control, UORO with sign mean {config['shift']}: max|z| = {z:.2f} "
-                       + ("(rejected: the test has power here)" if z > q else "(not rejected: little power at this R)"))
+                       + ("(rejected: the test has power here)" if z > q
+                          else "(not rejected: little power at this R)"))
         for lab, est in ests.items():
             if getattr(est, "stochastic", False):
                 z, q, N = mean_z_test(finals[lab][1], finals["g"], config["alpha"])
@@ -295,7 +284,8 @@ class BiasVarianceExperiment(Experiment):
         for name, src in (("uoro", rng), ("kf-rtrl", rng), ("uoro", ShiftedSigns(rng, config["shift"]))):
             if name == "kf-rtrl" and not cell.kronecker_form:
                 continue
-            _, _, fin = measure(cell, theta, readout, phi, xs, ys, {name: make_estimator(name)}, R, src)
+            _, _, fin = measure(cell, theta, readout, phi, xs, ys, {name: make_estimator(name)}, R, src,
+                                influences=True, bound=False)
             for what, samples, exact in (("gradient", fin[name][1], fin["g"]), ("influence", fin[name][0], fin["J"])):
                 z, q, N = mean_z_test(samples, exact, config["alpha"])
                 biased = isinstance(src, ShiftedSigns)

@@ -33,12 +33,13 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from ..cells import CELLS, make_cell
+from ..cells import make_cell
 from ..estimators import parse_estimator
-from ..estimators.kf_rtrl import KroneckerLayout, kronecker_layout
+from ..estimators.kf_rtrl import KroneckerLayout
 from ..estimators.masked import MaskStructure
 from ..flops import estimator_flops
 from ..jacobians import ParamBlock
+from . import checks
 from .base import ConfigError, Experiment, Task, TaskResult
 
 #: asymptotic time and memory exponents in k for a dense network (p ≈ k², THEORY §2.1, §4)
@@ -187,41 +188,21 @@ class CostExperiment(Experiment):
 
     def validate(self, config):
         c = config
-        if c["cell"] not in CELLS:
-            raise ConfigError(f"unknown cell {c['cell']!r}; known cells: {', '.join(CELLS)}")
-        for key in ("inputs", "threads", "repeats", "fit_points", "batch_hidden", "batch_replicates",
-                    "batch_steps", "compare_k"):
-            if isinstance(c[key], bool) or not isinstance(c[key], int) or c[key] < 1:
-                raise ConfigError(f"{key} must be a positive integer, got {c[key]!r}")
+        checks.known_cell(c["cell"])
+        checks.positive_ints(c, ("inputs", "threads", "repeats", "fit_points", "batch_hidden", "batch_replicates",
+                                 "batch_steps", "compare_k"))
         if c["fit_points"] < 3:
             raise ConfigError(f"fit_points must be >= 3 (a slope with a confidence interval), got {c['fit_points']}")
         if not (isinstance(c["min_time"], (int, float)) and 0 < c["min_time"] <= 10):
             raise ConfigError(f"min_time must be in (0, 10] seconds, got {c['min_time']!r}")
-        d = c["sparse_density"]
-        if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0.0 < d <= 1.0:
-            raise ConfigError(f"density must be in (0, 1], got {d!r}")
-        cell = make_cell(c["cell"], 2, 1)
+        checks.density(c["sparse_density"])
         for group in ("series", "sparse_series"):
             if not isinstance(c[group], dict):
                 raise ConfigError(f"{group} must map estimator specs to lists of hidden sizes")
             for spec, grid in c[group].items():
-                try:
-                    parse_estimator(spec)
-                except ValueError as err:
-                    raise ConfigError(str(err)) from None
-                if spec.startswith("kf-rtrl"):
-                    try:
-                        kronecker_layout(cell)
-                    except ValueError as err:
-                        raise ConfigError(str(err)) from None
-                if (not isinstance(grid, list) or len(grid) < c["fit_points"]
-                        or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in grid)):
-                    raise ConfigError(f"{group}[{spec!r}] must list at least fit_points={c['fit_points']} "
-                                      f"positive hidden sizes, got {grid!r}")
-        try:
-            parse_estimator(c["batch_estimator"])
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
+                checks.estimator_for(spec, c["cell"])
+                checks.positive_int_list(f"{group}[{spec!r}]", grid, c["fit_points"])
+        checks.estimator_for(c["batch_estimator"], c["cell"])
 
     def tasks(self, config):
         # one task: timings taken one after another, never beside another timing task
