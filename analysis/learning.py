@@ -383,6 +383,11 @@ def analyse(records: list[dict]) -> Section:
         "with targets; loss (and credit) only on recall steps; L grows by one per replicate when the mean recall "
         "loss over a window of recalled characters is below the threshold in bits. Episodes follow each other "
         "in one stream per replicate and the state is never reset.")
+    section.notes.append(
+        f"Alignment: every {cfg.get('align_every', '?')} steps θ is frozen and the next {cfg.get('align_len', '?')} "
+        "steps of the training stream are replayed from the current state with zero influence, once with the "
+        "estimator and once with exact RTRL; the cosine is that of the two gradients of this segment's loss. "
+        "TBPTT(τ) with τ at least the segment length is exact on such a segment.")
     texts = [r for runs in groups.values() for r in runs.values() if r.kind == "text"]
     if texts:
         d = texts[0].record["data"]

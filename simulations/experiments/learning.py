@@ -227,7 +227,7 @@ QUICK = {
 }
 
 FULL = dict(QUICK, groups=["gru-reset-after:0.25", "gru-reset-after:0.1", "lstm:0.25", "elman:0.25"],
-            copy_steps=8000, text_steps=4000, align_every=1000, val_chars=2000, val_every=1000,
+            copy_steps=8000, text_steps=4000, align_every=2000, align_len=128, val_chars=2000, val_every=1000,
             estimators=ESTIMATORS + ["tbptt-64"])
 
 
