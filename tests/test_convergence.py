@@ -171,6 +171,11 @@ def test_section_assembles(training_records):
     sec = conv.analyse(training_records + records(only=["forgetting", "stationary"]))
     assert sec.experiment == "convergence" and sec.figures and sec.verdicts and sec.notes
     assert all(hasattr(f.fig, "savefig") for f in sec.figures)
+    # a check's own run that diverged is a FAIL, not a silently missing verdict
+    r = training_records[0]
+    sec = conv.analyse([dict(r, status="diverged", reason="training diverged at step 7")])
+    assert any(v.check == f"{r['task']} completed" and not v.passed for v in sec.verdicts)
+    assert sec.failures
 
 
 @pytest.mark.slow

@@ -72,11 +72,29 @@ FULL = dict(QUICK, **{
     "chains": 2000, "chain_times": [1, 2, 4, 8, 16, 32, 64, 128, 256], "j_coords": 24,
     "grad_cases": ["tanh", "linear", "markov", "orderbook"], "grad_paths": 64, "grad_steps": 6000,
     "fd_dirs": 10,
-    "traj_cases": ["linear", "tanh", "markov"], "train_replicates": 8, "train_steps": 100000,
+    # k = 8: the linear RNN's curvature is larger; α₀ = 0.05 diverges within 30 steps, 0.03 does not
+    "alpha0": 0.02, "traj_cases": ["linear", "tanh", "markov"], "train_replicates": 8, "train_steps": 100000,
     "log_checkpoints": 120, "late_points": 200, "eval_points": 16, "eval_paths": 16, "eval_steps": 2000,
     "limit_cases": ["linear", "markov"],
     "limit_estimators": ["tbptt-1", "tbptt-2", "tbptt-4", "tbptt-8", "snap-1", "uoro"],
 })
+
+#: the config keys each kind of task depends on (a task's config holds only these, so changing,
+#: say, the training schedule does not invalidate the records of the frozen-θ checks)
+PROBLEM_KEYS = ("hidden", "inputs", "rho", "instance_seed", "teacher_rho", "input_ar", "noise", "lag", "regimes", "stay")
+TASK_KEYS = {
+    "forgetting": ("forget_pairs", "forget_steps"),
+    "stationary": ("chains", "chain_times", "j_coords"),
+    "gradient": ("grad_paths", "grad_burn", "grad_steps", "fd_dirs", "fd_step", "ess_window"),
+    "training": ("train_replicates", "train_steps", "alpha0", "t0", "gamma", "update_every", "log_checkpoints",
+                 "late_points", "late_fraction", "limit_average", "probe_steps", "eval_points", "eval_paths",
+                 "eval_burn", "eval_steps"),
+}
+
+
+def task_config(cfg: dict, check: str, **extra) -> dict:
+    return {"check": check, **{k: cfg[k] for k in PROBLEM_KEYS + TASK_KEYS[check]}, **extra}
+
 
 INT_KEYS = ("hidden", "inputs", "forget_blocks", "forget_pairs", "forget_steps", "chains", "j_coords",
             "grad_paths", "grad_burn", "grad_steps", "fd_dirs", "ess_window", "train_replicates",
@@ -242,12 +260,12 @@ class ConvergenceExperiment(Experiment):
             raise ConfigError(f"convergence: {e}") from None
 
     def tasks(self, cfg: dict) -> list[Task]:
-        out = [Task(f"forgetting-{i}", dict(cfg, check="forgetting", block=i)) for i in range(cfg["forget_blocks"])]
-        out.append(Task("stationary", dict(cfg, check="stationary")))
-        out += [Task(f"gradient-{c}", dict(cfg, check="gradient", case=c)) for c in cfg["grad_cases"]]
-        out += [Task(f"trajectory-{c}", dict(cfg, check="training", case=c, estimator="rtrl"))
+        out = [Task(f"forgetting-{i}", task_config(cfg, "forgetting", block=i)) for i in range(cfg["forget_blocks"])]
+        out.append(Task("stationary", task_config(cfg, "stationary")))
+        out += [Task(f"gradient-{c}", task_config(cfg, "gradient", case=c)) for c in cfg["grad_cases"]]
+        out += [Task(f"trajectory-{c}", task_config(cfg, "training", case=c, estimator="rtrl"))
                 for c in cfg["traj_cases"]]
-        out += [Task(f"limit-{c}-{e}", dict(cfg, check="training", case=c, estimator=e))
+        out += [Task(f"limit-{c}-{e}", task_config(cfg, "training", case=c, estimator=e))
                 for c in cfg["limit_cases"] for e in cfg["limit_estimators"] if registered(e)]
         return out
 
