@@ -63,9 +63,11 @@ def setup(name, density, seed=0, hidden=5, batch=2, masks=None):
 
 @pytest.mark.parametrize("name", list(CELLS))
 @pytest.mark.parametrize("density", [1.0, 0.3])
-def test_snap_is_the_masked_recursion(name, density):
-    """The sparse path computes exactly ``(D J̃ + I) ⊙ M_n`` for every cell, order and density."""
-    cell, theta, lins = setup(name, density)
+@pytest.mark.parametrize("batch", [1, 2])
+def test_snap_is_the_masked_recursion(name, density, batch):
+    """The sparse path computes exactly ``(D J̃ + I) ⊙ M_n`` for every cell, order, density and batch
+    size (one replicate takes the rank-one BLAS updates, several the batch-last broadcasts)."""
+    cell, theta, lins = setup(name, density, batch=batch)
     bound = 2.0 * influence_rounding_bound(lins, cell.k)
     for n in (1, 2, 3):
         est = make_estimator("snap", n=n)
@@ -152,8 +154,9 @@ def test_rflo_of_elman_is_the_immediate_jacobian():
 
 @pytest.mark.parametrize("spec", ["rtrl", "snap-1", "snap-2", "rflo", "uoro", "kf-rtrl"])
 @pytest.mark.parametrize("density", [1.0, 0.4])
-def test_gradient_is_credit_times_influence(spec, density):
-    cell, theta, lins = setup("elman", density)
+@pytest.mark.parametrize("batch", [1, 3])
+def test_gradient_is_credit_times_influence(spec, density, batch):
+    cell, theta, lins = setup("elman", density, batch=batch)
     est = parse_estimator(spec)
     rng = np.random.default_rng(1)
     J, state = run(est, cell, theta, lins, rng)

@@ -26,7 +26,7 @@ def test_fit_exponent_recovers_a_power_law():
 
 
 @pytest.mark.parametrize("spec,count", [("snap-1", lambda c: c.p), ("rtrl", lambda c: 2 * c.k * c.p),
-                                        ("uoro", lambda c: c.k + c.p + 2),
+                                        ("uoro", lambda c: c.k + 2 * c.p + 2),
                                         ("kf-rtrl", lambda c: c.k * c.k + c.k + c.m + 3)])
 def test_state_bytes_counts_what_the_state_holds(spec, count):
     cell = make_cell("elman", 6, 3)

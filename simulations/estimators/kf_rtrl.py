@@ -20,7 +20,7 @@ import numpy as np
 
 from .base import Estimator
 from .signs import rademacher
-from .uoro import balance
+from .uoro import balance, norms
 
 
 @dataclass(frozen=True)
@@ -92,8 +92,8 @@ class KFRTRL(Estimator):
         ahat = np.concatenate([lin.I.sources[src] for src in lay.sources], axis=1)  # B × a: â_t
         ahat = np.broadcast_to(ahat, state.u.shape)
         sig = np.broadcast_to(sig, (B, k))
-        p1 = balance(np.linalg.norm(DA, axis=(1, 2)), np.linalg.norm(state.u, axis=1))
-        p2 = balance(np.linalg.norm(sig, axis=1), np.linalg.norm(ahat, axis=1))
+        p1 = balance(np.sqrt(np.einsum("bij,bij->b", DA, DA)), norms(state.u))
+        p2 = balance(norms(sig), norms(ahat))
         state.scales = np.stack([p1, p2], axis=1)
         state.u = (c[:, 0] * p1)[:, None] * state.u + (c[:, 1] * p2)[:, None] * ahat
         A = (c[:, 0] / p1)[:, None, None] * DA
@@ -113,7 +113,9 @@ class KFRTRL(Estimator):
             B = cA.shape[0]
             g = np.empty((B, state.p))
             for cols, us in lay.full:
-                g[:, cols] = (state.u[:, us, None] * cA[:, None, :]).reshape(B, -1)
+                grid = g[:, cols]
+                grid.shape = (B, us.stop - us.start, -1)       # a view of ``g``
+                np.multiply(state.u[:, us, None], cA[:, None, :], out=grid)
             return state, g
         return state, state.u[:, lay.ucol] * cA[:, lay.acol]
 

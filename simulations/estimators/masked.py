@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from scipy.linalg.blas import dger
+
 from .base import Estimator
 
 UNIT_ROUNDOFF = 2.0 ** -53
@@ -116,6 +118,7 @@ class MaskStructure:
     by_column: SegmentSum | None = None
     order: int = 0                        # n* of the cell (0: not computed)
     injection: "Injection | None" = None  # built at the first step (needs the gate layout)
+    grid: tuple | None = None             # per block (θ columns, n_in, n_out, rows, D positions): see _grid
 
     @property
     def nnz(self) -> int:
@@ -197,8 +200,34 @@ def build_structure(cell, n: int | None, drop_diagonal: bool = False) -> MaskStr
     d_index, pair_d = np.unique(trow[base + ta[t]] * k + trow[base + tb[t]], return_inverse=True)
     if np.array_equal(pair_in, np.arange(nnz)):
         pair_in = None                    # one pair per entry, on itself (e.g. SnAp-1 of Elman)
-    return MaskStructure(k, p, False, rows, cols, col_start[:-1], (trow, toff), cls, C, d_index,
-                         pair_d.astype(np.intp), pair_in, SegmentSum(pair_out, nnz), SegmentSum(cols, p), order)
+    st = MaskStructure(k, p, False, rows, cols, col_start[:-1], (trow, toff), cls, C, d_index,
+                       pair_d.astype(np.intp), pair_in, SegmentSum(pair_out, nnz), SegmentSum(cols, p), order)
+    st.grid = _grid(cell, st, pair_out)
+    return st
+
+
+def _grid(cell, st: MaskStructure, pair_out: np.ndarray):
+    """When every column holds one row, every block is unmasked and each entry's only pair (if any)
+    is itself (SnAp-1 and RFLO of single-level cells: Elman, reset-after GRU), the values of a block
+    form an ``n_in × n_out`` grid whose row, and diagonal ``D`` entry, depend on the unit ``i``
+    alone: the recursion is then a broadcast ``J̃ ← d_i J̃ + I`` per block.  Returns the blocks as
+    ``(θ columns, n_in, n_out, rows (n_out), positions in d_index (n_out) or None)``, else ``None``."""
+    if st.nnz != st.p or any(b.size != b.n_out * b.n_in for b in cell.blocks):
+        return None
+    has_pairs = np.zeros(st.nnz, dtype=bool)
+    has_pairs[pair_out] = True
+    if st.pair_d.size and (st.pair_in is not None or not np.array_equal(pair_out, np.flatnonzero(has_pairs))):
+        return None
+    dpos = np.full(st.nnz, -1, dtype=np.intp)
+    dpos[pair_out] = st.pair_d
+    out = []
+    for b in cell.blocks:
+        rows = st.rows[b.cols].reshape(b.n_in, b.n_out)
+        pos = dpos[b.cols].reshape(b.n_in, b.n_out)
+        if np.any(rows != rows[0]) or np.any(pos != pos[0]) or (np.any(pos[0] < 0) and np.any(pos[0] >= 0)):
+            return None
+        out.append((b.cols, b.n_in, b.n_out, rows[0], None if pos[0, 0] < 0 else pos[0]))
+    return tuple(out)
 
 
 # --------------------------------------------------------------------------- I_t at the mask
@@ -229,10 +258,18 @@ class Injection:
         An unmasked block's values ``G[:, r, i] v_j`` at column ``j·n_out + i`` are the outer
         product of ``v`` and ``G``'s levels, formed without index gathers."""
         B = values.shape[1]
+        gates = {}                                         # each gate's levels, batch last (R × n × B)
         for blk, kind, dst, gsrc, jsrc in self.parts:
-            if kind == "full":                             # (R, n_in, n_out, B) outer product
-                G = np.ascontiguousarray(I.gates[blk.gate].vals.transpose(1, 2, 0))
-                v = np.ascontiguousarray(I.sources[blk.source].T)
+            if kind == "full" and B == 1 and isinstance(dst, slice):     # rank-one BLAS updates, in place
+                G, v, q = I.gates[blk.gate].vals[0], I.sources[blk.source][0], blk.size
+                for r in range(G.shape[0]):
+                    grid = values[dst.start + r * q: dst.start + (r + 1) * q, 0].reshape(blk.n_in, blk.n_out)
+                    dger(1.0, G[r], v, a=grid.T, overwrite_a=True)
+            elif kind == "full":                           # (R, n_in, n_out, B) outer product
+                G = gates.get(blk.gate)
+                if G is None:
+                    G = gates[blk.gate] = np.ascontiguousarray(I.gates[blk.gate].vals.transpose(1, 2, 0))
+                v = I.sources[blk.source].T
                 values[dst] += (G[:, None, :, :] * v[None, :, None, :]).reshape(-1, B)
             elif kind == "stacked":
                 values[dst] += I.block_values(blk).reshape(B, -1).T
@@ -299,7 +336,17 @@ class MaskedInfluence(Estimator):
             return state
         if st.injection is None:
             st.injection = Injection(st, lin.I)
-        D = np.ascontiguousarray(np.take(lin.D.reshape(lin.D.shape[0], -1), st.d_index, axis=1).T)
+        D = np.ascontiguousarray(lin.D[:, st.d_index // st.k, st.d_index % st.k].T)    # |d| × B
+        if st.grid is not None and state.J.shape[1] == D.shape[1]:             # J̃ ← d_i J̃ + I in place
+            one = state.batch == 1                                             # 2-D views: long inner loops
+            for cols, n_in, n_out, _, pos in st.grid:
+                block = state.J[cols, 0].reshape(n_in, n_out) if one else state.J[cols].reshape(n_in, n_out, -1)
+                if pos is None:
+                    block[...] = 0.0
+                else:
+                    block *= D[pos, 0][None] if one else D[pos][None]
+            st.injection.add_to(state.J, lin.I)
+            return state
         prod = np.take(D, st.pair_d, axis=0)                                    # P × B
         prod *= state.J if st.pair_in is None else np.take(state.J, st.pair_in, axis=0)
         new = st.by_entry(prod)
@@ -315,6 +362,15 @@ class MaskedInfluence(Estimator):
         if st.dense:
             return state, np.matmul(credit[:, None, :], state.J)[:, 0, :]
         c = np.ascontiguousarray(credit.T)                                       # k × B
+        if st.grid is not None:
+            g = np.empty((st.p, c.shape[1]))
+            for cols, n_in, n_out, rows, _ in st.grid:
+                if c.shape[1] == 1:
+                    np.multiply(state.J[cols, 0].reshape(n_in, n_out), c[rows, 0][None],
+                                out=g[cols, 0].reshape(n_in, n_out))
+                else:
+                    g[cols] = (state.J[cols].reshape(n_in, n_out, -1) * c[rows][None]).reshape(-1, c.shape[1])
+            return state, g.T
         return state, st.by_column(np.take(c, st.rows, axis=0) * state.J).T
 
     def influence(self, state):
