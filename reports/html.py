@@ -34,11 +34,12 @@ p.meta { color: #555; margin: 0 0 1em; }
 table { border-collapse: collapse; width: 100%; margin: .3em 0 .9em; font-size: 8.3pt; }
 caption { caption-side: top; text-align: left; font-style: italic; color: #444; padding-bottom: 2px; }
 th, td { border: 1px solid #c8c8c8; padding: 2px 5px; text-align: left; vertical-align: top; }
-td { overflow-wrap: anywhere; }
-th { background: #eef0f2; white-space: nowrap; }
+table { table-layout: fixed; }
+td { overflow-wrap: break-word; }
+th { background: #eef0f2; }
 thead { display: table-header-group; }
 tr { break-inside: avoid; }
-td.num { text-align: right; white-space: nowrap; font-family: "DejaVu Sans Mono", monospace; font-size: 7.8pt; }
+td.num { text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums; }
 td.code, code { font-family: "DejaVu Sans Mono", monospace; font-size: 7.8pt; }
 .badge { display: inline-block; padding: 0 5px; border-radius: 3px; font-weight: bold; font-size: 8pt;
          color: #fff; white-space: nowrap; }
@@ -82,48 +83,61 @@ def _is_num(value) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
 
 
-def _cell(value, tag: str = "td") -> str:
-    cls = ' class="num"' if _is_num(value) else ""
-    return f"<{tag}{cls}>{escape(fmt(value))}</{tag}>"
+class Cell:
+    """A table cell: its HTML and the length of its visible text (for the column widths)."""
+
+    def __init__(self, value=None, html: str | None = None, text: str | None = None, num: bool | None = None):
+        self.text = fmt(value) if text is None else text
+        self.html = escape(self.text) if html is None else html
+        self.num = _is_num(value) if num is None else num
+
+    def td(self) -> str:
+        return f'<td class="num">{self.html}</td>' if self.num else f"<td>{self.html}</td>"
 
 
-def _badge(passed: bool | None) -> str:
+def _badge(passed: bool | None) -> Cell:
     label = "NOT RUN" if passed is None else ("PASS" if passed else "FAIL")
-    return f'<span class="badge {label.replace(" ", "-")}">{label}</span>'
+    return Cell(html=f'<span class="badge {label.replace(" ", "-")}">{label}</span>', text=label + "___")
+
+
+def grid(columns: list[str], rows: list[list], caption: str = "") -> str:
+    """An HTML table with fixed column widths proportional to each column's longest text (capped),
+    which keeps WeasyPrint's layout fast and the table inside the page width.  ``rows`` hold
+    :class:`Cell` objects or plain values."""
+    rows = [[c if isinstance(c, Cell) else Cell(c) for c in row] for row in rows]
+    widths = []
+    for i, name in enumerate(columns):
+        longest = max([len(c.text) * (1.25 if c.num else 1.0)              # digits are wide
+                       for c in (row[i] for row in rows if i < len(row))], default=0)
+        word = max((len(w) for w in str(name).split()), default=1)
+        widths.append(min(max(longest, 1.2 * word, 3), 40) + 3)      # + padding; headers are bold
+    cols = "".join(f'<col style="width: {100 * w / sum(widths):.1f}%">' for w in widths)
+    head = "".join(f"<th>{escape(str(c))}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(c.td() for c in row) + "</tr>" for row in rows)
+    caption = f"<caption>{escape(caption)}</caption>" if caption else ""
+    return f"<table>{caption}<colgroup>{cols}</colgroup><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def table_html(table: Table) -> str:
-    head = "".join(f"<th>{escape(str(c))}</th>" for c in table.columns)
-    body = "".join("<tr>" + "".join(_cell(v) for v in row) + "</tr>" for row in table.rows)
-    caption = f"<caption>{escape(table.caption)}</caption>" if table.caption else ""
-    return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return grid(table.columns, table.rows, table.caption)
 
 
-def _verdict_rows(verdicts: list[dict], with_section: bool) -> str:
-    rows = []
-    for v in verdicts:
-        section = (f'<td><a href="#sec-{escape(v["experiment"])}">{escape(v["section"])}</a></td>'
-                   if with_section else "")
-        evidence = "" if with_section else f"<td>{escape(v['evidence'] or '')}</td>"
-        rows.append(f"<tr>{section}<td>{escape(v['check'])}</td><td>{_badge(v['passed'])}</td>"
-                    f"{_cell(v['value'])}{_cell(v['bound'])}{evidence}</tr>")
-    return "".join(rows)
+def _section_link(experiment: str, title: str) -> Cell:
+    return Cell(html=f'<a href="#sec-{escape(experiment)}">{escape(title)}</a>', text=title)
 
 
 def summary_html(report: Report) -> str:
     verdicts = report.verdicts
     n_fail = sum(not v["passed"] for v in verdicts)
-    rows = _verdict_rows(verdicts, with_section=True)
-    for s in report.sections:
-        if s.status == "not run":
-            rows += (f'<tr><td><a href="#sec-{escape(s.experiment)}">{escape(s.section.title)}</a></td>'
-                     f"<td>—</td><td>{_badge(None)}</td><td></td><td></td></tr>")
-    overall = (f'<p class="overall">{_badge(report.passed)} {len(verdicts) - n_fail} of {len(verdicts)} '
+    rows = [[_section_link(v["experiment"], v["section"]), v["check"], _badge(v["passed"]), v["value"], v["bound"]]
+            for v in verdicts]
+    rows += [[_section_link(s.experiment, s.section.title), "—", _badge(None), "", ""]
+             for s in report.sections if s.status == "not run"]
+    overall = (f'<p class="overall">{_badge(report.passed).html} {len(verdicts) - n_fail} of {len(verdicts)} '
                f"checks pass" + (f", {n_fail} fail" if n_fail else "")
                + (f"; not run: {escape(', '.join(report.not_run))}" if report.not_run else "") + ".</p>")
     return (f'<section class="summary"><h2>Summary</h2>{overall}'
-            "<table><thead><tr><th>Section</th><th>Check</th><th>Result</th><th>Value</th><th>Bound</th>"
-            f"</tr></thead><tbody>{rows}</tbody></table></section>")
+            + grid(["Section", "Check", "Result", "Value", "Bound"], rows) + "</section>")
 
 
 def _equation_html(equation: str) -> str:
@@ -150,8 +164,8 @@ def section_html(number: int, result: SectionResult) -> str:
     out = [f'<section class="experiment" id="sec-{escape(result.experiment)}">',
            f"<h2>{number}. {escape(s.title)}</h2>",
            f'<p class="meta">experiment <code>{escape(result.experiment)}</code> · '
-           f"{len(result.records)} records"
-           + (f" · {_badge(result.passed)}" if result.status != "not run" else f" · {_badge(None)}") + "</p>"]
+           f"{len(result.records)} records · "
+           + _badge(result.passed if result.status != "not run" else None).html + "</p>"]
     if s.method:
         out.append(f'<p class="method">{escape(s.method)}</p>')
     if s.equation:
@@ -160,9 +174,9 @@ def section_html(number: int, result: SectionResult) -> str:
         out.append("<h3>Configuration</h3>" + table_html(Table("", ["key", "value"],
                                                                [[k, v] for k, v in s.config.items()])))
     if result.verdicts:
-        out.append("<h3>Verdicts</h3><table><thead><tr><th>Check</th><th>Result</th><th>Value</th>"
-                   "<th>Bound</th><th>Evidence</th></tr></thead><tbody>"
-                   + _verdict_rows(result.verdicts, with_section=False) + "</tbody></table>")
+        out.append("<h3>Verdicts</h3>" + grid(
+            ["Check", "Result", "Value", "Bound", "Evidence"],
+            [[v["check"], _badge(v["passed"]), v["value"], v["bound"], v["evidence"] or ""] for v in result.verdicts]))
     if s.figures:
         out.append("<h3>Figures</h3>" + "".join(_figure_html(f) for f in s.figures))
     if s.tables:

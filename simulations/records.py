@@ -69,6 +69,8 @@ _JSON_KEYS = ("schema_version", "experiment", "task", "task_index", "seed", "con
               "experiment_config", "status", "reason", "data", "verdicts", "arrays_file",
               "array_names", "provenance")
 STATUSES = ("ok", "diverged", "failed")
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 class RecordError(ValueError):
@@ -88,6 +90,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any] | by
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)              # mkstemp makes 0600; give the usual permissions
         with os.fdopen(fd, "wb") as f:
             if callable(write):
                 write(f)
