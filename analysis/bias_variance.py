@@ -213,7 +213,8 @@ def _claims(records) -> list[Verdict]:
         if "snap-1" in stats and "uoro" in stats:
             s1, uo = stats["snap-1"]["cos"], stats["uoro"]["cos"]
             out.append(Verdict(f"SnAp-1 aligns better with the gradient than UORO ({tag})", bool(s1[1] > uo[2]),
-                               f"late-window cosine SnAp-1 {_fmt(s1)} vs UORO {_fmt(uo)}", float(s1[0]), float(uo[0])))
+                               f"late-window cosine SnAp-1 {_fmt(s1)} vs UORO {_fmt(uo)}",
+                               float(s1[0]), float(uo[0])))
     ks = _sweep(records, 0)
     if len(ks) >= 2 and all("uoro" in r["data"]["estimators"] for r in ks):
         v = [record_statistics(r, late_window(r))["uoro"]["nvar"] for r in ks]

@@ -6,10 +6,13 @@ self-recurrent term of ``D_t`` dropped):
 * **dense storage** when ``M`` is all ones: ``J`` is ``B × k × p`` and a step is one batched
   ``k × k · k × p`` product plus ``O(nnz(I))`` for the factored ``I_t``;
 * **sparse storage** otherwise: only the values of ``J̃`` at the nonzeros of ``M`` are kept
-  (``B × nnz``, entries in column-major order: by parameter column, rows ascending), and
-  ``(D_t J̃)`` is formed at those entries only, ``Σ_l D[i,l] J̃[l,c]`` over the stored rows ``l``
-  of column ``c`` with ``D[i,l]`` structurally nonzero, as one gather–multiply–segment-sum over a
-  precomputed list of ``(entry, D index, entry)`` triples.  No ``k × p`` array is ever formed.
+  (``nnz × B``: entries in column-major order, by parameter column then rows ascending, with the
+  replicates last so that gathers copy whole rows), and ``(D_t J̃)`` is formed at those entries
+  only, ``Σ_l D[i,l] J̃[l,c]`` over the stored rows ``l`` of column ``c`` with ``D[i,l]``
+  structurally nonzero, as one gather–multiply–segment-sum over a precomputed list of pairs.  No
+  ``k × p`` array is ever formed.  When each entry's only pair is itself and every block is
+  unmasked (SnAp-1 / RFLO of Elman and reset-after GRU cells) the same recursion is a broadcast
+  ``J̃ ← d_i J̃ + I`` per parameter block, without index gathers.
 
 The mask comes from the structure of the weights alone (graph reachability, THEORY §4):
 ``M_1 = nz(I)``, ``M_n = M_{n−1} ∪ nz(D_pat M_{n−1})``.  A column of ``I`` is nonzero exactly
@@ -21,7 +24,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
 from scipy.linalg.blas import dger
 
 from .base import Estimator
@@ -99,7 +101,8 @@ class MaskStructure:
     ``rows``, ``cols`` (``nnz``): the stored entries, column-major.  ``d_index``: the entries of
     ``D.flat`` the recursion reads; ``pair_d``, ``pair_in`` (``P``):
     ``(D J̃)[out] = Σ D.flat[d_index[pair_d]] · J̃[pair_in]`` over the pairs of each entry
-    (``pair_in=None``: the identity); ``by_entry`` and ``by_column`` sum pairs into entries and entries into columns.
+    (``pair_in=None``: the identity); ``by_entry`` and ``by_column`` sum pairs into entries and
+    entries into columns.
     """
 
     k: int
