@@ -119,7 +119,8 @@ def build_parser() -> Parser:
     report.add_argument("--format", type=formats, default=("html", "pdf"), metavar="html,pdf",
                         help="which files to write (default html,pdf)")
 
-    sub.add_parser("list", help="show experiments, cells, estimators and profiles")
+    lst = sub.add_parser("list", help="show experiments, cells, estimators and profiles")
+    lst.add_argument("-v", "--verbose", action="store_true", help="also show every profile's default config")
 
     grad = sub.add_parser("gradcheck", help="RTRL = BPTT = finite differences on one or all cells")
     grad.add_argument("--cell", default="all", help="a cell name or 'all' (default)")
@@ -295,8 +296,8 @@ def cmd_list(args) -> int:
     registered = experiments()
     print("experiments:")
     for name, exp in registered.items():
-        print(f"  {name:<16} {exp.description}")
-        for profile, config in exp.profiles.items():
+        print(f"  {name:<16} [{', '.join(exp.profiles)}] {exp.description}")
+        for profile, config in exp.profiles.items() if args.verbose else ():
             print(f"      {profile:<6} " + ", ".join(f"{k}={v!r}" for k, v in config.items()))
     if not registered:
         print("  (none registered)")

@@ -15,6 +15,7 @@ so a process pool or Dask can map it over the tasks later without changing any r
 from __future__ import annotations
 
 import os
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -87,8 +88,8 @@ def run_experiment(exp: Experiment, config: dict, seed: int, out_dir: str | os.P
     records as loaded back from disk (with lazy ``arrays``), in task order.
 
     With ``skip_up_to_date`` a task whose record is up to date (see :func:`up_to_date_record`) is
-    not run again; failed records are always re-run.  ``progress`` shows a tqdm bar on stderr
-    (after two seconds), advanced within tasks by their ``progress(fraction)`` calls.
+    not run again; failed records are always re-run.  ``progress`` shows a tqdm bar on stderr when
+    it is a terminal (after two seconds), advanced within tasks by their ``progress(fraction)`` calls.
     """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
@@ -101,8 +102,9 @@ def run_experiment(exp: Experiment, config: dict, seed: int, out_dir: str | os.P
     Path(out_dir).mkdir(parents=True, exist_ok=True)
 
     from tqdm.auto import tqdm
-    bar = tqdm(total=len(tasks), desc=exp.name, unit="task", delay=2.0, disable=not progress,
-               bar_format="{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}] {postfix}")
+    bar = tqdm(total=len(tasks), desc=exp.name, unit="task", delay=2.0,
+               disable=not progress or not sys.stderr.isatty(),
+               bar_format="{l_bar}{bar}| {n:.1f}/{total} tasks [{elapsed}<{remaining}{postfix}]")
     records = []
     try:
         for index, task in enumerate(tasks):

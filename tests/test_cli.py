@@ -119,9 +119,11 @@ def test_help_and_version(capsys):
 def test_list_shows_experiments_cells_estimators_profiles(fakes, capsys):
     code, out, _ = run_cli(capsys, "list")
     assert code == 0
-    for word in ("fake-pass", "fake-broken", "elman", "gru-reset-after", "lstm", "rtrl", "tbptt", "quick, full",
-                 "n_samples=50"):
+    for word in ("fake-pass", "fake-broken", "elman", "gru-reset-after", "lstm", "rtrl", "tbptt", "quick, full"):
         assert word in out
+    assert "n_samples=50" not in out
+    code, out, _ = run_cli(capsys, "list", "-v")
+    assert code == 0 and "n_samples=50" in out and "n_samples=200" in out
 
 
 def test_run_exit_codes_and_records(fakes, tmp_path, capsys):
