@@ -42,9 +42,12 @@ def left_product(I, lam: np.ndarray, out: np.ndarray | None = None) -> np.ndarra
     return out
 
 
+_row_dot = getattr(np, "vecdot", None) or (lambda a, b: np.einsum("bn,bn->b", a, b))   # numpy < 2: einsum
+
+
 def norms(x: np.ndarray) -> np.ndarray:
     """Euclidean norms of the rows of ``x`` (``B × n`` -> ``B``), one pass without temporaries."""
-    return np.sqrt(np.einsum("bn,bn->b", x, x))
+    return np.sqrt(_row_dot(x, x))
 
 
 def balance(num: np.ndarray, den: np.ndarray) -> np.ndarray:
