@@ -161,7 +161,7 @@ def _blas() -> list[dict]:
 
 class CostExperiment(Experiment):
     name = "cost"
-    description = ("Per-step wall time and state memory of RTRL, KF-RTRL, SnAp-1/2, UORO, RFLO and BPTT "
+    description = ("Per-step time and state memory of RTRL, KF-RTRL, SnAp-1/2, UORO, RFLO and BPTT "
                    "over the hidden size k (dense and sparse networks), with fitted exponents (THEORY §4, §6)")
     profiles = {
         "quick": {
