@@ -157,17 +157,8 @@ def test_default_out_is_a_new_timestamped_folder(fakes, tmp_path, monkeypatch, c
 
 
 def test_interrupt_keeps_finished_records_and_exits_130(fakes, tmp_path, monkeypatch, capsys):
-    exp = FakeExperiment("fake-pass", bound=10.0)
-    real = exp.run_task
-
-    def interrupted(task, seed, progress=None):
-        if task.key == "t2":
-            raise KeyboardInterrupt
-        return real(task, seed, progress)
-
-    monkeypatch.setattr(exp, "run_task", interrupted)
     from reports import registry
-    monkeypatch.setattr(registry, "SECTIONS", [(exp, None)])
+    monkeypatch.setattr(registry, "SECTIONS", [(FakeExperiment("fake-pass", interrupt_at="t2"), None)])
     code, _, err = run_cli(capsys, "run", "fake-pass", "--out", tmp_path, "--quiet")
     assert code == 130 and "interrupted" in err and str(tmp_path) in err
     assert [r["task"] for r in load_records(tmp_path)] == ["t0", "t1"]

@@ -145,28 +145,27 @@ def test_corrupt_json_is_a_clear_error_naming_the_file(tmp_path):
         read_record(path)
 
 
-def test_incompatible_schema_version_is_refused(tmp_path):
-    path = write_record(tmp_path, make_record(), {})
-    body = json.loads(path.read_text())
+def _bump_version(body, folder):
     body["schema_version"] = SCHEMA_VERSION + 1
-    path.write_text(json.dumps(body))
-    with pytest.raises(RecordError, match=f"schema version {SCHEMA_VERSION + 1} is not supported"):
-        read_record(path)
-    del body["schema_version"]
-    path.write_text(json.dumps(body))
-    with pytest.raises(RecordError, match="schema version None"):
-        read_record(path)
 
 
-def test_missing_keys_and_missing_npz_are_errors(tmp_path):
+def _drop_npz(body, folder):
+    next(folder.glob("*.npz")).unlink()
+
+
+DAMAGE = [(_bump_version, f"schema version {SCHEMA_VERSION + 1} is not supported"),
+          (lambda body, folder: body.pop("schema_version"), "schema version None is not supported"),
+          (lambda body, folder: body.pop("verdicts"), "missing keys: verdicts"),
+          (_drop_npz, r"its array file k3_T_5\.[0-9a-f]{8}\.npz is missing")]
+
+
+@pytest.mark.parametrize("damage,message", DAMAGE, ids=["newer-version", "no-version", "missing-key", "missing-npz"])
+def test_damaged_or_incompatible_records_are_refused_naming_the_file(tmp_path, damage, message):
     path = write_record(tmp_path, make_record(), {"a": np.zeros(2)})
     body = json.loads(path.read_text())
-    next(path.parent.glob("*.npz")).unlink()
-    with pytest.raises(RecordError, match="array file .* is missing"):
-        read_record(path)
-    del body["verdicts"]
+    damage(body, path.parent)
     path.write_text(json.dumps(body))
-    with pytest.raises(RecordError, match="missing keys: verdicts"):
+    with pytest.raises(RecordError, match=r"k3_T_5\.json: .*" + message):
         read_record(path)
 
 

@@ -65,16 +65,8 @@ def test_up_to_date_records_are_reused_and_changes_rerun(tmp_path):
     assert CALLS["run_task"] - start == 3
 
 
-def test_interrupt_keeps_finished_records(tmp_path, monkeypatch):
-    exp = FakeExperiment("fake-pass")
-    real = exp.run_task
-
-    def interrupted(task, seed, progress=None):
-        if task.key == "t2":
-            raise KeyboardInterrupt
-        return real(task, seed, progress)
-
-    monkeypatch.setattr(exp, "run_task", interrupted)
+def test_interrupt_keeps_finished_records(tmp_path):
+    exp = FakeExperiment("fake-pass", interrupt_at="t2")
     with pytest.raises(KeyboardInterrupt):
         run_experiment(exp, exp.config("quick"), 0, tmp_path, progress=False)
     assert [r["task"] for r in load_records(tmp_path)] == ["t0", "t1"]

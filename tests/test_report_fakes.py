@@ -18,12 +18,13 @@ CALLS = {"run_task": 0}
 
 
 class FakeExperiment(Experiment):
-    """Task ``i`` draws ``n_samples`` normals; the check is ``|mean| <= bound``."""
+    """Task ``i`` draws ``n_samples`` normals; the check is ``|mean| <= bound``.  ``broken``: task
+    ``t1`` raises, ``t2`` diverges; ``interrupt_at``: that task raises ``KeyboardInterrupt``."""
 
     description = "fake experiment for tests"
 
-    def __init__(self, name: str, bound: float = 1.0, broken: bool = False):
-        self.name, self.bound, self.broken = name, bound, broken
+    def __init__(self, name: str, bound: float = 1.0, broken: bool = False, interrupt_at: str | None = None):
+        self.name, self.bound, self.broken, self.interrupt_at = name, bound, broken, interrupt_at
         self.profiles = {"quick": {"tasks": 3, "n_samples": 50, "scale": 1.0},
                          "full": {"tasks": 4, "n_samples": 200, "scale": 1.0}}
 
@@ -39,6 +40,8 @@ class FakeExperiment(Experiment):
 
     def run_task(self, task, seed, progress=None):
         CALLS["run_task"] += 1
+        if task.key == self.interrupt_at:
+            raise KeyboardInterrupt
         i = task.config["i"]
         if self.broken and i == 1:
             raise RuntimeError("boom in task t1\nsecond line")
