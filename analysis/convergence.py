@@ -380,15 +380,14 @@ def limits(records, config):
     verdicts, tables, figures, notes = [], [], [], []
     wanted = list(config.get("limit_estimators", [])) if config else []
     for case in (config or {}).get("limit_cases", []):
-        runs = {"rtrl": next((r for r in records if r["task"] == f"trajectory-{case}"), None)}
-        runs.update({r["data"]["estimator"]: r for r in records if r["task"].startswith(f"limit-{case}-")})
+        runs = {r["data"]["estimator"]: r for r in records if r["task"].startswith(f"limit-{case}-")}
         missing = [e for e in wanted if e not in runs]
         if missing:
-            notes.append(f"5 ({case}): not run (estimator not registered): {', '.join(missing)}")
+            notes.append(f"5 ({case}): no record (estimator not registered when run, or not run): {', '.join(missing)}")
         rows, bars = [], []
         vals = {}
-        for spec in ["rtrl"] + [e for e in wanted if e in runs]:
-            r = runs[spec]
+        for spec in wanted:
+            r = runs.get(spec)
             if r is None or r["status"] != "ok":
                 why = "no record" if r is None else f"{r['status']}: {r['reason']}"
                 rows.append([spec, "—", "—", "—", why])
@@ -401,7 +400,7 @@ def limits(records, config):
             rows.append([spec, f"{gm:.3g} [{lo:.3g}, {hi:.3g}]", ", ".join(f"{x:.3g}" for x in g),
                          "exact" if floor is None else f"{floor.max():.2g}", zero_txt])
             bars.append((spec, (gm, lo, hi)))
-        mem = runs["rtrl"]["data"]["memory"]["steps"] if runs["rtrl"] is not None and runs["rtrl"]["status"] == "ok" else None
+        mem = runs["rtrl"]["data"]["memory"]["steps"] if "rtrl" in vals else None
         taus = sorted((_tau(s), s) for s in vals if _tau(s) is not None)
         if "rtrl" in vals and mem is not None:
             below = [(tau, s) for tau, s in taus if tau < mem]

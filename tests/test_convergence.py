@@ -13,7 +13,7 @@ SMALL = dict(hidden=4, forget_blocks=1, forget_pairs=4, forget_steps=80, chains=
              j_coords=6, grad_paths=12, grad_burn=100, grad_steps=1000, fd_dirs=6, ess_window=10,
              train_replicates=4, train_steps=4000, log_checkpoints=40, late_points=40, probe_steps=10,
              eval_points=5, eval_paths=4, eval_burn=100, eval_steps=300, t0=300.0,
-             traj_cases=["linear"], limit_cases=["linear"], limit_estimators=["tbptt-1"])
+             traj_cases=["linear"], limit_cases=["linear-wide"], limit_estimators=["rtrl", "tbptt-1"])
 
 
 def records(overrides=None, only=None, seed=0):
@@ -38,8 +38,7 @@ def passed(verdicts, prefix):
 
 # ---------------------------------------------------------------------------- config
 @pytest.mark.parametrize("over,msg", [({"nope": 1}, "unknown config key"), ({"gamma": 0.5}, "step-size"),
-                                      ({"gamma": 0.0}, "step-size"), ({"limit_cases": ["tanh"]}, "RTRL reference"),
-                                      ({"limit_estimators": ["rtrl"]}, "trajectory task"),
+                                      ({"gamma": 0.0}, "step-size"), ({"limit_estimators": ["tbptt-1"]}, "reference limit point"),
                                       ({"chain_times": [4, 2]}, "increasing"), ({"hidden": 0}, "hidden"),
                                       ({"teacher_rho": 0.95}, "teacher_rho"), ({"grad_cases": ["xx"]}, "unknown case")])
 def test_bad_config_is_refused(over, msg):
@@ -51,7 +50,7 @@ def test_tasks_are_named_and_deterministic():
     cfg = EXP.config("quick", SMALL)
     keys = [t.key for t in EXP.tasks(cfg)]
     assert keys == ["forgetting-0", "stationary", "gradient-tanh", "gradient-linear", "trajectory-linear",
-                    "limit-linear-tbptt-1"]
+                    "limit-linear-wide-rtrl", "limit-linear-wide-tbptt-1"]
     a, b = records(only=["forgetting"]), records(only=["forgetting"])
     assert np.array_equal(a[0]["arrays"]["dJ"], b[0]["arrays"]["dJ"])
     assert not np.array_equal(a[0]["arrays"]["dJ"], records(only=["forgetting"], seed=1)[0]["arrays"]["dJ"])
@@ -142,20 +141,21 @@ def test_rates_check(training_records):
 def test_limit_check(training_records):
     cfg = training_records[0]["experiment_config"]
     v, tables, figs, notes = conv.limits(training_records, cfg)
-    assert passed(v, "5 limit points (linear): TBPTT(τ) leaves a larger") and figs
+    assert passed(v, "5 limit points (linear-wide): TBPTT(τ) leaves a larger") and figs
     # decreasing in τ, an unregistered estimator and a diverged one, from fabricated records
-    base = next(x for x in training_records if x["task"] == "trajectory-linear")
-
     def fake(spec, value, status="ok"):
         arr = {"avg_grad_norm_exact": np.full(3, value) * (1 + 0.01 * np.arange(3))}
-        return {"task": f"limit-linear-{spec}", "status": status, "reason": "diverged at step 9" if status != "ok" else "",
-                "data": {"estimator": spec, "case": "linear"}, "arrays": arr}
-    rtrl = dict(base, arrays=dict(base["arrays"], avg_grad_norm_exact=np.array([0.01, 0.011, 0.012])))
-    cfg2 = dict(cfg, limit_estimators=["tbptt-1", "tbptt-2", "tbptt-4", "uoro", "snap-9"])
-    v, _, _, notes = conv.limits([rtrl, fake("tbptt-1", 0.2), fake("tbptt-2", 0.3), fake("tbptt-4", 0.05),
+        return {"task": f"limit-linear-wide-{spec}", "status": status, "reason": "diverged at step 9" if status != "ok" else "",
+                "data": {"estimator": spec, "case": "linear-wide", "memory": {"steps": 3.0}}, "arrays": arr}
+    cfg2 = dict(cfg, limit_estimators=["rtrl", "tbptt-1", "tbptt-2", "tbptt-4", "uoro", "snap-9"])
+    v, _, _, notes = conv.limits([fake("rtrl", 0.01), fake("tbptt-1", 0.2), fake("tbptt-2", 0.3), fake("tbptt-4", 0.05),
                                   fake("uoro", 0, "diverged")], cfg2)
-    assert not passed(v, "5 limit points (linear): TBPTT(τ)'s ‖∇L‖ decreases")
+    assert not passed(v, "5 limit points (linear-wide): TBPTT(τ)'s ‖∇L‖ decreases")
+    assert passed(v, "5 limit points (linear-wide): TBPTT(τ) leaves a larger")
     assert any("snap-9" in n for n in notes)
+    # TBPTT(2) no larger than RTRL: the first verdict fails
+    v, _, _, _ = conv.limits([fake("rtrl", 0.01), fake("tbptt-1", 0.2), fake("tbptt-2", 0.01)], cfg2)
+    assert not passed(v, "5 limit points (linear-wide): TBPTT(τ) leaves a larger")
 
 
 def test_audit_check(training_records):

@@ -62,6 +62,7 @@ def test_var1_targets_are_teacher_plus_noise():
     proc = VAR1Teacher(hidden=3, inputs=2, noise=0.2, seed=3)
     W = proc.teacher.unpack(proc.teacher_theta)["W"]
     assert np.isclose(np.linalg.norm(W, 2), proc.teacher_rho)
+    assert np.isclose(np.abs(np.linalg.eigvals(W)).max(), proc.teacher_rho)      # memory decays like ρ*^t
     for p, sd in ((proc.with_noise(0.0), 0.0), (proc, 0.2)):
         rng = np.random.default_rng(1)
         state = p.init(rng, 40)

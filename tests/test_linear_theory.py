@@ -12,8 +12,9 @@ from simulations.sequence import sequence_loss
 from simulations.training import frozen_windows
 
 
-def setup(hidden=3, density=1.0, seed=1):
-    proc = VAR1Teacher(hidden=hidden, inputs=2, activation="identity", teacher_rho=0.6, ar=0.5, noise=0.1, seed=seed)
+def setup(hidden=3, density=1.0, seed=1, teacher_hidden=None):
+    proc = VAR1Teacher(hidden=teacher_hidden or hidden, inputs=2, activation="identity", teacher_rho=0.6, ar=0.5,
+                       noise=0.1, seed=seed)
     cell = make_cell("contractive-elman", hidden, 2, activation="identity", rho=0.8, density=density, mask_seed=2)
     ro = LinearReadout(cell.k, 1)
     rng = np.random.default_rng(0)
@@ -23,11 +24,11 @@ def setup(hidden=3, density=1.0, seed=1):
     return proc, cell, ro, theta, phi, LinearTheory(cell, proc)
 
 
-@pytest.mark.parametrize("density", [1.0, 0.5])
-def test_gradient_matches_finite_differences_of_closed_form(density):
+@pytest.mark.parametrize("density,teacher_hidden", [(1.0, None), (0.5, None), (1.0, 6)])
+def test_gradient_matches_finite_differences_of_closed_form(density, teacher_hidden):
     # The closed form is deterministic and smooth: central differences with steps h and 2h give
     # g_h − g = O(h²); |g_h − g_2h| bounds that term (×4/3), and rounding adds ~ε·L/h.
-    proc, cell, ro, theta, phi, lt = setup(density=density)
+    proc, cell, ro, theta, phi, lt = setup(density=density, teacher_hidden=teacher_hidden)
     x = np.concatenate([theta, phi])
     p = cell.p
 
@@ -44,7 +45,7 @@ def test_gradient_matches_finite_differences_of_closed_form(density):
 
     g_h, g_2h = fd(1e-4), fd(2e-4)
     analytic = np.concatenate(lt.gradient(theta, phi))
-    bound = 2 * np.abs(g_h - g_2h) + 1e-16 * f(x) / 1e-4 * 10 + 1e-12
+    bound = 2 * np.abs(g_h - g_2h) + 10 * np.finfo(float).eps * abs(f(x)) / 1e-4 + 1e-12
     assert np.all(np.abs(analytic - g_h) <= bound)
     assert np.abs(analytic).max() > 1e-2          # a non-trivial point
 
@@ -70,9 +71,10 @@ def test_teacher_is_a_global_minimiser():
     assert lt.excess_loss(theta, phi) > 0
 
 
-def test_closed_form_loss_matches_long_simulation():
+@pytest.mark.parametrize("teacher_hidden", [None, 6])
+def test_closed_form_loss_matches_long_simulation(teacher_hidden):
     # Mean loss over steps (burn, burn+T] of 64 independent paths: z-score < 4 (paths independent).
-    proc, cell, ro, theta, phi, lt = setup()
+    proc, cell, ro, theta, phi, lt = setup(teacher_hidden=teacher_hidden)
     rng = np.random.default_rng(4)
     B, burn, T = 64, 200, 2000
     _, xs, ys = proc.sample(proc.init(rng, B), burn + T, rng)

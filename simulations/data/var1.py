@@ -5,8 +5,9 @@
 
 ``A = a·O`` has ``‖A‖₂ = a < 1``, so the input chain is stationary and geometrically ergodic with
 ``Cov(x) = I``; the teacher is an Elman cell of the student's class (``tanh`` or ``identity``)
-whose recurrent matrix has ``‖W*‖₂ = teacher_rho < 1``, so ``(x_t, s*_t)`` is a contraction-driven
-chain and ``(θ*, φ*)`` is a global minimiser of the ergodic loss, with ``L(θ*, φ*) = ½ σ_y² n_out``.
+whose recurrent matrix is ``W* = teacher_rho · O*`` (``O*`` orthogonal), so ``‖W*‖₂`` and its
+spectral radius both equal ``teacher_rho < 1``: the teacher's memory decays like ``teacher_rho^t``
+in every direction, and ``(x_t, s*_t)`` is a contraction-driven chain and ``(θ*, φ*)`` is a global minimiser of the ergodic loss, with ``L(θ*, φ*) = ½ σ_y² n_out``.
 With ``activation="identity"`` the joint system is linear and Gaussian and the ergodic loss has the
 closed form of :mod:`simulations.linear_theory`.
 
@@ -48,7 +49,7 @@ class VAR1Teacher(DataProcess):
     """VAR(1) inputs, targets from a teacher Elman network plus Gaussian noise (mse).
 
     ``hidden``, ``inputs``, ``n_out``: teacher sizes; ``activation``: ``"tanh"`` or ``"identity"``;
-    ``teacher_rho``: ``‖W*‖₂``; ``ar``: ``‖A‖₂``; ``noise``: ``σ_y``; ``out_scale``: scale of ``V*``;
+    ``teacher_rho``: ``‖W*‖₂`` = spectral radius of ``W*``; ``ar``: ``‖A‖₂``; ``noise``: ``σ_y``; ``out_scale``: scale of ``V*``;
     ``warmup``: steps the teacher runs in ``init`` so that samples start near stationarity.
     """
 
@@ -67,9 +68,8 @@ class VAR1Teacher(DataProcess):
         self.noise, self.out_scale, self.seed, self.warmup = float(noise), float(out_scale), seed, int(warmup)
         rng = np.random.default_rng(seed)
         self.teacher = make_cell("elman", hidden, inputs, activation=activation)
-        theta = self.teacher.init(rng)
-        P = self.teacher.unpack(theta)
-        P["W"] *= teacher_rho / np.linalg.norm(P["W"], 2)
+        P = self.teacher.unpack(self.teacher.init(rng))
+        P["W"] = teacher_rho * orthogonal(rng, hidden)          # ‖W*‖₂ = spectral radius = teacher_rho
         self.teacher_theta = self.teacher.pack(P)
         self.teacher_readout = LinearReadout(hidden, n_out)
         self.teacher_phi = self.teacher_readout.init(rng) * out_scale
