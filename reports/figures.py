@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import re
 from functools import lru_cache
-from xml.etree import ElementTree
 
 import matplotlib
 from matplotlib import ft2font
@@ -27,10 +26,8 @@ SVG_RC = {"svg.fonttype": "none", "svg.hashsalt": "rtrl-validate", "font.family"
 SPACING_ACCENT = {"\u0300": "\u02cb", "\u0301": "\u02ca", "\u0302": "\u02c6", "\u0303": "\u02dc",
                   "\u0304": "\u02c9", "\u0306": "\u02d8", "\u0307": "\u02d9", "\u0308": "\u00a8",
                   "\u030a": "\u02da", "\u030c": "\u02c7", "\u20d7": "\u2192"}
-_SVG_NS, _XLINK_NS = "http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink"
-_SVG_G = f"{{{_SVG_NS}}}g"
-ElementTree.register_namespace("", _SVG_NS)
-ElementTree.register_namespace("xlink", _XLINK_NS)
+_G_TAG = re.compile(r"<g\b[^>]*>|</g>")
+_BARE_G = re.compile(r'<g id="[^"]*">')
 _TSPAN = re.compile(r'<tspan x="([-\d.e]+)" y="([-\d.e]+)" style="([^"]*)">(.)</tspan>')
 
 
@@ -63,20 +60,23 @@ def _spacing_accents(svg: str) -> str:
 
 def _flatten(svg: str) -> str:
     """Drop matplotlib's ``<g id=...>`` wrappers that carry nothing but an id (about two in three
-    elements of a plot); the drawing is unchanged and WeasyPrint, whose cost is per element,
-    renders the PDF about twice as fast."""
-    root = ElementTree.fromstring(svg)
-
-    def unwrap(element):
-        children = []
-        for child in element:
-            unwrap(child)
-            bare = child.tag == _SVG_G and set(child.attrib) <= {"id"}
-            children.extend(list(child) if bare else [child])
-        element[:] = children
-
-    unwrap(root)
-    return ElementTree.tostring(root, encoding="unicode")
+    elements of a plot) with their closing tags; the drawing is unchanged and WeasyPrint, whose
+    cost is per element, renders the PDF about twice as fast."""
+    out, stack, last = [], [], 0
+    for tag in _G_TAG.finditer(svg):
+        text = tag.group(0)
+        if text.endswith("/>"):
+            continue
+        if text == "</g>":
+            drop = stack.pop()
+        else:
+            drop = _BARE_G.fullmatch(text) is not None
+            stack.append(drop)
+        if drop:
+            out.append(svg[last:tag.start()])
+            last = tag.end()
+    out.append(svg[last:])
+    return "".join(out)
 
 
 def _inline(svg: str) -> str:

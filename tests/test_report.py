@@ -10,7 +10,7 @@ import pytest
 from pypdf import PdfReader
 
 from reports import cli, registry
-from reports.figures import SPACING_ACCENT, equation_svg
+from reports.figures import SPACING_ACCENT, equation_svg, figure_svg
 from reports.html import fmt
 
 try:
@@ -131,6 +131,22 @@ def test_equations_render_as_text_with_spacing_accents():
     assert all(SPACING_ACCENT[c] in svg for c in ("\u0302", "\u0303", "\u0304"))
     with pytest.raises(ValueError):
         equation_svg(r"\frac{1}{")
+
+
+def test_figure_svg_is_flat_wellformed_and_keeps_text():
+    from xml.etree import ElementTree
+
+    from matplotlib.figure import Figure as MplFigure
+
+    fig = MplFigure(figsize=(3, 2))
+    ax = fig.subplots()
+    ax.plot([1, 2, 3], [3, 1, 2], "o-")
+    ax.set_xlabel("step $t$")
+    svg = figure_svg(fig)
+    root = ElementTree.fromstring(svg)                              # well-formed, one element
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    assert not re.search(r'<g id="[^"]*">', svg)                   # id-only groups are gone
+    assert "<use" in svg and 'xlink:href="#' in svg and "step" in svg
 
 
 def test_bad_equation_and_figure_do_not_break_the_section(tmp_path, monkeypatch):
