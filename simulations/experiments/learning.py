@@ -214,7 +214,7 @@ QUICK = {
     "record_every": 50,
     "align_every": 500,
     "align_len": 64,
-    "copy_steps": 3000,
+    "copy_steps": 2500,
     "alphabet": 2,
     "threshold_bits": 0.15,
     "spread": 5,
