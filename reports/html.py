@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from html import escape
 
 import numpy as np
@@ -37,6 +38,7 @@ th, td { border: 1px solid #c8c8c8; padding: 2px 5px; text-align: left; vertical
 table { table-layout: fixed; }
 td { overflow-wrap: break-word; }
 th { background: #eef0f2; }
+tr.group td { background: #f6f7f8; font-weight: bold; padding-top: 4px; }
 thead { display: table-header-group; }
 tr { break-inside: avoid; }
 td.num { text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums; }
@@ -79,7 +81,13 @@ def fmt(value) -> str:
     return str(value)
 
 
+_NUMBER = re.compile(r"[-+]?(\d[\d,]*\.?\d*|\.\d+)([eE][-+]?\d+)?%?|[-+]?(inf|nan)")
+
+
 def _is_num(value) -> bool:
+    """Numbers, and strings that spell one ("1.25e-16", the way analyses often pre-format)."""
+    if isinstance(value, str):
+        return _NUMBER.fullmatch(value.strip()) is not None
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
 
 
@@ -100,20 +108,29 @@ def _badge(passed: bool | None) -> Cell:
     return Cell(html=f'<span class="badge {label.replace(" ", "-")}">{label}</span>', text=label + "___")
 
 
-def grid(columns: list[str], rows: list[list], caption: str = "") -> str:
+class Group:
+    """A full-width heading row inside a :func:`grid` table."""
+
+    def __init__(self, html: str):
+        self.html = html
+
+
+def grid(columns: list[str], rows: list, caption: str = "") -> str:
     """An HTML table with fixed column widths proportional to each column's longest text (capped),
     which keeps WeasyPrint's layout fast and the table inside the page width.  ``rows`` hold
-    :class:`Cell` objects or plain values."""
-    rows = [[c if isinstance(c, Cell) else Cell(c) for c in row] for row in rows]
+    lists of :class:`Cell` objects or plain values, or :class:`Group` heading rows."""
+    rows = [r if isinstance(r, Group) else [c if isinstance(c, Cell) else Cell(c) for c in r] for r in rows]
+    cells = [r for r in rows if not isinstance(r, Group)]
     widths = []
     for i, name in enumerate(columns):
         longest = max([len(c.text) * (1.25 if c.num else 1.0)              # digits are wide
-                       for c in (row[i] for row in rows if i < len(row))], default=0)
+                       for c in (row[i] for row in cells if i < len(row))], default=0)
         word = max((len(w) for w in str(name).split()), default=1)
         widths.append(min(max(longest, 1.2 * word, 3), 40) + 3)      # + padding; headers are bold
     cols = "".join(f'<col style="width: {100 * w / sum(widths):.1f}%">' for w in widths)
     head = "".join(f"<th>{escape(str(c))}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(c.td() for c in row) + "</tr>" for row in rows)
+    body = "".join(f'<tr class="group"><td colspan="{len(columns)}">{r.html}</td></tr>' if isinstance(r, Group)
+                   else "<tr>" + "".join(c.td() for c in r) + "</tr>" for r in rows)
     caption = f"<caption>{escape(caption)}</caption>" if caption else ""
     return f"<table>{caption}<colgroup>{cols}</colgroup><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
@@ -122,22 +139,22 @@ def table_html(table: Table) -> str:
     return grid(table.columns, table.rows, table.caption)
 
 
-def _section_link(experiment: str, title: str) -> Cell:
-    return Cell(html=f'<a href="#sec-{escape(experiment)}">{escape(title)}</a>', text=title)
-
-
 def summary_html(report: Report) -> str:
     verdicts = report.verdicts
     n_fail = sum(not v["passed"] for v in verdicts)
-    rows = [[_section_link(v["experiment"], v["section"]), v["check"], _badge(v["passed"]), v["value"], v["bound"]]
-            for v in verdicts]
-    rows += [[_section_link(s.experiment, s.section.title), "—", _badge(None), "", ""]
-             for s in report.sections if s.status == "not run"]
+    rows = []
+    for number, s in enumerate(report.sections, start=1):
+        fails = sum(not v["passed"] for v in s.verdicts)
+        counts = (_badge(None).html if s.status == "not run"
+                  else f"{len(s.verdicts) - fails} pass" + (f", {fails} fail" if fails else ""))
+        rows.append(Group(f'<a href="#sec-{escape(s.experiment)}">{number}. {escape(s.section.title)}</a>'
+                          f" · {counts}"))
+        rows += [[v["check"], _badge(v["passed"]), v["value"], v["bound"]] for v in s.verdicts]
     overall = (f'<p class="overall">{_badge(report.passed).html} {len(verdicts) - n_fail} of {len(verdicts)} '
                f"checks pass" + (f", {n_fail} fail" if n_fail else "")
                + (f"; not run: {escape(', '.join(report.not_run))}" if report.not_run else "") + ".</p>")
     return (f'<section class="summary"><h2>Summary</h2>{overall}'
-            + grid(["Section", "Check", "Result", "Value", "Bound"], rows) + "</section>")
+            + grid(["Check", "Result", "Value", "Bound"], rows) + "</section>")
 
 
 def _equation_html(equation: str) -> str:

@@ -76,7 +76,7 @@ def test_html_shows_sections_failures_and_provenance(built):
                  "Analysis error", "ZeroDivisionError: analysis blew up", "fake-badanalysis (analysis failed)",
                  "Appendix: provenance", "Package versions", "numpy", "Wall time per task", "git revision"):
         assert text in html, text
-    assert html.index("Summary") < html.index("1. Fake section fake-pass") < html.index("Appendix: provenance")
+    assert html.index("Summary") < html.index("<h2>1. Fake section fake-pass") < html.index("Appendix: provenance")
     assert html.count('class="badge FAIL"') >= 5
 
 
