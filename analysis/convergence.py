@@ -36,9 +36,39 @@ SHRINK = 0.1                 # "decreases toward zero": final ≤ SHRINK × init
 N_PERM = 100                 # permutations for the Wasserstein noise floor
 ADF_P, KPSS_STAT = 0.01, KPSS_CRITICAL[0.01]
 
+NOTES = [
+    "Setting (working assumptions of THEORY §5, stated not proved): data from stationary geometrically ergodic "
+    "processes (VAR(1) with ‖A‖₂ < 1 and a contractive teacher; a finite irreducible aperiodic Markov chain; "
+    "GARCH(1,1) with a + b < 1); the student is a contractive Elman cell kept in sup|σ'|·‖W‖₂ ≤ ρ by projection "
+    "after every step; α_t = α₀/(1 + t/t₀)^γ with 1/2 < γ ≤ 1. The linear RNN (identity activation) is outside the "
+    "bounded-activation assumption; it is the exactly solvable case whose ergodic loss and gradient come from "
+    "discrete Lyapunov equations.",
+    "∇L along trajectories with a teacher is estimated on the noise-free target: the loss then differs by the "
+    "constant ½σ²n_out, so ∇L is the same and the mean loss is the excess loss (half the squared function-space "
+    "distance to the teacher).",
+    "Late windows are tested in two coordinates. The parameters of a recurrent network are not identifiable: the "
+    "linear RNN computes the same function along whole similarity orbits (W, U, V) → (TWT⁻¹, TU, VT⁻¹), and tanh "
+    "networks have near-symmetric flat directions, so θ_t can keep drifting where L is flat while the function it "
+    "computes (outputs on a fixed probe sequence) has settled. LSS25 concludes ∇L(θ_t) → 0, not that θ_t converges.",
+    "Limit points (check 5) use data the student cannot fit exactly: at an exact fit the residual is independent of "
+    "the past, every truncated gradient has zero mean as well, and a realisable teacher would hide TBPTT's bias. "
+    "SnAp-1 and UORO are shown beside them without a verdict.",
+    f"Thresholds: agreement tests at familywise level {LEVEL} (Bonferroni, Student t over independent paths); "
+    f"'decreases toward zero' = final ≤ {SHRINK} × initial for every replicate; stationarity = ADF p < {ADF_P} and "
+    f"KPSS statistic < {KPSS_STAT} (1%) on the first principal component of the late window.",
+]
+
 
 def _f(x, digits=3):
     return "n/a" if x is None or not np.isfinite(x) else f"{x:.{digits}g}"
+
+
+def _rate(fit):
+    return f"{fit.rate:.3f} [{fit.ci[0]:.3f}, {fit.ci[1]:.3f}]"
+
+
+def _join(values, fmt="{:.3g}"):
+    return ", ".join(fmt.format(x) for x in values)
 
 
 def _ok(records, prefix):
@@ -63,15 +93,16 @@ def forgetting(records):
             fits.append(geometric_rate(t[keep], np.exp(np.log(y[keep]).mean(axis=1)), power=power))
         fs, fJ = fits
         block = r["task"].split("-")[1]
-        rows.append([block, _f(rho), _f(r["data"]["contraction"]), _f(ratio, 4),
-                     f"{fs.rate:.3f} [{fs.ci[0]:.3f}, {fs.ci[1]:.3f}]", f"{fJ.rate:.3f} [{fJ.ci[0]:.3f}, {fJ.ci[1]:.3f}]"])
-        verdicts.append(Verdict(f"1 forgetting, block {block}: ‖Δs_t+1‖ ≤ ρ‖Δs_t‖ at every step", ratio <= rho + STEP_TOL,
-                                f"max per-step ratio {ratio:.4f} over {int(live.sum())} steps with ‖Δs‖ > {FLOOR:g} "
-                                f"(ρ = {rho}; allowance {STEP_TOL:g} for rounding)", ratio, rho + STEP_TOL))
-        verdicts.append(Verdict(f"1 forgetting, block {block}: fitted rates of ‖Δs_t‖ and ‖ΔJ_t‖/t ≤ ρ",
-                                fs.ci[1] <= rho and fJ.ci[1] <= rho,
-                                f"‖Δs‖ rate {fs.rate:.3f} (95% HAC upper {fs.ci[1]:.3f}), ‖ΔJ‖/t rate {fJ.rate:.3f} "
-                                f"(upper {fJ.ci[1]:.3f}); ρ = {rho}", max(fs.ci[1], fJ.ci[1]), rho))
+        rows.append([block, _f(rho), _f(r["data"]["contraction"]), _f(ratio, 4), _rate(fs), _rate(fJ)])
+        verdicts.append(Verdict(
+            f"1 forgetting, block {block}: ‖Δs_t+1‖ ≤ ρ‖Δs_t‖ at every step", ratio <= rho + STEP_TOL,
+            f"max per-step ratio {ratio:.4f} over {int(live.sum())} steps with ‖Δs‖ > {FLOOR:g} "
+            f"(ρ = {rho}; allowance {STEP_TOL:g} for rounding)", ratio, rho + STEP_TOL))
+        verdicts.append(Verdict(
+            f"1 forgetting, block {block}: fitted rates of ‖Δs_t‖ and ‖ΔJ_t‖/t ≤ ρ",
+            fs.ci[1] <= rho and fJ.ci[1] <= rho,
+            f"‖Δs‖ rate {fs.rate:.3f} (95% HAC upper {fs.ci[1]:.3f}), ‖ΔJ‖/t rate {fJ.rate:.3f} "
+            f"(upper {fJ.ci[1]:.3f}); ρ = {rho}", max(fs.ci[1], fJ.ci[1]), rho))
         for ax, y, fit, power, name in ((axes[0], ds, fs, 0, "‖Δs_t‖"), (axes[1], dJ, fJ, 1, "‖ΔJ_t‖_F")):
             g = np.exp(np.log(np.maximum(y, 1e-300)).mean(axis=1))
             line = ax.semilogy(t, g, lw=1.5, label=f"block {block}: fit r = {fit.rate:.2f}")[0]
@@ -83,8 +114,9 @@ def forgetting(records):
             ax.set_ylim(1e-16, 10 * max(g.max(), 1.0))
     for ax in axes:
         ax.legend(fontsize=7)
-    table = Table("1 Forgetting: two copies of (s, J), same inputs, different starts", 
-                  ["block", "ρ", "sup|σ'|·‖W‖₂", "max ‖Δs_t+1‖/‖Δs_t‖", "rate ‖Δs_t‖ [95% HAC]", "rate ‖ΔJ_t‖/t [95% HAC]"], rows)
+    table = Table("1 Forgetting: two copies of (s, J), same inputs, different starts",
+                  ["block", "ρ", "sup|σ'|·‖W‖₂", "max ‖Δs_t+1‖/‖Δs_t‖", "rate ‖Δs_t‖ [95% HAC]",
+                   "rate ‖ΔJ_t‖/t [95% HAC]"], rows)
     return verdicts, [table], [Figure("1 Forgetting curves: geometric mean over pairs, with the bound's shape Cρ^t "
                                       "(‖Δs‖) and C t ρ^t (‖ΔJ‖) from the first step", fig)] if rows else []
 
@@ -128,8 +160,9 @@ def stationary(records):
     ax.set_ylabel("mean W₁ / sd")
     ax.legend(fontsize=7)
     rows = [[t, _f(d), _f(q)] for t, d, q in zip(times, d_ab, q99)]
-    return verdicts, [Table("2 Stationary law: distance between chains from two start laws", ["t", "W₁/sd", "noise 99%"], rows)], \
-        [Figure("2 Marginals of (s_t, J_t) from two start laws: the distance falls into the Monte Carlo noise band", fig)]
+    table = Table("2 Stationary law: distance between chains from two start laws", ["t", "W₁/sd", "noise 99%"], rows)
+    return verdicts, [table], [Figure("2 Marginals of (s_t, J_t) from two start laws: the distance falls into the "
+                                      "Monte Carlo noise band", fig)]
 
 
 # ---------------------------------------------------------------------------- 3 ∇L three ways
@@ -152,15 +185,16 @@ def gradient(records):
         norm = float(np.linalg.norm(a["rtrl"].mean(axis=0)))
         rel_se = float(np.linalg.norm(a["rtrl"].std(axis=0, ddof=1)) / np.sqrt(P) / norm)
         verdicts.append(Verdict(
-            f"3 ∇L three ways ({case}): RTRL long-run mean = FD of long-run loss = long-window BPTT",
-            agree, f"max |z| RTRL–FD {zs[('RTRL', 'FD')][0]:.2f}, BPTT–FD {zs[('BPTT', 'FD')][0]:.2f}, "
-                   f"RTRL–BPTT {zs[('RTRL', 'BPTT')][0]:.2f} over {n_dir} directions (bound {crit_dir:.2f}); RTRL–BPTT "
-                   f"all {d} coordinates {full:.2f} (bound {crit_all:.2f}); familywise {LEVEL}, t with {P - 1} df; "
-                   f"‖∇L‖ = {norm:.3g}, relative standard error {rel_se:.2%}; FD Richardson error ≤ {fd_err.max():.1e}",
+            f"3 ∇L three ways ({case}): RTRL long-run mean = FD of long-run loss = long-window BPTT", agree,
+            f"max |z| RTRL–FD {zs[('RTRL', 'FD')][0]:.2f}, BPTT–FD {zs[('BPTT', 'FD')][0]:.2f}, "
+            f"RTRL–BPTT {zs[('RTRL', 'BPTT')][0]:.2f} over {n_dir} directions (bound {crit_dir:.2f}); "
+            f"RTRL–BPTT all {d} coordinates {full:.2f} (bound {crit_all:.2f}); familywise {LEVEL}, t with {P - 1} df; "
+            f"‖∇L‖ = {norm:.3g}, relative standard error {rel_se:.2%}; FD Richardson error ≤ {fd_err.max():.1e}",
             max(max(v[0] for v in zs.values()), full), crit_dir))
         ctrl = max_z(*est["TBPTT(1)"], *est["FD"], fd_err)[0]
-        verdicts.append(Verdict(f"3 control ({case}): the same test rejects the biased TBPTT(1) direction", ctrl >= crit_dir,
-                                f"max |z| TBPTT(1)–FD {ctrl:.1f} vs bound {crit_dir:.2f}", ctrl, crit_dir))
+        verdicts.append(Verdict(
+            f"3 control ({case}): the same test rejects the biased TBPTT(1) direction", ctrl >= crit_dir,
+            f"max |z| TBPTT(1)–FD {ctrl:.1f} vs bound {crit_dir:.2f}", ctrl, crit_dir))
         cf = None
         if "closed_form" in a:
             cf = a["closed_form"] @ dirs.T
@@ -175,7 +209,8 @@ def gradient(records):
                 max(max(zc.values()), zfull), crit1))
         for j in range(n_dir):
             row = [case, j + 1] + [f"{est[m][0][j]:.4f} ± {est[m][1][j]:.4f}" for m in ("RTRL", "FD", "BPTT")]
-            row += [f"{cf[j]:.4f}" if cf is not None else "—", f"{est['TBPTT(1)'][0][j]:.4f} ± {est['TBPTT(1)'][1][j]:.4f}",
+            row += [f"{cf[j]:.4f}" if cf is not None else "—",
+                    f"{est['TBPTT(1)'][0][j]:.4f} ± {est['TBPTT(1)'][1][j]:.4f}",
                     f"{zs[('RTRL', 'FD')][1][j]:+.2f}", f"{zs[('BPTT', 'FD')][1][j]:+.2f}"]
             rows.append(row)
         for name in ("ess_loss", "ess_proj"):
@@ -196,12 +231,13 @@ def gradient(records):
             + ", ".join(f"{x:.2f}" for x in ratios) + f"; χ² interval [{lo:.2f}, {hi:.2f}] "
             f"(familywise {LEVEL} over {tests}; Geyer initial monotone sequence)", max(ratios), hi))
     figures = [_three_ways_figure(r) for r in sorted(_ok(records, "gradient-"), key=lambda r: r["task"])]
-    tables = [Table("3 ∇L three ways along random unit directions v_j (mean ± standard error over independent paths)",
-                    ["case", "v_j", "RTRL long-run mean", "FD of long-run loss", "long-window BPTT", "closed form",
-                     "TBPTT(1) (control)", "z RTRL–FD", "z BPTT–FD"], rows)]
+    tables = [Table("3 ∇L three ways along random unit directions v_j (mean ± standard error over independent "
+                    "paths)", ["case", "v_j", "RTRL long-run mean", "FD of long-run loss", "long-window BPTT",
+                               "closed form", "TBPTT(1) (control)", "z RTRL–FD", "z BPTT–FD"], rows)]
     if ess_rows:
         tables.append(Table("3 Effective sample size: Monte Carlo standard errors of time averages",
-                            ["case", "series", "windows", "ESS-based se (rms)", "sd over paths", "variance ratio"], ess_rows))
+                            ["case", "series", "windows", "ESS-based se (rms)", "sd over paths", "variance ratio"],
+                            ess_rows))
     return verdicts, tables, figures
 
 
@@ -279,28 +315,30 @@ def trajectories(records):
         t, g, floor = _grad_curve(r)
         logs = ~a["late"] if "grad_norm_exact" in a else np.ones(t.size, bool)
         ratio = g[-1] / g[0]
-        verdicts.append(Verdict(f"4 trajectory ({case}): ‖∇L(θ_t)‖ decreases toward zero",
-                                bool(np.all(ratio <= SHRINK)),
-                                f"‖∇L‖ final/initial per replicate: " + ", ".join(f"{x:.3g}" for x in ratio)
-                                + f" (threshold {SHRINK}; {'exact closed form' if floor is None else 'debiased Monte Carlo estimate, noise floor ≤ %.2g' % floor.max()})",
-                                float(ratio.max()), SHRINK))
+        how = "exact closed form" if floor is None else \
+            f"debiased Monte Carlo estimate, noise floor ≤ {floor.max():.2g}"
+        verdicts.append(Verdict(
+            f"4 trajectory ({case}): ‖∇L(θ_t)‖ decreases toward zero", bool(np.all(ratio <= SHRINK)),
+            "‖∇L‖ final/initial per replicate: " + _join(ratio) + f" (threshold {SHRINK}; {how})",
+            float(ratio.max()), SHRINK))
         dist = _teacher_distance(r)
         if dist is not None:
             dr = dist[1][-1] / dist[1][0]
-            verdicts.append(Verdict(f"4 trajectory ({case}): distance to the teacher (function space) shrinks",
-                                    bool(np.all(dr <= SHRINK)),
-                                    "√(2·excess loss) final/initial per replicate: " + ", ".join(f"{x:.3g}" for x in dr)
-                                    + f" (threshold {SHRINK}; a point of equal loss has distance 0)", float(dr.max()), SHRINK))
+            verdicts.append(Verdict(
+                f"4 trajectory ({case}): distance to the teacher (function space) shrinks", bool(np.all(dr <= SHRINK)),
+                "√(2·excess loss) final/initial per replicate: " + _join(dr)
+                + f" (threshold {SHRINK}; a point of equal loss has distance 0)", float(dr.max()), SHRINK))
         late = a["late"]
         for label, series in (("parameters θ, φ", np.concatenate([a["theta"][late], a["phi"][late]], axis=2)),
                               ("function space (outputs on a fixed probe sequence)", a["probe_out"])):
             tests = [unit_root_tests(principal_series(series[:, b])) for b in range(series.shape[1])]
             ok = [x["adf_p"] < ADF_P and x["kpss_stat"] < KPSS_STAT for x in tests]
-            verdicts.append(Verdict(f"4 trajectory ({case}): late window settles — {label}", all(ok),
-                                    f"first principal component of {int(late.sum())} late checkpoints per replicate: ADF p "
-                                    + ", ".join(f"{x['adf_p']:.2g}" for x in tests) + f" (need < {ADF_P}); KPSS "
-                                    + ", ".join(f"{x['kpss_stat']:.2f}" for x in tests) + f" (need < {KPSS_STAT}, 1%)",
-                                    max(x["kpss_stat"] for x in tests), KPSS_STAT))
+            verdicts.append(Verdict(
+                f"4 trajectory ({case}): late window settles — {label}", all(ok),
+                f"first principal component of {int(late.sum())} late checkpoints per replicate: ADF p "
+                + _join([x["adf_p"] for x in tests], "{:.2g}") + f" (need < {ADF_P}); KPSS "
+                + _join([x["kpss_stat"] for x in tests], "{:.2f}") + f" (need < {KPSS_STAT}, 1%)",
+                max(x["kpss_stat"] for x in tests), KPSS_STAT))
             rows.append([case, label, sum(ok), len(ok)])
         fig = MplFigure(figsize=(8.5, 3.4))
         ax1, ax2 = fig.subplots(1, 2)
@@ -351,10 +389,10 @@ def rates(records):
             fit = power_law(tt[keep], np.exp(np.log(np.maximum(y[keep], 1e-300)).mean(axis=1)))
             rows.append([case, name, f"{fit.slope:.3f} ± {fit.se:.3f}", f"[{fit.ci[0]:.3f}, {fit.ci[1]:.3f}]",
                          fit.n, gamma, -gamma / 2])
-            verdicts.append(Verdict(f"6 rate ({case}): log {name} falls with log t (HAC 95% upper bound < 0)",
-                                    fit.ci[1] < 0, f"slope {fit.slope:.3f} ± {fit.se:.3f} (Newey–West, {fit.maxlags} lags, "
-                                                   f"{fit.n} checkpoints with t ≥ t₀ = {t0:g}); γ = {gamma}",
-                                    fit.ci[1], 0.0))
+            verdicts.append(Verdict(
+                f"6 rate ({case}): log {name} falls with log t (HAC 95% upper bound < 0)", fit.ci[1] < 0,
+                f"slope {fit.slope:.3f} ± {fit.se:.3f} (Newey–West, {fit.maxlags} lags, {fit.n} checkpoints with "
+                f"t ≥ t₀ = {t0:g}); γ = {gamma}", fit.ci[1], 0.0))
             if name.startswith("‖∇L"):
                 x = np.geomspace(tt[keep].min(), tt[keep].max(), 20)
                 line = ax.loglog(tt[keep], np.exp(np.log(y[keep]).mean(axis=1)), "o", ms=3, label=f"{case}")[0]
@@ -367,8 +405,8 @@ def rates(records):
     table = Table("6 Rates: slopes of log-quantities against log t (Newey–West standard errors), beside γ; "
                   "−γ/2 is the stochastic-approximation noise rate for γ < 1 (a heuristic beyond LSS25)",
                   ["case", "quantity", "slope ± HAC se", "95% CI", "points", "γ", "−γ/2"], rows)
-    return verdicts, [table] if rows else [], \
-        [Figure("6 ‖∇L(θ_t)‖ against t on log axes with the fitted power law (t ≥ t₀)", fig)] if ax.lines else []
+    figures = [Figure("6 ‖∇L(θ_t)‖ against t on log axes with the fitted power law (t ≥ t₀)", fig)] if ax.lines else []
+    return verdicts, [table] if rows else [], figures
 
 
 # ---------------------------------------------------------------------------- 5 limit points
@@ -383,7 +421,8 @@ def limits(records, config):
         runs = {r["data"]["estimator"]: r for r in records if r["task"].startswith(f"limit-{case}-")}
         missing = [e for e in wanted if e not in runs]
         if missing:
-            notes.append(f"5 ({case}): no record (estimator not registered when run, or not run): {', '.join(missing)}")
+            notes.append(f"5 ({case}): no record (estimator not registered when run, or not run): "
+                         + ", ".join(missing))
         rows, bars = [], []
         vals = {}
         for spec in wanted:
@@ -406,30 +445,32 @@ def limits(records, config):
             below = [(tau, s) for tau, s in taus if tau < mem]
             res = {s: welch_greater(np.log(vals[s]), np.log(vals["rtrl"])) for _, s in below}
             alpha = LEVEL / max(len(res), 1)
+            evidence = (f"memory ≈ {mem:.2f} steps; one-sided Welch on log‖∇L‖ at the late average vs RTRL: "
+                        + ", ".join(f"{s} p={p:.2g}" for s, (_, p) in res.items())
+                        + f" (need < {alpha:.2g}, familywise {LEVEL})") if res else \
+                f"no TBPTT(τ) with τ < memory {mem:.2f} was run"
             verdicts.append(Verdict(
                 f"5 limit points ({case}): TBPTT(τ) leaves a larger ‖∇L‖ than RTRL for every τ below the data's memory",
-                bool(res) and all(p < alpha for _, p in res.values()),
-                f"memory ≈ {mem:.2f} steps; one-sided Welch on log‖∇L‖ at the late average vs RTRL: "
-                + ", ".join(f"{s} p={p:.2g}" for s, (_, p) in res.items()) + f" (need < {alpha:.2g}, familywise {LEVEL})"
-                if res else f"no TBPTT(τ) with τ < memory {mem:.2f} was run", max((p for _, p in res.values()), default=1.0), alpha))
+                bool(res) and all(p < alpha for _, p in res.values()), evidence,
+                max((p for _, p in res.values()), default=1.0), alpha))
             diverged = [s for s in wanted if s.startswith("tbptt-") and s not in vals and s in runs]
             if diverged:
                 notes.append(f"5 ({case}): diverged, no limit point: {', '.join(diverged)}")
         if len(taus) >= 2:
             gms = [np.exp(np.log(vals[s]).mean()) for _, s in taus]
-            verdicts.append(Verdict(f"5 limit points ({case}): TBPTT(τ)'s ‖∇L‖ decreases in τ",
-                                    bool(np.all(np.diff(gms) < 0)),
-                                    "geometric means: " + ", ".join(f"τ={tau}: {v:.3g}" for (tau, _), v in zip(taus, gms)),
-                                    None, None))
+            verdicts.append(Verdict(
+                f"5 limit points ({case}): TBPTT(τ)'s ‖∇L‖ decreases in τ", bool(np.all(np.diff(gms) < 0)),
+                "geometric means: " + ", ".join(f"τ={tau}: {v:.3g}" for (tau, _), v in zip(taus, gms)), None, None))
         if "rtrl" in vals and _limit_norm(runs["rtrl"])[2] is not None:
             z, crit = _limit_norm(runs["rtrl"])[2]
-            verdicts.append(Verdict(f"5 limit points ({case}): RTRL's ∇L is zero within Monte Carlo error",
-                                    bool(np.all(z < crit)), "max |z| of the mean RTRL direction at the late average per replicate: "
-                                    + ", ".join(f"{x:.1f}" for x in z) + f" (bound {crit:.1f}, familywise {LEVEL})",
-                                    float(z.max()), crit))
+            verdicts.append(Verdict(
+                f"5 limit points ({case}): RTRL's ∇L is zero within Monte Carlo error", bool(np.all(z < crit)),
+                "max |z| of the mean RTRL direction at the late average per replicate: " + _join(z, "{:.1f}")
+                + f" (bound {crit:.1f}, familywise {LEVEL})", float(z.max()), crit))
         tables.append(Table(f"5 Limit points ({case}): ‖∇L‖ at the average of the iterates over the last "
                             f"{config['limit_average']:.0%} of {config['train_steps']} steps",
-                            ["estimator", "geometric mean [95% CI]", "per replicate", "noise floor", "zero test"], rows))
+                            ["estimator", "geometric mean [95% CI]", "per replicate", "noise floor", "zero test"],
+                            rows))
         fig = MplFigure(figsize=(6, 3.4))
         ax = fig.subplots()
         for i, (spec, v) in enumerate(bars):
@@ -437,14 +478,14 @@ def limits(records, config):
                 ax.text(i, 0.05, "diverged / not run", rotation=90, ha="center", va="bottom", fontsize=7,
                         transform=ax.get_xaxis_transform())
                 continue
-            ax.bar(i, v[0], color="tab:green" if spec == "rtrl" else "tab:blue" if spec.startswith("tbptt") else "tab:gray",
-                   yerr=[[v[0] - v[1]], [v[2] - v[0]]], capsize=3)
+            color = "tab:green" if spec == "rtrl" else "tab:blue" if spec.startswith("tbptt") else "tab:gray"
+            ax.bar(i, v[0], color=color, yerr=[[v[0] - v[1]], [v[2] - v[0]]], capsize=3)
         ax.set_xticks(range(len(bars)), [s for s, _ in bars], rotation=30, fontsize=8)
         ax.set_yscale("log")
         ax.set_ylabel("‖∇L‖ at the limit point")
         ax.set_title(f"{case}: memory ≈ {mem:.1f} steps" if mem else case, fontsize=9)
-        figures.append(Figure(f"5 RTRL vs TBPTT(τ), SnAp-1, UORO ({case}): ‖∇L‖ at the late average of the iterates "
-                              "(geometric mean over replicates, 95% CI)", fig))
+        figures.append(Figure(f"5 RTRL vs TBPTT(τ), SnAp-1, UORO ({case}): ‖∇L‖ at the late average of the "
+                              "iterates (geometric mean over replicates, 95% CI)", fig))
     return verdicts, tables, figures, notes
 
 
@@ -462,19 +503,23 @@ def assumptions(records):
         cls = c_ok and au["bounded_activation"] and au["robbins_monro"] and au["diverged_at"] is None
         if r["data"]["estimator"] == "rtrl" and au["bounded_activation"]:
             in_class.append(cls)
-        rows.append([r["task"], _f(au["max_contraction"], 4), au["rho"], au["activation"],
-                     "yes" if au["robbins_monro"] else "no", au["diverged_at"] if au["diverged_at"] is not None else "—",
+        rows.append([r["task"], _f(au["max_contraction"], 4), au["rho"], au["activation"], au["alpha0"],
+                     "yes" if au["robbins_monro"] else "no",
+                     "—" if au["diverged_at"] is None else au["diverged_at"],
                      "yes" if cls else "no" + ("" if au["bounded_activation"] else " (unbounded activation)")])
     verdicts = []
     if rows:
-        verdicts.append(Verdict("7 assumption audit: every run stayed in the contraction class (sup|σ'|·‖W‖₂ ≤ ρ)",
-                                all(stayed), f"{sum(stayed)} of {len(stayed)} runs; max over checkpoints of the "
-                                             "recorded contraction constant against ρ", None, None))
-        verdicts.append(Verdict("7 assumption audit: RTRL runs with bounded activation satisfied LSS25's setting",
-                                bool(in_class) and all(in_class),
-                                f"{sum(in_class)} of {len(in_class)} (contraction, tanh, 1/2 < γ ≤ 1, no divergence)", None, None))
-    table = Table("7 Assumption audit per training run", ["run", "max sup|σ'|·‖W‖₂", "ρ", "activation",
-                                                         "Σα=∞, Σα²<∞", "diverged at", "in LSS25's class"], rows)
+        verdicts.append(Verdict(
+            "7 assumption audit: every run stayed in the contraction class (sup|σ'|·‖W‖₂ ≤ ρ)", all(stayed),
+            f"{sum(stayed)} of {len(stayed)} runs; max over checkpoints of the recorded contraction constant "
+            "against ρ"))
+        verdicts.append(Verdict(
+            "7 assumption audit: RTRL runs with bounded activation satisfied LSS25's setting",
+            bool(in_class) and all(in_class),
+            f"{sum(in_class)} of {len(in_class)} (contraction, tanh, 1/2 < γ ≤ 1, no divergence)"))
+    table = Table("7 Assumption audit per training run",
+                  ["run", "max sup|σ'|·‖W‖₂", "ρ", "activation", "α₀", "Σα=∞, Σα²<∞", "diverged at",
+                   "in LSS25's class"], rows)
     fig = MplFigure(figsize=(5.5, 3.2))
     ax = fig.subplots()
     rho = None
@@ -482,16 +527,19 @@ def assumptions(records):
         if r["task"].startswith("trajectory-") and "contraction" in r["arrays"]:
             a = r["arrays"]
             keep = ~a["late"]
-            ax.semilogx(a["t"][keep], a["contraction"][keep].max(axis=1), label=f"{r['task']} (max over replicates)")
-            ax.semilogx(a["t"][keep], a["contraction"][keep].min(axis=1), lw=0.6, ls=":", color=ax.lines[-1].get_color())
+            line = ax.semilogx(a["t"][keep], a["contraction"][keep].max(axis=1),
+                               label=f"{r['task']} (max over replicates)")[0]
+            ax.semilogx(a["t"][keep], a["contraction"][keep].min(axis=1), lw=0.6, ls=":", color=line.get_color())
             rho = r["config"]["rho"]
     if rho is not None:
         ax.axhline(rho, color="k", lw=0.8, ls="--", label=f"ρ = {rho}")
     ax.set_xlabel("t")
     ax.set_ylabel("sup|σ'|·‖W_t‖₂")
-    ax.legend(fontsize=7)
-    figs = [Figure("7 The contraction constant along the RTRL trajectories (max and min over replicates) against ρ", fig)] \
-        if rho is not None else []
+    figs = []
+    if rho is not None:
+        ax.legend(fontsize=7)
+        figs.append(Figure("7 The contraction constant along the RTRL trajectories (max and min over replicates) "
+                           "against ρ", fig))
     return verdicts, [table] if rows else [], figs
 
 
@@ -521,24 +569,15 @@ def analyse(records: list[dict]) -> Section:
     # a check whose own simulation did not finish fails; another estimator's divergence is a result (check 5)
     verdicts += [Verdict(f"{r['task']} completed", False, f"{r['status']}: {r['reason']}")
                  for r in records if r["status"] != "ok" and not r["task"].startswith("limit-")]
-    notes += [
-        "Setting (working assumptions of THEORY §5, stated not proved): data from stationary geometrically ergodic "
-        "processes (VAR(1) with ‖A‖₂ < 1 and a contractive teacher; a finite irreducible aperiodic Markov chain; GARCH(1,1) "
-        "with a + b < 1); the student is a contractive Elman cell kept in sup|σ'|·‖W‖₂ ≤ ρ by projection after every step; "
-        "α_t = α₀/(1 + t/t₀)^γ with 1/2 < γ ≤ 1. The linear RNN (identity activation) is outside the bounded-activation "
-        "assumption; it is the exactly solvable case whose ergodic loss and gradient come from discrete Lyapunov equations.",
-        "∇L along trajectories with a teacher is estimated on the noise-free target: the loss then differs by the constant "
-        "½σ²n_out, so ∇L is the same and the mean loss is the excess loss (the squared function-space distance to the teacher / 2).",
-        "Thresholds: agreement tests at familywise level 1% (Bonferroni, Student t over independent paths); "
-        f"'decreases toward zero' = final ≤ {SHRINK} × initial for every replicate; stationarity = ADF p < {ADF_P} and KPSS "
-        f"statistic < {KPSS_STAT} (1%) on the first principal component of the late window.",
-    ]
+    notes += NOTES
     return Section(
         title="Convergence of online RTRL (THEORY §5)",
         experiment="convergence",
-        method=("Contractive Elman networks on ergodic data: coupling of two (s, J) chains, the law of (s_t, J_t) from two "
-                "starts, ∇L at a frozen θ three ways on independent paths (and the closed form for the linear RNN), online "
-                "RTRL trajectories with Robbins–Monro step sizes, and the limit points of TBPTT(τ), SnAp-1 and UORO."),
-        equation=r"$\nabla L(\theta) = \mathrm{E}_{\pi_\theta}[c\,J],\quad \theta_{t+1} = \Pi_\rho(\theta_t - \alpha_t c_t J_t),"
-                 r"\quad \alpha_t = \alpha_0 (1 + t/t_0)^{-\gamma}$",
+        method=("Contractive Elman networks on ergodic data: coupling of two (s, J) chains, the law of (s_t, J_t) "
+                "from two starts, ∇L at a frozen θ three ways on independent paths (and the closed form for the "
+                "linear RNN), online RTRL trajectories with Robbins–Monro step sizes, and the limit points of "
+                "TBPTT(τ), SnAp-1 and UORO."),
+        equation=r"$\nabla L(\theta) = \mathrm{E}_{\pi_\theta}[c\,J],\quad "
+                 r"\theta_{t+1} = \Pi_\rho(\theta_t - \alpha_t c_t J_t),\quad "
+                 r"\alpha_t = \alpha_0 (1 + t/t_0)^{-\gamma}$",
         config=config, verdicts=verdicts, tables=tables, figures=figures, notes=notes, failures=failures)

@@ -108,7 +108,8 @@ class LinearTheory:
         return self.loss(theta, phi) - self.minimum
 
     def batch(self, fn, theta, phi) -> np.ndarray:
-        """Apply ``fn`` (``self.loss``, ``self.gradient_norm``, …) row by row to ``θ`` (``… × p``), ``φ`` (``… × q``)."""
+        """Apply ``fn`` (``self.loss``, ``self.gradient_norm``, …) row by row to ``θ`` (``… × p``) and
+        ``φ`` (``… × q``)."""
         theta, phi = np.asarray(theta, dtype=float), np.asarray(phi, dtype=float)
         lead = theta.shape[:-1]
         th, ph = theta.reshape(-1, theta.shape[-1]), phi.reshape(-1, phi.shape[-1])

@@ -38,7 +38,8 @@ def passed(verdicts, prefix):
 
 # ---------------------------------------------------------------------------- config
 @pytest.mark.parametrize("over,msg", [({"nope": 1}, "unknown config key"), ({"gamma": 0.5}, "step-size"),
-                                      ({"gamma": 0.0}, "step-size"), ({"limit_estimators": ["tbptt-1"]}, "reference limit point"),
+                                      ({"gamma": 0.0}, "step-size"),
+                                      ({"limit_estimators": ["tbptt-1"]}, "reference limit point"),
                                       ({"chain_times": [4, 2]}, "increasing"), ({"hidden": 0}, "hidden"),
                                       ({"teacher_rho": 0.95}, "teacher_rho"), ({"grad_cases": ["xx"]}, "unknown case")])
 def test_bad_config_is_refused(over, msg):
@@ -145,8 +146,9 @@ def test_limit_check(training_records):
     # decreasing in τ, an unregistered estimator and a diverged one, from fabricated records
     def fake(spec, value, status="ok"):
         arr = {"avg_grad_norm_exact": np.full(3, value) * (1 + 0.01 * np.arange(3))}
-        return {"task": f"limit-linear-wide-{spec}", "status": status, "reason": "diverged at step 9" if status != "ok" else "",
-                "data": {"estimator": spec, "case": "linear-wide", "memory": {"steps": 3.0}}, "arrays": arr}
+        return {"task": f"limit-linear-wide-{spec}", "status": status,
+                "reason": "diverged at step 9" if status != "ok" else "", "arrays": arr,
+                "data": {"estimator": spec, "case": "linear-wide", "memory": {"steps": 3.0}}}
     cfg2 = dict(cfg, limit_estimators=["rtrl", "tbptt-1", "tbptt-2", "tbptt-4", "uoro", "snap-9"])
     v, _, _, notes = conv.limits([fake("rtrl", 0.01), fake("tbptt-1", 0.2), fake("tbptt-2", 0.3), fake("tbptt-4", 0.05),
                                   fake("uoro", 0, "diverged")], cfg2)

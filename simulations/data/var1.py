@@ -7,7 +7,9 @@
 ``Cov(x) = I``; the teacher is an Elman cell of the student's class (``tanh`` or ``identity``)
 whose recurrent matrix is ``W* = teacher_rho · O*`` (``O*`` orthogonal), so ``‖W*‖₂`` and its
 spectral radius both equal ``teacher_rho < 1``: the teacher's memory decays like ``teacher_rho^t``
-in every direction, and ``(x_t, s*_t)`` is a contraction-driven chain and ``(θ*, φ*)`` is a global minimiser of the ergodic loss, with ``L(θ*, φ*) = ½ σ_y² n_out``.
+in every direction, and ``(x_t, s*_t)`` is a contraction-driven chain.  A student of the teacher's
+size can realise it: ``(θ*, φ*)`` is then a global minimiser of the ergodic loss, with
+``L(θ*, φ*) = ½ σ_y² n_out``.
 With ``activation="identity"`` the joint system is linear and Gaussian and the ergodic loss has the
 closed form of :mod:`simulations.linear_theory`.
 
@@ -49,7 +51,8 @@ class VAR1Teacher(DataProcess):
     """VAR(1) inputs, targets from a teacher Elman network plus Gaussian noise (mse).
 
     ``hidden``, ``inputs``, ``n_out``: teacher sizes; ``activation``: ``"tanh"`` or ``"identity"``;
-    ``teacher_rho``: ``‖W*‖₂`` = spectral radius of ``W*``; ``ar``: ``‖A‖₂``; ``noise``: ``σ_y``; ``out_scale``: scale of ``V*``;
+    ``teacher_rho``: ``‖W*‖₂`` = spectral radius of ``W*``; ``ar``: ``‖A‖₂``; ``noise``: ``σ_y``;
+    ``out_scale``: scale of ``V*``;
     ``warmup``: steps the teacher runs in ``init`` so that samples start near stationarity.
     """
 
