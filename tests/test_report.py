@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from types import SimpleNamespace
@@ -12,11 +13,18 @@ from pypdf import PdfReader
 from reports import cli, registry
 from reports.figures import SPACING_ACCENT, equation_svg, figure_svg
 from reports.html import fmt
+from simulations.records import load_records
 
 try:
-    from test_report_fakes import CALLS, fakes
+    from test_report_fakes import fakes
 except ImportError:  # tests collected as a package
-    from tests.test_report_fakes import CALLS, fakes
+    from tests.test_report_fakes import fakes
+
+
+def snapshot(folder) -> dict:
+    """Every record file in ``folder`` with its start time and modification time: unchanged when
+    nothing was recomputed, whichever backend ran the tasks."""
+    return {r["path"]: (r["provenance"]["started"], os.stat(r["path"]).st_mtime_ns) for r in load_records(folder)}
 
 
 @pytest.fixture(scope="module")
@@ -27,11 +35,11 @@ def built(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(registry, "SECTIONS", fakes(passing=True, failing=True, broken=True, broken_analysis_=True))
         code = cli.main(["report", "--out", str(out), "--quiet"])
-        calls = CALLS["run_task"]
+        before = snapshot(out)
         for exp, _ in registry.SECTIONS:
             mp.setattr(exp, "run_task", None)           # any recomputation would raise TypeError
         code_from = cli.main(["report", "--from", str(out), "--out", str(rebuilt), "--format", "html"])
-        assert CALLS["run_task"] == calls
+        assert snapshot(out) == before and len(before) == 12
     return SimpleNamespace(out=out, rebuilt=rebuilt, code=code, code_from=code_from,
                            html=(out / "report.html").read_text(),
                            summary=json.loads((out / "summary.json").read_text()))
@@ -92,13 +100,15 @@ def test_pdf_opens_and_holds_the_verdict_table_as_text(built):
     assert re.search(r"sample\s*index", everything)          # a figure's axis label is real text
 
 
-def test_rerun_into_the_same_folder_reuses_records(built, monkeypatch, capsys):
+def test_rerun_into_the_same_folder_reuses_records(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(registry, "SECTIONS", fakes(passing=True))
-    calls = CALLS["run_task"]
-    assert cli.main(["report", "--out", str(built.rebuilt / "again"), "--format", "html", "--quiet"]) == 0
-    assert CALLS["run_task"] == calls + 3
-    assert cli.main(["report", "--out", str(built.rebuilt / "again"), "--format", "html", "--quiet"]) == 0
-    assert CALLS["run_task"] == calls + 3
+    assert cli.main(["report", "--out", str(tmp_path), "--format", "html", "--quiet"]) == 0
+    first = snapshot(tmp_path)
+    assert cli.main(["report", "--out", str(tmp_path), "--format", "html", "--quiet"]) == 0
+    assert snapshot(tmp_path) == first and len(first) == 3
+    assert cli.main(["report", "--out", str(tmp_path), "--format", "html", "--quiet", "--seed", "1"]) == 0
+    again = snapshot(tmp_path)
+    assert again.keys() == first.keys() and all(again[k] != first[k] for k in first)   # new seed: rerun
     assert "verdicts: 3 PASS, 0 FAIL" in capsys.readouterr().out
 
 
