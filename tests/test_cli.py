@@ -158,6 +158,7 @@ def test_default_out_is_a_new_timestamped_folder(fakes, tmp_path, monkeypatch, c
 
 def test_interrupt_keeps_finished_records_and_exits_130(fakes, tmp_path, monkeypatch, capsys):
     from reports import registry
+    use_fakes(monkeypatch)
     monkeypatch.setattr(registry, "SECTIONS", [(FakeExperiment("fake-pass", interrupt_at="t2"), None)])
     code, _, err = run_cli(capsys, "run", "fake-pass", "--out", tmp_path, "--quiet")
     assert code == 130 and "interrupted" in err and str(tmp_path) in err

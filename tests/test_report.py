@@ -16,9 +16,9 @@ from reports.html import fmt
 from simulations.records import load_records
 
 try:
-    from test_report_fakes import fakes
+    from test_report_fakes import fakes, in_process, use_fakes
 except ImportError:  # tests collected as a package
-    from tests.test_report_fakes import fakes
+    from tests.test_report_fakes import fakes, in_process, use_fakes
 
 
 def snapshot(folder) -> dict:
@@ -34,6 +34,7 @@ def built(tmp_path_factory):
     out, rebuilt = tmp_path_factory.mktemp("report"), tmp_path_factory.mktemp("rebuilt")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(registry, "SECTIONS", fakes(passing=True, failing=True, broken=True, broken_analysis_=True))
+        in_process(mp)
         code = cli.main(["report", "--out", str(out), "--quiet"])
         before = snapshot(out)
         for exp, _ in registry.SECTIONS:
@@ -101,7 +102,7 @@ def test_pdf_opens_and_holds_the_verdict_table_as_text(built):
 
 
 def test_rerun_into_the_same_folder_reuses_records(monkeypatch, capsys, tmp_path):
-    monkeypatch.setattr(registry, "SECTIONS", fakes(passing=True))
+    use_fakes(monkeypatch, passing=True)
     assert cli.main(["report", "--out", str(tmp_path), "--format", "html", "--quiet"]) == 0
     first = snapshot(tmp_path)
     assert cli.main(["report", "--out", str(tmp_path), "--format", "html", "--quiet"]) == 0
@@ -113,7 +114,7 @@ def test_rerun_into_the_same_folder_reuses_records(monkeypatch, capsys, tmp_path
 
 
 def test_all_pass_exits_0_and_prints_paths(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(registry, "SECTIONS", fakes(passing=True))
+    use_fakes(monkeypatch, passing=True)
     monkeypatch.setitem(sys.modules, "weasyprint", None)       # WeasyPrint cannot be imported
     code = cli.main(["report", "--out", str(tmp_path), "--quiet"])
     out = capsys.readouterr().out

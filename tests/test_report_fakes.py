@@ -94,6 +94,18 @@ def fakes(passing=True, failing=False, broken=False, broken_analysis_=False):
 
 
 def use_fakes(monkeypatch, **which):
+    """Put the fakes in the section registry; tasks this small run in the test process (a worker
+    pool would only add its start-up time)."""
     from reports import registry
     monkeypatch.setattr(registry, "SECTIONS", fakes(**which))
+    in_process(monkeypatch)
     return registry.SECTIONS
+
+
+def in_process(monkeypatch):
+    """Make the CLI's default backend the test process itself, where a backend choice exists."""
+    try:
+        import simulations.parallel as parallel
+    except ImportError:
+        return
+    monkeypatch.setattr(parallel, "cores", lambda: 1, raising=False)
