@@ -64,8 +64,7 @@ QUICK = {
     "fd_dirs": 6, "fd_step": 1e-4, "ess_window": 10,
     # 4, 5, 6, 7 online training: RTRL trajectories and other estimators' limit points
     "traj_cases": ["linear", "tanh"], "train_replicates": 4, "train_steps": 12000,
-    # α₀ for bounded (tanh) cells and for the linear RNN, whose curvature grows with k
-    "alpha0": 0.05, "alpha0_linear": 0.05, "t0": 1000.0, "gamma": 0.75, "update_every": 1,
+    "alpha0": 0.05, "t0": 1000.0, "gamma": 0.75, "update_every": 1,
     "log_checkpoints": 80, "late_points": 100, "late_fraction": 0.5, "limit_average": 0.1,
     "probe_steps": 40, "eval_points": 12, "eval_paths": 8, "eval_burn": 200, "eval_steps": 1000,
     "limit_cases": ["linear-wide"], "limit_estimators": ["rtrl", "tbptt-1", "tbptt-2", "tbptt-4", "snap-1", "uoro"],
@@ -77,7 +76,7 @@ FULL = dict(QUICK, **{
     "grad_cases": ["tanh", "linear", "markov", "orderbook"], "grad_paths": 64, "grad_steps": 6000,
     "fd_dirs": 10,
     # k = 8: the linear RNN's curvature is larger; α₀ = 0.05 diverges within 30 steps, 0.03 does not
-    "alpha0_linear": 0.02, "traj_cases": ["linear", "tanh", "markov"], "train_replicates": 8, "train_steps": 100000,
+    "alpha0": 0.02, "traj_cases": ["linear", "tanh", "markov"], "train_replicates": 8, "train_steps": 100000,
     "log_checkpoints": 120, "late_points": 200, "eval_points": 16, "eval_paths": 16, "eval_steps": 2000,
     "limit_cases": ["linear-wide", "markov"],
     "limit_estimators": ["rtrl", "tbptt-1", "tbptt-2", "tbptt-4", "tbptt-8", "snap-1", "uoro"],
@@ -91,7 +90,7 @@ TASK_KEYS = {
     "forgetting": ("forget_pairs", "forget_steps"),
     "stationary": ("chains", "chain_times", "j_coords"),
     "gradient": ("grad_paths", "grad_burn", "grad_steps", "fd_dirs", "fd_step", "ess_window"),
-    "training": ("train_replicates", "train_steps", "alpha0", "alpha0_linear", "t0", "gamma", "update_every",
+    "training": ("train_replicates", "train_steps", "alpha0", "t0", "gamma", "update_every",
                  "log_checkpoints", "late_points", "late_fraction", "limit_average", "probe_steps", "eval_points",
                  "eval_paths", "eval_burn", "eval_steps"),
 }
@@ -150,9 +149,8 @@ def lazy_projection(cell):
     return project
 
 
-def schedule(cfg: dict, case: str = "tanh") -> Schedule:
-    """``α_t = α₀/(1 + t/t₀)^γ`` with the case's ``α₀`` (``alpha0_linear`` for identity activation)."""
-    return Schedule(cfg["alpha0_linear"] if case.startswith("linear") else cfg["alpha0"], cfg["t0"], cfg["gamma"])
+def schedule(cfg: dict) -> Schedule:
+    return Schedule(cfg["alpha0"], cfg["t0"], cfg["gamma"])
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -259,8 +257,7 @@ class ConvergenceExperiment(Experiment):
         if list(cfg["chain_times"]) != sorted(set(cfg["chain_times"])) or cfg["chain_times"][0] < 1:
             raise ConfigError("convergence: chain_times must be increasing positive steps")
         try:
-            for case in ("tanh", "linear"):
-                schedule(cfg, case).require_robbins_monro()   # the training runs claim the theorem's step sizes
+            schedule(cfg).require_robbins_monro()   # the training runs claim the theorem's step sizes
         except ValueError as e:
             raise ConfigError(f"convergence: {e}") from None
 
@@ -365,7 +362,7 @@ class ConvergenceExperiment(Experiment):
         cell, readout, proc = problem(cfg, case)
         T, B = cfg["train_steps"], cfg["train_replicates"]
         late = np.round(np.linspace(T * (1 - cfg["late_fraction"]), T, cfg["late_points"])).astype(np.int64)
-        trainer = OnlineTrainer(cell, readout, parse_estimator(spec), proc, schedule(cfg, case), cfg["update_every"],
+        trainer = OnlineTrainer(cell, readout, parse_estimator(spec), proc, schedule(cfg), cfg["update_every"],
                                 project=lazy_projection(cell), require_theorem=True,
                                 checkpoints=np.union1d(log_checkpoints(T, cfg["log_checkpoints"]), late))
         state = trainer.init(cell.init(rng, batch=B), readout.init(rng, B), rng)
@@ -374,7 +371,7 @@ class ConvergenceExperiment(Experiment):
         arrays = {name: a[name] for name in ("t", "theta", "phi", "loss", "grad_norm", "contraction") if name in a}
         arrays["late"] = np.isin(a["t"], late)
         data = {"case": case, "estimator": spec, "p": cell.p, "q": readout.q, "steps": T, "replicates": B,
-                "audit": audit(cfg, case, cell, a, traj.diverged_at),
+                "audit": audit(cfg, cell, a, traj.diverged_at),
                 "memory": memory(cfg, proc, case)}
         if traj.diverged_at is not None:
             return TaskResult(data=data, arrays=arrays, status="diverged",
@@ -419,14 +416,13 @@ def eval_rows(cfg, t) -> np.ndarray:
     return np.unique(np.concatenate([[0], rows, [t.size - 1]]))
 
 
-def audit(cfg, case, cell, a, diverged_at) -> dict:
+def audit(cfg, cell, a, diverged_at) -> dict:
     """The run against the theorem's assumptions (THEORY §5 "Setting"; consequence 7)."""
     c = a.get("contraction")
     return {"rho": cfg["rho"], "max_contraction": None if c is None else float(c.max()),
             "final_contraction": None if c is None else c[-1].tolist(),
             "activation": cell.activation, "bounded_activation": cell.activation == "tanh",
-            "robbins_monro": schedule(cfg, case).robbins_monro, "gamma": cfg["gamma"],
-            "alpha0": schedule(cfg, case).alpha0,
+            "robbins_monro": schedule(cfg).robbins_monro, "gamma": cfg["gamma"], "alpha0": cfg["alpha0"],
             "t0": cfg["t0"], "update_every": cfg["update_every"], "diverged_at": diverged_at}
 
 
