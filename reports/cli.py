@@ -2,7 +2,13 @@
 
 Exit status: 0 every verdict passes; 1 a verdict failed (the report and records are still
 written); 2 bad input, reported as one line ``rtrl-validate: error: ...`` on stderr; 130 when
-interrupted (finished records are kept).
+interrupted (finished records are kept, the run is marked interrupted in ``DIR/run.json`` and
+``--resume DIR`` continues it).
+
+``run`` and ``report`` run their tasks on ``--workers N`` local processes (default: one per core;
+1 = in this process) or on a Dask cluster (``--scheduler tcp://HOST:PORT``, or ``local`` for a
+``LocalCluster``); the records are the same either way.  ``DIR/run.json`` (the run manifest)
+keeps the command, profile, seed and config overrides, and the run's status.
 """
 from __future__ import annotations
 
@@ -16,7 +22,7 @@ from importlib import metadata
 from pathlib import Path
 
 from simulations.experiments.base import ConfigError
-from simulations.records import RecordError, write_json
+from simulations.records import RecordError, jsonable, utc_now, write_json
 from simulations.runner import one_line
 
 
@@ -29,6 +35,9 @@ PROG = "rtrl-validate"
 FALLBACK_VERSION = "0.1.0"
 PROFILES = ("quick", "full")
 RESULTS_ROOT = Path("rtrl-results")
+MANIFEST = "run.json"
+MANIFEST_VERSION = 1
+CHECKPOINT_EVERY = 1000
 
 
 class CLIError(Exception):
@@ -70,6 +79,14 @@ def seed_int(text: str) -> int:
     return _integer(text, 0, "non-negative")
 
 
+def scheduler_address(text: str) -> str:
+    from simulations.parallel import SchedulerError, check_address
+    try:
+        return check_address(text)
+    except SchedulerError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def density(text: str) -> float:
     try:
         value = float(text)
@@ -102,7 +119,8 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     run = sub.add_parser("run", help="run one experiment and write its records")
-    run.add_argument("experiment", metavar="EXPERIMENT", help="a registered experiment (see 'list')")
+    run.add_argument("experiment", metavar="EXPERIMENT", nargs="?",
+                     help="a registered experiment (see 'list'); optional with --resume")
     report = sub.add_parser("report", help="run what is missing, then write report.html and report.pdf")
     for p in (run, report):
         p.add_argument("--profile", default=None, help="config profile: quick (default) or full")
@@ -112,6 +130,15 @@ def build_parser() -> Parser:
                        help="results folder (default: a new timestamped folder under ./rtrl-results/)")
         p.add_argument("--seed", type=seed_int, default=None, help="run seed (default 0)")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
+        p.add_argument("--workers", type=positive_int, default=None, metavar="N",
+                       help="local worker processes (default: one per core; 1 = in this process)")
+        p.add_argument("--scheduler", type=scheduler_address, default=None, metavar="ADDRESS",
+                       help="run the tasks on the Dask cluster at ADDRESS (tcp://HOST:PORT), or 'local' "
+                            "for a LocalCluster of --workers processes (needs the 'distributed' extra)")
+        p.add_argument("--resume", metavar="DIR", type=Path,
+                       help="continue the interrupted run in DIR with its own settings (profile, config, seed)")
+        p.add_argument("--checkpoint-every", type=seed_int, default=None, metavar="M",
+                       help=f"long runs checkpoint every M steps (default {CHECKPOINT_EVERY}; 0 = never)")
     report.add_argument("--from", dest="from_dir", metavar="DIR", type=Path,
                         help="rebuild the report from the records in DIR only (nothing is computed)")
     report.add_argument("--format", type=formats, default=("html", "pdf"), metavar="html,pdf",
@@ -212,6 +239,91 @@ def prepare_out(out: Path | None) -> Path:
     return out
 
 
+def read_manifest(folder: Path) -> dict:
+    """The run manifest ``DIR/run.json`` of an earlier ``run`` or ``report``; :class:`CLIError` if
+    it is missing, corrupt or of another version."""
+    path = folder / MANIFEST
+    try:
+        import json
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CLIError(f"{folder} is not a results folder of 'run' or 'report' (no {MANIFEST})") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise CLIError(f"{path}: corrupt run manifest ({one_line(str(e))})") from None
+    if not isinstance(manifest, dict) or manifest.get("schema_version") != MANIFEST_VERSION:
+        version = manifest.get("schema_version") if isinstance(manifest, dict) else None
+        raise CLIError(f"{path}: run manifest version {version!r} is not supported (this version reads "
+                       f"{MANIFEST_VERSION}); start a new run")
+    missing = [k for k in ("command", "profile", "seed", "overrides") if k not in manifest]
+    if missing or not isinstance(manifest["overrides"], dict):
+        raise CLIError(f"{path}: corrupt run manifest (missing or bad: {', '.join(missing) or 'overrides'})")
+    return manifest
+
+
+def resume_settings(args) -> dict:
+    """``--resume DIR``: the earlier run's manifest, checked against this command; the run
+    continues in DIR with the manifest's profile, seed and config overrides."""
+    for flag, value in (("--profile", args.profile), ("--config", args.config), ("--seed", args.seed),
+                        ("--out", args.out)):
+        if value is not None:
+            raise CLIError(f"{flag} cannot be combined with --resume (the interrupted run's settings are used)")
+    if not args.resume.is_dir():
+        raise CLIError(f"--resume {args.resume}: no such folder")
+    manifest = read_manifest(args.resume)
+    if manifest["command"] != args.command:
+        raise CLIError(f"--resume {args.resume}: that folder holds a '{manifest['command']}' run; continue it with "
+                       f"'{PROG} {manifest['command']} --resume {args.resume}'")
+    if args.command == "run" and args.experiment not in (None, manifest.get("experiment")):
+        raise CLIError(f"--resume {args.resume}: that folder holds a run of {manifest.get('experiment')!r}, "
+                       f"not {args.experiment!r}")
+    return manifest
+
+
+def start_manifest(args, out: Path, manifest: dict) -> None:
+    """Write ``DIR/run.json`` (status ``running``); :func:`main` marks it interrupted on Ctrl-C."""
+    try:
+        manifest = {"schema_version": MANIFEST_VERSION, **jsonable(manifest), "status": "running",
+                    "started": utc_now(), "version": version()}
+    except TypeError:
+        raise CLIError("--config values must be numbers, strings, booleans, lists or tables") from None
+    args.state.update(out=out, manifest=manifest)
+    write_json(out / MANIFEST, manifest)
+
+
+def finish_manifest(state: dict, status: str, **extra) -> None:
+    manifest = state.get("manifest")
+    if manifest is not None:
+        write_json(state["out"] / MANIFEST, {**manifest, "status": status, "finished": utc_now(), **extra})
+
+
+def executor(args):
+    """The backend for ``--workers`` / ``--scheduler`` (:mod:`simulations.parallel`)."""
+    from simulations.parallel import SchedulerError, import_distributed, make_executor
+    try:
+        if args.scheduler is not None:
+            import_distributed()
+        return make_executor(args.workers, args.scheduler)
+    except SchedulerError as e:
+        raise CLIError(one_line(str(e))) from None
+
+
+def checkpoint_store(every: int | None, out: Path):
+    from simulations.checkpoint import CheckpointStore
+    every = CHECKPOINT_EVERY if every is None else every
+    return CheckpointStore.in_results(out, every) if every else None
+
+
+def compute(args, plan: list, seed: int, out: Path) -> dict:
+    """Run ``plan`` (``[(experiment, config)]``) on the chosen backend, checkpointing into ``out``."""
+    from simulations.parallel import SchedulerError
+    from simulations.runner import run_experiments
+    try:
+        return run_experiments(plan, seed, out, progress=not args.quiet, executor=args.executor,
+                               checkpoints=checkpoint_store(args.checkpoint_every, out))
+    except SchedulerError as e:
+        raise CLIError(one_line(str(e))) from None
+
+
 def print_verdicts(verdicts: list[dict], not_run: list[str] = ()) -> None:
     n_fail = sum(not v["passed"] for v in verdicts)
     line = f"verdicts: {len(verdicts) - n_fail} PASS, {n_fail} FAIL"
@@ -228,16 +340,25 @@ def print_verdicts(verdicts: list[dict], not_run: list[str] = ()) -> None:
 # commands
 
 def cmd_run(args) -> int:
-    from simulations.runner import run_experiment
     registered = experiments()
+    if args.resume is not None:
+        manifest = resume_settings(args)
+        args.experiment, profile, seed, overrides = (manifest.get("experiment"), manifest["profile"],
+                                                     manifest["seed"], manifest["overrides"])
+    elif args.experiment is None:
+        raise CLIError("the following arguments are required: EXPERIMENT (or --resume DIR)")
     if args.experiment not in registered:
         raise CLIError(f"unknown experiment {args.experiment!r}; known experiments: {known(registered)}")
-    profile = check_profile(args.profile)
-    config = configure([args.experiment], profile, read_overrides(args.config))[args.experiment]
-    out = prepare_out(args.out)
-    args.state["out"] = out
-    records = run_experiment(registered[args.experiment], config, 0 if args.seed is None else args.seed,
-                             out, progress=not args.quiet)
+    if args.resume is None:
+        profile, seed = check_profile(args.profile), 0 if args.seed is None else args.seed
+        overrides = read_overrides(args.config)
+    config = configure([args.experiment], profile, overrides)[args.experiment]
+    args.executor = executor(args)
+    out = args.resume if args.resume is not None else prepare_out(args.out)
+    start_manifest(args, out, {"command": "run", "experiment": args.experiment, "profile": profile,
+                               "seed": seed, "overrides": overrides})
+    records = compute(args, [(registered[args.experiment], config)], seed, out)[args.experiment]
+    finish_manifest(args.state, "complete")
     status = [r["status"] for r in records]
     print(f"records: {out / 'records' / args.experiment} ({len(records)} tasks: {status.count('ok')} ok, "
           f"{status.count('diverged')} diverged, {status.count('failed')} failed)")
@@ -249,11 +370,13 @@ def cmd_run(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .build import build_report, compute_records, stored_records
+    from .build import build_report, stored_records
     from .output import write_report
 
     if args.from_dir is not None:
-        for flag, value in (("--profile", args.profile), ("--config", args.config), ("--seed", args.seed)):
+        for flag, value in (("--profile", args.profile), ("--config", args.config), ("--seed", args.seed),
+                            ("--workers", args.workers), ("--scheduler", args.scheduler),
+                            ("--resume", args.resume), ("--checkpoint-every", args.checkpoint_every)):
             if value is not None:
                 raise CLIError(f"{flag} cannot be combined with --from (nothing is computed)")
         if not args.from_dir.is_dir():
@@ -268,12 +391,22 @@ def cmd_report(args) -> int:
         seeds = sorted({r["seed"] for recs in records.values() for r in recs})
         report = build_report(records, profile=None, seed=seeds[0] if len(seeds) == 1 else None,
                               source=str(args.from_dir))
+        note_interrupted(args.from_dir)
     else:
-        profile, seed = check_profile(args.profile), 0 if args.seed is None else args.seed
-        configs = configure(list(experiments()), profile, read_overrides(args.config))
-        out = prepare_out(args.out)
-        args.state["out"] = out
-        records = compute_records(configs, seed, out, progress=not args.quiet)
+        if args.resume is not None:
+            manifest = resume_settings(args)
+            profile, seed, overrides = manifest["profile"], manifest["seed"], manifest["overrides"]
+        else:
+            profile, seed = check_profile(args.profile), 0 if args.seed is None else args.seed
+            overrides = read_overrides(args.config)
+        configs = configure(list(experiments()), profile, overrides)
+        args.executor = executor(args)
+        out = args.resume if args.resume is not None else prepare_out(args.out)
+        start_manifest(args, out, {"command": "report", "experiment": None, "profile": profile, "seed": seed,
+                                   "overrides": overrides})
+        registered = experiments()
+        records = compute(args, [(registered[name], config) for name, config in configs.items()], seed, out)
+        finish_manifest(args.state, "complete")
         report = build_report(records, profile=profile, seed=seed, source=str(out))
 
     paths, messages = write_report(report, out, args.format)
@@ -285,6 +418,19 @@ def cmd_report(args) -> int:
     print(f"summary: {paths['summary']}")
     print_verdicts(report.verdicts, report.not_run)
     return 0 if report.passed else 1
+
+
+def note_interrupted(folder: Path) -> None:
+    """``report --from`` an interrupted run: say which tasks are missing and how to continue."""
+    try:
+        manifest = read_manifest(folder)
+    except CLIError:
+        return
+    if manifest.get("status") == "interrupted":
+        unfinished = manifest.get("unfinished") or []
+        print(f"note: {folder} is from an interrupted run ({len(unfinished)} unfinished task(s): "
+              f"{', '.join(unfinished[:5])}{' ...' if len(unfinished) > 5 else ''}); continue it with "
+              f"'{PROG} {manifest['command']} --resume {folder}'")
 
 
 def cmd_list(args) -> int:
@@ -350,9 +496,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except SystemExit as e:          # --help, --version
         return e.code if isinstance(e.code, int) else 0
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         where = f" in {state['out']}" if "out" in state else ""
-        print(f"{PROG}: interrupted; finished records are kept{where}", file=sys.stderr)
+        unfinished = list(getattr(e, "running", []))
+        try:
+            finish_manifest(state, "interrupted", unfinished=unfinished)
+        except (OSError, KeyboardInterrupt):
+            pass
+        again = f"; continue with: {PROG} {state['manifest']['command']} --resume {state['out']}" \
+            if "manifest" in state else ""
+        print(f"{PROG}: interrupted; finished records are kept{where}{again}", file=sys.stderr)
         return 130
 
 

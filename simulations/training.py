@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import checkpoint as checkpoints
+
 
 @dataclass(frozen=True)
 class Schedule:
@@ -84,6 +86,7 @@ class Trajectory:
     grad: list = field(default_factory=list)           # B × p: mean g_t over the window (record_grad)
     grad_phi: list = field(default_factory=list)       # B × q: mean ∂ℓ_t/∂φ over the window (record_grad)
     diverged_at: int | None = None
+    diverged_reason: str | None = None                 # what left the bound at ``diverged_at``
 
     def arrays(self) -> dict[str, np.ndarray]:
         out = {"t": np.asarray(self.t)}
@@ -141,11 +144,20 @@ class OnlineTrainer:
         return i < self.checkpoints.size and self.checkpoints[i] == t
 
     def run(self, state: TrainState, steps: int, rng: np.random.Generator,
-            traj: Trajectory | None = None, progress=None) -> tuple[TrainState, Trajectory]:
+            traj: Trajectory | None = None, progress=None, checkpoint=None) -> tuple[TrainState, Trajectory]:
         """Advance ``steps`` steps; returns the new state and the (extended) trajectory.
 
-        A non-finite or blown-up state, influence or parameter stops the run and sets
-        ``traj.diverged_at`` to the step; no exception is raised.
+        Divergence stops the run without an exception and sets ``traj.diverged_at`` to the step
+        and ``traj.diverged_reason``: checked every step, a non-finite loss or a state, parameter or
+        gradient estimate beyond ``blowup``; at the end of every data chunk, the estimator's
+        influence (``B × k × p``, where it holds one) beyond ``blowup`` in Frobenius norm.
+
+        ``checkpoint``: a :class:`simulations.checkpoint.Slot`; by default the next slot of the
+        running task's checkpoints (:func:`simulations.checkpoint.slot`, set by the driver), ``False``
+        for none.  Every ``slot.every`` steps (at the end of a data chunk) and at the end, the state,
+        trajectory, window sums and ``rng.bit_generator.state`` are saved; a run with the same
+        arguments whose snapshot exists continues from it (``state``, ``traj`` updated in place,
+        ``rng`` reset) and ends with the same numbers as an uninterrupted run.
         """
         traj = traj or Trajectory()
         cell, ro, est = self.cell, self.readout, self.estimator
@@ -153,7 +165,20 @@ class OnlineTrainer:
         sparse_updates = not getattr(est, "online", True)   # e.g. TBPTT: g is zero between blocks
         B = state.theta.shape[0]
         win = _Window(B, state.theta.shape[1], state.phi.shape[1], self.record_grad)
-        end = state.t + steps
+        start = state.t
+        end = start + steps
+        slot = checkpoints.slot() if checkpoint is None else (checkpoint or None)
+        if slot is not None:
+            call = self._call_fingerprint(state, steps, rng)
+            snap = slot.load(call)
+            if snap is not None:
+                saved_state, saved_traj, win, rng_state = snap[1]
+                vars(state).update(vars(saved_state))
+                vars(traj).update(vars(saved_traj))
+                rng.bit_generator.state = rng_state
+                if progress is not None and state.t > start:
+                    progress(state.t - start)
+            last_save = state.t
         while state.t < end:
             n = min(self.chunk, end - state.t)
             state.data, xs, ys = self.process.sample(state.data, n, rng)
@@ -169,7 +194,7 @@ class OnlineTrainer:
                 loss, credit, dphi = ro.evaluate(state.phi, state.s, ys[i])
                 state.est, g = est.gradient(state.est, credit)
                 state.t += 1
-                win.add(loss, g, dphi)
+                g_norm = win.add(loss, g, dphi)
                 if learn:
                     state.g_acc += g
                     state.gphi_acc += dphi
@@ -178,15 +203,54 @@ class OnlineTrainer:
                 ok = state.s.max() < blowup and state.s.min() > -blowup
                 if learn and ok:
                     ok = state.theta.max() < blowup and state.theta.min() > -blowup
-                if not (ok and np.isfinite(win.loss_sum)):
-                    traj.diverged_at = state.t
+                if not (ok and np.isfinite(win.loss_sum) and g_norm.max() < blowup):
+                    traj.diverged_at, traj.diverged_reason = state.t, self._divergence(state, win, g_norm)
                     return state, traj
                 if record_now[i]:
                     self._record(traj, state, win)
                     win = _Window(B, state.theta.shape[1], state.phi.shape[1], self.record_grad)
+            influence = self._influence_norm(state)
+            if not influence < blowup:
+                traj.diverged_at = state.t
+                traj.diverged_reason = f"influence norm {influence:.3g} beyond the bound {blowup:g}"
+                return state, traj
             if progress is not None:
                 progress(n)
+            if slot is not None and state.t < end and state.t - last_save >= slot.every:
+                slot.save(call, state.t, (state, traj, win, rng.bit_generator.state))
+                last_save = state.t
+        if slot is not None and (last_save > start or steps >= slot.every):
+            slot.save(call, state.t, (state, traj, win, rng.bit_generator.state))
         return state, traj
+
+    def _call_fingerprint(self, state, steps, rng) -> dict:
+        """What identifies a call of :meth:`run` for its checkpoints: trainer settings, start,
+        length, and a digest of the initial arrays and of the generator state."""
+        return {"trainer": repr((self.cell.name, self.cell.k, self.cell.p, self.estimator, self.schedule,
+                                 self.update_every, self.record_every, self.chunk, self.blowup,
+                                 None if self.checkpoints is None else self.checkpoints.tolist(),
+                                 self.record_grad, self.train_readout, self.project is None)),
+                "start": int(state.t), "steps": int(steps),
+                "digest": checkpoints.digest(state.s, state.theta, state.phi, state.g_acc, state.gphi_acc, rng=rng)}
+
+    def _influence_norm(self, state) -> float:
+        """Largest Frobenius norm of the estimator's influence over replicates (0 without one)."""
+        try:
+            J = self.estimator.influence(state.est)
+        except (NotImplementedError, AttributeError):
+            return 0.0
+        J = J.reshape(J.shape[0], -1)
+        return float(np.sqrt(np.einsum("bi,bi->b", J, J)).max())
+
+    def _divergence(self, state, win, g_norm) -> str:
+        """Which quantity left the bound: the first of state, θ, gradient estimate, else the loss."""
+        for what, x in (("state", state.s), ("parameters", state.theta), ("gradient estimate norm", g_norm)):
+            worst = float(np.max(np.abs(x)))
+            if not np.isfinite(worst):
+                return f"{what} non-finite"
+            if not worst < self.blowup:
+                return f"{what} {worst:.3g} beyond the bound {self.blowup:g}"
+        return "loss non-finite"
 
     def _update(self, state, alpha, sparse_updates):
         if not sparse_updates or state.g_acc.any():
@@ -248,7 +312,9 @@ class _Window:
         self.n += 1
         self.loss += loss
         self.loss_sum = self.loss[0] if self.loss.size == 1 else float(self.loss.sum())
-        self.gnorm += np.sqrt(np.einsum("bp,bp->b", g, g))
+        g_norm = np.sqrt(np.einsum("bp,bp->b", g, g))
+        self.gnorm += g_norm
         if self.g is not None:
             self.g += g
             self.gphi += dphi
+        return g_norm
