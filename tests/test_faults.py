@@ -1,0 +1,221 @@
+"""Runs that survive faults: checkpoint/resume gives the numbers of an uninterrupted run (in
+process, and for a CLI run interrupted by SIGINT in a subprocess), Ctrl-C keeps finished records
+and marks the run interrupted (exit 130), divergence is recorded with its step, never raised."""
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reports import cli
+from simulations.cells import make_cell
+from simulations.checkpoint import CheckpointStore
+from simulations.data import VAR1Teacher
+from simulations.data.base import DataProcess
+from simulations.estimators import parse_estimator
+from simulations.parallel import InProcess
+from simulations.readouts import LinearReadout
+from simulations.records import load_records
+from simulations.runner import run_experiment
+from simulations.training import OnlineTrainer, Schedule
+
+try:
+    from test_parallel_fakes import TrainerExperiment, numbers, use_trainer
+    from test_report_fakes import CALLS, FakeExperiment, summarise
+except ImportError:  # tests collected as a package
+    from tests.test_parallel_fakes import TrainerExperiment, numbers, use_trainer
+    from tests.test_report_fakes import CALLS, FakeExperiment, summarise
+
+ROOT = Path(__file__).resolve().parent.parent
+STEPS = 400
+
+
+# ---------------------------------------------------------------------------------------- trainer
+def train(estimator: str, store: CheckpointStore | None = None, stop_at: int | None = None, config=1):
+    """Online training of 400 steps from fixed seeds; ``stop_at``: raise KeyboardInterrupt at the
+    first chunk end at or after that step (as Ctrl-C would)."""
+    rng = np.random.default_rng(3)
+    cell = make_cell("elman", 3, 2)
+    proc = VAR1Teacher(hidden=3, inputs=2)
+    readout = LinearReadout(cell.k, proc.n_out)
+    trainer = OnlineTrainer(cell, readout, parse_estimator(estimator), proc, Schedule(0.05, 100.0, 0.75),
+                            record_every=40, chunk=32)
+    state = trainer.init(cell.init(rng, batch=2), readout.init(rng, 2), rng)
+
+    def progress(n):
+        if stop_at is not None and state.t >= stop_at:
+            raise KeyboardInterrupt
+
+    ck = store.task("exp", "task", {"config": config}) if store is not None else None
+    with ck if ck is not None else contextlib.nullcontext():
+        state, traj = trainer.run(state, STEPS, rng, progress=progress)
+    return {"theta": state.theta, "phi": state.phi, "s": state.s, "after": rng.standard_normal(3),
+            **traj.arrays()}, ck
+
+
+@pytest.mark.parametrize("estimator", ["rtrl", "snap-1", "uoro", "kf-rtrl", "tbptt-4"])
+def test_trainer_resumes_with_the_numbers_of_an_uninterrupted_run(estimator, tmp_path):
+    reference, _ = train(estimator)
+    store = CheckpointStore(tmp_path, every=64)
+    with pytest.raises(KeyboardInterrupt):
+        train(estimator, store, stop_at=200)
+    resumed, ck = train(estimator, store)
+    assert ck.restored == [{"loop": 0, "step": 192}]          # continued from the newest snapshot
+    assert resumed.keys() == reference.keys()
+    for name, value in reference.items():
+        np.testing.assert_array_equal(resumed[name], value, err_msg=name)
+    again, ck = train(estimator, store)                        # the final snapshot: nothing to redo
+    assert ck.restored == [{"loop": 0, "step": STEPS}]
+    np.testing.assert_array_equal(again["after"], reference["after"])
+
+
+def test_checkpoint_of_another_computation_is_ignored(tmp_path):
+    reference, _ = train("rtrl")
+    store = CheckpointStore(tmp_path, every=64)
+    with pytest.raises(KeyboardInterrupt):
+        train("rtrl", store, stop_at=200, config=2)           # another task config
+    resumed, ck = train("rtrl", store)
+    assert ck.restored == [] and "checkpoint of another computation ignored" in ck.notes[0]
+    np.testing.assert_array_equal(resumed["theta"], reference["theta"])
+    (tmp_path / "exp" / "task" / "loop-0.pkl").write_bytes(b"not a pickle")
+    resumed, ck = train("rtrl", store)
+    assert ck.restored == [] and "unreadable checkpoint ignored" in ck.notes[0]
+    np.testing.assert_array_equal(resumed["theta"], reference["theta"])
+
+
+# ---------------------------------------------------------------------------- CLI: SIGINT, resume
+SCRIPT = """
+import signal, sys
+sys.path.insert(0, {tests!r})
+signal.signal(signal.SIGINT, signal.default_int_handler)
+from test_parallel_fakes import TrainerExperiment
+from reports import cli
+cli.experiments = lambda: {{"fake-trainer": TrainerExperiment()}}
+sys.exit(cli.main(sys.argv[1:]))
+"""
+TRAINER_TOML = "[fake-trainer]\ntasks = 2\nsteps = 3000\n"
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    (folder / "cfg.toml").write_text(TRAINER_TOML)
+    exp = TrainerExperiment()
+    config = exp.config("quick", {"tasks": 2, "steps": 3000})
+    return run_experiment(exp, config, 0, folder / "out", progress=False, executor=InProcess())
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigint_then_resume_gives_the_uninterrupted_numbers(workers, uninterrupted, tmp_path, monkeypatch, capsys):
+    cfg, out = tmp_path / "cfg.toml", tmp_path / "out"
+    cfg.write_text(TRAINER_TOML)
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT.format(tests=str(ROOT / "tests")), "run", "fake-trainer",
+                             "--config", str(cfg), "--out", str(out), "--workers", str(workers),
+                             "--checkpoint-every", "100", "--quiet"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list((out / "checkpoints").rglob("loop-0.pkl")):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "interrupted; finished records are kept" in lines[0], err
+    assert f"rtrl-validate run --resume {out}" in lines[0]
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["status"] == "interrupted" and "fake-trainer/run-0" in manifest["unfinished"]
+    assert len(load_records(out)) < 2
+
+    use_trainer(monkeypatch)
+    assert cli.main(["run", "--resume", str(out), "--workers", "1", "--quiet"]) == 0, capsys.readouterr()
+    records = load_records(out)
+    assert numbers(records) == numbers(uninterrupted)
+    restored = records[0]["provenance"]["checkpoints"]["restored"]
+    assert restored and restored[0]["step"] >= 100                # it did continue from a checkpoint
+    assert json.loads((out / "run.json").read_text())["status"] == "complete"
+    assert not (out / "checkpoints").exists()                       # removed once records are written
+
+
+def test_report_ctrl_c_marks_the_run_and_resume_finishes_it(monkeypatch, tmp_path, capsys):
+    from reports import registry
+    monkeypatch.setattr(registry, "SECTIONS", [(FakeExperiment("fake-pass", bound=10.0, interrupt_at="t1"),
+                                                summarise)])
+    out = tmp_path / "out"
+    assert cli.main(["report", "--out", str(out), "--workers", "1", "--quiet", "--format", "html"]) == 130
+    err = capsys.readouterr().err
+    assert f"continue with: rtrl-validate report --resume {out}" in err
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["status"] == "interrupted" and manifest["unfinished"] == ["fake-pass/t1"]
+    assert [r["task"] for r in load_records(out)] == ["t0"]          # the finished record is kept
+
+    assert cli.main(["report", "--from", str(out), "--format", "html"]) == 0
+    assert "is from an interrupted run (1 unfinished task(s): fake-pass/t1)" in capsys.readouterr().out
+
+    monkeypatch.setattr(registry, "SECTIONS", [(FakeExperiment("fake-pass", bound=10.0), summarise)])
+    start = CALLS["run_task"]
+    assert cli.main(["report", "--resume", str(out), "--workers", "1", "--quiet", "--format", "html"]) == 0
+    assert CALLS["run_task"] - start == 2                           # t0 is reused, t1 and t2 run
+    assert (out / "report.html").is_file() and [r["task"] for r in load_records(out)] == ["t0", "t1", "t2"]
+    assert json.loads((out / "run.json").read_text())["status"] == "complete"
+
+
+# ------------------------------------------------------------------------------------ divergence
+class Replay(DataProcess):
+    """Fixed ``xs`` (T × B × m) and ``ys``."""
+
+    def __init__(self, xs, ys):
+        self.xs, self.ys, self.m, self.n_out = xs, ys, xs.shape[2], ys.shape[2]
+
+    def init(self, rng, batch):
+        return 0
+
+    def sample(self, state, T, rng):
+        return state + T, self.xs[state:state + T], self.ys[state:state + T]
+
+
+def test_non_finite_input_stops_the_run_at_its_step():
+    cell, readout = make_cell("elman", 3, 2), LinearReadout(3, 1)
+    rng = np.random.default_rng(0)
+    xs, ys = rng.standard_normal((40, 2, 2)), rng.standard_normal((40, 2, 1))
+    xs[17, 1, 0] = np.nan
+    trainer = OnlineTrainer(cell, readout, parse_estimator("rtrl"), Replay(xs, ys), Schedule(0.01), chunk=8)
+    state, traj = trainer.run(trainer.init(cell.init(rng, batch=2), readout.init(rng, 2), rng), 40, rng)
+    assert traj.diverged_at == 18 and state.t == 18 and traj.diverged_reason == "state non-finite"
+
+
+def test_influence_blow_up_is_detected_with_a_bounded_state():
+    """Linear cell with ``W = 2I``, zero inputs, bias and targets: ``s_t = 0`` and the credit is 0,
+    but the influence of the bias doubles each step, ``J_t = (2^t − 1) I`` (``‖J_t‖_F = (2^t − 1)√k``)."""
+    k = 3
+    cell, readout = make_cell("elman", k, 2, activation="identity"), LinearReadout(k, 1)
+    P = {name: np.zeros_like(value) for name, value in cell.unpack(cell.init(np.random.default_rng(0))).items()}
+    P["W"] = 2.0 * np.eye(k)
+    theta = cell.pack(P)[None]
+    zeros = Replay(np.zeros((100, 1, 2)), np.zeros((100, 1, 1)))
+    blowup = 1e8
+    trainer = OnlineTrainer(cell, readout, parse_estimator("rtrl"), zeros, None, chunk=1, blowup=blowup)
+    state, traj = trainer.run(trainer.init(theta, np.zeros((1, readout.q)), None), 100, None)
+    expected = next(t for t in range(1, 100) if (2.0 ** t - 1) * np.sqrt(k) >= blowup)
+    assert traj.diverged_at == expected and not np.any(state.s)
+    assert traj.diverged_reason.startswith("influence norm") and "beyond the bound 1e+08" in traj.diverged_reason
+
+
+def test_diverged_task_is_a_record_with_its_step(tmp_path):
+    exp = TrainerExperiment()
+    records = run_experiment(exp, exp.config("quick", {"tasks": 1, "alpha0": 50.0}), 0, tmp_path, progress=False)
+    r = records[0]
+    assert r["status"] == "diverged" and isinstance(r["data"]["diverged_at"], int)
+    assert r["reason"].startswith(f"training diverged at step {r['data']['diverged_at']}: ")
+    assert r["data"]["diverged_at"] < 600
