@@ -321,6 +321,7 @@ def compute(args, plan: list, seed: int, out: Path) -> dict:
         return run_experiments(plan, seed, out, progress=not args.quiet, executor=args.executor,
                                checkpoints=checkpoint_store(args.checkpoint_every, out))
     except SchedulerError as e:
+        finish_manifest(args.state, "failed", reason=one_line(str(e)))
         raise CLIError(one_line(str(e))) from None
 
 

@@ -38,6 +38,7 @@ BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_
 #: ``local``, ``scheme://host[:port]`` or ``host:port``
 SCHEDULER_ADDRESS = re.compile(r"local|(tcp|tls|inproc|ucx|ws|wss)://[^\s/:]+(:\d{1,5})?|[A-Za-z0-9._-]+:\d{1,5}")
 INSTALL_DISTRIBUTED = "pip install 'rtrl-validation[distributed]'"
+CONNECT_TIMEOUT = 10.0        # seconds to reach a Dask scheduler
 
 
 class Interrupted(KeyboardInterrupt):
@@ -75,6 +76,9 @@ def check_address(address) -> str:
     """``address`` if it is ``"local"`` or a scheduler address; else :class:`SchedulerError`."""
     if not isinstance(address, str) or not SCHEDULER_ADDRESS.fullmatch(address):
         raise SchedulerError(f"scheduler address must be 'local', tcp://HOST:PORT or HOST:PORT, got {address!r}")
+    port = address.rpartition(":")[2] if address.count(":") > (1 if "://" in address else 0) else None
+    if port is not None and not 0 < int(port) < 65536:
+        raise SchedulerError(f"scheduler port must be in 1..65535, got {port} in {address!r}")
     return address
 
 
@@ -278,12 +282,12 @@ class DaskCluster:
     """The Dask scheduler at ``address``; ``"local"`` starts a ``LocalCluster`` of ``workers``
     single-threaded worker processes (BLAS threads from :func:`blas_threads`) for the run."""
 
-    def __init__(self, address: str, workers: int | None = None, timeout: float = 10.0):
+    def __init__(self, address: str, workers: int | None = None, timeout: float | None = None):
         self.address = check_address(address)
         if address != "local" and workers is not None:
             raise SchedulerError("the number of workers of a running Dask cluster is set where its workers start")
         self.workers = check_workers(workers if workers is not None else cores()) if address == "local" else None
-        self.timeout = timeout
+        self.timeout = CONNECT_TIMEOUT if timeout is None else timeout
         self.threads = blas_threads(self.workers) if address == "local" else None
 
     def __repr__(self) -> str:
