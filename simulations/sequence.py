@@ -45,9 +45,8 @@ def run_sequence(cell, theta, readout, phi, xs, ys, estimator, rng=None, s0=None
     for t in range(xs.shape[0]):
         lin = cell.linearize(theta, s, xs[t])
         s = lin.state
-        est = estimator.update(est, lin, rng)
         loss, credit, dphi = readout.evaluate(phi, s, ys[t])
-        est, gt = estimator.gradient(est, credit)
+        est, gt = estimator.step(est, lin, credit, rng)
         L += loss
         g += gt
         gphi += dphi

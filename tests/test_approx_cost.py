@@ -25,8 +25,8 @@ def test_fit_exponent_recovers_a_power_law():
     assert f["lo"] < 2.0 < f["hi"]
 
 
-@pytest.mark.parametrize("spec,count", [("snap-1", lambda c: c.p), ("rtrl", lambda c: 2 * c.k * c.p),
-                                        ("uoro", lambda c: c.k + 2 * c.p + 2),
+@pytest.mark.parametrize("spec,count", [("snap-1", lambda c: c.p), ("rtrl", lambda c: 2 * (c.k + 1) * c.p),
+                                        ("uoro", lambda c: c.k + c.p + 3),
                                         ("kf-rtrl", lambda c: c.k * c.k + c.k + c.m + 3)])
 def test_state_bytes_counts_what_the_state_holds(spec, count):
     cell = make_cell("elman", 6, 3)

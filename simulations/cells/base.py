@@ -2,13 +2,16 @@
 
 A cell maps ``(θ, s_{t-1}, x_t) -> s_t`` with a leading replicate axis ``B`` on ``s`` (``B × k``)
 and ``x`` (``B × m``).  ``θ`` is ``(p,)`` (shared by all replicates) or ``(B, p)`` (one per
-replicate).  ``linearize`` also returns ``D_t`` (``B × k × k``) and ``I_t`` in factored form.
+replicate).  ``linearize`` also returns ``D_t`` and ``I_t`` in factored form
+(:class:`~simulations.jacobians.DynamicsJacobian`, :class:`~simulations.jacobians.ImmediateJacobian`),
+both built from the same gate Jacobians ``∂s'/∂a``.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..jacobians import GateJacobian, ImmediateJacobian, Linearization, make_blocks
+from ..jacobians import (DynamicsJacobian, DynamicsTerm, GateJacobian, ImmediateJacobian, Linearization,
+                         level_starts, make_blocks)
 
 
 def sigmoid(a: np.ndarray) -> np.ndarray:
@@ -66,6 +69,7 @@ class Cell:
         self.blocks, self.p = make_blocks(specs, self.masks)
         self.block = {b.name: b for b in self.blocks}
         self._flat_cache: dict = {}
+        self._row_layouts: dict = {}
 
     def __repr__(self):
         return (f"{type(self).__name__}(hidden={self.hidden}, inputs={self.m}, "
@@ -123,7 +127,8 @@ class Cell:
 
     # ----------------------------------------------------------------- dynamics
     def _forward(self, mats, s, x, jac):
-        """Return ``s'`` and, when ``jac``, ``(D, gates, sources)``."""
+        """Return ``s'`` and, when ``jac``, ``(D, gates, sources)`` with ``D`` a
+        :class:`~simulations.jacobians.DynamicsJacobian` (see :meth:`_dynamics`)."""
         raise NotImplementedError
 
     def step(self, theta, s, x) -> np.ndarray:
@@ -131,7 +136,8 @@ class Cell:
         return self._forward(self.unpack(theta), s, x, False)[0]
 
     def linearize(self, theta, s, x) -> Linearization:
-        """``(s_t, D_t, I_t)`` with ``D_t = ∂F/∂s`` (``B × k × k``) and ``I_t = ∂F/∂θ`` (factored)."""
+        """``(s_t, D_t, I_t)`` with ``D_t = ∂F/∂s`` and ``I_t = ∂F/∂θ``, both factored (``lin.D`` is
+        the dense ``B × k × k`` array, formed on demand)."""
         s_new, D, gates, sources = self._forward(self.unpack(theta), s, x, True)
         I = ImmediateJacobian(self.k, self.p, self.blocks, gates, sources, self._flat_cache)
         return Linearization(s_new, D, I)
@@ -149,12 +155,27 @@ class Cell:
             Ip[:, b.cols] = Gp[b.gate][:, b.idx_i]
         return Dp.astype(bool), Ip
 
-    @staticmethod
-    def _diag(rows, vals):
-        """A stacked-diagonal gate Jacobian with one level (``rows``: ``n``, ``vals``: ``B × n``)."""
-        return GateJacobian(vals[:, None, :], np.asarray(rows)[None, :])
+    def _stacked(self, vals, layout="units"):
+        """A stacked-diagonal gate Jacobian (``vals``: ``B × R × n``, or ``B × n`` for one level) on the
+        row layout ``layout`` of :meth:`_rows` (built once per cell, with its consecutive-range starts)."""
+        hit = self._row_layouts.get(layout)
+        if hit is None:
+            rows = np.atleast_2d(np.asarray(self._rows(layout), dtype=np.intp))
+            hit = self._row_layouts[layout] = (rows, level_starts(rows))
+        return GateJacobian(vals if vals.ndim == 3 else vals[:, None, :], *hit)
+
+    def _rows(self, layout):
+        """Rows (``R × n``) of a named stacked layout; ``"units"``: state row ``i`` for unit ``i``."""
+        if layout == "units":
+            return np.arange(self.k)
+        raise KeyError(layout)
+
+    def _dynamics(self, *terms) -> DynamicsJacobian:
+        """``D_t = Σ L · W · diag(R) · E`` from ``(L, W, R, cols)`` tuples (trailing entries optional)."""
+        return DynamicsJacobian(self.k, tuple(DynamicsTerm(*t) for t in terms), self._flat_cache)
 
 
 def matvec(A: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """``A v`` for ``A`` of shape ``n × q`` or ``B × n × q`` and ``v`` of shape ``B × q``."""
-    return np.matmul(A, v[..., None])[..., 0]
+    """``A v`` for ``A`` of shape ``n × q`` (shared: one matrix product ``v Aᵀ`` for all replicates)
+    or ``B × n × q`` (one per replicate), and ``v`` of shape ``B × q``."""
+    return v @ A.T if A.ndim == 2 else np.matmul(A, v[..., None])[..., 0]

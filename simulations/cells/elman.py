@@ -40,8 +40,8 @@ class Elman(Cell):
         if not jac:
             return (s_new,)
         ds = self.dsigma(z, s_new)                                    # B × k
-        D = ds[:, :, None] * P["W"]                                   # diag(σ') W
-        gates = {"a": self._diag(np.arange(self.k), ds)}
+        gates = {"a": self._stacked(ds)}
+        D = self._dynamics((gates["a"], P["W"]))                      # diag(σ') W
         sources = {"s": s, "x": x, "one": np.ones((s.shape[0], 1))}
         return s_new, D, gates, sources
 

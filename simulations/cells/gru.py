@@ -40,15 +40,13 @@ class GRU(Cell):
         s_new = (1.0 - z) * s + z * h
         if not jac:
             return (s_new,)
-        k = self.k
-        units = np.arange(k)
         Gz = (h - s) * z * (1.0 - z)                                   # B × k
         Gh = z * (1.0 - h * h)                                         # B × k
         Gr = Gh[:, :, None] * P["W_h"] * (s * r * (1.0 - r))[:, None, :]   # B × k × k (dense)
-        D = (Gz[:, :, None] * P["W_z"] + Gh[:, :, None] * P["W_h"] * r[:, None, :]
-             + np.matmul(Gr, P["W_r"]))
-        D[:, units, units] += 1.0 - z
-        gates = {"z": self._diag(units, Gz), "h": self._diag(units, Gh), "r": GateJacobian(Gr)}
+        gates = {"z": self._stacked(Gz), "h": self._stacked(Gh), "r": GateJacobian(Gr)}
+        # D = diag(1 − z) + G_z W_z + G_h W_h diag(r) + G_r W_r
+        D = self._dynamics((self._stacked(1.0 - z), None), (gates["z"], P["W_z"]),
+                           (gates["h"], P["W_h"], r), (gates["r"], P["W_r"]))
         sources = {"s": s, "x": x, "one": np.ones((s.shape[0], 1)), "rs": rs}
         return s_new, D, gates, sources
 
@@ -80,15 +78,14 @@ class GRUResetAfter(Cell):
         s_new = (1.0 - z) * s + z * h
         if not jac:
             return (s_new,)
-        units = np.arange(self.k)
         Gz = (h - s) * z * (1.0 - z)
         Gh = z * (1.0 - h * h)
         Ghh = Gh * r
         Gr = Gh * ahh * r * (1.0 - r)
-        D = Gz[:, :, None] * P["W_z"] + Gr[:, :, None] * P["W_r"] + Ghh[:, :, None] * P["W_h"]
-        D[:, units, units] += 1.0 - z
-        gates = {"z": self._diag(units, Gz), "r": self._diag(units, Gr),
-                 "hh": self._diag(units, Ghh), "h": self._diag(units, Gh)}
+        gates = {"z": self._stacked(Gz), "r": self._stacked(Gr), "hh": self._stacked(Ghh), "h": self._stacked(Gh)}
+        # D = diag(1 − z) + G_z W_z + G_r W_r + G_hh W_h
+        D = self._dynamics((self._stacked(1.0 - z), None), (gates["z"], P["W_z"]), (gates["r"], P["W_r"]),
+                           (gates["hh"], P["W_h"]))
         sources = {"s": s, "x": x, "one": np.ones((s.shape[0], 1))}
         return s_new, D, gates, sources
 

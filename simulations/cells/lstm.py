@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 
 from .base import Cell, matvec, sigmoid
-from ..jacobians import GateJacobian
 
 GATES = ("i", "f", "g", "o")
 
@@ -41,21 +40,21 @@ class LSTM(Cell):
         if not jac:
             return (s_new,)
         B = s.shape[0]
-        units = np.arange(n)
-        both = np.stack([units, n + units])                 # rows of h_j and c_j
         q = o * (1.0 - tc * tc)                             # ∂h'/∂c'
         dc = {"i": g * i * (1.0 - i), "f": c * f * (1.0 - f), "g": i * (1.0 - g * g)}   # ∂c'/∂a
-        gates = {name: GateJacobian(np.stack([q * v, v], axis=1), both) for name, v in dc.items()}
-        gates["o"] = self._diag(units, tc * o * (1.0 - o))
-        # D = Σ_g G_g W_g (columns of h) + direct terms through c.
-        dc_dh = sum(v[:, :, None] * P[f"W_{name}"] for name, v in dc.items())
-        D = np.zeros((B, 2 * n, 2 * n))
-        D[:, :n, :n] = q[:, :, None] * dc_dh + (tc * o * (1.0 - o))[:, :, None] * P["W_o"]
-        D[:, n:, :n] = dc_dh
-        D[:, units, n + units] = q * f
-        D[:, n + units, n + units] = f
+        gates = {name: self._stacked(np.stack([q * v, v], axis=1), "both") for name, v in dc.items()}
+        gates["o"] = self._stacked(tc * o * (1.0 - o), "h")
+        # D = Σ_g G_g W_g (reading h) + ∂s'/∂c (reading c: rows h_j, c_j get q_j f_j, f_j)
+        h_cols, c_cols = slice(0, n), slice(n, 2 * n)
+        D = self._dynamics(*[(gates[name], P[f"W_{name}"], None, h_cols) for name in GATES],
+                           (self._stacked(np.stack([q * f, f], axis=1), "both"), None, None, c_cols))
         sources = {"h": h, "x": x, "one": np.ones((B, 1))}
         return s_new, D, gates, sources
+
+    def _rows(self, layout):
+        """``"h"``: row ``j`` (``h_j``) for unit ``j``; ``"both"``: rows ``h_j`` and ``c_j``."""
+        units = np.arange(self.hidden)
+        return {"h": units, "both": np.stack([units, self.hidden + units])}[layout]
 
     def _structure(self):
         n = self.hidden

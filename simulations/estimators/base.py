@@ -9,6 +9,8 @@ methods over an explicit ``state`` and an explicit ``numpy.random.Generator``:
 * ``gradient(state, credit) -> (state, g)``: ``g`` (``B × p``) is the gradient contribution that
   becomes available at this step (``c_t J_t`` for forward methods; a block's gradient for TBPTT)
 * ``flush(state) -> (state, g)``: what is still pending at the end of a sequence.
+* ``step(state, lin, credit, rng) -> (state, g)``: ``update`` then ``gradient`` (the credit ``c_t``
+  depends only on ``s_t``, known before the influence update); estimators may fuse the two.
 
 Forward-mode estimators also expose ``influence(state) -> B × k × p`` (dense, for checks).
 Estimators may update arrays inside ``state`` in place; callers treat a state as owned.
@@ -31,6 +33,11 @@ class Estimator:
 
     def gradient(self, state, credit: np.ndarray):
         raise NotImplementedError
+
+    def step(self, state, lin, credit: np.ndarray, rng: np.random.Generator = None):
+        """One time step: ``update`` with ``lin``, then ``gradient`` with ``credit``."""
+        state = self.update(state, lin, rng)
+        return self.gradient(state, credit)
 
     def flush(self, state):
         return state, np.zeros((state.batch, state.p))

@@ -2,6 +2,9 @@
 
 BPTT keeps a tape of ``(D_t, I_t, c_t)`` and runs the adjoint
 ``λ_T = c_T``, ``λ_t = c_t + λ_{t+1} D_{t+1}`` with ``dL/dθ = Σ_t λ_t I_t`` at ``flush``.
+``D_t`` and ``I_t`` stay factored on the tape (``O(k + m)`` numbers per step besides the shared
+weights, THEORY §2's ``O(τk + p)``); they refer to ``θ``'s storage, so ``θ`` must not change in
+place while a block is pending (the online loops change it only when a block's gradient arrives).
 TBPTT(τ) does the same on consecutive blocks of ``τ`` steps and drops every dependence that
 crosses a block boundary (the influence restarts from zero at each block); a block's gradient
 is returned by ``gradient`` at the step that completes it.
@@ -25,12 +28,14 @@ class TapeState:
 
 
 def adjoint(D: list, I: list, c: list) -> np.ndarray:
-    """``Σ_t λ_t I_t`` over one tape, with ``λ_t = c_t + λ_{t+1} D_{t+1}`` (``B × p``)."""
+    """``Σ_t λ_t I_t`` over one tape, with ``λ_t = c_t + λ_{t+1} D_{t+1}`` (``B × p``).
+
+    ``D``: :class:`~simulations.jacobians.DynamicsJacobian` per step (``λ D`` by ``rmatvec``)."""
     lam = c[-1]
     g = I[-1].rmatmul(lam)
     for t in range(len(c) - 2, -1, -1):
-        lam = c[t] + np.matmul(lam[:, None, :], D[t + 1])[:, 0, :]
-        g += I[t].rmatmul(lam)
+        lam = c[t] + D[t + 1].rmatvec(lam)
+        I[t].rmatmul(lam, out=g, add=True)
     return g
 
 
@@ -53,7 +58,7 @@ class TBPTT(Estimator):
         return TapeState(batch, cell.p)
 
     def update(self, state, lin, rng=None):
-        state.D.append(lin.D)
+        state.D.append(lin.dynamics)
         state.I.append(lin.I)
         return state
 

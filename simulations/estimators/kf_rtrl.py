@@ -10,7 +10,7 @@ For cells of the form ``s_t = σ(W â_t)`` with ``â_t = [s_{t−1}; x_t; 1]`` (
 (zero norms set that ``p`` to 1, which leaves the expectation unchanged).  ``E[c₁c₂] = 0`` makes
 the cross terms vanish: ``E[uᵀ ⊗ A] = J_t`` exactly.  The parameter column of ``W[i, j]`` reads
 ``u_j A[:, i]`` (the column-major layout of :mod:`simulations.jacobians`; masked entries skipped).
-Memory ``O(k²)``, time ``O(k³)`` per step (``D_t A``).
+Memory ``O(k²)``, time ``O(k³)`` per step (``D_t A``, :meth:`DynamicsJacobian.matmul`).
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..jacobians import block_outer, merge_blocks
 from .base import Estimator
 from .signs import rademacher
 from .uoro import balance, norms
@@ -30,7 +31,8 @@ class KroneckerLayout:
     size: int            # a = len(â)
     ucol: np.ndarray     # p: index of each parameter's factor in u
     acol: np.ndarray     # p: index of each parameter's column of A
-    full: tuple = ()     # (θ columns, u slice) of unmasked blocks: their gradient is an outer product
+    blocks: tuple = ()   # the cell's parameter blocks, consecutive unmasked ones merged (merge_blocks)
+    uslice: dict = None  # block name -> its slice of u
 
 
 @dataclass
@@ -62,9 +64,10 @@ def kronecker_layout(cell) -> KroneckerLayout:
         a += b.n_in
     ucol = np.concatenate([offsets[b.name] + b.idx_j for b in cell.blocks]).astype(np.intp)
     acol = np.concatenate([b.idx_i for b in cell.blocks]).astype(np.intp)
-    full = tuple((b.cols, slice(offsets[b.name], offsets[b.name] + b.n_in)) for b in cell.blocks
-                 if b.size == b.n_out * b.n_in)
-    return KroneckerLayout(next(iter(gates)), tuple(sources), a, ucol, acol, full)
+    groups = merge_blocks(cell.blocks)                  # consecutive: u is the blocks' inputs in order
+    starts = np.cumsum([0] + [b.n_in for b in groups])
+    uslice = {b.name: slice(int(a0), int(a0) + b.n_in) for b, a0 in zip(groups, starts)}
+    return KroneckerLayout(next(iter(gates)), tuple(sources), a, ucol, acol, groups, uslice)
 
 
 class KFRTRL(Estimator):
@@ -87,7 +90,7 @@ class KFRTRL(Estimator):
         lay = state.layout
         B, k = state.A.shape[:2]
         c = rademacher(rng, (B, 2))
-        DA = np.matmul(lin.D, state.A)
+        DA = lin.dynamics.matmul(state.A)
         sig = lin.I.gates[lay.gate].vals[:, 0, :]                                   # B × k: σ'(z_t)
         ahat = np.concatenate([lin.I.sources[src] for src in lay.sources], axis=1)  # B × a: â_t
         ahat = np.broadcast_to(ahat, state.u.shape)
@@ -106,18 +109,10 @@ class KFRTRL(Estimator):
         return 2
 
     def gradient(self, state, credit):
-        """``ĝ[:, col(i, j)] = u_j (c A)_i``: ``B × p``."""
+        """``ĝ[:, col(i, j)] = u_j (c A)_i``: ``B × p``, block by block ``u ⊗ (c A)`` (:func:`block_outer`)."""
         lay = state.layout
         cA = np.matmul(credit[:, None, :], state.A)[:, 0, :]
-        if len(lay.full) == len(lay.sources):                  # no masked block: outer products only
-            B = cA.shape[0]
-            g = np.empty((B, state.p))
-            for cols, us in lay.full:
-                grid = g[:, cols]
-                grid.shape = (B, us.stop - us.start, -1)       # a view of ``g``
-                np.multiply(state.u[:, us, None], cA[:, None, :], out=grid)
-            return state, g
-        return state, state.u[:, lay.ucol] * cA[:, lay.acol]
+        return state, block_outer(lay.blocks, state.p, lambda b: state.u[:, lay.uslice[b.name]], lambda b: cA)
 
     def influence(self, state):
         lay = state.layout

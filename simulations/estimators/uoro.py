@@ -9,7 +9,11 @@ Rank-one estimate ``J ≈ s̃ θ̃ᵀ`` with ``s̃``: ``B × k`` and ``θ̃``: `
 The cross terms have zero mean because ``ρ₁`` is even in ``ν``, so ``E[s̃ θ̃ᵀ] = J_t`` for any
 positive ``ρ₀, ρ₁``; a zero norm (e.g. at the first step, ``s̃ = θ̃ = 0``) sets that ``ρ`` to 1,
 which leaves the product, hence the expectation, unchanged.  Memory ``O(k + p)``; time
-``O(k² + p)`` per step (``D_t s̃`` and the factored ``νᵀ I_t``).
+``O(k² + p)`` per step: ``D_t s̃`` from the factored ``D_t`` (one product with ``W`` for all
+replicates), ``‖νᵀ I_t‖`` from the norms of its factors, ``θ̃ / ρ₀`` as a change of ``θ̃``'s
+separate scalar factor, and ``νᵀ I_t / ρ₁`` added into ``θ̃`` in place as outer products (rank-one
+BLAS updates for one replicate), never formed on its own: two passes over ``p`` numbers per
+update (``‖θ̃‖`` and the rank-one update) and one per gradient.
 """
 from __future__ import annotations
 
@@ -17,37 +21,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..jacobians import row_dot
 from .base import Estimator
 from .signs import rademacher
 
 
 def left_product(I, lam: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """``λ I_t`` (``B × p``) for ``λ``: ``B × k``, as :meth:`ImmediateJacobian.rmatmul` computes it,
-    except that an unmasked block (column ``j·n_out + i``) is written as the outer product of its
-    input ``v`` and ``λ G`` instead of through index gathers (about 10× faster for large blocks).
-    ``out`` (``B × p``, C-contiguous) receives the result when given."""
-    if all(blk.size < blk.n_out * blk.n_in for blk in I.blocks):
-        return I.rmatmul(lam)
-    B = lam.shape[0]
-    out = np.empty((B, I.p)) if out is None else out
-    lg = {g: G.rmatmul(lam) for g, G in I.gates.items()}
-    for blk in I.blocks:
-        v = I.sources[blk.source]
-        if blk.size == blk.n_out * blk.n_in:
-            grid = out[:, blk.cols]
-            grid.shape = (B, blk.n_in, blk.n_out)            # a view of ``out`` (setting shape never copies)
-            np.multiply(v[:, :, None], lg[blk.gate][:, None, :], out=grid)
-        else:
-            out[:, blk.cols] = lg[blk.gate][:, blk.idx_i] * v[:, blk.idx_j]
-    return out
-
-
-_row_dot = getattr(np, "vecdot", None) or (lambda a, b: np.einsum("bn,bn->b", a, b))   # numpy < 2: einsum
+    """``λ I_t`` (``B × p``): :meth:`~simulations.jacobians.ImmediateJacobian.rmatmul`, by its former name."""
+    return I.rmatmul(lam, out)
 
 
 def norms(x: np.ndarray) -> np.ndarray:
     """Euclidean norms of the rows of ``x`` (``B × n`` -> ``B``), one pass without temporaries."""
-    return np.sqrt(_row_dot(x, x))
+    return np.sqrt(row_dot(x, x))
 
 
 def balance(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -56,14 +42,26 @@ def balance(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.where(ok, np.sqrt(np.where(ok, num, 1.0) / np.where(ok, den, 1.0)), 1.0)
 
 
+#: ``θ̃``'s factor is folded into its direction when it leaves ``[2⁻⁶⁴, 2⁶⁴]`` (far from over/underflow)
+FOLD_RANGE = (2.0 ** -64, 2.0 ** 64)
+
+
 @dataclass
 class RankOneState:
-    s: np.ndarray        # B × k: s̃
-    theta: np.ndarray    # B × p: θ̃
+    """``s̃`` (``B × k``) and ``θ̃ = factor · direction`` (``B × p``; ``factor``: ``B``, kept apart so that
+    ``θ̃ ← θ̃ / ρ₀`` costs ``O(1)`` instead of a pass over ``p`` numbers)."""
+
+    s: np.ndarray          # B × k: s̃
+    direction: np.ndarray  # B × p: θ̃ / factor
+    factor: np.ndarray     # B
     batch: int
     p: int
     scales: np.ndarray | None = None   # B × 2: the last step's (ρ₀, ρ₁)
-    buf: np.ndarray | None = None      # B × p: scratch for νᵀ I_t
+
+    @property
+    def theta(self) -> np.ndarray:
+        """``θ̃``: ``B × p``."""
+        return self.factor[:, None] * self.direction
 
 
 class UORO(Estimator):
@@ -72,22 +70,22 @@ class UORO(Estimator):
     stochastic = True
 
     def init(self, cell, theta, batch, rng=None):
-        return RankOneState(np.zeros((batch, cell.k)), np.zeros((batch, cell.p)), batch, cell.p)
+        return RankOneState(np.zeros((batch, cell.k)), np.zeros((batch, cell.p)), np.ones(batch), batch, cell.p)
 
     def update(self, state, lin, rng):
         B, k = state.s.shape
         nu = rademacher(rng, (B, k))
-        Ds = np.matmul(lin.D, state.s[:, :, None])[:, :, 0]
-        if state.buf is None:
-            state.buf = np.empty_like(state.theta)
-        nuI = left_product(lin.I, nu, state.buf)
-        rho0 = balance(norms(state.theta), norms(Ds))[:, None]
-        rho1 = balance(norms(nuI), np.sqrt(np.full(B, float(k))))[:, None]
-        state.scales = np.hstack([rho0, rho1])
-        state.s = rho0 * Ds + rho1 * nu
-        state.theta *= 1.0 / rho0
-        nuI *= 1.0 / rho1
-        state.theta += nuI
+        Ds = lin.dynamics.matvec(state.s)
+        nuG = lin.I.left_gates(nu)
+        num = np.stack([state.factor * norms(state.direction), lin.I.rmatmul_norms(nu, nuG)], axis=1)
+        den = np.stack([norms(Ds), np.full(B, np.sqrt(k))], axis=1)
+        state.scales = scales = balance(num, den)                               # B × 2: (ρ₀, ρ₁)
+        state.s = scales[:, :1] * Ds + scales[:, 1:] * nu
+        state.factor = state.factor / scales[:, 0]                              # θ̃ / ρ₀
+        if not (FOLD_RANGE[0] <= state.factor.min() and state.factor.max() <= FOLD_RANGE[1]):
+            state.direction *= state.factor[:, None]
+            state.factor = np.ones(B)
+        lin.I.rmatmul(nu, out=state.direction, add=True, scale=1.0 / (scales[:, 1] * state.factor), left_gates=nuG)
         return state
 
     def signs_per_step(self, cell) -> int:
@@ -95,12 +93,13 @@ class UORO(Estimator):
 
     def gradient(self, state, credit):
         """``ĝ = (c s̃) θ̃ᵀ``: ``B × p``."""
-        return state, np.einsum("bk,bk->b", credit, state.s)[:, None] * state.theta
+        return state, (row_dot(credit, state.s) * state.factor)[:, None] * state.direction
 
     def influence(self, state):
         return state.s[:, :, None] * state.theta[:, None, :]
 
     def reset(self, state):
         state.s[...] = 0.0
-        state.theta[...] = 0.0
+        state.direction[...] = 0.0
+        state.factor = np.ones(state.batch)
         return state

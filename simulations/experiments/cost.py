@@ -48,13 +48,19 @@ THEORY_EXPONENTS = {"rtrl": (4, 3), "kf-rtrl": (3, 2), "snap-1": (2, 2), "uoro":
 
 
 def state_bytes(obj, _seen=None) -> int:
-    """Bytes of the numpy arrays an estimator state holds (shared structure excluded)."""
+    """Bytes of the numpy arrays an estimator state holds (shared structure excluded; a view counts
+    the array that owns its memory, each owner once)."""
     seen = set() if _seen is None else _seen
+    if isinstance(obj, np.ndarray):
+        while isinstance(obj.base, np.ndarray):
+            obj = obj.base
+        if id(obj) in seen:
+            return 0
+        seen.add(id(obj))
+        return int(obj.nbytes)
     if id(obj) in seen or isinstance(obj, (MaskStructure, KroneckerLayout, ParamBlock)):
         return 0
     seen.add(id(obj))
-    if isinstance(obj, np.ndarray):
-        return int(obj.nbytes)
     if isinstance(obj, dict):
         return sum(state_bytes(v, seen) for k, v in obj.items() if k != "_flat")
     if isinstance(obj, (list, tuple)):
