@@ -151,8 +151,8 @@ def build_parser() -> Parser:
     grad.add_argument("--cell", default="all", help="a cell name or 'all' (default)")
     grad.add_argument("--hidden", type=positive_int, default=3, metavar="K", help="hidden units (default 3)")
     grad.add_argument("--inputs", type=positive_int, default=2, metavar="M", help="input size (default 2)")
-    grad.add_argument("--steps", type=int_list, default=[1, 5, 20], metavar="T[,T...]",
-                      help="sequence lengths (default 1,5,20)")
+    grad.add_argument("--steps", type=int_list, default=[1, 7, 60], metavar="T[,T...]",
+                      help="sequence lengths (default 1,7,60)")
     grad.add_argument("--density", type=density, default=1.0, metavar="D",
                       help="weight density in (0, 1] (default 1)")
     grad.add_argument("--seed", type=seed_int, default=0)
