@@ -176,18 +176,24 @@ class ProcessPool:
         killed its worker."""
         stop = isolated = None                    # stop: a task raised KeyboardInterrupt in its worker
         while True:
-            if stop is None and isolated is None:
-                if suspects:
-                    if not inflight:
-                        isolated = suspects.popleft()
-                        inflight[pool.submit(fn, isolated)] = isolated
-                else:
-                    while queue and len(inflight) < self.workers:
-                        job = queue.popleft()
-                        if on_start:
-                            on_start(job)
-                        inflight[pool.submit(fn, job)] = job
-            if not inflight:
+            broken = False
+            try:
+                if stop is None and isolated is None:
+                    if suspects:
+                        if not inflight:
+                            future = pool.submit(fn, suspects[0])
+                            inflight[future] = isolated = suspects.popleft()
+                    else:
+                        while queue and len(inflight) < self.workers:
+                            if on_start:
+                                on_start(queue[0])
+                            future = pool.submit(fn, queue[0])
+                            inflight[future] = queue.popleft()
+            except BrokenProcessPool:             # a worker died while we were submitting: the job stays queued
+                broken = True
+            if broken or not inflight:
+                for future in list(inflight):
+                    self._settle(pool, future, inflight.pop(future), False, suspects, on_done, on_error)
                 if stop is not None:
                     raise Interrupted([stop])
                 return

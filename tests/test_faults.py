@@ -95,12 +95,33 @@ SCRIPT = """
 import signal, sys
 sys.path.insert(0, {tests!r})
 signal.signal(signal.SIGINT, signal.default_int_handler)
-from test_parallel_fakes import TrainerExperiment
+from test_parallel_fakes import Subset, TrainerExperiment
 from reports import cli
-cli.experiments = lambda: {{"fake-trainer": TrainerExperiment()}}
+cli.experiments = lambda: {{exp.name: exp for exp in [{experiment}]}}
 sys.exit(cli.main(sys.argv[1:]))
 """
 TRAINER_TOML = "[fake-trainer]\ntasks = 2\nsteps = 3000\n"
+
+
+def interrupt_when(experiment: str, argv: list, out: Path, snapshot: str) -> str:
+    """Run the CLI with ``argv`` in a subprocess that knows only ``experiment`` (Python source),
+    send SIGINT as soon as a checkpoint file named ``snapshot`` exists under ``out``, and return
+    its stderr once it exited with status 130."""
+    script = SCRIPT.format(tests=str(ROOT / "tests"), experiment=experiment)
+    proc = subprocess.Popen([sys.executable, "-c", script, *argv, "--out", str(out), "--quiet"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not list((out / "checkpoints").rglob(snapshot)):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, f"no {snapshot} within 300 s"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    return err
 
 
 @pytest.fixture(scope="module")
@@ -116,21 +137,8 @@ def uninterrupted(tmp_path_factory):
 def test_sigint_then_resume_gives_the_uninterrupted_numbers(workers, uninterrupted, tmp_path, monkeypatch, capsys):
     cfg, out = tmp_path / "cfg.toml", tmp_path / "out"
     cfg.write_text(TRAINER_TOML)
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT.format(tests=str(ROOT / "tests")), "run", "fake-trainer",
-                             "--config", str(cfg), "--out", str(out), "--workers", str(workers),
-                             "--checkpoint-every", "100", "--quiet"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not list((out / "checkpoints").rglob("loop-0.pkl")):
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "no checkpoint within 120 s"
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
-    assert proc.returncode == 130, err
+    err = interrupt_when("TrainerExperiment()", ["run", "fake-trainer", "--config", str(cfg), "--workers", str(workers),
+                                                 "--checkpoint-every", "100"], out, "loop-0.pkl")
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "interrupted; finished records are kept" in lines[0], err
     assert f"rtrl-validate run --resume {out}" in lines[0]
@@ -146,6 +154,34 @@ def test_sigint_then_resume_gives_the_uninterrupted_numbers(workers, uninterrupt
     assert restored and restored[0]["step"] >= 100                # it did continue from a checkpoint
     assert json.loads((out / "run.json").read_text())["status"] == "complete"
     assert not (out / "checkpoints").exists()                       # removed once records are written
+
+
+@pytest.mark.slow
+def test_real_convergence_task_resumes_with_the_uninterrupted_numbers(tmp_path, monkeypatch, capsys):
+    """A ``trajectory-tanh`` task of the convergence experiment (online RTRL, then ``∇L`` estimated
+    at frozen checkpoints: two checkpointed loops) interrupted during its second loop."""
+    from simulations.experiments.convergence import ConvergenceExperiment
+    try:
+        from test_parallel_fakes import Subset
+    except ImportError:
+        from tests.test_parallel_fakes import Subset
+    exp = Subset(ConvergenceExperiment(), ["trajectory-tanh"])
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text('[convergence]\ntraj_cases = ["tanh"]\ntrain_steps = 3000\neval_points = 4\n')
+    out, reference = tmp_path / "out", tmp_path / "reference"
+    interrupt_when('Subset(__import__("simulations.experiments.convergence").experiments.convergence'
+                   '.ConvergenceExperiment(), ["trajectory-tanh"])',
+                   ["run", "convergence", "--config", str(cfg), "--workers", "1", "--checkpoint-every", "200"],
+                   out, "loop-1.pkl")
+    monkeypatch.setattr(cli, "experiments", lambda: {exp.name: exp})
+    assert cli.main(["run", "--resume", str(out), "--workers", "1", "--quiet"]) in (0, 1)
+    assert cli.main(["run", "convergence", "--config", str(cfg), "--out", str(reference), "--workers", "1",
+                     "--checkpoint-every", "0", "--quiet"]) in (0, 1)
+    capsys.readouterr()
+    resumed = load_records(out)
+    assert numbers(resumed) == numbers(load_records(reference))
+    loops = [r["loop"] for r in resumed[0]["provenance"]["checkpoints"]["restored"]]
+    assert loops == [0, 1]                 # the training loop's final snapshot, the evaluation's newest
 
 
 def test_report_ctrl_c_marks_the_run_and_resume_finishes_it(monkeypatch, tmp_path, capsys):

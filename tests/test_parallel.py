@@ -34,11 +34,15 @@ def test_process_pool_gives_the_same_records(sequential, tmp_path):
     assert numbers(other_seed) != numbers(reference)       # the comparison can fail
 
 
-def test_dask_local_cluster_gives_the_same_records(sequential, tmp_path):
-    pytest.importorskip("distributed")
+def test_dask_local_cluster_gives_the_same_records(sequential, monkeypatch, tmp_path, capsys):
+    """``--scheduler local`` (a LocalCluster of two single-threaded worker processes) through the CLI."""
     exp, config, reference = sequential
-    records = run_experiment(exp, config, 7, tmp_path, progress=False, executor=DaskCluster("local", workers=2))
-    assert numbers(records) == numbers(reference)
+    use_trainer(monkeypatch)
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text("[fake-trainer]\ntasks = 4\nsteps = 300\n")
+    assert cli.main(["run", "fake-trainer", "--scheduler", "local", "--workers", "2", "--seed", "7", "--config",
+                     str(cfg), "--out", str(tmp_path / "o"), "--quiet"]) == 0, capsys.readouterr()
+    assert numbers(load_records(tmp_path / "o")) == numbers(reference)
 
 
 def test_killed_worker_fails_its_task_and_the_sweep_completes(sequential, tmp_path):
@@ -83,3 +87,15 @@ def test_pool_workers_limit_blas_threads():
     ProcessPool(2, threads=1).map(blas_threads_in_worker, [0, 1], lambda job, r: got.append(r),
                                   lambda job, reason: pytest.fail(reason))
     assert got == [([1], "1"), ([1], "1")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["gradients", "bias-variance"])
+def test_real_experiments_give_the_same_records_on_every_backend(name, tmp_path):
+    """Quick profile of two real experiments: one process, a pool of two, a LocalCluster of two."""
+    from reports import registry
+    exp = registry.experiments()[name]
+    config = exp.config("quick")
+    runs = [run_experiment(exp, config, 3, tmp_path / type(ex).__name__, progress=False, executor=ex)
+            for ex in (InProcess(), ProcessPool(2), DaskCluster("local", workers=2))]
+    assert numbers(runs[1]) == numbers(runs[0]) and numbers(runs[2]) == numbers(runs[0])

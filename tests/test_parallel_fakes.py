@@ -98,3 +98,21 @@ def blas_threads_in_worker(job, progress=None):
     from threadpoolctl import threadpool_info
     return sorted({info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"}), \
         os.environ.get("OPENBLAS_NUM_THREADS")
+
+
+class Subset(Experiment):
+    """The tasks of a real experiment ``exp`` whose keys are in ``keys`` (task seeds by position in
+    the subset), for tests that need one long task of a real experiment."""
+
+    def __init__(self, exp: Experiment, keys):
+        self.exp, self.keys = exp, list(keys)
+        self.name, self.description, self.profiles = exp.name, exp.description, exp.profiles
+
+    def validate(self, config):
+        self.exp.validate(config)
+
+    def tasks(self, config):
+        return [t for t in self.exp.tasks(config) if t.key in self.keys]
+
+    def run_task(self, task, seed, progress=None):
+        return self.exp.run_task(task, seed, progress)
