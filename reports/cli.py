@@ -13,6 +13,7 @@ keeps the command, profile, seed and config overrides, and the run's status.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import tempfile
@@ -244,7 +245,6 @@ def read_manifest(folder: Path) -> dict:
     it is missing, corrupt or of another version."""
     path = folder / MANIFEST
     try:
-        import json
         manifest = json.loads(path.read_text())
     except FileNotFoundError:
         raise CLIError(f"{folder} is not a results folder of 'run' or 'report' (no {MANIFEST})") from None
@@ -254,9 +254,12 @@ def read_manifest(folder: Path) -> dict:
         version = manifest.get("schema_version") if isinstance(manifest, dict) else None
         raise CLIError(f"{path}: run manifest version {version!r} is not supported (this version reads "
                        f"{MANIFEST_VERSION}); start a new run")
-    missing = [k for k in ("command", "profile", "seed", "overrides") if k not in manifest]
-    if missing or not isinstance(manifest["overrides"], dict):
-        raise CLIError(f"{path}: corrupt run manifest (missing or bad: {', '.join(missing) or 'overrides'})")
+    kinds = {"command": lambda v: v in ("run", "report"), "profile": lambda v: isinstance(v, str),
+             "seed": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+             "overrides": lambda v: isinstance(v, dict)}
+    bad = [key for key, ok in kinds.items() if key not in manifest or not ok(manifest[key])]
+    if bad:
+        raise CLIError(f"{path}: corrupt run manifest (missing or bad: {', '.join(bad)})")
     return manifest
 
 
@@ -277,6 +280,17 @@ def resume_settings(args) -> dict:
         raise CLIError(f"--resume {args.resume}: that folder holds a run of {manifest.get('experiment')!r}, "
                        f"not {args.experiment!r}")
     return manifest
+
+
+def settings(args) -> tuple[str, int, dict]:
+    """``(profile, seed, config overrides)``: the interrupted run's with ``--resume`` (which also
+    names the experiment of ``run``), else from ``--profile``, ``--seed``, ``--config``."""
+    if args.resume is None:
+        return check_profile(args.profile), 0 if args.seed is None else args.seed, read_overrides(args.config)
+    manifest = resume_settings(args)
+    if args.command == "run":
+        args.experiment = manifest.get("experiment")
+    return manifest["profile"], manifest["seed"], manifest["overrides"]
 
 
 def start_manifest(args, out: Path, manifest: dict) -> None:
@@ -342,17 +356,13 @@ def print_verdicts(verdicts: list[dict], not_run: list[str] = ()) -> None:
 
 def cmd_run(args) -> int:
     registered = experiments()
-    if args.resume is not None:
-        manifest = resume_settings(args)
-        args.experiment, profile, seed, overrides = (manifest.get("experiment"), manifest["profile"],
-                                                     manifest["seed"], manifest["overrides"])
-    elif args.experiment is None:
+    if args.experiment is None and args.resume is None:
         raise CLIError("the following arguments are required: EXPERIMENT (or --resume DIR)")
+    if args.resume is None and args.experiment not in registered:      # before reading --config
+        raise CLIError(f"unknown experiment {args.experiment!r}; known experiments: {known(registered)}")
+    profile, seed, overrides = settings(args)
     if args.experiment not in registered:
         raise CLIError(f"unknown experiment {args.experiment!r}; known experiments: {known(registered)}")
-    if args.resume is None:
-        profile, seed = check_profile(args.profile), 0 if args.seed is None else args.seed
-        overrides = read_overrides(args.config)
     config = configure([args.experiment], profile, overrides)[args.experiment]
     args.executor = executor(args)
     out = args.resume if args.resume is not None else prepare_out(args.out)
@@ -394,12 +404,7 @@ def cmd_report(args) -> int:
                               source=str(args.from_dir))
         note_interrupted(args.from_dir)
     else:
-        if args.resume is not None:
-            manifest = resume_settings(args)
-            profile, seed, overrides = manifest["profile"], manifest["seed"], manifest["overrides"]
-        else:
-            profile, seed = check_profile(args.profile), 0 if args.seed is None else args.seed
-            overrides = read_overrides(args.config)
+        profile, seed, overrides = settings(args)
         configs = configure(list(experiments()), profile, overrides)
         args.executor = executor(args)
         out = args.resume if args.resume is not None else prepare_out(args.out)

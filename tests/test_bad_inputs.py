@@ -4,6 +4,7 @@ a ``ValueError`` / ``TypeError`` (or a subclass: ``ConfigError``, ``RecordError`
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -48,6 +49,7 @@ CLI_ROWS = [
     (["run", "--resume", "{empty}"], ["not a results folder", "no run.json"]),
     (["run", "--resume", "{corrupt_manifest}"], ["corrupt run manifest"]),
     (["run", "--resume", "{manifest_v99}"], ["run manifest version 99 is not supported"]),
+    (["run", "--resume", "{manifest_bad_seed}"], ["corrupt run manifest (missing or bad: seed)"]),
     (["run", "--resume", "{report_run}"], ["holds a 'report' run", "rtrl-validate report --resume"]),
     (["report", "--resume", "{trainer_run}"], ["holds a 'run' run", "rtrl-validate run --resume"]),
     (["run", "fake-pass", "--resume", "{trainer_run}"], ["holds a run of 'fake-trainer', not 'fake-pass'"]),
@@ -104,6 +106,7 @@ def files(tmp_path, monkeypatch):
         "empty": (tmp_path / "empty").mkdir() or tmp_path / "empty",
         "corrupt_manifest": write(tmp_path / "corrupt_manifest" / "run.json", "{").parent,
         "manifest_v99": write(tmp_path / "v99" / "run.json", json.dumps({"schema_version": 99})).parent,
+        "manifest_bad_seed": write(tmp_path / "bad_seed" / "run.json", manifest("run", seed="x")).parent,
         "report_run": write(tmp_path / "report_run" / "run.json", manifest("report")).parent,
         "trainer_run": write(tmp_path / "trainer_run" / "run.json",
                              manifest("run", experiment="fake-trainer")).parent,
@@ -128,6 +131,14 @@ def test_cli_bad_input_is_one_line_and_exit_2(argv, fragments, files, capsys):
     assert len(lines) == 1 and lines[0].startswith("rtrl-validate: error: ") and "Traceback" not in err, err
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
+
+
+def test_scheduler_without_distributed_says_how_to_install_it(files, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "distributed", None)      # import distributed fails
+    assert cli.main(["run", "fake-trainer", "--scheduler", "local"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("rtrl-validate: error: --scheduler needs Dask's 'distributed' package: "
+                   "pip install 'rtrl-validation[distributed]'")
 
 
 # ---------------------------------------------------------------------------------------------- API
