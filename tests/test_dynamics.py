@@ -61,10 +61,10 @@ def test_factored_products_equal_the_dense_jacobian(name, density, per_replicate
     assert np.all(np.abs(dyn.matvec(v) - ref) <= 2 * g * np.matmul(M, np.abs(v)[:, :, None])[:, :, 0])
     ref = np.matmul(lam[:, None, :], D)[:, 0, :]
     assert np.all(np.abs(dyn.rmatvec(lam) - ref) <= 2 * g * np.matmul(np.abs(lam)[:, None, :], M)[:, 0, :])
-    idx = np.arange(k)
-    assert np.all(np.abs(dyn.diagonal() - D[:, idx, idx]) <= 2 * g * M[:, idx, idx])
+    idx = np.arange(k)                  # single entries: the same products in the same order as dense()
+    np.testing.assert_array_equal(dyn.diagonal(), D[:, idx, idx])
     flat = rng.choice(k * k, size=2 * k, replace=False)
-    assert np.all(np.abs(dyn.entries(flat) - D.reshape(B, -1)[:, flat]) <= 2 * g * M.reshape(B, -1)[:, flat])
+    np.testing.assert_array_equal(dyn.entries(flat), D.reshape(B, -1)[:, flat])
     A = rng.standard_normal((B, k, 5))
     np.testing.assert_array_equal(dyn.matmul(A), np.matmul(D, A))
     # the products are not vacuous: they see every term

@@ -70,6 +70,7 @@ class Cell:
         self.block = {b.name: b for b in self.blocks}
         self._flat_cache: dict = {}
         self._row_layouts: dict = {}
+        self._views = None
 
     def __repr__(self):
         return (f"{type(self).__name__}(hidden={self.hidden}, inputs={self.m}, "
@@ -87,19 +88,32 @@ class Cell:
         return M
 
     def unpack(self, theta: np.ndarray) -> dict[str, np.ndarray]:
-        """``θ`` (``p`` or ``B × p``) -> name -> matrix (``n_out × n_in`` or ``B × n_out × n_in``)."""
-        theta = np.asarray(theta, dtype=float)
-        if theta.shape[-1] != self.p:
-            raise ValueError(f"theta has {theta.shape[-1]} entries, {self.name} needs p={self.p}")
-        lead = theta.shape[:-1]
+        """``θ`` (``p`` or ``B × p``) -> name -> matrix (``n_out × n_in`` or ``B × n_out × n_in``).
+
+        Unmasked blocks are views of ``θ`` (they follow in-place changes of ``θ``); the views of the
+        last ``θ`` array seen are kept, so that a run over one ``θ`` builds them once.  Masked blocks
+        are formed anew at every call."""
+        hit = self._views
+        if hit is None or hit[0] is not theta:
+            arr = np.asarray(theta, dtype=float)
+            if arr.shape[-1] != self.p:
+                raise ValueError(f"theta has {arr.shape[-1]} entries, {self.name} needs p={self.p}")
+            lead = arr.shape[:-1]
+            views = {b.name: arr[..., b.cols].reshape(lead + (b.n_in, b.n_out)).swapaxes(-1, -2)
+                     for b in self.blocks if b.full}        # unmasked: column-major vec, a view
+            hit = (theta if arr is theta else None, arr, views)
+            if arr is theta:
+                self._views = hit
+        _, arr, views = hit
+        if len(views) == len(self.blocks):
+            return dict(views)
         out = {}
         for b in self.blocks:
-            if b.size == b.n_out * b.n_in:        # unmasked: column-major vec, a view
-                out[b.name] = theta[..., b.cols].reshape(lead + (b.n_in, b.n_out)).swapaxes(-1, -2)
+            if b.full:
+                out[b.name] = views[b.name]
             else:
-                A = np.zeros(lead + (b.n_out, b.n_in))
-                A[..., b.idx_i, b.idx_j] = theta[..., b.cols]
-                out[b.name] = A
+                A = out[b.name] = np.zeros(arr.shape[:-1] + (b.n_out, b.n_in))
+                A[..., b.idx_i, b.idx_j] = arr[..., b.cols]
         return out
 
     def pack(self, mats: dict[str, np.ndarray]) -> np.ndarray:

@@ -125,6 +125,7 @@ class MaskStructure:
     order: int = 0                        # n* of the cell (0: not computed)
     injection: EntryInjection | None = None   # built at the first step (needs the gate layout)
     grid: tuple | None = None             # per block (θ columns, n_in, n_out, rows, D positions, WideRows): _grid
+    d_diagonal: bool = False              # d_index is exactly the diagonal of D, in order (SnAp-1 of Elman)
 
     @property
     def nnz(self) -> int:
@@ -209,6 +210,7 @@ def build_structure(cell, n: int | None, drop_diagonal: bool = False) -> MaskStr
     st = MaskStructure(k, p, False, rows, cols, col_start[:-1], (trow, toff), cls, C, d_index,
                        pair_d.astype(np.intp), pair_in, SegmentSum(pair_out, nnz), SegmentSum(cols, p), order)
     st.grid = _grid(cell, st, pair_out)
+    st.d_diagonal = bool(np.array_equal(d_index, np.arange(k) * (k + 1)))
     return st
 
 
@@ -320,7 +322,8 @@ class MaskedInfluence(Estimator):
         if st.injection is None:
             st.injection = EntryInjection(
                 lin.I, st.entry_index, lambda blk: np.nonzero(st.i_pattern[:, st.cls[blk.offset + np.arange(blk.size)]]))
-        D = np.ascontiguousarray(lin.dynamics.entries(st.d_index).T)             # |d| × B
+        D = lin.dynamics.diagonal() if st.d_diagonal else lin.dynamics.entries(st.d_index)
+        D = np.ascontiguousarray(D.T)                                           # |d| × B
         if st.grid is not None and state.J.shape[1] == D.shape[1]:             # J̃ ← d_i J̃ + I in place
             one = state.batch == 1                                             # 2-D views: long inner loops
             for cols, n_in, n_out, _, pos, wide in st.grid:
@@ -349,13 +352,13 @@ class MaskedInfluence(Estimator):
         st = state.structure
         if not st.dense or type(self).update is not MaskedInfluence.update:
             return super().step(state, lin, credit, rng)
-        D = lin.dynamics.dense()
-        k = D.shape[-1]
-        Daug = np.empty((D.shape[0], k + 1, k))
-        Daug[:, :k] = D
+        k = st.k
+        Daug = np.empty((state.batch, k + 1, k))
+        D = lin.dynamics.dense(out=Daug[:, :k])
         np.matmul(credit[:, None, :], D, out=Daug[:, k:])
+        g = lin.I.rmatmul(credit)                 # c_t I_t before the product (while the caches are warm)
         np.matmul(Daug, state.J, out=state.buf)
-        g = lin.I.rmatmul(credit, out=state.buf[:, k].copy(), add=True)
+        g += state.buf[:, k]
         lin.I.add_to(state.buf[:, :k])
         self._swap(state)
         return state, g
