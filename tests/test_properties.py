@@ -19,6 +19,11 @@ from simulations.cells import CELLS, make_cell
 from simulations.estimators import make_estimator
 from simulations.estimators.masked import exact_order, influence_rounding_bound
 
+try:
+    from test_approx import run, trajectory
+except ImportError:  # tests collected as a package
+    from tests.test_approx import run, trajectory
+
 PROPERTY = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 cells = st.sampled_from(list(CELLS))
 hidden = st.integers(1, 4)
@@ -35,19 +40,9 @@ def network(name, k, m, d, seed, batch=1):
     return cell, cell.init(rng, scale=1.5), rng
 
 
-def linearizations(cell, theta, xs):
-    s, lins = np.zeros((xs.shape[1], cell.k)), []
-    for x in xs:
-        lins.append(cell.linearize(theta, s, x))
-        s = lins[-1].state
-    return lins
-
-
 def influence(estimator, cell, theta, lins):
-    state = estimator.init(cell, theta, lins[0].state.shape[0], None)
-    for lin in lins:
-        state = estimator.update(state, lin, None)
-    return estimator.influence(state)
+    """``J̃_T`` of ``estimator`` along the linearizations ``lins`` (``B × k × p``)."""
+    return run(estimator, cell, theta, lins)[0]
 
 
 @PROPERTY
@@ -69,7 +64,7 @@ def test_snap_from_the_exact_order_is_rtrl(name, k, m, d, T, batch, seed):
     """SnAp-n = RTRL for ``n ≥ n*`` (:func:`exact_order`, the reachability closure; THEORY §4),
     within ``2·E_T``."""
     cell, theta, rng = network(name, k, m, d, seed)
-    lins = linearizations(cell, theta, rng.standard_normal((T, batch, m)))
+    lins = trajectory(cell, theta, rng.standard_normal((T, batch, m)))
     J = influence(make_estimator("rtrl"), cell, theta, lins)
     bound = 2.0 * influence_rounding_bound(lins, cell.k)
     n_star = exact_order(cell)
@@ -88,7 +83,7 @@ def test_snap1_is_rtrl_when_the_recurrence_is_diagonal(name, k, m, T, seed):
     rng = np.random.default_rng(seed)
     cell = make_cell(name, k, m, masks=masks)
     theta = cell.init(rng, scale=1.5)
-    lins = linearizations(cell, theta, rng.standard_normal((T, 1, m)))
+    lins = trajectory(cell, theta, rng.standard_normal((T, 1, m)))
     err = np.abs(influence(make_estimator("snap", n=1), cell, theta, lins)
                  - influence(make_estimator("rtrl"), cell, theta, lins))
     assert np.all(err <= 2.0 * influence_rounding_bound(lins, cell.k))
