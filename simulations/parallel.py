@@ -24,11 +24,13 @@ finished; everything passed to ``on_done`` before is kept.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import multiprocessing
 import os
 import re
 import signal
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -284,6 +286,19 @@ def _limited(fn, threads, job):
         return fn(job)
 
 
+@contextlib.contextmanager
+def _sigint_ignored():
+    """Ignore SIGINT while child processes start (they keep ignoring it), then restore it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 class DaskCluster:
     """The Dask scheduler at ``address``; ``"local"`` starts a ``LocalCluster`` of ``workers``
     single-threaded worker processes (BLAS threads from :func:`blas_threads`) for the run."""
@@ -301,8 +316,9 @@ class DaskCluster:
 
     def _client(self, distributed):
         if self.address == "local":
-            cluster = distributed.LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
-                                               dashboard_address=None, silence_logs=logging.ERROR)
+            with _sigint_ignored():                 # inherited by the workers: Ctrl-C is the driver's
+                cluster = distributed.LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
+                                                   dashboard_address=None, silence_logs=logging.CRITICAL)
             return cluster, distributed.Client(cluster)
         try:
             return None, distributed.Client(self.address, timeout=self.timeout)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -105,18 +106,20 @@ TRAINER_TOML = "[fake-trainer]\ntasks = 2\nsteps = 3000\n"
 
 def interrupt_when(experiment: str, argv: list, out: Path, snapshot: str) -> str:
     """Run the CLI with ``argv`` in a subprocess that knows only ``experiment`` (Python source),
-    send SIGINT as soon as a checkpoint file named ``snapshot`` exists under ``out``, and return
-    its stderr once it exited with status 130."""
+    send SIGINT to its process group (as Ctrl-C in a terminal does: the driver and its workers) as
+    soon as a checkpoint file named ``snapshot`` exists under ``out``, and return its stderr once it
+    exited with status 130."""
     script = SCRIPT.format(tests=str(ROOT / "tests"), experiment=experiment)
     proc = subprocess.Popen([sys.executable, "-c", script, *argv, "--out", str(out), "--quiet"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     try:
         deadline = time.monotonic() + 300
         while not list((out / "checkpoints").rglob(snapshot)):
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, f"no {snapshot} within 300 s"
             time.sleep(0.01)
-        proc.send_signal(signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
@@ -133,11 +136,13 @@ def uninterrupted(tmp_path_factory):
     return run_experiment(exp, config, 0, folder / "out", progress=False, executor=InProcess())
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_sigint_then_resume_gives_the_uninterrupted_numbers(workers, uninterrupted, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("backend", [["--workers", "1"], ["--workers", "2"],
+                                     pytest.param(["--scheduler", "local", "--workers", "2"], marks=pytest.mark.slow)],
+                         ids=["one-process", "pool", "dask"])
+def test_sigint_then_resume_gives_the_uninterrupted_numbers(backend, uninterrupted, tmp_path, monkeypatch, capsys):
     cfg, out = tmp_path / "cfg.toml", tmp_path / "out"
     cfg.write_text(TRAINER_TOML)
-    err = interrupt_when("TrainerExperiment()", ["run", "fake-trainer", "--config", str(cfg), "--workers", str(workers),
+    err = interrupt_when("TrainerExperiment()", ["run", "fake-trainer", "--config", str(cfg), *backend,
                                                  "--checkpoint-every", "100"], out, "loop-0.pkl")
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "interrupted; finished records are kept" in lines[0], err
