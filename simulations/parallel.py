@@ -31,6 +31,7 @@ import os
 import re
 import signal
 import threading
+import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -129,7 +130,7 @@ def _context(preload: Iterable[str] = ()):
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["__main__", "numpy", "threadpoolctl", __name__, *preload])
+    ctx.set_forkserver_preload(["numpy", "threadpoolctl", __name__, *preload])
     return ctx
 
 
@@ -333,16 +334,18 @@ class DaskCluster:
         cluster, client = self._client(distributed)
         futures = {}
         try:
-            for i, job in enumerate(jobs):
+            for job in jobs:
                 if on_start:
                     on_start(job)
-                futures[client.submit(_limited, fn, self.threads, job, pure=False)] = job
+                key = f"{getattr(job, 'name', 'job')}-{uuid.uuid4().hex[:12]}"
+                futures[client.submit(_limited, fn, self.threads, job, key=key, pure=False)] = job
             for future in distributed.as_completed(list(futures)):
                 job = futures.pop(future)
                 try:
                     result = future.result()
-                except distributed.KilledWorker as e:
-                    on_error(job, f"worker process died while running this task ({' '.join(str(e).split())})")
+                except distributed.KilledWorker as e:            # first sentence: "... on N different workers,
+                    first = " ".join(str(e).split()).split(". ")[0]  # but all those workers died while running it"
+                    on_error(job, f"worker process died while running this task (KilledWorker: {first})")
                     continue
                 except Exception as e:  # noqa: BLE001
                     on_error(job, f"{type(e).__name__}: {' '.join(str(e).split())}")

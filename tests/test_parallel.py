@@ -99,3 +99,14 @@ def test_real_experiments_give_the_same_records_on_every_backend(name, tmp_path)
     runs = [run_experiment(exp, config, 3, tmp_path / type(ex).__name__, progress=False, executor=ex)
             for ex in (InProcess(), ProcessPool(2), DaskCluster("local", workers=2))]
     assert numbers(runs[1]) == numbers(runs[0]) and numbers(runs[2]) == numbers(runs[0])
+
+
+@pytest.mark.slow
+def test_killed_dask_worker_fails_its_task_and_the_sweep_completes(sequential, tmp_path):
+    """The scheduler retries a task whose worker died on other workers, then gives up (KilledWorker)."""
+    exp, config, reference = sequential
+    records = run_experiment(exp, dict(config, kill=1), 7, tmp_path, progress=False,
+                             executor=DaskCluster("local", workers=2))
+    assert [r["status"] for r in records] == ["ok", "failed", "ok", "ok"]
+    assert records[1]["reason"].startswith("worker process died while running this task (KilledWorker: ")
+    assert "fake-trainer/run-1" in records[1]["reason"] and "workers died" in records[1]["reason"]
