@@ -7,11 +7,12 @@
    sequential runs (target: ≥ 20× faster), full steps over the same data.
 
 Prints wall-time medians and the thread's CPU time (fastest repeat; on a shared machine the
-measure that other processes do not inflate).
+measure that other processes do not inflate), and the load average at the start and the end.
 """
 from __future__ import annotations
 
 import argparse
+import os
 
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
@@ -47,10 +48,13 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     rng = np.random.default_rng(0)
+    load = os.getloadavg()
     with threadpool_limits(limits=args.threads):
         print("BLAS:", [(i.get("internal_api"), i.get("num_threads")) for i in threadpool_info()])
         per_step(256, ["snap-1", "uoro"], args.repeats, args.min_time, rng)
         batching(16, 64, 20, args.repeats, rng)
+    print(f"load average (1, 5, 15 min) at start {', '.join(f'{x:.2f}' for x in load)}, at end "
+          f"{', '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPU(s)")
 
 
 if __name__ == "__main__":

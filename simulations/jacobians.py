@@ -522,14 +522,18 @@ class DynamicsJacobian:
         """``D v`` for ``v``: ``B × k``; returns ``B × k``."""
         if self.terms is None:
             return np.matmul(self._dense, v[:, :, None])[:, :, 0]
-        y = np.zeros(v.shape)
+        y = None
         for t in self.terms:
             u = v[:, self._cols(t)]
             if t.R is not None:
                 u = u * t.R
             if t.W is not None:
                 u = u @ t.W.T if t.W.ndim == 2 else np.matmul(t.W, u[:, :, None])[:, :, 0]
-            t.L.matvec(u, y)
+            if y is None and t.L.rows is not None and t.L.starts == (0,) and u.shape[1] == self.k:
+                y = t.L.vals[:, 0] * u                     # diag(σ') (W v): no zero fill
+            else:
+                y = np.zeros(v.shape) if y is None else y
+                t.L.matvec(u, y)
         return y
 
     def rmatvec(self, lam: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ update (``‖θ̃‖`` and the rank-one update) and one per gradient.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,7 +38,13 @@ def norms(x: np.ndarray) -> np.ndarray:
 
 
 def balance(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """``sqrt(num / den)``, and ``1`` where either norm is zero (or not finite)."""
+    """``sqrt(num / den)``, and ``1`` where either norm is zero (or not finite).  A handful of values
+    (one or a few replicates) are computed as Python floats: the same correctly rounded operations
+    as numpy's, in far fewer calls."""
+    if num.size <= 16:
+        vals = [math.sqrt(a / b) if 0.0 < a < math.inf and 0.0 < b < math.inf else 1.0
+                for a, b in zip(num.ravel().tolist(), den.ravel().tolist())]
+        return np.array(vals).reshape(num.shape)
     ok = (num > 0) & (den > 0) & np.isfinite(num) & np.isfinite(den)
     return np.where(ok, np.sqrt(np.where(ok, num, 1.0) / np.where(ok, den, 1.0)), 1.0)
 
@@ -82,7 +89,7 @@ class UORO(Estimator):
         state.scales = scales = balance(num, den)                               # B × 2: (ρ₀, ρ₁)
         state.s = scales[:, :1] * Ds + scales[:, 1:] * nu
         state.factor = state.factor / scales[:, 0]                              # θ̃ / ρ₀
-        if not (FOLD_RANGE[0] <= state.factor.min() and state.factor.max() <= FOLD_RANGE[1]):
+        if not all(FOLD_RANGE[0] <= f <= FOLD_RANGE[1] for f in state.factor.tolist()):
             state.direction *= state.factor[:, None]
             state.factor = np.ones(B)
         lin.I.rmatmul(nu, out=state.direction, add=True, scale=1.0 / (scales[:, 1] * state.factor), left_gates=nuG)
