@@ -371,13 +371,13 @@ class EntryInjection:
             c = blk.offset + np.arange(blk.size)
             if G.rows is not None:                         # stacked diagonals: one part per level
                 for r in range(G.rows.shape[0]):
-                    dst = _as_slice(locate(G.rows[r][blk.idx_i], c))
+                    dst = as_slice(locate(G.rows[r][blk.idx_i], c))
                     kind = "grid" if blk.full and isinstance(dst, slice) else "level"
                     self.parts.append((blk, kind, dst, r, None))
             else:                                          # dense gate: only its structural pattern
                 n = G.vals.shape[-1]
                 rr, cc = pattern(blk)
-                dst = _as_slice(locate(rr, blk.offset + cc))
+                dst = as_slice(locate(rr, blk.offset + cc))
                 self.parts.append((blk, "dense", dst, rr * n + blk.idx_i[cc], blk.idx_j[cc]))
 
     def add_to(self, values: np.ndarray, I: ImmediateJacobian) -> None:
@@ -407,8 +407,8 @@ def _strided(origin: np.ndarray, shape: tuple, strides: tuple) -> np.ndarray:
     return np.lib.stride_tricks.as_strided(origin, shape, strides)
 
 
-def _as_slice(idx: np.ndarray):
-    """A contiguous increasing index array as a slice (cheaper to add into)."""
+def as_slice(idx: np.ndarray):
+    """A contiguous increasing index array as a slice (a view instead of a gather; cheaper to add into)."""
     if idx.size and idx[-1] - idx[0] == idx.size - 1 and np.all(np.diff(idx) == 1):
         return slice(int(idx[0]), int(idx[-1]) + 1)
     return idx
@@ -632,7 +632,7 @@ class DynamicsJacobian:
             levels = []
             if t.L.rows is None:
                 e = np.flatnonzero(inside)
-                levels.append((None, _as_slice(e), row[e], col[e] - cols.start))
+                levels.append((None, as_slice(e), row[e], col[e] - cols.start))
             else:
                 for r, rows in enumerate(t.L.rows):
                     inv = np.full(self.k, -1, dtype=np.intp)
@@ -642,7 +642,7 @@ class DynamicsJacobian:
                     if t.W is None:
                         ok &= i == col - cols.start
                     e = np.flatnonzero(ok)
-                    levels.append((r, _as_slice(e), i[e], col[e] - cols.start))
+                    levels.append((r, as_slice(e), i[e], col[e] - cols.start))
             plan.append(levels)
         self._flat[key] = (flat, plan)
         return plan

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..jacobians import EntryInjection, merge_blocks
+from ..jacobians import EntryInjection, as_slice, merge_blocks
 from .base import Estimator
 
 UNIT_ROUNDOFF = 2.0 ** -53
@@ -236,7 +236,8 @@ def _grid(cell, st: MaskStructure, pair_out: np.ndarray):
         pos = dpos[b.cols].reshape(b.n_in, b.n_out)
         if np.any(rows != rows[0]) or np.any(pos != pos[0]) or (np.any(pos[0] < 0) and np.any(pos[0] >= 0)):
             return None
-        out.append((b.cols, b.n_in, b.n_out, rows[0], None if pos[0, 0] < 0 else pos[0], WideRows(b.n_in, b.n_out)))
+        out.append((b.cols, b.n_in, b.n_out, as_slice(rows[0]), None if pos[0, 0] < 0 else as_slice(pos[0]),
+                    WideRows(b.n_in, b.n_out)))
     return tuple(out)
 
 
