@@ -15,7 +15,7 @@ from pathlib import Path
 from analysis.sections import Section
 from simulations.experiments.base import Verdict
 from simulations.records import SCHEMA_VERSION, environment, load_records, utc_now
-from simulations.runner import one_line, run_experiment
+from simulations.runner import one_line
 
 from . import registry
 
@@ -134,14 +134,6 @@ def build_report(records_by_experiment: dict[str, list[dict]], *, profile: str |
     analyses = registry.analyses()
     sections = [analyse(name, analyses.get(name), records) for name, records in records_by_experiment.items()]
     return Report(sections, profile=profile, seed=seed, source=source)
-
-
-def compute_records(configs: dict[str, dict], seed: int, out_dir: str | Path, progress: bool = True
-                    ) -> dict[str, list[dict]]:
-    """Run every experiment in ``configs`` (name -> validated config), reusing up-to-date records."""
-    experiments = registry.experiments()
-    return {name: run_experiment(experiments[name], config, seed, out_dir, progress=progress)
-            for name, config in configs.items()}
 
 
 def stored_records(from_dir: str | Path) -> dict[str, list[dict]]:
