@@ -1,13 +1,18 @@
 """Per-step cost of exact RTRL against its dominant product (THEORY.md §2.1; DESIGN.md "Performance").
 
-For an Elman cell with ``k`` units and ``m = 8`` inputs (``p = k² + km + k``) this prints the
-time of one full RTRL step (``linearize``, readout, ``J ← D J + I`` and ``g = c J``) next to the
-bare ``k × k · k × p`` product of the same shapes, single-threaded BLAS (threadpoolctl), median
-over repeats of the thread's CPU time (equal to wall time on an idle machine, and not inflated
-by other processes on a busy one; the load average is printed).  The step is timed two ways:
-``update`` then ``gradient`` (a second pass over ``J_t`` for ``c_t J_t``), and the fused
-``step`` that ``run_sequence`` uses (the credit row ``c_t D_t`` joins the product).  The
-timings of the three are interleaved, and each ratio is the median of per-round ratios.
+For an Elman cell with ``k`` units and ``m = 8`` inputs (``p = k² + km + k``) this prints, next to
+the bare ``k × k · k × p`` product of the same shapes:
+
+* the **RTRL step**: the estimator's work for one step, ``J_t = D_t J_{t−1} + I_t`` and
+  ``g_t = c_t J_t`` (``RTRL.step``, given the step's linearization and credit; the product is
+  ``[D_t; c_t D_t] J_{t−1}``, so ``g_t`` is one more row of it);
+* the **online step**: what an online learner pays per step, ``linearize`` (the forward step and
+  the factored ``D_t``, ``I_t``), the readout's loss and credit, and the RTRL step;
+* the online step with ``update`` then ``gradient`` (a second pass over ``J_t`` for ``c_t J_t``).
+
+Single-threaded BLAS (threadpoolctl), median over rounds of the thread's CPU time (equal to wall
+time on an idle machine, and not inflated by other processes on a busy one; the load average is
+printed).  The timings are interleaved, and each ratio is the median of per-round ratios.
 Usage: ``python benchmarks/bench_rtrl.py [--threads N] [--batch B] [--rounds R]``.
 """
 from __future__ import annotations
@@ -47,11 +52,20 @@ def bench(k: int, batch: int, rounds: int, m: int = 8, min_time: float = 0.05) -
         _, credit, _ = readout.evaluate(phi, lin.state, y)
         est.gradient(state, credit)
 
-    def fused():
+    def online():
         nonlocal state
         lin = cell.linearize(theta, s, x)
         _, credit, _ = readout.evaluate(phi, lin.state, y)
         state, _ = est.step(state, lin, credit, rng)
+
+    path = [cell.linearize(theta, s, x), cell.linearize(theta, np.tanh(s + 0.1), x)]
+    credits = [readout.evaluate(phi, lin.state, y)[1] for lin in path]
+    turn = [0]
+
+    def rtrl_step():
+        nonlocal state
+        i = turn[0] = 1 - turn[0]
+        state, _ = est.step(state, path[i], credits[i], rng)
 
     D = rng.standard_normal((batch, k, k))
     J = rng.standard_normal((batch, k, cell.p))
@@ -60,7 +74,7 @@ def bench(k: int, batch: int, rounds: int, m: int = 8, min_time: float = 0.05) -
     def product():
         np.matmul(D, J, out=out)
 
-    fns = (product, separate, fused)
+    fns = (product, rtrl_step, online, separate)
     calls = []
     for fn in fns:                                    # calibrate: each timing ≥ min_time
         fn()
@@ -68,9 +82,10 @@ def bench(k: int, batch: int, rounds: int, m: int = 8, min_time: float = 0.05) -
         fn()
         calls.append(max(1, int(min_time / max(time.perf_counter() - t0, 1e-7))))
     times = np.array([[cpu_per_call(fn, n) for fn, n in zip(fns, calls)] for _ in range(rounds)])
-    return {"p": cell.p, "product": np.median(times[:, 0]), "separate": np.median(times[:, 1]),
-            "fused": np.median(times[:, 2]), "ratio_separate": np.median(times[:, 1] / times[:, 0]),
-            "ratio_fused": np.median(times[:, 2] / times[:, 0])}
+    med = np.median(times, axis=0)
+    ratio = np.median(times[:, 1:] / times[:, :1], axis=0)
+    return {"p": cell.p, "product": med[0], "rtrl": med[1], "online": med[2], "separate": med[3],
+            "ratio_rtrl": ratio[0], "ratio_online": ratio[1], "ratio_separate": ratio[2]}
 
 
 def main():
@@ -82,13 +97,15 @@ def main():
     blas = [(i["internal_api"], i.get("architecture")) for i in threadpool_info()]
     print(f"BLAS {blas}, threads={args.threads}, batch={args.batch}, "
           f"load average {', '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPU(s)")
-    print(f"{'k':>5} {'p':>7} {'D·J product':>12} {'update+gradient':>16} {'step (fused)':>13} "
-          f"{'ratio':>6} {'ratio fused':>12}   [ms, thread CPU time]")
+    print(f"{'k':>5} {'p':>7} {'D·J product':>12} {'RTRL step':>10} {'ratio':>6} {'online step':>12} {'ratio':>6} "
+          f"{'unfused':>8} {'ratio':>6}   [ms, thread CPU time]")
     with threadpool_limits(args.threads):
         for k in (16, 32, 64, 128):
             r = bench(k, args.batch, args.rounds)
-            print(f"{k:>5} {r['p']:>7} {1e3 * r['product']:>12.3f} {1e3 * r['separate']:>16.3f} "
-                  f"{1e3 * r['fused']:>13.3f} {r['ratio_separate']:>6.2f} {r['ratio_fused']:>12.2f}")
+            print(f"{k:>5} {r['p']:>7} {1e3 * r['product']:>12.3f} {1e3 * r['rtrl']:>10.3f} {r['ratio_rtrl']:>6.2f} "
+                  f"{1e3 * r['online']:>12.3f} {r['ratio_online']:>6.2f} {1e3 * r['separate']:>8.3f} "
+                  f"{r['ratio_separate']:>6.2f}")
+    print(f"load average at the end {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

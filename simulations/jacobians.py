@@ -31,6 +31,10 @@ from functools import cached_property
 import numpy as np
 from scipy.linalg.blas import dger
 
+from .kernels import add_diagonal_outer
+
+_NONE = np.zeros((0, 0))
+
 
 @dataclass(frozen=True)
 class ParamBlock:
@@ -106,6 +110,20 @@ def merge_blocks(blocks) -> tuple[ParamBlock, ...]:
         else:
             out.append(b)
     return tuple(out)
+
+
+def unit_major(blocks, p: int) -> np.ndarray:
+    """Positions of ``θ``'s columns in the unit-major column order of a dense influence (``B × k × p``):
+    inside each merged unmasked block (:func:`merge_blocks`) the column of entry ``(i, j)`` moves
+    from ``off + j·n_out + i`` (``θ``'s column-major layout) to ``off + i·n_in + j``, so that ``I_t``'s
+    nonzeros on a state row of a stacked gate are ``n_in`` consecutive numbers instead of one number
+    every ``n_out`` columns; other columns keep their place.  ``p`` ints (a permutation)."""
+    pos = np.arange(p, dtype=np.intp)
+    for blk in merge_blocks(blocks):
+        if blk.full:
+            j, i = np.divmod(np.arange(blk.size, dtype=np.intp), blk.n_out)
+            pos[blk.offset + j * blk.n_out + i] = blk.offset + i * blk.n_in + j
+    return pos
 
 
 # --------------------------------------------------------------------------- outer products
@@ -288,30 +306,44 @@ class ImmediateJacobian:
         self.add_to(out)
         return out
 
-    def add_to(self, J: np.ndarray) -> None:
-        """In place ``J += I`` for a dense influence ``J`` (``B × k × p``, any strides: views allowed).
+    def add_to(self, J: np.ndarray, lam: np.ndarray | None = None, out: np.ndarray | None = None,
+               units_first: bool = False) -> None:
+        """In place ``J += I`` for a dense influence ``J`` (``B × k × p``, any strides: views allowed)
+        and, when ``lam`` (``B × k``) is given, ``out += λ I`` (``out``: ``B × p``).  ``units_first``:
+        ``J`` and ``out`` hold their columns in the :func:`unit_major` order instead of ``θ``'s.
 
         An unmasked block whose gate level ``r`` sits on consecutive state rows ``a … a+n−1``
-        puts ``G[:, a+i, i] v_j`` at ``J[:, a+i, off + j·n + i]``: a strided "diagonal" view of
-        ``J`` (steps of one row plus one column over ``i``, ``n`` columns over ``j``) takes the
-        outer product without index arrays.  Other blocks scatter through precomputed indices.
+        puts ``G[:, a+i, i] v_j`` at ``J[:, a+i, col(i, j)]``, and ``λ_{a+i} G[:, a+i, i] v_j`` into
+        ``out``, in one loop (:func:`~simulations.kernels.add_diagonal_outer`; a batch of 1
+        broadcasts).  Other blocks scatter through precomputed indices, and then ``λ I`` comes from
+        :meth:`rmatmul`.
         """
-        B = J.shape[0]
-        sB, sK, sP = J.strides
+        pos = self._flat.get("unit_major") if units_first else None
+        if units_first and pos is None:
+            pos = self._flat["unit_major"] = unit_major(self.blocks, self.p)
+        fused = lam is not None and all(
+            blk.full and self.gates[blk.gate].rows is not None and None not in self.gates[blk.gate].starts
+            for blk in self.groups)
+        lam_k, out_k = (lam, out) if fused else (_NONE, J[:, 0])
         for blk in self.groups:
             G = self.gates[blk.gate]
+            cols = blk.cols if pos is None else pos[blk.cols]
             if G.rows is None:
-                J[:, :, blk.cols] += self.block_values(blk)
+                J[:, :, cols] += self.block_values(blk)
                 continue
             v = self.source(blk)
             for r, start in enumerate(G.starts):
                 if blk.full and start is not None:
-                    view = _strided(J[:, start:, blk.offset:], (B, blk.n_in, blk.n_out),
-                                    (sB, blk.n_out * sP, sK + sP))
-                    outer_into(view, v, G.vals[:, r], add=True)
+                    add_diagonal_outer(J, start, blk.offset, blk.n_in, blk.n_out, v, G.vals[:, r], lam_k, out_k,
+                                       units_first)
                 else:
-                    rows, cols = self._scatter_index(blk, r)
-                    J[:, rows, cols] += G.vals[:, r, blk.idx_i] * v[:, blk.idx_j]
+                    rows, idx = self._scatter_index(blk, r)
+                    J[:, rows, idx if pos is None else pos[idx]] += G.vals[:, r, blk.idx_i] * v[:, blk.idx_j]
+        if lam is not None and not fused:
+            if pos is None:
+                self.rmatmul(lam, out=out, add=True)
+            else:
+                out[:, pos] += self.rmatmul(lam)
 
     def _scatter_index(self, blk: ParamBlock, r: int) -> tuple[np.ndarray, np.ndarray]:
         """Rows and columns (``q`` each) of level ``r`` of a stacked block's nonzeros in ``k × p``."""
@@ -394,17 +426,6 @@ class EntryInjection:
             else:
                 G = I.gates[blk.gate].vals.reshape(I.gates[blk.gate].vals.shape[0], -1)
                 values[dst] += (G[:, r] * v[:, jsrc]).T
-
-
-def _strided(origin: np.ndarray, shape: tuple, strides: tuple) -> np.ndarray:
-    """A writeable view starting at ``origin[0, …, 0]`` with ``shape`` and ``strides`` (bytes), which
-    must stay inside ``origin``'s buffer.  Built directly on the owning C-contiguous buffer when there
-    is one (a few times cheaper than ``as_strided``)."""
-    base = origin.base if origin.base is not None else origin
-    if type(base) is np.ndarray and base.flags.c_contiguous and base.flags.writeable:
-        start = origin.__array_interface__["data"][0] - base.__array_interface__["data"][0]
-        return np.ndarray(shape, origin.dtype, base, start, strides)
-    return np.lib.stride_tricks.as_strided(origin, shape, strides)
 
 
 def as_slice(idx: np.ndarray):
@@ -569,6 +590,12 @@ class DynamicsJacobian:
         """``diag(D)``: ``B × k``.  A stacked level on the rows ``a … a+n−1`` of a term that reads the
         same state entries contributes ``vals · diag(W) · R`` there (no index arrays), a level on other
         rows nothing; other layouts are read through :meth:`entries`."""
+        if self.terms is not None and len(self.terms) == 1:       # diag(σ') W (Elman): no zero fill
+            t = self.terms[0]
+            L = t.L
+            if t.cols is None and t.R is None and t.W is not None and L.rows is not None \
+                    and L.vals.shape[1] == 1 and L.starts[0] == 0 and L.vals.shape[2] == self.k:
+                return L.vals[:, 0] * t.W.diagonal(0, -2, -1)
         out = None if self.terms is None else np.zeros((self.batch, self.k))
         for t in self.terms or ():
             cols, L = self._cols(t), t.L

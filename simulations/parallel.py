@@ -244,7 +244,10 @@ def _death(pool) -> str:
     for p in procs:
         p.join(timeout=5)
     codes = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
-    codes = [c for c in codes if c != -signal.SIGTERM] or codes
+    # the dead worker first: a signal other than the pool's own SIGTERM, then any other failure
+    # (a worker terminated while it starts up may exit with status 255 instead of -SIGTERM)
+    codes = ([c for c in codes if c < 0 and c != -signal.SIGTERM] or [c for c in codes if c != -signal.SIGTERM]
+             or codes)
     if not codes:
         return "exit status unknown"
     code = codes[0]

@@ -39,8 +39,8 @@ class LinearReadout:
 
     def evaluate(self, phi, s, y):
         """Return ``(ℓ (B,), credit c = ∂ℓ/∂s (B × k), ∂ℓ/∂φ (B × q))``."""
-        V, _ = self.unpack(phi)
-        yhat = self.predict(phi, s)
+        V, c = self.unpack(phi)
+        yhat = np.matmul(V, s[..., None])[..., 0] + c
         if self.loss == "mse":
             delta = yhat - y
             loss = 0.5 * np.sum(delta * delta, axis=-1)
@@ -54,5 +54,8 @@ class LinearReadout:
             delta = e / z
             delta[rows, y] -= 1.0
         credit = np.matmul(delta[:, None, :], V)[:, 0, :]
-        dphi = np.concatenate([(delta[:, None, :] * s[:, :, None]).reshape(s.shape[0], -1), delta], axis=1)
+        B, nk = s.shape[0], self.n_out * self.k
+        dphi = np.empty((B, self.q))
+        np.multiply(s[:, :, None], delta[:, None, :], out=dphi[:, :nk].reshape(B, self.k, self.n_out))
+        dphi[:, nk:] = delta
         return loss, credit, dphi

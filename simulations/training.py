@@ -190,9 +190,8 @@ class OnlineTrainer:
             for i in range(n):
                 lin = cell.linearize(state.theta, state.s, xs[i])
                 state.s = lin.state
-                state.est = est.update(state.est, lin, rng)
                 loss, credit, dphi = ro.evaluate(state.phi, state.s, ys[i])
-                state.est, g = est.gradient(state.est, credit)
+                state.est, g = est.step(state.est, lin, credit, rng)
                 state.t += 1
                 g_norm = win.add(loss, g, dphi)
                 if learn:

@@ -107,7 +107,8 @@ TRAINER_TOML = "[fake-trainer]\ntasks = 2\nsteps = 3000\n"
 def interrupt_when(experiment: str, argv: list, out: Path, snapshot: str) -> str:
     """Run the CLI with ``argv`` in a subprocess that knows only ``experiment`` (Python source),
     send SIGINT to its process group (as Ctrl-C in a terminal does: the driver and its workers) as
-    soon as a checkpoint file named ``snapshot`` exists under ``out``, and return its stderr once it
+    soon as a checkpoint file matching ``snapshot`` (a glob, e.g. ``run-0/loop-0.pkl``: task run-0's
+    first snapshot, whichever worker runs it) exists under ``out``, and return its stderr once it
     exited with status 130."""
     script = SCRIPT.format(tests=str(ROOT / "tests"), experiment=experiment)
     proc = subprocess.Popen([sys.executable, "-c", script, *argv, "--out", str(out), "--quiet"],
@@ -143,7 +144,7 @@ def test_sigint_then_resume_gives_the_uninterrupted_numbers(backend, uninterrupt
     cfg, out = tmp_path / "cfg.toml", tmp_path / "out"
     cfg.write_text(TRAINER_TOML)
     err = interrupt_when("TrainerExperiment()", ["run", "fake-trainer", "--config", str(cfg), *backend,
-                                                 "--checkpoint-every", "100"], out, "loop-0.pkl")
+                                                 "--checkpoint-every", "100"], out, "run-0/loop-0.pkl")
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "interrupted; finished records are kept" in lines[0], err
     assert f"rtrl-validate run --resume {out}" in lines[0]

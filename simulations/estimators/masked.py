@@ -3,8 +3,10 @@
 One code path for exact RTRL (``M`` all ones), SnAp-n (``M = M_n``) and RFLO (``M_1`` with the
 self-recurrent term of ``D_t`` dropped):
 
-* **dense storage** when ``M`` is all ones: ``J`` is ``B × k × p`` and a step is one batched
-  ``k × k · k × p`` product plus ``O(nnz(I))`` for the factored ``I_t``; :meth:`MaskedInfluence.step`
+* **dense storage** when ``M`` is all ones: ``J`` is ``B × k × p`` (columns in the unit-major
+  order of :func:`~simulations.jacobians.unit_major`, where ``I_t``'s nonzeros on a row are
+  consecutive) and a step is one batched ``k × k · k × p`` product plus ``O(nnz(I))`` for the
+  factored ``I_t``; :meth:`MaskedInfluence.step`
   folds the gradient into that product, ``[D_t; c_t D_t] J_{t−1}``, so that ``g_t = c_t D_t J_{t−1}
   + c_t I_t`` costs one more row of the product instead of a second pass over ``J_t``;
 * **sparse storage** otherwise: only the values of ``J̃`` at the nonzeros of ``M`` are kept
@@ -28,7 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..jacobians import EntryInjection, as_slice, merge_blocks
+from ..jacobians import EntryInjection, as_slice, merge_blocks, unit_major
+from ..kernels import diagonal_influence_step
 from .base import Estimator
 
 UNIT_ROUNDOFF = 2.0 ** -53
@@ -126,6 +129,8 @@ class MaskStructure:
     injection: EntryInjection | None = None   # built at the first step (needs the gate layout)
     grid: tuple | None = None             # per block (θ columns, n_in, n_out, rows, D positions, WideRows): _grid
     d_diagonal: bool = False              # d_index is exactly the diagonal of D, in order (SnAp-1 of Elman)
+    fused: tuple | None = None            # the fused SnAp-1 plan (MaskedInfluence._fused_plan); None: not built
+    pos: np.ndarray | None = None         # dense storage: the stored column of each θ column (unit_major)
 
     @property
     def nnz(self) -> int:
@@ -163,12 +168,12 @@ def build_structure(cell, n: int | None, drop_diagonal: bool = False) -> MaskStr
     """
     k, p = cell.k, cell.p
     if n is None:
-        return MaskStructure(k, p, True)
+        return MaskStructure(k, p, True, pos=unit_major(cell.blocks, p))
     D_pat, C, cls = column_classes(cell)
     order = reach(D_pat, C, None)[1]
     M, _ = reach(D_pat, C, n)
     if M.all() and not drop_diagonal:
-        return MaskStructure(k, p, True, order=order)
+        return MaskStructure(k, p, True, order=order, pos=unit_major(cell.blocks, p))
 
     # per class: its rows (template) and its pairs (a, b) of local row positions with D_pat[R_a, R_b]
     u = M.shape[1]
@@ -261,7 +266,10 @@ class WideRows:
 # --------------------------------------------------------------------------- the estimator
 @dataclass
 class InfluenceState:
-    """``J``: ``B × k × p`` (dense mask) or ``nnz × B`` (values at the mask's entries, column-major,
+    """``J``: ``B × k × p`` (dense mask; columns in the unit-major order of
+    :func:`~simulations.jacobians.unit_major`, ``θ``'s column ``c`` at ``structure.pos[c]``, so
+    that ``I_t`` lands on consecutive entries; :meth:`MaskedInfluence.influence` gives ``θ``'s
+    order) or ``nnz × B`` (values at the mask's entries, column-major,
     entry-major so that gathers copy whole rows of replicates).
 
     Dense storage keeps two ``B × (k+1) × p`` buffers: ``J`` is the first ``k`` rows of ``full``,
@@ -300,7 +308,7 @@ class MaskedInfluence(Estimator):
         if st.dense:
             full = np.zeros((batch, cell.k + 1, cell.p))
             if J0 is not None:
-                full[:, :cell.k] = J0
+                full[:, :cell.k, st.pos] = J0
             return InfluenceState(full[:, :cell.k], np.empty_like(full), batch, cell.p, st, full)
         vals = (np.zeros((st.nnz, batch)) if J0 is None
                 else np.ascontiguousarray(np.asarray(J0, dtype=float)[:, st.rows, st.cols].T))
@@ -317,13 +325,11 @@ class MaskedInfluence(Estimator):
         if st.dense:
             new = state.buf[:, :-1]
             lin.dynamics.matmul(state.J, out=new)
-            lin.I.add_to(new)
+            lin.I.add_to(new, units_first=True)
             self._swap(state)
             return state
-        if st.injection is None:
-            st.injection = EntryInjection(
-                lin.I, st.entry_index, lambda blk: np.nonzero(st.i_pattern[:, st.cls[blk.offset + np.arange(blk.size)]]))
-        D = lin.dynamics.diagonal() if st.d_diagonal else lin.dynamics.entries(st.d_index)
+        self._injection(st, lin)
+        D = self._d_values(st, lin)
         D = np.ascontiguousarray(D.T)                                           # |d| × B
         if st.grid is not None and state.J.shape[1] == D.shape[1]:             # J̃ ← d_i J̃ + I in place
             one = state.batch == 1                                             # 2-D views: long inner loops
@@ -349,26 +355,79 @@ class MaskedInfluence(Estimator):
     def step(self, state, lin, credit, rng=None):
         """``update`` and ``gradient`` in one: for dense storage the product ``[D_t; c_t D_t] J_{t−1}``
         (``(k+1) × k`` by ``k × p``) gives ``J_t = D_t J_{t−1} + I_t`` and ``g_t = c_t D_t J_{t−1} + c_t I_t``
-        without a second pass over ``J_t``.  (A subclass that redefines ``update`` keeps it.)"""
+        without a second pass over ``J_t``; ``I_t`` and ``c_t I_t`` are added in one loop
+        (:meth:`~simulations.jacobians.ImmediateJacobian.add_to`).  (A subclass that redefines ``update`` keeps it.)"""
         st = state.structure
-        if not st.dense or type(self).update is not MaskedInfluence.update:
+        if type(self).update is not MaskedInfluence.update:
             return super().step(state, lin, credit, rng)
+        if not st.dense:
+            return self._diagonal_step(state, lin, credit, rng)
         k = st.k
         Daug = np.empty((state.batch, k + 1, k))
         D = lin.dynamics.dense(out=Daug[:, :k])
         np.matmul(credit[:, None, :], D, out=Daug[:, k:])
-        g = lin.I.rmatmul(credit)                 # c_t I_t before the product (while the caches are warm)
         np.matmul(Daug, state.J, out=state.buf)
-        g += state.buf[:, k]
-        lin.I.add_to(state.buf[:, :k])
+        lin.I.add_to(state.buf[:, :k], credit, state.buf[:, k], units_first=True)   # J_t, g_t += c_t I_t
+        g = state.buf[:, k, st.pos]                                              # to θ's order (a gather)
         self._swap(state)
         return state, g
+
+    @staticmethod
+    def _injection(st: MaskStructure, lin) -> EntryInjection:
+        """The structure's :class:`~simulations.jacobians.EntryInjection` (built at the first step)."""
+        if st.injection is None:
+            st.injection = EntryInjection(
+                lin.I, st.entry_index, lambda blk: np.nonzero(st.i_pattern[:, st.cls[blk.offset + np.arange(blk.size)]]))
+        return st.injection
+
+    @staticmethod
+    def _d_values(st: MaskStructure, lin) -> np.ndarray:
+        """The entries of ``D_t`` the recursion reads: ``B × |d|``."""
+        return lin.dynamics.diagonal() if st.d_diagonal else lin.dynamics.entries(st.d_index)
+
+    def _fused_plan(self, st: MaskStructure, lin):
+        """For a grid structure (:func:`_grid`) whose every block takes ``I_t`` as one outer product
+        (one level of a stacked gate on consecutive rows): per block ``(θ offset, n_in, n_out, first
+        row of c, first position in d or -1, block, level)``; else ``()`` (cached on ``st``)."""
+        if st.fused is None:
+            st.fused = ()
+            parts = {} if st.grid is None else {
+                (dst.start, dst.stop): (blk, r) for blk, kind, dst, r, _ in self._injection(st, lin).parts
+                if kind == "grid"}
+            if st.grid is not None and len(parts) == len(self._injection(st, lin).parts) == len(st.grid):
+                plan = []
+                for cols, n_in, n_out, rows, pos, _ in st.grid:
+                    part = parts.get((cols.start, cols.stop))
+                    if part is None or not isinstance(rows, slice) or not (pos is None or isinstance(pos, slice)):
+                        return st.fused
+                    plan.append((cols.start, n_in, n_out, rows.start, -1 if pos is None else pos.start) + part)
+                st.fused = tuple(plan)
+        return st.fused
+
+    def _diagonal_step(self, state, lin, credit, rng):
+        """SnAp-1/RFLO ``update`` and ``gradient`` in one pass per parameter block
+        (:func:`~simulations.kernels.diagonal_influence_step`) when the structure allows it
+        (:meth:`_fused_plan`) and ``D_t``, ``c_t`` have the state's batch; else ``update`` then
+        ``gradient``."""
+        st, B = state.structure, state.batch
+        plan = self._fused_plan(st, lin)
+        if not plan or lin.I.batch != B or credit.shape[0] != B or not state.J.flags.c_contiguous:
+            return super().step(state, lin, credit, rng)
+        d = np.ascontiguousarray(self._d_values(st, lin).T).reshape(-1)          # |d| × B, flat
+        c = np.ascontiguousarray(credit.T).reshape(-1)                           # k × B, flat
+        g = np.empty((st.p, B))
+        J, gf = state.J.reshape(-1), g.reshape(-1)
+        for off, n_in, n_out, c0, d0, blk, r in plan:
+            diagonal_influence_step(J, gf, off, n_in, n_out, d, max(d0, 0), d0 >= 0, c, c0,
+                                    np.ascontiguousarray(lin.I.source(blk)),
+                                    np.ascontiguousarray(lin.I.gates[blk.gate].vals[:, r]))
+        return state, g.T
 
     def gradient(self, state, credit):
         """``ĝ_t = c_t J̃_t``: ``B × p``."""
         st = state.structure
         if st.dense:
-            return state, np.matmul(credit[:, None, :], state.J)[:, 0, :]
+            return state, np.matmul(credit[:, None, :], state.J)[:, 0, st.pos]
         c = np.ascontiguousarray(credit.T)                                       # k × B
         if st.grid is not None:
             g = np.empty((st.p, c.shape[1]))
@@ -381,10 +440,10 @@ class MaskedInfluence(Estimator):
         return state, st.by_column(np.take(c, st.rows, axis=0) * state.J).T
 
     def influence(self, state):
-        """``J̃_t``: ``B × k × p`` (dense; for checks)."""
+        """``J̃_t``: ``B × k × p`` in ``θ``'s column order (a new array; for checks)."""
         st = state.structure
         if st.dense:
-            return state.J
+            return state.J[:, :, st.pos]
         out = np.zeros((state.batch, st.k, st.p))
         out[:, st.rows, st.cols] = state.J.T
         return out

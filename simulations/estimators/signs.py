@@ -19,7 +19,9 @@ def rademacher(rng, shape) -> np.ndarray:
     draw = getattr(rng, "rademacher", None)
     if draw is not None:
         return draw(shape)
-    return 2.0 * rng.integers(0, 2, size=shape) - 1.0
+    u = rng.random(shape)                    # uniform on the grid k·2⁻⁵³ of [0, 1): P(u ≥ ½) = ½ exactly
+    u -= 0.5
+    return np.copysign(1.0, u, out=u)        # +1 where u ≥ ½ (copysign(1, +0) = +1), else −1
 
 
 class SignReplay:

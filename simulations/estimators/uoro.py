@@ -12,8 +12,9 @@ which leaves the product, hence the expectation, unchanged.  Memory ``O(k + p)``
 ``O(k² + p)`` per step: ``D_t s̃`` from the factored ``D_t`` (one product with ``W`` for all
 replicates), ``‖νᵀ I_t‖`` from the norms of its factors, ``θ̃ / ρ₀`` as a change of ``θ̃``'s
 separate scalar factor, and ``νᵀ I_t / ρ₁`` added into ``θ̃`` in place as outer products (rank-one
-BLAS updates for one replicate), never formed on its own: two passes over ``p`` numbers per
-update (``‖θ̃‖`` and the rank-one update) and one per gradient.
+BLAS updates for one replicate), never formed on its own.  :meth:`UORO.step` (the step the
+training loops call) does the rank-one addition, the gradient and the next ``‖θ̃‖`` in one pass
+over ``p`` numbers (:func:`~simulations.kernels.rank_one_step`).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..jacobians import row_dot
+from ..kernels import rank_one_scales, rank_one_step
 from .base import Estimator
 from .signs import rademacher
 
@@ -64,6 +66,7 @@ class RankOneState:
     batch: int
     p: int
     scales: np.ndarray | None = None   # B × 2: the last step's (ρ₀, ρ₁)
+    sq: np.ndarray | None = None       # B: ‖direction‖² when known from the last fused step
 
     @property
     def theta(self) -> np.ndarray:
@@ -79,21 +82,47 @@ class UORO(Estimator):
     def init(self, cell, theta, batch, rng=None):
         return RankOneState(np.zeros((batch, cell.k)), np.zeros((batch, cell.p)), np.ones(batch), batch, cell.p)
 
-    def update(self, state, lin, rng):
+    def _scales(self, state, lin, rng):
+        """The first half of a step: draw ``ν``, set ``(ρ₀, ρ₁)``, ``s̃ ← ρ₀ D_t s̃ + ρ₁ ν`` and
+        ``θ̃``'s factor ``← factor / ρ₀`` (folded into the direction when out of range).
+        Returns ``(ν, ν G_g per gate, 1 / (ρ₁ · factor))``, the last ``B`` scalars for the rank-one
+        addition ``θ̃'s direction += (νᵀ I_t) / (ρ₁ · factor)``."""
         B, k = state.s.shape
         nu = rademacher(rng, (B, k))
         Ds = lin.dynamics.matvec(state.s)
         nuG = lin.I.left_gates(nu)
-        num = np.stack([state.factor * norms(state.direction), lin.I.rmatmul_norms(nu, nuG)], axis=1)
-        den = np.stack([norms(Ds), np.full(B, np.sqrt(k))], axis=1)
-        state.scales = scales = balance(num, den)                               # B × 2: (ρ₀, ρ₁)
-        state.s = scales[:, :1] * Ds + scales[:, 1:] * nu
-        state.factor = state.factor / scales[:, 0]                              # θ̃ / ρ₀
+        sq = row_dot(state.direction, state.direction) if state.sq is None else state.sq
+        rho, state.s, state.factor = np.empty((2, B)), np.empty_like(Ds), np.array(state.factor)
+        rank_one_scales(state.s, Ds, nu, state.factor, sq, lin.I.rmatmul_norms(nu, nuG), rho)
+        state.scales = rho.T                                                    # B × 2: (ρ₀, ρ₁)
         if not all(FOLD_RANGE[0] <= f <= FOLD_RANGE[1] for f in state.factor.tolist()):
             state.direction *= state.factor[:, None]
             state.factor = np.ones(B)
-        lin.I.rmatmul(nu, out=state.direction, add=True, scale=1.0 / (scales[:, 1] * state.factor), left_gates=nuG)
+        state.sq = None
+        return nu, nuG, 1.0 / (rho[1] * state.factor)
+
+    def update(self, state, lin, rng):
+        nu, nuG, alpha = self._scales(state, lin, rng)
+        lin.I.rmatmul(nu, out=state.direction, add=True, scale=alpha, left_gates=nuG)
         return state
+
+    def step(self, state, lin, credit, rng=None):
+        """``update`` and ``gradient`` in one pass over ``θ̃``'s direction when every parameter block
+        is unmasked (:func:`~simulations.kernels.rank_one_step`: the rank-one addition, the gradient
+        ``(c s̃) θ̃`` and the new ``‖direction‖²`` that the next step's ``ρ₀`` needs); otherwise
+        ``update`` then ``gradient``."""
+        I = lin.I
+        if I.batch != state.batch or not all(b.full for b in I.groups):
+            return super().step(state, lin, credit, rng)
+        _, nuG, alpha = self._scales(state, lin, rng)
+        gamma = row_dot(credit, state.s) * state.factor
+        g = np.empty_like(state.direction)
+        sq = np.zeros(state.batch)
+        for blk in I.groups:
+            rank_one_step(state.direction, g, blk.offset, blk.n_in, blk.n_out, alpha,
+                          np.ascontiguousarray(I.source(blk)), np.ascontiguousarray(nuG[blk.gate]), gamma, sq)
+        state.sq = sq
+        return state, g
 
     def signs_per_step(self, cell) -> int:
         return cell.k
@@ -109,4 +138,5 @@ class UORO(Estimator):
         state.s[...] = 0.0
         state.direction[...] = 0.0
         state.factor = np.ones(state.batch)
+        state.sq = None
         return state

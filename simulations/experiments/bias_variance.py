@@ -96,13 +96,12 @@ def measure(cell, theta, readout, phi, xs, ys, estimators, replicates, rng, infl
         sR = linR.state if batched else sR
         lins.append(lin1)
         credit = readout.evaluate(phi, s1, ys[t][None, :])[1]
-        ex = exact.update(ex, lin1)
-        g = exact.gradient(ex, credit)[1][0]
+        ex, g = exact.step(ex, lin1, credit)
+        g = g[0]
         g_norm[t] = np.linalg.norm(g)
         for lab, est in estimators.items():
             R = sizes[lab]
-            states[lab] = est.update(states[lab], lin1 if R == 1 else linR, rng)
-            gh = est.gradient(states[lab], np.broadcast_to(credit, (R, k)))[1]
+            states[lab], gh = est.step(states[lab], lin1 if R == 1 else linR, np.broadcast_to(credit, (R, k)), rng)
             diff = gh - g
             st = stats[lab]
             st["sq_err"][:, t] = np.einsum("rp,rp->r", diff, diff)

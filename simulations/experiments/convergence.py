@@ -164,7 +164,7 @@ def influence_chain(cell, theta, xs, s0, J0):
         lin = cell.linearize(theta, s, xs[t])
         s = lin.state
         state = est.update(state, lin)
-        yield t + 1, s, state.J
+        yield t + 1, s, est.influence(state)
 
 
 def draw(process, paths: int, steps: int, rng):

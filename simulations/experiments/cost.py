@@ -117,8 +117,7 @@ def measure_estimator(cell, spec, rng, min_time, repeats, block=2):
     def run_block():
         nonlocal state
         for lin in lins:
-            state = est.update(state, lin, rng)
-            state = est.gradient(state, credit)[0]
+            state = est.step(state, lin, credit, rng)[0]
         state = est.flush(state)[0]
 
     cpu = np.empty((3, repeats))
@@ -127,8 +126,7 @@ def measure_estimator(cell, spec, rng, min_time, repeats, block=2):
     wall[0] /= block
     cpu[0] /= block
     for lin in lins:                          # the state after one block (BPTT: a full tape)
-        state = est.update(state, lin, rng)
-        state = est.gradient(state, credit)[0]
+        state = est.step(state, lin, credit, rng)[0]
     size = state_bytes(state) / (block if est.name in ("bptt", "tbptt") else 1)
     return wall, cpu, size, estimator_flops(cell, est)
 
@@ -149,8 +147,7 @@ def batching_gain(cell_name, hidden, inputs, spec, replicates, steps, rng, repea
         for t in range(steps):
             lin = cell.linearize(theta, s, x[t])
             s = lin.state
-            st = est.update(st, lin, rng)
-            st = est.gradient(st, c)[0]
+            st = est.step(st, lin, c, rng)[0]
 
     cpu = np.empty((2, repeats))
     wall = time_per_call([lambda: run(xs, credit),

@@ -161,9 +161,8 @@ def learn_online(cell, readout, estimator, process, theta0, phi0, steps: int, rn
                         segment = None
                 lin = cell.linearize(theta, s, xs[i])
                 s = lin.state
-                est = estimator.update(est, lin, rng)
                 loss, credit, dphi = readout.evaluate(phi, s, ys[i])
-                est, g = estimator.gradient(est, credit)
+                est, g = estimator.step(est, lin, credit, rng)
                 g_acc += g
                 gphi_acc += dphi
                 t += 1

@@ -1,0 +1,143 @@
+"""The compiled loops (:mod:`simulations.kernels`) and the paths that use them, against the numpy
+paths they replace.
+
+* ``ImmediateJacobian.add_to`` in ``θ``'s and in the unit-major column order, with and without the
+  credit row ``out += λ I``, against the dense ``I``: each entry is one addition (and for ``λ I`` a
+  sum over the gate levels of three-factor products), so ``|error| ≤ γ_n Σ|terms|`` (Higham §3.5)
+  with ``n`` the roundings along one term.
+* The fused SnAp-1/RFLO step (one pass per block) against ``update`` then ``gradient``, and the
+  fused UORO step against ``update`` then ``gradient`` with the same signs: bounds as in
+  ``test_dynamics.py``, from the float64 rounding of the recursion.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from proofs_checks.symbolic import gamma
+from simulations.cells import CELLS, make_cell
+from simulations.estimators import make_estimator, parse_estimator
+from simulations.estimators.masked import influence_rounding_bound
+from simulations.estimators.signs import SignReplay
+from simulations.jacobians import merge_blocks, row_dot, unit_major
+
+B = 3
+CASES = [(name, density, per) for name in CELLS for density in (1.0, 0.5) for per in (False, True)]
+
+
+def linearization(name, density, per_replicate, seed=0, hidden=4):
+    rng = np.random.default_rng(seed)
+    cell = make_cell(name, hidden, 3, density=density, mask_seed=seed + 1)
+    theta = cell.init(rng, scale=1.5, batch=B if per_replicate else None)
+    s = rng.uniform(-0.9, 0.9, (B, cell.k))
+    return cell, theta, cell.linearize(theta, s, rng.standard_normal((B, 3))), rng
+
+
+def test_unit_major_is_a_permutation_that_makes_rows_consecutive():
+    cell = make_cell("elman", 5, 3)
+    pos = unit_major(cell.blocks, cell.p)
+    assert np.array_equal(np.sort(pos), np.arange(cell.p))
+    lin = cell.linearize(cell.init(np.random.default_rng(0)), np.full((1, 5), 0.5), np.ones((1, 3)))
+    Iu = np.zeros_like(lin.I.dense())
+    Iu[:, :, pos] = lin.I.dense()
+    n_in = merge_blocks(cell.blocks)[0].n_in                     # W, U, b merged: â = [s; x; 1]
+    for i in range(cell.k):                                      # row i: its n_in nonzeros side by side
+        assert np.array_equal(np.flatnonzero(Iu[0, i]), np.arange(i * n_in, (i + 1) * n_in))
+
+
+@pytest.mark.parametrize("units_first", [False, True])
+@pytest.mark.parametrize("name,density,per_replicate", CASES)
+def test_add_to_with_the_credit_row(name, density, per_replicate, units_first):
+    """``J += I`` and ``out += λ I`` in one call, on views of a ``B × (k+1) × p`` buffer (the fused
+    RTRL step's layout), in either column order, against the dense ``I``."""
+    cell, theta, lin, rng = linearization(name, density, per_replicate)
+    I, k, p = lin.I, cell.k, cell.p
+    pos = unit_major(cell.blocks, p) if units_first else np.arange(p)
+    Id = np.zeros((B, k, p))
+    Id[:, :, pos] = I.dense()
+    lam = rng.standard_normal((B, k))
+    big = rng.standard_normal((B, k + 1, p))
+    J, out = big[:, :k], big[:, k]
+    expect_J, expect_out = J + Id, out + np.einsum("bk,bkp->bp", lam, Id)
+    mag = np.abs(out) + np.einsum("bk,bkp->bp", np.abs(lam), np.abs(Id))
+    I.add_to(J, lam, out, units_first=units_first)
+    assert np.all(np.abs(J - expect_J) <= gamma(1) * np.abs(expect_J))
+    assert np.all(np.abs(out - expect_out) <= 2 * gamma(k + 4) * mag)
+
+
+def test_add_to_broadcasts_a_batch_of_one():
+    cell, theta, lin, rng = linearization("lstm", 1.0, False)
+    lin1 = cell.linearize(theta, rng.uniform(-0.9, 0.9, (1, cell.k)), rng.standard_normal((1, 3)))
+    J = np.zeros((B, cell.k, cell.p))
+    lin1.I.add_to(J, units_first=True)
+    ref = np.zeros_like(J)
+    ref[:, :, unit_major(cell.blocks, cell.p)] = lin1.I.dense()
+    np.testing.assert_array_equal(J, ref)
+
+
+def _path(cell, batch, steps, rng):
+    theta = cell.init(rng, scale=1.5)
+    s, lins, credits = np.zeros((batch, cell.k)), [], []
+    for _ in range(steps):
+        lin = cell.linearize(theta, s, rng.standard_normal((batch, cell.m)))
+        s = lin.state
+        lins.append(lin)
+        credits.append(rng.standard_normal((batch, cell.k)))
+    return theta, lins, credits
+
+
+@pytest.mark.parametrize("spec", ["snap-1", "rflo"])
+@pytest.mark.parametrize("name", ["elman", "contractive-elman", "gru-reset-after"])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_fused_diagonal_step_equals_update_then_gradient(spec, name, batch):
+    rng = np.random.default_rng(11)
+    cell = make_cell(name, 5, 3)
+    theta, lins, credits = _path(cell, batch, 6, rng)
+    fused, plain = parse_estimator(spec), parse_estimator(spec)
+    a, b = fused.init(cell, theta, batch), plain.init(cell, theta, batch)
+    for t, (lin, c) in enumerate(zip(lins, credits)):
+        a, ga = fused.step(a, lin, c)
+        b = plain.update(b, lin)
+        b, gb = plain.gradient(b, c)
+        E = influence_rounding_bound(lins[:t + 1], cell.k)       # any order of the same sums
+        Jb = plain.influence(b)
+        assert np.all(np.abs(fused.influence(a) - Jb) <= 2 * E)
+        bound = 2 * gamma(cell.k + 2) * np.einsum("bk,bkp->bp", np.abs(c), np.abs(Jb) + E) \
+            + np.einsum("bk,bkp->bp", np.abs(c), 2 * E)
+        assert np.all(np.abs(ga - gb) <= bound)
+    assert a.structure.fused, "the fused plan was not used"
+    assert np.max(np.abs(ga)) > 0
+
+
+@pytest.mark.parametrize("name", ["elman", "gru", "lstm"])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_fused_uoro_step_equals_update_then_gradient(name, batch):
+    """From the same state and the same signs, one fused step and one ``update`` + ``gradient``
+    give the same ``θ̃`` and ``ĝ``: both compute ``(ρ₀, ρ₁)`` by the same code, and differ only in
+    the rank-one addition ``X + α v w`` (three roundings each way) and ``ĝ = γ X``."""
+    rng = np.random.default_rng(12)
+    cell = make_cell(name, 4, 3)
+    theta, lins, credits = _path(cell, batch, 5, rng)
+    est = make_estimator("uoro")
+    signs = np.where(rng.random((5, batch, cell.k)) < 0.5, -1.0, 1.0)
+    replay = SignReplay(signs)
+    st = est.init(cell, theta, batch)
+    for lin in lins[:4]:
+        st = est.update(st, lin, replay)
+    twin = est.init(cell, theta, batch)
+    twin.s, twin.direction, twin.factor = st.s.copy(), st.direction.copy(), st.factor.copy()
+    X0 = st.direction.copy()
+    a, ga = est.step(st, lins[4], credits[4], SignReplay(signs[4:]))
+    b = est.update(twin, lins[4], SignReplay(signs[4:]))
+    b, gb = est.gradient(b, credits[4])
+    np.testing.assert_array_equal(a.s, b.s)
+    np.testing.assert_array_equal(a.factor, b.factor)
+    added = np.abs(b.direction - X0)                                   # |α v w| up to rounding
+    dX = 2 * gamma(3) * (np.abs(X0) + added)
+    assert np.all(np.abs(a.direction - b.direction) <= dX)
+    scale = np.abs(row_dot(credits[4], b.s) * b.factor)[:, None]
+    assert np.all(np.abs(ga - gb) <= scale * (dX + gamma(2) * np.abs(b.direction)))
+    assert np.max(np.abs(ga)) > 0
+    # the squared norm the fused pass leaves for the next ρ₀ (a reassociated sum of p squares)
+    sq = row_dot(a.direction, a.direction)
+    assert np.all(np.abs(a.sq - sq) <= gamma(cell.p) * sq)
