@@ -51,17 +51,21 @@ def diagonal_influence_step(J, g, off, n_in, n_out, d, d0, has_d, c, c0, v, w):
             for i in range(n_out):
                 gr[i] = cr[i] * Jr[i]
         return
+    vt, wt = np.ascontiguousarray(v.T), np.ascontiguousarray(w.T)      # replicates last, as J
+    J3 = J[off * B:(off + n_in * n_out) * B].reshape((n_in, n_out, B))
+    g3 = g[off * B:(off + n_in * n_out) * B].reshape((n_in, n_out, B))
+    c2 = c[c0 * B:(c0 + n_out) * B].reshape((n_out, B))
+    d2 = d[d0 * B:(d0 + n_out) * B].reshape((n_out, B)) if has_d else c2
     for j in range(n_in):
         for i in range(n_out):
-            e = (off + j * n_out + i) * B
-            Jr, gr = J[e:e + B], g[e:e + B]
-            dr, cr = d[(d0 + i) * B:(d0 + i + 1) * B], c[(c0 + i) * B:(c0 + i + 1) * B]
+            if has_d:
+                for b in range(B):
+                    J3[j, i, b] = d2[i, b] * J3[j, i, b] + vt[j, b] * wt[i, b]
+            else:
+                for b in range(B):
+                    J3[j, i, b] = vt[j, b] * wt[i, b]
             for b in range(B):
-                x = v[b, j] * w[b, i]
-                if has_d:
-                    x = dr[b] * Jr[b] + x
-                Jr[b] = x
-                gr[b] = cr[b] * x
+                g3[j, i, b] = c2[i, b] * J3[j, i, b]
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc"})
