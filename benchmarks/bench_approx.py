@@ -1,8 +1,8 @@
 """Benchmark of the approximate estimators (run: ``python benchmarks/bench_approx.py``).
 
 1. SnAp-1 and UORO per-step time at k = 256 against one forward step ``cell.step`` of the same
-   Elman cell (target: within 3×), both the estimator's own work (update + gradient) and the
-   full online step (linearize + update + gradient); timings interleaved, single-threaded BLAS.
+   Elman cell (target: within 3×), both the estimator's own work (`step`: update and gradient) and the
+   full online step (linearize + step); timings interleaved, single-threaded BLAS.
 2. 64 replicates of SnAp-1 at k = 16 run batched (one run, leading axis B = 64) against 64
    sequential runs (target: ≥ 20× faster), full steps over the same data.
 

@@ -123,6 +123,48 @@ def rank_one_scales(s, Ds, nu, factor, sq, nI, rho):
 
 
 @_jit
+def rank_one_full_step(X, g, blocks, vs, ws, s, Ds, nu, factor, sq, credit, rho, fold_lo, fold_hi, sq_new):
+    """A whole UORO step (THEORY.md §4) for a cell whose parameter blocks are all unmasked:
+    ``‖νᵀ I_t‖² = Σ_blocks ‖v‖² ‖ν G‖²``, then :func:`rank_one_scales` (``s̃``, ``θ̃``'s factor,
+    ``ρ₀, ρ₁``), the factor folded into ``X`` (``θ̃``'s direction) when it leaves
+    ``[fold_lo, fold_hi]``, and :func:`rank_one_step` on every block with ``α = 1/(ρ₁·factor)``
+    and ``γ = (c s̃)·factor``.
+
+    ``blocks``: ``n × 3`` ints (θ offset, ``n_in``, ``n_out``); ``vs``, ``ws``: tuples of the blocks'
+    inputs (``B × n_in``) and ``ν G`` of their gates (``B × n_out``); ``s`` receives the new ``s̃``;
+    ``factor`` is updated in place; ``sq_new`` (zeros) receives the new ``‖direction‖²``; ``g``
+    (``B × p``) the gradient.
+    """
+    B = X.shape[0]
+    nI = np.zeros(B)
+    for q in range(blocks.shape[0]):
+        v, w = vs[q], ws[q]
+        for b in range(B):
+            a = 0.0
+            for j in range(v.shape[1]):
+                a += v[b, j] * v[b, j]
+            c = 0.0
+            for i in range(w.shape[1]):
+                c += w[b, i] * w[b, i]
+            nI[b] += a * c
+    nI = np.sqrt(nI)
+    rank_one_scales(s, Ds, nu, factor, sq, nI, rho)
+    alpha, gamma = np.empty(B), np.empty(B)
+    for b in range(B):
+        if not fold_lo <= factor[b] <= fold_hi:
+            for e in range(X.shape[1]):
+                X[b, e] *= factor[b]
+            factor[b] = 1.0
+        alpha[b] = 1.0 / (rho[1, b] * factor[b])
+        cs = 0.0
+        for i in range(s.shape[1]):
+            cs += credit[b, i] * s[b, i]
+        gamma[b] = cs * factor[b]
+    for q in range(blocks.shape[0]):
+        rank_one_step(X, g, blocks[q, 0], blocks[q, 1], blocks[q, 2], alpha, vs[q], ws[q], gamma, sq_new)
+
+
+@_jit
 def add_diagonal_outer(J, row0, off, n_in, n_out, v, w, lam, out, units_first):
     """One level of a stacked gate on consecutive state rows ``row0 … row0+n_out−1`` added to a
     dense influence (THEORY.md §1, the factored ``I_t``; :meth:`~simulations.jacobians.ImmediateJacobian.add_to`)::

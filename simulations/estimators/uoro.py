@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..jacobians import row_dot
-from ..kernels import rank_one_scales, rank_one_step
+from ..kernels import rank_one_full_step, rank_one_scales
 from .base import Estimator
 from .signs import rademacher
 
@@ -107,21 +107,29 @@ class UORO(Estimator):
         return state
 
     def step(self, state, lin, credit, rng=None):
-        """``update`` and ``gradient`` in one pass over ``θ̃``'s direction when every parameter block
-        is unmasked (:func:`~simulations.kernels.rank_one_step`: the rank-one addition, the gradient
-        ``(c s̃) θ̃`` and the new ``‖direction‖²`` that the next step's ``ρ₀`` needs); otherwise
-        ``update`` then ``gradient``."""
+        """``update`` and ``gradient`` in one compiled call when every parameter block is unmasked
+        (:func:`~simulations.kernels.rank_one_full_step`: the scales, ``s̃``, one pass over ``θ̃``'s
+        direction for the rank-one addition, the gradient ``(c s̃) θ̃`` and the ``‖direction‖²`` that
+        the next step's ``ρ₀`` needs); otherwise ``update`` then ``gradient``.  Same signs, same
+        arithmetic as ``update``; sums of squares may be added in another order."""
         I = lin.I
-        if I.batch != state.batch or not all(b.full for b in I.groups):
+        groups = I.groups
+        if I.batch != state.batch or not all(b.full for b in groups):
             return super().step(state, lin, credit, rng)
-        _, nuG, alpha = self._scales(state, lin, rng)
-        gamma = row_dot(credit, state.s) * state.factor
-        g = np.empty_like(state.direction)
-        sq = np.zeros(state.batch)
-        for blk in I.groups:
-            rank_one_step(state.direction, g, blk.offset, blk.n_in, blk.n_out, alpha,
-                          np.ascontiguousarray(I.source(blk)), np.ascontiguousarray(nuG[blk.gate]), gamma, sq)
-        state.sq = sq
+        B, k = state.s.shape
+        nu = rademacher(rng, (B, k))
+        Ds = lin.dynamics.matvec(state.s)
+        nuG = I.left_gates(nu)
+        blocks = I._flat.get("uoro_blocks")
+        if blocks is None:
+            blocks = I._flat["uoro_blocks"] = np.array([(b.offset, b.n_in, b.n_out) for b in groups], dtype=np.int64)
+        sq = row_dot(state.direction, state.direction) if state.sq is None else state.sq
+        rho, state.s, state.factor = np.empty((2, B)), np.empty_like(Ds), np.array(state.factor)
+        g, state.sq = np.empty_like(state.direction), np.zeros(B)
+        rank_one_full_step(state.direction, g, blocks, tuple(np.ascontiguousarray(I.source(b)) for b in groups),
+                           tuple(np.ascontiguousarray(nuG[b.gate]) for b in groups), state.s, Ds, nu,
+                           state.factor, sq, np.ascontiguousarray(credit), rho, *FOLD_RANGE, state.sq)
+        state.scales = rho.T
         return state, g
 
     def signs_per_step(self, cell) -> int:

@@ -105,7 +105,8 @@ def _path(cell, theta, steps, rng, batch=1):
 
 
 def measure_estimator(cell, spec, rng, min_time, repeats, block=2):
-    """Per-step timings of the estimator's work (update + gradient, and BPTT's adjoint at ``flush``)
+    """Per-step timings of the estimator's work (``step``: update and gradient, fused where the
+    estimator fuses them; BPTT's adjoint at ``flush``)
     interleaved with ``cell.step`` and ``cell.linearize``: wall and thread-CPU seconds, each
     ``3 × repeats``; state bytes per replicate (BPTT: per step of its tape); operation count."""
     est = parse_estimator(spec)
@@ -132,7 +133,7 @@ def measure_estimator(cell, spec, rng, min_time, repeats, block=2):
 
 
 def batching_gain(cell_name, hidden, inputs, spec, replicates, steps, rng, repeats) -> dict:
-    """``replicates`` runs of ``steps`` full steps (linearize + update + gradient), same data:
+    """``replicates`` runs of ``steps`` full steps (linearize + estimator step), same data:
     batched (one run, ``B = R``) against sequential (``R`` runs with ``B = 1``).  Returns wall
     medians and CPU minima in seconds."""
     cell = make_cell(cell_name, hidden, inputs)
