@@ -191,18 +191,3 @@ def add_diagonal_outer(J, row0, off, n_in, n_out, v, w, lam, out, units_first):
                 J[b, row0 + i, col] += wi * v[bv, j]
                 if credit:
                     out[b, col] += ci * v[bv, j]
-
-
-def warm_up() -> None:
-    """Compile (or load from numba's cache) every kernel for the argument types the estimators use."""
-    f = np.zeros(4)
-    for B in (1, 2):
-        diagonal_influence_step(np.zeros(4 * B), np.zeros(4 * B), 0, 2, 2, np.zeros(2 * B), 0, True,
-                                np.zeros(2 * B), 0, np.zeros((B, 2)), np.zeros((B, 2)))
-    rank_one_step(np.zeros((1, 4)), np.zeros((1, 4)), 0, 2, 2, f[:1], np.zeros((1, 2)), np.zeros((1, 2)),
-                  f[:1], np.zeros(1))
-    for B in (1, 2):
-        J = np.zeros((B, 3, 5))
-        for lam in (np.zeros((B, 2)), np.zeros((0, 0))):
-            add_diagonal_outer(J[:, :2], 0, 0, 2, 2, np.zeros((B, 2)), np.zeros((B, 2)), lam, J[:, 2], True)
-    rank_one_scales(np.zeros((1, 2)), np.zeros((1, 2)), np.zeros((1, 2)), np.ones(1), f[:1], f[:1], np.zeros((2, 1)))
