@@ -321,15 +321,17 @@ class ImmediateJacobian:
         pos = self._flat.get("unit_major") if units_first else None
         if units_first and pos is None:
             pos = self._flat["unit_major"] = unit_major(self.blocks, self.p)
-        fused = lam is not None and all(
-            blk.full and self.gates[blk.gate].rows is not None and None not in self.gates[blk.gate].starts
-            for blk in self.groups)
+        diagonal = self._flat.get("diagonal_levels")        # every level of every block on a row range
+        if diagonal is None:
+            diagonal = self._flat["diagonal_levels"] = all(
+                blk.full and self.gates[blk.gate].rows is not None and None not in self.gates[blk.gate].starts
+                for blk in self.groups)
+        fused = lam is not None and diagonal
         lam_k, out_k = (lam, out) if fused else (_NONE, J[:, 0])
         for blk in self.groups:
             G = self.gates[blk.gate]
-            cols = blk.cols if pos is None else pos[blk.cols]
             if G.rows is None:
-                J[:, :, cols] += self.block_values(blk)
+                J[:, :, blk.cols if pos is None else pos[blk.cols]] += self.block_values(blk)
                 continue
             v = self.source(blk)
             for r, start in enumerate(G.starts):
