@@ -191,3 +191,58 @@ def add_diagonal_outer(J, row0, off, n_in, n_out, v, w, lam, out, units_first):
                 J[b, row0 + i, col] += wi * v[bv, j]
                 if credit:
                     out[b, col] += ci * v[bv, j]
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc"})
+def class_pair_sums(D, tpd, ta, tb, qoff, toff, order, coff, col_start, J, out):
+    """``(D_t J̃)`` at the stored entries of a sparse influence (THEORY.md §4, SnAp-n).
+
+    A column of class ``u`` (its columns: ``order[coff[u] … coff[u+1]−1]``) stores the
+    ``r = toff[u+1] − toff[u]`` rows ``R_u`` of its class at ``col_start[c] …``, and
+    ``(D J̃)[R_u[a], c] = Σ_l D[R_u[a], R_u[l]] J̃[R_u[l], c]``: one ``r × r`` block ``D[R_u, R_u]``
+    per class, filled from its structural pairs ``t = qoff[u] … qoff[u+1]−1``
+    (``D[R_u[ta[t]], R_u[tb[t]]] = D[tpd[t]]``, zero elsewhere), times each of the class's columns.
+    ``D``: ``|d| × B`` (or ``|d| × 1``, shared by the replicates); ``J``, ``out``: ``nnz × B``
+    (C-contiguous).  Going class by class keeps the block in cache while its columns stream past.
+    With one replicate each entry's sum over ``l`` is vectorised (reassociated; deterministic
+    for a given build); with several, the sum runs over ``l`` in order for every replicate.
+    """
+    B = J.shape[1]
+    nb = 1 if D.shape[1] == 1 else B
+    acc = np.empty(B)
+    for u in range(coff.shape[0] - 1):
+        if coff[u + 1] == coff[u]:
+            continue
+        r = toff[u + 1] - toff[u]
+        if B == 1:
+            D1 = np.zeros((r, r))
+            for t in range(qoff[u], qoff[u + 1]):
+                D1[ta[t], tb[t]] = D[tpd[t], 0]
+            Jf = J.reshape(J.shape[0])               # contiguous: the sums over l vectorise
+            for ci in range(coff[u], coff[u + 1]):
+                base = col_start[order[ci]]
+                x = Jf[base:base + r]
+                for a in range(r):
+                    s = 0.0
+                    for l in range(r):
+                        s += D1[a, l] * x[l]
+                    out[base + a, 0] = s
+            continue
+        Db = np.zeros((r, r, nb))                    # replicates innermost, as in J
+        for t in range(qoff[u], qoff[u + 1]):
+            for b in range(nb):
+                Db[ta[t], tb[t], b] = D[tpd[t], b]
+        for ci in range(coff[u], coff[u + 1]):
+            base = col_start[order[ci]]
+            for a in range(r):
+                acc[:] = 0.0
+                for l in range(r):
+                    if nb == 1:
+                        dv = Db[a, l, 0]
+                        for b in range(B):
+                            acc[b] += dv * J[base + l, b]
+                    else:
+                        for b in range(B):
+                            acc[b] += Db[a, l, b] * J[base + l, b]
+                for b in range(B):
+                    out[base + a, b] = acc[b]

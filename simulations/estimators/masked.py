@@ -13,7 +13,8 @@ self-recurrent term of ``D_t`` dropped):
   (``nnz × B``: entries in column-major order, by parameter column then rows ascending, with the
   replicates last so that gathers copy whole rows), and ``(D_t J̃)`` is formed at those entries
   only, ``Σ_l D[i,l] J̃[l,c]`` over the stored rows ``l`` of column ``c`` with ``D[i,l]``
-  structurally nonzero, as one gather–multiply–segment-sum over a precomputed list of pairs.  The
+  structurally nonzero: the columns of one (gate, unit) class share their rows and their block
+  ``D[R_u, R_u]``, so the product is taken class by class (:func:`~simulations.kernels.class_pair_sums`).  The
   entries of ``D_t`` it reads come from the factored ``D_t``
   (:meth:`~simulations.jacobians.DynamicsJacobian.entries`); no ``k × p`` or ``k × k`` array is formed.  When each entry's only pair is itself and every block is
   unmasked (SnAp-1 / RFLO of Elman and reset-after GRU cells) the same recursion is a broadcast
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..jacobians import EntryInjection, as_slice, merge_blocks, unit_major
-from ..kernels import diagonal_influence_step
+from ..kernels import class_pair_sums, diagonal_influence_step
 from .base import Estimator
 
 UNIT_ROUNDOFF = 2.0 ** -53
@@ -105,10 +106,12 @@ class MaskStructure:
     """Index arrays of a sparse mask ``M`` (``k × p``), built once per cell.
 
     ``rows``, ``cols`` (``nnz``): the stored entries, column-major.  ``d_index``: the entries of
-    ``D.flat`` the recursion reads; ``pair_d``, ``pair_in`` (``P``):
-    ``(D J̃)[out] = Σ D.flat[d_index[pair_d]] · J̃[pair_in]`` over the pairs of each entry
-    (``pair_in=None``: the identity); ``by_entry`` and ``by_column`` sum pairs into entries and
-    entries into columns.
+    ``D.flat`` the recursion reads.  ``pairs_by_class = (tpd, ta, tb, qoff, by_class, coff)``: the
+    structural pairs of column class ``u`` are ``t = qoff[u] … qoff[u+1]−1``, each
+    ``D[R_u[ta], R_u[tb]]`` (at ``d_index[tpd]``) times the column's stored value on row
+    ``R_u[tb]``, summed into its value on row ``R_u[ta]``; the class's columns are
+    ``by_class[coff[u] … coff[u+1]−1]`` (:func:`~simulations.kernels.class_pair_sums`);
+    ``n_pairs`` counts the pairs over all columns.  ``by_column`` sums entries into columns.
     """
 
     k: int
@@ -121,9 +124,8 @@ class MaskStructure:
     cls: np.ndarray | None = None
     i_pattern: np.ndarray | None = None   # k × u: nz(I) of each column class
     d_index: np.ndarray | None = None
-    pair_d: np.ndarray | None = None
-    pair_in: np.ndarray | None = None
-    by_entry: SegmentSum | None = None
+    pairs_by_class: tuple | None = None   # (tpd, ta, tb, qoff): kernels.class_pair_sums
+    n_pairs: int = 0
     by_column: SegmentSum | None = None
     order: int = 0                        # n* of the cell (0: not computed)
     injection: EntryInjection | None = None   # built at the first step (needs the gate layout)
@@ -138,7 +140,8 @@ class MaskStructure:
 
     @property
     def pairs(self) -> int:
-        return self.k * self.k * self.p if self.dense else int(self.pair_d.size)
+        """Products ``D[i, l] J̃[l, c]`` per step and replicate."""
+        return self.k * self.k * self.p if self.dense else self.n_pairs
 
     def mask(self) -> np.ndarray:
         """Dense ``k × p`` bool (for checks at small sizes)."""
@@ -201,40 +204,41 @@ def build_structure(cell, n: int | None, drop_diagonal: bool = False) -> MaskStr
     local = np.arange(nnz, dtype=np.intp) - col_start[cols]
     rows = trow[toff[cls][cols] + local]
 
-    # pairs: column c repeats the pairs of its class, shifted to its entries
-    qc = q[cls]
-    pstart = np.concatenate([[0], np.cumsum(qc)])
-    pcol = np.repeat(np.arange(p, dtype=np.intp), qc)
-    t = qoff[cls][pcol] + (np.arange(pstart[-1], dtype=np.intp) - pstart[pcol])
-    base = toff[cls][pcol]
-    pair_out = col_start[pcol] + ta[t]
-    pair_in = col_start[pcol] + tb[t]
-    d_index, pair_d = np.unique(trow[base + ta[t]] * k + trow[base + tb[t]], return_inverse=True)
-    if np.array_equal(pair_in, np.arange(nnz)):
-        pair_in = None                    # one pair per entry, on itself (e.g. SnAp-1 of Elman)
+    # pairs: per class, (a, b) and the position of D[R_a, R_b] in d_index (classes without columns dropped)
+    used = np.zeros(u, dtype=bool)
+    used[cls] = True
+    tcls = np.repeat(np.arange(u, dtype=np.intp), q)
+    keep = used[tcls]
+    ta, tb, tcls = ta[keep], tb[keep], tcls[keep]
+    q = np.where(used, q, 0)
+    qoff = np.concatenate([[0], np.cumsum(q)])
+    keys = trow[toff[tcls] + ta] * k + trow[toff[tcls] + tb]
+    d_index, tpd = np.unique(keys, return_inverse=True)
+    by_class = np.argsort(cls, kind="stable")
+    coff = np.concatenate([[0], np.cumsum(np.bincount(cls, minlength=u))])
     st = MaskStructure(k, p, False, rows, cols, col_start[:-1], (trow, toff), cls, C, d_index,
-                       pair_d.astype(np.intp), pair_in, SegmentSum(pair_out, nnz), SegmentSum(cols, p), order)
-    st.grid = _grid(cell, st, pair_out)
+                       (tpd.astype(np.intp), ta, tb, qoff, by_class, coff), int(q[cls].sum()),
+                       SegmentSum(cols, p), order)
+    st.grid = _grid(cell, st)
     st.d_diagonal = bool(np.array_equal(d_index, np.arange(k) * (k + 1)))
     return st
 
 
-def _grid(cell, st: MaskStructure, pair_out: np.ndarray):
-    """When every column holds one row, every block is unmasked and each entry's only pair (if any)
-    is itself (SnAp-1 and RFLO of single-level cells: Elman, reset-after GRU), the values of a block
-    form an ``n_in × n_out`` grid whose row, and diagonal ``D`` entry, depend on the unit ``i``
-    alone: the recursion is then a broadcast ``J̃ ← d_i J̃ + I`` per block (a gate's consecutive
+def _grid(cell, st: MaskStructure):
+    """When every column holds one row and every block is unmasked (SnAp-1 and RFLO of
+    single-level cells: Elman, reset-after GRU), each entry's only pair (if any) is itself and the
+    values of a block form an ``n_in × n_out`` grid whose row, and diagonal ``D`` entry, depend on
+    the unit ``i`` alone: the recursion is then ``J̃ ← d_i J̃ + I`` per block (a gate's consecutive
     blocks merged, :func:`~simulations.jacobians.merge_blocks`).  Returns the blocks as
     ``(θ columns, n_in, n_out, rows (n_out), positions in d_index (n_out) or None, WideRows)``,
     else ``None``."""
     if st.nnz != st.p or any(not b.full for b in cell.blocks):
         return None
-    has_pairs = np.zeros(st.nnz, dtype=bool)
-    has_pairs[pair_out] = True
-    if st.pair_d.size and (st.pair_in is not None or not np.array_equal(pair_out, np.flatnonzero(has_pairs))):
-        return None
+    tpd, _, _, qoff, _, _ = st.pairs_by_class
+    first = qoff[st.cls]                                  # entry c = column c: its class's first pair
+    has = qoff[st.cls + 1] > first
     dpos = np.full(st.nnz, -1, dtype=np.intp)
-    dpos[pair_out] = st.pair_d
+    dpos[has] = tpd[first[has]]
     out = []
     for b in merge_blocks(cell.blocks):
         rows = st.rows[b.cols].reshape(b.n_in, b.n_out)
@@ -343,11 +347,9 @@ class MaskedInfluence(Estimator):
                     block *= D[pos].reshape(-1)
             st.injection.add_to(state.J, lin.I)
             return state
-        prod = np.take(D, st.pair_d, axis=0)                                    # P × B
-        prod *= state.J if st.pair_in is None else np.take(state.J, st.pair_in, axis=0)
-        new = st.by_entry(prod)
-        if new.shape[1] != state.batch:
-            new = np.broadcast_to(new, (st.nnz, state.batch)).copy()
+        new = np.empty((st.nnz, state.batch))
+        tpd, ta, tb, qoff, by_class, coff = st.pairs_by_class
+        class_pair_sums(D, tpd, ta, tb, qoff, st.class_rows[1], by_class, coff, st.col_start, state.J, new)
         st.injection.add_to(new, lin.I)
         state.J = new
         return state
