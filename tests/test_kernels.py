@@ -15,22 +15,16 @@ import numpy as np
 import pytest
 
 from proofs_checks.symbolic import gamma
-from simulations.cells import CELLS, make_cell
+from simulations.cells import make_cell
 from simulations.estimators import make_estimator, parse_estimator
 from simulations.estimators.masked import influence_rounding_bound
 from simulations.estimators.signs import SignReplay
 from simulations.jacobians import merge_blocks, row_dot, unit_major
 
-B = 3
-CASES = [(name, density, per) for name in CELLS for density in (1.0, 0.5) for per in (False, True)]
-
-
-def linearization(name, density, per_replicate, seed=0, hidden=4):
-    rng = np.random.default_rng(seed)
-    cell = make_cell(name, hidden, 3, density=density, mask_seed=seed + 1)
-    theta = cell.init(rng, scale=1.5, batch=B if per_replicate else None)
-    s = rng.uniform(-0.9, 0.9, (B, cell.k))
-    return cell, theta, cell.linearize(theta, s, rng.standard_normal((B, 3))), rng
+try:
+    from test_dynamics import B, CASES, linearization
+except ImportError:  # tests collected as a package
+    from tests.test_dynamics import B, CASES, linearization
 
 
 def test_unit_major_is_a_permutation_that_makes_rows_consecutive():
