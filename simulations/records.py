@@ -64,7 +64,7 @@ import numpy as np
 SCHEMA_VERSION = 1
 RECORDS_DIR = "records"
 #: packages whose versions every record carries
-PROVENANCE_PACKAGES = ("rtrl-validation", "numpy", "scipy", "sympy", "statsmodels", "matplotlib")
+PROVENANCE_PACKAGES = ("rtrl-validation", "numpy", "scipy", "numba", "sympy", "statsmodels", "matplotlib")
 _JSON_KEYS = ("schema_version", "experiment", "task", "task_index", "seed", "config",
               "experiment_config", "status", "reason", "data", "verdicts", "arrays_file",
               "array_names", "provenance")

@@ -157,7 +157,8 @@ def run_experiments(plan: Iterable[tuple[Experiment, dict]], seed: int, out_dir:
                     checkpoints: CheckpointStore | None = None) -> dict[str, list[dict]]:
     """:func:`run_experiment` for several ``(experiment, config)`` pairs at once: every task of every
     experiment goes to the same ``executor``, so a pool never waits for one experiment to finish
-    before starting the next.  Returns experiment name -> records in task order.
+    before starting the next; the tasks of ``exclusive`` experiments (timings) run afterwards, one
+    at a time in this process.  Returns experiment name -> records in task order.
 
     Ctrl-C raises :class:`~simulations.parallel.Interrupted` (a ``KeyboardInterrupt``) whose
     ``running`` lists the unfinished tasks as ``"experiment/task"``; the records written so far stay.
@@ -212,9 +213,16 @@ def run_experiments(plan: Iterable[tuple[Experiment, dict]], seed: int, out_dir:
         finished[0] += 1
         bar.update(finished[0] - bar.n)
 
+    def lost(job: Job, reason: str) -> None:
+        write(job, (lost_task_record(job, reason), {}))
+
     try:
-        executor.map(run_job, jobs, write, lambda job, reason: write(job, (lost_task_record(job, reason), {})),
-                     start)
+        shared = [j for j in jobs if not j.exp.exclusive]
+        timed = [j for j in jobs if j.exp.exclusive]           # alone on the machine, after the rest
+        if shared:
+            executor.map(run_job, shared, write, lost, start)
+        if timed:
+            InProcess().map(run_job, timed, write, lost, start)
     except KeyboardInterrupt as e:
         running = getattr(e, "running", [])
         raise Interrupted([j.name if isinstance(j, Job) else str(j) for j in running]) from None

@@ -110,3 +110,34 @@ def test_killed_dask_worker_fails_its_task_and_the_sweep_completes(sequential, t
     assert [r["status"] for r in records] == ["ok", "failed", "ok", "ok"]
     assert records[1]["reason"].startswith("worker process died while running this task (KilledWorker: ")
     assert "fake-trainer/run-1" in records[1]["reason"] and "workers died" in records[1]["reason"]
+
+
+class TimingExperiment(TrainerExperiment):
+    """``fake-trainer`` marked ``exclusive`` (as the ``cost`` experiment is), reporting its process."""
+
+    name = "fake-timing"
+    exclusive = True
+
+    def run_task(self, task, seed, progress=None):
+        import os
+        result = super().run_task(task, seed, progress)
+        result.data["pid"] = os.getpid()
+        return result
+
+
+def test_exclusive_tasks_run_alone_after_the_others(tmp_path):
+    """The tasks of an ``exclusive`` experiment (timings) run in the driving process once the pool's
+    tasks are done, never beside them; their numbers are those of a run on their own."""
+    import os
+    from datetime import datetime
+    from simulations.runner import run_experiments
+    shared, timing = TrainerExperiment(), TimingExperiment()
+    plan = [(timing, timing.config("quick", {"tasks": 2, "steps": 200})),
+            (shared, shared.config("quick", {"tasks": 3, "steps": 200}))]
+    records = run_experiments(plan, 7, tmp_path / "both", progress=False, executor=ProcessPool(2))
+    alone = run_experiments(plan[:1], 7, tmp_path / "alone", progress=False, executor=InProcess())
+    assert [r["data"]["pid"] for r in records["fake-timing"]] == [os.getpid()] * 2
+    finished = max(datetime.fromisoformat(r["provenance"]["finished"]) for r in records["fake-trainer"])
+    started = min(datetime.fromisoformat(r["provenance"]["started"]) for r in records["fake-timing"])
+    assert started >= finished
+    assert numbers(records["fake-timing"]) == numbers(alone["fake-timing"])

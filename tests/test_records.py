@@ -67,7 +67,7 @@ def test_provenance_fields(tmp_path):
     for key in ("versions", "git_revision", "git_dirty", "hostname", "platform", "cpu_count", "started",
                 "finished", "wall_time"):
         assert key in prov
-    assert {"python", "numpy", "scipy", "sympy", "statsmodels", "matplotlib"} <= set(prov["versions"])
+    assert {"python", "numpy", "scipy", "numba", "sympy", "statsmodels", "matplotlib"} <= set(prov["versions"])
     assert prov["versions"]["numpy"] == np.__version__
     assert prov["git_revision"] is None or len(prov["git_revision"]) == 40
     assert prov["cpu_count"] >= 1 and prov["wall_time"] == 1.0

@@ -66,6 +66,9 @@ class Experiment:
     description: str = ""
     #: profile name -> default config (every key an experiment accepts appears here)
     profiles: dict[str, dict[str, Any]] = {}
+    #: its tasks measure time: they run after every other task of a run, one at a time in the
+    #: driving process, so that no other task shares the machine with them
+    exclusive: bool = False
 
     def config(self, profile: str = "quick", overrides: dict | None = None) -> dict:
         """The profile's config updated with ``overrides``; unknown keys raise :class:`ConfigError`."""

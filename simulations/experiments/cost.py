@@ -208,8 +208,10 @@ class CostExperiment(Experiment):
                 checks.positive_int_list(f"{group}[{spec!r}]", grid, c["fit_points"])
         checks.estimator_for(c["batch_estimator"], c["cell"])
 
+    exclusive = True
+
     def tasks(self, config):
-        # one task: timings taken one after another, never beside another timing task
+        # one task: timings taken one after another, never beside another task (``exclusive``)
         return [Task("scaling", dict(config))]
 
     def run_task(self, task, seed, progress=None):
