@@ -411,18 +411,20 @@ class MaskedInfluence(Estimator):
         (:func:`~simulations.kernels.diagonal_influence_step`) when the structure allows it
         (:meth:`_fused_plan`) and ``D_t``, ``c_t`` have the state's batch; else ``update`` then
         ``gradient``."""
-        st, B = state.structure, state.batch
-        plan = self._fused_plan(st, lin)
-        if not plan or lin.I.batch != B or credit.shape[0] != B or not state.J.flags.c_contiguous:
+        st, B, I = state.structure, state.batch, lin.I
+        plan = st.fused if st.fused is not None else self._fused_plan(st, lin)
+        if not plan or I.batch != B or credit.shape[0] != B or not state.J.flags.c_contiguous:
             return super().step(state, lin, credit, rng)
-        d = np.ascontiguousarray(self._d_values(st, lin).T).reshape(-1)          # |d| × B, flat
-        c = np.ascontiguousarray(credit.T).reshape(-1)                           # k × B, flat
-        g = np.empty((st.p, B))
+        d = self._d_values(st, lin)
+        if B == 1:                                                               # flat views, no copies
+            d, c = np.ascontiguousarray(d).reshape(-1), np.ascontiguousarray(credit).reshape(-1)
+        else:
+            d, c = np.ascontiguousarray(d.T).reshape(-1), np.ascontiguousarray(credit.T).reshape(-1)
+        g = np.empty((st.p, B))                                                  # |d| × B and k × B above
         J, gf = state.J.reshape(-1), g.reshape(-1)
         for off, n_in, n_out, c0, d0, blk, r in plan:
-            diagonal_influence_step(J, gf, off, n_in, n_out, d, max(d0, 0), d0 >= 0, c, c0,
-                                    np.ascontiguousarray(lin.I.source(blk)),
-                                    np.ascontiguousarray(lin.I.gates[blk.gate].vals[:, r]))
+            diagonal_influence_step(J, gf, off, n_in, n_out, d, max(d0, 0), d0 >= 0, c, c0, I.source(blk),
+                                    I.gates[blk.gate].vals[:, r])
         return state, g.T
 
     def gradient(self, state, credit):
