@@ -112,6 +112,14 @@ def merge_blocks(blocks) -> tuple[ParamBlock, ...]:
     return tuple(out)
 
 
+def unit_major_blocks(blocks) -> np.ndarray:
+    """The merged blocks as rows ``(offset, n_in, n_out, 1)`` (unmasked: transposed by
+    :func:`unit_major`) or ``(offset, size, 1, 0)`` (kept in place), for
+    :func:`~simulations.kernels.unit_major_to_theta`."""
+    return np.array([(b.offset, b.n_in, b.n_out, 1) if b.full else (b.offset, b.size, 1, 0)
+                     for b in merge_blocks(blocks)], dtype=np.int64)
+
+
 def unit_major(blocks, p: int) -> np.ndarray:
     """Positions of ``θ``'s columns in the unit-major column order of a dense influence (``B × k × p``):
     inside each merged unmasked block (:func:`merge_blocks`) the column of entry ``(i, j)`` moves

@@ -183,14 +183,25 @@ def add_diagonal_outer(J, row0, off, n_in, n_out, v, w, lam, out, units_first):
         bv = b if v.shape[0] > 1 else 0
         bw = b if w.shape[0] > 1 else 0
         bl = b if lam.shape[0] > 1 else 0
+        vb = v[bv]
         for i in range(n_out):
             wi = w[bw, i]
             ci = lam[bl, row0 + i] * wi if credit else 0.0
-            for j in range(n_in):
-                col = off + i * n_in + j if units_first else off + j * n_out + i
-                J[b, row0 + i, col] += wi * v[bv, j]
+            if units_first:                          # the row's n_in entries side by side
+                lo = off + i * n_in
+                Jr = J[b, row0 + i, lo:lo + n_in]
+                for j in range(n_in):
+                    Jr[j] += wi * vb[j]
                 if credit:
-                    out[b, col] += ci * v[bv, j]
+                    orow = out[b, lo:lo + n_in]
+                    for j in range(n_in):
+                        orow[j] += ci * vb[j]
+            else:
+                for j in range(n_in):
+                    col = off + j * n_out + i
+                    J[b, row0 + i, col] += wi * vb[j]
+                    if credit:
+                        out[b, col] += ci * vb[j]
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc"})
@@ -246,3 +257,22 @@ def class_pair_sums(D, tpd, ta, tb, qoff, toff, order, coff, col_start, J, out):
                             acc[b] += Db[a, l, b] * J[base + l, b]
                 for b in range(B):
                     out[base + a, b] = acc[b]
+
+
+@_jit
+def unit_major_to_theta(src, dst, blocks):
+    """``dst[b, c] = src[b, pos[c]]`` for the unit-major order ``pos`` of
+    :func:`~simulations.jacobians.unit_major`, without its index array: a full block (``blocks`` row
+    ``(offset, n_in, n_out, 1)``) is the transpose of its ``n_out × n_in`` grid, any other block
+    (``(offset, size, 1, 0)``) a copy.  ``src``, ``dst``: ``B × p`` (any strides)."""
+    for b in range(src.shape[0]):
+        for q in range(blocks.shape[0]):
+            off, n_in, n_out, full = blocks[q, 0], blocks[q, 1], blocks[q, 2], blocks[q, 3]
+            if full:
+                for j in range(n_in):
+                    for i in range(n_out):
+                        dst[b, off + j * n_out + i] = src[b, off + i * n_in + j]
+            else:
+                for e in range(off, off + n_in):
+                    dst[b, e] = src[b, e]
+

@@ -39,6 +39,18 @@ def test_unit_major_is_a_permutation_that_makes_rows_consecutive():
         assert np.array_equal(np.flatnonzero(Iu[0, i]), np.arange(i * n_in, (i + 1) * n_in))
 
 
+@pytest.mark.parametrize("name,density", [("elman", 1.0), ("lstm", 1.0), ("gru", 0.5), ("elman", 0.3)])
+def test_unit_major_to_theta_is_the_inverse_permutation(name, density):
+    from simulations.jacobians import unit_major_blocks
+    from simulations.kernels import unit_major_to_theta
+    cell = make_cell(name, 4, 3, density=density, mask_seed=2)
+    pos = unit_major(cell.blocks, cell.p)
+    big = np.random.default_rng(0).standard_normal((2, 5, cell.p))
+    dst = np.full((2, cell.p), np.nan)
+    unit_major_to_theta(big[:, 4], dst, unit_major_blocks(cell.blocks))      # a strided row, as in RTRL
+    np.testing.assert_array_equal(dst, big[:, 4, pos])
+
+
 @pytest.mark.parametrize("units_first", [False, True])
 @pytest.mark.parametrize("name,density,per_replicate", CASES)
 def test_add_to_with_the_credit_row(name, density, per_replicate, units_first):

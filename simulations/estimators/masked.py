@@ -31,8 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..jacobians import EntryInjection, as_slice, merge_blocks, unit_major
-from ..kernels import class_pair_sums, diagonal_influence_step
+from ..jacobians import EntryInjection, as_slice, merge_blocks, unit_major, unit_major_blocks
+from ..kernels import class_pair_sums, diagonal_influence_step, unit_major_to_theta
 from .base import Estimator
 
 UNIT_ROUNDOFF = 2.0 ** -53
@@ -133,6 +133,7 @@ class MaskStructure:
     d_diagonal: bool = False              # d_index is exactly the diagonal of D, in order (SnAp-1 of Elman)
     fused: tuple | None = None            # the fused SnAp-1 plan (MaskedInfluence._fused_plan); None: not built
     pos: np.ndarray | None = None         # dense storage: the stored column of each θ column (unit_major)
+    unit_blocks: np.ndarray | None = None  # dense storage: unit_major_blocks, to put a row back in θ's order
 
     @property
     def nnz(self) -> int:
@@ -171,12 +172,13 @@ def build_structure(cell, n: int | None, drop_diagonal: bool = False) -> MaskStr
     """
     k, p = cell.k, cell.p
     if n is None:
-        return MaskStructure(k, p, True, pos=unit_major(cell.blocks, p))
+        return MaskStructure(k, p, True, pos=unit_major(cell.blocks, p), unit_blocks=unit_major_blocks(cell.blocks))
     D_pat, C, cls = column_classes(cell)
     order = reach(D_pat, C, None)[1]
     M, _ = reach(D_pat, C, n)
     if M.all() and not drop_diagonal:
-        return MaskStructure(k, p, True, order=order, pos=unit_major(cell.blocks, p))
+        return MaskStructure(k, p, True, order=order, pos=unit_major(cell.blocks, p),
+                             unit_blocks=unit_major_blocks(cell.blocks))
 
     # per class: its rows (template) and its pairs (a, b) of local row positions with D_pat[R_a, R_b]
     u = M.shape[1]
@@ -370,7 +372,8 @@ class MaskedInfluence(Estimator):
         np.matmul(credit[:, None, :], D, out=Daug[:, k:])
         np.matmul(Daug, state.J, out=state.buf)
         lin.I.add_to(state.buf[:, :k], credit, state.buf[:, k], units_first=True)   # J_t, g_t += c_t I_t
-        g = state.buf[:, k, st.pos]                                              # to θ's order (a gather)
+        g = np.empty((state.batch, st.p))
+        unit_major_to_theta(state.buf[:, k], g, st.unit_blocks)                   # to θ's order
         self._swap(state)
         return state, g
 
