@@ -114,8 +114,8 @@ def merge_blocks(blocks) -> tuple[ParamBlock, ...]:
 
 def unit_major_blocks(blocks) -> np.ndarray:
     """The merged blocks as rows ``(offset, n_in, n_out, 1)`` (unmasked: transposed by
-    :func:`unit_major`) or ``(offset, size, 1, 0)`` (kept in place), for
-    :func:`~simulations.kernels.unit_major_to_theta`."""
+    :func:`unit_major`) or ``(offset, size, 1, 0)`` (kept in place), for the compiled loops
+    (:func:`~simulations.kernels.unit_major_to_theta`, :func:`~simulations.kernels.rank_one_full_step`)."""
     return np.array([(b.offset, b.n_in, b.n_out, 1) if b.full else (b.offset, b.size, 1, 0)
                      for b in merge_blocks(blocks)], dtype=np.int64)
 

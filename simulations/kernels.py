@@ -130,7 +130,7 @@ def rank_one_full_step(X, g, blocks, vs, ws, s, Ds, nu, factor, sq, credit, rho,
     ``[fold_lo, fold_hi]``, and :func:`rank_one_step` on every block with ``α = 1/(ρ₁·factor)``
     and ``γ = (c s̃)·factor``.
 
-    ``blocks``: ``n × 3`` ints (θ offset, ``n_in``, ``n_out``); ``vs``, ``ws``: tuples of the blocks'
+    ``blocks``: one row of ints per block, starting (θ offset, ``n_in``, ``n_out``); ``vs``, ``ws``: tuples of the blocks'
     inputs (``B × n_in``) and ``ν G`` of their gates (``B × n_out``); ``s`` receives the new ``s̃``;
     ``factor`` is updated in place; ``sq_new`` (zeros) receives the new ``‖direction‖²``; ``g``
     (``B × p``) the gradient.

@@ -17,8 +17,8 @@ self-recurrent term of ``D_t`` dropped):
   ``D[R_u, R_u]``, so the product is taken class by class (:func:`~simulations.kernels.class_pair_sums`).  The
   entries of ``D_t`` it reads come from the factored ``D_t``
   (:meth:`~simulations.jacobians.DynamicsJacobian.entries`); no ``k × p`` or ``k × k`` array is formed.  When each entry's only pair is itself and every block is
-  unmasked (SnAp-1 / RFLO of Elman and reset-after GRU cells) the same recursion is a broadcast
-  ``J̃ ← d_i J̃ + I`` per parameter block, without index gathers.
+  unmasked (SnAp-1 / RFLO of Elman and reset-after GRU cells) :meth:`MaskedInfluence.step` runs
+  ``J̃ ← d_i J̃ + I`` and ``ĝ = c_i J̃`` in one pass per parameter block, without index arrays.
 
 The mask comes from the structure of the weights alone (graph reachability, THEORY §4):
 ``M_1 = nz(I)``, ``M_n = M_{n−1} ∪ nz(D_pat M_{n−1})``.  A column of ``I`` is nonzero exactly
@@ -124,12 +124,12 @@ class MaskStructure:
     cls: np.ndarray | None = None
     i_pattern: np.ndarray | None = None   # k × u: nz(I) of each column class
     d_index: np.ndarray | None = None
-    pairs_by_class: tuple | None = None   # (tpd, ta, tb, qoff): kernels.class_pair_sums
+    pairs_by_class: tuple | None = None   # (tpd, ta, tb, qoff, by_class, coff): kernels.class_pair_sums
     n_pairs: int = 0
     by_column: SegmentSum | None = None
     order: int = 0                        # n* of the cell (0: not computed)
     injection: EntryInjection | None = None   # built at the first step (needs the gate layout)
-    grid: tuple | None = None             # per block (θ columns, n_in, n_out, rows, D positions, WideRows): _grid
+    grid: tuple | None = None             # per block (θ columns, n_in, n_out, rows, D positions): _grid
     d_diagonal: bool = False              # d_index is exactly the diagonal of D, in order (SnAp-1 of Elman)
     fused: tuple | None = None            # the fused SnAp-1 plan (MaskedInfluence._fused_plan); None: not built
     pos: np.ndarray | None = None         # dense storage: the stored column of each θ column (unit_major)
@@ -231,9 +231,9 @@ def _grid(cell, st: MaskStructure):
     single-level cells: Elman, reset-after GRU), each entry's only pair (if any) is itself and the
     values of a block form an ``n_in × n_out`` grid whose row, and diagonal ``D`` entry, depend on
     the unit ``i`` alone: the recursion is then ``J̃ ← d_i J̃ + I`` per block (a gate's consecutive
-    blocks merged, :func:`~simulations.jacobians.merge_blocks`).  Returns the blocks as
-    ``(θ columns, n_in, n_out, rows (n_out), positions in d_index (n_out) or None, WideRows)``,
-    else ``None``."""
+    blocks merged, :func:`~simulations.jacobians.merge_blocks`), which the fused step runs in one
+    pass per block (:meth:`MaskedInfluence._fused_plan`).  Returns the blocks as
+    ``(θ columns, n_in, n_out, rows (n_out), positions in d_index (n_out) or None)``, else ``None``."""
     if st.nnz != st.p or any(not b.full for b in cell.blocks):
         return None
     tpd, _, _, qoff, _, _ = st.pairs_by_class
@@ -247,26 +247,8 @@ def _grid(cell, st: MaskStructure):
         pos = dpos[b.cols].reshape(b.n_in, b.n_out)
         if np.any(rows != rows[0]) or np.any(pos != pos[0]) or (np.any(pos[0] < 0) and np.any(pos[0] >= 0)):
             return None
-        out.append((b.cols, b.n_in, b.n_out, as_slice(rows[0]), None if pos[0, 0] < 0 else as_slice(pos[0]),
-                    WideRows(b.n_in, b.n_out)))
+        out.append((b.cols, b.n_in, b.n_out, as_slice(rows[0]), None if pos[0, 0] < 0 else as_slice(pos[0])))
     return tuple(out)
-
-
-class WideRows:
-    """``out = grid · diag(d)`` for a C-contiguous ``a × n`` grid and ``d`` (``n``), computed on ``a/m``
-    rows of ``m·n`` numbers with ``d`` tiled ``m`` times (``m``: the largest divisor of ``a`` with
-    ``m·n ≤ 8192``).  numpy's per-row cost dominates rows of a few hundred numbers: at a = 261,
-    n = 256 (an Elman grid at k = 256) this measured 24 µs against 44 µs row by row (CPU time)."""
-
-    def __init__(self, a: int, n: int, width: int = 8192):
-        self.m = max(m for m in range(1, a + 1) if a % m == 0 and (m == 1 or m * n <= width))
-        self.tile = np.empty((self.m, n))
-
-    def __call__(self, grid: np.ndarray, d: np.ndarray, out: np.ndarray) -> None:
-        a, n = grid.shape
-        self.tile[...] = d
-        shape = (a // self.m, self.m * n)
-        np.multiply(grid.reshape(shape), self.tile.reshape(-1), out=out.reshape(shape))
 
 
 # --------------------------------------------------------------------------- the estimator
@@ -337,18 +319,6 @@ class MaskedInfluence(Estimator):
         self._injection(st, lin)
         D = self._d_values(st, lin)
         D = np.ascontiguousarray(D.T)                                           # |d| × B
-        if st.grid is not None and state.J.shape[1] == D.shape[1]:             # J̃ ← d_i J̃ + I in place
-            one = state.batch == 1                                             # 2-D views: long inner loops
-            for cols, n_in, n_out, _, pos, wide in st.grid:
-                block = state.J[cols, 0].reshape(n_in, n_out) if one else state.J[cols].reshape(n_in, -1)
-                if pos is None:
-                    block[...] = 0.0
-                elif one:
-                    wide(block, D[pos, 0], block)
-                else:
-                    block *= D[pos].reshape(-1)
-            st.injection.add_to(state.J, lin.I)
-            return state
         new = np.empty((st.nnz, state.batch))
         tpd, ta, tb, qoff, by_class, coff = st.pairs_by_class
         class_pair_sums(D, tpd, ta, tb, qoff, st.class_rows[1], by_class, coff, st.col_start, state.J, new)
@@ -401,7 +371,7 @@ class MaskedInfluence(Estimator):
                 if kind == "grid"}
             if st.grid is not None and len(parts) == len(self._injection(st, lin).parts) == len(st.grid):
                 plan = []
-                for cols, n_in, n_out, rows, pos, _ in st.grid:
+                for cols, n_in, n_out, rows, pos in st.grid:
                     part = parts.get((cols.start, cols.stop))
                     if part is None or not isinstance(rows, slice) or not (pos is None or isinstance(pos, slice)):
                         return st.fused
@@ -436,14 +406,6 @@ class MaskedInfluence(Estimator):
         if st.dense:
             return state, np.matmul(credit[:, None, :], state.J)[:, 0, st.pos]
         c = np.ascontiguousarray(credit.T)                                       # k × B
-        if st.grid is not None:
-            g = np.empty((st.p, c.shape[1]))
-            for cols, n_in, n_out, rows, _, wide in st.grid:
-                if c.shape[1] == 1:
-                    wide(state.J[cols, 0].reshape(n_in, n_out), c[rows, 0], g[cols, 0].reshape(n_in, n_out))
-                else:
-                    np.multiply(state.J[cols].reshape(n_in, -1), c[rows].reshape(-1), out=g[cols].reshape(n_in, -1))
-            return state, g.T
         return state, st.by_column(np.take(c, st.rows, axis=0) * state.J).T
 
     def influence(self, state):

@@ -14,7 +14,7 @@ replicates), ``‖νᵀ I_t‖`` from the norms of its factors, ``θ̃ / ρ₀``
 separate scalar factor, and ``νᵀ I_t / ρ₁`` added into ``θ̃`` in place as outer products (rank-one
 BLAS updates for one replicate), never formed on its own.  :meth:`UORO.step` (the step the
 training loops call) does the rank-one addition, the gradient and the next ``‖θ̃‖`` in one pass
-over ``p`` numbers (:func:`~simulations.kernels.rank_one_step`).
+over ``p`` numbers (:func:`~simulations.kernels.rank_one_full_step`).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..jacobians import row_dot
+from ..jacobians import row_dot, unit_major_blocks
 from ..kernels import rank_one_full_step, rank_one_scales
 from .base import Estimator
 from .signs import rademacher
@@ -82,22 +82,29 @@ class UORO(Estimator):
     def init(self, cell, theta, batch, rng=None):
         return RankOneState(np.zeros((batch, cell.k)), np.zeros((batch, cell.p)), np.ones(batch), batch, cell.p)
 
+    @staticmethod
+    def _draw(state, lin, rng):
+        """What both halves of a step start from: ``ν`` (``B × k``), ``D_t s̃``, ``ν G_g`` per gate,
+        ``‖θ̃'s direction‖²`` (``B``) and an empty ``(ρ₀, ρ₁)`` (``2 × B``); ``s̃`` and the factor
+        become new arrays for the step to fill (the old ones may be held elsewhere)."""
+        B, k = state.s.shape
+        nu = rademacher(rng, (B, k))
+        Ds = lin.dynamics.matvec(state.s)
+        sq = row_dot(state.direction, state.direction) if state.sq is None else state.sq
+        state.s, state.factor = np.empty_like(Ds), np.array(state.factor)
+        return nu, Ds, lin.I.left_gates(nu), sq, np.empty((2, B))
+
     def _scales(self, state, lin, rng):
         """The first half of a step: draw ``ν``, set ``(ρ₀, ρ₁)``, ``s̃ ← ρ₀ D_t s̃ + ρ₁ ν`` and
         ``θ̃``'s factor ``← factor / ρ₀`` (folded into the direction when out of range).
         Returns ``(ν, ν G_g per gate, 1 / (ρ₁ · factor))``, the last ``B`` scalars for the rank-one
         addition ``θ̃'s direction += (νᵀ I_t) / (ρ₁ · factor)``."""
-        B, k = state.s.shape
-        nu = rademacher(rng, (B, k))
-        Ds = lin.dynamics.matvec(state.s)
-        nuG = lin.I.left_gates(nu)
-        sq = row_dot(state.direction, state.direction) if state.sq is None else state.sq
-        rho, state.s, state.factor = np.empty((2, B)), np.empty_like(Ds), np.array(state.factor)
+        nu, Ds, nuG, sq, rho = self._draw(state, lin, rng)
         rank_one_scales(state.s, Ds, nu, state.factor, sq, lin.I.rmatmul_norms(nu, nuG), rho)
         state.scales = rho.T                                                    # B × 2: (ρ₀, ρ₁)
         if not all(FOLD_RANGE[0] <= f <= FOLD_RANGE[1] for f in state.factor.tolist()):
             state.direction *= state.factor[:, None]
-            state.factor = np.ones(B)
+            state.factor = np.ones(state.batch)
         state.sq = None
         return nu, nuG, 1.0 / (rho[1] * state.factor)
 
@@ -116,16 +123,11 @@ class UORO(Estimator):
         groups = I.groups
         if I.batch != state.batch or not all(b.full for b in groups):
             return super().step(state, lin, credit, rng)
-        B, k = state.s.shape
-        nu = rademacher(rng, (B, k))
-        Ds = lin.dynamics.matvec(state.s)
-        nuG = I.left_gates(nu)
-        blocks = I._flat.get("uoro_blocks")
+        nu, Ds, nuG, sq, rho = self._draw(state, lin, rng)
+        blocks = I._flat.get("block_table")
         if blocks is None:
-            blocks = I._flat["uoro_blocks"] = np.array([(b.offset, b.n_in, b.n_out) for b in groups], dtype=np.int64)
-        sq = row_dot(state.direction, state.direction) if state.sq is None else state.sq
-        rho, state.s, state.factor = np.empty((2, B)), np.empty_like(Ds), np.array(state.factor)
-        g, state.sq = np.empty_like(state.direction), np.zeros(B)
+            blocks = I._flat["block_table"] = unit_major_blocks(I.blocks)      # (offset, n_in, n_out, 1) rows
+        g, state.sq = np.empty_like(state.direction), np.zeros(state.batch)
         rank_one_full_step(state.direction, g, blocks, tuple(np.ascontiguousarray(I.source(b)) for b in groups),
                            tuple(np.ascontiguousarray(nuG[b.gate]) for b in groups), state.s, Ds, nu,
                            state.factor, sq, np.ascontiguousarray(credit), rho, *FOLD_RANGE, state.sq)
