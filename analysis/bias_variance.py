@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure as MplFigure
 
-from simulations.experiments.base import Verdict
+from rtrl_validation.simulations.experiments.base import Verdict
 
 from .sections import Figure, Section, Table
 
@@ -248,7 +248,7 @@ def analyse(records: list[dict]) -> Section:
             v = dict(v)
             if r["data"].get("kind") != "identities":
                 v["check"] = f"[{r['task']}] {v['check']}"
-            verdicts.append(Verdict(**v))
+            verdicts.append(Verdict.from_dict(v))
     section = Section(
         title="Bias and variance of the approximate estimators",
         experiment="bias-variance",

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure as MplFigure
 
-from simulations.experiments.base import Verdict
+from rtrl_validation.simulations.experiments.base import Verdict
 
 from .ess import time_average_se
 from .montecarlo import (debiased_norm, familywise_t, log_mean_ci, max_z, mean_se, variance_ratio_interval,

@@ -20,7 +20,7 @@ import numpy as np
 from matplotlib.figure import Figure as MplFigure
 from scipy import stats
 
-from simulations.experiments.base import Verdict
+from rtrl_validation.simulations.experiments.base import Verdict
 
 from .sections import Figure, Section, Table
 
@@ -197,7 +197,7 @@ def analyse(records: list[dict]) -> Section:
     rec = ok[0]
     tab = series_table(rec)
     section.verdicts = list(rec.get("verdicts", [])) + _exponent_verdicts(tab) + _claim_verdicts(rec, tab)
-    section.verdicts = [v if isinstance(v, Verdict) else Verdict(**v) for v in section.verdicts]
+    section.verdicts = [v if isinstance(v, Verdict) else Verdict.from_dict(v) for v in section.verdicts]
     dense = [n for n, s in tab.items() if s["density"] == 1.0]
     sparse = [n for n, s in tab.items() if s["density"] != 1.0]
     section.figures.append(Figure("Dense network: per-step time (fitted lines dashed over the fitted sizes; "

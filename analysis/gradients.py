@@ -11,7 +11,7 @@ import re
 import numpy as np
 from matplotlib.figure import Figure as MplFigure
 
-from simulations.experiments.base import Verdict
+from rtrl_validation.simulations.experiments.base import Verdict
 
 from .sections import Figure, Section, Table
 

@@ -20,7 +20,7 @@ import numpy as np
 from matplotlib.figure import Figure as MplFigure
 from scipy import stats
 
-from simulations.experiments.base import Verdict
+from rtrl_validation.simulations.experiments.base import Verdict
 
 from .montecarlo import mean_se
 from .sections import Figure, Section, Table

@@ -17,8 +17,8 @@ import os
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from simulations.cells import make_cell
-from simulations.experiments.cost import batching_gain, measure_estimator
+from rtrl_validation.simulations.cells import make_cell
+from rtrl_validation.simulations.experiments.cost import batching_gain, measure_estimator
 
 
 def per_step(hidden, specs, repeats, min_time, rng):

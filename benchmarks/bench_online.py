@@ -17,12 +17,12 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from simulations.cells import make_cell
-from simulations.data import VAR1Teacher
-from simulations.estimators import parse_estimator
-from simulations.experiments.convergence import lazy_projection
-from simulations.readouts import LinearReadout
-from simulations.training import OnlineTrainer, Schedule, log_checkpoints
+from rtrl_validation.simulations.cells import make_cell
+from rtrl_validation.simulations.data import VAR1Teacher
+from rtrl_validation.simulations.estimators import parse_estimator
+from rtrl_validation.simulations.experiments.convergence import lazy_projection
+from rtrl_validation.simulations.readouts import LinearReadout
+from rtrl_validation.simulations.training import OnlineTrainer, Schedule, log_checkpoints
 
 
 def run(hidden, batch, steps, estimator, project=True, seed=0):

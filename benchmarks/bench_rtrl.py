@@ -24,7 +24,7 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from simulations import LinearReadout, make_cell, make_estimator
+from rtrl_validation.simulations import LinearReadout, make_cell, make_estimator
 
 
 def cpu_per_call(fn, calls: int) -> float:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from simulations import CELLS, LinearReadout, make_cell, make_estimator, run_sequence
-from simulations.experiments.base import ConfigError, Experiment, Task, TaskResult, Verdict
+from rtrl_validation.simulations import CELLS, LinearReadout, make_cell, make_estimator, run_sequence
+from rtrl_validation.simulations.experiments.base import ConfigError, Experiment, Task, TaskResult, Verdict
 
 from .gradcheck import check_cell, rounding_bound
 from .symbolic import Comparison, check_jacobians, unrolled_gradient

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from simulations import LinearReadout, make_cell, make_estimator, run_sequence, sequence_loss
-from simulations.estimators.rtrl import RTRL
+from rtrl_validation.simulations import LinearReadout, make_cell, make_estimator, run_sequence, sequence_loss
+from rtrl_validation.simulations.estimators.rtrl import RTRL
 
 from .finite_differences import richardson_gradient
 from .symbolic import Comparison, gamma

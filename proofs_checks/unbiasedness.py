@@ -17,10 +17,10 @@ import itertools
 import numpy as np
 import sympy as sp
 
-from simulations.cells import make_cell
-from simulations.estimators import make_estimator
-from simulations.estimators.enumeration import Expectation, expected_influence
-from simulations.experiments.base import Verdict
+from rtrl_validation.simulations.cells import make_cell
+from rtrl_validation.simulations.estimators import make_estimator
+from rtrl_validation.simulations.estimators.enumeration import Expectation, expected_influence
+from rtrl_validation.simulations.experiments.base import Verdict
 
 
 def uoro_step_residual(k: int = 2, p: int = 3) -> sp.Matrix:

@@ -12,10 +12,10 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from analysis.sections import Section
-from simulations.experiments.base import Verdict
-from simulations.records import SCHEMA_VERSION, environment, load_records, utc_now
-from simulations.runner import one_line
+from rtrl_validation.analysis.sections import Section
+from rtrl_validation.simulations.experiments.base import Verdict
+from rtrl_validation.simulations.records import SCHEMA_VERSION, environment, load_records, utc_now
+from rtrl_validation.simulations.runner import one_line
 
 from . import registry
 
@@ -72,10 +72,8 @@ class Report:
 
 
 def verdict_dict(v) -> dict:
-    """A :class:`Verdict` or verdict dict as a plain dict with the five verdict keys."""
-    if isinstance(v, dict):
-        v = Verdict(**{k: v.get(k) for k in ("check", "passed", "evidence", "value", "bound")})
-    return v.to_dict()
+    """A :class:`Verdict` or verdict dict as a plain dict with every verdict key."""
+    return (Verdict.from_dict(v) if isinstance(v, dict) else v).to_dict()
 
 
 def _record_stats(records: list[dict]) -> dict:

@@ -22,9 +22,9 @@ from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 
-from simulations.experiments.base import ConfigError
-from simulations.records import RecordError, jsonable, utc_now, write_json
-from simulations.runner import one_line
+from rtrl_validation.simulations.experiments.base import ConfigError
+from rtrl_validation.simulations.records import RecordError, jsonable, utc_now, write_json
+from rtrl_validation.simulations.runner import one_line
 
 
 def experiments() -> dict:
@@ -81,7 +81,7 @@ def seed_int(text: str) -> int:
 
 
 def scheduler_address(text: str) -> str:
-    from simulations.parallel import SchedulerError, check_address
+    from rtrl_validation.simulations.parallel import SchedulerError, check_address
     try:
         return check_address(text)
     except SchedulerError as e:
@@ -312,7 +312,7 @@ def finish_manifest(state: dict, status: str, **extra) -> None:
 
 def executor(args):
     """The backend for ``--workers`` / ``--scheduler`` (:mod:`simulations.parallel`)."""
-    from simulations.parallel import SchedulerError, import_distributed, make_executor
+    from rtrl_validation.simulations.parallel import SchedulerError, import_distributed, make_executor
     try:
         if args.scheduler is not None:
             import_distributed()
@@ -322,15 +322,15 @@ def executor(args):
 
 
 def checkpoint_store(every: int | None, out: Path):
-    from simulations.checkpoint import CheckpointStore
+    from rtrl_validation.simulations.checkpoint import CheckpointStore
     every = CHECKPOINT_EVERY if every is None else every
     return CheckpointStore.in_results(out, every) if every else None
 
 
 def compute(args, plan: list, seed: int, out: Path) -> dict:
     """Run ``plan`` (``[(experiment, config)]``) on the chosen backend, checkpointing into ``out``."""
-    from simulations.parallel import SchedulerError
-    from simulations.runner import run_experiments
+    from rtrl_validation.simulations.parallel import SchedulerError
+    from rtrl_validation.simulations.runner import run_experiments
     try:
         return run_experiments(plan, seed, out, progress=not args.quiet, executor=args.executor,
                                checkpoints=checkpoint_store(args.checkpoint_every, out))
@@ -440,8 +440,8 @@ def note_interrupted(folder: Path) -> None:
 
 
 def cmd_list(args) -> int:
-    from simulations.cells import CELLS
-    from simulations.estimators import ESTIMATORS, SPEC_OPTION
+    from rtrl_validation.simulations.cells import CELLS
+    from rtrl_validation.simulations.estimators import ESTIMATORS, SPEC_OPTION
 
     registered = experiments()
     print("experiments:")
@@ -459,16 +459,16 @@ def cmd_list(args) -> int:
 
 
 def cmd_gradcheck(args) -> int:
-    from simulations.cells import CELLS
+    from rtrl_validation.simulations.cells import CELLS
 
     if args.cell != "all" and args.cell not in CELLS:
         raise CLIError(f"unknown cell {args.cell!r}; known cells: {', '.join(CELLS)} (or 'all')")
     if args.json is not None and not args.json.parent.is_dir():
         raise CLIError(f"--json {args.json}: folder {args.json.parent} does not exist")
     try:
-        from proofs_checks.gradcheck import format_table, run_gradcheck
+        from rtrl_validation.proofs_checks.gradcheck import format_table, run_gradcheck
     except ModuleNotFoundError as e:
-        if e.name not in ("proofs_checks.gradcheck", "proofs_checks"):
+        if e.name not in ("rtrl_validation.proofs_checks.gradcheck", "rtrl_validation.proofs_checks"):
             raise
         raise CLIError("gradcheck is unavailable: proofs_checks.gradcheck is not installed") from None
     cells = list(CELLS) if args.cell == "all" else [args.cell]

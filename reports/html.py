@@ -13,8 +13,8 @@ from html import escape
 
 import numpy as np
 
-from analysis.sections import Table
-from simulations.runner import one_line
+from rtrl_validation.analysis.sections import Table
+from rtrl_validation.simulations.runner import one_line
 
 from .build import Report, SectionResult
 from .figures import equation_svg, figure_svg

@@ -5,8 +5,8 @@ import logging
 import warnings
 from pathlib import Path
 
-from simulations.records import atomic_write, write_json
-from simulations.runner import one_line
+from rtrl_validation.simulations.records import atomic_write, write_json
+from rtrl_validation.simulations.runner import one_line
 
 from .build import Report
 from .html import render_html

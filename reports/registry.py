@@ -5,23 +5,19 @@ analysis function (records -> ``analysis.sections.Section``) + one line here.
 """
 from __future__ import annotations
 
-import analysis.bias_variance
-import analysis.cost
-import analysis.convergence
-import analysis.gradients
-import analysis.learning
-from proofs_checks.experiment import GradientsExperiment
-from simulations.experiments.bias_variance import BiasVarianceExperiment
-from simulations.experiments.cost import CostExperiment
-from simulations.experiments.convergence import ConvergenceExperiment
-from simulations.experiments.learning import LearningExperiment
+from rtrl_validation.analysis import bias_variance, convergence, cost, gradients, learning
+from rtrl_validation.proofs_checks.experiment import GradientsExperiment
+from rtrl_validation.simulations.experiments.bias_variance import BiasVarianceExperiment
+from rtrl_validation.simulations.experiments.cost import CostExperiment
+from rtrl_validation.simulations.experiments.convergence import ConvergenceExperiment
+from rtrl_validation.simulations.experiments.learning import LearningExperiment
 
 SECTIONS: list = [
-    (GradientsExperiment(), analysis.gradients.analyse),
-    (BiasVarianceExperiment(), analysis.bias_variance.analyse),
-    (CostExperiment(), analysis.cost.analyse),
-    (ConvergenceExperiment(), analysis.convergence.analyse),
-    (LearningExperiment(), analysis.learning.analyse),
+    (GradientsExperiment(), gradients.analyse),
+    (BiasVarianceExperiment(), bias_variance.analyse),
+    (CostExperiment(), cost.analyse),
+    (ConvergenceExperiment(), convergence.analyse),
+    (LearningExperiment(), learning.analyse),
 ]
 
 

@@ -26,7 +26,10 @@ Schema (``schema_version`` 1), the JSON object::
     status             "ok" | "diverged" (NaN/inf; ``reason`` says where) | "failed" (exception)
     reason             str, one line; empty when status is "ok"
     data               dict, JSON-able scalars, short lists, strings
-    verdicts           list of {"check", "passed", "evidence", "value", "bound"}
+    verdicts           list of Verdict.to_dict() (simulations.experiments.base): "check",
+                       "status" (PASS | FAIL | INCONCLUSIVE), "passed", "evidence", "value",
+                       "bound", "rule", "claim", "source", "statistic", "effect", "interval",
+                       "resolution", "control", "family"
     arrays_file        str | null, file name of the ``.npz`` beside the record
     array_names        list of str, the arrays in that file
     provenance         {"versions": {package: version | null, "python": ...},

@@ -67,7 +67,7 @@ def execute_task(exp: Experiment, task: Task, seed: np.random.SeedSequence,
         if result.status not in STATUSES:
             raise ValueError(f"run_task returned unknown status {result.status!r}")
         data = jsonable(result.data)
-        verdicts = [jsonable(v.to_dict() if isinstance(v, Verdict) else Verdict(**v).to_dict())
+        verdicts = [jsonable(v.to_dict() if isinstance(v, Verdict) else Verdict.from_dict(v).to_dict())
                     for v in result.verdicts]
         arrays = {str(name): np.asarray(value) for name, value in result.arrays.items()}
         for name, value in arrays.items():

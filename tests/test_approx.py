@@ -9,12 +9,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulations.cells import CELLS, make_cell
-from simulations.estimators import ESTIMATORS, make_estimator, parse_estimator
-from simulations.estimators.masked import exact_order, influence_rounding_bound
-from simulations.estimators.uoro import left_product
-from simulations.readouts import LinearReadout
-from simulations.sequence import run_sequence
+from rtrl_validation.simulations.cells import CELLS, make_cell
+from rtrl_validation.simulations.estimators import ESTIMATORS, make_estimator, parse_estimator
+from rtrl_validation.simulations.estimators.masked import exact_order, influence_rounding_bound
+from rtrl_validation.simulations.estimators.uoro import left_product
+from rtrl_validation.simulations.readouts import LinearReadout
+from rtrl_validation.simulations.sequence import run_sequence
 
 T = 6
 

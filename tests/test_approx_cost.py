@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.cost import ALLOWANCE, _claim_verdicts, _exponent_verdicts, analyse, fit_exponent, series_table
-from simulations.cells import make_cell
-from simulations.estimators import parse_estimator
-from simulations.experiments.base import ConfigError
-from simulations.experiments.cost import CostExperiment, state_bytes, time_per_call
-from simulations.flops import estimator_flops
+from rtrl_validation.analysis.cost import ALLOWANCE, _claim_verdicts, _exponent_verdicts, analyse, fit_exponent, series_table
+from rtrl_validation.simulations.cells import make_cell
+from rtrl_validation.simulations.estimators import parse_estimator
+from rtrl_validation.simulations.experiments.base import ConfigError
+from rtrl_validation.simulations.experiments.cost import CostExperiment, state_bytes, time_per_call
+from rtrl_validation.simulations.flops import estimator_flops
 
 EXP = CostExperiment()
 

@@ -9,17 +9,17 @@ import sys
 import numpy as np
 import pytest
 
-from reports import cli
-from simulations import parallel
-from simulations.cells import make_cell
-from simulations.checkpoint import CheckpointStore
-from simulations.estimators import make_estimator, parse_estimator
-from simulations.experiments.base import ConfigError
-from simulations.parallel import DaskCluster, ProcessPool, SchedulerError, make_executor
-from simulations.readouts import LinearReadout
-from simulations.records import RecordError, load_records, read_record, write_record
-from simulations.runner import run_experiment, run_experiments
-from simulations.training import OnlineTrainer, Schedule, frozen_windows
+from rtrl_validation.reports import cli
+from rtrl_validation.simulations import parallel
+from rtrl_validation.simulations.cells import make_cell
+from rtrl_validation.simulations.checkpoint import CheckpointStore
+from rtrl_validation.simulations.estimators import make_estimator, parse_estimator
+from rtrl_validation.simulations.experiments.base import ConfigError
+from rtrl_validation.simulations.parallel import DaskCluster, ProcessPool, SchedulerError, make_executor
+from rtrl_validation.simulations.readouts import LinearReadout
+from rtrl_validation.simulations.records import RecordError, load_records, read_record, write_record
+from rtrl_validation.simulations.runner import run_experiment, run_experiments
+from rtrl_validation.simulations.training import OnlineTrainer, Schedule, frozen_windows
 
 try:
     from test_parallel_fakes import TrainerExperiment, use_trainer

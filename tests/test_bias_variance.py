@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.bias_variance import _claims, analyse, record_statistics, statistics
-from simulations.experiments.base import ConfigError
-from simulations.experiments.bias_variance import BiasVarianceExperiment
+from rtrl_validation.analysis.bias_variance import _claims, analyse, record_statistics, statistics
+from rtrl_validation.simulations.experiments.base import ConfigError
+from rtrl_validation.simulations.experiments.bias_variance import BiasVarianceExperiment
 
 EXP = BiasVarianceExperiment()
 SMALL = {"steps": 12, "replicates": 64, "hidden": [4, 6], "densities": [1.0], "rhos": [0.6],

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from reports import cli
-from simulations.records import load_records, write_record
+from rtrl_validation.reports import cli
+from rtrl_validation.simulations.records import load_records, write_record
 
 try:
     from test_report_fakes import FakeExperiment, use_fakes
@@ -157,7 +157,7 @@ def test_default_out_is_a_new_timestamped_folder(fakes, tmp_path, monkeypatch, c
 
 
 def test_interrupt_keeps_finished_records_and_exits_130(fakes, tmp_path, monkeypatch, capsys):
-    from reports import registry
+    from rtrl_validation.reports import registry
     use_fakes(monkeypatch)
     monkeypatch.setattr(registry, "SECTIONS", [(FakeExperiment("fake-pass", interrupt_at="t2"), None)])
     code, _, err = run_cli(capsys, "run", "fake-pass", "--out", tmp_path, "--quiet")
@@ -181,9 +181,9 @@ def fake_gradcheck(monkeypatch):
     def format_table(result):
         return "\n".join(f"{c['cell']:<20}{'PASS' if c['passed'] else 'FAIL'}" for c in result["checks"])
 
-    module = types.ModuleType("proofs_checks.gradcheck")
+    module = types.ModuleType("rtrl_validation.proofs_checks.gradcheck")
     module.run_gradcheck, module.format_table = run_gradcheck, format_table
-    monkeypatch.setitem(sys.modules, "proofs_checks.gradcheck", module)
+    monkeypatch.setitem(sys.modules, "rtrl_validation.proofs_checks.gradcheck", module)
     return calls
 
 

@@ -3,10 +3,10 @@ configurations, and each check's ability to fail on wrong input."""
 import numpy as np
 import pytest
 
-import analysis.convergence as conv
-from analysis.rates import power_law
-from simulations.experiments.base import ConfigError
-from simulations.experiments.convergence import ConvergenceExperiment
+import rtrl_validation.analysis.convergence as conv
+from rtrl_validation.analysis.rates import power_law
+from rtrl_validation.simulations.experiments.base import ConfigError
+from rtrl_validation.simulations.experiments.convergence import ConvergenceExperiment
 
 EXP = ConvergenceExperiment()
 SMALL = dict(hidden=4, forget_blocks=1, forget_pairs=4, forget_steps=80, chains=300, chain_times=[1, 2, 32, 64],
@@ -182,8 +182,8 @@ def test_section_assembles(training_records):
 
 @pytest.mark.slow
 def test_quick_profile_end_to_end(tmp_path):
-    from simulations.records import load_records
-    from simulations.runner import run_experiment
+    from rtrl_validation.simulations.records import load_records
+    from rtrl_validation.simulations.runner import run_experiment
     cfg = EXP.config("quick")
     run_experiment(EXP, cfg, 0, tmp_path, progress=False)
     sec = conv.analyse(load_records(tmp_path, EXP.name))
@@ -192,7 +192,7 @@ def test_quick_profile_end_to_end(tmp_path):
 
 def test_marginal_distance_is_scipy_wasserstein():
     from scipy.stats import wasserstein_distance
-    from analysis.stationarity import marginal_distance
+    from rtrl_validation.analysis.stationarity import marginal_distance
     rng = np.random.default_rng(1)
     a, b = rng.standard_normal((200, 3)), rng.gamma(2.0, size=(200, 3))
     sd = np.concatenate([a, b]).std(axis=0)

@@ -4,15 +4,15 @@ step-size conditions and divergence recording."""
 import numpy as np
 import pytest
 
-from simulations.cells import make_cell
-from simulations.data.base import DataProcess
-from simulations.estimators import parse_estimator
-from simulations.estimators.bptt import BPTT
-from simulations.estimators.rtrl import RTRL
-from simulations.experiments.convergence import lazy_projection
-from simulations.readouts import LinearReadout
-from simulations.sequence import run_sequence
-from simulations.training import OnlineTrainer, Schedule, frozen_windows, log_checkpoints
+from rtrl_validation.simulations.cells import make_cell
+from rtrl_validation.simulations.data.base import DataProcess
+from rtrl_validation.simulations.estimators import parse_estimator
+from rtrl_validation.simulations.estimators.bptt import BPTT
+from rtrl_validation.simulations.estimators.rtrl import RTRL
+from rtrl_validation.simulations.experiments.convergence import lazy_projection
+from rtrl_validation.simulations.readouts import LinearReadout
+from rtrl_validation.simulations.sequence import run_sequence
+from rtrl_validation.simulations.training import OnlineTrainer, Schedule, frozen_windows, log_checkpoints
 
 
 class Replay(DataProcess):

@@ -2,12 +2,12 @@
 import numpy as np
 import pytest
 
-from simulations.cells import make_cell
-from simulations.curriculum import LengthCurriculum
-from simulations.data.copy_task import IGNORE, CopyTask, MaskedReadout, episodes
-from simulations.estimators import parse_estimator
-from simulations.readouts import LinearReadout
-from simulations.sequence import run_sequence, sequence_loss
+from rtrl_validation.simulations.cells import make_cell
+from rtrl_validation.simulations.curriculum import LengthCurriculum
+from rtrl_validation.simulations.data.copy_task import IGNORE, CopyTask, MaskedReadout, episodes
+from rtrl_validation.simulations.estimators import parse_estimator
+from rtrl_validation.simulations.readouts import LinearReadout
+from rtrl_validation.simulations.sequence import run_sequence, sequence_loss
 
 
 def split_episodes(lengths, codes):

@@ -3,7 +3,7 @@ defining recursions and their stationary moments."""
 import numpy as np
 import pytest
 
-from simulations.data import PROCESSES, MarkovRegime, SyntheticOrderBook, VAR1Teacher, make_process
+from rtrl_validation.simulations.data import PROCESSES, MarkovRegime, SyntheticOrderBook, VAR1Teacher, make_process
 
 
 def draw(proc, B, T, seed=0, chunks=1):

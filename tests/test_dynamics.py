@@ -16,16 +16,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from proofs_checks.symbolic import gamma
-from simulations.cells import CELLS, make_cell
-from simulations.estimators import make_estimator
-from simulations.estimators.masked import influence_rounding_bound
-from simulations.estimators.signs import SignReplay, all_sign_sequences
-from simulations.estimators import uoro as uoro_module
-from simulations.jacobians import (DynamicsJacobian, DynamicsTerm, GateJacobian, Linearization, block_outer,
+from rtrl_validation.proofs_checks.symbolic import gamma
+from rtrl_validation.simulations.cells import CELLS, make_cell
+from rtrl_validation.simulations.estimators import make_estimator
+from rtrl_validation.simulations.estimators.masked import influence_rounding_bound
+from rtrl_validation.simulations.estimators.signs import SignReplay, all_sign_sequences
+from rtrl_validation.simulations.estimators import uoro as uoro_module
+from rtrl_validation.simulations.jacobians import (DynamicsJacobian, DynamicsTerm, GateJacobian, Linearization, block_outer,
                                    merge_blocks, outer_into)
-from simulations.readouts import LinearReadout
-from simulations.sequence import run_sequence
+from rtrl_validation.simulations.readouts import LinearReadout
+from rtrl_validation.simulations.sequence import run_sequence
 
 B = 3
 
@@ -196,7 +196,7 @@ def test_fused_rtrl_step_equals_update_then_gradient(name, batch):
 def test_step_keeps_a_redefined_update():
     """A subclass that changes ``update`` (here: influence restarted every step, so ``g_t = c_t I_t``) is
     not bypassed by the fused ``step`` that ``run_sequence`` calls."""
-    from simulations.estimators.rtrl import RTRL
+    from rtrl_validation.simulations.estimators.rtrl import RTRL
 
     class Immediate(RTRL):
         def update(self, state, lin, rng=None):

@@ -5,7 +5,7 @@ import pytest
 from scipy import stats
 from scipy.signal import lfilter
 
-from analysis.ess import autocorrelation_time, effective_sample_size, time_average_se
+from rtrl_validation.analysis.ess import autocorrelation_time, effective_sample_size, time_average_se
 
 
 def ar1(phi, n, reps, rng, burn=500):

@@ -15,17 +15,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reports import cli
-from simulations.cells import make_cell
-from simulations.checkpoint import CheckpointStore
-from simulations.data import VAR1Teacher
-from simulations.data.base import DataProcess
-from simulations.estimators import parse_estimator
-from simulations.parallel import InProcess
-from simulations.readouts import LinearReadout
-from simulations.records import load_records
-from simulations.runner import run_experiment
-from simulations.training import OnlineTrainer, Schedule
+from rtrl_validation.reports import cli
+from rtrl_validation.simulations.cells import make_cell
+from rtrl_validation.simulations.checkpoint import CheckpointStore
+from rtrl_validation.simulations.data import VAR1Teacher
+from rtrl_validation.simulations.data.base import DataProcess
+from rtrl_validation.simulations.estimators import parse_estimator
+from rtrl_validation.simulations.parallel import InProcess
+from rtrl_validation.simulations.readouts import LinearReadout
+from rtrl_validation.simulations.records import load_records
+from rtrl_validation.simulations.runner import run_experiment
+from rtrl_validation.simulations.training import OnlineTrainer, Schedule
 
 try:
     from test_parallel_fakes import TrainerExperiment, numbers, use_trainer
@@ -97,7 +97,7 @@ import signal, sys
 sys.path.insert(0, {tests!r})
 signal.signal(signal.SIGINT, signal.default_int_handler)
 from test_parallel_fakes import Subset, TrainerExperiment
-from reports import cli
+from rtrl_validation.reports import cli
 cli.experiments = lambda: {{exp.name: exp for exp in [{experiment}]}}
 sys.exit(cli.main(sys.argv[1:]))
 """
@@ -166,7 +166,7 @@ def test_sigint_then_resume_gives_the_uninterrupted_numbers(backend, uninterrupt
 def test_real_convergence_task_resumes_with_the_uninterrupted_numbers(tmp_path, monkeypatch, capsys):
     """A ``trajectory-tanh`` task of the convergence experiment (online RTRL, then ``∇L`` estimated
     at frozen checkpoints: two checkpointed loops) interrupted during its second loop."""
-    from simulations.experiments.convergence import ConvergenceExperiment
+    from rtrl_validation.simulations.experiments.convergence import ConvergenceExperiment
     try:
         from test_parallel_fakes import Subset
     except ImportError:
@@ -175,7 +175,7 @@ def test_real_convergence_task_resumes_with_the_uninterrupted_numbers(tmp_path, 
     cfg = tmp_path / "cfg.toml"
     cfg.write_text('[convergence]\ntraj_cases = ["tanh"]\ntrain_steps = 3000\neval_points = 4\n')
     out, reference = tmp_path / "out", tmp_path / "reference"
-    interrupt_when('Subset(__import__("simulations.experiments.convergence").experiments.convergence'
+    interrupt_when('Subset(__import__("rtrl_validation.simulations.experiments.convergence").simulations.experiments.convergence'
                    '.ConvergenceExperiment(), ["trajectory-tanh"])',
                    ["run", "convergence", "--config", str(cfg), "--workers", "1", "--checkpoint-every", "200"],
                    out, "loop-1.pkl")
@@ -191,7 +191,7 @@ def test_real_convergence_task_resumes_with_the_uninterrupted_numbers(tmp_path, 
 
 
 def test_report_ctrl_c_marks_the_run_and_resume_finishes_it(monkeypatch, tmp_path, capsys):
-    from reports import registry
+    from rtrl_validation.reports import registry
     monkeypatch.setattr(registry, "SECTIONS", [(FakeExperiment("fake-pass", bound=10.0, interrupt_at="t1"),
                                                 summarise)])
     out = tmp_path / "out"

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from proofs_checks.gradcheck import check_cell, linearization_ops, rounding_bound, run_gradcheck
-from proofs_checks.symbolic import SymbolicCell, check_jacobians, unrolled_gradient
-from simulations import CELLS, LinearReadout, make_cell, make_estimator, run_sequence
-from simulations.jacobians import GateJacobian
+from rtrl_validation.proofs_checks.gradcheck import check_cell, linearization_ops, rounding_bound, run_gradcheck
+from rtrl_validation.proofs_checks.symbolic import SymbolicCell, check_jacobians, unrolled_gradient
+from rtrl_validation.simulations import CELLS, LinearReadout, make_cell, make_estimator, run_sequence
+from rtrl_validation.simulations.jacobians import GateJacobian
 
 ALL = list(CELLS)
 

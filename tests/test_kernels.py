@@ -14,12 +14,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from proofs_checks.symbolic import gamma
-from simulations.cells import make_cell
-from simulations.estimators import make_estimator, parse_estimator
-from simulations.estimators.masked import influence_rounding_bound
-from simulations.estimators.signs import SignReplay
-from simulations.jacobians import merge_blocks, row_dot, unit_major
+from rtrl_validation.proofs_checks.symbolic import gamma
+from rtrl_validation.simulations.cells import make_cell
+from rtrl_validation.simulations.estimators import make_estimator, parse_estimator
+from rtrl_validation.simulations.estimators.masked import influence_rounding_bound
+from rtrl_validation.simulations.estimators.signs import SignReplay
+from rtrl_validation.simulations.jacobians import merge_blocks, row_dot, unit_major
 
 try:
     from test_dynamics import B, CASES, linearization
@@ -41,8 +41,8 @@ def test_unit_major_is_a_permutation_that_makes_rows_consecutive():
 
 @pytest.mark.parametrize("name,density", [("elman", 1.0), ("lstm", 1.0), ("gru", 0.5), ("elman", 0.3)])
 def test_unit_major_to_theta_is_the_inverse_permutation(name, density):
-    from simulations.jacobians import unit_major_blocks
-    from simulations.kernels import unit_major_to_theta
+    from rtrl_validation.simulations.jacobians import unit_major_blocks
+    from rtrl_validation.simulations.kernels import unit_major_to_theta
     cell = make_cell(name, 4, 3, density=density, mask_seed=2)
     pos = unit_major(cell.blocks, cell.p)
     big = np.random.default_rng(0).standard_normal((2, 5, cell.p))
@@ -162,8 +162,8 @@ def test_fused_uoro_step_equals_update_then_gradient(name, batch):
 def test_class_pair_sums_is_the_masked_product(name, density, n, batch, shared):
     """SnAp-n's ``(D J̃)`` at the stored entries against the dense ``(D_t J̃) ⊙ M``: each entry is a
     sum of at most ``k`` products, so ``|error| ≤ γ_k Σ|D||J̃|`` (Higham §3.5) in either order."""
-    from simulations.kernels import class_pair_sums
-    from simulations.estimators.masked import build_structure
+    from rtrl_validation.simulations.kernels import class_pair_sums
+    from rtrl_validation.simulations.estimators.masked import build_structure
     rng = np.random.default_rng(13)
     cell = make_cell(name, 6, 2, density=density, mask_seed=4)
     st = build_structure(cell, n)

@@ -2,18 +2,18 @@
 import numpy as np
 import pytest
 
-from simulations.cells import make_cell
-from simulations.curriculum import LengthCurriculum
-from simulations.data.copy_task import CopyTask, MaskedReadout
-from simulations.data.text import CharText
-from simulations.estimators import parse_estimator
-from simulations.experiments.base import ConfigError
-from simulations.experiments.learning import (LearningExperiment, Optimizer, applies, cosine_rows, learn_online,
+from rtrl_validation.simulations.cells import make_cell
+from rtrl_validation.simulations.curriculum import LengthCurriculum
+from rtrl_validation.simulations.data.copy_task import CopyTask, MaskedReadout
+from rtrl_validation.simulations.data.text import CharText
+from rtrl_validation.simulations.estimators import parse_estimator
+from rtrl_validation.simulations.experiments.base import ConfigError
+from rtrl_validation.simulations.experiments.learning import (LearningExperiment, Optimizer, applies, cosine_rows, learn_online,
                                               parse_group)
-from simulations.readouts import LinearReadout
-from simulations.runner import task_seed
-from simulations.sequence import run_sequence
-from simulations.training import OnlineTrainer, Schedule
+from rtrl_validation.simulations.readouts import LinearReadout
+from rtrl_validation.simulations.runner import task_seed
+from rtrl_validation.simulations.sequence import run_sequence
+from rtrl_validation.simulations.training import OnlineTrainer, Schedule
 
 
 def test_adam_moves_only_active_rows_and_matches_the_formula():

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from analysis.learning import Run, analyse, matched_flops, mean_ci, snap1_vs_uoro, snap2_vs_tbptt, snap_to_rtrl
+from rtrl_validation.analysis.learning import Run, analyse, matched_flops, mean_ci, snap1_vs_uoro, snap2_vs_tbptt, snap_to_rtrl
 
 B = 5
 T = np.arange(0, 1001, 100.0)

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from simulations.cells import make_cell
-from simulations.estimators import parse_estimator
-from simulations.flops import estimator_flops, step_flops
+from rtrl_validation.simulations.cells import make_cell
+from rtrl_validation.simulations.estimators import parse_estimator
+from rtrl_validation.simulations.flops import estimator_flops, step_flops
 
 
 def reachability(cell, n):

@@ -3,13 +3,13 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from simulations.cells import make_cell
-from simulations.data import VAR1Teacher
-from simulations.estimators.rtrl import RTRL
-from simulations.linear_theory import LinearTheory
-from simulations.readouts import LinearReadout
-from simulations.sequence import sequence_loss
-from simulations.training import frozen_windows
+from rtrl_validation.simulations.cells import make_cell
+from rtrl_validation.simulations.data import VAR1Teacher
+from rtrl_validation.simulations.estimators.rtrl import RTRL
+from rtrl_validation.simulations.linear_theory import LinearTheory
+from rtrl_validation.simulations.readouts import LinearReadout
+from rtrl_validation.simulations.sequence import sequence_loss
+from rtrl_validation.simulations.training import frozen_windows
 
 
 def setup(hidden=3, density=1.0, seed=1, teacher_hidden=None):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from reports import cli
-from reports.build import analyse
-from simulations.parallel import (DaskCluster, InProcess, ProcessPool, blas_threads, cores, make_executor)
-from simulations.records import load_records
-from simulations.runner import run_experiment
+from rtrl_validation.reports import cli
+from rtrl_validation.reports.build import analyse
+from rtrl_validation.simulations.parallel import (DaskCluster, InProcess, ProcessPool, blas_threads, cores, make_executor)
+from rtrl_validation.simulations.records import load_records
+from rtrl_validation.simulations.runner import run_experiment
 
 try:
     from test_parallel_fakes import TrainerExperiment, blas_threads_in_worker, numbers, use_trainer
@@ -93,7 +93,7 @@ def test_pool_workers_limit_blas_threads():
 @pytest.mark.parametrize("name", ["gradients", "bias-variance"])
 def test_real_experiments_give_the_same_records_on_every_backend(name, tmp_path):
     """Quick profile of two real experiments: one process, a pool of two, a LocalCluster of two."""
-    from reports import registry
+    from rtrl_validation.reports import registry
     exp = registry.experiments()[name]
     config = exp.config("quick")
     runs = [run_experiment(exp, config, 3, tmp_path / type(ex).__name__, progress=False, executor=ex)
@@ -130,7 +130,7 @@ def test_exclusive_tasks_run_alone_after_the_others(tmp_path):
     tasks are done, never beside them; their numbers are those of a run on their own."""
     import os
     from datetime import datetime
-    from simulations.runner import run_experiments
+    from rtrl_validation.simulations.runner import run_experiments
     shared, timing = TrainerExperiment(), TimingExperiment()
     plan = [(timing, timing.config("quick", {"tasks": 2, "steps": 200})),
             (shared, shared.config("quick", {"tasks": 3, "steps": 200}))]

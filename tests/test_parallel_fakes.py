@@ -13,12 +13,12 @@ import signal
 
 import numpy as np
 
-from simulations.cells import make_cell
-from simulations.data import VAR1Teacher
-from simulations.estimators import parse_estimator
-from simulations.experiments.base import ConfigError, Experiment, Task, TaskResult, Verdict
-from simulations.readouts import LinearReadout
-from simulations.training import OnlineTrainer, Schedule
+from rtrl_validation.simulations.cells import make_cell
+from rtrl_validation.simulations.data import VAR1Teacher
+from rtrl_validation.simulations.estimators import parse_estimator
+from rtrl_validation.simulations.experiments.base import ConfigError, Experiment, Task, TaskResult, Verdict
+from rtrl_validation.simulations.readouts import LinearReadout
+from rtrl_validation.simulations.training import OnlineTrainer, Schedule
 
 
 class TrainerExperiment(Experiment):
@@ -73,7 +73,7 @@ class TrainerExperiment(Experiment):
 
 def use_trainer(monkeypatch=None):
     """Put ``fake-trainer`` alone in the section registry (with ``monkeypatch`` when given)."""
-    from reports import registry
+    from rtrl_validation.reports import registry
     sections = [(TrainerExperiment(), None)]
     if monkeypatch is None:
         registry.SECTIONS = sections

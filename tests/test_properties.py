@@ -13,11 +13,11 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proofs_checks.gradcheck import check_cell
-from proofs_checks.unbiasedness import exact_expectation
-from simulations.cells import CELLS, make_cell
-from simulations.estimators import make_estimator
-from simulations.estimators.masked import exact_order, influence_rounding_bound
+from rtrl_validation.proofs_checks.gradcheck import check_cell
+from rtrl_validation.proofs_checks.unbiasedness import exact_expectation
+from rtrl_validation.simulations.cells import CELLS, make_cell
+from rtrl_validation.simulations.estimators import make_estimator
+from rtrl_validation.simulations.estimators.masked import exact_order, influence_rounding_bound
 
 try:
     from test_approx import run, trajectory

@@ -8,8 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from simulations import records as rec
-from simulations.records import (SCHEMA_VERSION, RecordError, load_records, read_record, record_path,
+from rtrl_validation.simulations import records as rec
+from rtrl_validation.simulations.records import (SCHEMA_VERSION, RecordError, load_records, read_record, record_path,
                                  write_record)
 
 

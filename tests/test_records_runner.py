@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulations.records import load_records
-from simulations.runner import execute_task, run_experiment, task_seed
+from rtrl_validation.simulations.records import load_records
+from rtrl_validation.simulations.runner import execute_task, run_experiment, task_seed
 
 try:
     from test_report_fakes import CALLS, FakeExperiment

@@ -10,10 +10,10 @@ from types import SimpleNamespace
 import pytest
 from pypdf import PdfReader
 
-from reports import cli, registry
-from reports.figures import SPACING_ACCENT, equation_svg, figure_svg
-from reports.html import fmt
-from simulations.records import load_records
+from rtrl_validation.reports import cli, registry
+from rtrl_validation.reports.figures import SPACING_ACCENT, equation_svg, figure_svg
+from rtrl_validation.reports.html import fmt
+from rtrl_validation.simulations.records import load_records
 
 try:
     from test_report_fakes import fakes, in_process, use_fakes
@@ -161,9 +161,9 @@ def test_figure_svg_is_flat_wellformed_and_keeps_text():
 
 
 def test_bad_equation_and_figure_do_not_break_the_section(tmp_path, monkeypatch):
-    from analysis.sections import Figure, Section
-    from reports.build import analyse
-    from reports.html import section_html
+    from rtrl_validation.analysis.sections import Figure, Section
+    from rtrl_validation.reports.build import analyse
+    from rtrl_validation.reports.html import section_html
 
     records = [{"experiment": "x", "task": "t", "status": "ok", "reason": "", "verdicts": [],
                 "experiment_config": {}, "seed": 0, "provenance": {}}]

@@ -11,8 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from analysis.sections import Figure, Section, Table  # noqa: E402
-from simulations.experiments.base import ConfigError, Experiment, Task, TaskResult, Verdict  # noqa: E402
+from rtrl_validation.analysis.sections import Figure, Section, Table  # noqa: E402
+from rtrl_validation.simulations.experiments.base import ConfigError, Experiment, Task, TaskResult, Verdict  # noqa: E402
 
 CALLS = {"run_task": 0}
 
@@ -70,7 +70,7 @@ def summarise(records):
     return Section(title=f"Fake section {name}", experiment=name,
                    method="Draws normal samples and checks that their mean is small.",
                    equation=r"\bar x = \frac{1}{n}\sum_{i=1}^n x_i",
-                   verdicts=[Verdict(**v) for r in records for v in r["verdicts"]],
+                   verdicts=[Verdict.from_dict(v) for r in records for v in r["verdicts"]],
                    tables=[Table("Means", ["task", "mean"], [[r["task"], r["data"]["mean"]] for r in ok])],
                    figures=[Figure("Running sums of the samples", fig)],
                    notes=["A note."])
@@ -96,7 +96,7 @@ def fakes(passing=True, failing=False, broken=False, broken_analysis_=False):
 def use_fakes(monkeypatch, **which):
     """Put the fakes in the section registry; tasks this small run in the test process (a worker
     pool would only add its start-up time)."""
-    from reports import registry
+    from rtrl_validation.reports import registry
     monkeypatch.setattr(registry, "SECTIONS", fakes(**which))
     in_process(monkeypatch)
     return registry.SECTIONS
@@ -105,7 +105,7 @@ def use_fakes(monkeypatch, **which):
 def in_process(monkeypatch):
     """Make the CLI's default backend the test process itself, where a backend choice exists."""
     try:
-        import simulations.parallel as parallel
+        import rtrl_validation.simulations.parallel as parallel
     except ImportError:
         return
     monkeypatch.setattr(parallel, "cores", lambda: 1, raising=False)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from simulations.data.text import CharText, corpus_info, corpus_text
+from rtrl_validation.simulations.data.text import CharText, corpus_info, corpus_text
 
 
 def test_corpus_is_offline_and_deterministic():

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from proofs_checks.unbiasedness import exact_expectation, kf_step_residual, uoro_step_residual, verdicts
-from simulations.cells import make_cell
-from simulations.estimators import make_estimator
-from simulations.estimators.enumeration import expected_influence
-from simulations.estimators.signs import ShiftedSigns, SignReplay, all_sign_sequences, rademacher
-from simulations.experiments.bias_variance import mean_z_test, measure
-from simulations.readouts import LinearReadout
+from rtrl_validation.proofs_checks.unbiasedness import exact_expectation, kf_step_residual, uoro_step_residual, verdicts
+from rtrl_validation.simulations.cells import make_cell
+from rtrl_validation.simulations.estimators import make_estimator
+from rtrl_validation.simulations.estimators.enumeration import expected_influence
+from rtrl_validation.simulations.estimators.signs import ShiftedSigns, SignReplay, all_sign_sequences, rademacher
+from rtrl_validation.simulations.experiments.bias_variance import mean_z_test, measure
+from rtrl_validation.simulations.readouts import LinearReadout
 
 ALPHA = 0.01
 

@@ -21,20 +21,71 @@ class ConfigError(ValueError):
     """A configuration the experiment refuses (unknown key, bad value)."""
 
 
+#: the three outcomes of a verdict (DESIGN.md "The checks a report carries")
+PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
+STATUSES = (PASS, FAIL, INCONCLUSIVE)
+
+
 @dataclass
 class Verdict:
-    """One computed check: ``passed`` with its evidence (``value`` against ``bound`` where numeric)."""
+    """One decided check: PASS, FAIL or INCONCLUSIVE, with its evidence.
+
+    ``status`` may be given as a bool (``True`` -> PASS, ``False`` -> FAIL) for plain pass/fail
+    checks such as a gradient against its rounding bound.  ``evidence`` is the one-line reason.
+    ``value`` against ``bound`` where numeric; ``rule`` says which direction passes and in what
+    unit (e.g. ``"relative error ≤ 1 × rounding bound"``).
+
+    The remaining fields make a statistical verdict evidence (DESIGN.md): ``claim`` (one
+    sentence) and its ``source`` (THEORY section, paper), the ``statistic``, the ``effect`` with
+    its confidence ``interval``, the ``resolution`` (equivalence margin or minimum detectable
+    effect at 80% power), the ``control`` run beside it and its outcome, and the multiplicity
+    ``family`` it was corrected in.  Empty strings / ``None`` where a field does not apply.
+    """
 
     check: str
-    passed: bool
+    status: str | bool
     evidence: str
     value: float | None = None
     bound: float | None = None
+    rule: str = ""
+    claim: str = ""
+    source: str = ""
+    statistic: str = ""
+    effect: float | None = None
+    interval: tuple[float, float] | None = None
+    resolution: str = ""
+    control: str = ""
+    family: str = ""
+
+    def __post_init__(self):
+        if isinstance(self.status, (bool, np.bool_)):
+            self.status = PASS if self.status else FAIL
+        if self.status not in STATUSES:
+            raise ValueError(f"verdict status must be one of {STATUSES}, got {self.status!r}")
+
+    @property
+    def passed(self) -> bool:
+        return self.status == PASS
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Verdict:
+        """The verdict of a :meth:`to_dict` dict (a record's); one without ``status`` is read from
+        its ``passed``."""
+        fields = {k: d[k] for k in cls.__dataclass_fields__ if k in d and k != "status"}
+        interval = fields.get("interval")
+        if interval is not None:
+            fields["interval"] = tuple(interval)
+        return cls(**fields, status=d["status"] if "status" in d else bool(d.get("passed")))
 
     def to_dict(self) -> dict:
-        return {"check": self.check, "passed": bool(self.passed), "evidence": self.evidence,
-                "value": None if self.value is None else float(self.value),
-                "bound": None if self.bound is None else float(self.bound)}
+        def num(x):
+            return None if x is None else float(x)
+        return {"check": self.check, "status": self.status, "passed": self.passed,
+                "evidence": self.evidence, "value": num(self.value), "bound": num(self.bound),
+                "rule": self.rule, "claim": self.claim, "source": self.source,
+                "statistic": self.statistic, "effect": num(self.effect),
+                "interval": None if self.interval is None else [float(v) for v in self.interval],
+                "resolution": self.resolution, "control": self.control, "family": self.family}
 
 
 @dataclass
