@@ -25,7 +25,7 @@ def per_step(hidden, specs, repeats, min_time, rng):
     cell = make_cell("elman", hidden, 4)
     print(f"elman k={cell.k} m={cell.m} p={cell.p}")
     for spec in specs:
-        wall, cpu, size, _ = measure_estimator(cell, spec, rng, min_time, repeats)
+        wall, cpu, size, _, _ = measure_estimator(cell, spec, rng, min_time, repeats)
         for label, (est, fwd, lin) in (("wall median", np.median(wall, axis=1)), ("CPU min", cpu.min(axis=1))):
             print(f"  {spec:7s} {label:11s}: estimator {est * 1e6:7.0f} µs, forward {fwd * 1e6:7.0f} µs, "
                   f"linearize {lin * 1e6:7.0f} µs | estimator/forward {est / fwd:.2f}, "

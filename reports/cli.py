@@ -215,7 +215,8 @@ def configure(names: list[str], profile: str, overrides: dict[str, dict]) -> dic
             config = exp.config(profile, overrides.get(name))
             exp.tasks(config)
         except (ConfigError, ValueError, TypeError) as e:
-            raise CLIError(f"{name}: {one_line(str(e))}") from None
+            message = one_line(str(e))           # ConfigError already names the experiment
+            raise CLIError(message if message.startswith(f"{name}: ") else f"{name}: {message}") from None
         if name in names:
             configs[name] = config
     return configs
@@ -460,18 +461,25 @@ def cmd_list(args) -> int:
 
 def cmd_gradcheck(args) -> int:
     from rtrl_validation.simulations.cells import CELLS
+    from rtrl_validation.simulations.memory import require
 
     if args.cell != "all" and args.cell not in CELLS:
         raise CLIError(f"unknown cell {args.cell!r}; known cells: {', '.join(CELLS)} (or 'all')")
     if args.json is not None and not args.json.parent.is_dir():
         raise CLIError(f"--json {args.json}: folder {args.json.parent} does not exist")
     try:
+        from rtrl_validation.proofs_checks.experiment import gradcheck_memory
         from rtrl_validation.proofs_checks.gradcheck import format_table, run_gradcheck
     except ModuleNotFoundError as e:
         if e.name not in ("rtrl_validation.proofs_checks.gradcheck", "rtrl_validation.proofs_checks"):
             raise
         raise CLIError("gradcheck is unavailable: proofs_checks.gradcheck is not installed") from None
     cells = list(CELLS) if args.cell == "all" else [args.cell]
+    try:
+        require(max(gradcheck_memory(cell, args.hidden, args.inputs, args.steps, args.density) for cell in cells),
+                f"gradcheck --hidden {args.hidden} --steps {max(args.steps)}")
+    except ConfigError as e:
+        raise CLIError(one_line(str(e))) from None
     try:
         result = run_gradcheck(cells=cells, hidden=args.hidden, inputs=args.inputs, steps=args.steps,
                                density=args.density, seed=args.seed)

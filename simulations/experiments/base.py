@@ -121,22 +121,51 @@ class Experiment:
     #: driving process, so that no other task shares the machine with them
     exclusive: bool = False
 
+    #: the typed config: a dataclass whose annotated fields are the keys every profile holds
+    #: (checked by :func:`simulations.config.check_config`); ``None``: ``validate`` checks everything
+    Config: type | None = None
+
     def config(self, profile: str = "quick", overrides: dict | None = None) -> dict:
-        """The profile's config updated with ``overrides``; unknown keys raise :class:`ConfigError`."""
+        """The profile's config updated with ``overrides``, checked against :attr:`Config`, by
+        :meth:`validate` and against the machine's memory (:mod:`simulations.memory`) before any
+        work starts.  A refused config raises :class:`ConfigError` with one line
+        ``<experiment>: <key>: <problem>``."""
+        from ..memory import check_fits
+
         if profile not in self.profiles:
             raise ConfigError(f"experiment {self.name!r} has no profile {profile!r}; "
                               f"profiles: {', '.join(self.profiles)}")
         cfg = dict(self.profiles[profile])
-        for key, value in (overrides or {}).items():
-            if key not in cfg:
-                raise ConfigError(f"unknown config key {key!r} for experiment {self.name!r}; "
-                                  f"known keys: {', '.join(sorted(cfg))}")
-            cfg[key] = value
-        self.validate(cfg)
+        overrides = {} if overrides is None else overrides
+        try:
+            if not isinstance(overrides, dict):
+                raise ConfigError(f"overrides must be a table of config keys, got {overrides!r}")
+            for key, value in overrides.items():
+                if key not in cfg:
+                    raise ConfigError(f"{key}: unknown config key {key!r}; known keys: {', '.join(sorted(cfg))}")
+                cfg[key] = value
+            if self.Config is not None:
+                from ..config import check_config
+                check_config(self.Config, cfg)
+            self.validate(cfg)
+            self.check_overrides(cfg, overrides)
+            check_fits(self, cfg)
+        except ConfigError as e:
+            message = " ".join(str(e).split())
+            raise ConfigError(message if message.startswith(f"{self.name}: ") else f"{self.name}: {message}") from None
         return cfg
 
     def validate(self, config: dict) -> None:
-        """Raise :class:`ConfigError` with one clear line for a bad value."""
+        """Checks across keys (the types are :attr:`Config`'s): raise :class:`ConfigError` with one
+        line ``<key>: <problem>`` (:func:`simulations.config.config_error`)."""
+
+    def check_overrides(self, config: dict, overrides: dict) -> None:
+        """Checks that apply to what the user changed (``overrides``) but not to the profiles."""
+
+    def task_memory(self, task_config: dict) -> int:
+        """Bytes one task of this config holds at its peak (an estimate from
+        :mod:`simulations.memory`; 0: negligible)."""
+        return 0
 
     def tasks(self, config: dict) -> list[Task]:
         raise NotImplementedError

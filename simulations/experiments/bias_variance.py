@@ -22,6 +22,9 @@ gradient (max |z| of batch means against a Bonferroni-corrected Student-t quanti
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Annotated
+
 import numpy as np
 from scipy.stats import norm
 from scipy.stats import t as student_t
@@ -32,8 +35,10 @@ from ..estimators.enumeration import expected_influence
 from ..estimators.masked import UNIT_ROUNDOFF, exact_order, influence_rounding_bound
 from ..estimators.signs import ShiftedSigns
 from ..readouts import LinearReadout
+from ..config import NON_EMPTY, CellName, Density, EstimatorSpec, Fraction, PositiveInt, Rule, config_error, interval
+from ..memory import cell_size, estimator_floats, floats_bytes
 from . import checks
-from .base import ConfigError, Experiment, Task, TaskResult, Verdict
+from .base import Experiment, Task, TaskResult, Verdict
 
 STAT_ARRAYS = ("sq_err", "proj", "cos")
 #: batch means per Monte Carlo test (see :func:`mean_z_test`)
@@ -78,7 +83,9 @@ def measure(cell, theta, readout, phi, xs, ys, estimators, replicates, rng, infl
     (``R_e × T``, ``name`` in :data:`STAT_ARRAYS`), ``g_norm`` (``T``), and ``finals`` with the
     last step's exact influence ``"J"`` (``k × p``), gradient ``"g"`` (``p``), the rounding bound
     ``"bound"`` of ``J`` (when ``bound``) and per label ``(J̃_T, ĝ_T)`` (``R_e × k × p``, or
-    ``None`` for stochastic estimators unless ``influences``; ``R_e × p``).
+    ``None`` for stochastic estimators unless ``influences``; ``R_e × p``).  A path on which the
+    exact or an estimated gradient stops being finite ends there: ``finals`` is then only
+    ``{"diverged_at": t}`` (the step, from 1).
     """
     T, k = xs.shape[0], cell.k
     exact = make_estimator("rtrl")
@@ -110,6 +117,10 @@ def measure(cell, theta, readout, phi, xs, ys, estimators, replicates, rng, infl
             if t == T - 1:
                 keep = influences or R == 1
                 last[lab] = (est.influence(states[lab]).copy() if keep else None, gh.copy())
+            if not np.all(np.isfinite(gh)):
+                return stats, g_norm, {"diverged_at": t + 1}
+        if not np.all(np.isfinite(g)):
+            return stats, g_norm, {"diverged_at": t + 1}
     finals = {"J": exact.influence(ex)[0].copy(), "g": g,
               "bound": 2.0 * influence_rounding_bound(lins, k)[0] if bound else None, **last}
     return stats, g_norm, finals
@@ -133,6 +144,35 @@ def snap_identity_verdicts(labels_orders, finals, n_star) -> list[Verdict]:
     return out
 
 
+SnapOrder = Annotated[int, Rule("a SnAp order n >= 1", "SnAp orders n >= 1", lambda v: v >= 1)]
+
+
+@dataclass(frozen=True)
+class BiasVarianceConfig:
+    """The ``bias-variance`` experiment's config: three one-at-a-time sweeps (hidden sizes,
+    densities, contraction constants) around ``(base_hidden, base_density, base_rho)``."""
+
+    cell: CellName
+    inputs: PositiveInt
+    outputs: PositiveInt
+    steps: PositiveInt
+    replicates: PositiveInt
+    orders: list[SnapOrder]
+    estimators: list[EstimatorSpec]
+    hidden: list[PositiveInt]
+    densities: list[Density]
+    rhos: list[float]
+    base_hidden: PositiveInt
+    base_density: Density
+    base_rho: float
+    alpha: Fraction
+    shift: Fraction
+    check_hidden: PositiveInt
+    check_steps: PositiveInt
+    check_replicates: PositiveInt
+    enumeration_steps: Annotated[int, interval(1, 5, "[]", "an integer (4^T sign sequences)", "integers")]
+
+
 class BiasVarianceExperiment(Experiment):
     name = "bias-variance"
     description = ("Relative bias, normalised variance and cosine of SnAp-n, UORO, KF-RTRL and RFLO "
@@ -154,37 +194,42 @@ class BiasVarianceExperiment(Experiment):
         },
     }
 
+    Config = BiasVarianceConfig
+
     # ------------------------------------------------------------------ config
     def validate(self, config):
         c = config
-        checks.known_cell(c["cell"])
-        checks.positive_ints(c, ("inputs", "outputs", "steps", "replicates", "check_hidden", "check_steps",
-                                 "check_replicates", "base_hidden"))
-        if c["steps"] < 2 or c["replicates"] < 3:
-            raise ConfigError("bias-variance needs steps >= 2 and replicates >= 3")
-        if not 1 <= c["enumeration_steps"] <= 5:
-            raise ConfigError(f"enumeration_steps must be in 1..5 (4^T sequences), got {c['enumeration_steps']!r}")
-        checks.positive_int_list("hidden", c["hidden"])
-        for d in list(c["densities"]) + [c["base_density"]]:
-            checks.density(d)
-        rhos = list(c["rhos"]) + [c["base_rho"]]
+        if c["steps"] < 2:
+            raise config_error("steps", f"must be >= 2, got {c['steps']!r}")
+        if c["replicates"] < 3:
+            raise config_error("replicates", f"must be >= 3, got {c['replicates']!r}")
         if c["cell"] == "contractive-elman":
-            for r in rhos:
-                if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0.0 < r < 1.0:
-                    raise ConfigError(f"contraction constant rho must be in (0, 1), got {r!r}")
+            for r in list(c["rhos"]) + [c["base_rho"]]:
+                if not 0.0 < r < 1.0:
+                    raise config_error("rhos", f"contraction constant rho must be in (0, 1), got {r!r}")
         elif c["rhos"]:
-            raise ConfigError(f"a rho sweep needs cell 'contractive-elman', not {c['cell']!r} (set rhos = [])")
-        for n in c["orders"]:
-            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-                raise ConfigError(f"SnAp order n must be an integer >= 1, got {n!r}")
+            raise config_error("rhos", f"a rho sweep needs cell 'contractive-elman', not {c['cell']!r} (set rhos = [])")
         for spec in c["estimators"]:
             checks.estimator_for(spec, c["cell"])
             if spec.startswith(("rtrl", "bptt", "tbptt")):
-                raise ConfigError(f"{spec!r} is not an approximation of RTRL's influence")
-        if not 0.0 < c["alpha"] < 1.0:
-            raise ConfigError(f"alpha must be in (0, 1), got {c['alpha']!r}")
-        if not 0.0 < c["shift"] < 1.0:
-            raise ConfigError(f"shift must be in (0, 1), got {c['shift']!r}")
+                raise config_error("estimators", f"{spec!r} is not an approximation of RTRL's influence")
+
+    def task_memory(self, config) -> int:
+        """Per estimator the ``R × T`` statistics and the batched states of the stochastic ones; the
+        exact RTRL shadow and the ``T`` linearizations kept for the rounding bound.  The identities
+        task: ``check_replicates`` influences of the small check cell."""
+        if config["setting"] is None:
+            k, p = cell_size(config["cell"], config["check_hidden"], config["inputs"])
+            R = config["check_replicates"]
+            return int(floats_bytes(4 * R * (k * p + p + k * config["inputs"]) + 3 * R * config["check_steps"]))
+        st = config["setting"]
+        k, p = cell_size(config["cell"], st["hidden"], config["inputs"], st["density"])
+        R, T, m = config["replicates"], config["steps"], config["inputs"]
+        n_est = len(config["orders"]) + 1 + len(config["estimators"])
+        states = sum(estimator_floats(spec, k, p, m, R, T, st["density"]) for spec in config["estimators"])
+        snaps = sum(estimator_floats(f"snap-{n}", k, p, m, 1, T, st["density"]) for n in config["orders"])
+        return int(floats_bytes(states + snaps + 2 * R * (k * p + p) + n_est * 3 * R * T
+                                + T * k * (k + m + 2) + 3 * k * p))
 
     def settings(self, config) -> list[tuple[int, float, float | None]]:
         """The ``(hidden, density, rho)`` points of the three one-at-a-time sweeps, deduplicated."""
@@ -235,6 +280,9 @@ class BiasVarianceExperiment(Experiment):
         ests = {f"snap-{n}": make_estimator("snap", n=n) for n in orders}
         ests.update({spec: parse_estimator(spec) for spec in config["estimators"]})
         stats, g_norm, finals = measure(cell, theta, readout, phi, xs, ys, ests, config["replicates"], rng)
+        if "diverged_at" in finals:
+            return TaskResult({"hidden": st["hidden"], "k": cell.k, "p": cell.p}, status="diverged",
+                              reason=f"gradients not finite at step {finals['diverged_at']}")
 
         verdicts = snap_identity_verdicts([(f"snap-{n}", n) for n in orders], finals, n_star)
         late = slice(config["steps"] // 2, None)

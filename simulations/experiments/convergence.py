@@ -36,7 +36,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from dataclasses import dataclass
+from typing import Annotated
+
 from .base import ConfigError, Experiment, Task, TaskResult
+from ..config import (NON_EMPTY, EstimatorSpec, Fraction, NonNegativeInt, Positive, PositiveInt, config_error,
+                      interval, one_of)
+from ..memory import TASK_OVERHEAD, cell_size, estimator_floats, floats_bytes, require
 from ..cells import make_cell
 from ..data import MarkovRegime, SyntheticOrderBook, VAR1Teacher
 from ..estimators import parse_estimator
@@ -100,10 +106,55 @@ def task_config(cfg: dict, check: str, **extra) -> dict:
     return {"check": check, **{k: cfg[k] for k in PROBLEM_KEYS + TASK_KEYS[check]}, **extra}
 
 
-INT_KEYS = ("hidden", "inputs", "forget_blocks", "forget_pairs", "forget_steps", "chains", "j_coords",
-            "grad_paths", "grad_burn", "grad_steps", "fd_dirs", "ess_window", "train_replicates",
-            "train_steps", "update_every", "log_checkpoints", "late_points", "probe_steps", "eval_points",
-            "eval_paths", "eval_burn", "eval_steps", "lag", "regimes")
+Case = Annotated[str, one_of(CASES, "case")]
+NonNegative = Annotated[float, interval(0.0, float("inf"), "[)")]
+
+
+@dataclass(frozen=True)
+class ConvergenceConfig:
+    """The ``convergence`` experiment's config (keys grouped as in :data:`QUICK`)."""
+
+    hidden: PositiveInt
+    inputs: PositiveInt
+    rho: Fraction
+    instance_seed: NonNegativeInt
+    teacher_rho: Fraction
+    input_ar: Annotated[float, interval(-1.0, 1.0, "()")]
+    noise: NonNegative
+    lag: NonNegativeInt
+    regimes: PositiveInt
+    stay: Annotated[float, interval(0.0, 1.0, "[]")]
+    forget_blocks: PositiveInt
+    forget_pairs: PositiveInt
+    forget_steps: PositiveInt
+    chains: PositiveInt
+    chain_times: Annotated[list[PositiveInt], NON_EMPTY]
+    j_coords: PositiveInt
+    grad_cases: list[Case]
+    grad_paths: PositiveInt
+    grad_burn: NonNegativeInt
+    grad_steps: PositiveInt
+    fd_dirs: PositiveInt
+    fd_step: Positive
+    ess_window: PositiveInt
+    traj_cases: list[Case]
+    train_replicates: PositiveInt
+    train_steps: PositiveInt
+    alpha0: Positive
+    t0: Positive
+    gamma: Annotated[float, interval(0.0, 1.0, "[]")]
+    update_every: PositiveInt
+    log_checkpoints: PositiveInt
+    late_points: PositiveInt
+    late_fraction: Fraction
+    limit_average: Fraction
+    probe_steps: PositiveInt
+    eval_points: PositiveInt
+    eval_paths: PositiveInt
+    eval_burn: NonNegativeInt
+    eval_steps: PositiveInt
+    limit_cases: list[Case]
+    limit_estimators: Annotated[list[EstimatorSpec], NON_EMPTY]
 
 
 # ---------------------------------------------------------------------------- the problem
@@ -229,37 +280,54 @@ class ConvergenceExperiment(Experiment):
                    "trajectories to stationary points, RTRL vs TBPTT(τ) limit points, rates, assumption audit")
     profiles = {"quick": QUICK, "full": FULL}
 
+    Config = ConvergenceConfig
+
     def validate(self, cfg: dict) -> None:
-        for key in INT_KEYS:
-            v = cfg[key]
-            low = 0 if key in ("grad_burn", "eval_burn", "lag") else 1
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
-                raise ConfigError(f"convergence: {key} must be an integer >= {low}, got {v!r}")
+        require(cfg["forget_blocks"] * TASK_OVERHEAD, "the task list")
         if cfg["grad_steps"] % cfg["ess_window"]:
-            raise ConfigError("convergence: grad_steps must be a multiple of ess_window")
+            raise config_error("grad_steps", f"must be a multiple of ess_window = {cfg['ess_window']}")
         if cfg["eval_points"] < 2:
-            raise ConfigError("convergence: eval_points must be >= 2")
-        if cfg["grad_paths"] < 4 or cfg["eval_paths"] < 2:
-            raise ConfigError("convergence: grad_paths must be >= 4 and eval_paths >= 2 for standard errors")
-        if not (0.0 < cfg["teacher_rho"] < cfg["rho"] < 1.0):
-            raise ConfigError(f"convergence: need 0 < teacher_rho < rho < 1, got teacher_rho={cfg['teacher_rho']!r}, "
-                              f"rho={cfg['rho']!r}")
-        for key in ("grad_cases", "traj_cases", "limit_cases"):
-            bad = [c for c in cfg[key] if c not in CASES]
-            if bad:
-                raise ConfigError(f"convergence: unknown case(s) {bad} in {key}; cases: {', '.join(CASES)}")
+            raise config_error("eval_points", "must be >= 2")
+        if cfg["grad_paths"] < 4:
+            raise config_error("grad_paths", "must be >= 4 for standard errors")
+        if cfg["eval_paths"] < 2:
+            raise config_error("eval_paths", "must be >= 2 for standard errors")
+        if not cfg["teacher_rho"] < cfg["rho"]:
+            raise config_error("teacher_rho", f"need 0 < teacher_rho < rho < 1, got teacher_rho={cfg['teacher_rho']!r}, "
+                               f"rho={cfg['rho']!r}")
         if "rtrl" not in cfg["limit_estimators"]:
-            raise ConfigError("convergence: limit_estimators must include 'rtrl' (the reference limit point)")
-        if not (0.0 < cfg["limit_average"] <= cfg["late_fraction"] < 1.0):
-            raise ConfigError("convergence: need 0 < limit_average <= late_fraction < 1")
-        if not cfg["fd_step"] > 0:
-            raise ConfigError("convergence: fd_step must be positive")
-        if list(cfg["chain_times"]) != sorted(set(cfg["chain_times"])) or cfg["chain_times"][0] < 1:
-            raise ConfigError("convergence: chain_times must be increasing positive steps")
+            raise config_error("limit_estimators", "must include 'rtrl' (the reference limit point)")
+        if not cfg["limit_average"] <= cfg["late_fraction"]:
+            raise config_error("limit_average", "need 0 < limit_average <= late_fraction < 1")
+        if list(cfg["chain_times"]) != sorted(set(cfg["chain_times"])):
+            raise config_error("chain_times", "must be increasing positive steps")
         try:
             schedule(cfg).require_robbins_monro()   # the training runs claim the theorem's step sizes
         except ValueError as e:
-            raise ConfigError(f"convergence: {e}") from None
+            raise config_error("gamma", str(e)) from None
+
+    def task_memory(self, cfg: dict) -> int:
+        """By kind: the forgetting pairs' two ``(s, J)`` chains over their steps; the stationary
+        chains' samples; the gradient task's paths (inputs, BPTT tapes, finite-difference probes);
+        training's RTRL influence per replicate and its checkpoints of ``θ``."""
+        h, m = cfg["hidden"], cfg["inputs"] + 1
+        k, p = cell_size("contractive-elman", 2 * h, m)     # the wide teacher bounds every case
+        check = cfg["check"]
+        if check == "forgetting":
+            n = 2 * cfg["forget_pairs"] * (k * p + k) + 2 * cfg["forget_steps"] * cfg["forget_pairs"] * (m + 2)
+        elif check == "stationary":
+            N, T = cfg["chains"], cfg["chain_times"][-1]
+            n = 2 * N * (k * p + T * m) + len(cfg["chain_times"]) * 2 * N * (k + cfg["j_coords"])
+        elif check == "gradient":
+            P, T = cfg["grad_paths"], cfg["grad_burn"] + cfg["grad_steps"]
+            n = P * (k * p + 4 * T * (3 * k + m)) + 4 * cfg["fd_dirs"] * P * (p + T * (m + 1))
+        else:
+            B, T = cfg["train_replicates"], cfg["train_steps"]
+            rows = cfg["log_checkpoints"] + cfg["late_points"] + 2
+            evals = (cfg["eval_points"] + 2) * B * cfg["eval_paths"]
+            n = (B * estimator_floats(cfg["estimator"], k, p, m, 1, T) + rows * B * (2 * p + 4)
+                 + evals * (k * p + p + cfg["eval_steps"] * m) + cfg["probe_steps"] * rows * B)
+        return int(floats_bytes(n))
 
     def tasks(self, cfg: dict) -> list[Task]:
         out = [Task(f"forgetting-{i}", task_config(cfg, "forgetting", block=i)) for i in range(cfg["forget_blocks"])]
@@ -268,7 +336,7 @@ class ConvergenceExperiment(Experiment):
         out += [Task(f"trajectory-{c}", task_config(cfg, "training", case=c, estimator="rtrl"))
                 for c in cfg["traj_cases"]]
         out += [Task(f"limit-{c}-{e}", task_config(cfg, "training", case=c, estimator=e))
-                for c in cfg["limit_cases"] for e in cfg["limit_estimators"] if registered(e)]
+                for c in cfg["limit_cases"] for e in cfg["limit_estimators"]]
         return out
 
     def run_task(self, task, seed, progress=None) -> TaskResult:
@@ -452,12 +520,3 @@ def probe_outputs(cfg, cell, readout, proc, thetas, phis) -> np.ndarray:
         s = cell.step(th, s, np.broadcast_to(xs[t], (n * B, xs.shape[2])))
         out.append(readout.predict(ph, s))
     return np.concatenate(out, axis=-1).reshape(n, B, -1)
-
-
-def registered(spec: str) -> bool:
-    """True when ``spec`` names an estimator in the registry (``parse_estimator`` accepts it)."""
-    try:
-        parse_estimator(spec)
-    except (ValueError, TypeError):
-        return False
-    return True

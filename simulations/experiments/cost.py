@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from typing import Annotated
 
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
@@ -39,8 +40,10 @@ from ..estimators.kf_rtrl import KroneckerLayout
 from ..estimators.masked import MaskStructure
 from ..flops import estimator_flops
 from ..jacobians import ParamBlock
+from ..config import NON_EMPTY, CellName, Density, EstimatorSpec, PositiveInt, config_error, interval
+from ..memory import cell_size, estimator_floats, floats_bytes
 from . import checks
-from .base import ConfigError, Experiment, Task, TaskResult
+from .base import Experiment, Task, TaskResult
 
 #: asymptotic time and memory exponents in k for a dense network (p ≈ k², THEORY §2.1, §4)
 THEORY_EXPONENTS = {"rtrl": (4, 3), "kf-rtrl": (3, 2), "snap-1": (2, 2), "uoro": (2, 2),
@@ -108,7 +111,8 @@ def measure_estimator(cell, spec, rng, min_time, repeats, block=2):
     """Per-step timings of the estimator's work (``step``: update and gradient, fused where the
     estimator fuses them; BPTT's adjoint at ``flush``)
     interleaved with ``cell.step`` and ``cell.linearize``: wall and thread-CPU seconds, each
-    ``3 × repeats``; state bytes per replicate (BPTT: per step of its tape); operation count."""
+    ``3 × repeats``; state bytes per replicate (BPTT: per step of its tape); operation count;
+    whether the gradient is still finite after the timed steps."""
     est = parse_estimator(spec)
     theta = cell.init(rng)
     lins, credit = _path(cell, theta, block, rng)
@@ -126,10 +130,12 @@ def measure_estimator(cell, spec, rng, min_time, repeats, block=2):
                          min_time, repeats, cpu)
     wall[0] /= block
     cpu[0] /= block
+    finite = True
     for lin in lins:                          # the state after one block (BPTT: a full tape)
-        state = est.step(state, lin, credit, rng)[0]
+        state, g = est.step(state, lin, credit, rng)
+        finite = finite and bool(np.all(np.isfinite(g)))
     size = state_bytes(state) / (block if est.name in ("bptt", "tbptt") else 1)
-    return wall, cpu, size, estimator_flops(cell, est)
+    return wall, cpu, size, estimator_flops(cell, est), finite
 
 
 def batching_gain(cell_name, hidden, inputs, spec, replicates, steps, rng, repeats) -> dict:
@@ -163,6 +169,29 @@ def _blas() -> list[dict]:
             for info in threadpool_info()]
 
 
+Grid = Annotated[dict[EstimatorSpec, Annotated[list[PositiveInt], NON_EMPTY]], NON_EMPTY]
+
+
+@dataclasses.dataclass(frozen=True)
+class CostConfig:
+    """The ``cost`` experiment's config: per series (estimator -> hidden sizes) the timings."""
+
+    cell: CellName
+    inputs: PositiveInt
+    threads: PositiveInt
+    min_time: Annotated[float, interval(0.0, 10.0, "(]", "a time in seconds", "times in seconds")]
+    repeats: PositiveInt
+    series: Grid
+    sparse_density: Density
+    sparse_series: Grid
+    fit_points: PositiveInt
+    compare_k: PositiveInt
+    batch_estimator: EstimatorSpec
+    batch_hidden: PositiveInt
+    batch_replicates: PositiveInt
+    batch_steps: PositiveInt
+
+
 class CostExperiment(Experiment):
     name = "cost"
     description = ("Per-step time and state memory of RTRL, KF-RTRL, SnAp-1/2, UORO, RFLO and BPTT "
@@ -190,23 +219,34 @@ class CostExperiment(Experiment):
         },
     }
 
+    Config = CostConfig
+
     def validate(self, config):
         c = config
-        checks.known_cell(c["cell"])
-        checks.positive_ints(c, ("inputs", "threads", "repeats", "fit_points", "batch_hidden", "batch_replicates",
-                                 "batch_steps", "compare_k"))
         if c["fit_points"] < 3:
-            raise ConfigError(f"fit_points must be >= 3 (a slope with a confidence interval), got {c['fit_points']}")
-        if not (isinstance(c["min_time"], (int, float)) and 0 < c["min_time"] <= 10):
-            raise ConfigError(f"min_time must be in (0, 10] seconds, got {c['min_time']!r}")
-        checks.density(c["sparse_density"])
+            raise config_error("fit_points", f"must be >= 3 (a slope with a confidence interval), got {c['fit_points']}")
         for group in ("series", "sparse_series"):
-            if not isinstance(c[group], dict):
-                raise ConfigError(f"{group} must map estimator specs to lists of hidden sizes")
             for spec, grid in c[group].items():
                 checks.estimator_for(spec, c["cell"])
-                checks.positive_int_list(f"{group}[{spec!r}]", grid, c["fit_points"])
+                if len(grid) < c["fit_points"]:
+                    raise config_error(f"{group}[{spec!r}]", f"must list at least fit_points = {c['fit_points']} "
+                                       f"hidden sizes, got {grid!r}")
         checks.estimator_for(c["batch_estimator"], c["cell"])
+
+    def task_memory(self, config) -> int:
+        """The largest estimator state of the series (two steps of linearizations beside it) and
+        the batching runs' ``R`` replicates."""
+        c, worst = config, 0.0
+        for group, d in (("series", 1.0), ("sparse_series", c["sparse_density"])):
+            for spec, grid in c[group].items():
+                for h in grid:
+                    k, p = cell_size(c["cell"], h, c["inputs"], d)
+                    worst = max(worst, 2 * estimator_floats(spec, k, p, c["inputs"], 1, 2, d) + 3 * k * p)
+        k, p = cell_size(c["cell"], c["batch_hidden"], c["inputs"])
+        R = c["batch_replicates"]
+        batch = 2 * estimator_floats(c["batch_estimator"], k, p, c["inputs"], R, c["batch_steps"]) \
+            + c["batch_steps"] * R * c["inputs"]
+        return int(floats_bytes(max(worst, batch)))
 
     exclusive = True
 
@@ -230,7 +270,11 @@ class CostExperiment(Experiment):
                                             "cpu_forward", "cpu_linearize", "times", "bytes", "flops", "p")}
                 for h in grid:
                     cell = make_cell(c["cell"], h, c["inputs"], density=density, mask_seed=h)
-                    wall, cpu, size, flops = measure_estimator(cell, spec, rng, c["min_time"], c["repeats"])
+                    wall, cpu, size, flops, finite = measure_estimator(cell, spec, rng, c["min_time"], c["repeats"])
+                    if not finite:
+                        return TaskResult({"series": series, "cell": c["cell"]}, status="diverged",
+                                          reason=f"{name} at hidden size {h}: gradient not finite after the "
+                                                 "timed steps (their number is calibrated, not fixed)")
                     rows["times"].append(wall[0])
                     rows["time"].append(np.median(wall[0]))
                     rows["time_min"].append(np.min(wall[0]))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 import zlib
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -35,10 +36,13 @@ from ..flops import step_flops
 from ..readouts import LinearReadout
 from ..sequence import run_sequence, sequence_loss
 from ..training import Schedule
+from ..config import NON_EMPTY, EstimatorSpec, Fraction, NonNegativeInt, Positive, PositiveInt, Rule, config_error, one_of
+from ..memory import cell_size, estimator_floats, floats_bytes
 from .base import ConfigError, Experiment, Task, TaskResult
 
 LN2 = np.log(2.0)
 TASK_KINDS = ("copy", "text")
+AtLeastTwo = Annotated[int, Rule("an integer >= 2", "integers >= 2", lambda v: v >= 2)]
 
 
 # --------------------------------------------------------------------------- optimisers
@@ -190,6 +194,9 @@ def learn_online(cell, readout, estimator, process, theta0, phi0, steps: int, rn
             if progress is not None:
                 progress(t / steps)
     arrays = {k: np.asarray(v, dtype=float) for k, v in out.items() if v}
+    # a run that diverged before its first record still has (empty) curves
+    for k in ("t", "loss_bits") + (("length",) if lengths is not None else ()):
+        arrays.setdefault(k, np.zeros((0,) if k == "t" else (0, B)))
     arrays["theta"], arrays["phi"] = theta, phi
     arrays["diverged_at"] = diverged
     arrays["seconds"] = np.asarray(time.perf_counter() - started)
@@ -249,9 +256,42 @@ def applies(spec: str, cell: str) -> bool:
     return not spec.startswith("kf-rtrl") or CELLS[cell].kronecker_form
 
 
-def _require(cfg, key, ok, what):
-    if isinstance(cfg[key], bool) or not ok(cfg[key]):
-        raise ConfigError(f"{key} must be {what}, got {cfg[key]!r}")
+def _group_problem(group) -> str | None:
+    try:
+        parse_group(group)
+    except ConfigError as e:
+        return str(e)
+    return None
+
+
+@dataclass(frozen=True)
+class LearningConfig:
+    """The ``learning`` experiment's config: one task per ``(task kind, group, estimator)``."""
+
+    tasks: Annotated[list[Annotated[str, one_of(TASK_KINDS, "task")]], NON_EMPTY]
+    groups: Annotated[list[Annotated[str, Rule("a group 'cell:density'", "groups 'cell:density'",
+                                               problem=_group_problem)]], NON_EMPTY]
+    hidden: PositiveInt
+    estimators: Annotated[list[EstimatorSpec], NON_EMPTY]
+    seeds: PositiveInt
+    init_scale: Positive
+    optimizer: Annotated[str, one_of(Optimizer.KINDS, "optimizer")]
+    copy_lr: Positive
+    text_lr: Positive
+    update_every: PositiveInt
+    record_every: PositiveInt
+    align_every: PositiveInt
+    align_len: PositiveInt
+    copy_steps: PositiveInt
+    alphabet: AtLeastTwo
+    threshold_bits: Positive
+    spread: NonNegativeInt
+    curriculum_window: PositiveInt
+    text_steps: PositiveInt
+    vocab_size: AtLeastTwo
+    val_fraction: Fraction
+    val_chars: PositiveInt
+    val_every: PositiveInt
 
 
 class LearningExperiment(Experiment):
@@ -259,29 +299,33 @@ class LearningExperiment(Experiment):
     description = ("SnAp's claims under online learning (THEORY §6): copy-task curriculum and a character-level "
                    "model; RTRL, SnAp-n, UORO, KF-RTRL, RFLO and TBPTT(τ) train the same network, several seeds")
     profiles = {"quick": QUICK, "full": FULL}
+    Config = LearningConfig
 
-    def validate(self, cfg: dict) -> None:
-        integer = lambda low: (lambda v: isinstance(v, (int, np.integer)) and v >= low)  # noqa: E731
-        positive = lambda v: isinstance(v, (int, float)) and np.isfinite(v) and v > 0   # noqa: E731
-        for key in ("hidden", "seeds", "update_every", "record_every", "copy_steps", "text_steps",
-                    "curriculum_window", "val_chars", "val_every", "align_every", "align_len"):
-            _require(cfg, key, integer(1), "an integer >= 1")
-        _require(cfg, "alphabet", integer(2), "an integer >= 2")
-        _require(cfg, "vocab_size", integer(2), "an integer >= 2")
-        _require(cfg, "spread", integer(0), "an integer >= 0")
-        for key in ("copy_lr", "text_lr", "threshold_bits", "init_scale"):
-            _require(cfg, key, positive, "a positive number")
-        _require(cfg, "val_fraction", lambda v: isinstance(v, float) and 0.0 < v < 1.0, "in (0, 1)")
-        if not cfg["tasks"] or any(kind not in TASK_KINDS for kind in cfg["tasks"]):
-            raise ConfigError(f"tasks must be a non-empty list from {', '.join(TASK_KINDS)}, got {cfg['tasks']!r}")
-        if not cfg["groups"]:
-            raise ConfigError("groups must list at least one 'cell:density'")
+    def check_overrides(self, cfg: dict, overrides: dict) -> None:
+        """A config that sets ``groups`` or ``estimators`` pairs only estimators and cells that go
+        together (the profiles' own lists run each estimator on the groups it applies to)."""
+        if "groups" not in overrides and "estimators" not in overrides:
+            return
         for group in cfg["groups"]:
-            parse_group(group)
-        if not cfg["estimators"] or not all(isinstance(e, str) and e for e in cfg["estimators"]):
-            raise ConfigError("estimators must be a non-empty list of estimator specs such as 'snap-2'")
-        if cfg["optimizer"] not in Optimizer.KINDS:
-            raise ConfigError(f"optimizer must be one of {', '.join(Optimizer.KINDS)}, got {cfg['optimizer']!r}")
+            cell, _ = parse_group(group)
+            for spec in cfg["estimators"]:
+                if not applies(spec, cell):
+                    raise config_error("estimators", f"{spec!r} does not apply to cell {cell!r} (group {group!r}): "
+                                       "KF-RTRL needs the Kronecker form s' = σ(W â); remove it or the group")
+
+    def task_memory(self, cfg: dict) -> int:
+        """The estimator's state and, for alignment, exact RTRL's over ``align_len`` steps; the
+        recorded curves (``steps/record_every`` rows of ``B`` numbers, validation, cosines)."""
+        B = cfg["seeds"]
+        m = cfg["alphabet"] + 2 if cfg["task"] == "copy" else cfg["vocab_size"]
+        k, p = cell_size(cfg["cell"], cfg["hidden"], m, cfg["density"])
+        steps = cfg["copy_steps"] if cfg["task"] == "copy" else cfg["text_steps"]
+        state = estimator_floats(cfg["estimator"], k, p, m, B, cfg["align_len"], cfg["density"])
+        align = 0.0 if cfg["estimator"] == "rtrl" else (
+            estimator_floats("rtrl", k, p, m, B) + cfg["align_len"] * B * (m + k))
+        curves = B * (4 * steps / cfg["record_every"] + steps / cfg["val_every"] + steps / cfg["align_every"])
+        val = 0 if cfg["task"] == "copy" else cfg["val_chars"] * B * (m + 2 * k + 2)
+        return int(floats_bytes(state + align + curves + val + 2 * B * (p + k * m)))
 
     def tasks(self, cfg: dict) -> list[Task]:
         shared = {k: v for k, v in cfg.items() if k not in ("tasks", "groups", "estimators")}
@@ -331,7 +375,7 @@ class LearningExperiment(Experiment):
                 "density": cell.density, "flops_per_step": flops,
                 "seconds_per_step": float(arrays["seconds"]) / steps, "steps": steps, "batch": B}
         if kind == "copy":
-            data["final_length"] = arrays["length"][-1].tolist()
+            data["final_length"] = arrays["length"][-1].tolist() if len(arrays["length"]) else None
         else:
             data["final_val_bits"] = arrays["val_bits"][-1].tolist()
             data["corpus"] = corpus_info()
