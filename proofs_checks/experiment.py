@@ -15,6 +15,7 @@ import numpy as np
 from rtrl_validation.simulations import CELLS, LinearReadout, make_cell, make_estimator, run_sequence
 from rtrl_validation.simulations.config import NON_EMPTY, CellName, Density, PositiveInt, one_of
 from rtrl_validation.simulations.experiments.base import Experiment, Task, TaskResult, Verdict
+from rtrl_validation.simulations.experiments.schema import Names, TaskSchema
 from rtrl_validation.simulations.memory import cell_size, floats_bytes
 
 from .gradcheck import check_cell, rounding_bound
@@ -78,6 +79,7 @@ class GradientsExperiment(Experiment):
     }
 
     Config = GradientsConfig
+    schemas = {"cell": TaskSchema(data=Names(("checks", "p", "k")))}
 
     def task_memory(self, cfg) -> int:
         return gradcheck_memory(cfg["cell"], cfg["hidden"], cfg["inputs"], cfg["steps"], cfg["density"])

@@ -66,6 +66,9 @@ def execute_task(exp: Experiment, task: Task, seed: np.random.SeedSequence,
             raise TypeError(f"run_task returned {type(result).__name__}, not TaskResult")
         if result.status not in STATUSES:
             raise ValueError(f"run_task returned unknown status {result.status!r}")
+        mismatch = exp.check_result(task, result)
+        if mismatch:
+            raise ValueError(f"result does not match the schema of {exp.name!r}: {'; '.join(mismatch)}")
         data = jsonable(result.data)
         verdicts = [jsonable(v.to_dict() if isinstance(v, Verdict) else Verdict.from_dict(v).to_dict())
                     for v in result.verdicts]

@@ -16,6 +16,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .schema import TaskSchema
+
 
 class ConfigError(ValueError):
     """A configuration the experiment refuses (unknown key, bad value)."""
@@ -161,6 +163,36 @@ class Experiment:
 
     def check_overrides(self, config: dict, overrides: dict) -> None:
         """Checks that apply to what the user changed (``overrides``) but not to the profiles."""
+
+    #: what each kind of task writes (:mod:`.schema`); empty: not declared, nothing is checked
+    schemas: dict[str, TaskSchema] = {}
+
+    def task_kind(self, task_config: dict) -> str:
+        """The kind of a task (a key of :attr:`schemas`); the one kind when there is a single one."""
+        return next(iter(self.schemas))
+
+    def check_result(self, task: Task, result: TaskResult) -> list[str]:
+        """Differences between a task's result and its declared schema (one line each)."""
+        if not self.schemas:
+            return []
+        return self.schemas[self.task_kind(task.config)].problems(result.data, result.arrays, result.status)
+
+    def check_record_data(self, record: dict) -> list[str]:
+        """Differences between a record's ``data`` / arrays and the declared schema of its task's
+        kind, as lines ``<experiment>/<task>: <problem>``; failed records are not checked."""
+        if not self.schemas or record.get("status") == "failed":
+            return []
+        where = f"{self.name}/{record.get('task')}"
+        try:
+            schema = self.schemas[self.task_kind(record["config"])]
+        except (KeyError, TypeError, StopIteration):
+            return [f"{where}: task config does not name a kind of task of {self.name!r}"]
+        data, names = record.get("data"), record.get("array_names")
+        if names is None and isinstance(record.get("arrays"), dict):
+            names = list(record["arrays"])
+        if not isinstance(data, dict) or not isinstance(names, (list, tuple)):
+            return [f"{where}: data must be a table and array_names a list"]
+        return [f"{where}: {p}" for p in schema.problems(data, names, record.get("status", "ok"))]
 
     def task_memory(self, task_config: dict) -> int:
         """Bytes one task of this config holds at its peak (an estimate from

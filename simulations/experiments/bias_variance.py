@@ -39,6 +39,7 @@ from ..config import NON_EMPTY, CellName, Density, EstimatorSpec, Fraction, Posi
 from ..memory import cell_size, estimator_floats, floats_bytes
 from . import checks
 from .base import Experiment, Task, TaskResult, Verdict
+from .schema import Names, TaskSchema
 
 STAT_ARRAYS = ("sq_err", "proj", "cos")
 #: batch means per Monte Carlo test (see :func:`mean_z_test`)
@@ -195,6 +196,15 @@ class BiasVarianceExperiment(Experiment):
     }
 
     Config = BiasVarianceConfig
+    schemas = {
+        "identities": TaskSchema(data=Names(("kind",))),
+        "sweep": TaskSchema(data=Names(("hidden", "k", "p", "density", "rho", "contraction", "exact_order", "orders",
+                                        "estimators", "replicates", "stored", "steps", "base")),
+                            arrays=Names(("g_norm", *(f"{name}.*" for name in STAT_ARRAYS)))),
+    }
+
+    def task_kind(self, task_config: dict) -> str:
+        return "identities" if task_config["setting"] is None else "sweep"
 
     # ------------------------------------------------------------------ config
     def validate(self, config):

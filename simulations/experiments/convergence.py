@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from .base import ConfigError, Experiment, Task, TaskResult
+from .schema import Names, TaskSchema
 from ..config import (NON_EMPTY, EstimatorSpec, Fraction, NonNegativeInt, Positive, PositiveInt, config_error,
                       interval, one_of)
 from ..memory import TASK_OVERHEAD, cell_size, estimator_floats, floats_bytes, require
@@ -281,6 +282,24 @@ class ConvergenceExperiment(Experiment):
     profiles = {"quick": QUICK, "full": FULL}
 
     Config = ConvergenceConfig
+    schemas = {
+        "forgetting": TaskSchema(Names(("rho", "contraction", "k", "p", "pairs", "steps")), Names(("ds", "dJ"))),
+        "stationary": TaskSchema(Names(("chains", "times", "k", "j_coords", "contraction")),
+                                 Names(("start_a", "start_b"))),
+        "gradient": TaskSchema(Names(("case", "d", "p", "q", "paths", "burn", "steps", "fd_step", "windows",
+                                      "contraction")),
+                               Names(("rtrl", "fd_h", "fd_2h", "bptt", "tbptt1", "dirs", "ess_loss", "ess_proj"),
+                                     ("closed_form",))),
+        "training": TaskSchema(Names(("case", "estimator", "p", "q", "steps", "replicates", "audit", "memory"),
+                                     ("loss_minimum",)),
+                               Names(("t", "theta", "phi", "late"),
+                                     ("loss", "grad_norm", "contraction", "grad_norm_exact", "avg_grad_norm_exact",
+                                      "excess_exact", "avg_excess_exact", "eval_t", "eval_grad", "eval_loss",
+                                      "probe_out"))),
+    }
+
+    def task_kind(self, task_config: dict) -> str:
+        return task_config["check"]
 
     def validate(self, cfg: dict) -> None:
         require(cfg["forget_blocks"] * TASK_OVERHEAD, "the task list")

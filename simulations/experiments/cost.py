@@ -44,6 +44,11 @@ from ..config import NON_EMPTY, CellName, Density, EstimatorSpec, PositiveInt, c
 from ..memory import cell_size, estimator_floats, floats_bytes
 from . import checks
 from .base import Experiment, Task, TaskResult
+from .schema import Names, TaskSchema
+
+#: the arrays of one series ``s`` (``<name>.s``)
+SERIES_ARRAYS = ("k", "time", "time_min", "forward", "linearize", "ratio", "cpu", "cpu_forward", "cpu_linearize",
+                 "times", "bytes", "flops", "p")
 
 #: asymptotic time and memory exponents in k for a dense network (p ≈ k², THEORY §2.1, §4)
 THEORY_EXPONENTS = {"rtrl": (4, 3), "kf-rtrl": (3, 2), "snap-1": (2, 2), "uoro": (2, 2),
@@ -220,6 +225,9 @@ class CostExperiment(Experiment):
     }
 
     Config = CostConfig
+    schemas = {"scaling": TaskSchema(
+        data=Names(("series", "threads", "blas", "cell", "load_average", "batching")),
+        arrays=Names(tuple(f"{name}.*" for name in SERIES_ARRAYS)))}
 
     def validate(self, config):
         c = config
@@ -266,8 +274,7 @@ class CostExperiment(Experiment):
             blas = _blas()
             for spec, density, grid in jobs:
                 name = spec if density == 1.0 else f"{spec}-sparse"
-                rows = {key: [] for key in ("time", "time_min", "forward", "linearize", "ratio", "cpu",
-                                            "cpu_forward", "cpu_linearize", "times", "bytes", "flops", "p")}
+                rows = {key: [] for key in SERIES_ARRAYS if key != "k"}
                 for h in grid:
                     cell = make_cell(c["cell"], h, c["inputs"], density=density, mask_seed=h)
                     wall, cpu, size, flops, finite = measure_estimator(cell, spec, rng, c["min_time"], c["repeats"])

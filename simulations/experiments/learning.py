@@ -39,6 +39,7 @@ from ..training import Schedule
 from ..config import NON_EMPTY, EstimatorSpec, Fraction, NonNegativeInt, Positive, PositiveInt, Rule, config_error, one_of
 from ..memory import cell_size, estimator_floats, floats_bytes
 from .base import ConfigError, Experiment, Task, TaskResult
+from .schema import Names, TaskSchema
 
 LN2 = np.log(2.0)
 TASK_KINDS = ("copy", "text")
@@ -300,6 +301,16 @@ class LearningExperiment(Experiment):
                    "model; RTRL, SnAp-n, UORO, KF-RTRL, RFLO and TBPTT(τ) train the same network, several seeds")
     profiles = {"quick": QUICK, "full": FULL}
     Config = LearningConfig
+    schemas = {kind: TaskSchema(
+        Names(("estimator", "cell", "k", "p", "m", "density", "flops_per_step", "seconds_per_step", "steps", "batch",
+               *extra_data)),
+        Names(("t", "loss_bits", "theta", "phi", "diverged_at", "seconds", "flops", *extra_arrays),
+              ("align_t", "cosine")))
+        for kind, extra_data, extra_arrays in (("copy", ("final_length",), ("length",)),
+                                               ("text", ("final_val_bits", "corpus", "vocab"), ("val_t", "val_bits")))}
+
+    def task_kind(self, task_config: dict) -> str:
+        return task_config["task"]
 
     def check_overrides(self, cfg: dict, overrides: dict) -> None:
         """A config that sets ``groups`` or ``estimators`` pairs only estimators and cells that go
