@@ -16,7 +16,7 @@ from rtrl_validation.simulations import CELLS, LinearReadout, make_cell, make_es
 from rtrl_validation.simulations.config import NON_EMPTY, CellName, Density, PositiveInt, one_of
 from rtrl_validation.simulations.experiments.base import Experiment, Task, TaskResult, Verdict
 from rtrl_validation.simulations.experiments.schema import Names, TaskSchema
-from rtrl_validation.simulations.memory import cell_size, floats_bytes
+from rtrl_validation.simulations.memory import cell_size, floats_bytes, saturating
 
 from .gradcheck import check_cell, rounding_bound
 from .symbolic import Comparison, check_jacobians, unrolled_gradient
@@ -36,7 +36,8 @@ class GradientsConfig:
     symbolic_losses: list[Annotated[str, one_of(LOSSES, "loss")]]
 
 
-def gradcheck_memory(cell: str, hidden: int, inputs: int, steps, density: float = 1.0) -> int:
+@saturating
+def gradcheck_memory(cell: str, hidden: int, inputs: int, steps, density: float = 1.0) -> float:
     """Bytes :func:`~.gradcheck.check_cell` needs at the longest of ``steps``: finite differences
     dominate (``22 p`` probes of ``θ``, ``p`` numbers each, held about three times over: the probe
     list, its stacked copy and the cell's unpacked weights, run as one batch over the sequence);
@@ -44,7 +45,7 @@ def gradcheck_memory(cell: str, hidden: int, inputs: int, steps, density: float 
     ``T = 20``: 470 MB peak above the interpreter's, estimate 560 MB."""
     k, p = cell_size(cell, hidden, inputs, density)
     T, probes = max(steps), 22 * p + 1
-    return int(floats_bytes(probes * (3 * p + 2 * k + T * (inputs + 3)) + 3 * k * p + T * (3 * k + inputs)))
+    return floats_bytes(probes * (3 * p + 2 * k + T * (inputs + 3)) + 3 * k * p + T * (3 * k + inputs))
 
 
 def symbolic_checks(name: str, density: float, losses, rng: np.random.Generator) -> list[dict]:
@@ -81,7 +82,7 @@ class GradientsExperiment(Experiment):
     Config = GradientsConfig
     schemas = {"cell": TaskSchema(data=Names(("checks", "p", "k")))}
 
-    def task_memory(self, cfg) -> int:
+    def task_memory(self, cfg) -> float:
         return gradcheck_memory(cfg["cell"], cfg["hidden"], cfg["inputs"], cfg["steps"], cfg["density"])
 
     def tasks(self, config):

@@ -10,6 +10,8 @@ experiment's :meth:`~.experiments.base.Experiment.task_memory` is built from the
 """
 from __future__ import annotations
 
+import functools
+import math
 import os
 from functools import lru_cache
 
@@ -33,12 +35,15 @@ def _size_model(cell_name: str) -> tuple[float, ...]:
     return (cells[0].k / points[0][0], *np.round(coef, 6))
 
 
-def cell_size(cell_name: str, hidden: int, inputs: int, density: float = 1.0) -> tuple[int, int]:
+def cell_size(cell_name: str, hidden: int, inputs: int, density: float = 1.0) -> tuple[float, float]:
     """``(k, p)`` of a cell without building it; the ``h²`` (recurrent) parameters scale with the
     density."""
     kappa, a, b, c, d, e = _size_model(cell_name)
-    h, m = float(hidden), float(inputs)
-    return int(kappa * h), int(a * density * h * h + b * h * m + c * h + d * m + e)
+    try:
+        h, m = float(hidden), float(inputs)
+    except OverflowError:
+        return math.inf, math.inf
+    return kappa * h, a * density * h * h + b * h * m + c * h + d * m + e
 
 
 def estimator_floats(spec: str, k: int, p: int, m: int, batch: int = 1, steps: int = 1,
@@ -50,7 +55,9 @@ def estimator_floats(spec: str, k: int, p: int, m: int, batch: int = 1, steps: i
         per = k * p
     elif name == "snap":
         n = int(arg or 1)
-        per = p if n == 1 else p * min(k, (1.0 + density * k) ** (n - 1))
+        # the masked influence keeps at most min(k, (1 + d·k)^(n−1)) rows per parameter
+        reach = (n - 1) * math.log1p(density * k)
+        per = p if n == 1 else p * (k if reach >= math.log(max(k, 1)) else math.exp(reach))
     elif name == "uoro":
         per = 2 * (k + p)
     elif name == "kf":                      # kf-rtrl: k × k and k × (k + m + 1) factors
@@ -65,7 +72,11 @@ def estimator_floats(spec: str, k: int, p: int, m: int, batch: int = 1, steps: i
 
 
 def floats_bytes(numbers: float) -> float:
-    return FLOAT * float(numbers)
+    """Bytes of ``numbers`` float64 values (``inf`` beyond a float's range)."""
+    try:
+        return FLOAT * float(numbers)
+    except OverflowError:
+        return math.inf
 
 
 def available_bytes() -> int | None:
@@ -86,6 +97,8 @@ def available_bytes() -> int | None:
 
 def human(nbytes: float) -> str:
     """``1536`` -> ``'1.5 KiB'``."""
+    if not math.isfinite(nbytes):
+        return "over 1e308 B"
     for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
         if abs(nbytes) < 1024 or unit == "PiB":
             return f"{nbytes:.3g} {unit}" if unit != "B" else f"{int(nbytes)} B"
@@ -97,9 +110,26 @@ def require(needed: float, what: str, available: int | None = None) -> None:
     """Raise :class:`ConfigError` (``memory: ...``) when ``needed`` bytes exceed the available
     memory."""
     available = available_bytes() if available is None else available
-    if available is not None and needed > available:
+    if available is not None and not needed <= available:          # NaN (inf · 0) counts as too much
         raise ConfigError(f"memory: {what} needs about {human(needed)}; this machine has "
                           f"{human(available)} available")
+
+
+def saturating(estimate):
+    """``estimate`` returning ``inf`` where its arithmetic leaves a float's range (certainly more
+    than any machine has)."""
+    @functools.wraps(estimate)
+    def wrapped(*args, **kwargs) -> float:
+        try:
+            return float(estimate(*args, **kwargs))
+        except OverflowError:
+            return math.inf
+    return wrapped
+
+
+@saturating
+def _bytes(exp, task_config: dict) -> float:
+    return exp.task_memory(task_config)
 
 
 def check_fits(exp, config: dict, available: int | None = None) -> None:
@@ -107,7 +137,7 @@ def check_fits(exp, config: dict, available: int | None = None) -> None:
     has (each task runs on its own; a worker holds one task at a time)."""
     available = available_bytes() if available is None else available
     tasks = exp.tasks(config)
-    needs = [(exp.task_memory(t.config), t.key) for t in tasks]
+    needs = [(_bytes(exp, t.config), t.key) for t in tasks]
     if needs:
         need, key = max(needs)
         require(need, f"task {key!r}", available)

@@ -122,15 +122,213 @@ def files(tmp_path, monkeypatch):
     }
 
 
-@pytest.mark.parametrize("argv,fragments", CLI_ROWS, ids=[" ".join(a) for a, _ in CLI_ROWS])
-def test_cli_bad_input_is_one_line_and_exit_2(argv, fragments, files, capsys):
-    code = cli.main([a.format(**files) for a in argv])
+def snapshot(folder) -> dict:
+    """Every file under ``folder`` with its bytes: what a refused command must leave as it was."""
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def refused(argv, fragments, folder, capsys) -> str:
+    """Run ``argv``; assert exit 2, one line ``rtrl-validate: error: ...`` with every fragment (and
+    no doubled experiment prefix), no traceback, and no file under ``folder`` lost or changed and no
+    record added (an unreachable scheduler leaves the new run's manifest, marked failed)."""
+    before = snapshot(folder)
+    code = cli.main(argv)
     out, err = capsys.readouterr()
     assert code == 2, (out, err)
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("rtrl-validate: error: ") and "Traceback" not in err, err
+    assert 1 <= len(lines) <= 3 and "Traceback" not in err, err
+    assert len(lines) == 1 and lines[0].startswith("rtrl-validate: error: "), err
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
+    head = lines[0].removeprefix("rtrl-validate: error: ").split(": ")
+    assert len(head) < 2 or head[0] != head[1], lines[0]              # "convergence: convergence: ..."
+    after = snapshot(folder)
+    assert {p: after.get(p) for p in before} == before
+    assert not [p for p in after if p not in before and "records" in p.parts]
+    return lines[0]
+
+
+@pytest.mark.parametrize("argv,fragments", CLI_ROWS, ids=[" ".join(a) for a, _ in CLI_ROWS])
+def test_cli_bad_input_is_one_line_and_exit_2(argv, fragments, files, capsys):
+    refused([a.format(**files) for a in argv], fragments, files["tmp"], capsys)
+
+
+# ------------------------------------------------------------------------- the real experiments
+# (experiment, TOML lines of its table) -> fragments; run as ``run EXPERIMENT --config F --out DIR``
+# into a folder that already holds a run, which must stay as it was
+MEMORY = ["memory: ", "needs about", "this machine has", "available"]
+CONFIG_ROWS = [
+    ("gradients", 'cells = "elman"', ["gradients: cells: must be a non-empty list of cells", "got 'elman'"]),
+    ("gradients", "cells = []", ["gradients: cells: must be a non-empty list of cells", "got []"]),
+    ("gradients", 'cells = ["hopfield"]', ["gradients: cells: item 0: unknown cell 'hopfield'"]),
+    ("gradients", "cells = [1]", ["cells: item 0: must be a cell"]),
+    ("gradients", "hidden = 0", ["gradients: hidden: must be a positive integer, got 0"]),
+    ("gradients", "hidden = true", ["gradients: hidden: must be a positive integer, got True"]),
+    ("gradients", "hidden = 2.5", ["hidden: must be a positive integer, got 2.5"]),
+    ("gradients", 'hidden = "4"', ["hidden: must be a positive integer, got '4'"]),
+    ("gradients", "hidden = [2, 3]", ["hidden: must be a positive integer, got [2, 3]"]),
+    ("gradients", "hidden = 3000", ["gradients: memory: task 'lstm-d1' needs about", *MEMORY]),
+    ("gradients", "hidden = 9223372036854775807", MEMORY),
+    ("gradients", "inputs = -1", ["gradients: inputs: must be a positive integer, got -1"]),
+    ("gradients", "steps = [0]", ["gradients: steps: item 0: must be a positive integer, got 0"]),
+    ("gradients", "steps = 7", ["gradients: steps: must be a non-empty list of positive integers, got 7"]),
+    ("gradients", "steps = []", ["steps: must be a non-empty list"]),
+    ("gradients", "steps = [10000000000]", MEMORY),
+    ("gradients", "densities = [0]", ["gradients: densities: item 0: must be a density in (0, 1], got 0"]),
+    ("gradients", "densities = [1.5]", ["densities: item 0: must be a density in (0, 1], got 1.5"]),
+    ("gradients", "densities = [nan]", ["densities: item 0: must be a density in (0, 1], got nan"]),
+    ("gradients", 'symbolic_losses = ["hinge"]', ["symbolic_losses: item 0: unknown loss 'hinge'"]),
+    ("gradients", "nonsense = 1", ["gradients: nonsense: unknown config key 'nonsense'", "known keys: cells"]),
+    ("bias-variance", 'cell = "gru"', ["bias-variance: rhos: a rho sweep needs cell 'contractive-elman'"]),
+    ("bias-variance", 'cell = "gru"\nrhos = []', ["bias-variance: estimators: kf-rtrl needs"]),
+    ("bias-variance", "orders = [0]", ["bias-variance: orders: item 0: must be a SnAp order n >= 1, got 0"]),
+    ("bias-variance", 'estimators = ["snap-0"]', ["estimators: item 0: SnAp order n must be an integer >= 1"]),
+    ("bias-variance", 'estimators = ["bptt"]', ["estimators: 'bptt' is not an approximation"]),
+    ("bias-variance", 'estimators = "uoro"', ["estimators: must be a list of estimator specs", "got 'uoro'"]),
+    ("bias-variance", "replicates = 2", ["bias-variance: replicates: must be >= 3, got 2"]),
+    ("bias-variance", "replicates = 1000000000000", MEMORY),
+    ("bias-variance", "hidden = [100000]", MEMORY),
+    ("bias-variance", "steps = 1", ["bias-variance: steps: must be >= 2, got 1"]),
+    ("bias-variance", "rhos = [1.0]", ["rhos: contraction constant rho must be in (0, 1), got 1.0"]),
+    ("bias-variance", "alpha = 0", ["bias-variance: alpha: must be a number in (0, 1), got 0"]),
+    ("bias-variance", "shift = 1.5", ["shift: must be a number in (0, 1), got 1.5"]),
+    ("bias-variance", "enumeration_steps = 9", ["enumeration_steps: must be an integer (4^T sign sequences) in [1, 5]"]),
+    ("bias-variance", "base_density = 0", ["base_density: must be a density in (0, 1], got 0"]),
+    ("bias-variance", "check_replicates = 0", ["check_replicates: must be a positive integer, got 0"]),
+    ("cost", "series = {rtrl = [8, 16]}", ["cost: series['rtrl']: must list at least fit_points = 5 hidden sizes"]),
+    ("cost", 'series = {"snap-0" = [8, 16, 32, 64, 128]}', ["cost: series: ['snap-0']: SnAp order n must be"]),
+    ("cost", "series = []", ["cost: series: must be a non-empty table of non-empty lists of positive integers"]),
+    ("cost", "series = {}", ["cost: series: must be a non-empty table"]),
+    ("cost", "series = {rtrl = [8, 0, 16, 32, 64]}", ["series: ['rtrl']: item 1: must be a positive integer, got 0"]),
+    ("cost", 'cell = "lstm"', ["cost: estimators: kf-rtrl needs"]),
+    ("cost", "fit_points = 2", ["cost: fit_points: must be >= 3"]),
+    ("cost", "min_time = -1", ["cost: min_time: must be a time in seconds in (0, 10], got -1"]),
+    ("cost", "min_time = 100", ["min_time: must be a time in seconds in (0, 10], got 100"]),
+    ("cost", "threads = 0", ["cost: threads: must be a positive integer, got 0"]),
+    ("cost", "sparse_density = 0", ["cost: sparse_density: must be a density in (0, 1], got 0"]),
+    ("cost", 'batch_estimator = "magic"', ["cost: batch_estimator: unknown estimator 'magic'"]),
+    ("cost", "series = {rtrl = [100000, 200000, 300000, 400000, 500000]}", ["cost: memory: task 'scaling'", *MEMORY]),
+    ("cost", "batch_replicates = 10000000000", MEMORY),
+    ("convergence", "gamma = 0.3", ["convergence: gamma: schedule gamma=0.3 violates the theorem's step-size"]),
+    ("convergence", "hidden = 0", ["convergence: hidden: must be a positive integer, got 0"]),
+    ("convergence", "grad_steps = 3001", ["convergence: grad_steps: must be a multiple of ess_window = 10"]),
+    ("convergence", 'limit_estimators = ["tbptt-1"]', ["limit_estimators: must include 'rtrl'"]),
+    ("convergence", 'limit_estimators = ["rtrl", "snap-0"]', ["limit_estimators: item 1: SnAp order n"]),
+    ("convergence", 'limit_estimators = ["rtrl", "nope"]', ["limit_estimators: item 1: unknown estimator 'nope'"]),
+    ("convergence", "chain_times = [4, 2]", ["convergence: chain_times: must be increasing positive steps"]),
+    ("convergence", "teacher_rho = 0.95", ["convergence: teacher_rho: need 0 < teacher_rho < rho < 1"]),
+    ("convergence", "rho = 1.0", ["convergence: rho: must be a number in (0, 1), got 1.0"]),
+    ("convergence", 'grad_cases = "tanh"', ["convergence: grad_cases: must be a list of cases", "got 'tanh'"]),
+    ("convergence", 'grad_cases = ["xx"]', ["grad_cases: item 0: unknown case 'xx'"]),
+    ("convergence", "forget_blocks = 1000000000000000", ["convergence: memory: the task list needs about"]),
+    ("convergence", "chains = 100000000000", ["convergence: memory: task 'stationary'", *MEMORY]),
+    ("convergence", "hidden = 5000", MEMORY),
+    ("convergence", "train_replicates = 0", ["train_replicates: must be a positive integer, got 0"]),
+    ("convergence", "late_fraction = 1.0", ["late_fraction: must be a number in (0, 1), got 1.0"]),
+    ("convergence", "limit_average = 0.9", ["limit_average: need 0 < limit_average <= late_fraction < 1"]),
+    ("convergence", "fd_step = 0", ["convergence: fd_step: must be a positive number, got 0"]),
+    ("convergence", "eval_points = 1", ["convergence: eval_points: must be >= 2"]),
+    ("convergence", "grad_paths = 2", ["convergence: grad_paths: must be >= 4 for standard errors"]),
+    ("convergence", "alpha0 = inf", ["convergence: alpha0: must be a positive number, got inf"]),
+    ("learning", 'estimators = ["snap-0"]', ["learning: estimators: item 0: SnAp order n must be an integer >= 1"]),
+    ("learning", "estimators = []", ["learning: estimators: must be a non-empty list of estimator specs"]),
+    ("learning", 'estimators = "rtrl"', ["learning: estimators: must be a non-empty list", "got 'rtrl'"]),
+    ("learning", 'groups = ["gru:0.1"]\nestimators = ["kf-rtrl"]',
+     ["learning: estimators: 'kf-rtrl' does not apply to cell 'gru' (group 'gru:0.1')"]),
+    ("learning", 'groups = ["gru:0.1"]', ["learning: estimators: 'kf-rtrl' does not apply to cell 'gru'"]),
+    ("learning", 'groups = ["elman:0.5", "lstm:0.5"]\nestimators = ["rtrl", "kf-rtrl"]',
+     ["'kf-rtrl' does not apply to cell 'lstm'"]),
+    ("learning", 'groups = ["elman"]', ["learning: groups: item 0: group 'elman' must be 'cell:density'"]),
+    ("learning", 'groups = ["elman:0"]', ["groups: item 0: group 'elman:0' must be 'cell:density'"]),
+    ("learning", 'groups = "elman:0.5"', ["learning: groups: must be a non-empty list", "got 'elman:0.5'"]),
+    ("learning", 'tasks = ["music"]', ["learning: tasks: item 0: unknown task 'music'"]),
+    ("learning", "tasks = []", ["learning: tasks: must be a non-empty list of tasks"]),
+    ("learning", 'optimizer = "lbfgs"', ["learning: optimizer: unknown optimizer 'lbfgs'"]),
+    ("learning", "copy_lr = -1", ["learning: copy_lr: must be a positive number, got -1"]),
+    ("learning", "copy_lr = inf", ["learning: copy_lr: must be a positive number, got inf"]),
+    ("learning", "text_lr = nan", ["learning: text_lr: must be a positive number, got nan"]),
+    ("learning", "val_fraction = 1.0", ["learning: val_fraction: must be a number in (0, 1), got 1.0"]),
+    ("learning", "spread = -1", ["learning: spread: must be a non-negative integer, got -1"]),
+    ("learning", "alphabet = 1", ["learning: alphabet: must be an integer >= 2, got 1"]),
+    ("learning", "seeds = 0", ["learning: seeds: must be a positive integer, got 0"]),
+    ("learning", "hidden = 100000", ["learning: memory: task", *MEMORY]),
+    ("learning", "seeds = 100000000000", MEMORY),
+    ("learning", "copy_steps = 10000000000000", ["learning: memory: task 'copy-", *MEMORY]),
+    ("learning", "text_steps = 0", ["learning: text_steps: must be a positive integer, got 0"]),
+    ("learning", "record_every = true", ["learning: record_every: must be a positive integer, got True"]),
+    ("learning", "hidden = 1979-05-27", ["learning: hidden: must be a positive integer, got datetime.date(1979, 5, 27)"]),
+    ("learning", "hidden = {k = 4}", ["learning: hidden: must be a positive integer, got {'k': 4}"]),
+]
+
+
+@pytest.fixture
+def existing(tmp_path, monkeypatch):
+    """A results folder with a finished run (manifest and one record), in the real registry."""
+    from rtrl_validation.reports import registry
+    monkeypatch.setattr(registry, "SECTIONS", list(registry.SECTIONS))
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "results"
+    write(folder / "run.json", manifest("run", experiment="gradients", status="complete"))
+    write_record(folder, {"experiment": "gradients", "task": "elman-d1", "task_index": 0, "seed": 0, "config": {},
+                          "experiment_config": {}, "status": "ok", "reason": "", "data": {"checks": [], "p": 1, "k": 1},
+                          "verdicts": [], "provenance": {}}, {"x": np.arange(3.0)})
+    return folder
+
+
+@pytest.mark.parametrize("experiment,lines,fragments", CONFIG_ROWS,
+                         ids=[f"{e}: {t}" for e, t, _ in CONFIG_ROWS])
+def test_bad_config_of_a_real_experiment_is_refused_up_front(experiment, lines, fragments, existing, tmp_path,
+                                                            capsys):
+    toml = write(tmp_path / "config.toml", f"[{experiment}]\n{lines}\n")
+    refused(["run", experiment, "--config", str(toml), "--out", str(existing)], fragments, tmp_path, capsys)
+
+
+# argv ({tmp}, {out}: the folder with a finished run) -> fragments, in the real registry
+REAL_ROWS = [
+    (["gradcheck", "--hidden", "3000"], ["memory: gradcheck --hidden 3000 --steps 60 needs about", *MEMORY[2:]]),
+    (["gradcheck", "--steps", "10000000000"], ["memory: gradcheck --hidden 3 --steps 10000000000 needs about"]),
+    (["gradcheck", "--inputs", "1" + "0" * 400], ["needs about over 1e308 B"]),
+    (["gradcheck", "--cell", "lstm", "--hidden", "400"], MEMORY),
+    (["gradcheck", "--cell", "hopfield"], ["unknown cell 'hopfield'", "(or 'all')"]),
+    (["gradcheck", "--hidden", "0"], ["--hidden", "must be a positive integer, got '0'"]),
+    (["gradcheck", "--hidden", "x"], ["--hidden", "got 'x'"]),
+    (["gradcheck", "--inputs", "0"], ["--inputs", "positive integer"]),
+    (["gradcheck", "--steps", "0"], ["--steps", "positive integer, got '0'"]),
+    (["gradcheck", "--steps", "1,,2"], ["--steps", "got ''"]),
+    (["gradcheck", "--steps", "5,abc"], ["--steps", "got 'abc'"]),
+    (["gradcheck", "--density", "0"], ["--density", "must be in (0, 1], got '0'"]),
+    (["gradcheck", "--density", "1.5"], ["--density", "got '1.5'"]),
+    (["gradcheck", "--density", "nan"], ["--density", "got 'nan'"]),
+    (["gradcheck", "--density", "half"], ["--density", "must be a number in (0, 1], got 'half'"]),
+    (["gradcheck", "--seed", "-1"], ["--seed", "non-negative integer"]),
+    (["gradcheck", "--json", "{tmp}/missing/out.json"], ["--json", "does not exist"]),
+    (["run", "gradients", "--profile", "huge"], ["unknown profile 'huge'"]),
+    (["run", "nope"], ["unknown experiment 'nope'", "gradients"]),
+    (["run", "gradients", "--config", "{tmp}/missing.toml"], ["--config", "no such file"]),
+    (["run", "gradients", "--config", "{tmp}"], ["cannot read --config"]),
+    (["run", "gradients", "--config", "{binary}"], ["--config"]),
+    (["run", "gradients", "--config", "{unknown_table}"], ["unknown experiment table [nope]", "known experiments: gradients"]),
+    (["run", "gradients", "--config", "{top_level_key}"], ["top-level key 'hidden' must be a table"]),
+    (["run", "gradients", "--config", "{other_table_bad}"], ["learning: seeds: must be a positive integer, got 0"]),
+    (["run", "gradients", "--out", "{out}/run.json"], ["--out", "exists and is not a folder"]),
+    (["report", "--config", "{other_table_bad}", "--out", "{out}"], ["learning: seeds: must be a positive integer"]),
+    (["report", "--from", "{out}", "--config", "{other_table_bad}"], ["--config cannot be combined with --from"]),
+    (["report", "--from", "{tmp}/missing"], ["--from", "no such folder"]),
+    (["report", "--format", "pdf,docx"], ["unknown format docx"]),
+    (["list", "extra"], ["unrecognized arguments: extra"]),
+    ([], ["the following arguments are required: COMMAND"]),
+]
+
+
+@pytest.mark.parametrize("argv,fragments", REAL_ROWS, ids=[" ".join(a) or "(nothing)" for a, _ in REAL_ROWS])
+def test_bad_command_of_the_real_cli_is_refused(argv, fragments, existing, tmp_path, capsys):
+    write(tmp_path / "binary.toml", "").write_bytes(b"\xff\xfe\x00[")
+    write(tmp_path / "toml" / "unknown_table.toml", "[nope]\nx = 1\n")
+    write(tmp_path / "toml" / "top_level_key.toml", "hidden = 3\n")
+    write(tmp_path / "toml" / "other_table_bad.toml", "[gradients]\nhidden = 2\n[learning]\nseeds = 0\n")
+    names = {"tmp": tmp_path, "out": existing, "binary": tmp_path / "binary.toml",
+             **{p.stem: p for p in (tmp_path / "toml").iterdir()}}
+    refused([a.format(**names) for a in argv], fragments, tmp_path, capsys)
 
 
 def test_scheduler_without_distributed_says_how_to_install_it(files, monkeypatch, capsys):
@@ -211,3 +409,9 @@ def test_api_bad_input_raises_a_clear_error(name, call, error, fragment, tmp_pat
 def test_the_table_has_at_least_30_distinct_bad_inputs():
     assert len({" ".join(a) for a, _ in CLI_ROWS}) == len(CLI_ROWS) >= 30
     assert len({r[0] for r in API_ROWS}) == len(API_ROWS) >= 30
+
+
+def test_at_least_120_distinct_bad_inputs_reach_the_cli():
+    rows = {" ".join(a) for a, _ in CLI_ROWS} | {f"{e}: {t}" for e, t, _ in CONFIG_ROWS} \
+        | {" ".join(a) for a, _ in REAL_ROWS}
+    assert len(rows) == len(CLI_ROWS) + len(CONFIG_ROWS) + len(REAL_ROWS) >= 120

@@ -16,6 +16,8 @@ from rtrl_validation.simulations.experiments.learning import LearningExperiment
 from rtrl_validation.simulations.records import load_records
 from rtrl_validation.simulations.runner import run_experiment
 
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")      # overflow is the point here
+
 
 def exploding_make_cell(hidden_to_break):
     """``make_cell`` whose cells of ``hidden_to_break`` units are linear and start from ``θ`` scaled

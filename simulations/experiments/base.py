@@ -144,7 +144,8 @@ class Experiment:
                 raise ConfigError(f"overrides must be a table of config keys, got {overrides!r}")
             for key, value in overrides.items():
                 if key not in cfg:
-                    raise ConfigError(f"{key}: unknown config key {key!r}; known keys: {', '.join(sorted(cfg))}")
+                    shown = key if isinstance(key, str) and key.isprintable() else repr(key)
+                    raise ConfigError(f"{shown}: unknown config key {key!r}; known keys: {', '.join(sorted(cfg))}")
                 cfg[key] = value
             if self.Config is not None:
                 from ..config import check_config
@@ -194,10 +195,10 @@ class Experiment:
             return [f"{where}: data must be a table and array_names a list"]
         return [f"{where}: {p}" for p in schema.problems(data, names, record.get("status", "ok"))]
 
-    def task_memory(self, task_config: dict) -> int:
+    def task_memory(self, task_config: dict) -> float:
         """Bytes one task of this config holds at its peak (an estimate from
         :mod:`simulations.memory`; 0: negligible)."""
-        return 0
+        return 0.0
 
     def tasks(self, config: dict) -> list[Task]:
         raise NotImplementedError
