@@ -8,8 +8,9 @@ be: ``PositiveInt`` (an integer >= 1, not a bool), ``Density`` (a number in ``(0
 (``<experiment>: <key>: <problem>``).  Checks that involve several keys stay with the experiment
 (``Experiment.validate``) and raise through :func:`config_error` in the same style.
 
-Annotations understood: ``int``, ``float``, ``str``, ``bool``, ``list[T]``, ``dict[str, T]`` and
-``Annotated[T, Rule(...)]`` for ranges, names and non-empty lists.
+Annotations understood: ``int``, ``float`` (finite), ``str``, ``bool``, ``list[T]``, ``dict[K, T]``
+and ``Annotated[T, Rule(...)]`` for ranges, names and non-empty lists.  A value is quoted in a
+message with its ``repr``, cut to :data:`SHOWN` characters.
 """
 from __future__ import annotations
 
@@ -23,6 +24,16 @@ import numpy as np
 from .cells import CELLS
 from .estimators import parse_estimator
 from .experiments.base import ConfigError
+
+
+#: characters of a value's repr quoted in a message
+SHOWN = 80
+
+
+def shown(value) -> str:
+    """``repr(value)``, cut to :data:`SHOWN` characters."""
+    text = repr(value)
+    return text if len(text) <= SHOWN else text[:SHOWN - 3] + "..."
 
 
 def config_error(key: str, problem: str) -> ConfigError:
@@ -43,7 +54,7 @@ class Rule:
     def check(self, value) -> str | None:
         if self.problem is not None:
             return self.problem(value)
-        return None if self.ok(value) else f"must be {self.what}, got {value!r}"
+        return None if self.ok(value) else f"must be {self.what}, got {shown(value)}"
 
 
 def interval(low: float, high: float, closed: str, what: str = "a number", many: str = "numbers") -> Rule:
@@ -57,7 +68,7 @@ def interval(low: float, high: float, closed: str, what: str = "a number", many:
 def one_of(names, kind: str) -> Rule:
     names = tuple(names)
     return Rule(f"a {kind} ({', '.join(names)})", f"{kind}s ({', '.join(names)})",
-                problem=lambda v: None if v in names else f"unknown {kind} {v!r}; known: {', '.join(names)}")
+                problem=lambda v: None if v in names else f"unknown {kind} {shown(v)}; known: {', '.join(names)}")
 
 
 def _estimator_problem(spec: str) -> str | None:
@@ -127,7 +138,7 @@ def problem(tp, value) -> str | None:
     origin = typing.get_origin(base)
     if origin is list:
         if not isinstance(value, (list, tuple)):
-            return f"must be {describe(tp)}, got {value!r}"
+            return f"must be {describe(tp)}, got {shown(value)}"
         (item,) = typing.get_args(base)
         for i, v in enumerate(value):
             bad = problem(item, v)
@@ -135,18 +146,18 @@ def problem(tp, value) -> str | None:
                 return f"item {i}: {bad}"
     elif origin is dict:
         if not isinstance(value, dict):
-            return f"must be {describe(tp)}, got {value!r}"
+            return f"must be {describe(tp)}, got {shown(value)}"
         key_tp, item = typing.get_args(base)
         for k, v in value.items():
             bad = problem(key_tp, k) or problem(item, v)
             if bad is not None:
-                return f"[{k!r}]: {bad}"
+                return f"[{shown(k)}]: {bad}"
     elif not _base_ok(base, value):
-        return f"must be {describe(tp)}, got {value!r}"
+        return f"must be {describe(tp)}, got {shown(value)}"
     for rule in rules:
         bad = rule.check(value)
         if bad is not None:
-            return f"must be {describe(tp)}, got {value!r}" if rule is NON_EMPTY else bad
+            return f"must be {describe(tp)}, got {shown(value)}" if rule is NON_EMPTY else bad
     return None
 
 
@@ -157,7 +168,7 @@ def check_config(schema: type, config: dict) -> None:
     names = [f.name for f in fields(schema)]
     for key in config:
         if key not in hints:
-            raise config_error(str(key), f"unknown config key {key!r}; known keys: {', '.join(sorted(names))}")
+            raise config_error(str(key), f"unknown config key {shown(key)}; known keys: {', '.join(sorted(names))}")
     for name in names:
         if name not in config:
             raise config_error(name, "missing")
@@ -165,6 +176,3 @@ def check_config(schema: type, config: dict) -> None:
         if bad is not None:
             raise config_error(name, bad)
 
-
-def schema_keys(schema: type) -> list[str]:
-    return [f.name for f in fields(schema)]

@@ -2,9 +2,10 @@
 machine has.
 
 The sizes are the theory's (THEORY.md §2.1 and §4): a cell of ``hidden`` units has ``k`` state
-numbers and ``p`` parameters; exact RTRL holds the influence ``J`` (``B·k·p`` numbers), SnAp-n its
-masked part, UORO ``B·(k + p)``, KF-RTRL two Kronecker factors, RFLO ``B·p``, and (T)BPTT a tape of
-``T·B·(3k + m)`` numbers (state, input, credit; ``D_t`` and ``I_t`` stay factored).  Every
+numbers and ``p`` parameters; exact RTRL holds the influence ``J`` (``B·k·p`` numbers, twice: the
+update writes a new one), SnAp-n its masked part, UORO ``B·(k + p)``, KF-RTRL two Kronecker
+factors, RFLO ``B·p``, and (T)BPTT a tape of ``T·B·(3k + m + p)`` numbers (state, input, credit
+and the factored ``D_t``, ``I_t``).  Every
 experiment's :meth:`~.experiments.base.Experiment.task_memory` is built from these functions, and
 :func:`check_fits` refuses a config with a task that needs more than the machine has available.
 """
@@ -51,24 +52,24 @@ def estimator_floats(spec: str, k: int, p: int, m: int, batch: int = 1, steps: i
     """Numbers held by an estimator's state for ``batch`` replicates (``steps``: the length of a
     BPTT tape; TBPTT(τ) keeps ``τ`` steps)."""
     name, _, arg = spec.partition("-")
-    if name == "rtrl":
-        per = k * p
+    if name == "rtrl":                      # J and the buffer of its update
+        per = 2 * k * p
     elif name == "snap":
         n = int(arg or 1)
-        # the masked influence keeps at most min(k, (1 + d·k)^(n−1)) rows per parameter
+        # the masked influence keeps at most min(k, (1 + d·k)^(n−1)) rows per parameter, twice
         reach = (n - 1) * math.log1p(density * k)
-        per = p if n == 1 else p * (k if reach >= math.log(max(k, 1)) else math.exp(reach))
+        per = p if n == 1 else 2 * p * (k if reach >= math.log(max(k, 1)) else math.exp(reach))
     elif name == "uoro":
         per = 2 * (k + p)
     elif name == "kf":                      # kf-rtrl: k × k and k × (k + m + 1) factors
         per = 2 * k * k + k * m + p
     elif name == "rflo":
         per = p
-    elif name in ("bptt", "tbptt"):
-        per = (int(arg) if arg else steps) * (3 * k + m)
+    elif name in ("bptt", "tbptt"):         # a masked cell's I_t is kept as its p nonzeros
+        per = (int(arg) if arg else steps) * (3 * k + m + p)
     else:
         per = k * p
-    return float(batch) * (per + k * (k + m) + p)     # plus one linearization and θ
+    return float(batch) * (per + k * (k + m) + 2 * p)     # plus one linearization, θ and the gradient
 
 
 def floats_bytes(numbers: float) -> float:
