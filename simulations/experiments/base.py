@@ -6,8 +6,10 @@ which the driver writes as one record.  Tasks never depend on each other, on wor
 on order: the same ``(config, seed)`` gives the same numbers however the tasks are scheduled.
 
 Adding an experiment: subclass :class:`Experiment` in its own module, give it ``name``,
-``description``, ``profiles`` (profile name -> default config) and implement ``tasks`` and
-``run_task``; then add one line to ``EXPERIMENTS`` in ``simulations/experiments/__init__.py``.
+``description``, ``profiles`` (profile name -> default config), ``Config`` (a dataclass whose
+annotated fields type every key, :mod:`simulations.config`), ``schemas`` (what each kind of task
+writes, :mod:`.schema`) and ``task_memory`` (:mod:`simulations.memory`), and implement ``tasks``
+and ``run_task``; then add one line to ``SECTIONS`` in ``reports/registry.py``.
 """
 from __future__ import annotations
 

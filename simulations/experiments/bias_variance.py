@@ -224,22 +224,22 @@ class BiasVarianceExperiment(Experiment):
             if spec.startswith(("rtrl", "bptt", "tbptt")):
                 raise config_error("estimators", f"{spec!r} is not an approximation of RTRL's influence")
 
-    def task_memory(self, config) -> int:
+    def task_memory(self, config) -> float:
         """Per estimator the ``R × T`` statistics and the batched states of the stochastic ones; the
         exact RTRL shadow and the ``T`` linearizations kept for the rounding bound.  The identities
         task: ``check_replicates`` influences of the small check cell."""
         if config["setting"] is None:
             k, p = cell_size(config["cell"], config["check_hidden"], config["inputs"])
             R = config["check_replicates"]
-            return int(floats_bytes(4 * R * (k * p + p + k * config["inputs"]) + 3 * R * config["check_steps"]))
+            return floats_bytes(4 * R * (k * p + p + k * config["inputs"]) + 3 * R * config["check_steps"])
         st = config["setting"]
         k, p = cell_size(config["cell"], st["hidden"], config["inputs"], st["density"])
         R, T, m = config["replicates"], config["steps"], config["inputs"]
         n_est = len(config["orders"]) + 1 + len(config["estimators"])
         states = sum(estimator_floats(spec, k, p, m, R, T, st["density"]) for spec in config["estimators"])
         snaps = sum(estimator_floats(f"snap-{n}", k, p, m, 1, T, st["density"]) for n in config["orders"])
-        return int(floats_bytes(states + snaps + 2 * R * (k * p + p) + n_est * 3 * R * T
-                                + T * k * (k + m + 2) + 3 * k * p))
+        return floats_bytes(states + snaps + 2 * R * (k * p + p) + n_est * 3 * R * T
+                            + T * k * (k + m + 2) + 3 * k * p)
 
     def settings(self, config) -> list[tuple[int, float, float | None]]:
         """The ``(hidden, density, rho)`` points of the three one-at-a-time sweeps, deduplicated."""

@@ -241,7 +241,7 @@ class CostExperiment(Experiment):
                                        f"hidden sizes, got {grid!r}")
         checks.estimator_for(c["batch_estimator"], c["cell"])
 
-    def task_memory(self, config) -> int:
+    def task_memory(self, config) -> float:
         """The largest estimator state of the series (two steps of linearizations beside it) and
         the batching runs' ``R`` replicates."""
         c, worst = config, 0.0
@@ -254,7 +254,7 @@ class CostExperiment(Experiment):
         R = c["batch_replicates"]
         batch = 2 * estimator_floats(c["batch_estimator"], k, p, c["inputs"], R, c["batch_steps"]) \
             + c["batch_steps"] * R * c["inputs"]
-        return int(floats_bytes(max(worst, batch)))
+        return floats_bytes(max(worst, batch))
 
     exclusive = True
 

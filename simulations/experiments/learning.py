@@ -324,7 +324,7 @@ class LearningExperiment(Experiment):
                     raise config_error("estimators", f"{spec!r} does not apply to cell {cell!r} (group {group!r}): "
                                        "KF-RTRL needs the Kronecker form s' = σ(W â); remove it or the group")
 
-    def task_memory(self, cfg: dict) -> int:
+    def task_memory(self, cfg: dict) -> float:
         """The estimator's state and, for alignment, exact RTRL's over ``align_len`` steps; the
         recorded curves (``steps/record_every`` rows of ``B`` numbers, validation, cosines)."""
         B = cfg["seeds"]
@@ -336,7 +336,7 @@ class LearningExperiment(Experiment):
             estimator_floats("rtrl", k, p, m, B) + cfg["align_len"] * B * (m + k))
         curves = B * (4 * steps / cfg["record_every"] + steps / cfg["val_every"] + steps / cfg["align_every"])
         val = 0 if cfg["task"] == "copy" else cfg["val_chars"] * B * (m + 2 * k + 2)
-        return int(floats_bytes(state + align + curves + val + 2 * B * (p + k * m)))
+        return floats_bytes(state + align + curves + val + 2 * B * (p + k * m))
 
     def tasks(self, cfg: dict) -> list[Task]:
         shared = {k: v for k, v in cfg.items() if k not in ("tasks", "groups", "estimators")}
