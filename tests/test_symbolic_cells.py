@@ -131,3 +131,13 @@ def test_every_estimator_runs_on_an_equation_cell(name):
         g = [run_sequence(c, theta, readout, phi, xs, ys, make_estimator(est, **opts),
                           rng=np.random.default_rng(5)).grad_theta for c in (sym, ref)]
         _close(g[0], g[1], 64 * T * (ref.k + m))
+
+
+@pytest.mark.parametrize("name", ["gru", "lstm"])
+def test_expanded_equations_match_sympy_jacobians(name):
+    """The factored D and I against sympy's Jacobian of the whole-cell expression (no units, no gates)."""
+    from rtrl_validation.proofs_checks.symbolic import check_jacobians
+    cell = BUILT_IN[name]()(2, 2, density=0.5, mask_seed=2)
+    comps = check_jacobians(cell, np.random.default_rng(4))
+    assert [c.name for c in comps] == ["sympy F", "sympy D", "sympy I"]
+    assert all(c.passed for c in comps), comps

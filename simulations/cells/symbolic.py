@@ -365,6 +365,31 @@ class EquationCell(Cell):
                 terms.append((L, None, None, self._field_cols(q)))
         return terms
 
+    # ------------------------------------------------------------------ whole-cell expression
+    def expanded(self, P: dict, s: sp.Matrix, x: sp.Matrix) -> sp.Matrix:
+        """``F(s, x)`` as one sympy column (``k × 1``) of the block matrices ``P`` (name -> sympy
+        ``n_out × n_in``), ``s`` (``k × 1``) and ``x`` (``m × 1``), with ``σ`` written out as
+        ``1/(1 + e^{−a})``: the cell written without units or gates, for independent checks
+        (:mod:`rtrl_validation.proofs_checks.symbolic`)."""
+        eq, n = self.eq, self.hidden
+        units = [{f: s[q * n + i, 0] for q, f in enumerate(eq.state)} for i in range(n)]
+        for g, a in eq.gates:
+            pre = sp.zeros(n, 1)
+            for b in eq.blocks:
+                if b.gate != g:
+                    continue
+                if b.source == eq.x:
+                    v = x
+                elif b.source == 1:
+                    v = sp.Matrix([[1]])
+                else:
+                    v = sp.Matrix([b.source.xreplace(u) for u in units])
+                pre += P[b.name] * v
+            for i, u in enumerate(units):
+                u[a] = pre[i, 0]
+        out = [f.xreplace(u) for f in eq.F for u in units]
+        return sp.Matrix(out).replace(sigmoid, lambda a: 1 / (1 + sp.exp(-a)))
+
     # ------------------------------------------------------------------ structure
     def _structure(self):
         """Patterns from the equations: the sums of :meth:`_gate_jacobians` and :meth:`_forward`
