@@ -236,6 +236,66 @@ class CellEquations:
         return int(sum(sp.count_ops(e) for e in list(self.F) + list(self.derivatives.values())))
 
 
+    @cached_property
+    def plan(self) -> "Plan":
+        """The chain rule's bookkeeping as plain indices (no sympy left for the time steps)."""
+        index = {key: i for i, key in enumerate(self.derivatives)}
+        gate_names = tuple(g for g, _ in self.gates)
+        blocks = []
+        for b in self.blocks:
+            kind = "x" if b.source == self.x else "one" if b.source == 1 else "unit"
+            unit = self.unit_sources.index(b.source) if kind == "unit" else -1
+            blocks.append(BlockPlan(b.name, gate_names.index(b.gate), kind, self.source_name(b.source), unit,
+                                    kind == "unit" and b.source in self.state))
+        blocks = tuple(blocks)
+
+        def levels(y):
+            return tuple((r, index[("F", r, y)]) for r in range(len(self.F)) if ("F", r, y) in index)
+
+        def readers(y):
+            return tuple((b, index[("v", b.unit, y)]) for b in blocks if b.kind == "unit"
+                         and ("v", b.unit, y) in index)
+
+        later = tuple(tuple((b.name, b.gate, i) for b, i in readers(a)) for a in self.pre_activations)
+        reads = tuple((b.gate, b.name, q, None if b.identity else i)
+                      for q, sq in enumerate(self.state) for b, i in readers(sq))
+        return Plan(blocks, gate_names, tuple(levels(a) for a in self.pre_activations),
+                    later, tuple(levels(sq) for sq in self.state), reads)
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """A block as the time steps see it: ``gate`` index, source ``kind`` (``"x"``, ``"one"`` or
+    ``"unit"``), source name, index among the unit sources, and whether the source is a state field
+    itself (``∂v/∂s = 1``)."""
+
+    name: str
+    gate: int
+    kind: str
+    source: str
+    unit: int
+    identity: bool
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Indices into the partials (the order of :attr:`CellEquations.derivatives`):
+
+    * ``own[g]``: ``(r, i)``: ``∂F_r/∂a_g`` is partial ``i`` (the stacked levels of ``G_g``);
+    * ``later[g]``: ``(block, h, i)``: a block of gate ``h`` whose source has ``∂v/∂a_g`` = partial ``i``;
+    * ``direct[q]``: ``(r, i)``: ``∂F_r/∂s_q`` is partial ``i``;
+    * ``reads``: ``(g, block, q, i)``: the block (of gate ``g``) reads field ``q`` with ``∂v/∂s_q`` =
+      partial ``i`` (``None``: the source is the field itself).
+    """
+
+    blocks: tuple
+    gate_names: tuple
+    own: tuple
+    later: tuple
+    direct: tuple
+    reads: tuple
+
+
 class EquationCell(Cell):
     """A :class:`~rtrl_validation.simulations.cells.base.Cell` built from :class:`CellEquations`:
     ``step``, ``linearize`` (factored ``D`` and ``I``) and ``patterns`` all come from the equations.
@@ -276,7 +336,7 @@ class EquationCell(Cell):
     # ------------------------------------------------------------------ numerics
     def _fields(self, s):
         n = self.hidden
-        return [s[:, q * n:(q + 1) * n] for q in range(len(self.eq.fields))]
+        return [s[:, q * n:(q + 1) * n] for q in range(self.state_factor)]
 
     def _pre_activations(self, P, s, x):
         """``(fields, pre-activations, sources)``: every gate's ``a_g`` in declaration order and every
@@ -285,85 +345,99 @@ class EquationCell(Cell):
         fields = self._fields(s)
         B = s.shape[0]
         acts = [None] * len(eq.gates)
-        sources = {"x": x, "one": np.ones((B, 1))}
-        for q, f in enumerate(eq.fields):
-            sources[f] = fields[q]
-        gate_index = {g: i for i, (g, _) in enumerate(eq.gates)}
-        for b in eq.blocks:
-            name = eq.source_name(b.source)
-            if name not in sources:
-                fn = eq.source_functions[eq.unit_sources.index(b.source)]
-                sources[name] = np.broadcast_to(fn(*fields, *acts), (B, self.hidden))
+        sources = {"x": x}
+        sources.update(zip(eq.fields, fields))
+        for b in eq.plan.blocks:
             A = P[b.name]
-            term = A[..., 0] if b.source == 1 else matvec(A, sources[name])
-            i = gate_index[b.gate]
-            acts[i] = term if acts[i] is None else acts[i] + term
+            if b.kind == "one":
+                term = A[..., 0]
+            else:
+                v = sources.get(b.source)
+                if v is None:
+                    v = sources[b.source] = self._full(eq.source_functions[b.unit](*fields, *acts), B)
+                term = matvec(A, v)
+            acts[b.gate] = term if acts[b.gate] is None else acts[b.gate] + term
+        sources["one"] = np.ones((B, 1))
         return fields, acts, sources
+
+    def _full(self, v, B):
+        """A ``B × n`` array from a lambdified value (a constant comes back as a scalar)."""
+        return v if np.ndim(v) == 2 else np.full((B, self.hidden), v, dtype=float)
 
     def _forward(self, P, s, x, jac):
         eq = self.eq
         fields, acts, sources = self._pre_activations(P, s, x)
-        B, n = s.shape[0], self.hidden
+        B = s.shape[0]
         if not jac:
             return (self._stack(eq.update_function(*fields, *acts), B),)
         vals = eq.jacobian_function(*fields, *acts)
-        s_new = self._stack(vals[:len(eq.F)], B)
-        d = {key: np.broadcast_to(v, (B, n)) for key, v in zip(eq.derivatives, vals[len(eq.F):])}
+        nF = len(eq.F)
+        s_new = self._stack(vals[:nF], B)
+        d = [self._full(v, B) for v in vals[nF:]]
         gates = self._gate_jacobians(P, d, B)
-        terms = self._direct_terms(d)
-        for b in eq.blocks:
-            if b.source in (eq.x, 1):
-                continue
-            vi = eq.unit_sources.index(b.source)
-            for q, sq in enumerate(eq.state):
-                dv = d.get(("v", vi, sq))
-                if dv is not None:
-                    R = None if b.source == sq else dv
-                    terms.append((gates[b.gate], P[b.name], R, self._field_cols(q)))
+        plan = eq.plan
+        terms = [(self._levels(lv, d), None, None, self._field_cols(q)) for q, lv in enumerate(plan.direct) if lv]
+        terms += [(gates[plan.gate_names[g]], P[name], None if i is None else d[i], self._field_cols(q))
+                  for g, name, q, i in plan.reads]
         return s_new, self._dynamics(*terms), gates, sources
 
     def _stack(self, F, B):
-        return np.concatenate([np.broadcast_to(f, (B, self.hidden)) for f in F], axis=1)
+        if len(F) == 1:
+            return self._full(F[0], B)
+        return np.concatenate([self._full(f, B) for f in F], axis=1)
 
     def _field_cols(self, q):
-        return None if len(self.eq.fields) == 1 else slice(q * self.hidden, (q + 1) * self.hidden)
+        return None if self.state_factor == 1 else slice(q * self.hidden, (q + 1) * self.hidden)
 
-    def _stacked_levels(self, d, y):
-        """The stacked diagonal ``diag(∂F_r/∂y)`` over the fields ``r`` where it is nonzero, or None."""
-        levels = tuple(r for r in range(len(self.eq.F)) if ("F", r, y) in d)
-        if not levels:
-            return None
-        vals = np.stack([d[("F", r, y)] for r in levels], axis=1)
-        return self._stacked(vals, levels)
+    def _levels(self, levels, d):
+        """The stacked diagonal ``diag(∂F_r/∂y)`` over the fields ``r`` of ``levels`` (``(r, i)`` pairs)."""
+        vals = d[levels[0][1]][:, None, :] if len(levels) == 1 else np.stack([d[i] for _, i in levels], axis=1)
+        return self._stacked(vals, tuple(r for r, _ in levels))
 
     def _gate_jacobians(self, P, d, B) -> dict:
         """``G_g = ∂s'/∂a_g`` for every gate, last to first (THEORY §1's chain rule over the gates)."""
-        eq, G = self.eq, {}
-        for g, a in reversed(eq.gates):
-            own = self._stacked_levels(d, a)
-            later = [(b, d[("v", eq.unit_sources.index(b.source), a)]) for b in eq.blocks
-                     if b.source not in (eq.x, 1) and ("v", eq.unit_sources.index(b.source), a) in d]
+        plan, G = self.eq.plan, {}
+        for g in reversed(range(len(plan.gate_names))):
+            own, later = plan.own[g], plan.later[g]
             if not later:
-                if own is None:
-                    own = self._stacked(np.zeros((B, 1, self.hidden)), (0,))
-                G[g] = own
+                G[plan.gate_names[g]] = (self._levels(own, d) if own
+                                         else self._stacked(np.zeros((B, 1, self.hidden)), (0,)))
                 continue
-            dense = own.dense(self.k) if own is not None else None
-            for b, dv in later:
-                A = P[b.name]
-                scaled = A * dv[:, None, :]                       # A diag(∂v/∂a_g): B × n × n
-                dense = G[b.gate].left_matmul(scaled, self.k, dense)
-            G[g] = GateJacobian(dense)
+            dense = self._levels(own, d).dense(self.k) if own else None
+            for name, h, i in later:
+                scaled = P[name] * d[i][:, None, :]                  # A diag(∂v/∂a_g): B × n × n
+                dense = G[plan.gate_names[h]].left_matmul(scaled, self.k, dense)
+            G[plan.gate_names[g]] = GateJacobian(dense)
         return G
 
-    def _direct_terms(self, d) -> list:
-        """``diag(∂F/∂s)``: one term per field the update reads directly."""
-        terms = []
-        for q, sq in enumerate(self.eq.state):
-            L = self._stacked_levels(d, sq)
-            if L is not None:
-                terms.append((L, None, None, self._field_cols(q)))
-        return terms
+    # ------------------------------------------------------------------ structure
+    def _structure(self):
+        """Patterns from the equations: the sums of :meth:`_gate_jacobians` and :meth:`_forward`
+        with every partial replaced by "present" (not identically zero) and ``A`` by its mask."""
+        plan, n, k = self.eq.plan, self.hidden, self.k
+        eye = np.eye(n, dtype=bool)
+
+        def levels(lv):
+            M = np.zeros((k, n), dtype=bool)
+            for r, _ in lv:
+                M[r * n:(r + 1) * n] = eye
+            return M
+
+        def through(gate, block):
+            return (G[plan.gate_names[gate]].astype(int) @ self.mask(block).astype(int)) > 0
+
+        G = {}
+        for g in reversed(range(len(plan.gate_names))):
+            M = levels(plan.own[g])
+            for name, h, _ in plan.later[g]:
+                M |= through(h, name)
+            G[plan.gate_names[g]] = M
+        Dp = np.zeros((k, k), dtype=bool)
+        for q, lv in enumerate(plan.direct):
+            Dp[:, q * n:(q + 1) * n] |= levels(lv)
+        for g, name, q, _ in plan.reads:
+            Dp[:, q * n:(q + 1) * n] |= through(g, name)
+        return Dp, G
 
     # ------------------------------------------------------------------ whole-cell expression
     def expanded(self, P: dict, s: sp.Matrix, x: sp.Matrix) -> sp.Matrix:
@@ -389,35 +463,3 @@ class EquationCell(Cell):
                 u[a] = pre[i, 0]
         out = [f.xreplace(u) for f in eq.F for u in units]
         return sp.Matrix(out).replace(sigmoid, lambda a: 1 / (1 + sp.exp(-a)))
-
-    # ------------------------------------------------------------------ structure
-    def _structure(self):
-        """Patterns from the equations: the sums of :meth:`_gate_jacobians` and :meth:`_forward`
-        with every partial replaced by whether it is identically zero and ``A`` by its mask."""
-        eq, n, k = self.eq, self.hidden, self.k
-        d = eq.derivatives
-        eye = np.eye(n, dtype=bool)
-
-        def levels(y):
-            M = np.zeros((k, n), dtype=bool)
-            for r in range(len(eq.F)):
-                if ("F", r, y) in d:
-                    M[r * n:(r + 1) * n] = eye
-            return M
-
-        G = {}
-        for g, a in reversed(eq.gates):
-            M = levels(a)
-            for b in eq.blocks:
-                if b.source not in (eq.x, 1) and ("v", eq.unit_sources.index(b.source), a) in d:
-                    M |= (G[b.gate].astype(int) @ self.mask(b.name).astype(int)) > 0
-            G[g] = M
-        Dp = np.zeros((k, k), dtype=bool)
-        for q, sq in enumerate(eq.state):
-            cols = slice(q * n, (q + 1) * n)
-            Dp[:, cols] |= levels(sq)
-            for b in eq.blocks:
-                if b.source not in (eq.x, 1) and ("v", eq.unit_sources.index(b.source), sq) in d:
-                    Dp[:, cols] |= (G[b.gate].astype(int) @ self.mask(b.name).astype(int)) > 0
-        return Dp, G
-
