@@ -39,11 +39,11 @@ def run_sequence(cell, theta, readout, phi, xs, ys, estimator, rng=None, s0=None
                  record_states=False) -> SequenceResult:
     """Loss and gradient estimate of ``L_T`` with ``θ`` held fixed (``Σ_t c_t J_t`` or its adjoint).
 
-    ``rng`` (a seed or a numpy Generator) drives a stochastic estimator (UORO, KF-RTRL) and is
-    required for one; deterministic estimators need none."""
-    if rng is not None:
+    ``rng`` (a seed, a numpy Generator or a sign source of :mod:`~.estimators.signs`) drives a
+    stochastic estimator (UORO, KF-RTRL) and is required for one; deterministic estimators need none."""
+    if isinstance(rng, (int, np.integer)):
         rng = as_generator(rng)
-    elif getattr(estimator, "stochastic", False):
+    elif rng is None and getattr(estimator, "stochastic", False):
         raise ValueError(f"estimator {estimator.name!r} draws random numbers: pass rng (a seed or a Generator)")
     B = xs.shape[1]
     s = initial_state(cell, B, s0)
