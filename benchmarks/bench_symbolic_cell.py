@@ -11,21 +11,11 @@ import argparse
 import time
 
 import numpy as np
-import sympy as sp
 from threadpoolctl import threadpool_limits
 
 from rtrl_validation.simulations.cells import make_cell
-from rtrl_validation.simulations.cells.symbolic import Equations, sigmoid
+from rtrl_validation.simulations.cells.examples import gru as gru_equations
 from rtrl_validation.simulations.estimators import make_estimator
-
-
-def gru_equations():
-    eq = Equations("gru")
-    s, x = eq.s, eq.x
-    z = sigmoid(eq.gate("z", W_z=s, U_z=x, b_z=1))
-    r = sigmoid(eq.gate("r", W_r=s, U_r=x, b_r=1))
-    h = sp.tanh(eq.gate("h", W_h=r * s, U_h=x, b_h=1))
-    return eq.update((1 - z) * s + z * h)
 
 
 def online_step_timer(cell, rng):

@@ -101,10 +101,10 @@ def from_weights(kind: str, weights: dict, **cell_options) -> tuple[Cell, np.nda
     return cell, cell.pack(mats)
 
 
-def to_weights(kind: str, cell: Cell, theta: np.ndarray) -> dict:
-    """Inverse of :func:`from_weights` (torch's names without suffix -> arrays; summed biases go to
-    ``bias_ih``, ``bias_hh`` is zero there)."""
-    P = cell.unpack(np.asarray(theta, dtype=float))
+def _torch_layout(kind: str, cell: Cell, values: np.ndarray, summed_bias: tuple) -> dict:
+    """``values`` (``p``, in θ's layout) placed in torch's arrays; a summed bias goes to each of the
+    torch biases named in ``summed_bias``, a negated block is negated back."""
+    P = cell.unpack(np.asarray(values, dtype=float))
     n, m = cell.hidden, cell.m
     G = len(TORCH_GATES[kind])
     out = {"weight_ih": np.zeros((G * n, m)), "weight_hh": np.zeros((G * n, n)),
@@ -115,29 +115,21 @@ def to_weights(kind: str, cell: Cell, theta: np.ndarray) -> dict:
         if part in ("ih", "hh"):
             out[f"weight_{part}"][rows] = A
         else:
-            out["bias_ih" if part == "bias" else part][rows] = A[:, 0]
+            for bias in (summed_bias if part == "bias" else (part,)):
+                out[bias][rows] = A[:, 0]
     return out
+
+
+def to_weights(kind: str, cell: Cell, theta: np.ndarray) -> dict:
+    """Inverse of :func:`from_weights` (torch's names without suffix -> arrays; summed biases go to
+    ``bias_ih``, ``bias_hh`` is zero there)."""
+    return _torch_layout(kind, cell, theta, ("bias_ih",))
 
 
 def gradient_to_torch(kind: str, cell: Cell, grad_theta: np.ndarray) -> dict:
     """``dL/dθ`` (``p``) as the gradients of torch's parameters (the chain rule through
     :func:`from_weights`: a summed bias's gradient goes to both biases, a negated block's is negated)."""
-    P = cell.unpack(np.asarray(grad_theta, dtype=float))
-    n, m = cell.hidden, cell.m
-    G = len(TORCH_GATES[kind])
-    out = {"weight_ih": np.zeros((G * n, m)), "weight_hh": np.zeros((G * n, n)),
-           "bias_ih": np.zeros(G * n), "bias_hh": np.zeros(G * n)}
-    for name, gate, part, sign in _blocks(kind):
-        rows = _gate_rows(kind, gate, n)
-        A = sign * np.asarray(P[name])
-        if part in ("ih", "hh"):
-            out[f"weight_{part}"][rows] = A
-        elif part == "bias":
-            out["bias_ih"][rows] = A[:, 0]
-            out["bias_hh"][rows] = A[:, 0]
-        else:
-            out[part][rows] = A[:, 0]
-    return out
+    return _torch_layout(kind, cell, grad_theta, ("bias_ih", "bias_hh"))
 
 
 def torch_kind(module) -> str:

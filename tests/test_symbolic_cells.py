@@ -7,47 +7,11 @@ import pytest
 import sympy as sp
 
 from rtrl_validation.simulations.cells import make_cell
-from rtrl_validation.simulations.cells.symbolic import Equations, sigmoid
+from rtrl_validation.simulations.cells.examples import EQUATIONS as BUILT_IN
+from rtrl_validation.simulations.cells.examples import gru as gru_equations
+from rtrl_validation.simulations.cells.symbolic import Equations
 
 EPS = np.finfo(float).eps
-
-
-def elman_equations(name="elman"):
-    eq = Equations(name)
-    a = eq.gate("a", W=eq.s, U=eq.x, b=1)
-    return eq.update(sp.tanh(a))
-
-
-def gru_equations():
-    eq = Equations("gru")
-    s, x = eq.s, eq.x
-    z = sigmoid(eq.gate("z", W_z=s, U_z=x, b_z=1))
-    r = sigmoid(eq.gate("r", W_r=s, U_r=x, b_r=1))
-    h = sp.tanh(eq.gate("h", W_h=r * s, U_h=x, b_h=1))
-    return eq.update((1 - z) * s + z * h)
-
-
-def gru_reset_after_equations():
-    eq = Equations("gru-reset-after")
-    s, x = eq.s, eq.x
-    z = sigmoid(eq.gate("z", W_z=s, U_z=x, b_z=1))
-    r = sigmoid(eq.gate("r", W_r=s, U_r=x, b_r=1))
-    ahh = eq.gate("hh", W_h=s, b_hr=1)
-    h = sp.tanh(r * ahh + eq.gate("h", U_h=x, b_h=1))
-    return eq.update((1 - z) * s + z * h)
-
-
-def lstm_equations():
-    eq = Equations("lstm", state=("h", "c"))
-    h, c = eq.state
-    a = {g: eq.gate(g, **{f"W_{g}": h, f"U_{g}": eq.x, f"b_{g}": 1}) for g in "ifgo"}
-    i, f, o = (sigmoid(a[g]) for g in "ifo")
-    c_new = f * c + i * sp.tanh(a["g"])
-    return eq.update(o * sp.tanh(c_new), c_new)
-
-
-BUILT_IN = {"elman": elman_equations, "contractive-elman": lambda: elman_equations("contractive-elman"),
-            "gru": gru_equations, "gru-reset-after": gru_reset_after_equations, "lstm": lstm_equations}
 
 
 def _close(a, b, ulps):
