@@ -11,7 +11,7 @@ from rtrl_validation.simulations.cells import CELLS
 
 
 def minimal_gated_unit():
-    # --- what a researcher writes (the lines counted in the docs: 8) ---------------------------
+    # --- what a researcher writes: 7 lines (2 imports, 5 equations) -------------------------
     import sympy as sp
     from rtrl_validation import Equations, sigmoid
 

@@ -46,6 +46,8 @@ def test_seeds_and_generators():
     for bad in (None, -1, 1.5, True, "1"):
         with pytest.raises(TypeError):
             as_generator(bad)
+    cell = make_cell("gru", 3, 2)
+    assert np.array_equal(cell.init(9), cell.init(np.random.default_rng(9)))
     a = assert_gradients_correct("elman", seed=5, steps=(2,))
     b = assert_gradients_correct("elman", seed=np.random.default_rng(5), steps=(2,))
     assert [r["max_abs_error"] for r in a["checks"]] == [r["max_abs_error"] for r in b["checks"]]
