@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import sympy as sp
 
+from rtrl_validation.simulations.cells.dense import DenseEquationCell
 from rtrl_validation.simulations.cells.symbolic import EquationCell
 
 EPS = np.finfo(float).eps
@@ -100,8 +101,9 @@ def update_of(cell):
     """The symbolic ``F(cell, P, s, x)`` of a cell: written here for the built-in cells; a cell
     built from its equations (:class:`~rtrl_validation.simulations.cells.symbolic.EquationCell`)
     gives its own, expanded without units or gates (its ``D`` and ``I`` are then checked against
-    sympy's Jacobian of that expression)."""
-    if isinstance(cell, EquationCell):
+    sympy's Jacobian of that expression); a :class:`~rtrl_validation.simulations.cells.dense.DenseEquationCell`
+    its user's update."""
+    if isinstance(cell, (EquationCell, DenseEquationCell)):
         return lambda cell, P, s, x: cell.expanded(P, s, x)
     if cell.name in SYMBOLIC_CELLS:
         return SYMBOLIC_CELLS[cell.name]
