@@ -128,3 +128,31 @@ def test_register_estimator_by_name():
     finally:
         dict.pop(ESTIMATORS, "my-snap")
         SPEC_OPTION.pop("my-snap")
+
+
+def test_indrnn_with_a_fixed_diagonal_mask():
+    """IndRNN, s' = tanh(w ⊙ s + U x + b): the recurrent block is declared diagonal, so D is
+    diagonal, n* = 1 and SnAp-1 is exact RTRL; density leaves the fixed mask alone."""
+    import sympy as sp
+    from rtrl_validation import Equations, assert_gradients_correct
+    from rtrl_validation.simulations import LinearReadout, parse_estimator, run_sequence
+    from rtrl_validation.simulations.estimators.masked import exact_order
+
+    eq = Equations("indrnn")
+    a = eq.gate("a", w=eq.s, U=eq.x, b=1)
+    eq.mask("w", "diagonal")
+    indrnn = eq.update(sp.tanh(a))
+
+    cell = indrnn(5, 2, density=0.5)
+    assert cell.p == 5 + 10 + 5 and np.array_equal(cell.mask("w"), np.eye(5, dtype=bool))
+    assert exact_order(cell) == 1 and np.array_equal(cell.patterns()[0], np.eye(5, dtype=bool))
+    assert_gradients_correct(cell, seed=2, steps=(6,))
+    rng = np.random.default_rng(0)
+    theta, readout = cell.init(rng), LinearReadout(5, 1)
+    phi = readout.init(rng)
+    xs, ys = rng.standard_normal((7, 2, 2)), rng.standard_normal((7, 2, 1))
+    g = {s: run_sequence(cell, theta, readout, phi, xs, ys, parse_estimator(s), rng=3).grad_theta
+         for s in ("rtrl", "snap-1", "uoro", "kf-rtrl")}
+    assert np.allclose(g["snap-1"], g["rtrl"], rtol=1e-13, atol=1e-15)
+    with pytest.raises(ValueError, match="undeclared block"):
+        eq.mask("V", "diagonal")

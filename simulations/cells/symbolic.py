@@ -87,6 +87,7 @@ class Equations:
         self.x = sp.Symbol("x", real=True)
         self.gates: list[tuple[str, sp.Symbol]] = []
         self.blocks: list[BlockSpec] = []
+        self.masks: dict = {}
 
     @property
     def s(self) -> sp.Symbol:
@@ -116,6 +117,16 @@ class Equations:
         self.gates.append((name, a))
         return a
 
+    def mask(self, block: str, mask) -> None:
+        """Fix the sparsity of a declared block at every size: ``"diagonal"`` (an IndRNN's
+        elementwise recurrence) or a callable ``(n_out, n_in) -> bool array``.  A mask passed
+        when the cell is built replaces it; ``density`` leaves masked blocks alone."""
+        if not any(b.name == block for b in self.blocks):
+            raise ValueError(f"mask for undeclared block {block!r}")
+        if mask != "diagonal" if isinstance(mask, str) else not callable(mask):
+            raise ValueError(f"a block mask is 'diagonal' or a callable (n_out, n_in) -> bool array, got {mask!r}")
+        self.masks[block] = mask
+
     def update(self, *F) -> "CellEquations":
         """The new state, one elementwise expression per field (of the fields and the gates).
         Returns the cell factory :class:`CellEquations`."""
@@ -131,7 +142,7 @@ class Equations:
                 raise ValueError(f"the update reads {sorted(map(str, f.free_symbols - known))}, which are "
                                  f"not state fields or gates (x enters through a gate's block)")
         return CellEquations(self.name, self.fields, self.state, self.x, tuple(self.gates),
-                             tuple(self.blocks), F)
+                             tuple(self.blocks), F, tuple(self.masks.items()))
 
 
 def _nonzero(e) -> bool:
@@ -155,10 +166,22 @@ class CellEquations:
     gates: tuple
     blocks: tuple
     F: tuple
+    masks: tuple = ()
 
     def __call__(self, hidden: int, inputs: int, density: float = 1.0, mask_seed: int = 0,
                  masks: dict | None = None) -> "EquationCell":
         return EquationCell(self, hidden, inputs, density, mask_seed, masks)
+
+    def fixed_masks(self, shapes: dict) -> dict:
+        """The masks declared with :meth:`Equations.mask`, at block shapes ``name -> (n_out, n_in)``."""
+        out = {}
+        for name, mask in self.masks:
+            n_out, n_in = shapes[name]
+            out[name] = (np.eye(n_out, n_in, dtype=bool) if isinstance(mask, str)
+                         else np.asarray(mask(n_out, n_in), dtype=bool))
+            if out[name].shape != (n_out, n_in):
+                raise ValueError(f"mask of block {name!r} must be {n_out} × {n_in}, got {out[name].shape}")
+        return out
 
     # ------------------------------------------------------------------ derived structure
     @property
@@ -316,6 +339,9 @@ class EquationCell(Cell):
         self.name = equations.name
         self.state_factor = len(equations.fields)
         self.kronecker_form = equations.kronecker_form
+        self.hidden, self.m = int(hidden), int(inputs)
+        shapes = {spec[0]: (spec[3], spec[4]) for spec in self._specs()}
+        masks = {**equations.fixed_masks(shapes), **(masks or {})}
         super().__init__(hidden, inputs, density, mask_seed, masks)
 
     # ------------------------------------------------------------------ layout
