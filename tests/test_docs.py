@@ -45,3 +45,31 @@ def test_tutorial_code_runs(page, tmp_path, monkeypatch):
     finally:
         for name in set(dict.keys(CELLS)) - set(before):
             dict.pop(CELLS, name)
+
+
+def _hooks():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("site_hooks", ROOT / "docs" / "hooks" / "site.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cli_reference_covers_every_command_and_option():
+    from rtrl_validation.reports.cli import build_parser
+    text = _hooks().cli_reference()
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    for name, command in sub.choices.items():
+        assert f"## `rtrl-validate {name}`" in text
+        for action in command._actions:
+            for option in [] if action.dest == "help" else action.option_strings:
+                assert f"`{option}`" in text, (name, option)
+
+
+def test_architecture_page_joins_the_nav_when_present(tmp_path):
+    hooks = _hooks()
+    nav = [{"Home": "index.md"}, {"Concepts": ["concepts.md"]}, {"API reference": "api.md"}]
+    assert hooks.on_config({"docs_dir": str(tmp_path), "nav": list(nav)})["nav"] == nav
+    (tmp_path / "architecture.md").write_text("# Architecture\n")
+    assert hooks.on_config({"docs_dir": str(tmp_path), "nav": list(nav)})["nav"][2] == {"Architecture": "architecture.md"}
