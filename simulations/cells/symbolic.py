@@ -254,12 +254,6 @@ class CellEquations:
         return self._lambdify(list(self.F) + list(self.derivatives.values()))
 
     @cached_property
-    def operation_count(self) -> int:
-        """sympy's operation count of the update and all partials (for rounding bounds)."""
-        return int(sum(sp.count_ops(e) for e in list(self.F) + list(self.derivatives.values())))
-
-
-    @cached_property
     def plan(self) -> "Plan":
         """The chain rule's bookkeeping as plain indices (no sympy left for the time steps)."""
         index = {key: i for i, key in enumerate(self.derivatives)}
