@@ -30,6 +30,9 @@ _API = {
     "run_experiment": "simulations.runner",
     "load_records": "simulations.records", "read_record": "simulations.records",
     "run_gradcheck": "proofs_checks.gradcheck",
+    "register_cell": "simulations.registry", "register_estimator": "simulations.registry",
+    "Equations": "simulations.cells.symbolic", "sigmoid": "simulations.cells.symbolic",
+    "assert_gradients_correct": "proofs_checks.assertions", "check_gradients": "proofs_checks.assertions",
     "experiments": "reports.registry",
 }
 

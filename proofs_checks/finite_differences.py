@@ -25,6 +25,8 @@ from math import factorial
 
 import numpy as np
 
+from rtrl_validation.simulations.seeding import as_generator
+
 EPS = np.finfo(float).eps
 
 
@@ -49,15 +51,15 @@ def noise_level(values: np.ndarray) -> float:
     return float(np.sqrt(g6 * np.mean(d6 * d6)))
 
 
-def richardson_gradient(f, theta, h0: float = 0.1, levels: int = 11,
-                        rng: np.random.Generator | None = None) -> FDGradient:
-    """Gradient of ``f`` at ``θ`` (``p``) with an error estimate; ``f`` maps ``B × p -> B``."""
+def richardson_gradient(f, theta, h0: float = 0.1, levels: int = 11, *, rng) -> FDGradient:
+    """Gradient of ``f`` at ``θ`` (``p``) with an error estimate; ``f`` maps ``B × p -> B``.
+    ``rng`` (a seed or a Generator) draws the direction of the noise estimate."""
     theta = np.asarray(theta, dtype=float)
     p = theta.size
     steps = h0 * 0.5 ** np.arange(levels)[:, None] * np.maximum(1.0, np.abs(theta))   # L × p
     eye = np.eye(p)
     probes = [theta + sgn * steps[l][:, None] * eye for l in range(levels) for sgn in (1.0, -1.0)]
-    rng = np.random.default_rng(12345) if rng is None else rng
+    rng = as_generator(rng)
     u = rng.standard_normal(p)
     u /= np.linalg.norm(u)
     eta = 1e-4 * max(1.0, float(np.abs(theta).max()))

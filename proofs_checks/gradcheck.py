@@ -17,7 +17,9 @@ from __future__ import annotations
 import numpy as np
 
 from rtrl_validation.simulations import LinearReadout, make_cell, make_estimator, run_sequence, sequence_loss
+from rtrl_validation.simulations.cells.base import Cell
 from rtrl_validation.simulations.estimators.rtrl import RTRL
+from rtrl_validation.simulations.seeding import as_generator
 
 from .finite_differences import richardson_gradient
 from .symbolic import Comparison, gamma
@@ -126,7 +128,8 @@ def check_cell(cell, T: int, loss: str, rng: np.random.Generator) -> list[dict]:
 
 def run_gradcheck(cells, hidden: int = 4, inputs: int = 3, steps=(1, 7, 60), density: float = 1.0,
                   seed: int = 0, losses=("mse", "xent")) -> dict:
-    """Run :func:`check_cell` for every cell, ``T`` in ``steps`` and loss.
+    """Run :func:`check_cell` for every cell (a registered name, built at ``hidden``, ``inputs``,
+    ``density``, or a cell object), ``T`` in ``steps`` and loss; ``seed``: an integer or a Generator.
 
     Returns ``{"passed": bool, "checks": [check dicts]}``; raises ``ValueError`` on bad input.
     """
@@ -134,10 +137,14 @@ def run_gradcheck(cells, hidden: int = 4, inputs: int = 3, steps=(1, 7, 60), den
     for T in steps:
         if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T <= 0:
             raise ValueError(f"steps must be positive integers, got {T!r}")
-    rng = np.random.default_rng(seed)
+    rng = as_generator(seed)
     checks = []
     for name in cells:
-        cell = make_cell(name, hidden, inputs, density=density, mask_seed=seed)
+        if isinstance(name, Cell):
+            cell = name
+        else:
+            mask_seed = seed if isinstance(seed, (int, np.integer)) else int(rng.integers(2**31))
+            cell = make_cell(name, hidden, inputs, density=density, mask_seed=mask_seed)
         for T in steps:
             for loss in losses:
                 checks += check_cell(cell, int(T), loss, rng)

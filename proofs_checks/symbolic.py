@@ -19,6 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import sympy as sp
 
+from rtrl_validation.simulations.cells.dense import DenseEquationCell
+from rtrl_validation.simulations.cells.symbolic import EquationCell
+
 EPS = np.finfo(float).eps
 
 
@@ -93,6 +96,20 @@ SYMBOLIC_CELLS = {
 }
 
 
+
+def update_of(cell):
+    """The symbolic ``F(cell, P, s, x)`` of a cell: written here for the built-in cells; a cell
+    built from its equations (:class:`~rtrl_validation.simulations.cells.symbolic.EquationCell`)
+    gives its own, expanded without units or gates (its ``D`` and ``I`` are then checked against
+    sympy's Jacobian of that expression); a :class:`~rtrl_validation.simulations.cells.dense.DenseEquationCell`
+    its user's update."""
+    if isinstance(cell, (EquationCell, DenseEquationCell)):
+        return lambda cell, P, s, x: cell.expanded(P, s, x)
+    if cell.name in SYMBOLIC_CELLS:
+        return SYMBOLIC_CELLS[cell.name]
+    raise ValueError(f"no symbolic form of cell {cell.name!r}: write it with Equations "
+                     f"(rtrl_validation.simulations.cells.symbolic)")
+
 @dataclass
 class SymbolicCell:
     """The sympy form of one engine cell: ``F`` (``k × 1``), ``θ`` symbols, ``s``, ``x`` symbols."""
@@ -108,7 +125,7 @@ class SymbolicCell:
         theta, P = _matrices(cell)
         s = sp.Matrix(sp.symbols(f"s0:{cell.k}", real=True))
         x = sp.Matrix(sp.symbols(f"x0:{cell.m}", real=True))
-        return cls(cell, theta, s, x, SYMBOLIC_CELLS[cell.name](cell, P, s, x))
+        return cls(cell, theta, s, x, update_of(cell)(cell, P, s, x))
 
     def jacobians(self):
         """``(D, I)`` as sympy matrices, ``k × k`` and ``k × p`` (THEORY §1)."""
@@ -174,7 +191,7 @@ def unrolled_loss(cell, readout, phi, xs, ys, s0=None):
     expression in the ``θ`` symbols (THEORY §2.3), for one sequence: ``xs`` ``T × m``, ``ys``
     ``T × n_out`` (mse) or ``T`` (xent), numeric ``φ``.  Returns ``(L, θ symbols)``."""
     theta, P = _matrices(cell)
-    F = SYMBOLIC_CELLS[cell.name]
+    F = update_of(cell)
     s = sp.zeros(cell.k, 1) if s0 is None else sp.Matrix(np.asarray(s0, float))
     V, c = (sp.Matrix(a) for a in readout.unpack(np.asarray(phi, float)))
     L = sp.Integer(0)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .seeding import as_generator
+
 
 class LinearReadout:
     """Linear readout with ``loss`` ``"mse"`` (``ℓ = ½‖ŷ − y‖²``, ``y``: ``B × n_out``) or
@@ -23,6 +25,8 @@ class LinearReadout:
         self.q = self.n_out * self.k + self.n_out
 
     def init(self, rng: np.random.Generator, batch: int | None = None) -> np.ndarray:
+        """Random ``φ``: ``V`` entries ``N(0, 1/k)``, ``c = 0``; ``rng``: a Generator or an integer seed."""
+        rng = as_generator(rng)
         lead = () if batch is None else (batch,)
         phi = np.zeros(lead + (self.q,))
         phi[..., : self.n_out * self.k] = rng.standard_normal(lead + (self.n_out * self.k,)) / np.sqrt(self.k)

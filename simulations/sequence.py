@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .seeding import as_generator
+
 
 @dataclass
 class SequenceResult:
@@ -35,8 +37,14 @@ def sequence_loss(cell, theta, readout, phi, xs, ys, s0=None) -> np.ndarray:
 
 def run_sequence(cell, theta, readout, phi, xs, ys, estimator, rng=None, s0=None,
                  record_states=False) -> SequenceResult:
-    """Loss and gradient estimate of ``L_T`` with ``θ`` held fixed (``Σ_t c_t J_t`` or its adjoint)."""
-    rng = np.random.default_rng(0) if rng is None else rng
+    """Loss and gradient estimate of ``L_T`` with ``θ`` held fixed (``Σ_t c_t J_t`` or its adjoint).
+
+    ``rng`` (a seed, a numpy Generator or a sign source of :mod:`~.estimators.signs`) drives a
+    stochastic estimator (UORO, KF-RTRL) and is required for one; deterministic estimators need none."""
+    if isinstance(rng, (int, np.integer)):
+        rng = as_generator(rng)
+    elif rng is None and getattr(estimator, "stochastic", False):
+        raise ValueError(f"estimator {estimator.name!r} draws random numbers: pass rng (a seed or a Generator)")
     B = xs.shape[1]
     s = initial_state(cell, B, s0)
     est = estimator.init(cell, theta, B, rng)

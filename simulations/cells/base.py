@@ -12,6 +12,7 @@ import numpy as np
 
 from ..jacobians import (DynamicsJacobian, DynamicsTerm, GateJacobian, ImmediateJacobian, Linearization,
                          level_starts, make_blocks)
+from ..seeding import as_generator
 
 
 def sigmoid(a: np.ndarray) -> np.ndarray:
@@ -126,7 +127,9 @@ class Cell:
 
     def init(self, rng: np.random.Generator, scale: float = 1.0, batch: int | None = None) -> np.ndarray:
         """Random ``θ``: recurrent weights ``N(0, scale²/(density·hidden))``, input weights
-        ``N(0, 1/m)``, biases ``N(0, 0.1²)``.  Shape ``(p,)`` or ``(batch, p)``."""
+        ``N(0, 1/m)``, biases ``N(0, 0.1²)``.  Shape ``(p,)`` or ``(batch, p)``; ``rng``: a
+        Generator or an integer seed."""
+        rng = as_generator(rng)
         lead = () if batch is None else (batch,)
         theta = np.empty(lead + (self.p,))
         for b in self.blocks:

@@ -1,7 +1,8 @@
 """Registry of influence / gradient estimators: name -> class.
 
 ``make_estimator("tbptt", tau=5)`` or ``parse_estimator("tbptt-5")``.  A new estimator is one
-module plus one line in ``ESTIMATORS``; its constructor's keyword arguments are its options.
+module plus one line in ``ESTIMATORS`` (or ``register_estimator`` / the entry-point group
+``rtrl_validation.estimators`` from another package); its constructor's keyword arguments are its options.
 """
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from .rflo import RFLO
 from .rtrl import RTRL
 from .snap import SnAp
 from .uoro import UORO
+from ..registry import ESTIMATOR_GROUP, Registry
 
-ESTIMATORS: dict[str, type[Estimator]] = {
+ESTIMATORS: dict[str, type[Estimator]] = Registry(ESTIMATOR_GROUP, {
     "rtrl": RTRL,
     "bptt": BPTT,
     "tbptt": TBPTT,
@@ -21,7 +23,7 @@ ESTIMATORS: dict[str, type[Estimator]] = {
     "uoro": UORO,
     "kf-rtrl": KFRTRL,
     "rflo": RFLO,
-}
+})
 
 #: the option that a ``name-N`` spec sets, per estimator
 SPEC_OPTION = {"tbptt": "tau", "snap": "n"}
