@@ -66,9 +66,12 @@ def interval(low: float, high: float, closed: str, what: str = "a number", many:
 
 
 def one_of(names, kind: str) -> Rule:
-    names = tuple(names)
-    return Rule(f"a {kind} ({', '.join(names)})", f"{kind}s ({', '.join(names)})",
-                problem=lambda v: None if v in names else f"unknown {kind} {shown(v)}; known: {', '.join(names)}")
+    """A name in ``names``, read when a value is checked (a registry may grow after import)."""
+    def problem(v):
+        known = tuple(names)
+        return None if v in known else f"unknown {kind} {shown(v)}; known: {', '.join(known)}"
+    listed = ", ".join(names)
+    return Rule(f"a {kind} ({listed})", f"{kind}s ({listed})", problem=problem)
 
 
 def _estimator_problem(spec: str) -> str | None:
