@@ -4,6 +4,7 @@ import pytest
 
 from rtrl_validation.simulations.cells import make_cell
 from rtrl_validation.simulations.estimators import parse_estimator
+from rtrl_validation.simulations.estimators import Estimator
 from rtrl_validation.simulations.flops import estimator_flops, step_flops
 
 
@@ -53,8 +54,8 @@ def test_tbptt_cost_does_not_depend_on_tau_and_step_total_adds_up():
     assert f["estimator"] < estimator_flops(cell, parse_estimator("rtrl")) / cell.k
 
 
-def test_unknown_estimator_has_no_formula():
-    class Odd:
+def test_estimator_without_a_flop_model_says_so():
+    class Odd(Estimator):
         name = "odd"
-    with pytest.raises(ValueError, match="no FLOP formula"):
+    with pytest.raises(NotImplementedError, match="declares no FLOP model"):
         estimator_flops(make_cell("elman", 3, 1), Odd())

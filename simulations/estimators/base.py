@@ -1,4 +1,4 @@
-"""The estimator interface (DESIGN.md "Core interfaces").
+"""The estimator interface (docs/architecture.md "Estimators"; THEORY.md §2, §4).
 
 An estimator tracks (an estimate of) the influence ``J_t = ds_t/dθ`` and turns credits into
 gradient estimates, as an ``init`` / ``update`` / ``gradient`` / ``flush`` set of pure-looking
@@ -14,16 +14,57 @@ methods over an explicit ``state`` and an explicit ``numpy.random.Generator``:
 
 Forward-mode estimators also expose ``influence(state) -> B × k × p`` (dense, for checks).
 Estimators may update arrays inside ``state`` in place; callers treat a state as owned.
+
+What consumers may rely on is declared, not probed: :attr:`Estimator.capabilities`
+(:class:`Capabilities`: online or not, holds an influence, stochastic), :meth:`Estimator.applies_to`
+(the cells it runs on) and the cost model :meth:`Estimator.flops` (FLOPs per step and replicate,
+:mod:`simulations.flops`) and :meth:`Estimator.memory` (numbers held per replicate).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What an estimator declares about itself.
+
+    ``online``: ``gradient`` returns ``c_t J_t`` at every step (false for TBPTT / BPTT, whose
+    gradient arrives per block); ``holds_influence``: ``influence(state)`` gives ``J̃_t``
+    (``B × k × p``); ``stochastic``: it draws random numbers, so replicates differ.
+    """
+
+    online: bool = True
+    holds_influence: bool = True
+    stochastic: bool = False
+
+
 class Estimator:
     name = "estimator"
-    #: True when ``gradient`` returns ``c_t J_t`` at every step (an online method).
-    online = True
+    capabilities = Capabilities()
+
+    def require_cell(self, cell) -> None:
+        """Raise ``ValueError`` (one line) when the estimator does not run on ``cell``; by default
+        it runs on every cell."""
+
+    def applies_to(self, cell) -> bool:
+        """Whether the estimator runs on ``cell`` (:meth:`require_cell` accepts it)."""
+        try:
+            self.require_cell(cell)
+        except ValueError:
+            return False
+        return True
+
+    def flops(self, cell) -> float:
+        """The estimator's own floating-point operations per step and replicate (formula with the
+        estimator; :mod:`simulations.flops` adds the cell's and the readout's)."""
+        raise NotImplementedError(f"{self.name} declares no FLOP model")
+
+    def memory(self, cell) -> float:
+        """Numbers the estimator holds per replicate between steps (its memory model)."""
+        raise NotImplementedError(f"{self.name} declares no memory model")
 
     def init(self, cell, theta, batch: int, rng: np.random.Generator):
         raise NotImplementedError

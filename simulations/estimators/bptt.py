@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .base import Estimator
+from ..flops import immediate_nnz
+from .base import Capabilities, Estimator
 
 
 @dataclass
@@ -43,7 +44,7 @@ class TBPTT(Estimator):
     """Truncated BPTT with non-overlapping blocks of ``tau`` steps; ``tau=None`` is full BPTT."""
 
     name = "tbptt"
-    online = False
+    capabilities = Capabilities(online=False, holds_influence=False)
 
     def __init__(self, tau: int | None = None):
         if tau is not None and (isinstance(tau, bool) or not isinstance(tau, (int, np.integer)) or tau < 1):
@@ -56,6 +57,11 @@ class TBPTT(Estimator):
 
     def init(self, cell, theta, batch, rng=None):
         return TapeState(batch, cell.p)
+
+    def flops(self, cell) -> float:
+        """One adjoint step per time step, ``λ D``: ``2k²``; ``λ I``: ``2·nnz(I)``; ``+ c_t``: ``k``
+        (independent of ``τ``: the non-overlapping blocks visit each step once)."""
+        return 2.0 * cell.k * cell.k + 2.0 * immediate_nnz(cell) + cell.k
 
     def update(self, state, lin, rng=None):
         state.D.append(lin.dynamics)

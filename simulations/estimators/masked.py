@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..jacobians import EntryInjection, as_slice, merge_blocks, unit_major, unit_major_blocks
+from ..flops import immediate_nnz
 from ..kernels import class_pair_sums, diagonal_influence_step, unit_major_to_theta
 from .base import Estimator
 
@@ -424,6 +425,17 @@ class MaskedInfluence(Estimator):
     def stored(self, state) -> int:
         """Numbers of ``J̃`` held per replicate."""
         return state.structure.nnz
+
+    def flops(self, cell) -> float:
+        """``(D_t J̃) ⊙ M``: ``2·pairs`` (the ``(D_ij, J̃_j,col)`` products the recursion forms: ``k²p``
+        on the dense path of exact RTRL, fewer on a sparse mask); ``+ I_t``: ``nnz(I)``;
+        ``c_t J̃_t``: ``2·nnz(M)``."""
+        st = self.structure(cell)
+        return 2.0 * st.pairs + immediate_nnz(cell) + 2.0 * st.nnz
+
+    def memory(self, cell) -> float:
+        """The entries of ``J̃`` under the mask: ``nnz(M)``."""
+        return float(self.structure(cell).nnz)
 
 
 def influence_rounding_bound(lins, k: int) -> np.ndarray:

@@ -25,7 +25,8 @@ import numpy as np
 
 from ..jacobians import row_dot, unit_major_blocks
 from ..kernels import rank_one_full_step, rank_one_scales
-from .base import Estimator
+from ..flops import immediate_nnz
+from .base import Capabilities, Estimator
 from .signs import rademacher
 
 
@@ -76,8 +77,16 @@ class RankOneState:
 
 class UORO(Estimator):
     name = "uoro"
-    #: draws random signs: its estimates are random, replicates differ
-    stochastic = True
+    capabilities = Capabilities(stochastic=True)     # draws random signs: replicates differ
+
+    def flops(self, cell) -> float:
+        """``D_t s̃``: ``2k²``; ``νᵀ I_t``: ``2·nnz(I)``; norms, ``θ̃`` update and ``(c s̃) θ̃``: ``6p + 4k``."""
+        k = cell.k
+        return 2.0 * k * k + 2.0 * immediate_nnz(cell) + 6.0 * cell.p + 4.0 * k
+
+    def memory(self, cell) -> float:
+        """``s̃`` and ``θ̃``: ``k + p``."""
+        return float(cell.k + cell.p)
 
     def init(self, cell, theta, batch, rng=None):
         return RankOneState(np.zeros((batch, cell.k)), np.zeros((batch, cell.p)), np.ones(batch), batch, cell.p)

@@ -82,7 +82,7 @@ def measure(cell, theta, readout, phi, xs, ys, estimators, replicates, rng, infl
     """
     T, k = xs.shape[0], cell.k
     exact = make_estimator("rtrl")
-    sizes = {lab: (replicates if getattr(e, "stochastic", False) else 1) for lab, e in estimators.items()}
+    sizes = {lab: (replicates if e.capabilities.stochastic else 1) for lab, e in estimators.items()}
     states = {lab: e.init(cell, theta, sizes[lab], rng) for lab, e in estimators.items()}
     ex = exact.init(cell, theta, 1)
     stats = {lab: {n: np.empty((sizes[lab], T)) for n in STAT_ARRAYS} for lab in estimators}
@@ -197,7 +197,7 @@ class BiasVarianceExperiment(Experiment):
     def tasks(self, config):
         # every Monte Carlo unbiasedness test of the run shares the family level α (Bonferroni)
         settings = self.settings(config)
-        stochastic = [s for s in config["estimators"] if getattr(parse_estimator(s), "stochastic", False)]
+        stochastic = [s for s in config["estimators"] if parse_estimator(s).capabilities.stochastic]
         alpha = config["alpha"] / max(1, len(settings) * len(stochastic) + 4)
         out = [Task("identities", dict(config, setting=None, test_alpha=alpha))]
         for h, d, r in settings:
@@ -254,7 +254,7 @@ class BiasVarianceExperiment(Experiment):
                        + ("(rejected: the test has power here)" if z > q
                           else "(not rejected: little power at this R)"))
         for lab, est in ests.items():
-            if getattr(est, "stochastic", False):
+            if est.capabilities.stochastic:
                 z, q, N = mean_z_test(finals[lab][1], finals["g"], config["test_alpha"])
                 verdicts.append(Verdict(f"{lab} is unbiased (Monte Carlo)", z <= q,
                                         f"{finals[lab][1].shape[0]} replicates, last-step gradient: max|z| = {z:.2f} "
@@ -300,9 +300,10 @@ class BiasVarianceExperiment(Experiment):
                                                           config["base_rho"], rng, 0)
         R = config["check_replicates"]
         for name, src in (("uoro", rng), ("kf-rtrl", rng), ("uoro", ShiftedSigns(rng, config["shift"]))):
-            if name == "kf-rtrl" and not cell.kronecker_form:
+            est = make_estimator(name)
+            if not est.applies_to(cell):
                 continue
-            _, _, fin = measure(cell, theta, readout, phi, xs, ys, {name: make_estimator(name)}, R, src,
+            _, _, fin = measure(cell, theta, readout, phi, xs, ys, {name: est}, R, src,
                                 influences=True, bound=False)
             for what, samples, exact in (("gradient", fin[name][1], fin["g"]), ("influence", fin[name][0], fin["J"])):
                 z, q, N = mean_z_test(samples, exact, config["test_alpha"])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from ..cells import CELLS, make_cell
 from ..estimators import parse_estimator
-from ..estimators.kf_rtrl import kronecker_layout
 from .base import ConfigError
 
 
@@ -35,8 +34,6 @@ def density(d) -> None:
 def estimator_for(spec, cell_name: str) -> None:
     """``spec`` parses (e.g. ``snap-0`` does not) and runs on ``cell_name`` (KF-RTRL needs σ(W â))."""
     try:
-        est = parse_estimator(spec)
-        if est.name == "kf-rtrl":
-            kronecker_layout(make_cell(cell_name, 2, 1))
+        parse_estimator(spec).require_cell(make_cell(cell_name, 2, 1))
     except ValueError as err:
         raise ConfigError(str(err)) from None
