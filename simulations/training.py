@@ -159,12 +159,6 @@ class OnlineTrainer:
                           np.zeros_like(theta), np.zeros_like(phi), self.optimizer.init(theta),
                           self.optimizer.init(phi), np.full(B, -1, dtype=np.int64))
 
-    def _is_checkpoint(self, t: int) -> bool:
-        if self.checkpoints is None:
-            return t % self.record_every == 0
-        i = np.searchsorted(self.checkpoints, t)
-        return i < self.checkpoints.size and self.checkpoints[i] == t
-
     def run(self, state: TrainState, steps: int, rng: np.random.Generator,
             traj: Trajectory | None = None, progress=None, checkpoint=None,
             data_rng: np.random.Generator | None = None) -> tuple[TrainState, Trajectory]:

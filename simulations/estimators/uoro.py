@@ -30,11 +30,6 @@ from .base import Capabilities, Estimator
 from .signs import rademacher
 
 
-def left_product(I, lam: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """``λ I_t`` (``B × p``): :meth:`~simulations.jacobians.ImmediateJacobian.rmatmul`, by its former name."""
-    return I.rmatmul(lam, out)
-
-
 def norms(x: np.ndarray) -> np.ndarray:
     """Euclidean norms of the rows of ``x`` (``B × n`` -> ``B``), one pass without temporaries."""
     return np.sqrt(row_dot(x, x))
