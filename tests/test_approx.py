@@ -237,12 +237,12 @@ def test_uoro_guards_zero_norms():
 
 @pytest.mark.parametrize("name", list(CELLS))
 @pytest.mark.parametrize("density", [1.0, 0.4])
-def test_factored_rmatmul_is_the_dense_left_product(name, density):
+def test_factored_rmatvec_is_the_dense_left_product(name, density):
     """``νᵀ I_t`` from the factored ``I_t`` (outer products for unmasked blocks, UORO's product)
     equals the product with the dense ``I_t``."""
     rng = np.random.default_rng(6)
     cell = make_cell(name, 4, 3, density=density, mask_seed=1)
     lin = cell.linearize(cell.init(rng), rng.standard_normal((3, cell.k)), rng.standard_normal((3, 3)))
     lam = rng.standard_normal((3, cell.k))
-    np.testing.assert_allclose(lin.I.rmatmul(lam), np.einsum("bk,bkp->bp", lam, lin.I.dense()),
+    np.testing.assert_allclose(lin.I.rmatvec(lam), np.einsum("bk,bkp->bp", lam, lin.I.dense()),
                                rtol=1e-13, atol=1e-15)

@@ -33,10 +33,10 @@ def adjoint(D: list, I: list, c: list) -> np.ndarray:
 
     ``D``: :class:`~simulations.jacobians.DynamicsJacobian` per step (``λ D`` by ``rmatvec``)."""
     lam = c[-1]
-    g = I[-1].rmatmul(lam)
+    g = I[-1].rmatvec(lam)
     for t in range(len(c) - 2, -1, -1):
         lam = c[t] + D[t + 1].rmatvec(lam)
-        I[t].rmatmul(lam, out=g, add=True)
+        I[t].rmatvec(lam, out=g, add=True)
     return g
 
 

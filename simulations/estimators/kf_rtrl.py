@@ -73,6 +73,7 @@ def kronecker_layout(cell) -> KroneckerLayout:
 class KFRTRL(Estimator):
     name = "kf-rtrl"
     capabilities = Capabilities(stochastic=True)     # draws random signs: replicates differ
+    _cached: tuple | None = None                     # (the last cell, its KroneckerLayout)
 
     def require_cell(self, cell) -> None:
         """Cells of the form ``s' = σ(W â)`` (THEORY §4): the one rule, :func:`kronecker_layout`."""
@@ -88,7 +89,7 @@ class KFRTRL(Estimator):
         return float(cell.k + cell.m + 1 + cell.k * cell.k)
 
     def layout(self, cell) -> KroneckerLayout:
-        cached = getattr(self, "_cached", None)
+        cached = self._cached
         if cached is None or cached[0] is not cell:
             cached = (cell, kronecker_layout(cell))
             self._cached = cached
