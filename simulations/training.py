@@ -15,6 +15,7 @@ import numpy as np
 
 from . import checkpoint as checkpoints
 from .optimizers import SGD, Optimizer, Schedule
+from .plain import restore, to_plain
 
 __all__ = ["Hook", "OnlineTrainer", "Schedule", "TrainState", "Trajectory", "frozen_windows", "log_checkpoints"]
 
@@ -90,6 +91,8 @@ class Hook:
     end of the step (after the update, the divergence check and the checkpoint record;
     ``recorded`` says whether this step was a checkpoint); it may replace ``state.data`` (a data
     process that adapts to the loss, e.g. a curriculum).  Hooks only read ``θ``, ``φ`` and ``s``.
+    A hook that records keeps its records in :meth:`export_state` / :meth:`restore_state`, so that
+    a run resumed from a checkpoint ends with the records of an uninterrupted one.
     """
 
     def before_step(self, state: TrainState, x: np.ndarray, y: np.ndarray) -> None:
@@ -97,6 +100,13 @@ class Hook:
 
     def after_step(self, state: TrainState, loss: np.ndarray, y: np.ndarray, recorded: bool) -> None:
         pass
+
+    def export_state(self) -> dict:
+        """What the hook has recorded so far, as plain data (saved with the trainer's checkpoints)."""
+        return {}
+
+    def restore_state(self, plain: dict) -> None:
+        """Continue from :meth:`export_state`'s data."""
 
 
 class OnlineTrainer:
@@ -260,18 +270,33 @@ class OnlineTrainer:
         return self.stop == "any" or bool(np.all(state.diverged >= 0))
 
     def _payload(self, state, traj, win, rngs) -> dict:
-        """A snapshot: plain numbers, arrays, dicts and lists, besides the estimator's and the data
-        process's own state objects."""
-        return {"state": dict(vars(state)), "traj": traj.to_dict(), "window": win.to_dict(),
-                "rng": [r.bit_generator.state for r in rngs]}
+        """A snapshot as plain data: numbers, strings, arrays, lists, dicts and the generators'
+        ``bit_generator.state`` (:mod:`simulations.plain`; the estimator's state by its
+        :meth:`~simulations.estimators.base.Estimator.export_state`)."""
+        plain = {"t": int(state.t), "s": state.s, "theta": state.theta, "phi": state.phi,
+                 "est": self.estimator.export_state(state.est), "data": to_plain(state.data),
+                 "g_acc": state.g_acc, "gphi_acc": state.gphi_acc, "opt_theta": to_plain(state.opt_theta),
+                 "opt_phi": to_plain(state.opt_phi), "diverged": state.diverged}
+        return {"state": plain, "traj": traj.to_dict(), "window": win.to_dict(),
+                "rng": [r.bit_generator.state for r in rngs], "hooks": [h.export_state() for h in self.hooks]}
 
-    @staticmethod
-    def _restore(payload, state, traj, win, rngs) -> None:
-        vars(state).update(payload["state"])
+    def _restore(self, payload, state, traj, win, rngs) -> None:
+        """Write a snapshot into ``state`` (made by :meth:`init` with the same arguments), ``traj``,
+        ``win`` and the generators; every type comes from them, only values from the snapshot."""
+        p = payload["state"]
+        state.t = int(p["t"])
+        for name in ("s", "theta", "phi", "g_acc", "gphi_acc"):
+            setattr(state, name, np.array(p[name], dtype=float))
+        state.diverged = np.array(p["diverged"], dtype=np.int64)
+        state.est = self.estimator.restore_state(state.est, p["est"], self.cell)
+        state.data = restore(state.data, p["data"])
+        state.opt_theta, state.opt_phi = restore(state.opt_theta, p["opt_theta"]), restore(state.opt_phi, p["opt_phi"])
         traj.restore(payload["traj"])
         win.restore(payload["window"])
         for r, s in zip(rngs, payload["rng"]):
             r.bit_generator.state = s
+        for hook, plain in zip(self.hooks, payload["hooks"]):
+            hook.restore_state(plain)
 
     def _call_fingerprint(self, state, steps, rngs) -> dict:
         """What identifies a call of :meth:`run` for its checkpoints: trainer settings, start,
@@ -395,3 +420,4 @@ class _Window:
     def restore(self, d: dict) -> None:
         for name in self.__slots__:
             setattr(self, name, d[name])
+        self.n = int(self.n)

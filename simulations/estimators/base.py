@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..plain import restore, to_plain
+
 
 @dataclass(frozen=True)
 class Capabilities:
@@ -89,6 +91,18 @@ class Estimator:
     def reset(self, state):
         """Forget the influence (start of an independent sequence); default re-creates nothing."""
         raise NotImplementedError
+
+    #: state fields derived from the cell alone: not saved, kept from a fresh ``init``
+    static_state: tuple[str, ...] = ()
+
+    def export_state(self, state) -> dict:
+        """``state`` as plain data (numbers, arrays, lists, dicts; :mod:`simulations.plain`), for checkpoints."""
+        return to_plain(state, self.static_state)
+
+    def restore_state(self, template, plain: dict, cell):
+        """The state saved by :meth:`export_state`, written into ``template`` (a fresh ``init``
+        for ``cell`` with the same batch); returns the restored state."""
+        return restore(template, plain)
 
     def __repr__(self):
         return self.label

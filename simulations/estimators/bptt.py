@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..flops import immediate_nnz
+from ..jacobians import DynamicsJacobian, DynamicsTerm, GateJacobian, ImmediateJacobian, LayoutCache
 from .base import Capabilities, Estimator
 
 
@@ -85,6 +86,25 @@ class TBPTT(Estimator):
         state.D, state.I, state.c = [], [], []
         return state
 
+    def export_state(self, state) -> dict:
+        """The pending tape as plain data: per step the factors of ``D_t`` and ``I_t`` (gate
+        Jacobians, weights, block inputs) and the credit."""
+        return {"D": [_plain_dynamics(D) for D in state.D],
+                "I": [{"gates": {g: _plain_gate(G) for g, G in I.gates.items()}, "sources": dict(I.sources)}
+                      for I in state.I],
+                "c": list(state.c)}
+
+    def restore_state(self, template, plain, cell):
+        """The tape rebuilt on ``cell``'s blocks (the weights as saved: equal to ``θ``'s while the
+        block is pending)."""
+        template.D = [_dynamics(cell, d) for d in plain["D"]]
+        template.I = [ImmediateJacobian(cell.k, cell.p, cell.blocks,
+                                        {g: _gate(G) for g, G in i["gates"].items()},
+                                        {name: np.asarray(v, dtype=float) for name, v in i["sources"].items()},
+                                        LayoutCache()) for i in plain["I"]]
+        template.c = [np.asarray(c, dtype=float) for c in plain["c"]]
+        return template
+
 
 class BPTT(TBPTT):
     """Full BPTT: the whole sequence is one block."""
@@ -93,3 +113,28 @@ class BPTT(TBPTT):
 
     def __init__(self):
         super().__init__(None)
+
+
+def _plain_gate(G: GateJacobian) -> dict:
+    return {"vals": G.vals, "rows": G.rows}
+
+
+def _gate(d: dict) -> GateJacobian:
+    return GateJacobian(np.asarray(d["vals"], dtype=float),
+                        None if d["rows"] is None else np.asarray(d["rows"], dtype=np.intp))
+
+
+def _plain_dynamics(D: DynamicsJacobian) -> dict:
+    if D.terms is None:
+        return {"dense": D.dense()}
+    return {"terms": [{"L": _plain_gate(t.L), "W": t.W, "R": t.R,
+                       "cols": None if t.cols is None else [t.cols.start, t.cols.stop]} for t in D.terms]}
+
+
+def _dynamics(cell, d: dict) -> DynamicsJacobian:
+    if "dense" in d:
+        return DynamicsJacobian.from_dense(d["dense"])
+    terms = tuple(DynamicsTerm(_gate(t["L"]), None if t["W"] is None else np.asarray(t["W"], dtype=float),
+                               None if t["R"] is None else np.asarray(t["R"], dtype=float),
+                               None if t["cols"] is None else slice(*t["cols"])) for t in d["terms"])
+    return DynamicsJacobian(cell.k, terms, LayoutCache())

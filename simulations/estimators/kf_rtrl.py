@@ -74,6 +74,7 @@ class KFRTRL(Estimator):
     name = "kf-rtrl"
     capabilities = Capabilities(stochastic=True)     # draws random signs: replicates differ
     _cached: tuple | None = None                     # (the last cell, its KroneckerLayout)
+    static_state = ("layout",)
 
     def require_cell(self, cell) -> None:
         """Cells of the form ``s' = σ(W â)`` (THEORY §4): the one rule, :func:`kronecker_layout`."""

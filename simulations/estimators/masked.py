@@ -475,6 +475,18 @@ class MaskedInfluence(Estimator):
         state.J[...] = 0.0
         return state
 
+    def export_state(self, state) -> dict:
+        """Dense storage: ``full`` (``J`` is its first ``k`` rows, ``buf`` scratch); sparse: ``J``."""
+        return {"full": state.full} if state.structure.dense else {"J": state.J}
+
+    def restore_state(self, template, plain, cell):
+        if template.structure.dense:
+            template.full[...] = plain["full"]
+            template.J = template.full[:, :-1]
+        else:
+            template.J = np.array(plain["J"], dtype=float)
+        return template
+
     def stored(self, state) -> int:
         """Numbers of ``J̃`` held per replicate."""
         return state.structure.nnz

@@ -99,6 +99,20 @@ class LearningRecorder(Hook):
         if self.validation is not None and state.t % self.val_every == 0:
             self._validate(state)
 
+    def export_state(self) -> dict:
+        """Records so far, the alignment segment being collected and ``align_rng``'s state."""
+        seg = None if self.segment is None else list(self.segment)
+        return {"out": {k: list(v) for k, v in self.out.items()}, "segment": seg,
+                "align_rng": None if self.align_rng is None else self.align_rng.bit_generator.state}
+
+    def restore_state(self, plain: dict) -> None:
+        self.out = {k: list(v) for k, v in plain["out"].items()}
+        seg = plain["segment"]
+        self.segment = None if seg is None else (int(seg[0]), *(np.asarray(a, dtype=float) for a in seg[1:4]),
+                                                 [np.asarray(x) for x in seg[4]], [np.asarray(y) for y in seg[5]])
+        if self.align_rng is not None:
+            self.align_rng.bit_generator.state = plain["align_rng"]
+
     def _validate(self, state):
         xs, ys = self.validation
         self.out["val_t"].append(state.t)
