@@ -29,7 +29,7 @@ from scipy.stats import t as student_t
 from ..cells import make_cell
 from ..estimators import make_estimator, parse_estimator
 from ..estimators.enumeration import expected_influence
-from ..estimators.masked import UNIT_ROUNDOFF, exact_order, influence_rounding_bound
+from ..estimators.masked import UNIT_ROUNDOFF, MaskedInfluence, exact_order, influence_rounding_bound
 from ..estimators.signs import ShiftedSigns
 from ..readouts import LinearReadout
 from . import checks
@@ -270,7 +270,7 @@ class BiasVarianceExperiment(Experiment):
                 "contraction": float(cell.contraction(theta)) if hasattr(cell, "contraction") else None,
                 "exact_order": n_star, "orders": orders, "estimators": list(ests),
                 "replicates": {lab: int(s["cos"].shape[0]) for lab, s in stats.items()},
-                "stored": {lab: int(e.stored(e.init(cell, theta, 1))) if hasattr(e, "stored") else None
+                "stored": {lab: int(e.stored(e.init(cell, theta, 1))) if isinstance(e, MaskedInfluence) else None
                            for lab, e in ests.items()},
                 "steps": config["steps"], "base": [config["base_hidden"], config["base_density"], config["base_rho"]]}
         return TaskResult(data, arrays, verdicts)
