@@ -72,16 +72,6 @@ class Trajectory:
                 out[name] = np.stack(vals)
         return out
 
-    def to_dict(self) -> dict:
-        """Plain lists, numbers and arrays (a checkpoint payload)."""
-        return {name: list(getattr(self, name)) for name in self.SERIES} | {
-            "diverged_at": self.diverged_at, "diverged_reason": self.diverged_reason}
-
-    def restore(self, d: dict) -> None:
-        for name in self.SERIES:
-            setattr(self, name, list(d[name]))
-        self.diverged_at, self.diverged_reason = d["diverged_at"], d["diverged_reason"]
-
 
 class Hook:
     """What an experiment adds to the online loop; the default methods do nothing.
@@ -257,7 +247,7 @@ class OnlineTrainer:
 
     def _window(self, state) -> _Window:
         B, p = state.theta.shape
-        return _Window(B, p, state.phi.shape[1], self.record_grad)
+        return _Window.empty(B, p, state.phi.shape[1], self.record_grad)
 
     def _diverge(self, state, traj, bad: np.ndarray, reason) -> bool:
         """Mark newly diverged replicates at ``state.t``; True when the run must stop."""
@@ -277,7 +267,7 @@ class OnlineTrainer:
                  "est": self.estimator.export_state(state.est), "data": to_plain(state.data),
                  "g_acc": state.g_acc, "gphi_acc": state.gphi_acc, "opt_theta": to_plain(state.opt_theta),
                  "opt_phi": to_plain(state.opt_phi), "diverged": state.diverged}
-        return {"state": plain, "traj": traj.to_dict(), "window": win.to_dict(),
+        return {"state": plain, "traj": to_plain(traj), "window": to_plain(win),
                 "rng": [r.bit_generator.state for r in rngs], "hooks": [h.export_state() for h in self.hooks]}
 
     def _restore(self, payload, state, traj, win, rngs) -> None:
@@ -291,8 +281,8 @@ class OnlineTrainer:
         state.est = self.estimator.restore_state(state.est, p["est"], self.cell)
         state.data = restore(state.data, p["data"])
         state.opt_theta, state.opt_phi = restore(state.opt_theta, p["opt_theta"]), restore(state.opt_phi, p["opt_phi"])
-        traj.restore(payload["traj"])
-        win.restore(payload["window"])
+        restore(traj, payload["traj"])
+        restore(win, payload["window"])
         for r, s in zip(rngs, payload["rng"]):
             r.bit_generator.state = s
         for hook, plain in zip(self.hooks, payload["hooks"]):
@@ -385,15 +375,22 @@ def frozen_windows(cell, readout, estimator, process, theta, phi, burn: int, ste
     return out
 
 
+@dataclass(slots=True)
 class _Window:
     """Running sums over the steps since the last checkpoint: ``n`` steps, per replicate the loss,
     the counted steps ``cnt`` (``None`` when every step counts), ``‖g_t‖`` and optionally ``g_t``, ``∂ℓ_t/∂φ``."""
 
-    __slots__ = ("n", "loss", "cnt", "gnorm", "g", "gphi")
+    n: int
+    loss: np.ndarray                 # B
+    cnt: np.ndarray | None           # B
+    gnorm: np.ndarray                # B
+    g: np.ndarray | None             # B × p
+    gphi: np.ndarray | None          # B × q
 
-    def __init__(self, B, p, q, with_grad):
-        self.n, self.loss, self.cnt, self.gnorm = 0, np.zeros(B), None, np.zeros(B)
-        self.g, self.gphi = (np.zeros((B, p)), np.zeros((B, q))) if with_grad else (None, None)
+    @classmethod
+    def empty(cls, B, p, q, with_grad) -> _Window:
+        grads = (np.zeros((B, p)), np.zeros((B, q))) if with_grad else (None, None)
+        return cls(0, np.zeros(B), None, np.zeros(B), *grads)
 
     def add(self, loss, g, dphi, counted=None) -> np.ndarray:
         """Add one step; returns ``‖g_t‖`` (``B``)."""
@@ -413,11 +410,3 @@ class _Window:
         if self.cnt is None:
             return self.loss / self.n
         return np.where(self.cnt > 0, self.loss / np.maximum(self.cnt, 1), np.nan)
-
-    def to_dict(self) -> dict:
-        return {name: getattr(self, name) for name in self.__slots__}
-
-    def restore(self, d: dict) -> None:
-        for name in self.__slots__:
-            setattr(self, name, d[name])
-        self.n = int(self.n)
