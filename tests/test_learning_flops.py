@@ -59,3 +59,18 @@ def test_estimator_without_a_flop_model_says_so():
         name = "odd"
     with pytest.raises(NotImplementedError, match="declares no FLOP model"):
         estimator_flops(make_cell("elman", 3, 1), Odd())
+
+
+def test_memory_models():
+    """Numbers held per replicate: RTRL ``k·p``, SnAp-1 ``p`` on a cell with one row per column,
+    UORO ``k + p``, KF-RTRL ``(k + m + 1) + k²``; TBPTT grows linearly in ``τ``; full BPTT has no bound."""
+    cell = make_cell("elman", 5, 3)
+    k, p, m = cell.k, cell.p, cell.m
+    assert parse_estimator("rtrl").memory(cell) == k * p
+    assert parse_estimator("snap-1").memory(cell) == p
+    assert parse_estimator("uoro").memory(cell) == k + p
+    assert parse_estimator("kf-rtrl").memory(cell) == k + m + 1 + k * k
+    m4, m8 = (parse_estimator(f"tbptt-{tau}").memory(cell) for tau in (4, 8))
+    assert m8 == 2 * m4 > 0
+    with pytest.raises(NotImplementedError, match="grows with T"):
+        parse_estimator("bptt").memory(cell)

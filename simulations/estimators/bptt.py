@@ -64,6 +64,18 @@ class TBPTT(Estimator):
         (independent of ``τ``: the non-overlapping blocks visit each step once)."""
         return 2.0 * cell.k * cell.k + 2.0 * immediate_nnz(cell) + cell.k
 
+    def memory(self, cell) -> float:
+        """A full tape of ``τ`` steps: per step the credit (``k``) and the step-dependent factors of
+        ``D_t`` and ``I_t`` (gate Jacobian values, block inputs, column scalings; the weights are
+        ``θ``'s, not copied).  Full BPTT's tape grows with the sequence: no bound."""
+        if self.tau is None:
+            raise NotImplementedError("bptt holds the whole sequence: its memory grows with T")
+        lin = cell.linearize(np.zeros(cell.p), np.zeros((1, cell.k)), np.zeros((1, cell.m)))
+        per_step = cell.k + sum(G.vals.size for G in lin.I.gates.values()) \
+            + sum(v.size for v in lin.I.sources.values()) \
+            + sum(t.R.size for t in lin.dynamics.terms if t.R is not None)
+        return float(self.tau * per_step)
+
     def update(self, state, lin, rng=None):
         state.D.append(lin.dynamics)
         state.I.append(lin.I)
