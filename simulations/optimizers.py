@@ -2,10 +2,10 @@
 update ``u_t`` computed from the accumulated gradient estimate.
 
 An optimiser is an ``init`` / ``update`` pair over explicit state, in the shape of optax's
-``GradientTransformation``: ``init(x) -> state`` and ``update(grads, state, alpha, active) ->
+``GradientTransformation``: ``init(x) -> state`` and ``update(grads, state, alpha) ->
 (updates, state)``; the caller adds ``updates`` to its parameters.  Rows are independent
-replicates (``B × n``); ``active`` (``B`` bool) flags the rows that received a gradient, and only
-those rows move or advance their optimiser state.  The step size ``α_t`` comes from a
+replicates (``B × n``); a row whose gradient is zero (it received none: TBPTT between blocks, a
+copy task between recall steps) does not move, and Adam does not advance its state.  The step size ``α_t`` comes from a
 :class:`Schedule` evaluated by the training loop for a chunk of steps at once, so that every
 optimiser sees the same ``α_t``.
 """
@@ -52,17 +52,13 @@ class Schedule:
 
 
 class Optimizer(Protocol):
-    """``init(x) -> state``; ``update(grads, state, alpha, active) -> (updates, state)``."""
+    """``init(x) -> state``; ``update(grads, state, alpha) -> (updates, state)``."""
 
     name: str
 
     def init(self, x: np.ndarray): ...
 
-    def update(self, grads: np.ndarray, state, alpha: float, active: np.ndarray) -> tuple[np.ndarray, object]: ...
-
-
-def _rows(active: np.ndarray):
-    return slice(None) if active.all() else np.flatnonzero(active)
+    def update(self, grads: np.ndarray, state, alpha: float) -> tuple[np.ndarray, object]: ...
 
 
 class SGDState(NamedTuple):
@@ -78,14 +74,9 @@ class SGD:
     def init(self, x: np.ndarray) -> SGDState:
         return SGDState()
 
-    def update(self, grads, state, alpha, active):
-        """``grads``, ``updates``: ``B × n``; zero rows where ``active`` (``B``) is false."""
-        if active.all():
-            return -(alpha * grads), state
-        updates = np.zeros_like(grads)
-        rows = _rows(active)
-        updates[rows] = -(alpha * grads[rows])
-        return updates, state
+    def update(self, grads, state, alpha):
+        """``grads``, ``updates``: ``B × n`` (a zero row of ``grads`` gives a zero row)."""
+        return -(alpha * grads), state
 
 
 class AdamState(NamedTuple):
@@ -107,12 +98,14 @@ class Adam:
     def init(self, x: np.ndarray) -> AdamState:
         return AdamState(np.zeros_like(x), np.zeros_like(x), np.zeros(x.shape[0]))
 
-    def update(self, grads, state, alpha, active):
-        """``u[b] = −α_t m̂[b] / (sqrt(v̂[b]) + ε)`` for active rows ``b`` (``B × n``), zero elsewhere."""
+    def update(self, grads, state, alpha):
+        """``u[b] = −α_t m̂[b] / (sqrt(v̂[b]) + ε)`` for the rows ``b`` with a nonzero gradient
+        (``B × n``); zero, and no step counted, for the others."""
         updates = np.zeros_like(grads)
+        active = np.any(grads != 0.0, axis=1)
         if not active.any():
             return updates, state
-        rows = _rows(active)
+        rows = slice(None) if active.all() else np.flatnonzero(active)
         m, v, n = state.m, state.v, state.n
         n[rows] += 1
         mr = m[rows] = self.beta1 * m[rows] + (1.0 - self.beta1) * grads[rows]

@@ -222,10 +222,11 @@ class OnlineTrainer:
                         state.gphi_acc += dphi
                         if update_now[i]:
                             self._update(state, alphas[i])
-                    bad = ~(np.isfinite(loss) & (g_norm < blowup) & _within(state.s, blowup)
-                            & (_within(state.theta, blowup) if learn else True))
-                    if self._diverge(state, traj, bad, lambda: self._divergence(state, loss, g_norm, bad)):
-                        return state, traj
+                    if not self._within_bounds(state, loss, g_norm, learn):
+                        bad = ~(np.isfinite(loss) & (g_norm < blowup) & _within(state.s, blowup)
+                                & (_within(state.theta, blowup) if learn else True))
+                        if self._diverge(state, traj, bad, lambda: self._divergence(state, loss, g_norm, bad)):
+                            return state, traj
                     if record_now[i]:
                         self._record(traj, state, win)
                         win = self._window(state)
@@ -248,6 +249,13 @@ class OnlineTrainer:
     def _window(self, state) -> _Window:
         B, p = state.theta.shape
         return _Window.empty(B, p, state.phi.shape[1], self.record_grad)
+
+    def _within_bounds(self, state, loss, g_norm, learn) -> bool:
+        """Whole-batch test, cheap: every replicate finite and within the bound (when false,
+        the replicates are examined one by one)."""
+        b, s, theta = self.blowup, state.s, state.theta
+        return bool(s.max() < b and s.min() > -b and g_norm.max() < b and np.isfinite(loss.sum())
+                    and (not learn or (theta.max() < b and theta.min() > -b)))
 
     def _diverge(self, state, traj, bad: np.ndarray, reason) -> bool:
         """Mark newly diverged replicates at ``state.t``; True when the run must stop."""
@@ -319,17 +327,16 @@ class OnlineTrainer:
         return "loss non-finite"
 
     def _update(self, state, alpha):
-        """Apply the optimiser to the accumulated gradients (rows that received one), then project."""
-        active = np.any(state.g_acc != 0.0, axis=1)
-        if self.estimator.capabilities.online or active.any():
-            updates, state.opt_theta = self.optimizer.update(state.g_acc, state.opt_theta, alpha, active)
+        """Apply the optimiser to the accumulated gradients, then project (an estimator that is
+        not online moves ``θ`` only when a gradient has arrived)."""
+        if self.estimator.capabilities.online or state.g_acc.any():
+            updates, state.opt_theta = self.optimizer.update(state.g_acc, state.opt_theta, alpha)
             state.theta += updates
             if self.project is not None:
                 state.theta = self.project(state.theta)
             state.g_acc[...] = 0.0
         if self.train_readout:
-            active = np.any(state.gphi_acc != 0.0, axis=1)
-            updates, state.opt_phi = self.optimizer.update(state.gphi_acc, state.opt_phi, alpha, active)
+            updates, state.opt_phi = self.optimizer.update(state.gphi_acc, state.opt_phi, alpha)
             state.phi += updates
         state.gphi_acc[...] = 0.0
 
