@@ -26,6 +26,7 @@ import argparse
 import fnmatch
 import json
 import math
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -49,7 +50,6 @@ VERDICT_EVIDENCE = ("status", "rule", "claim", "source", "statistic", "effect", 
 
 def _added_empty(path: str, value, record: dict) -> bool:
     """A verdict evidence field only the newer record has, and that carries nothing."""
-    import re
     m = re.fullmatch(r"verdicts\[(\d+)\]/(\w+)", path)
     if not m or m.group(2) not in VERDICT_EVIDENCE:
         return False
@@ -78,7 +78,6 @@ def _leaves(obj, path=""):
 
 def _pattern_path(path: str) -> str:
     """``a/b[3]/c`` -> ``a/b/*/c`` so that exclusions can be written without indices."""
-    import re
     return re.sub(r"\[\d+\]", "/*", path)
 
 
