@@ -196,3 +196,12 @@ def test_unregistered_estimator_fails_the_task_with_its_reason():
     (task,) = exp.tasks(cfg)
     with pytest.raises(ValueError, match="unknown estimator"):
         exp.run_task(task, task_seed(0, 0))
+
+
+def test_a_run_that_diverges_at_once_still_has_empty_curves():
+    """Every replicate non-finite from the start: the run stops at step 1, before any record."""
+    process, cell, readout, theta0, phi0 = text_setup()
+    out = learn_online(cell, readout, parse_estimator("rtrl"), process, np.full_like(theta0, np.nan), phi0, 20,
+                       np.random.default_rng(1), np.random.default_rng(2), Adam(), Schedule(0.01), record_every=10)
+    np.testing.assert_array_equal(out["diverged_at"], [1, 1])
+    assert out["t"].shape == (0,) and out["loss_bits"].shape == (0, 2)

@@ -159,6 +159,10 @@ def learn_online(cell, readout, estimator, process, theta0, phi0, steps: int, rn
                               progress=None if progress is None else (lambda n: progress(state.t / steps)))
     out = dict(recorder.out, t=traj.t, loss_bits=[loss / LN2 for loss in traj.loss])
     arrays = {k: np.asarray(v, dtype=float) for k, v in out.items() if v}
+    # a run that diverged before its first record still has (empty) curves
+    B = state.theta.shape[0]
+    for k in ("t", "loss_bits") + (("length",) if recorder.lengths is not None else ()):
+        arrays.setdefault(k, np.zeros((0,) if k == "t" else (0, B)))
     arrays["theta"], arrays["phi"] = state.theta, state.phi
     arrays["diverged_at"] = state.diverged
     arrays["seconds"] = np.asarray(time.perf_counter() - started)
