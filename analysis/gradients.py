@@ -1,4 +1,4 @@
-"""Report section of the ``gradients`` experiment (DESIGN.md check 1 and 2).
+"""Report section of the ``gradients`` experiment (docs/architecture.md "The checks a report carries", 1 and 2).
 
 Every comparison's worst error-to-bound ratio per cell; a ratio ≤ 1 passes.  The bounds are the
 float64 rounding bound ``γ_N G_abs`` for exact-vs-exact comparisons and twice the Richardson error

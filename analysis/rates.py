@@ -26,10 +26,6 @@ class SlopeFit:
     ci: tuple[float, float]
     maxlags: int
 
-    def as_dict(self) -> dict:
-        return {"slope": self.slope, "se": self.se, "intercept": self.intercept, "n": self.n,
-                "ci_low": self.ci[0], "ci_high": self.ci[1], "maxlags": self.maxlags}
-
 
 def newey_west_lags(n: int) -> int:
     """The usual bandwidth ``⌊4 (n/100)^{2/9}⌋`` (Newey & West 1994)."""

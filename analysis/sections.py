@@ -1,4 +1,4 @@
-"""Report sections built from result records (DESIGN.md "The checks a report carries").
+"""Report sections built from result records (docs/architecture.md "The checks a report carries").
 
 An analysis function takes the records of one experiment (a list of dicts as loaded from disk,
 ``arrays`` lazily available) and returns a :class:`Section`; the report assembles sections in

@@ -1,4 +1,4 @@
-"""Per-step cost of exact RTRL against its dominant product (THEORY.md §2.1; DESIGN.md "Performance").
+"""Per-step cost of exact RTRL against its dominant product (THEORY.md §2.1; docs/architecture.md "Performance").
 
 For an Elman cell with ``k`` units and ``m = 8`` inputs (``p = k² + km + k``) this prints, next to
 the bare ``k × k · k × p`` product of the same shapes:

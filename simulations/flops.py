@@ -10,45 +10,29 @@ Per step:
 * cell (every estimator): forward ``2p``; ``D_t`` from the recurrent blocks ``2·Σ n_out·n_in``;
   ``I_t``'s nonzeros ``nI``;
 * readout ``V s + c`` with credit and ``∂ℓ/∂φ`` (``n_out`` outputs): ``6·k·n_out``;
-* masked influences (``rtrl``, ``snap-n``, ``rflo``; :mod:`simulations.estimators.masked`):
-  ``(D_t J̃) ⊙ M`` costs ``2·pairs`` (the ``(D_ij, J̃_j,col)`` products the recursion forms:
-  ``k²p`` for the dense path of exact RTRL, fewer on a sparse mask), ``+ I_t``: ``nI``,
-  ``c_t J̃_t``: ``2·nnz(M)``;
-* ``uoro``: ``D_t s̃``: ``2k²``; ``νᵀ I_t``: ``2·nI``; norms, ``θ̃`` update and ``(c s̃) θ̃``: ``6p + 4k``;
-* ``kf-rtrl``: ``D_t A``: ``2k³``; ``c A`` and its outer product with ``u``: ``2k² + p``;
-  ``u``, norms: ``4(k + m + 1)``;
-* ``bptt`` / ``tbptt-τ``: one adjoint step ``λ D``: ``2k²``; ``λ I``: ``2·nI``; ``+ c_t``: ``k``
-  (independent of ``τ``: the non-overlapping blocks visit each step once).
+* the estimator: its own :meth:`~simulations.estimators.base.Estimator.flops` (the formula lives
+  with the estimator: the masked influence recursion of RTRL, SnAp-n and RFLO, UORO, KF-RTRL,
+  TBPTT).
 """
 from __future__ import annotations
 
 
-def estimator_flops(cell, estimator) -> float:
-    """The estimator's own FLOPs per step and replicate (formulas in the module docstring).
+def immediate_nnz(cell) -> float:
+    """``nnz(I)``: the structural nonzeros of the immediate Jacobian ``I_t`` (``cell.patterns()``)."""
+    return float(cell.patterns()[1].sum())
 
-    ``estimator``: an instance from :func:`simulations.estimators.parse_estimator`.  An estimator
-    without a formula raises ``ValueError``.
-    """
-    _, Ip = cell.patterns()
-    nI, k, p = float(Ip.sum()), cell.k, cell.p
-    if hasattr(estimator, "structure"):                  # the masked influence recursion
-        st = estimator.structure(cell)
-        return 2.0 * st.pairs + nI + 2.0 * st.nnz
-    name = estimator.name
-    if name == "uoro":
-        return 2.0 * k * k + 2.0 * nI + 6.0 * p + 4.0 * k
-    if name == "kf-rtrl":
-        return 2.0 * k ** 3 + 2.0 * k * k + p + 4.0 * (k + cell.m + 1)
-    if name in ("bptt", "tbptt"):
-        return 2.0 * k * k + 2.0 * nI + k
-    raise ValueError(f"no FLOP formula for estimator {name!r}")
+
+def estimator_flops(cell, estimator) -> float:
+    """The estimator's own FLOPs per step and replicate: ``estimator.flops(cell)``.
+
+    An estimator without a FLOP model raises ``NotImplementedError``."""
+    return estimator.flops(cell)
 
 
 def step_flops(cell, estimator, n_out: int) -> dict[str, float]:
     """FLOPs per step and replicate: ``{"cell", "readout", "estimator", "total"}``."""
-    _, Ip = cell.patterns()
     recurrent = sum(b.n_out * b.n_in for b in cell.blocks if b.recurrent)
-    out = {"cell": 2.0 * cell.p + 2.0 * recurrent + float(Ip.sum()), "readout": 6.0 * cell.k * n_out,
+    out = {"cell": 2.0 * cell.p + 2.0 * recurrent + immediate_nnz(cell), "readout": 6.0 * cell.k * n_out,
            "estimator": estimator_flops(cell, estimator)}
     out["total"] = out["cell"] + out["readout"] + out["estimator"]
     return out

@@ -14,39 +14,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import checkpoint as checkpoints
+from .optimizers import SGD, Optimizer, Schedule
+from .plain import restore, to_plain
 
-
-@dataclass(frozen=True)
-class Schedule:
-    """``α_t = α₀ / (1 + t/t₀)^γ``; ``γ = 0`` is a constant rate.
-
-    The Robbins–Monro conditions ``Σ α_t = ∞``, ``Σ α_t² < ∞`` hold exactly when ``1/2 < γ ≤ 1``.
-    """
-
-    alpha0: float
-    t0: float = 1000.0
-    gamma: float = 0.0
-
-    def __post_init__(self):
-        if not (self.alpha0 > 0 and np.isfinite(self.alpha0)):
-            raise ValueError(f"learning rate alpha0 must be positive, got {self.alpha0!r}")
-        if not self.t0 > 0:
-            raise ValueError(f"schedule t0 must be positive, got {self.t0!r}")
-        if not (0.0 <= self.gamma <= 1.0):
-            raise ValueError(f"schedule exponent gamma must be in [0, 1], got {self.gamma!r}")
-
-    def __call__(self, t) -> float:
-        return self.alpha0 / (1.0 + np.asarray(t, dtype=float) / self.t0) ** self.gamma
-
-    @property
-    def robbins_monro(self) -> bool:
-        return 0.5 < self.gamma <= 1.0
-
-    def require_robbins_monro(self) -> None:
-        """Raise ``ValueError`` unless ``Σ α = ∞`` and ``Σ α² < ∞`` (for runs claiming the theorem)."""
-        if not self.robbins_monro:
-            raise ValueError(f"schedule gamma={self.gamma} violates the theorem's step-size conditions "
-                             "(need 1/2 < gamma <= 1 for sum(alpha)=inf and sum(alpha^2)<inf)")
+__all__ = ["Hook", "OnlineTrainer", "Schedule", "TrainState", "Trajectory", "frozen_windows", "log_checkpoints"]
 
 
 def log_checkpoints(steps: int, n: int, first: int = 1) -> np.ndarray:
@@ -60,7 +31,7 @@ def log_checkpoints(steps: int, n: int, first: int = 1) -> np.ndarray:
 @dataclass
 class TrainState:
     """Everything a run needs to continue: position ``t``, core state, parameters, estimator and
-    data-process states, and the pending gradient accumulator."""
+    data-process states, the pending gradient accumulators and the optimiser states."""
 
     t: int
     s: np.ndarray            # B × k
@@ -70,6 +41,9 @@ class TrainState:
     data: object
     g_acc: np.ndarray        # B × p
     gphi_acc: np.ndarray     # B × q
+    opt_theta: object = None
+    opt_phi: object = None
+    diverged: np.ndarray | None = None   # B: step at which each replicate left the bound, −1 while finite
 
 
 @dataclass
@@ -80,42 +54,84 @@ class Trajectory:
     t: list = field(default_factory=list)              # step at the checkpoint
     theta: list = field(default_factory=list)          # B × p
     phi: list = field(default_factory=list)            # B × q
-    loss: list = field(default_factory=list)           # B: mean loss over the window
+    loss: list = field(default_factory=list)           # B: mean loss over the window's counted steps
     grad_norm: list = field(default_factory=list)      # B: mean ‖g_t‖ over the window
     contraction: list = field(default_factory=list)    # B: sup|σ'|·‖W‖₂ when the cell reports it
     grad: list = field(default_factory=list)           # B × p: mean g_t over the window (record_grad)
     grad_phi: list = field(default_factory=list)       # B × q: mean ∂ℓ_t/∂φ over the window (record_grad)
-    diverged_at: int | None = None
+    diverged_at: int | None = None                     # first step at which a replicate left the bound
     diverged_reason: str | None = None                 # what left the bound at ``diverged_at``
+
+    SERIES = ("t", "theta", "phi", "loss", "grad_norm", "contraction", "grad", "grad_phi")
 
     def arrays(self) -> dict[str, np.ndarray]:
         out = {"t": np.asarray(self.t)}
-        for name in ("theta", "phi", "loss", "grad_norm", "contraction", "grad", "grad_phi"):
+        for name in self.SERIES[1:]:
             vals = getattr(self, name)
             if vals:
                 out[name] = np.stack(vals)
         return out
 
 
+class Hook:
+    """What an experiment adds to the online loop; the default methods do nothing.
+
+    ``before_step(state, x, y)``: before step ``state.t + 1`` (``θ``, ``φ``, ``s`` of time ``t``;
+    ``x``: ``B × m``, ``y``: the step's targets).  ``after_step(state, loss, y, recorded)``: at the
+    end of the step (after the update, the divergence check and the checkpoint record;
+    ``recorded`` says whether this step was a checkpoint); it may replace ``state.data`` (a data
+    process that adapts to the loss, e.g. a curriculum).  Hooks only read ``θ``, ``φ`` and ``s``.
+    A hook that records keeps its records in :meth:`export_state` / :meth:`restore_state`, so that
+    a run resumed from a checkpoint ends with the records of an uninterrupted one.
+    """
+
+    def before_step(self, state: TrainState, x: np.ndarray, y: np.ndarray) -> None:
+        pass
+
+    def after_step(self, state: TrainState, loss: np.ndarray, y: np.ndarray, recorded: bool) -> None:
+        pass
+
+    def export_state(self) -> dict:
+        """What the hook has recorded so far, as plain data (saved with the trainer's checkpoints)."""
+        return {}
+
+    def restore_state(self, plain: dict) -> None:
+        """Continue from :meth:`export_state`'s data."""
+
+
 class OnlineTrainer:
-    """Online training of ``cell`` + linear ``readout`` with ``estimator`` on ``process``.
+    """Online training of ``cell`` + linear ``readout`` with ``estimator`` on ``process``: the one
+    time loop of every experiment that trains online (THEORY.md §2 "Online RTRL", §5).
 
     ``schedule``: a :class:`Schedule`, or ``None`` to keep ``θ`` and ``φ`` frozen (estimation at a
-    fixed ``θ``).  ``project``: optional map ``θ -> θ`` applied after each update (e.g. the
-    contraction projection of :class:`~simulations.cells.ContractiveElman`).  ``record_every``:
-    steps between checkpoints, or ``checkpoints``: the absolute steps to record at (e.g.
-    :func:`log_checkpoints`, so that long runs stay small).  ``record_grad``: also record the window
-    mean of the gradient estimate (``B × p``, ``B × q``).  ``train_readout``: also learn ``φ`` (its
-    gradient is exact and local).  ``require_theorem``: refuse a schedule outside the theorem's
-    step-size conditions (THEORY §5) with ``ValueError``.
+    fixed ``θ``).  ``optimizer``: an :class:`~simulations.optimizers.Optimizer` (default
+    :class:`~simulations.optimizers.SGD`).  ``project``: optional map ``θ -> θ`` applied after each
+    ``θ`` update (e.g. the contraction projection of :class:`~simulations.cells.ContractiveElman`).
+    ``record_every``: steps between checkpoints, or ``checkpoints``: the absolute steps to record at
+    (e.g. :func:`log_checkpoints`, so that long runs stay small).  ``record_grad``: also record the
+    window mean of the gradient estimate (``B × p``, ``B × q``).  ``train_readout``: also learn
+    ``φ`` (its gradient is exact and local).  ``require_theorem``: refuse a schedule outside the
+    theorem's step-size conditions (THEORY §5) with ``ValueError``.  ``counted``: map from a step's
+    targets to the ``B`` replicates whose loss counts in the window mean (e.g. steps without a
+    target); default every step counts.  ``stop``: ``"any"`` ends the run when a replicate
+    diverges, ``"all"`` continues with the others until every replicate has diverged (a diverged
+    replicate keeps running on non-finite numbers, its results are void).  ``hooks``: :class:`Hook`
+    instances, called in order.
+
+    A replicate's ``θ`` moves only when the update brings a gradient (an estimator that is not
+    online, e.g. TBPTT, delivers one per block; a copy task has credit only on its recall steps);
+    for online estimators the update and projection run at every ``update_every``-th step.
     """
 
     def __init__(self, cell, readout, estimator, process, schedule: Schedule | None, update_every: int = 1,
                  project=None, record_every: int = 100, train_readout: bool = True, chunk: int = 256,
                  blowup: float = 1e8, checkpoints=None, record_grad: bool = False,
-                 require_theorem: bool = False):
+                 require_theorem: bool = False, optimizer: Optimizer | None = None, counted=None,
+                 stop: str = "any", hooks=()):
         if update_every < 1 or record_every < 1:
             raise ValueError("update_every and record_every must be positive integers")
+        if stop not in ("any", "all"):
+            raise ValueError(f"stop must be 'any' or 'all', got {stop!r}")
         if require_theorem:
             if schedule is None:
                 raise ValueError("a run claiming the theorem's conditions needs a learning-rate schedule")
@@ -124,126 +140,185 @@ class OnlineTrainer:
         self.schedule, self.update_every, self.project = schedule, int(update_every), project
         self.record_every, self.train_readout, self.chunk, self.blowup = int(record_every), train_readout, chunk, blowup
         self.record_grad = bool(record_grad)
+        self.optimizer = SGD() if optimizer is None else optimizer
+        self.counted, self.stop, self.hooks = counted, stop, tuple(hooks)
         if checkpoints is not None:
             checkpoints = np.unique(np.asarray(checkpoints, dtype=np.int64))
             if checkpoints.size == 0 or checkpoints[0] < 1:
                 raise ValueError("checkpoints must be positive step numbers")
         self.checkpoints = checkpoints
 
-    def init(self, theta0, phi0, rng: np.random.Generator) -> TrainState:
+    def init(self, theta0, phi0, rng: np.random.Generator, data_rng: np.random.Generator | None = None) -> TrainState:
+        """The state at ``t = 0``: ``s = 0``, the estimator's and the data process's initial states
+        (drawn from ``rng``, the data process's from ``data_rng`` when given)."""
         theta, phi = np.array(theta0, dtype=float), np.array(phi0, dtype=float)
         B = theta.shape[0]
-        return TrainState(0, np.zeros((B, self.cell.k)), theta, phi,
-                          self.estimator.init(self.cell, theta, B, rng), self.process.init(rng, B),
-                          np.zeros_like(theta), np.zeros_like(phi))
-
-    def _is_checkpoint(self, t: int) -> bool:
-        if self.checkpoints is None:
-            return t % self.record_every == 0
-        i = np.searchsorted(self.checkpoints, t)
-        return i < self.checkpoints.size and self.checkpoints[i] == t
+        est = self.estimator.init(self.cell, theta, B, rng)
+        data = self.process.init(rng if data_rng is None else data_rng, B)
+        return TrainState(0, np.zeros((B, self.cell.k)), theta, phi, est, data,
+                          np.zeros_like(theta), np.zeros_like(phi), self.optimizer.init(theta),
+                          self.optimizer.init(phi), np.full(B, -1, dtype=np.int64))
 
     def run(self, state: TrainState, steps: int, rng: np.random.Generator,
-            traj: Trajectory | None = None, progress=None, checkpoint=None) -> tuple[TrainState, Trajectory]:
+            traj: Trajectory | None = None, progress=None, checkpoint=None,
+            data_rng: np.random.Generator | None = None) -> tuple[TrainState, Trajectory]:
         """Advance ``steps`` steps; returns the new state and the (extended) trajectory.
 
-        Divergence stops the run without an exception and sets ``traj.diverged_at`` to the step
-        and ``traj.diverged_reason``: checked every step, a non-finite loss or a state, parameter or
-        gradient estimate beyond ``blowup``; at the end of every data chunk, the estimator's
-        influence (``B × k × p``, where it holds one) beyond ``blowup`` in Frobenius norm.
+        ``rng`` drives the estimator; the data process draws from ``data_rng`` (default ``rng``).
+
+        Divergence is recorded, not raised: a replicate diverges at the first step with a
+        non-finite loss or a state, parameter or gradient estimate beyond ``blowup``, or, at the
+        end of a data chunk, an influence (``k × p``, for estimators that hold one) beyond
+        ``blowup`` in Frobenius norm.  ``state.diverged`` holds each replicate's step (−1 while
+        finite); ``traj.diverged_at`` the first such step and ``traj.diverged_reason`` what left
+        the bound.  With ``stop="any"`` the run ends there.
 
         ``checkpoint``: a :class:`simulations.checkpoint.Slot`; by default the next slot of the
         running task's checkpoints (:func:`simulations.checkpoint.slot`, set by the driver), ``False``
-        for none.  Every ``slot.every`` steps (at the end of a data chunk) and at the end, the state,
-        trajectory, window sums and ``rng.bit_generator.state`` are saved; a run with the same
-        arguments whose snapshot exists continues from it (``state``, ``traj`` updated in place,
-        ``rng`` reset) and ends with the same numbers as an uninterrupted run.
+        for none.  Every ``slot.every`` steps (at the end of a data chunk) and at the end, the
+        state, trajectory, window sums and the generators' ``bit_generator.state`` are saved; a
+        run with the same arguments whose snapshot exists continues from it (``state``, ``traj``
+        updated in place, generators reset) and ends with the same numbers as an uninterrupted run.
         """
         traj = traj or Trajectory()
+        data_rng = rng if data_rng is None else data_rng
+        rngs = (rng,) if data_rng is rng else (rng, data_rng)
         cell, ro, est = self.cell, self.readout, self.estimator
         learn, blowup = self.schedule is not None, self.blowup
-        sparse_updates = not getattr(est, "online", True)   # e.g. TBPTT: g is zero between blocks
-        B = state.theta.shape[0]
-        win = _Window(B, state.theta.shape[1], state.phi.shape[1], self.record_grad)
+        if state.diverged is None:
+            state.diverged = np.full(state.theta.shape[0], -1, dtype=np.int64)
+        win = self._window(state)
         start = state.t
         end = start + steps
         slot = checkpoints.slot() if checkpoint is None else (checkpoint or None)
         if slot is not None:
-            call = self._call_fingerprint(state, steps, rng)
+            call = self._call_fingerprint(state, steps, rngs)
             snap = slot.load(call)
             if snap is not None:
-                saved_state, saved_traj, win, rng_state = snap[1]
-                vars(state).update(vars(saved_state))
-                vars(traj).update(vars(saved_traj))
-                rng.bit_generator.state = rng_state
+                self._restore(snap[1], state, traj, win, rngs)
                 if progress is not None and state.t > start:
                     progress(state.t - start)
             last_save = state.t
-        while state.t < end:
-            n = min(self.chunk, end - state.t)
-            state.data, xs, ys = self.process.sample(state.data, n, rng)
-            steps_here = np.arange(state.t + 1, state.t + n + 1)
-            alphas = self.schedule(steps_here) if learn else None
-            update_now = steps_here % self.update_every == 0
-            record_now = (steps_here % self.record_every == 0) if self.checkpoints is None else \
-                np.isin(steps_here, self.checkpoints)
-            for i in range(n):
-                lin = cell.linearize(state.theta, state.s, xs[i])
-                state.s = lin.state
-                loss, credit, dphi = ro.evaluate(state.phi, state.s, ys[i])
-                state.est, g = est.step(state.est, lin, credit, rng)
-                state.t += 1
-                g_norm = win.add(loss, g, dphi)
-                if learn:
-                    state.g_acc += g
-                    state.gphi_acc += dphi
-                    if update_now[i]:
-                        self._update(state, alphas[i], sparse_updates)
-                ok = state.s.max() < blowup and state.s.min() > -blowup
-                if learn and ok:
-                    ok = state.theta.max() < blowup and state.theta.min() > -blowup
-                if not (ok and np.isfinite(win.loss_sum) and g_norm.max() < blowup):
-                    traj.diverged_at, traj.diverged_reason = state.t, self._divergence(state, win, g_norm)
-                    return state, traj
-                if record_now[i]:
-                    self._record(traj, state, win)
-                    win = _Window(B, state.theta.shape[1], state.phi.shape[1], self.record_grad)
-            influence = self._influence_norm(state)
-            if not influence < blowup:
-                traj.diverged_at = state.t
-                traj.diverged_reason = f"influence norm {influence:.3g} beyond the bound {blowup:g}"
-                return state, traj
-            if progress is not None:
-                progress(n)
-            if slot is not None and state.t < end and state.t - last_save >= slot.every:
-                slot.save(call, state.t, (state, traj, win, rng.bit_generator.state))
-                last_save = state.t
+        with np.errstate(all="ignore"):
+            while state.t < end:
+                n = min(self.chunk, end - state.t)
+                state.data, xs, ys = self.process.sample(state.data, n, data_rng)
+                steps_here = np.arange(state.t + 1, state.t + n + 1)
+                alphas = self.schedule(steps_here) if learn else None
+                update_now = steps_here % self.update_every == 0
+                record_now = (steps_here % self.record_every == 0) if self.checkpoints is None else \
+                    np.isin(steps_here, self.checkpoints)
+                for i in range(n):
+                    for hook in self.hooks:
+                        hook.before_step(state, xs[i], ys[i])
+                    lin = cell.linearize(state.theta, state.s, xs[i])
+                    state.s = lin.state
+                    loss, credit, dphi = ro.evaluate(state.phi, state.s, ys[i])
+                    state.est, g = est.step(state.est, lin, credit, rng)
+                    state.t += 1
+                    g_norm = win.add(loss, g, dphi, None if self.counted is None else self.counted(ys[i]))
+                    if learn:
+                        state.g_acc += g
+                        state.gphi_acc += dphi
+                        if update_now[i]:
+                            self._update(state, alphas[i])
+                    if not self._within_bounds(state, loss, g_norm, learn):
+                        bad = ~(np.isfinite(loss) & (g_norm < blowup) & _within(state.s, blowup)
+                                & (_within(state.theta, blowup) if learn else True))
+                        if self._diverge(state, traj, bad, lambda: self._divergence(state, loss, g_norm, bad)):
+                            return state, traj
+                    if record_now[i]:
+                        self._record(traj, state, win)
+                        win = self._window(state)
+                    for hook in self.hooks:
+                        hook.after_step(state, loss, ys[i], bool(record_now[i]))
+                if est.capabilities.holds_influence:
+                    influence = self._influence_norms(state)
+                    if self._diverge(state, traj, ~(influence < blowup), lambda: (
+                            f"influence norm {np.max(influence):.3g} beyond the bound {blowup:g}")):
+                        return state, traj
+                if progress is not None:
+                    progress(n)
+                if slot is not None and state.t < end and state.t - last_save >= slot.every:
+                    slot.save(call, state.t, self._payload(state, traj, win, rngs))
+                    last_save = state.t
         if slot is not None and (last_save > start or steps >= slot.every):
-            slot.save(call, state.t, (state, traj, win, rng.bit_generator.state))
+            slot.save(call, state.t, self._payload(state, traj, win, rngs))
         return state, traj
 
-    def _call_fingerprint(self, state, steps, rng) -> dict:
+    def _window(self, state) -> _Window:
+        B, p = state.theta.shape
+        return _Window.empty(B, p, state.phi.shape[1], self.record_grad)
+
+    def _within_bounds(self, state, loss, g_norm, learn) -> bool:
+        """Whole-batch test, cheap: every replicate finite and within the bound (when false,
+        the replicates are examined one by one)."""
+        b, s, theta = self.blowup, state.s, state.theta
+        return bool(s.max() < b and s.min() > -b and g_norm.max() < b and np.isfinite(loss.sum())
+                    and (not learn or (theta.max() < b and theta.min() > -b)))
+
+    def _diverge(self, state, traj, bad: np.ndarray, reason) -> bool:
+        """Mark newly diverged replicates at ``state.t``; True when the run must stop."""
+        new = bad & (state.diverged < 0)
+        if not new.any():
+            return False
+        state.diverged[new] = state.t
+        if traj.diverged_at is None:
+            traj.diverged_at, traj.diverged_reason = state.t, reason()
+        return self.stop == "any" or bool(np.all(state.diverged >= 0))
+
+    def _payload(self, state, traj, win, rngs) -> dict:
+        """A snapshot as plain data: numbers, strings, arrays, lists, dicts and the generators'
+        ``bit_generator.state`` (:mod:`simulations.plain`; the estimator's state by its
+        :meth:`~simulations.estimators.base.Estimator.export_state`)."""
+        plain = {"t": int(state.t), "s": state.s, "theta": state.theta, "phi": state.phi,
+                 "est": self.estimator.export_state(state.est), "data": to_plain(state.data),
+                 "g_acc": state.g_acc, "gphi_acc": state.gphi_acc, "opt_theta": to_plain(state.opt_theta),
+                 "opt_phi": to_plain(state.opt_phi), "diverged": state.diverged}
+        return {"state": plain, "traj": to_plain(traj), "window": to_plain(win),
+                "rng": [r.bit_generator.state for r in rngs], "hooks": [h.export_state() for h in self.hooks]}
+
+    def _restore(self, payload, state, traj, win, rngs) -> None:
+        """Write a snapshot into ``state`` (made by :meth:`init` with the same arguments), ``traj``,
+        ``win`` and the generators; every type comes from them, only values from the snapshot."""
+        p = payload["state"]
+        state.t = int(p["t"])
+        for name in ("s", "theta", "phi", "g_acc", "gphi_acc"):
+            setattr(state, name, np.array(p[name], dtype=float))
+        state.diverged = np.array(p["diverged"], dtype=np.int64)
+        state.est = self.estimator.restore_state(state.est, p["est"], self.cell)
+        state.data = restore(state.data, p["data"])
+        state.opt_theta, state.opt_phi = restore(state.opt_theta, p["opt_theta"]), restore(state.opt_phi, p["opt_phi"])
+        restore(traj, payload["traj"])
+        restore(win, payload["window"])
+        for r, s in zip(rngs, payload["rng"]):
+            r.bit_generator.state = s
+        for hook, plain in zip(self.hooks, payload["hooks"]):
+            hook.restore_state(plain)
+
+    def _call_fingerprint(self, state, steps, rngs) -> dict:
         """What identifies a call of :meth:`run` for its checkpoints: trainer settings, start,
-        length, and a digest of the initial arrays and of the generator state."""
+        length, and a digest of the initial arrays and of the generator states."""
         return {"trainer": repr((self.cell.name, self.cell.k, self.cell.p, self.estimator, self.schedule,
-                                 self.update_every, self.record_every, self.chunk, self.blowup,
-                                 None if self.checkpoints is None else self.checkpoints.tolist(),
-                                 self.record_grad, self.train_readout, self.project is None)),
+                                 self.optimizer.name, self.update_every, self.record_every, self.chunk,
+                                 self.blowup, None if self.checkpoints is None else self.checkpoints.tolist(),
+                                 self.record_grad, self.train_readout, self.project is None, self.stop,
+                                 self.counted is None, len(self.hooks))),
                 "start": int(state.t), "steps": int(steps),
-                "digest": checkpoints.digest(state.s, state.theta, state.phi, state.g_acc, state.gphi_acc, rng=rng)}
+                "digest": "".join(checkpoints.digest(state.s, state.theta, state.phi, state.g_acc, state.gphi_acc,
+                                                     rng=r) for r in rngs)}
 
-    def _influence_norm(self, state) -> float:
-        """Largest Frobenius norm of the estimator's influence over replicates (0 without one)."""
-        try:
-            J = self.estimator.influence(state.est)
-        except (NotImplementedError, AttributeError):
-            return 0.0
+    def _influence_norms(self, state) -> np.ndarray:
+        """Frobenius norm of each replicate's influence (``B``)."""
+        J = self.estimator.influence(state.est)
         J = J.reshape(J.shape[0], -1)
-        return float(np.sqrt(np.einsum("bi,bi->b", J, J)).max())
+        return np.sqrt(np.einsum("bi,bi->b", J, J))
 
-    def _divergence(self, state, win, g_norm) -> str:
-        """Which quantity left the bound: the first of state, θ, gradient estimate, else the loss."""
-        for what, x in (("state", state.s), ("parameters", state.theta), ("gradient estimate norm", g_norm)):
+    def _divergence(self, state, loss, g_norm, bad) -> str:
+        """Which quantity left the bound: the first of state, θ, gradient estimate, else the loss
+        (over the replicates that diverged at this step)."""
+        for what, x in (("state", state.s[bad]), ("parameters", state.theta[bad]),
+                        ("gradient estimate norm", g_norm[bad])):
             worst = float(np.max(np.abs(x)))
             if not np.isfinite(worst):
                 return f"{what} non-finite"
@@ -251,27 +326,36 @@ class OnlineTrainer:
                 return f"{what} {worst:.3g} beyond the bound {self.blowup:g}"
         return "loss non-finite"
 
-    def _update(self, state, alpha, sparse_updates):
-        if not sparse_updates or state.g_acc.any():
-            state.theta -= alpha * state.g_acc
+    def _update(self, state, alpha):
+        """Apply the optimiser to the accumulated gradients, then project (an estimator that is
+        not online moves ``θ`` only when a gradient has arrived)."""
+        if self.estimator.capabilities.online or state.g_acc.any():
+            updates, state.opt_theta = self.optimizer.update(state.g_acc, state.opt_theta, alpha)
+            state.theta += updates
             if self.project is not None:
                 state.theta = self.project(state.theta)
             state.g_acc[...] = 0.0
         if self.train_readout:
-            state.phi -= alpha * state.gphi_acc
+            updates, state.opt_phi = self.optimizer.update(state.gphi_acc, state.opt_phi, alpha)
+            state.phi += updates
         state.gphi_acc[...] = 0.0
 
     def _record(self, traj, state, win):
         traj.t.append(state.t)
         traj.theta.append(state.theta.copy())
         traj.phi.append(state.phi.copy())
-        traj.loss.append(win.loss / win.n)
+        traj.loss.append(win.mean_loss())
         traj.grad_norm.append(win.gnorm / win.n)
         if self.record_grad:
             traj.grad.append(win.g / win.n)
             traj.grad_phi.append(win.gphi / win.n)
         if hasattr(self.cell, "contraction"):
             traj.contraction.append(self.cell.contraction(state.theta))
+
+
+def _within(x: np.ndarray, bound: float) -> np.ndarray:
+    """``B`` bool: every entry of the row in ``(−bound, bound)`` (false for non-finite rows)."""
+    return (x.max(axis=1) < bound) & (x.min(axis=1) > -bound)
 
 
 def frozen_windows(cell, readout, estimator, process, theta, phi, burn: int, steps: int, windows: int,
@@ -298,22 +382,38 @@ def frozen_windows(cell, readout, estimator, process, theta, phi, burn: int, ste
     return out
 
 
+@dataclass(slots=True)
 class _Window:
-    """Running sums over the steps since the last checkpoint."""
+    """Running sums over the steps since the last checkpoint: ``n`` steps, per replicate the loss,
+    the counted steps ``cnt`` (``None`` when every step counts), ``‖g_t‖`` and optionally ``g_t``, ``∂ℓ_t/∂φ``."""
 
-    __slots__ = ("n", "loss", "gnorm", "g", "gphi", "loss_sum")
+    n: int
+    loss: np.ndarray                 # B
+    cnt: np.ndarray | None           # B
+    gnorm: np.ndarray                # B
+    g: np.ndarray | None             # B × p
+    gphi: np.ndarray | None          # B × q
 
-    def __init__(self, B, p, q, with_grad):
-        self.n, self.loss, self.gnorm, self.loss_sum = 0, np.zeros(B), np.zeros(B), 0.0
-        self.g, self.gphi = (np.zeros((B, p)), np.zeros((B, q))) if with_grad else (None, None)
+    @classmethod
+    def empty(cls, B, p, q, with_grad) -> _Window:
+        grads = (np.zeros((B, p)), np.zeros((B, q))) if with_grad else (None, None)
+        return cls(0, np.zeros(B), None, np.zeros(B), *grads)
 
-    def add(self, loss, g, dphi):
+    def add(self, loss, g, dphi, counted=None) -> np.ndarray:
+        """Add one step; returns ``‖g_t‖`` (``B``)."""
         self.n += 1
         self.loss += loss
-        self.loss_sum = self.loss[0] if self.loss.size == 1 else float(self.loss.sum())
+        if counted is not None:
+            self.cnt = (np.zeros(self.loss.shape) if self.cnt is None else self.cnt) + counted
         g_norm = np.sqrt(np.einsum("bp,bp->b", g, g))
         self.gnorm += g_norm
         if self.g is not None:
             self.g += g
             self.gphi += dphi
         return g_norm
+
+    def mean_loss(self) -> np.ndarray:
+        """Mean loss per counted step (``B``; NaN for a replicate without counted steps)."""
+        if self.cnt is None:
+            return self.loss / self.n
+        return np.where(self.cnt > 0, self.loss / np.maximum(self.cnt, 1), np.nan)

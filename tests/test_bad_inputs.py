@@ -22,9 +22,9 @@ from rtrl_validation.simulations.runner import run_experiment, run_experiments
 from rtrl_validation.simulations.training import OnlineTrainer, Schedule, frozen_windows
 
 try:
-    from test_parallel_fakes import TrainerExperiment, use_trainer
+    from helpers import TrainerExperiment, use_trainer
 except ImportError:  # tests collected as a package
-    from tests.test_parallel_fakes import TrainerExperiment, use_trainer
+    from tests.helpers import TrainerExperiment, use_trainer
 
 # ---------------------------------------------------------------------------------------------- CLI
 # argv ({name} = a prepared file or folder) -> fragments the one error line must contain

@@ -13,9 +13,9 @@ from rtrl_validation.reports import cli
 from rtrl_validation.simulations.records import load_records, write_record
 
 try:
-    from test_report_fakes import FakeExperiment, use_fakes
+    from helpers import FakeExperiment, use_fakes
 except ImportError:  # tests collected as a package
-    from tests.test_report_fakes import FakeExperiment, use_fakes
+    from tests.helpers import FakeExperiment, use_fakes
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from rtrl_validation.simulations.cells import make_cell
-from rtrl_validation.simulations.data.base import DataProcess
 from rtrl_validation.simulations.estimators import parse_estimator
 from rtrl_validation.simulations.estimators.bptt import BPTT
 from rtrl_validation.simulations.estimators.rtrl import RTRL
@@ -14,19 +13,10 @@ from rtrl_validation.simulations.readouts import LinearReadout
 from rtrl_validation.simulations.sequence import run_sequence
 from rtrl_validation.simulations.training import OnlineTrainer, Schedule, frozen_windows, log_checkpoints
 
-
-class Replay(DataProcess):
-    """Replays fixed ``xs`` (T × B × m), ``ys``: deterministic data for exact comparisons."""
-
-    def __init__(self, xs, ys):
-        self.xs, self.ys, self.m, self.n_out = xs, ys, xs.shape[2], ys.shape[2]
-
-    def init(self, rng, batch):
-        assert batch == self.xs.shape[1]
-        return 0
-
-    def sample(self, state, T, rng):
-        return state + T, self.xs[state:state + T], self.ys[state:state + T]
+try:
+    from helpers import Replay
+except ImportError:  # pragma: no cover - run from the repository root
+    from tests.helpers import Replay
 
 
 def setup(B=3, T=60, k=3, seed=0, cell_name="contractive-elman", **cell_opts):

@@ -125,12 +125,12 @@ def test_immediate_jacobian_products(name, density, per_replicate):
     lam = rng.standard_normal((B, k))
     ref = np.einsum("bk,bkp->bp", lam, Id)
     mag = np.einsum("bk,bkp->bp", np.abs(lam), np.abs(Id))
-    assert np.all(np.abs(I.rmatmul(lam) - ref) <= 2 * gamma(k + 4) * mag)
+    assert np.all(np.abs(I.rmatvec(lam) - ref) <= 2 * gamma(k + 4) * mag)
     out = rng.standard_normal((B, p))
     scale = rng.uniform(0.5, 2.0, B)
-    acc = I.rmatmul(lam, out=out.copy(), add=True, scale=scale)
+    acc = I.rmatvec(lam, out=out.copy(), add=True, scale=scale)
     assert np.all(np.abs(acc - (out + scale[:, None] * ref)) <= 2 * gamma(k + 6) * (np.abs(out) + scale[:, None] * mag))
-    norms = I.rmatmul_norms(lam)
+    norms = I.rmatvec_norms(lam)
     assert np.all(np.abs(norms - np.linalg.norm(ref, axis=1)) <= gamma(2 * (k + p) + 8) * np.linalg.norm(mag, axis=1))
     big = rng.standard_normal((B, k + 1, p))
     J = big[:, :k]                      # a view: each matrix contiguous, replicates k + 1 rows apart
@@ -213,7 +213,7 @@ def test_step_keeps_a_redefined_update():
     for x, y in zip(xs, ys):
         lin = cell.linearize(theta, s, x)
         s = lin.state
-        ref = ref + lin.I.rmatmul(ro.evaluate(phi, s, y)[1])
+        ref = ref + lin.I.rmatvec(ro.evaluate(phi, s, y)[1])
     np.testing.assert_allclose(g, ref, rtol=1e-13, atol=1e-15)
 
 

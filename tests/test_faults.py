@@ -19,7 +19,6 @@ from rtrl_validation.reports import cli
 from rtrl_validation.simulations.cells import make_cell
 from rtrl_validation.simulations.checkpoint import CheckpointStore
 from rtrl_validation.simulations.data import VAR1Teacher
-from rtrl_validation.simulations.data.base import DataProcess
 from rtrl_validation.simulations.estimators import parse_estimator
 from rtrl_validation.simulations.parallel import InProcess
 from rtrl_validation.simulations.readouts import LinearReadout
@@ -28,11 +27,9 @@ from rtrl_validation.simulations.runner import run_experiment
 from rtrl_validation.simulations.training import OnlineTrainer, Schedule
 
 try:
-    from test_parallel_fakes import TrainerExperiment, numbers, use_trainer
-    from test_report_fakes import CALLS, FakeExperiment, summarise
+    from helpers import CALLS, FakeExperiment, Replay, TrainerExperiment, numbers, summarise, use_trainer
 except ImportError:  # tests collected as a package
-    from tests.test_parallel_fakes import TrainerExperiment, numbers, use_trainer
-    from tests.test_report_fakes import CALLS, FakeExperiment, summarise
+    from tests.helpers import CALLS, FakeExperiment, Replay, TrainerExperiment, numbers, summarise, use_trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = 400
@@ -96,7 +93,7 @@ SCRIPT = """
 import signal, sys
 sys.path.insert(0, {tests!r})
 signal.signal(signal.SIGINT, signal.default_int_handler)
-from test_parallel_fakes import Subset, TrainerExperiment
+from helpers import Subset, TrainerExperiment
 from rtrl_validation.reports import cli
 cli.experiments = lambda: {{exp.name: exp for exp in [{experiment}]}}
 sys.exit(cli.main(sys.argv[1:]))
@@ -168,9 +165,9 @@ def test_real_convergence_task_resumes_with_the_uninterrupted_numbers(tmp_path, 
     at frozen checkpoints: two checkpointed loops) interrupted during its second loop."""
     from rtrl_validation.simulations.experiments.convergence import ConvergenceExperiment
     try:
-        from test_parallel_fakes import Subset
+        from helpers import Subset
     except ImportError:
-        from tests.test_parallel_fakes import Subset
+        from tests.helpers import Subset
     exp = Subset(ConvergenceExperiment(), ["trajectory-tanh"])
     cfg = tmp_path / "cfg.toml"
     cfg.write_text('[convergence]\ntraj_cases = ["tanh"]\ntrain_steps = 3000\neval_points = 4\n')
@@ -214,19 +211,6 @@ def test_report_ctrl_c_marks_the_run_and_resume_finishes_it(monkeypatch, tmp_pat
 
 
 # ------------------------------------------------------------------------------------ divergence
-class Replay(DataProcess):
-    """Fixed ``xs`` (T × B × m) and ``ys``."""
-
-    def __init__(self, xs, ys):
-        self.xs, self.ys, self.m, self.n_out = xs, ys, xs.shape[2], ys.shape[2]
-
-    def init(self, rng, batch):
-        return 0
-
-    def sample(self, state, T, rng):
-        return state + T, self.xs[state:state + T], self.ys[state:state + T]
-
-
 def test_non_finite_input_stops_the_run_at_its_step():
     cell, readout = make_cell("elman", 3, 2), LinearReadout(3, 1)
     rng = np.random.default_rng(0)

@@ -8,8 +8,9 @@ from rtrl_validation.simulations.data.copy_task import CopyTask, MaskedReadout
 from rtrl_validation.simulations.data.text import CharText
 from rtrl_validation.simulations.estimators import parse_estimator
 from rtrl_validation.simulations.experiments.base import ConfigError
-from rtrl_validation.simulations.experiments.learning import (LearningExperiment, Optimizer, applies, cosine_rows, learn_online,
-                                              parse_group)
+from rtrl_validation.simulations.experiments.learning import (LearningExperiment, applies, cosine_rows, learn_online,
+                                                              parse_group)
+from rtrl_validation.simulations.optimizers import SGD, Adam, make_optimizer
 from rtrl_validation.simulations.readouts import LinearReadout
 from rtrl_validation.simulations.runner import task_seed
 from rtrl_validation.simulations.sequence import run_sequence
@@ -17,27 +18,31 @@ from rtrl_validation.simulations.training import OnlineTrainer, Schedule
 
 
 def test_adam_moves_only_active_rows_and_matches_the_formula():
-    opt = Optimizer("adam", Schedule(0.1))
+    opt = Adam()
     x = np.ones((3, 4))
     st = opt.init(x)
     g = np.arange(12.0).reshape(3, 4) - 5.0
-    opt.step(st, x, g, np.array([True, False, True]), 1)
+    g[1] = 0.0                                                           # row 1 received no gradient
+    u, st = opt.update(g, st, 0.1)
+    x += u
     # first bias-corrected Adam step is α·g/(|g| + ε): a step of α·sign(g)
     expect = 1.0 - 0.1 * g / (np.abs(g) + 1e-8)
     np.testing.assert_allclose(x[[0, 2]], expect[[0, 2]], rtol=1e-15, atol=1e-15)
     np.testing.assert_array_equal(x[1], 1.0)
     np.testing.assert_array_equal(st.n, [1, 0, 1])
-    opt.step(st, x, g, np.zeros(3, dtype=bool), 2)                       # nothing active: no change
+    u, st = opt.update(np.zeros_like(g), st, 0.1)                        # no gradient: no change
+    np.testing.assert_array_equal(u, 0.0)
     np.testing.assert_array_equal(st.n, [1, 0, 1])
 
 
 def test_sgd_step():
-    opt = Optimizer("sgd", Schedule(0.5))
+    opt = SGD()
     x, g = np.zeros((2, 3)), np.ones((2, 3))
-    opt.step(opt.init(x), x, g, np.array([False, True]), 1)
-    np.testing.assert_array_equal(x, [[0, 0, 0], [-0.5, -0.5, -0.5]])
-    with pytest.raises(ValueError):
-        Optimizer("rmsprop", Schedule(0.1))
+    g[0] = 0.0
+    u, _ = opt.update(g, opt.init(x), 0.5)
+    np.testing.assert_array_equal(x + u, [[0, 0, 0], [-0.5, -0.5, -0.5]])
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        make_optimizer("rmsprop")
 
 
 def test_cosine_rows():
@@ -65,7 +70,7 @@ def test_loop_equals_the_online_trainer_with_sgd():
     state = trainer.init(theta0, phi0, np.random.default_rng(5))
     state, traj = trainer.run(state, steps, np.random.default_rng(6))
     out = learn_online(cell, readout, parse_estimator("rtrl"), process, theta0, phi0, steps,
-                       np.random.default_rng(6), np.random.default_rng(5), Optimizer("sgd", sched),
+                       np.random.default_rng(6), np.random.default_rng(5), SGD(), sched,
                        update_every=3, record_every=40)
     np.testing.assert_array_equal(out["t"], traj.t)
     np.testing.assert_allclose(out["loss_bits"] * np.log(2), np.stack(traj.loss), rtol=1e-12)
@@ -80,14 +85,14 @@ def test_alignment_of_exact_rtrl_with_itself_is_one_and_tbptt_below():
     aligned (cosine 1 to rounding, 1e-12 ≫ float64 rounding of a 16-step sum); TBPTT(2) is not."""
     process, cell, readout, theta0, phi0 = text_setup()
     kw = dict(update_every=1, record_every=20, align_every=20, align_len=16)
-    opt = Optimizer("adam", Schedule(0.01))
+    opt = Adam(), Schedule(0.01)
     out = learn_online(cell, readout, parse_estimator("rtrl"), process, theta0, phi0, 60,
-                       np.random.default_rng(1), np.random.default_rng(2), opt, align_rng=np.random.default_rng(3),
+                       np.random.default_rng(1), np.random.default_rng(2), *opt, align_rng=np.random.default_rng(3),
                        **kw)
     np.testing.assert_array_equal(out["align_t"], [0, 20, 40])
     np.testing.assert_allclose(out["cosine"], 1.0, rtol=0, atol=1e-12)
     out = learn_online(cell, readout, parse_estimator("tbptt-2"), process, theta0, phi0, 60,
-                       np.random.default_rng(1), np.random.default_rng(2), opt, align_rng=np.random.default_rng(3),
+                       np.random.default_rng(1), np.random.default_rng(2), *opt, align_rng=np.random.default_rng(3),
                        **kw)
     assert np.all(out["cosine"] < 1.0 - 1e-6)
 
@@ -96,7 +101,7 @@ def test_alignment_segment_matches_a_direct_replay():
     """The t = 0 alignment segment is the first align_len steps of the stream at θ₀, s₀ = 0."""
     process, cell, readout, theta0, phi0 = text_setup()
     out = learn_online(cell, readout, parse_estimator("tbptt-3"), process, theta0, phi0, 30,
-                       np.random.default_rng(1), np.random.default_rng(2), Optimizer("adam", Schedule(0.01)),
+                       np.random.default_rng(1), np.random.default_rng(2), Adam(), Schedule(0.01),
                        record_every=10, align_every=100, align_len=12, align_rng=np.random.default_rng(3))
     _, xs, ys = process.sample(process.init(np.random.default_rng(2), 2), 12)
     g = run_sequence(cell, theta0, readout, phi0, xs, ys, parse_estimator("tbptt-3")).grad_theta
@@ -111,7 +116,7 @@ def test_copy_loop_records_curriculum_and_validation_is_frozen_theta():
     rng = np.random.default_rng(0)
     theta0, phi0 = cell.init(rng, batch=3), readout.init(rng, 3)
     out = learn_online(cell, readout, parse_estimator("rtrl"), task, theta0, phi0, 100, np.random.default_rng(1),
-                       np.random.default_rng(2), Optimizer("adam", Schedule(0.01)), record_every=25)
+                       np.random.default_rng(2), Adam(), Schedule(0.01), record_every=25)
     assert out["length"].shape == out["loss_bits"].shape == (4, 3)
     assert np.all(out["length"] >= 1) and np.all(np.diff(out["length"], axis=0) >= 0)
     assert np.all(out["diverged_at"] == -1)
@@ -122,7 +127,7 @@ def test_divergence_is_recorded_per_replicate():
     theta0 = theta0.copy()
     theta0[1] = np.nan
     out = learn_online(cell, readout, parse_estimator("rtrl"), process, theta0, phi0, 20, np.random.default_rng(1),
-                       np.random.default_rng(2), Optimizer("adam", Schedule(0.01)), record_every=10)
+                       np.random.default_rng(2), Adam(), Schedule(0.01), record_every=10)
     np.testing.assert_array_equal(out["diverged_at"], [-1, 1])
     assert np.all(np.isfinite(out["loss_bits"][:, 0]))
 
@@ -190,4 +195,12 @@ def test_unregistered_estimator_is_refused_up_front():
     with pytest.raises(ConfigError, match="learning: estimators: item 0: unknown estimator"):
         LearningExperiment().config("quick", dict(TINY, estimators=["no-such-estimator"], tasks=["copy"]))
 
+
+def test_a_run_that_diverges_at_once_still_has_empty_curves():
+    """Every replicate non-finite from the start: the run stops at step 1, before any record."""
+    process, cell, readout, theta0, phi0 = text_setup()
+    out = learn_online(cell, readout, parse_estimator("rtrl"), process, np.full_like(theta0, np.nan), phi0, 20,
+                       np.random.default_rng(1), np.random.default_rng(2), Adam(), Schedule(0.01), record_every=10)
+    np.testing.assert_array_equal(out["diverged_at"], [1, 1])
+    assert out["t"].shape == (0,) and out["loss_bits"].shape == (0, 2)
 

@@ -4,6 +4,7 @@ import pytest
 
 from rtrl_validation.simulations.cells import make_cell
 from rtrl_validation.simulations.estimators import parse_estimator
+from rtrl_validation.simulations.estimators import Estimator
 from rtrl_validation.simulations.flops import estimator_flops, step_flops
 
 
@@ -53,8 +54,23 @@ def test_tbptt_cost_does_not_depend_on_tau_and_step_total_adds_up():
     assert f["estimator"] < estimator_flops(cell, parse_estimator("rtrl")) / cell.k
 
 
-def test_unknown_estimator_has_no_formula():
-    class Odd:
+def test_estimator_without_a_flop_model_says_so():
+    class Odd(Estimator):
         name = "odd"
-    with pytest.raises(ValueError, match="no FLOP formula"):
+    with pytest.raises(NotImplementedError, match="declares no FLOP model"):
         estimator_flops(make_cell("elman", 3, 1), Odd())
+
+
+def test_memory_models():
+    """Numbers held per replicate: RTRL ``k·p``, SnAp-1 ``p`` on a cell with one row per column,
+    UORO ``k + p``, KF-RTRL ``(k + m + 1) + k²``; TBPTT grows linearly in ``τ``; full BPTT has no bound."""
+    cell = make_cell("elman", 5, 3)
+    k, p, m = cell.k, cell.p, cell.m
+    assert parse_estimator("rtrl").memory(cell) == k * p
+    assert parse_estimator("snap-1").memory(cell) == p
+    assert parse_estimator("uoro").memory(cell) == k + p
+    assert parse_estimator("kf-rtrl").memory(cell) == k + m + 1 + k * k
+    m4, m8 = (parse_estimator(f"tbptt-{tau}").memory(cell) for tau in (4, 8))
+    assert m8 == 2 * m4 > 0
+    with pytest.raises(NotImplementedError, match="grows with T"):
+        parse_estimator("bptt").memory(cell)

@@ -11,9 +11,9 @@ from rtrl_validation.simulations.records import load_records
 from rtrl_validation.simulations.runner import run_experiment
 
 try:
-    from test_parallel_fakes import TrainerExperiment, blas_threads_in_worker, numbers, use_trainer
+    from helpers import TrainerExperiment, blas_threads_in_worker, numbers, use_trainer
 except ImportError:  # tests collected as a package
-    from tests.test_parallel_fakes import TrainerExperiment, blas_threads_in_worker, numbers, use_trainer
+    from tests.helpers import TrainerExperiment, blas_threads_in_worker, numbers, use_trainer
 
 
 @pytest.fixture(scope="module")

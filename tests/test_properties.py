@@ -10,6 +10,7 @@ one influence recursion, and the enumeration bound of :mod:`simulations.estimato
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -46,6 +47,7 @@ def influence(estimator, cell, theta, lins):
 
 
 @PROPERTY
+@pytest.mark.slow
 @given(name=cells, k=hidden, m=inputs, d=density, T=steps, loss=st.sampled_from(["mse", "xent"]), seed=seeds)
 def test_rtrl_bptt_tbptt_and_finite_differences_agree(name, k, m, d, T, loss, seed):
     """RTRL = BPTT = TBPTT(T) within ``2·rounding_bound``; both = Richardson central differences
@@ -59,6 +61,7 @@ def test_rtrl_bptt_tbptt_and_finite_differences_agree(name, k, m, d, T, loss, se
 
 
 @PROPERTY
+@pytest.mark.slow
 @given(name=cells, k=hidden, m=inputs, d=density, T=steps, batch=st.integers(1, 2), seed=seeds)
 def test_snap_from_the_exact_order_is_rtrl(name, k, m, d, T, batch, seed):
     """SnAp-n = RTRL for ``n ≥ n*`` (:func:`exact_order`, the reachability closure; THEORY §4),
@@ -74,6 +77,7 @@ def test_snap_from_the_exact_order_is_rtrl(name, k, m, d, T, batch, seed):
 
 
 @PROPERTY
+@pytest.mark.slow
 @given(name=st.sampled_from(["elman", "contractive-elman", "gru", "gru-reset-after"]), k=hidden, m=inputs,
        T=steps, seed=seeds)
 def test_snap1_is_rtrl_when_the_recurrence_is_diagonal(name, k, m, T, seed):
@@ -90,6 +94,7 @@ def test_snap1_is_rtrl_when_the_recurrence_is_diagonal(name, k, m, T, seed):
 
 
 @PROPERTY
+@pytest.mark.slow
 @given(estimator=st.sampled_from(["uoro", "kf-rtrl"]), k=st.integers(1, 2), T=st.integers(1, 3), seed=seeds)
 def test_uoro_and_kf_rtrl_are_unbiased_by_enumeration(estimator, k, T, seed):
     """The average of ``J̃_T`` over every sign sequence equals RTRL's ``J_T`` within the rounding

@@ -8,9 +8,9 @@ from rtrl_validation.simulations.records import load_records
 from rtrl_validation.simulations.runner import execute_task, run_experiment, task_seed
 
 try:
-    from test_report_fakes import CALLS, FakeExperiment
+    from helpers import CALLS, FakeExperiment
 except ImportError:  # tests collected as a package
-    from tests.test_report_fakes import CALLS, FakeExperiment
+    from tests.helpers import CALLS, FakeExperiment
 
 
 def test_task_seed_is_the_spawned_child_by_position():

@@ -16,9 +16,9 @@ from rtrl_validation.reports.html import fmt
 from rtrl_validation.simulations.records import load_records
 
 try:
-    from test_report_fakes import fakes, in_process, use_fakes
+    from helpers import fakes, in_process, use_fakes
 except ImportError:  # tests collected as a package
-    from tests.test_report_fakes import fakes, in_process, use_fakes
+    from tests.helpers import fakes, in_process, use_fakes
 
 
 def snapshot(folder) -> dict:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..jacobians import (DynamicsJacobian, DynamicsTerm, GateJacobian, ImmediateJacobian, Linearization,
+from ..jacobians import (DynamicsJacobian, DynamicsTerm, GateJacobian, ImmediateJacobian, LayoutCache, Linearization,
                          level_starts, make_blocks)
 from ..seeding import as_generator
 
@@ -69,7 +69,7 @@ class Cell:
         self.masks = {n: np.asarray(v, dtype=bool) for n, v in masks.items()}
         self.blocks, self.p = make_blocks(specs, self.masks)
         self.block = {b.name: b for b in self.blocks}
-        self._flat_cache: dict = {}
+        self._layout_cache = LayoutCache()
         self._row_layouts: dict = {}
         self._views = None
 
@@ -156,7 +156,7 @@ class Cell:
         """``(s_t, D_t, I_t)`` with ``D_t = ∂F/∂s`` and ``I_t = ∂F/∂θ``, both factored (``lin.D`` is
         the dense ``B × k × k`` array, formed on demand)."""
         s_new, D, gates, sources = self._forward(self.unpack(theta), s, x, True)
-        I = ImmediateJacobian(self.k, self.p, self.blocks, gates, sources, self._flat_cache)
+        I = ImmediateJacobian(self.k, self.p, self.blocks, gates, sources, self._layout_cache)
         return Linearization(s_new, D, I)
 
     # ----------------------------------------------------------------- structure
@@ -189,7 +189,7 @@ class Cell:
 
     def _dynamics(self, *terms) -> DynamicsJacobian:
         """``D_t = Σ L · W · diag(R) · E`` from ``(L, W, R, cols)`` tuples (trailing entries optional)."""
-        return DynamicsJacobian(self.k, tuple(DynamicsTerm(*t) for t in terms), self._flat_cache)
+        return DynamicsJacobian(self.k, tuple(DynamicsTerm(*t) for t in terms), self._layout_cache)
 
 
 def matvec(A: np.ndarray, v: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The estimator interface (DESIGN.md "Core interfaces").
+"""The estimator interface (docs/architecture.md "Estimators"; THEORY.md §2, §4).
 
 An estimator tracks (an estimate of) the influence ``J_t = ds_t/dθ`` and turns credits into
 gradient estimates, as an ``init`` / ``update`` / ``gradient`` / ``flush`` set of pure-looking
@@ -14,16 +14,59 @@ methods over an explicit ``state`` and an explicit ``numpy.random.Generator``:
 
 Forward-mode estimators also expose ``influence(state) -> B × k × p`` (dense, for checks).
 Estimators may update arrays inside ``state`` in place; callers treat a state as owned.
+
+What consumers may rely on is declared, not probed: :attr:`Estimator.capabilities`
+(:class:`Capabilities`: online or not, holds an influence, stochastic), :meth:`Estimator.applies_to`
+(the cells it runs on) and the cost model :meth:`Estimator.flops` (FLOPs per step and replicate,
+:mod:`simulations.flops`) and :meth:`Estimator.memory` (numbers held per replicate).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+from ..plain import restore, to_plain
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an estimator declares about itself.
+
+    ``online``: ``gradient`` returns ``c_t J_t`` at every step (false for TBPTT / BPTT, whose
+    gradient arrives per block); ``holds_influence``: ``influence(state)`` gives ``J̃_t``
+    (``B × k × p``); ``stochastic``: it draws random numbers, so replicates differ.
+    """
+
+    online: bool = True
+    holds_influence: bool = True
+    stochastic: bool = False
 
 
 class Estimator:
     name = "estimator"
-    #: True when ``gradient`` returns ``c_t J_t`` at every step (an online method).
-    online = True
+    capabilities = Capabilities()
+
+    def require_cell(self, cell) -> None:
+        """Raise ``ValueError`` (one line) when the estimator does not run on ``cell``; by default
+        it runs on every cell."""
+
+    def applies_to(self, cell) -> bool:
+        """Whether the estimator runs on ``cell`` (:meth:`require_cell` accepts it)."""
+        try:
+            self.require_cell(cell)
+        except ValueError:
+            return False
+        return True
+
+    def flops(self, cell) -> float:
+        """The estimator's own floating-point operations per step and replicate (formula with the
+        estimator; :mod:`simulations.flops` adds the cell's and the readout's)."""
+        raise NotImplementedError(f"{self.name} declares no FLOP model")
+
+    def memory(self, cell) -> float:
+        """Numbers the estimator holds per replicate between steps (its memory model)."""
+        raise NotImplementedError(f"{self.name} declares no memory model")
 
     def init(self, cell, theta, batch: int, rng: np.random.Generator):
         raise NotImplementedError
@@ -48,6 +91,18 @@ class Estimator:
     def reset(self, state):
         """Forget the influence (start of an independent sequence); default re-creates nothing."""
         raise NotImplementedError
+
+    #: state fields derived from the cell alone: not saved, kept from a fresh ``init``
+    static_state: tuple[str, ...] = ()
+
+    def export_state(self, state) -> dict:
+        """``state`` as plain data (numbers, arrays, lists, dicts; :mod:`simulations.plain`), for checkpoints."""
+        return to_plain(state, self.static_state)
+
+    def restore_state(self, template, plain: dict, cell):
+        """The state saved by :meth:`export_state`, written into ``template`` (a fresh ``init``
+        for ``cell`` with the same batch); returns the restored state."""
+        return restore(template, plain)
 
     def __repr__(self):
         return self.label

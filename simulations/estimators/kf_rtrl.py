@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..jacobians import block_outer, merge_blocks
-from .base import Estimator
+from .base import Capabilities, Estimator
 from .signs import rademacher
 from .uoro import balance, norms
 
@@ -50,7 +50,7 @@ def kronecker_layout(cell) -> KroneckerLayout:
 
     Raises ``ValueError`` (one line) for cells KF-RTRL does not support."""
     gates = {b.gate for b in cell.blocks}
-    supported = getattr(cell, "kronecker_form", False) and len(gates) == 1
+    supported = cell.kronecker_form and len(gates) == 1
     if supported:
         _, Gp = cell._structure()
         supported = np.array_equal(np.asarray(Gp[next(iter(gates))], dtype=bool), np.eye(cell.k, dtype=bool))
@@ -72,11 +72,25 @@ def kronecker_layout(cell) -> KroneckerLayout:
 
 class KFRTRL(Estimator):
     name = "kf-rtrl"
-    #: draws random signs: its estimates are random, replicates differ
-    stochastic = True
+    capabilities = Capabilities(stochastic=True)     # draws random signs: replicates differ
+    _cached: tuple | None = None                     # (the last cell, its KroneckerLayout)
+    static_state = ("layout",)
+
+    def require_cell(self, cell) -> None:
+        """Cells of the form ``s' = σ(W â)`` (THEORY §4): the one rule, :func:`kronecker_layout`."""
+        self.layout(cell)
+
+    def flops(self, cell) -> float:
+        """``D_t A``: ``2k³``; ``c A`` and its outer product with ``u``: ``2k² + p``; ``u``, norms: ``4(k + m + 1)``."""
+        k = cell.k
+        return 2.0 * k ** 3 + 2.0 * k * k + cell.p + 4.0 * (k + cell.m + 1)
+
+    def memory(self, cell) -> float:
+        """``u`` and ``A``: ``(k + m + 1) + k²``."""
+        return float(cell.k + cell.m + 1 + cell.k * cell.k)
 
     def layout(self, cell) -> KroneckerLayout:
-        cached = getattr(self, "_cached", None)
+        cached = self._cached
         if cached is None or cached[0] is not cell:
             cached = (cell, kronecker_layout(cell))
             self._cached = cached

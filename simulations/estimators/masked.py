@@ -28,10 +28,12 @@ class" and shared by every parameter column of that class.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from ..jacobians import EntryInjection, as_slice, merge_blocks, unit_major, unit_major_blocks
+from ..flops import immediate_nnz
 from ..kernels import class_pair_sums, diagonal_influence_step, unit_major_to_theta
 from .base import Estimator
 
@@ -101,17 +103,58 @@ class SegmentSum:
         return out
 
 
-@dataclass
+class ClassRows(NamedTuple):
+    """The rows of every column class: class ``u`` holds ``template[offsets[u] : offsets[u+1]]``."""
+
+    template: np.ndarray     # the classes' rows, concatenated
+    offsets: np.ndarray      # u + 1
+
+
+class ClassPairs(NamedTuple):
+    """The structural pairs of the recursion per column class (:func:`~simulations.kernels.class_pair_sums`):
+    the pairs of class ``u`` are ``t = qoff[u] … qoff[u+1]−1``, each ``D[R_u[ta[t]], R_u[tb[t]]]``
+    (at ``d_index[tpd[t]]``) times the column's stored value on row ``R_u[tb[t]]``, summed into
+    its value on row ``R_u[ta[t]]``; the class's columns are ``by_class[coff[u] … coff[u+1]−1]``."""
+
+    tpd: np.ndarray
+    ta: np.ndarray
+    tb: np.ndarray
+    qoff: np.ndarray
+    by_class: np.ndarray
+    coff: np.ndarray
+
+
+class GridBlock(NamedTuple):
+    """A block of a grid structure (:func:`_grid`): its ``θ`` columns, shape, the state row of each
+    unit (``n_out``) and each unit's position in ``d_index`` (``None``: no diagonal pair)."""
+
+    cols: slice
+    n_in: int
+    n_out: int
+    rows: object             # slice or n_out ints
+    d_pos: object            # slice, n_out ints or None
+
+
+class FusedBlock(NamedTuple):
+    """One block of the fused SnAp-1 step (:func:`~simulations.kernels.diagonal_influence_step`)."""
+
+    offset: int              # first θ column
+    n_in: int
+    n_out: int
+    c0: int                  # first row of the credit
+    d0: int                  # first position in d, or −1 without diagonal pairs
+    block: object            # the merged ParamBlock (its input)
+    level: int               # the level of its gate Jacobian
+
+
+@dataclass(kw_only=True)
 class MaskStructure:
     """Index arrays of a sparse mask ``M`` (``k × p``), built once per cell.
 
     ``rows``, ``cols`` (``nnz``): the stored entries, column-major.  ``d_index``: the entries of
-    ``D.flat`` the recursion reads.  ``pairs_by_class = (tpd, ta, tb, qoff, by_class, coff)``: the
-    structural pairs of column class ``u`` are ``t = qoff[u] … qoff[u+1]−1``, each
-    ``D[R_u[ta], R_u[tb]]`` (at ``d_index[tpd]``) times the column's stored value on row
-    ``R_u[tb]``, summed into its value on row ``R_u[ta]``; the class's columns are
-    ``by_class[coff[u] … coff[u+1]−1]`` (:func:`~simulations.kernels.class_pair_sums`);
-    ``n_pairs`` counts the pairs over all columns.  ``by_column`` sums entries into columns.
+    ``D.flat`` the recursion reads.  ``pairs_by_class``: the structural pairs per column class
+    (:class:`ClassPairs`); ``n_pairs`` counts the pairs over all columns.  ``by_column`` sums
+    entries into columns.
     """
 
     k: int
@@ -120,18 +163,19 @@ class MaskStructure:
     rows: np.ndarray | None = None
     cols: np.ndarray | None = None
     col_start: np.ndarray | None = None
-    class_rows: tuple | None = None       # (template rows, class offsets) for locating I's entries
+    class_rows: ClassRows | None = None   # for locating I's entries
     cls: np.ndarray | None = None
     i_pattern: np.ndarray | None = None   # k × u: nz(I) of each column class
     d_index: np.ndarray | None = None
-    pairs_by_class: tuple | None = None   # (tpd, ta, tb, qoff, by_class, coff): kernels.class_pair_sums
+    pairs_by_class: ClassPairs | None = None
     n_pairs: int = 0
     by_column: SegmentSum | None = None
     order: int = 0                        # n* of the cell (0: not computed)
     injection: EntryInjection | None = None   # built at the first step (needs the gate layout)
-    grid: tuple | None = None             # per block (θ columns, n_in, n_out, rows, D positions): _grid
+    d_plan: list | None = None            # DynamicsJacobian.entry_plan of d_index, built at the first step
+    grid: tuple[GridBlock, ...] | None = None     # _grid
     d_diagonal: bool = False              # d_index is exactly the diagonal of D, in order (SnAp-1 of Elman)
-    fused: tuple | None = None            # the fused SnAp-1 plan (MaskedInfluence._fused_plan); None: not built
+    fused: tuple[FusedBlock, ...] | None = None   # MaskedInfluence._fused_plan; None: not built
     pos: np.ndarray | None = None         # dense storage: the stored column of each θ column (unit_major)
     unit_blocks: np.ndarray | None = None  # dense storage: unit_major_blocks, to put a row back in θ's order
 
@@ -154,7 +198,7 @@ class MaskStructure:
 
     def entry_index(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """Positions in the stored values of the entries ``(rows, cols)`` (which must be in ``M``)."""
-        trow, toff = self.class_rows
+        trow, toff = self.class_rows.template, self.class_rows.offsets
         u = self.cls[cols]
         keys = u.astype(np.int64) * self.k + rows
         tkeys = np.repeat(np.arange(toff.size - 1, dtype=np.int64), np.diff(toff)) * self.k + trow
@@ -172,12 +216,13 @@ def build_structure(cell, n: int | None, drop_diagonal: bool = False) -> MaskStr
     """
     k, p = cell.k, cell.p
     if n is None:
-        return MaskStructure(k, p, True, pos=unit_major(cell.blocks, p), unit_blocks=unit_major_blocks(cell.blocks))
+        return MaskStructure(k=k, p=p, dense=True, pos=unit_major(cell.blocks, p),
+                             unit_blocks=unit_major_blocks(cell.blocks))
     D_pat, C, cls = column_classes(cell)
     order = reach(D_pat, C, None)[1]
     M, _ = reach(D_pat, C, n)
     if M.all() and not drop_diagonal:
-        return MaskStructure(k, p, True, order=order, pos=unit_major(cell.blocks, p),
+        return MaskStructure(k=k, p=p, dense=True, order=order, pos=unit_major(cell.blocks, p),
                              unit_blocks=unit_major_blocks(cell.blocks))
 
     # per class: its rows (template) and its pairs (a, b) of local row positions with D_pat[R_a, R_b]
@@ -218,9 +263,10 @@ def build_structure(cell, n: int | None, drop_diagonal: bool = False) -> MaskStr
     d_index, tpd = np.unique(keys, return_inverse=True)
     by_class = np.argsort(cls, kind="stable")
     coff = np.concatenate([[0], np.cumsum(np.bincount(cls, minlength=u))])
-    st = MaskStructure(k, p, False, rows, cols, col_start[:-1], (trow, toff), cls, C, d_index,
-                       (tpd.astype(np.intp), ta, tb, qoff, by_class, coff), int(q[cls].sum()),
-                       SegmentSum(cols, p), order)
+    st = MaskStructure(k=k, p=p, dense=False, rows=rows, cols=cols, col_start=col_start[:-1],
+                       class_rows=ClassRows(trow, toff), cls=cls, i_pattern=C, d_index=d_index,
+                       pairs_by_class=ClassPairs(tpd.astype(np.intp), ta, tb, qoff, by_class, coff),
+                       n_pairs=int(q[cls].sum()), by_column=SegmentSum(cols, p), order=order)
     st.grid = _grid(cell, st)
     st.d_diagonal = bool(np.array_equal(d_index, np.arange(k) * (k + 1)))
     return st
@@ -232,11 +278,11 @@ def _grid(cell, st: MaskStructure):
     values of a block form an ``n_in × n_out`` grid whose row, and diagonal ``D`` entry, depend on
     the unit ``i`` alone: the recursion is then ``J̃ ← d_i J̃ + I`` per block (a gate's consecutive
     blocks merged, :func:`~simulations.jacobians.merge_blocks`), which the fused step runs in one
-    pass per block (:meth:`MaskedInfluence._fused_plan`).  Returns the blocks as
-    ``(θ columns, n_in, n_out, rows (n_out), positions in d_index (n_out) or None)``, else ``None``."""
+    pass per block (:meth:`MaskedInfluence._fused_plan`).  Returns the blocks
+    (:class:`GridBlock`), else ``None``."""
     if st.nnz != st.p or any(not b.full for b in cell.blocks):
         return None
-    tpd, _, _, qoff, _, _ = st.pairs_by_class
+    tpd, qoff = st.pairs_by_class.tpd, st.pairs_by_class.qoff
     first = qoff[st.cls]                                  # entry c = column c: its class's first pair
     has = qoff[st.cls + 1] > first
     dpos = np.full(st.nnz, -1, dtype=np.intp)
@@ -247,7 +293,7 @@ def _grid(cell, st: MaskStructure):
         pos = dpos[b.cols].reshape(b.n_in, b.n_out)
         if np.any(rows != rows[0]) or np.any(pos != pos[0]) or (np.any(pos[0] < 0) and np.any(pos[0] >= 0)):
             return None
-        out.append((b.cols, b.n_in, b.n_out, as_slice(rows[0]), None if pos[0, 0] < 0 else as_slice(pos[0])))
+        out.append(GridBlock(b.cols, b.n_in, b.n_out, as_slice(rows[0]), None if pos[0, 0] < 0 else as_slice(pos[0])))
     return tuple(out)
 
 
@@ -281,10 +327,11 @@ class MaskedInfluence(Estimator):
 
     order: int | None = None
     drop_diagonal = False
+    _cached: tuple | None = None         # (the last cell, its MaskStructure)
 
     def structure(self, cell) -> MaskStructure:
         """The cell's :class:`MaskStructure` (built once per cell, then reused)."""
-        cached = getattr(self, "_cached", None)
+        cached = self._cached
         if cached is None or cached[0] is not cell:
             cached = (cell, build_structure(cell, self.order, self.drop_diagonal))
             self._cached = cached
@@ -320,8 +367,9 @@ class MaskedInfluence(Estimator):
         D = self._d_values(st, lin)
         D = np.ascontiguousarray(D.T)                                           # |d| × B
         new = np.empty((st.nnz, state.batch))
-        tpd, ta, tb, qoff, by_class, coff = st.pairs_by_class
-        class_pair_sums(D, tpd, ta, tb, qoff, st.class_rows[1], by_class, coff, st.col_start, state.J, new)
+        pr = st.pairs_by_class
+        class_pair_sums(D, pr.tpd, pr.ta, pr.tb, pr.qoff, st.class_rows.offsets, pr.by_class, pr.coff, st.col_start,
+                        state.J, new)
         st.injection.add_to(new, lin.I)
         state.J = new
         return state
@@ -358,24 +406,30 @@ class MaskedInfluence(Estimator):
     @staticmethod
     def _d_values(st: MaskStructure, lin) -> np.ndarray:
         """The entries of ``D_t`` the recursion reads: ``B × |d|``."""
-        return lin.dynamics.diagonal() if st.d_diagonal else lin.dynamics.entries(st.d_index)
+        if st.d_diagonal:
+            return lin.dynamics.diagonal()
+        if st.d_plan is None:                             # the cell's layout decides it: built once
+            st.d_plan = lin.dynamics.entry_plan(st.d_index)
+        return lin.dynamics.entries(st.d_index, st.d_plan)
 
     def _fused_plan(self, st: MaskStructure, lin):
         """For a grid structure (:func:`_grid`) whose every block takes ``I_t`` as one outer product
-        (one level of a stacked gate on consecutive rows): per block ``(θ offset, n_in, n_out, first
-        row of c, first position in d or -1, block, level)``; else ``()`` (cached on ``st``)."""
+        (one level of a stacked gate on consecutive rows): its blocks (:class:`FusedBlock`); else
+        ``()`` (cached on ``st``)."""
         if st.fused is None:
             st.fused = ()
             parts = {} if st.grid is None else {
-                (dst.start, dst.stop): (blk, r) for blk, kind, dst, r, _ in self._injection(st, lin).parts
-                if kind == "grid"}
+                (part.dst.start, part.dst.stop): (part.block, part.level)
+                for part in self._injection(st, lin).parts if part.kind == "grid"}
             if st.grid is not None and len(parts) == len(self._injection(st, lin).parts) == len(st.grid):
                 plan = []
-                for cols, n_in, n_out, rows, pos in st.grid:
-                    part = parts.get((cols.start, cols.stop))
-                    if part is None or not isinstance(rows, slice) or not (pos is None or isinstance(pos, slice)):
+                for blk in st.grid:
+                    part = parts.get((blk.cols.start, blk.cols.stop))
+                    pos = blk.d_pos
+                    if part is None or not isinstance(blk.rows, slice) or not (pos is None or isinstance(pos, slice)):
                         return st.fused
-                    plan.append((cols.start, n_in, n_out, rows.start, -1 if pos is None else pos.start) + part)
+                    plan.append(FusedBlock(blk.cols.start, blk.n_in, blk.n_out, blk.rows.start,
+                                           -1 if pos is None else pos.start, *part))
                 st.fused = tuple(plan)
         return st.fused
 
@@ -421,9 +475,32 @@ class MaskedInfluence(Estimator):
         state.J[...] = 0.0
         return state
 
+    def export_state(self, state) -> dict:
+        """Dense storage: ``full`` (``J`` is its first ``k`` rows, ``buf`` scratch); sparse: ``J``."""
+        return {"full": state.full} if state.structure.dense else {"J": state.J}
+
+    def restore_state(self, template, plain, cell):
+        if template.structure.dense:
+            template.full[...] = plain["full"]
+            template.J = template.full[:, :-1]
+        else:
+            template.J = np.array(plain["J"], dtype=float)
+        return template
+
     def stored(self, state) -> int:
         """Numbers of ``J̃`` held per replicate."""
         return state.structure.nnz
+
+    def flops(self, cell) -> float:
+        """``(D_t J̃) ⊙ M``: ``2·pairs`` (the ``(D_ij, J̃_j,col)`` products the recursion forms: ``k²p``
+        on the dense path of exact RTRL, fewer on a sparse mask); ``+ I_t``: ``nnz(I)``;
+        ``c_t J̃_t``: ``2·nnz(M)``."""
+        st = self.structure(cell)
+        return 2.0 * st.pairs + immediate_nnz(cell) + 2.0 * st.nnz
+
+    def memory(self, cell) -> float:
+        """The entries of ``J̃`` under the mask: ``nnz(M)``."""
+        return float(self.structure(cell).nnz)
 
 
 def influence_rounding_bound(lins, k: int) -> np.ndarray:

@@ -10,15 +10,21 @@ that an unbiasedness test has power).
 from __future__ import annotations
 
 import itertools
+from typing import Protocol
 
 import numpy as np
 
 
-def rademacher(rng, shape) -> np.ndarray:
-    """Independent uniform ``±1.0`` of ``shape``, from a Generator or a sign source."""
-    draw = getattr(rng, "rademacher", None)
-    if draw is not None:
-        return draw(shape)
+class SignSource(Protocol):
+    """A stand-in for the Generator that hands out signs itself."""
+
+    def rademacher(self, shape) -> np.ndarray: ...
+
+
+def rademacher(rng: np.random.Generator | SignSource, shape) -> np.ndarray:
+    """Independent uniform ``±1.0`` of ``shape``, from a Generator or a :class:`SignSource`."""
+    if not isinstance(rng, np.random.Generator):
+        return rng.rademacher(shape)
     u = rng.random(shape)                    # uniform on the grid k·2⁻⁵³ of [0, 1): P(u ≥ ½) = ½ exactly
     u -= 0.5
     return np.copysign(1.0, u, out=u)        # +1 where u ≥ ½ (copysign(1, +0) = +1), else −1

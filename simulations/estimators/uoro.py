@@ -25,13 +25,9 @@ import numpy as np
 
 from ..jacobians import row_dot, unit_major_blocks
 from ..kernels import rank_one_full_step, rank_one_scales
-from .base import Estimator
+from ..flops import immediate_nnz
+from .base import Capabilities, Estimator
 from .signs import rademacher
-
-
-def left_product(I, lam: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """``λ I_t`` (``B × p``): :meth:`~simulations.jacobians.ImmediateJacobian.rmatmul`, by its former name."""
-    return I.rmatmul(lam, out)
 
 
 def norms(x: np.ndarray) -> np.ndarray:
@@ -76,8 +72,16 @@ class RankOneState:
 
 class UORO(Estimator):
     name = "uoro"
-    #: draws random signs: its estimates are random, replicates differ
-    stochastic = True
+    capabilities = Capabilities(stochastic=True)     # draws random signs: replicates differ
+
+    def flops(self, cell) -> float:
+        """``D_t s̃``: ``2k²``; ``νᵀ I_t``: ``2·nnz(I)``; norms, ``θ̃`` update and ``(c s̃) θ̃``: ``6p + 4k``."""
+        k = cell.k
+        return 2.0 * k * k + 2.0 * immediate_nnz(cell) + 6.0 * cell.p + 4.0 * k
+
+    def memory(self, cell) -> float:
+        """``s̃`` and ``θ̃``: ``k + p``."""
+        return float(cell.k + cell.p)
 
     def init(self, cell, theta, batch, rng=None):
         return RankOneState(np.zeros((batch, cell.k)), np.zeros((batch, cell.p)), np.ones(batch), batch, cell.p)
@@ -100,7 +104,7 @@ class UORO(Estimator):
         Returns ``(ν, ν G_g per gate, 1 / (ρ₁ · factor))``, the last ``B`` scalars for the rank-one
         addition ``θ̃'s direction += (νᵀ I_t) / (ρ₁ · factor)``."""
         nu, Ds, nuG, sq, rho = self._draw(state, lin, rng)
-        rank_one_scales(state.s, Ds, nu, state.factor, sq, lin.I.rmatmul_norms(nu, nuG), rho)
+        rank_one_scales(state.s, Ds, nu, state.factor, sq, lin.I.rmatvec_norms(nu, nuG), rho)
         state.scales = rho.T                                                    # B × 2: (ρ₀, ρ₁)
         if not all(FOLD_RANGE[0] <= f <= FOLD_RANGE[1] for f in state.factor.tolist()):
             state.direction *= state.factor[:, None]
@@ -110,7 +114,7 @@ class UORO(Estimator):
 
     def update(self, state, lin, rng):
         nu, nuG, alpha = self._scales(state, lin, rng)
-        lin.I.rmatmul(nu, out=state.direction, add=True, scale=alpha, left_gates=nuG)
+        lin.I.rmatvec(nu, out=state.direction, add=True, scale=alpha, left_gates=nuG)
         return state
 
     def step(self, state, lin, credit, rng=None):
@@ -124,9 +128,7 @@ class UORO(Estimator):
         if I.batch != state.batch or not all(b.full for b in groups):
             return super().step(state, lin, credit, rng)
         nu, Ds, nuG, sq, rho = self._draw(state, lin, rng)
-        blocks = I._flat.get("block_table")
-        if blocks is None:
-            blocks = I._flat["block_table"] = unit_major_blocks(I.blocks)      # (offset, n_in, n_out, 1) rows
+        blocks = self._block_table(I.blocks)
         g, state.sq = np.empty_like(state.direction), np.zeros(state.batch)
         rank_one_full_step(state.direction, g, blocks, tuple(np.ascontiguousarray(I.source(b)) for b in groups),
                            tuple(np.ascontiguousarray(nuG[b.gate]) for b in groups), state.s, Ds, nu,
@@ -136,6 +138,14 @@ class UORO(Estimator):
 
     def signs_per_step(self, cell) -> int:
         return cell.k
+
+    #: the last cell's blocks and their rows ``(offset, n_in, n_out, 1)`` for the compiled step
+    _table: tuple | None = None
+
+    def _block_table(self, blocks) -> np.ndarray:
+        if self._table is None or self._table[0] is not blocks:
+            self._table = (blocks, unit_major_blocks(blocks))
+        return self._table[1]
 
     def gradient(self, state, credit):
         """``ĝ = (c s̃) θ̃ᵀ``: ``B × p``."""

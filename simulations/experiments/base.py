@@ -1,4 +1,4 @@
-"""Named, declarative experiments (DESIGN.md "Layout", "Result record").
+"""Named, declarative experiments (docs/architecture.md "Experiments", "Data flow").
 
 An experiment turns a config (a plain dict, from a profile and optionally a TOML file) into a
 list of independent *tasks*; each task runs with its own seed and returns a :class:`TaskResult`,
@@ -25,7 +25,7 @@ class ConfigError(ValueError):
     """A configuration the experiment refuses (unknown key, bad value)."""
 
 
-#: the three outcomes of a verdict (DESIGN.md "The checks a report carries")
+#: the three outcomes of a verdict (docs/architecture.md "The checks a report carries")
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
 STATUSES = (PASS, FAIL, INCONCLUSIVE)
 
@@ -39,7 +39,7 @@ class Verdict:
     ``value`` against ``bound`` where numeric; ``rule`` says which direction passes and in what
     unit (e.g. ``"relative error ≤ 1 × rounding bound"``).
 
-    The remaining fields make a statistical verdict evidence (DESIGN.md): ``claim`` (one
+    The remaining fields make a statistical verdict evidence (docs/architecture.md "The checks a report carries"): ``claim`` (one
     sentence) and its ``source`` (THEORY section, paper), the ``statistic``, the ``effect`` with
     its confidence ``interval``, the ``resolution`` (equivalence margin or minimum detectable
     effect at 80% power), the ``control`` run beside it and its outcome, and the multiplicity

@@ -32,7 +32,7 @@ from scipy.stats import t as student_t
 from ..cells import make_cell
 from ..estimators import make_estimator, parse_estimator
 from ..estimators.enumeration import expected_influence
-from ..estimators.masked import UNIT_ROUNDOFF, exact_order, influence_rounding_bound
+from ..estimators.masked import UNIT_ROUNDOFF, MaskedInfluence, exact_order, influence_rounding_bound
 from ..estimators.signs import ShiftedSigns
 from ..readouts import LinearReadout
 from ..config import NON_EMPTY, CellName, Density, EstimatorSpec, Fraction, PositiveInt, Rule, config_error, interval
@@ -90,7 +90,7 @@ def measure(cell, theta, readout, phi, xs, ys, estimators, replicates, rng, infl
     """
     T, k = xs.shape[0], cell.k
     exact = make_estimator("rtrl")
-    sizes = {lab: (replicates if getattr(e, "stochastic", False) else 1) for lab, e in estimators.items()}
+    sizes = {lab: (replicates if e.capabilities.stochastic else 1) for lab, e in estimators.items()}
     states = {lab: e.init(cell, theta, sizes[lab], rng) for lab, e in estimators.items()}
     ex = exact.init(cell, theta, 1)
     stats = {lab: {n: np.empty((sizes[lab], T)) for n in STAT_ARRAYS} for lab in estimators}
@@ -252,7 +252,7 @@ class BiasVarianceExperiment(Experiment):
     def tasks(self, config):
         # every Monte Carlo unbiasedness test of the run shares the family level α (Bonferroni)
         settings = self.settings(config)
-        stochastic = [s for s in config["estimators"] if getattr(parse_estimator(s), "stochastic", False)]
+        stochastic = [s for s in config["estimators"] if parse_estimator(s).capabilities.stochastic]
         alpha = config["alpha"] / max(1, len(settings) * len(stochastic) + 4)
         out = [Task("identities", dict(config, setting=None, test_alpha=alpha))]
         for h, d, r in settings:
@@ -312,7 +312,7 @@ class BiasVarianceExperiment(Experiment):
                        + ("(rejected: the test has power here)" if z > q
                           else "(not rejected: little power at this R)"))
         for lab, est in ests.items():
-            if getattr(est, "stochastic", False):
+            if est.capabilities.stochastic:
                 z, q, N = mean_z_test(finals[lab][1], finals["g"], config["test_alpha"])
                 verdicts.append(Verdict(f"{lab} is unbiased (Monte Carlo)", z <= q,
                                         f"{finals[lab][1].shape[0]} replicates, last-step gradient: max|z| = {z:.2f} "
@@ -328,7 +328,7 @@ class BiasVarianceExperiment(Experiment):
                 "contraction": float(cell.contraction(theta)) if hasattr(cell, "contraction") else None,
                 "exact_order": n_star, "orders": orders, "estimators": list(ests),
                 "replicates": {lab: int(s["cos"].shape[0]) for lab, s in stats.items()},
-                "stored": {lab: int(e.stored(e.init(cell, theta, 1))) if hasattr(e, "stored") else None
+                "stored": {lab: int(e.stored(e.init(cell, theta, 1))) if isinstance(e, MaskedInfluence) else None
                            for lab, e in ests.items()},
                 "steps": config["steps"], "base": [config["base_hidden"], config["base_density"], config["base_rho"]]}
         return TaskResult(data, arrays, verdicts)
@@ -358,9 +358,10 @@ class BiasVarianceExperiment(Experiment):
                                                           config["base_rho"], rng, 0)
         R = config["check_replicates"]
         for name, src in (("uoro", rng), ("kf-rtrl", rng), ("uoro", ShiftedSigns(rng, config["shift"]))):
-            if name == "kf-rtrl" and not cell.kronecker_form:
+            est = make_estimator(name)
+            if not est.applies_to(cell):
                 continue
-            _, _, fin = measure(cell, theta, readout, phi, xs, ys, {name: make_estimator(name)}, R, src,
+            _, _, fin = measure(cell, theta, readout, phi, xs, ys, {name: est}, R, src,
                                 influences=True, bound=False)
             for what, samples, exact in (("gradient", fin[name][1], fin["g"]), ("influence", fin[name][0], fin["J"])):
                 z, q, N = mean_z_test(samples, exact, config["test_alpha"])

@@ -70,12 +70,12 @@ def state_bytes(obj, _seen=None) -> int:
         return 0
     seen.add(id(obj))
     if isinstance(obj, dict):
-        return sum(state_bytes(v, seen) for k, v in obj.items() if k != "_flat")
+        return sum(state_bytes(v, seen) for k, v in obj.items() if k != "cache")
     if isinstance(obj, (list, tuple)):
         return sum(state_bytes(v, seen) for v in obj)
     if dataclasses.is_dataclass(obj):
         return sum(state_bytes(getattr(obj, f.name), seen) for f in dataclasses.fields(obj)
-                   if f.name not in ("blocks", "_flat"))
+                   if f.name not in ("blocks", "cache"))
     return 0
 
 

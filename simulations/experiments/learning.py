@@ -9,13 +9,16 @@ estimators are compared replicate by replicate.  All estimators train the same c
 size: the comparison is parameter-matched; the cost axis is the structural FLOP estimate of
 :mod:`simulations.flops`.
 
-The online loop (:func:`learn_online`): at every step ``s_t, D_t, I_t`` from ``cell.linearize``,
-the estimator's ``update`` and ``gradient`` (THEORY §2 "Online RTRL", §4), the readout's loss and
-credit; every ``update_every`` steps the accumulated gradients move ``θ`` and ``φ`` (Adam or SGD).
-A replicate's ``θ`` moves only when a ``θ``-gradient has arrived (TBPTT delivers one per block,
-the copy task has credit only on recall steps), so no optimiser step is taken on an empty
-gradient.  Gradient alignment is measured at checkpoints: ``θ_t`` frozen, the next stretch of the
-stream replayed with the estimator and with exact RTRL, cosine of the two segment gradients.
+The online loop is :class:`~simulations.training.OnlineTrainer` (:func:`learn_online` sets it up):
+at every step ``s_t, D_t, I_t`` from ``cell.linearize``, the estimator's step (THEORY §2 "Online
+RTRL", §4), the readout's loss and credit; every ``update_every`` steps the accumulated gradients
+move ``θ`` and ``φ`` (Adam or SGD, :mod:`simulations.optimizers`).  A replicate's ``θ`` moves only
+when a ``θ``-gradient has arrived (TBPTT delivers one per block, the copy task has credit only on
+recall steps), so no optimiser step is taken on an empty gradient.  A diverged replicate is
+recorded and the others continue.  Curriculum, validation and gradient alignment are the
+trainer's hooks (:class:`LearningRecorder`): alignment freezes ``θ_t``, replays the next stretch
+of the stream with the estimator and with exact RTRL, and records the cosine of the two segment
+gradients.
 """
 from __future__ import annotations
 
@@ -35,54 +38,16 @@ from ..estimators import parse_estimator
 from ..flops import step_flops
 from ..readouts import LinearReadout
 from ..sequence import run_sequence, sequence_loss
-from ..training import Schedule
 from ..config import NON_EMPTY, EstimatorSpec, Fraction, NonNegativeInt, Positive, PositiveInt, Rule, config_error, one_of
 from ..memory import cell_size, estimator_floats, floats_bytes
+from ..optimizers import OPTIMIZERS, Optimizer, make_optimizer
+from ..training import Hook, OnlineTrainer, Schedule, TrainState
 from .base import ConfigError, Experiment, Task, TaskResult
 from .schema import Names, TaskSchema
 
 LN2 = np.log(2.0)
 TASK_KINDS = ("copy", "text")
 AtLeastTwo = Annotated[int, Rule("an integer >= 2", "integers >= 2", lambda v: v >= 2)]
-
-
-# --------------------------------------------------------------------------- optimisers
-@dataclass
-class OptState:
-    m: np.ndarray        # B × n first moment (Adam) / unused (SGD)
-    v: np.ndarray        # B × n second moment
-    n: np.ndarray        # B: optimiser steps taken by each replicate
-
-
-class Optimizer:
-    """Per-replicate ``adam`` (Kingma & Ba, bias-corrected) or plain ``sgd`` with rate ``schedule(t)``.
-
-    ``step`` moves only the rows flagged ``active`` (``B`` bool)."""
-
-    KINDS = ("adam", "sgd")
-
-    def __init__(self, kind: str, schedule: Schedule, beta1=0.9, beta2=0.999, eps=1e-8):
-        if kind not in self.KINDS:
-            raise ValueError(f"unknown optimizer {kind!r}; choose from {', '.join(self.KINDS)}")
-        self.kind, self.schedule, self.beta1, self.beta2, self.eps = kind, schedule, beta1, beta2, eps
-
-    def init(self, x: np.ndarray) -> OptState:
-        return OptState(np.zeros_like(x), np.zeros_like(x), np.zeros(x.shape[0]))
-
-    def step(self, st: OptState, x: np.ndarray, g: np.ndarray, active: np.ndarray, t: int) -> None:
-        """In place: ``x[b] ← x[b] − α_t · direction[b]`` for the rows ``b`` flagged in ``active``."""
-        if not active.any():
-            return
-        alpha = float(self.schedule(t))
-        rows = slice(None) if active.all() else np.flatnonzero(active)
-        if self.kind == "sgd":
-            x[rows] -= alpha * g[rows]
-            return
-        st.n[rows] += 1
-        m = st.m[rows] = self.beta1 * st.m[rows] + (1.0 - self.beta1) * g[rows]
-        v = st.v[rows] = self.beta2 * st.v[rows] + (1.0 - self.beta2) * np.square(g[rows])
-        n = st.n[rows][:, None]
-        x[rows] -= (alpha / (1.0 - self.beta1 ** n)) * m / (np.sqrt(v / (1.0 - self.beta2 ** n)) + self.eps)
 
 
 # --------------------------------------------------------------------------- the online loop
@@ -93,25 +58,95 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(den > 0, np.sum(a * b, axis=1) / np.where(den > 0, den, 1.0), np.nan)
 
 
+class LearningRecorder(Hook):
+    """What the learning experiment records beside the trainer's checkpoints: the curriculum's
+    lengths, validation at frozen ``θ``, and gradient alignment on replayed stretches of the stream.
+
+    A process with ``observe(state, loss, y)`` (the copy task's curriculum) is told every step's
+    loss; one with ``lengths(state)`` has them recorded at checkpoints.  ``validation = (xs, ys)``
+    (``T × B`` leading axes) is evaluated at ``t = 0`` (:meth:`start`) and every ``val_every``
+    steps.  Alignment (with ``align_every``): at ``t = 0`` and every ``align_every`` steps, ``θ_t``,
+    ``φ_t`` and ``s_t`` are frozen and the next ``align_len`` steps of the stream are replayed
+    through :func:`~simulations.sequence.run_sequence` with the estimator (its own fresh state,
+    randomness from ``align_rng``) and with exact RTRL; the cosine of the two segment gradients
+    ``dL/dθ`` is recorded.
+    """
+
+    def __init__(self, cell, readout, estimator, process, steps, align_every=None, align_len=64, align_rng=None,
+                 validation=None, val_every=None):
+        self.cell, self.readout, self.estimator, self.steps = cell, readout, estimator, steps
+        self.observe = process.observe if isinstance(process, CopyTask) else None
+        self.lengths = process.lengths if isinstance(process, CopyTask) else None
+        self.align_every, self.align_len, self.align_rng = align_every, align_len, align_rng
+        self.exact = parse_estimator("rtrl") if align_every else None
+        self.validation, self.val_every = validation, val_every
+        self.segment = None          # (t, θ, φ, s, [x], [y]) of the alignment segment being collected
+        self.out = {k: [] for k in ("length", "align_t", "cosine", "val_t", "val_bits")}
+
+    def start(self, state: TrainState) -> None:
+        if self.validation is not None:
+            self._validate(state)
+
+    def before_step(self, state, x, y):
+        t = state.t
+        if self.align_every and t % self.align_every == 0 and self.segment is None and t + self.align_len <= self.steps:
+            self.segment = (t, state.theta.copy(), state.phi.copy(), state.s.copy(), [], [])
+        if self.segment is not None:
+            self.segment[4].append(x)
+            self.segment[5].append(y)
+            if len(self.segment[4]) == self.align_len:
+                self._align(*self.segment)
+                self.segment = None
+
+    def after_step(self, state, loss, y, recorded):
+        if self.observe is not None:
+            state.data = self.observe(state.data, loss, y)
+        if recorded and self.lengths is not None:
+            self.out["length"].append(self.lengths(state.data))
+        if self.validation is not None and state.t % self.val_every == 0:
+            self._validate(state)
+
+    def export_state(self) -> dict:
+        """Records so far, the alignment segment being collected and ``align_rng``'s state."""
+        seg = None if self.segment is None else list(self.segment)
+        return {"out": {k: list(v) for k, v in self.out.items()}, "segment": seg,
+                "align_rng": None if self.align_rng is None else self.align_rng.bit_generator.state}
+
+    def restore_state(self, plain: dict) -> None:
+        self.out = {k: list(v) for k, v in plain["out"].items()}
+        seg = plain["segment"]
+        self.segment = None if seg is None else (int(seg[0]), *(np.asarray(a, dtype=float) for a in seg[1:4]),
+                                                 [np.asarray(x) for x in seg[4]], [np.asarray(y) for y in seg[5]])
+        if self.align_rng is not None:
+            self.align_rng.bit_generator.state = plain["align_rng"]
+
+    def _validate(self, state):
+        xs, ys = self.validation
+        self.out["val_t"].append(state.t)
+        L = sequence_loss(self.cell, state.theta, self.readout, state.phi, xs, ys)
+        self.out["val_bits"].append(L / (xs.shape[0] * LN2))
+
+    def _align(self, t0, th, ph, s0, xs, ys):
+        xs, ys = np.stack(xs), np.stack(ys)
+        args = (self.cell, th, self.readout, ph, xs, ys)
+        g = run_sequence(*args, self.estimator, self.align_rng, s0).grad_theta
+        g_exact = run_sequence(*args, self.exact, self.align_rng, s0).grad_theta
+        self.out["align_t"].append(t0)
+        self.out["cosine"].append(cosine_rows(g, g_exact))
+
+
 def learn_online(cell, readout, estimator, process, theta0, phi0, steps: int, rng, data_rng,
-                 optimizer: Optimizer, update_every: int = 1, record_every: int = 64,
+                 optimizer: Optimizer, schedule: Schedule, update_every: int = 1, record_every: int = 64,
                  align_every: int | None = None, align_len: int = 64, align_rng=None,
                  validation=None, val_every: int | None = None, chunk: int = 32, blowup: float = 1e8,
                  progress=None) -> dict[str, np.ndarray]:
-    """Train online for ``steps`` steps; ``θ₀`` is ``B × p``, ``φ₀`` is ``B × q``.
+    """Train online for ``steps`` steps with :class:`~simulations.training.OnlineTrainer` (``θ₀``:
+    ``B × p``, ``φ₀``: ``B × q``; ``optimizer`` with step sizes from ``schedule``); divergence is
+    recorded per replicate and the others continue.
 
     ``readout`` takes integer targets with :data:`~simulations.data.copy_task.IGNORE` for steps
     without loss (e.g. :class:`MaskedReadout`); the windowed loss counts only the other steps.
-    A process with an ``observe(state, loss, y)`` method (the copy task's curriculum) is told every
-    step's loss; one with ``lengths(state)`` has them recorded.  ``validation = (xs, ys)`` (``T × B``
-    leading axes) is evaluated with frozen ``θ, φ`` at ``t = 0`` and every ``val_every`` steps
-    (default ``record_every``).
-
-    Gradient alignment (with ``align_every``): at ``t = 0`` and every ``align_every`` steps, ``θ_t``,
-    ``φ_t`` and ``s_t`` are frozen and the next ``align_len`` steps of the training stream are
-    replayed through :func:`~simulations.sequence.run_sequence` with the estimator (its own fresh
-    state, randomness from ``align_rng``) and with exact RTRL; the cosine of the two segment
-    gradients ``dL/dθ`` is recorded.  Training itself is unaffected.
+    Curriculum, validation and alignment: :class:`LearningRecorder`.
 
     Returns arrays (``R`` = number of records, one per ``record_every`` steps):
     ``t`` (``R``), ``loss_bits`` (``R × B``: mean loss in bits per counted step over the window),
@@ -119,87 +154,24 @@ def learn_online(cell, readout, estimator, process, theta0, phi0, steps: int, rn
     ``val_bits`` (``V × B``), ``theta`` / ``phi`` (final, ``B × p`` / ``B × q``), ``diverged_at``
     (``B``, −1 where the replicate stayed finite), ``seconds`` (wall time of the loop).
     """
-    theta, phi = np.array(theta0, dtype=float), np.array(phi0, dtype=float)
-    B = theta.shape[0]
-    s = np.zeros((B, cell.k))
-    est = estimator.init(cell, theta, B, rng)
-    exact = parse_estimator("rtrl") if align_every else None
-    data = process.init(data_rng, B)
-    opt_theta, opt_phi = optimizer.init(theta), optimizer.init(phi)
-    g_acc, gphi_acc = np.zeros_like(theta), np.zeros_like(phi)
-    win_loss, win_n = np.zeros(B), np.zeros(B)
-    out = {k: [] for k in ("t", "loss_bits", "length", "align_t", "cosine", "val_t", "val_bits")}
-    diverged = np.full(B, -1, dtype=np.int64)
-    observe, lengths = getattr(process, "observe", None), getattr(process, "lengths", None)
-    segment = None                       # (t, θ, φ, s, [x], [y]) of the alignment segment being collected
-
-    val_every = val_every or record_every
-
-    def validate(t):
-        out["val_t"].append(t)
-        L = sequence_loss(cell, theta, readout, phi, validation[0], validation[1])
-        out["val_bits"].append(L / (validation[0].shape[0] * LN2))
-
-    def align(t0, th, ph, s0, xs, ys):
-        xs, ys = np.stack(xs), np.stack(ys)
-        g = run_sequence(cell, th, readout, ph, xs, ys, estimator, align_rng, s0).grad_theta
-        g_exact = run_sequence(cell, th, readout, ph, xs, ys, exact, align_rng, s0).grad_theta
-        out["align_t"].append(t0)
-        out["cosine"].append(cosine_rows(g, g_exact))
-
+    recorder = LearningRecorder(cell, readout, estimator, process, steps, align_every, align_len, align_rng,
+                                validation, val_every or record_every)
+    trainer = OnlineTrainer(cell, readout, estimator, process, schedule, update_every, record_every=record_every,
+                            chunk=chunk, blowup=blowup, optimizer=optimizer, counted=lambda y: y != IGNORE,
+                            stop="all", hooks=[recorder])
     started = time.perf_counter()
-    if validation is not None:
-        validate(0)
-    t = 0
-    with np.errstate(all="ignore"):
-        while t < steps and (diverged < 0).any():
-            n = min(chunk, steps - t)
-            data, xs, ys = process.sample(data, n, data_rng)
-            for i in range(n):
-                if align_every and t % align_every == 0 and segment is None and t + align_len <= steps:
-                    segment = (t, theta.copy(), phi.copy(), s.copy(), [], [])
-                if segment is not None:
-                    segment[4].append(xs[i])
-                    segment[5].append(ys[i])
-                    if len(segment[4]) == align_len:
-                        align(*segment)
-                        segment = None
-                lin = cell.linearize(theta, s, xs[i])
-                s = lin.state
-                loss, credit, dphi = readout.evaluate(phi, s, ys[i])
-                est, g = estimator.step(est, lin, credit, rng)
-                g_acc += g
-                gphi_acc += dphi
-                t += 1
-                win_loss += loss
-                win_n += ys[i] != IGNORE
-                if observe is not None:
-                    data = observe(data, loss, ys[i])
-                if t % update_every == 0:
-                    optimizer.step(opt_theta, theta, g_acc, np.any(g_acc != 0.0, axis=1), t)
-                    optimizer.step(opt_phi, phi, gphi_acc, np.any(gphi_acc != 0.0, axis=1), t)
-                    g_acc[...] = 0.0
-                    gphi_acc[...] = 0.0
-                bad = ~(np.isfinite(loss) & np.all(np.abs(s) < blowup, axis=1)
-                        & np.all(np.abs(theta) < blowup, axis=1)) & (diverged < 0)
-                if bad.any():
-                    diverged[bad] = t
-                if t % record_every == 0:
-                    out["t"].append(t)
-                    out["loss_bits"].append(np.where(win_n > 0, win_loss / np.maximum(win_n, 1), np.nan) / LN2)
-                    win_loss[...], win_n[...] = 0.0, 0.0
-                    if lengths is not None:
-                        out["length"].append(lengths(data))
-                if validation is not None and t % val_every == 0:
-                    validate(t)
-            if progress is not None:
-                progress(t / steps)
+    state = trainer.init(theta0, phi0, rng, data_rng)
+    recorder.start(state)
+    state, traj = trainer.run(state, steps, rng, data_rng=data_rng,
+                              progress=None if progress is None else (lambda n: progress(state.t / steps)))
+    out = dict(recorder.out, t=traj.t, loss_bits=[loss / LN2 for loss in traj.loss])
     arrays = {k: np.asarray(v, dtype=float) for k, v in out.items() if v}
     # a run that diverged before its first record still has (empty) curves
-    for k in ("t", "loss_bits") + (("length",) if lengths is not None else ()):
+    B = state.theta.shape[0]
+    for k in ("t", "loss_bits") + (("length",) if recorder.lengths is not None else ()):
         arrays.setdefault(k, np.zeros((0,) if k == "t" else (0, B)))
-    arrays["theta"], arrays["phi"] = theta, phi
-    arrays["diverged_at"] = diverged
+    arrays["theta"], arrays["phi"] = state.theta, state.phi
+    arrays["diverged_at"] = state.diverged
     arrays["seconds"] = np.asarray(time.perf_counter() - started)
     return arrays
 
@@ -252,9 +224,14 @@ def parse_group(group: str) -> tuple[str, float]:
 
 
 def applies(spec: str, cell: str) -> bool:
-    """Whether an estimator applies to a cell: KF-RTRL needs the Kronecker form ``s' = σ(W â)``
-    (THEORY §4, ``Cell.kronecker_form``); every other estimator applies to every cell."""
-    return not spec.startswith("kf-rtrl") or CELLS[cell].kronecker_form
+    """Whether an estimator applies to a cell, as the estimator declares it
+    (:meth:`~simulations.estimators.base.Estimator.applies_to`; e.g. KF-RTRL needs ``s' = σ(W â)``).
+    An unknown spec applies (its task fails with the parser's reason)."""
+    try:
+        estimator = parse_estimator(spec)
+    except ValueError:
+        return True
+    return estimator.applies_to(make_cell(cell, 2, 1))
 
 
 def _group_problem(group) -> str | None:
@@ -276,7 +253,7 @@ class LearningConfig:
     estimators: Annotated[list[EstimatorSpec], NON_EMPTY]
     seeds: PositiveInt
     init_scale: Positive
-    optimizer: Annotated[str, one_of(Optimizer.KINDS, "optimizer")]
+    optimizer: Annotated[str, one_of(tuple(OPTIMIZERS), "optimizer")]
     copy_lr: Positive
     text_lr: Positive
     update_every: PositiveInt
@@ -373,11 +350,11 @@ class LearningExperiment(Experiment):
         init_rng = np.random.default_rng(init_ss)
         theta0 = cell.init(init_rng, cfg["init_scale"], batch=B)
         phi0 = readout.init(init_rng, B)
-        optimizer = Optimizer(cfg["optimizer"], Schedule(cfg[f"{kind}_lr"]))
+        optimizer, schedule = make_optimizer(cfg["optimizer"]), Schedule(cfg[f"{kind}_lr"])
         align_every = cfg["align_every"] if estimator.name != "rtrl" else None
         with threadpool_limits(1):
             arrays = learn_online(cell, readout, estimator, process, theta0, phi0, steps,
-                                  np.random.default_rng(train_ss), np.random.default_rng(data_ss), optimizer,
+                                  np.random.default_rng(train_ss), np.random.default_rng(data_ss), optimizer, schedule,
                                   cfg["update_every"], cfg["record_every"], align_every, cfg["align_len"],
                                   np.random.default_rng(align_ss), validation, val_every, progress=progress)
         flops = step_flops(cell, estimator, process.n_out)
