@@ -10,9 +10,9 @@ from rtrl_validation.analysis.frames import record_frame, record_frames, verdict
 from rtrl_validation.simulations.runner import run_experiment  # noqa: E402
 
 try:
-    from test_report_fakes import FakeExperiment
+    from helpers import FakeExperiment
 except ImportError:  # tests collected as a package
-    from tests.test_report_fakes import FakeExperiment
+    from tests.helpers import FakeExperiment
 
 
 @pytest.fixture(scope="module")
