@@ -43,7 +43,7 @@ def run_sequence(cell, theta, readout, phi, xs, ys, estimator, rng=None, s0=None
     stochastic estimator (UORO, KF-RTRL) and is required for one; deterministic estimators need none."""
     if isinstance(rng, (int, np.integer)):
         rng = as_generator(rng)
-    elif rng is None and getattr(estimator, "stochastic", False):
+    elif rng is None and estimator.capabilities.stochastic:
         raise ValueError(f"estimator {estimator.name!r} draws random numbers: pass rng (a seed or a Generator)")
     B = xs.shape[1]
     s = initial_state(cell, B, s0)

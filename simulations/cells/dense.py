@@ -157,7 +157,7 @@ class DenseEquationCell(Cell):
             if not b.full:
                 G[:, :, b.idx_i] = I[:, :, b.cols]
             gates[b.name] = GateJacobian(G)
-        imm = ImmediateJacobian(self.k, self.p, self.blocks, gates, {"one": np.ones((B, 1))}, self._flat_cache)
+        imm = ImmediateJacobian(self.k, self.p, self.blocks, gates, {"one": np.ones((B, 1))}, self._layout_cache)
         return Linearization(s_new, D, imm)
 
     def expanded(self, P: dict, s: sp.Matrix, x: sp.Matrix) -> sp.Matrix:

@@ -426,7 +426,7 @@ class EquationCell(Cell):
             dense = self._levels(own, d).dense(self.k) if own else None
             for name, h, i in later:
                 scaled = P[name] * d[i][:, None, :]                  # A diag(∂v/∂a_g): B × n × n
-                dense = G[plan.gate_names[h]].left_matmul(scaled, self.k, dense)
+                dense = G[plan.gate_names[h]].matmul(scaled, self.k, dense)
             G[plan.gate_names[g]] = GateJacobian(dense)
         return G
 
