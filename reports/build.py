@@ -12,6 +12,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rtrl_validation.analysis import style
 from rtrl_validation.analysis.sections import Section
 from rtrl_validation.simulations.experiments.base import Verdict
 from rtrl_validation.simulations.records import SCHEMA_VERSION, environment, load_records, utc_now
@@ -99,7 +100,8 @@ def analyse(name: str, analysis, records: list[dict]) -> SectionResult:
         return SectionResult(name, section, records, status="not run")
     error = None
     try:
-        section = (analysis or default_analysis)(records)
+        with style.style():
+            section = (analysis or default_analysis)(records)
         if not isinstance(section, Section):
             raise TypeError(f"analysis returned {type(section).__name__}, not Section")
         verdicts = [verdict_dict(v) for v in section.verdicts]

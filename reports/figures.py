@@ -19,6 +19,8 @@ from matplotlib import ft2font
 from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties, findfont
 
+from rtrl_validation.analysis import style
+
 _NO_HINTING = ft2font.LoadFlags.NO_HINTING if hasattr(ft2font, "LoadFlags") else ft2font.LOAD_NO_HINTING
 
 SVG_RC = {"svg.fonttype": "none", "svg.hashsalt": "rtrl-validate", "font.family": "DejaVu Sans"}
@@ -90,7 +92,7 @@ def figure_svg(fig) -> str:
     import matplotlib.pyplot as plt
     buf = io.StringIO()
     try:
-        with matplotlib.rc_context(SVG_RC):
+        with style.style():
             fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
     finally:
         plt.close(fig)
