@@ -64,10 +64,11 @@ class Report:
     def summary(self) -> dict:
         """The content of ``summary.json``."""
         verdicts = self.verdicts
-        n_pass = sum(v["passed"] for v in verdicts)
+        status = [v.get("status") or ("PASS" if v["passed"] else "FAIL") for v in verdicts]
         return {"schema_version": SCHEMA_VERSION, "generated": self.generated, "profile": self.profile,
                 "seed": self.seed, "source": self.source, "passed": self.passed,
-                "counts": {"pass": n_pass, "fail": len(verdicts) - n_pass, "not_run": len(self.not_run)},
+                "counts": {"pass": status.count("PASS"), "fail": status.count("FAIL"),
+                           "inconclusive": status.count("INCONCLUSIVE"), "not_run": len(self.not_run)},
                 "not_run": self.not_run, "verdicts": verdicts,
                 "experiments": {s.experiment: _record_stats(s.records) for s in self.sections}}
 

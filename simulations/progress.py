@@ -1,0 +1,99 @@
+"""Progress of a run on stderr: a bar on a terminal, plain lines anywhere else.
+
+On a terminal this is a tqdm bar.  When stderr is a file or a CI log it writes one line when the
+run starts, one line per finished task, and a heartbeat with the elapsed time and an estimate of
+the time left at least every :data:`HEARTBEAT` seconds, so a log never goes quiet for long.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+#: seconds between heartbeat lines when stderr is not a terminal
+HEARTBEAT = 30.0
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60:02d}:{rest % 60:02d}"
+
+
+class PlainProgress:
+    """The tqdm calls the runner makes (``update``, ``n``, ``set_postfix_str``, ``close``), as
+    plain lines on ``stream`` with a heartbeat thread."""
+
+    def __init__(self, total: int, initial: int = 0, desc: str = "tasks", stream=None,
+                 heartbeat: float = HEARTBEAT):
+        self.total, self.n, self.desc = total, float(initial), desc
+        self.stream = sys.stderr if stream is None else stream
+        self.start = time.monotonic()
+        self.initial = initial
+        self.finished = initial
+        self.current = ""
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._say(f"{desc}: {total - initial} of {total} tasks to run"
+                  + (f" ({initial} up to date)" if initial else ""))
+        self._thread = None
+        if total > initial:
+            self._thread = threading.Thread(target=self._beat, args=(heartbeat,), daemon=True)
+            self._thread.start()
+
+    def _say(self, text: str) -> None:
+        with self._lock:
+            print(text, file=self.stream, flush=True)
+
+    def _eta(self) -> str:
+        done = self.n - self.initial
+        left = self.total - self.n
+        if done <= 0 or left <= 0:
+            return "?" if left > 0 else "00:00"
+        return _clock((time.monotonic() - self.start) / done * left)
+
+    def _beat(self, every: float) -> None:
+        while not self._stop.wait(every):
+            self._say(f"{self.desc}: {self.n:.1f}/{self.total} tasks, elapsed "
+                      f"{_clock(time.monotonic() - self.start)}, about {self._eta()} left"
+                      + (f" (running {self.current})" if self.current else ""))
+
+    def update(self, amount: float) -> None:
+        self.n += amount
+        while self.finished + 1 <= self.n + 1e-9:
+            self.finished += 1
+            self._say(f"{self.desc}: finished {self.finished}/{self.total} tasks, elapsed "
+                      f"{_clock(time.monotonic() - self.start)}, about {self._eta()} left")
+
+    def set_postfix_str(self, text: str, refresh: bool = True) -> None:
+        self.current = text
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+class NoProgress:
+    """Progress turned off."""
+
+    n = 0.0
+
+    def update(self, amount: float) -> None:
+        self.n += amount
+
+    def set_postfix_str(self, text: str, refresh: bool = True) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def progress_bar(total: int, initial: int, desc: str, enabled: bool = True):
+    """A tqdm bar when stderr is a terminal, :class:`PlainProgress` lines otherwise,
+    :class:`NoProgress` when not ``enabled``."""
+    if not enabled:
+        return NoProgress()
+    if sys.stderr.isatty():
+        from tqdm.auto import tqdm
+        return tqdm(total=total, desc=desc, unit="task", delay=2.0, initial=initial,
+                    bar_format="{l_bar}{bar}| {n:.1f}/{total} tasks [{elapsed}<{remaining}{postfix}]")
+    return PlainProgress(total, initial, desc)
