@@ -17,6 +17,7 @@ is reported as a failure to confirm).
 from __future__ import annotations
 
 import numpy as np
+from matplotlib.ticker import NullFormatter
 from scipy import stats
 
 from rtrl_validation.simulations.experiments.base import Verdict
@@ -172,8 +173,10 @@ def _figure(tab, names, title, forward=True):
         ax1.set(ylabel="CPU time per step [s]")
         ax1.legend()
         _plot(ax2, tab, group, "bytes", False)
-        ax2.set(ylabel="estimator state per replicate [bytes]")
+        ax2.set(ylabel="state per replicate [bytes]")
         ax2.legend()
+        for ax in (ax1, ax2):
+            ax.xaxis.set_minor_formatter(NullFormatter())      # decades only: minor labels would collide
     return fig
 
 

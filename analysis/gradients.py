@@ -61,21 +61,21 @@ def analyse(records: list[dict]) -> Section:
                   ["cell", "density", "comparison", "cases", "max rel. error", "bound", "error/bound", "verdict"],
                   rows)
 
-    fig = style.figure(height=3.0)
-    ax = fig.add_subplot()
     kinds = list(dict.fromkeys(kind(c["comparison"]) for c in checks if "!=" not in c["comparison"]))
+    fig = style.figure(height=0.28 * len(kinds) + 1.0)
+    ax = fig.add_subplot()
     for i, cell in enumerate(cells):
         for j, kd in enumerate(kinds):
             vals = [c["ratio"] for c in checks if c["cell"] == cell and kind(c["comparison"]) == kd]
             if vals:
-                x = j + (i - (len(cells) - 1) / 2) * 0.12
-                ax.scatter(np.full(len(vals), x), np.maximum(vals, 1e-6), s=10, **style.series(i),
+                y = j + (i - (len(cells) - 1) / 2) * 0.12
+                ax.scatter(np.maximum(vals, 1e-6), np.full(len(vals), y), s=10, **style.series(i),
                            label=cell if j == 0 else None)
-    ax.axhline(1.0, color="k", lw=1, ls="--")
-    ax.set_yscale("log")
-    ax.set_xticks(range(len(kinds)), kinds, rotation=25, ha="right")
-    ax.set_xlabel("comparison")
-    ax.set_ylabel("relative error / bound (passes ≤ 1)")
+    ax.axvline(1.0, color="k", lw=1, ls="--")
+    ax.set_xscale("log")
+    ax.set_yticks(range(len(kinds)), kinds)
+    ax.invert_yaxis()
+    ax.set_xlabel("relative error / bound (passes ≤ 1)")
     fig.legend(loc="outside lower center", ncol=len(cells))
 
     n_checks = len(checks)
