@@ -1,7 +1,7 @@
 """Progress of a run on stderr: a bar on a terminal, plain lines anywhere else.
 
 On a terminal this is a tqdm bar.  When stderr is a file or a CI log it writes one line when the
-run starts, one line per finished task, and a heartbeat with the elapsed time and an estimate of
+first task starts, one line per finished task, and a heartbeat with the elapsed time and an estimate of
 the time left at least every :data:`HEARTBEAT` seconds, so a log never goes quiet for long.
 """
 from __future__ import annotations
@@ -32,14 +32,21 @@ class PlainProgress:
         self.initial = initial
         self.finished = initial
         self.current = ""
+        self.heartbeat = heartbeat
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._say(f"{desc}: {total - initial} of {total} tasks to run"
-                  + (f" ({initial} up to date)" if initial else ""))
-        self._thread = None
-        if total > initial:
-            self._thread = threading.Thread(target=self._beat, args=(heartbeat,), daemon=True)
-            self._thread.start()
+        self._started = False
+
+    def _begin(self) -> None:
+        """The first line and the heartbeat, once the first task starts (nothing is printed for a
+        run that never starts, e.g. when the scheduler cannot be reached)."""
+        if self._started:
+            return
+        self._started = True
+        self.start = time.monotonic()
+        self._say(f"{self.desc}: {self.total - self.initial} of {self.total} tasks to run"
+                  + (f" ({self.initial} up to date)" if self.initial else ""))
+        threading.Thread(target=self._beat, args=(self.heartbeat,), daemon=True).start()
 
     def _say(self, text: str) -> None:
         with self._lock:
@@ -54,11 +61,16 @@ class PlainProgress:
 
     def _beat(self, every: float) -> None:
         while not self._stop.wait(every):
-            self._say(f"{self.desc}: {self.n:.1f}/{self.total} tasks, elapsed "
-                      f"{_clock(time.monotonic() - self.start)}, about {self._eta()} left"
-                      + (f" (running {self.current})" if self.current else ""))
+            self.beat()
+
+    def beat(self) -> None:
+        """One heartbeat line: tasks done, elapsed time, estimated time left, the latest task."""
+        self._say(f"{self.desc}: {self.n:.1f}/{self.total} tasks, elapsed "
+                  f"{_clock(time.monotonic() - self.start)}, about {self._eta()} left"
+                  + (f" (running {self.current})" if self.current else ""))
 
     def update(self, amount: float) -> None:
+        self._begin()
         self.n += amount
         while self.finished + 1 <= self.n + 1e-9:
             self.finished += 1
@@ -67,6 +79,7 @@ class PlainProgress:
 
     def set_postfix_str(self, text: str, refresh: bool = True) -> None:
         self.current = text
+        self._begin()
 
     def close(self) -> None:
         self._stop.set()

@@ -177,3 +177,28 @@ def test_bad_equation_and_figure_do_not_break_the_section(tmp_path, monkeypatch)
                                         (0.125, "0.125"), (float("nan"), "nan"), ([1, 2], "[1, 2]"), ("a", "a")])
 def test_fmt(value, text):
     assert fmt(value) == text
+
+
+def test_appendix_configuration_is_toml_that_config_accepts(built, tmp_path, monkeypatch, capsys):
+    import html as htmllib
+    import tomllib
+
+    text = re.search(r'<pre class="cmd" id="config-toml">(.*?)</pre>', built.html, re.S).group(1)
+    tables = tomllib.loads(htmllib.unescape(text))
+    records = {r["experiment"]: r["experiment_config"] for r in load_records(built.out)}
+    assert tables == records and set(tables) == {"fake-pass", "fake-fail", "fake-broken", "fake-badanalysis"}
+    path = tmp_path / "report-config.toml"
+    path.write_text(htmllib.unescape(text))
+    use_fakes(monkeypatch, passing=True, failing=True, broken=True, broken_analysis_=True)
+    assert cli.main(["run", "fake-pass", "--config", str(path), "--out", str(tmp_path / "again"), "--quiet"]) == 0
+    assert "rtrl-validate report --profile quick --seed 0" in built.html
+    assert "rtrl-validate figure fake-pass-1 --from" in built.html
+
+
+def test_summary_lists_every_non_passing_check_with_a_link_to_its_row(built):
+    summary = built.html[built.html.index('id="summary"'):built.html.index('class="experiment"')]
+    links = re.findall(r'<li><span class="badge (FAIL|INCONCLUSIVE)">.*?<a href="#(v-\d+-\d+)">', summary)
+    assert len(links) == built.summary["counts"]["fail"] + built.summary["counts"]["inconclusive"] == 5
+    for _, anchor in links:
+        assert f'id="{anchor}"' in built.html
+    assert 'href="#fig-1"' in built.html and 'id="tab-1"' in built.html
