@@ -264,18 +264,22 @@ def summary_html(report: Report) -> str:
         "FAIL" if total["FAIL"] else "INCONCLUSIVE")
     head = (f'<p class="overall">{_badge(overall).html} {sum(total.values())} checks: {_counts_text(total)}'
             + (f"; not run: {escape(', '.join(report.not_run))}" if report.not_run else "") + ".</p>")
-    rows, issues = [], []
+    rows, issues, n_figures = [], [], 0
     for number, s in enumerate(report.sections, start=1):
         c = counts(s.verdicts)
         link = f'<a href="#sec-{escape(s.experiment)}">{number}. {escape(s.section.title)}</a>'
         status = "NOT RUN" if s.status == "not run" else (
             "FAIL" if c["FAIL"] else "INCONCLUSIVE" if c["INCONCLUSIVE"] else "PASS")
-        rows.append([Cell(html=link, text=s.section.title), _badge(status), c["PASS"], c["FAIL"], c["INCONCLUSIVE"]])
+        figures = range(n_figures + 1, n_figures + len(s.section.figures) + 1)     # numbered in reading order
+        n_figures += len(s.section.figures)
+        rows.append([Cell(html=link, text=s.section.title), _badge(status), c["PASS"], c["FAIL"], c["INCONCLUSIVE"],
+                     Cell(html=" ".join(f'<a href="#fig-{i}">{i}</a>' for i in figures) or "—",
+                          text=" ".join(map(str, figures)))])
         for i, v in enumerate(s.verdicts, start=1):
             if _status(v) != "PASS":
                 issues.append(f'<li>{_badge(_status(v)).html} <a href="#{_anchor(number, i)}">{number}.{i}</a> '
                               f"{escape(v['check'])}: {escape(_short(v.get('evidence') or ''))}</li>")
-    table = grid(["Section", "Result", "PASS", "FAIL", "INCONCLUSIVE"], rows)
+    table = grid(["Section", "Result", "PASS", "FAIL", "INCONCLUSIVE", "Figures"], rows)
     listing = (f'<h3>Every check that did not pass ({len(issues)})</h3><ul class="issues">' + "".join(issues) + "</ul>"
                if issues else "<p>Every check passed.</p>")
     return f'<section class="summary" id="summary"><h2>Summary</h2>{head}{table}{listing}</section>'
@@ -287,14 +291,16 @@ def _short(text: str, limit: int = REASON_CHARS) -> str:
 
 
 def _rule(v: dict) -> str:
-    """The decision rule with the value and the bound it was compared with."""
-    parts = []
-    if v.get("rule"):
-        parts.append(v["rule"])
-    numbers = [f"{k} {fmt(v[k])}" for k in ("value", "bound") if v.get(k) is not None]
-    if numbers:
-        parts.append("; ".join(numbers))
-    return " — ".join(parts)
+    """The decision rule (which direction passes, in what unit) with the value and the bound it
+    was compared with, and which side of the bound the value lies on."""
+    parts = [v["rule"]] if v.get("rule") else []
+    value, bound = v.get("value"), v.get("bound")
+    if value is not None and bound is not None:
+        side = "<" if value < bound else ">" if value > bound else "="
+        parts.append(f"value {fmt(value)} {side} bound {fmt(bound)}")
+    elif value is not None or bound is not None:
+        parts.append(f"value {fmt(value)}" if value is not None else f"bound {fmt(bound)}")
+    return ": ".join(parts)
 
 
 #: statistical evidence fields, in the order they are shown

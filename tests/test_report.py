@@ -202,3 +202,23 @@ def test_summary_lists_every_non_passing_check_with_a_link_to_its_row(built):
     for _, anchor in links:
         assert f'id="{anchor}"' in built.html
     assert 'href="#fig-1"' in built.html and 'id="tab-1"' in built.html
+
+
+def test_help_lists_every_command_with_an_example(capsys):
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name in cli.COMMANDS:
+        assert re.search(rf"^  {name}\s+\S.*\n\s+e\.g\. rtrl-validate {name}\b", out, re.M), name
+
+
+def test_gradcheck_table_has_a_header_for_every_column_and_marks_expected_differences():
+    from rtrl_validation.proofs_checks.gradcheck import format_table
+
+    check = dict(cell="elman", steps=7, loss="mse", max_abs_error=0.1, max_rel_error=0.2, bound=1e-13, passed=True)
+    table = format_table({"checks": [{**check, "comparison": "rtrl vs bptt", "passed": False},
+                                     {**check, "comparison": "tbptt(2) != bptt"}]})
+    head, _, equal, differ, *_ = table.splitlines()
+    assert head.split() == ["cell", "T", "loss", "comparison", "expected", "max", "abs", "err", "max", "rel", "err",
+                            "bound", "verdict"]
+    assert "equal" in equal and equal.endswith("FAIL")
+    assert "tbptt(2) ≠ bptt" in differ and "differ" in differ and differ.endswith("PASS")
