@@ -433,6 +433,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_report(args) -> int:
+    from rtrl_validation.simulations.progress import stage
+
     from .build import build_report, stored_records
     from .output import write_report
 
@@ -452,8 +454,9 @@ def cmd_report(args) -> int:
             raise CLIError(f"--from {args.from_dir}: no records of registered experiments found")
         out = prepare_out(args.out or args.from_dir)
         seeds = sorted({r["seed"] for recs in records.values() for r in recs})
-        report = build_report(records, profile=None, seed=seeds[0] if len(seeds) == 1 else None,
-                              source=str(args.from_dir))
+        with stage("analysing the records", not args.quiet):
+            report = build_report(records, profile=None, seed=seeds[0] if len(seeds) == 1 else None,
+                                  source=str(args.from_dir))
         note_interrupted(args.from_dir)
     else:
         profile, seed, overrides = settings(args)
@@ -465,9 +468,11 @@ def cmd_report(args) -> int:
         registered = experiments()
         records = compute(args, [(registered[name], config) for name, config in configs.items()], seed, out)
         finish_manifest(args.state, "complete")
-        report = build_report(records, profile=profile, seed=seed, source=str(out))
+        with stage("analysing the records", not args.quiet):
+            report = build_report(records, profile=profile, seed=seed, source=str(out))
 
-    paths, messages = write_report(report, out, args.format)
+    with stage(f"writing the report ({', '.join(args.format)}) and figures/", not args.quiet):
+        paths, messages = write_report(report, out, args.format)
     for kind in ("html", "pdf"):
         if kind in paths:
             print(f"{kind}: {paths[kind]}")

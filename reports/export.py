@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +98,7 @@ def export_figure(fig, folder: str | Path, name: str) -> dict[str, Path]:
     """Write ``NAME.svg``, ``NAME.pdf``, ``NAME.png`` and ``NAME.csv`` into ``folder``; return the paths."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    logging.getLogger("fontTools").setLevel(logging.ERROR)    # font subsetting warns about old font dates
     paths = {}
     with style.style():
         for fmt in FIGURE_FORMATS:

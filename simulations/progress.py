@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from contextlib import contextmanager
 
 #: seconds between heartbeat lines when stderr is not a terminal
 HEARTBEAT = 30.0
@@ -98,6 +99,28 @@ class NoProgress:
 
     def close(self) -> None:
         pass
+
+
+@contextmanager
+def stage(what: str, enabled: bool = True, stream=None, heartbeat: float = HEARTBEAT):
+    """Say ``what`` is being done, then a line with the elapsed time at least every ``heartbeat``
+    seconds until it is done, and one when it is (for steps without tasks, such as writing a report)."""
+    if not enabled:
+        yield
+        return
+    stream = sys.stderr if stream is None else stream
+    start, done = time.monotonic(), threading.Event()
+    print(f"{what} ...", file=stream, flush=True)
+
+    def beat():
+        while not done.wait(heartbeat):
+            print(f"{what}: still working, elapsed {_clock(time.monotonic() - start)}", file=stream, flush=True)
+    threading.Thread(target=beat, daemon=True).start()
+    try:
+        yield
+    finally:
+        done.set()
+    print(f"{what}: done in {_clock(time.monotonic() - start)}", file=stream, flush=True)
 
 
 def progress_bar(total: int, initial: int, desc: str, enabled: bool = True):

@@ -29,3 +29,15 @@ def test_progress_bar_choice(monkeypatch):
     monkeypatch.setattr("sys.stderr", io.StringIO())     # not a terminal
     assert isinstance(progress.progress_bar(3, 0, "x"), progress.PlainProgress)
     assert progress.HEARTBEAT <= 30
+
+
+def test_stage_says_what_it_does_and_when_it_is_done():
+    out = io.StringIO()
+    with progress.stage("writing the report", stream=out, heartbeat=3600):
+        pass
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "writing the report ..." and lines[1].startswith("writing the report: done in ")
+    quiet = io.StringIO()
+    with progress.stage("nothing to say", enabled=False, stream=quiet):
+        pass
+    assert quiet.getvalue() == ""
