@@ -253,7 +253,7 @@ def _three_ways_figure(r):
     j = np.arange(dirs.shape[0])
     for i, (name, x) in enumerate(methods):
         m, se = mean_se(x)
-        sty = style.series(i) if name == "FD" else {"color": style.estimator_style(name).color,
+        sty = style.series(0) if name == "FD" else {"color": style.estimator_style(name).color,
                                                     "marker": style.estimator_style(name).marker}
         ax.errorbar(j + 0.15 * (i - 1.5), m, yerr=q * se, ls="none", **sty,
                     label=style.estimator_style(name).label if name != "FD" else "finite differences")

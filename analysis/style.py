@@ -125,8 +125,9 @@ def estimator_style(spec: str) -> SeriesStyle:
     return SeriesStyle(label, colour, marker, ls)
 
 
-#: colours for series that are not estimators (cells, settings, blocks), in order
-CYCLE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#000000")
+#: colours for series that are not estimators (cells, settings, blocks, finite differences), in
+#: order: Paul Tol's muted set, apart from the estimators' colours so that no colour means two things
+CYCLE = ("#332288", "#882255", "#DDCC77", "#44AA99", "#999933", "#AA4499", "#88CCEE")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 
 

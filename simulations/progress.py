@@ -11,8 +11,8 @@ import threading
 import time
 from contextlib import contextmanager
 
-#: seconds between heartbeat lines when stderr is not a terminal
-HEARTBEAT = 30.0
+#: seconds between heartbeat lines when stderr is not a terminal (below 30 s with room for a late one)
+HEARTBEAT = 20.0
 
 
 def _clock(seconds: float) -> str:
