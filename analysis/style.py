@@ -70,6 +70,13 @@ def figure(width: float = TEXT_WIDTH, height: float = 2.6) -> MplFigure:
     return MplFigure(figsize=(min(width, TEXT_WIDTH), height), layout="constrained")
 
 
+def save_options(fig) -> dict:
+    """``savefig`` options: a figure with a layout engine already fits its page, so it is saved
+    as laid out (one drawing); any other is cropped to its contents (``bbox_inches="tight"``,
+    which draws it twice)."""
+    return {"bbox_inches": None if fig.get_layout_engine() is not None else "tight"}
+
+
 @dataclass(frozen=True)
 class SeriesStyle:
     """How one estimator is drawn everywhere: ``label`` is mathtext."""

@@ -103,8 +103,8 @@ def export_figure(fig, folder: str | Path, name: str) -> dict[str, Path]:
     with style.style():
         for fmt in FIGURE_FORMATS:
             paths[fmt] = atomic_write(folder / f"{name}.{fmt}",
-                                      lambda f, fmt=fmt: fig.savefig(f, format=fmt, bbox_inches="tight",
-                                                                     metadata=_metadata(fmt)))
+                                      lambda f, fmt=fmt: fig.savefig(f, format=fmt, metadata=_metadata(fmt),
+                                                                     **style.save_options(fig)))
     paths["csv"] = atomic_write(folder / f"{name}.csv", figure_csv(fig))
     return paths
 

@@ -81,22 +81,27 @@ def _flatten(svg: str) -> str:
     return "".join(out)
 
 
-def _inline(svg: str) -> str:
+def inline_svg(svg: str) -> str:
     """The SVG element alone (no XML prolog, no metadata), flattened, with spacing accents."""
     svg = re.sub(r"<metadata>.*?</metadata>", "", svg[svg.index("<svg"):], count=1, flags=re.S)
     return _spacing_accents(_flatten(svg))
 
 
+def close_figure(fig) -> None:
+    """Release ``fig`` (pyplot keeps the figures it made until they are closed)."""
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+
+
 def figure_svg(fig) -> str:
     """``fig`` as an inline ``<svg>`` element (the figure is closed afterwards)."""
-    import matplotlib.pyplot as plt
     buf = io.StringIO()
     try:
         with style.style():
-            fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
+            fig.savefig(buf, format="svg", metadata={"Date": None}, **style.save_options(fig))
     finally:
-        plt.close(fig)
-    return _inline(buf.getvalue())
+        close_figure(fig)
+    return inline_svg(buf.getvalue())
 
 
 def equation_svg(equation: str, fontsize: float = 13) -> str:
@@ -111,4 +116,4 @@ def equation_svg(equation: str, fontsize: float = 13) -> str:
         fig.text(0, 0, text, fontsize=fontsize)
         fig.savefig(buf, format="svg", bbox_inches="tight", pad_inches=0.03, transparent=True,
                     metadata={"Date": None})
-    return _inline(buf.getvalue())
+    return inline_svg(buf.getvalue())

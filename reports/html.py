@@ -23,7 +23,7 @@ from rtrl_validation.simulations.runner import one_line
 
 from .build import Report, SectionResult
 from .export import export_figure, figure_name
-from .figures import equation_svg, figure_svg
+from .figures import close_figure, equation_svg, figure_svg, inline_svg
 
 TITLE = "RTRL validation report"
 
@@ -222,14 +222,15 @@ class Doc:
     def figure(self, figure, name: str) -> str:
         self.n_figures += 1
         anchor = f"fig-{self.n_figures}"
-        note = ""
+        note, svg = "", None
         if self.figures_dir is not None:
-            try:
-                export_figure(figure.fig, self.figures_dir, name)
+            try:                                   # the page shows the exported SVG: drawn once
+                svg = inline_svg(export_figure(figure.fig, self.figures_dir, name)["svg"].read_text())
+                close_figure(figure.fig)
             except Exception as e:  # noqa: BLE001 - the page still shows the figure
                 note = f" (not exported: {one_line(f'{type(e).__name__}: {e}')})"
         try:
-            svg = figure_svg(figure.fig)
+            svg = figure_svg(figure.fig) if svg is None else svg
         except Exception as e:  # noqa: BLE001
             svg = f'<pre class="error">figure could not be rendered: {escape(one_line(f"{type(e).__name__}: {e}"))}</pre>'
         self.figures.append((anchor, name, figure.caption))
