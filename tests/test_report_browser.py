@@ -19,10 +19,15 @@ from rtrl_validation.reports import cli, registry
 
 try:
     from cdp import Browser, chromium
-    from test_report_fakes import fakes, in_process
 except ImportError:  # tests collected as a package
     from tests.cdp import Browser, chromium
-    from tests.test_report_fakes import fakes, in_process
+try:                     # the fake experiments: tests/helpers.py, formerly tests/test_report_fakes.py
+    from helpers import fakes, in_process
+except ImportError:
+    try:
+        from test_report_fakes import fakes, in_process
+    except ImportError:  # tests collected as a package
+        from tests.test_report_fakes import fakes, in_process
 
 #: what the page reports about itself: links without a target, broken images, empty drawings
 AUDIT = """(() => {
