@@ -71,6 +71,7 @@ ul.failures li { color: #8a1c1c; }
 pre.error { background: #fbeaea; border: 1px solid #e0b4b4; padding: .5em; font-size: 7.5pt;
             white-space: pre-wrap; overflow-wrap: anywhere; }
 a { color: #0b5cad; text-decoration: none; }
+@media print { body { max-width: none; margin: 0; padding: 0; } }   /* figures (≤ 7.1 in) print at full size */
 """
 
 
