@@ -17,7 +17,8 @@ is reported as a failure to confirm).
 from __future__ import annotations
 
 import numpy as np
-from matplotlib.ticker import NullFormatter
+from matplotlib.transforms import ScaledTranslation
+from matplotlib.ticker import NullFormatter, ScalarFormatter
 from scipy import stats
 
 from rtrl_validation.simulations.experiments.base import Verdict
@@ -160,9 +161,15 @@ def _plot(ax, tab, names, key, fitted):
     ax.set_xlabel("state size $k$")
 
 
+def _legend_below(ax):
+    """The legend under the axes and its x label, where it covers no data."""
+    below = ax.transAxes + ScaledTranslation(0, -34 / 72, ax.figure.dpi_scale_trans)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, 0), bbox_transform=below, ncol=2)
+
+
 def _figure(tab, names, title, forward=True):
     groups = style.panels(names, reference=None, size=style.MAX_SERIES - 1)
-    fig = style.figure(height=2.2 * len(groups) + 0.3)
+    fig = style.figure(height=2.9 * len(groups))
     grid = np.atleast_2d(fig.subplots(len(groups), 2, squeeze=False))
     ks = np.unique(np.concatenate([tab[n]["k"] for n in names]))
     fw = [np.median(np.concatenate([tab[n]["cpu_forward"][tab[n]["k"] == k] for n in names])) for k in ks]
@@ -171,12 +178,13 @@ def _figure(tab, names, title, forward=True):
         if forward:
             ax1.loglog(ks, fw, ":", color="k", label="one forward step")
         ax1.set(ylabel="CPU time per step [s]")
-        ax1.legend()
         _plot(ax2, tab, group, "bytes", False)
         ax2.set(ylabel="state per replicate [bytes]")
-        ax2.legend()
         for ax in (ax1, ax2):
-            ax.xaxis.set_minor_formatter(NullFormatter())      # decades only: minor labels would collide
+            ax.set_xscale("log", base=2)
+            ax.xaxis.set_major_formatter(ScalarFormatter())     # 32, 64, 128, ...: labels in every panel
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            _legend_below(ax)
     return fig
 
 
