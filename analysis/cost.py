@@ -17,7 +17,6 @@ is reported as a failure to confirm).
 from __future__ import annotations
 
 import numpy as np
-from matplotlib.transforms import ScaledTranslation
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 from scipy import stats
 
@@ -161,12 +160,6 @@ def _plot(ax, tab, names, key, fitted):
     ax.set_xlabel("state size $k$")
 
 
-def _legend_below(ax):
-    """The legend under the axes and its x label, where it covers no data."""
-    below = ax.transAxes + ScaledTranslation(0, -34 / 72, ax.figure.dpi_scale_trans)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, 0), bbox_transform=below, ncol=2)
-
-
 def _figure(tab, names, title, forward=True):
     groups = style.panels(names, reference=None, size=style.MAX_SERIES - 1)
     fig = style.figure(height=2.9 * len(groups))
@@ -184,7 +177,7 @@ def _figure(tab, names, title, forward=True):
             ax.set_xscale("log", base=2)
             ax.xaxis.set_major_formatter(ScalarFormatter())     # 32, 64, 128, ...: labels in every panel
             ax.xaxis.set_minor_formatter(NullFormatter())
-            _legend_below(ax)
+            style.legend_below(ax)
     return fig
 
 

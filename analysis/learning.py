@@ -276,7 +276,7 @@ def alignment_figure(groups: dict[str, dict[str, Run]]) -> Figure | None:
         return None
     cols = min(len(panels), 3)
     rows = -(-len(panels) // cols)
-    fig = style.figure(width=2.4 * cols, height=2.1 * rows)
+    fig = style.figure(width=2.4 * cols, height=3.4 * rows)
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     for ax, (gid, labels) in zip(axes, panels):
         for lab in labels:
@@ -285,7 +285,7 @@ def alignment_figure(groups: dict[str, dict[str, Run]]) -> Figure | None:
             _band(ax, t, *band(run.cosine), lab)
         ax.set(xlabel="step $t$", ylabel="cosine with RTRL", ylim=(-0.2, 1.05))
         ax.set_title(gid, loc="left")
-        ax.legend(loc="lower left")
+        style.legend_below(ax, ncol=1)
     for ax in axes[len(panels):]:
         ax.set_visible(False)
     return Figure("Gradient alignment along training: cosine between the estimator's and exact RTRL's gradient "

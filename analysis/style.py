@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import matplotlib
 from matplotlib.figure import Figure as MplFigure
+from matplotlib.transforms import ScaledTranslation
 
 #: printed text width of the report (A4 with 14 mm margins), inches
 TEXT_WIDTH = 7.1
@@ -68,6 +69,13 @@ def figure(width: float = TEXT_WIDTH, height: float = 2.6) -> MplFigure:
     """A new figure (not registered with pyplot) of ``width`` × ``height`` inches, at most the text
     width, with constrained layout."""
     return MplFigure(figsize=(min(width, TEXT_WIDTH), height), layout="constrained")
+
+
+def legend_below(ax, ncol: int = 2):
+    """The legend under the axes and its x label, where it covers no data (constrained layout
+    makes room for it)."""
+    below = ax.transAxes + ScaledTranslation(0, -34 / 72, ax.figure.dpi_scale_trans)
+    return ax.legend(loc="upper center", bbox_to_anchor=(0.5, 0), bbox_transform=below, ncol=ncol)
 
 
 def save_options(fig) -> dict:
