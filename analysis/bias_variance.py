@@ -16,10 +16,10 @@ Deterministic estimators (``R = 1``) have exact values and zero variance.
 from __future__ import annotations
 
 import numpy as np
-from matplotlib.figure import Figure as MplFigure
 
 from rtrl_validation.simulations.experiments.base import Verdict
 
+from . import style
 from .sections import Figure, Section, Table
 
 Z95 = 1.959963984540054
@@ -100,38 +100,37 @@ def _base_record(records):
     return records[0]
 
 
-def _style(label):
-    colours = {"uoro": "tab:red", "kf-rtrl": "tab:purple", "rflo": "tab:brown"}
-    if label.startswith("snap-"):
-        n = int(label.split("-")[1])
-        return {"color": f"C{(n - 1) % 10}" if n < 5 else "tab:gray", "ls": "-"}
-    return {"color": colours.get(label, "k"), "ls": "--"}
-
-
 def _curves_figure(record):
     stats = record_statistics(record)
     d = record["data"]
     t = np.arange(1, d["steps"] + 1)
-    fig = MplFigure(figsize=(11, 3.4))
-    axes = fig.subplots(1, 3)
-    for lab, st in stats.items():
-        sty = _style(lab)
-        for ax, name in zip(axes, ("rel_bias", "nvar", "cos")):
-            est, lo, hi = st[name]
-            if name == "nvar" and d["replicates"][lab] == 1:
-                continue
-            if name != "cos":
-                est, lo, hi = (np.maximum(a, FLOOR) for a in (est, lo, hi))
-            ax.plot(t, est, label=lab, **sty)
-            ax.fill_between(t, lo, hi, color=sty["color"], alpha=0.2, lw=0)
-        if d["replicates"][lab] > 1:
-            axes[0].plot(t, np.maximum(st["floor"][0], FLOOR), color=sty["color"], ls=":", lw=1)
-    axes[0].set(yscale="log", xlabel="t", title="relative bias ‖E ĝ − g‖/‖g‖", ylim=(FLOOR / 2, None))
-    axes[1].set(yscale="log", xlabel="t", title="normalised variance E‖ĝ − E ĝ‖²/‖g‖²",
-                ylim=(FLOOR / 2, None))
-    axes[2].set(xlabel="t", title="cosine with g", ylim=(-0.1, 1.05))
-    axes[0].legend(fontsize=7, ncol=2)
-    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.14, top=0.9, wspace=0.25)
+    rows = style.panels(list(stats), reference=None, size=4)
+    fig = style.figure(height=1.9 * len(rows) + 0.3)
+    grid = np.atleast_2d(fig.subplots(len(rows), 3, sharex=True, squeeze=False))
+    for axes, labels in zip(grid, rows):
+        for lab in labels:
+            st, sty = stats[lab], style.estimator_style(lab)
+            for ax, name in zip(axes, ("rel_bias", "nvar", "cos")):
+                est, lo, hi = st[name]
+                if name == "nvar" and d["replicates"][lab] == 1:
+                    continue
+                if name != "cos":
+                    est, lo, hi = (np.maximum(a, FLOOR) for a in (est, lo, hi))
+                ax.plot(t, est, **sty.kw())
+                ax.fill_between(t, lo, hi, color=sty.color, alpha=0.2, lw=0)
+            if d["replicates"][lab] > 1:
+                axes[0].plot(t, np.maximum(st["floor"][0], FLOOR), color=sty.color, ls=":", lw=0.8)
+        axes[0].set(yscale="log", ylabel=r"rel. bias $\|\mathrm{E}\,\hat g - g\| / \|g\|$",
+                    ylim=(FLOOR / 2, None))
+        axes[1].set(yscale="log", ylabel=r"norm. variance $\mathrm{E}\|\hat g - \mathrm{E}\,\hat g\|^2 / \|g\|^2$",
+                    ylim=(FLOOR / 2, None))
+        axes[2].set(ylabel=r"cosine of $\hat g$ with $g$", ylim=(-0.1, 1.05))
+        if not axes[1].has_data():
+            axes[1].text(0.5, 0.5, "deterministic: no variance", ha="center", va="center",
+                         transform=axes[1].transAxes)
+        axes[2].legend()
+    for ax in grid[-1]:
+        ax.set_xlabel("step $t$")
     return Figure(f"Bias, variance and alignment against time at k={d['k']}, d={d['density']:g}"
                   + (f", ρ={d['rho']:g}" if d["rho"] is not None else "")
                   + " (bands: 95% jackknife intervals; dotted: noise floor sqrt(tr Σ/R)/‖g‖ of the "
@@ -144,49 +143,54 @@ def _sweep_figure(records, axis, name):
     if len(recs) < 2:
         return None
     xkey = ("k", "density", "rho")[axis]
-    fig = MplFigure(figsize=(9, 3.4))
-    axes = fig.subplots(1, 2)
     labels = recs[0]["data"]["estimators"]
-    for lab in labels:
-        xs, vals = [], []
-        for r in recs:
-            if lab in r["data"]["estimators"]:
-                xs.append(r["data"][xkey])
-                vals.append(record_statistics(r, late_window(r))[lab])
-        if not xs:
-            continue
-        sty = _style(lab)
-        for ax, metric in zip(axes, ("rel_bias", "nvar")):
-            if metric == "nvar" and all(r["data"]["replicates"].get(lab, 1) == 1 for r in recs):
+    rows = style.panels(labels, reference=None, size=4)
+    fig = style.figure(width=5.6, height=1.9 * len(rows) + 0.3)
+    grid = np.atleast_2d(fig.subplots(len(rows), 2, sharex=True, squeeze=False))
+    for axes, group in zip(grid, rows):
+        for lab in group:
+            xs, vals = [], []
+            for r in recs:
+                if lab in r["data"]["estimators"]:
+                    xs.append(r["data"][xkey])
+                    vals.append(record_statistics(r, late_window(r))[lab])
+            if not xs:
                 continue
-            est = np.array([v[metric][0] for v in vals])
-            lo = np.array([v[metric][1] for v in vals])
-            hi = np.array([v[metric][2] for v in vals])
-            est_c = np.maximum(est, FLOOR)
-            ax.errorbar(xs, est_c, yerr=[est_c - np.maximum(lo, FLOOR), np.maximum(hi, FLOOR) - est_c],
-                        marker="o", ms=3, capsize=2, label=lab, **sty)
-    for ax, metric in zip(axes, ("relative bias", "normalised variance")):
-        ax.set(yscale="log", xlabel=name, title=f"{metric} (late-window mean)", ylim=(FLOOR / 2, None))
-        if axis == 0:
-            ax.set_xscale("log", base=2)
-    axes[0].legend(fontsize=7, ncol=2)
-    fig.subplots_adjust(left=0.08, right=0.99, bottom=0.14, top=0.9, wspace=0.25)
+            sty = style.estimator_style(lab)
+            for ax, metric in zip(axes, ("rel_bias", "nvar")):
+                if metric == "nvar" and all(r["data"]["replicates"].get(lab, 1) == 1 for r in recs):
+                    continue
+                est = np.array([v[metric][0] for v in vals])
+                lo = np.array([v[metric][1] for v in vals])
+                hi = np.array([v[metric][2] for v in vals])
+                est_c = np.maximum(est, FLOOR)
+                ax.errorbar(xs, est_c, yerr=[est_c - np.maximum(lo, FLOOR), np.maximum(hi, FLOOR) - est_c],
+                            **sty.kw(line=False))
+        for ax, metric in zip(axes, ("relative bias", "normalised variance")):
+            ax.set(yscale="log", ylabel=metric, ylim=(FLOOR / 2, None))
+            if axis == 0:
+                ax.set_xscale("log", base=2)
+        axes[0].legend()
+    for ax in grid[-1]:
+        ax.set_xlabel(name)
     return Figure(f"Late-window (t > T/2) relative bias and normalised variance against {name}, with 95% "
                   f"jackknife intervals (values ≤ {FLOOR:g}, exact to rounding, are drawn at {FLOOR:g})", fig)
 
 
 def _order_figure(records):
-    fig = MplFigure(figsize=(5, 3.4))
-    ax = fig.subplots()
-    for r in records:
-        d = r["data"]
-        stats = record_statistics(r, late_window(r))
-        ns = d["orders"]
-        rb = [max(stats[f"snap-{n}"]["rel_bias"][0], FLOOR) for n in ns]
-        ax.plot(ns, rb, marker="o", ms=3, label=f"k={d['k']}, d={d['density']:g}, n*={d['exact_order']}")
-    ax.set(yscale="log", xlabel="SnAp order n", title="SnAp relative bias (late window)", ylim=(FLOOR / 2, None))
-    ax.legend(fontsize=6)
-    fig.subplots_adjust(left=0.15, right=0.98, bottom=0.14, top=0.9)
+    chunks = [records[i:i + style.MAX_SERIES] for i in range(0, len(records), style.MAX_SERIES)]
+    fig = style.figure(width=3.4 * len(chunks), height=2.6)
+    for ax, chunk in zip(np.atleast_1d(fig.subplots(1, len(chunks), sharey=True)), chunks):
+        for i, r in enumerate(chunk):
+            d = r["data"]
+            stats = record_statistics(r, late_window(r))
+            ns = d["orders"]
+            rb = [max(stats[f"snap-{n}"]["rel_bias"][0], FLOOR) for n in ns]
+            ax.plot(ns, rb, **style.series(i),
+                    label=f"$k$={d['k']}, $d$={d['density']:g}, $n^*$={d['exact_order']}")
+        ax.set(yscale="log", xlabel="SnAp order $n$", ylim=(FLOOR / 2, None))
+        ax.legend()
+    fig.axes[0].set_ylabel("relative bias, late window")
     return Figure(f"SnAp-n relative bias against n for every setting; it reaches zero (drawn at {FLOOR:g}) "
                   "at the exact order n*", fig)
 
@@ -271,7 +275,7 @@ def analyse(records: list[dict]) -> Section:
     verdicts += _claims(points)
     section.verdicts = verdicts
     section.figures.append(_curves_figure(_base_record(points)))
-    for axis, name in ((0, "hidden size k"), (1, "density d"), (2, "contraction ρ")):
+    for axis, name in ((0, "hidden size $k$"), (1, "density $d$"), (2, r"contraction $\rho$")):
         fig = _sweep_figure(points, axis, name)
         if fig is not None:
             section.figures.append(fig)
@@ -285,7 +289,8 @@ def analyse(records: list[dict]) -> Section:
     section.tables.append(Table(
         "Late-window (t > T/2) means with 95% jackknife intervals; 'stored' is the number of influence "
         "entries a SnAp/RFLO replicate holds (k·p for dense RTRL); n* is the order from which SnAp is exact",
-        ["k", "d", "ρ", "n*", "estimator", "R", "stored", "relative bias", "normalised variance", "cosine"], rows))
+        ["k", "d", "ρ", "n*", "estimator", "R", "stored", "relative bias", "normalised variance", "cosine"], rows,
+        group_by=4))
     section.notes.append("Data: inputs and targets i.i.d. N(0, 1), linear readout with squared loss; θ from the "
                          "cell's initialiser (contractive-elman: projected onto its ρ-ball).")
     section.notes.append("n* is the smallest SnAp order whose mask M_n equals the closure of the structural "

@@ -18,13 +18,13 @@ computed check with its verdict, table and figure (records from
 from __future__ import annotations
 
 import numpy as np
-from matplotlib.figure import Figure as MplFigure
 
 from rtrl_validation.simulations.experiments.base import Verdict
 
 from .ess import time_average_se
 from .montecarlo import (debiased_norm, familywise_t, log_mean_ci, max_z, mean_se, variance_ratio_interval,
                          welch_greater)
+from . import style
 from .rates import geometric_rate, power_law
 from .sections import Figure, Section, Table
 from .stationarity import KPSS_CRITICAL, marginal_distance, permutation_null, principal_series, unit_root_tests
@@ -80,9 +80,9 @@ def forgetting(records):
     verdicts, rows = [], []
     if not _ok(records, "forgetting-"):
         return [], [], []
-    fig = MplFigure(figsize=(8.5, 3.4))
+    fig = style.figure(height=2.7)
     axes = fig.subplots(1, 2)
-    for r in sorted(_ok(records, "forgetting-"), key=lambda r: r["task"]):
+    for i, r in enumerate(sorted(_ok(records, "forgetting-"), key=lambda r: r["task"])):
         ds, dJ, rho = r["arrays"]["ds"], r["arrays"]["dJ"], r["data"]["rho"]
         t = np.arange(ds.shape[0])
         live = ds[:-1] > FLOOR
@@ -103,22 +103,22 @@ def forgetting(records):
             fs.ci[1] <= rho and fJ.ci[1] <= rho,
             f"‖Δs‖ rate {fs.rate:.3f} (95% HAC upper {fs.ci[1]:.3f}), ‖ΔJ‖/t rate {fJ.rate:.3f} "
             f"(upper {fJ.ci[1]:.3f}); ρ = {rho}", max(fs.ci[1], fJ.ci[1]), rho))
-        for ax, y, fit, power, name in ((axes[0], ds, fs, 0, "‖Δs_t‖"), (axes[1], dJ, fJ, 1, "‖ΔJ_t‖_F")):
+        for ax, y, fit, power, name in ((axes[0], ds, fs, 0, r"$\|\Delta s_t\|$"),
+                                        (axes[1], dJ, fJ, 1, r"$\|\Delta J_t\|_F$")):
             g = np.exp(np.log(np.maximum(y, 1e-300)).mean(axis=1))
-            line = ax.semilogy(t, g, lw=1.5, label=f"block {block}: fit r = {fit.rate:.2f}")[0]
+            ax.semilogy(t, g, **style.series(i), markevery=0.1, label=f"block {block}: fitted rate {fit.rate:.2f}")
             tt = t[t > 0]
-            ax.semilogy(tt, g[1] * tt ** power * rho ** (tt - 1), ls="--", lw=0.8,
-                        color=line.get_color(), label=f"bound shape {'' if power == 0 else 't '}ρ^t, ρ = {rho}")
-            ax.set_title(name + " (geometric mean over pairs)", fontsize=9)
-            ax.set_xlabel("t")
+            ax.semilogy(tt, g[1] * tt ** power * rho ** (tt - 1), ls="--", lw=0.8, color=style.series(i)["color"],
+                        label=f"bound shape ${'' if power == 0 else 't '}\\rho^t$, $\\rho$ = {rho}")
+            ax.set(xlabel="step $t$", ylabel=name + ", geometric mean over pairs")
             ax.set_ylim(1e-16, 10 * max(g.max(), 1.0))
     for ax in axes:
-        ax.legend(fontsize=7)
+        ax.legend()
     table = Table("1 Forgetting: two copies of (s, J), same inputs, different starts",
                   ["block", "ρ", "sup|σ'|·‖W‖₂", "max ‖Δs_t+1‖/‖Δs_t‖", "rate ‖Δs_t‖ [95% HAC]",
                    "rate ‖ΔJ_t‖/t [95% HAC]"], rows)
-    return verdicts, [table], [Figure("1 Forgetting curves: geometric mean over pairs, with the bound's shape Cρ^t "
-                                      "(‖Δs‖) and C t ρ^t (‖ΔJ‖) from the first step", fig)] if rows else []
+    return verdicts, [table], [Figure(r"1 Forgetting curves: geometric mean over pairs, with the bound's shape $C\rho^t$ "
+                                      r"($\|\Delta s\|$) and $C t \rho^t$ ($\|\Delta J\|$) from the first step (dashed)", fig)] if rows else []
 
 
 # ---------------------------------------------------------------------------- 2 stationary law
@@ -150,19 +150,19 @@ def stationary(records):
         Verdict("2 stationary law: late-time marginals at two times agree",
                 d_tt <= q_tt, f"t={times[-2]} vs t={times[-1]} (same chains, start 0): {d_tt:.3f}, "
                               f"noise 99% {q_tt:.3f}", d_tt, q_tt)]
-    fig = MplFigure(figsize=(5.5, 3.4))
+    fig = style.figure(width=4.6, height=2.8)
     ax = fig.subplots()
-    ax.loglog(times, d_ab, "o-", label="start 0 vs random start (s and J)")
-    for p in parts:
-        ax.loglog(times, d_parts[p], lw=0.8, ls=":", label=f"{p} coordinates only")
-    ax.fill_between(times, med, q99, color="0.8", label="permutation null: median – 99%")
-    ax.set_xlabel("t")
-    ax.set_ylabel("mean W₁ / sd")
-    ax.legend(fontsize=7)
+    ax.loglog(times, d_ab, "-", **style.series(0), label="start 0 vs random start ($s$ and $J$)")
+    for i, p in enumerate(parts, start=1):
+        ax.loglog(times, d_parts[p], lw=0.8, ls=":", **style.series(i), label=f"${p}$ coordinates only")
+    ax.fill_between(times, med, q99, color="0.85", label="permutation null: median – 99%")
+    ax.set_xlabel("step $t$")
+    ax.set_ylabel("mean $W_1$ / sd")
+    ax.legend()
     rows = [[t, _f(d), _f(q)] for t, d, q in zip(times, d_ab, q99)]
     table = Table("2 Stationary law: distance between chains from two start laws", ["t", "W₁/sd", "noise 99%"], rows)
-    return verdicts, [table], [Figure("2 Marginals of (s_t, J_t) from two start laws: the distance falls into the "
-                                      "Monte Carlo noise band", fig)]
+    return verdicts, [table], [Figure("2 Marginals of $(s_t, J_t)$ from two start laws: the distance falls into the "
+                                      "Monte Carlo noise band (grey)", fig)]
 
 
 # ---------------------------------------------------------------------------- 3 ∇L three ways
@@ -248,19 +248,23 @@ def _three_ways_figure(r):
     methods = [("RTRL", a["rtrl"] @ dirs.T), ("FD", a["fd_h"]), ("BPTT", a["bptt"] @ dirs.T),
                ("TBPTT(1)", a["tbptt1"] @ dirs.T)]
     q = familywise_t(1, a["rtrl"].shape[0] - 1, 0.05)
-    fig = MplFigure(figsize=(6.5, 3.2))
+    fig = style.figure(width=5.2, height=2.6)
     ax = fig.subplots()
     j = np.arange(dirs.shape[0])
     for i, (name, x) in enumerate(methods):
         m, se = mean_se(x)
-        ax.errorbar(j + 0.15 * (i - 1.5), m, yerr=q * se, fmt="o", ms=3, capsize=2, label=name)
+        sty = style.series(0) if name == "FD" else {"color": style.estimator_style(name).color,
+                                                    "marker": style.estimator_style(name).marker}
+        ax.errorbar(j + 0.15 * (i - 1.5), m, yerr=q * se, ls="none", **sty,
+                    label=style.estimator_style(name).label if name != "FD" else "finite differences")
     if "closed_form" in a:
         ax.plot(j, a["closed_form"] @ dirs.T, "k_", ms=14, label="closed form")
     ax.axhline(0, color="0.7", lw=0.5)
-    ax.set_xticks(j, [f"v{i + 1}" for i in j])
-    ax.set_ylabel("∇L · v")
-    ax.legend(fontsize=7, ncol=3)
-    return Figure(f"3 ∇L three ways ({case}): directional derivatives along random unit directions, 95% intervals; "
+    ax.set_xticks(j, [f"$v_{{{i + 1}}}$" for i in j])
+    ax.set_xlabel("random unit direction $v$")
+    ax.set_ylabel(r"$\nabla L \cdot v$")
+    ax.legend(ncol=3)
+    return Figure(f"3 $\\nabla L$ three ways ({case}): directional derivatives along random unit directions, 95% intervals; "
                   "TBPTT(1) is the biased control", fig)
 
 
@@ -302,8 +306,8 @@ def _log_band(ax, t, y, label):
     """Geometric mean over replicates (columns) with a 95% Student-t band on the log scale."""
     y = np.maximum(np.asarray(y, dtype=float), 1e-300)
     ci = np.array([log_mean_ci(row) for row in y])
-    line = ax.loglog(t, ci[:, 0], lw=1.5, label=label)[0]
-    ax.fill_between(t, ci[:, 1], ci[:, 2], color=line.get_color(), alpha=0.2)
+    line = ax.loglog(t, ci[:, 0], label=label, **style.series(0), markevery=0.1)[0]
+    ax.fill_between(t, ci[:, 1], ci[:, 2], color=line.get_color(), alpha=0.2, lw=0)
     return line
 
 
@@ -340,25 +344,24 @@ def trajectories(records):
                 + _join([x["kpss_stat"] for x in tests], "{:.2f}") + f" (need < {KPSS_STAT}, 1%)",
                 max(x["kpss_stat"] for x in tests), KPSS_STAT))
             rows.append([case, label, sum(ok), len(ok)])
-        fig = MplFigure(figsize=(8.5, 3.4))
+        fig = style.figure(height=2.6)
         ax1, ax2 = fig.subplots(1, 2)
-        _log_band(ax1, t[logs], g[logs], "‖∇L(θ_t)‖")
+        _log_band(ax1, t[logs], g[logs], r"$\|\nabla L(\theta_t)\|$")
         if floor is not None:
             ax1.loglog(t, np.exp(np.log(floor).mean(axis=1)), ls=":", color="0.4", label="Monte Carlo noise floor")
-        ax1.set_xlabel("t")
-        ax1.set_title(f"{case}: ‖∇L(θ_t)‖, 95% band over replicates", fontsize=9)
-        ax1.legend(fontsize=7)
+        ax1.set(xlabel="step $t$", ylabel=r"$\|\nabla L(\theta_t)\|$")
+        ax1.legend()
         if dist is not None:
             keep = ~a["late"] if dist[0].size == a["t"].size else np.ones(dist[0].size, bool)
-            _log_band(ax2, dist[0][keep], dist[1][keep], "√(2·excess loss)")
-            ax2.set_title(f"{case}: distance to the teacher", fontsize=9)
+            _log_band(ax2, dist[0][keep], dist[1][keep], r"$\sqrt{2\,\mathrm{excess\ loss}}$")
+            ax2.set_ylabel("distance to the teacher")
         else:
             _log_band(ax2, a["t"][~late], a["loss"][~late], "window mean loss")
-            ax2.set_title(f"{case}: training loss", fontsize=9)
-        ax2.set_xlabel("t")
-        ax2.legend(fontsize=7)
-        figures.append(Figure(f"4 Online RTRL trajectories ({case}): geometric mean over {g.shape[1]} replicates with "
-                              "95% bands", fig))
+            ax2.set_ylabel("training loss")
+        ax2.set_xlabel("step $t$")
+        ax2.legend()
+        figures.append(Figure(f"4 Online RTRL trajectories ({case}): geometric mean over {g.shape[1]} replicates; "
+                              "bands: 95% Student-t intervals on the log scale", fig))
     table = Table("4 Late-window stationarity (ADF rejects a unit root and KPSS does not reject, 1%)",
                   ["case", "coordinates", "replicates passing", "replicates"], rows)
     return verdicts, [table] if rows else [], figures
@@ -367,9 +370,9 @@ def trajectories(records):
 # ---------------------------------------------------------------------------- 6 rates
 def rates(records):
     verdicts, rows = [], []
-    fig = MplFigure(figsize=(5.5, 3.6))
+    fig = style.figure(width=4.6, height=2.8)
     ax = fig.subplots()
-    for r in sorted(_ok(records, "trajectory-"), key=lambda r: r["task"]):
+    for i, r in enumerate(sorted(_ok(records, "trajectory-"), key=lambda r: r["task"])):
         case, cfg = r["data"]["case"], r["config"]
         gamma, t0 = cfg["gamma"], cfg["t0"]
         t, g, floor = _grad_curve(r)
@@ -395,17 +398,18 @@ def rates(records):
                 f"t ≥ t₀ = {t0:g}); γ = {gamma}", fit.ci[1], 0.0))
             if name.startswith("‖∇L"):
                 x = np.geomspace(tt[keep].min(), tt[keep].max(), 20)
-                line = ax.loglog(tt[keep], np.exp(np.log(y[keep]).mean(axis=1)), "o", ms=3, label=f"{case}")[0]
-                ax.loglog(x, np.exp(fit.intercept) * x ** fit.slope, color=line.get_color(),
-                          label=f"fit slope {fit.slope:.2f} ± {fit.se:.2f} (γ = {gamma})")
-    ax.set_xlabel("t")
-    ax.set_ylabel("‖∇L(θ_t)‖ (geometric mean over replicates)")
+                ax.loglog(tt[keep], np.exp(np.log(y[keep]).mean(axis=1)), ls="none", **style.series(i),
+                          label=f"{case}")
+                ax.loglog(x, np.exp(fit.intercept) * x ** fit.slope, color=style.series(i)["color"],
+                          label=f"fitted slope {fit.slope:.2f} ± {fit.se:.2f} ($\\gamma$ = {gamma})")
+    ax.set_xlabel("step $t$")
+    ax.set_ylabel(r"$\|\nabla L(\theta_t)\|$, geometric mean")
     if ax.lines:
-        ax.legend(fontsize=7)
+        ax.legend()
     table = Table("6 Rates: slopes of log-quantities against log t (Newey–West standard errors), beside γ; "
                   "−γ/2 is the stochastic-approximation noise rate for γ < 1 (a heuristic beyond LSS25)",
                   ["case", "quantity", "slope ± HAC se", "95% CI", "points", "γ", "−γ/2"], rows)
-    figures = [Figure("6 ‖∇L(θ_t)‖ against t on log axes with the fitted power law (t ≥ t₀)", fig)] if ax.lines else []
+    figures = [Figure(r"6 $\|\nabla L(\theta_t)\|$ against step $t$ on log axes with the fitted power law ($t \geq t_0$)", fig)] if ax.lines else []
     return verdicts, [table] if rows else [], figures
 
 
@@ -471,21 +475,21 @@ def limits(records, config):
                             f"{config['limit_average']:.0%} of {config['train_steps']} steps",
                             ["estimator", "geometric mean [95% CI]", "per replicate", "noise floor", "zero test"],
                             rows))
-        fig = MplFigure(figsize=(6, 3.4))
+        fig = style.figure(width=4.6, height=2.6)
         ax = fig.subplots()
         for i, (spec, v) in enumerate(bars):
             if v is None:
                 ax.text(i, 0.05, "diverged / not run", rotation=90, ha="center", va="bottom", fontsize=7,
                         transform=ax.get_xaxis_transform())
                 continue
-            color = "tab:green" if spec == "rtrl" else "tab:blue" if spec.startswith("tbptt") else "tab:gray"
-            ax.bar(i, v[0], color=color, yerr=[[v[0] - v[1]], [v[2] - v[0]]], capsize=3)
-        ax.set_xticks(range(len(bars)), [s for s, _ in bars], rotation=30, fontsize=8)
+            sty = style.estimator_style(spec)
+            ax.errorbar(i, v[0], yerr=[[v[0] - v[1]], [v[2] - v[0]]], color=sty.color, marker=sty.marker)
+        ax.set_xticks(range(len(bars)), [style.estimator_style(s).label for s, _ in bars], rotation=30)
         ax.set_yscale("log")
-        ax.set_ylabel("‖∇L‖ at the limit point")
-        ax.set_title(f"{case}: memory ≈ {mem:.1f} steps" if mem else case, fontsize=9)
-        figures.append(Figure(f"5 RTRL vs TBPTT(τ), SnAp-1, UORO ({case}): ‖∇L‖ at the late average of the "
-                              "iterates (geometric mean over replicates, 95% CI)", fig))
+        ax.set_ylabel(r"$\|\nabla L\|$ at the limit point")
+        ax.set_xlabel(f"estimator ({case}; memory ≈ {mem:.1f} steps)" if mem else f"estimator ({case})")
+        figures.append(Figure(f"5 RTRL vs TBPTT($\\tau$), SnAp-1, UORO ({case}): $\\|\\nabla L\\|$ at the late average of "
+                              "the iterates (points: geometric mean over replicates; bars: 95% CI)", fig))
     return verdicts, tables, figures, notes
 
 
@@ -520,26 +524,27 @@ def assumptions(records):
     table = Table("7 Assumption audit per training run",
                   ["run", "max sup|σ'|·‖W‖₂", "ρ", "activation", "α₀", "Σα=∞, Σα²<∞", "diverged at",
                    "in LSS25's class"], rows)
-    fig = MplFigure(figsize=(5.5, 3.2))
+    fig = style.figure(width=4.6, height=2.6)
     ax = fig.subplots()
     rho = None
-    for r in sorted(records, key=lambda r: r["task"]):
-        if r["task"].startswith("trajectory-") and "contraction" in r["arrays"]:
-            a = r["arrays"]
-            keep = ~a["late"]
-            line = ax.semilogx(a["t"][keep], a["contraction"][keep].max(axis=1),
-                               label=f"{r['task']} (max over replicates)")[0]
-            ax.semilogx(a["t"][keep], a["contraction"][keep].min(axis=1), lw=0.6, ls=":", color=line.get_color())
-            rho = r["config"]["rho"]
+    runs = [r for r in sorted(records, key=lambda r: r["task"])
+            if r["task"].startswith("trajectory-") and "contraction" in r["arrays"]]
+    for i, r in enumerate(runs[:style.MAX_SERIES - 1]):
+        a = r["arrays"]
+        keep = ~a["late"]
+        ax.semilogx(a["t"][keep], a["contraction"][keep].max(axis=1), **style.series(i), markevery=0.1,
+                    label=f"{r['task']} (max over replicates)")
+        ax.semilogx(a["t"][keep], a["contraction"][keep].min(axis=1), lw=0.6, ls=":", color=style.series(i)["color"])
+        rho = r["config"]["rho"]
     if rho is not None:
-        ax.axhline(rho, color="k", lw=0.8, ls="--", label=f"ρ = {rho}")
-    ax.set_xlabel("t")
-    ax.set_ylabel("sup|σ'|·‖W_t‖₂")
+        ax.axhline(rho, color="k", lw=0.8, ls="--", label=f"$\\rho$ = {rho}")
+    ax.set_xlabel("step $t$")
+    ax.set_ylabel(r"$\sup|\sigma'|\,\|W_t\|_2$")
     figs = []
     if rho is not None:
-        ax.legend(fontsize=7)
-        figs.append(Figure("7 The contraction constant along the RTRL trajectories (max and min over replicates) "
-                           "against ρ", fig))
+        ax.legend()
+        figs.append(Figure("7 The contraction constant along the RTRL trajectories (solid: max, dotted: min over replicates) "
+                           "against $\\rho$ (dashed)", fig))
     return verdicts, [table] if rows else [], figs
 
 

@@ -17,11 +17,12 @@ is reported as a failure to confirm).
 from __future__ import annotations
 
 import numpy as np
-from matplotlib.figure import Figure as MplFigure
+from matplotlib.ticker import NullFormatter, ScalarFormatter
 from scipy import stats
 
 from rtrl_validation.simulations.experiments.base import Verdict
 
+from . import style
 from .sections import Figure, Section, Table
 
 #: allowance (in the exponent) added on each side of the fitted 95% interval
@@ -148,31 +149,35 @@ def _claim_verdicts(record, tab) -> list[Verdict]:
 
 
 def _plot(ax, tab, names, key, fitted):
-    for i, name in enumerate(names):
-        s = tab[name]
+    for name in names:
+        s, sty = tab[name], style.estimator_style(name)
         y = s["cpu"] if key == "time" else s["bytes"]
-        ax.loglog(s["k"], y, "o-", ms=3, color=f"C{i}",
-                  label=f"{name} (k^{s['fit']['slope']:.2f})" if fitted else f"{name} (k^{s['memory']:.2f})")
+        ax.loglog(s["k"], y, "-", color=sty.color, marker=sty.marker,
+                  label=f"{sty.label} ($k^{{{s['fit']['slope'] if fitted else s['memory']:.2f}}}$)")
         if fitted:
             kk = s["k"][s["sel"]]
-            ax.loglog(kk, np.exp(s["fit"]["intercept"]) * kk ** s["fit"]["slope"], "--", color=f"C{i}", lw=1)
-    ax.set_xlabel("state size k")
+            ax.loglog(kk, np.exp(s["fit"]["intercept"]) * kk ** s["fit"]["slope"], "--", color=sty.color, lw=0.8)
+    ax.set_xlabel("state size $k$")
 
 
 def _figure(tab, names, title, forward=True):
-    fig = MplFigure(figsize=(10, 3.8))
-    ax1, ax2 = fig.subplots(1, 2)
-    _plot(ax1, tab, names, "time", True)
-    if forward:
-        ks = np.unique(np.concatenate([tab[n]["k"] for n in names]))
-        fw = [np.median(np.concatenate([tab[n]["cpu_forward"][tab[n]["k"] == k] for n in names])) for k in ks]
-        ax1.loglog(ks, fw, ":", color="k", label="one forward step")
-    ax1.set(ylabel="CPU seconds per step", title=f"{title}: per-step time")
-    ax1.legend(fontsize=7)
-    _plot(ax2, tab, names, "bytes", False)
-    ax2.set(ylabel="bytes per replicate", title=f"{title}: estimator state")
-    ax2.legend(fontsize=7)
-    fig.subplots_adjust(left=0.08, right=0.99, bottom=0.13, top=0.92, wspace=0.28)
+    groups = style.panels(names, reference=None, size=style.MAX_SERIES - 1)
+    fig = style.figure(height=2.9 * len(groups))
+    grid = np.atleast_2d(fig.subplots(len(groups), 2, squeeze=False))
+    ks = np.unique(np.concatenate([tab[n]["k"] for n in names]))
+    fw = [np.median(np.concatenate([tab[n]["cpu_forward"][tab[n]["k"] == k] for n in names])) for k in ks]
+    for (ax1, ax2), group in zip(grid, groups):
+        _plot(ax1, tab, group, "time", True)
+        if forward:
+            ax1.loglog(ks, fw, ":", color="k", label="one forward step")
+        ax1.set(ylabel="CPU time per step [s]")
+        _plot(ax2, tab, group, "bytes", False)
+        ax2.set(ylabel="state per replicate [bytes]")
+        for ax in (ax1, ax2):
+            ax.set_xscale("log", base=2)
+            ax.xaxis.set_major_formatter(ScalarFormatter())     # 32, 64, 128, ...: labels in every panel
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            style.legend_below(ax)
     return fig
 
 

@@ -17,11 +17,11 @@ curriculum record at or before ``t*``; validation curve linearly interpolated).
 from __future__ import annotations
 
 import numpy as np
-from matplotlib.figure import Figure as MplFigure
 from scipy import stats
 
 from rtrl_validation.simulations.experiments.base import Verdict
 
+from . import style
 from .montecarlo import mean_se
 from .sections import Figure, Section, Table
 
@@ -229,80 +229,68 @@ def curve_lead(a: Run, b: Run) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- figures
-def _style(label: str) -> dict:
-    if label == "rtrl":
-        return {"color": "k", "ls": "-", "lw": 1.8}
-    if label.startswith("snap-"):
-        n = int(label.split("-")[1])
-        return {"color": ("tab:blue", "tab:green", "tab:cyan", "tab:olive")[min(n, 4) - 1], "ls": "-"}
-    if label.startswith("tbptt") or label == "bptt":
-        return {"color": "tab:orange", "ls": (0, (1 + len(label) % 4, 1.5)), "lw": 1.2}
-    return {"color": {"uoro": "tab:red", "kf-rtrl": "tab:purple", "rflo": "tab:brown"}.get(label, "tab:gray"),
-            "ls": "--"}
+def _band(ax, x, m, lo, hi, lab):
+    sty = style.estimator_style(lab)
+    ax.plot(x, m, **sty.kw())
+    ax.fill_between(x, lo, hi, color=sty.color, alpha=0.15, lw=0)
 
 
 def curves_figure(kind: str, groups: dict[str, dict[str, Run]]) -> Figure:
-    """Per group: the metric against steps, against FLOPs, and each estimator's paired difference
-    from RTRL against steps (when RTRL ran)."""
-    gids = [g for g in groups if g.startswith(kind + "-")]
-    fig = MplFigure(figsize=(13, 3.0 * len(gids)))
-    axes = np.atleast_2d(fig.subplots(len(gids), 3, squeeze=False))
+    """Per group and per panel of at most five estimators (RTRL in each): the metric against
+    steps, against FLOPs, and each estimator's paired difference from RTRL against steps."""
+    rows = [(gid, labels) for gid in groups if gid.startswith(kind + "-")
+            for labels in style.panels(list(groups[gid]), reference="rtrl", size=style.MAX_SERIES - 1)]
+    fig = style.figure(height=1.9 * len(rows) + 0.2)
+    axes = np.atleast_2d(fig.subplots(len(rows), 3, squeeze=False))
     name = METRICS[kind][0]
-    for row, gid in zip(axes, gids):
+    for row, (gid, labels) in zip(axes, rows):
         runs = groups[gid]
         ref = runs.get("rtrl")
-        for lab, run in runs.items():
-            sty = _style(lab)
+        for lab in labels:
+            run = runs[lab]
             m, lo, hi = band(run.values)
             later = run.t > 0
-            row[0].plot(run.t, m, label=lab, **sty)
-            row[0].fill_between(run.t, lo, hi, color=sty["color"], alpha=0.15, lw=0)
-            row[1].plot(run.t[later] * run.fps, m[later], label=lab, **sty)
-            row[1].fill_between(run.t[later] * run.fps, lo[later], hi[later], color=sty["color"], alpha=0.15, lw=0)
+            _band(row[0], run.t, m, lo, hi, lab)
+            _band(row[1], run.t[later] * run.fps, m[later], lo[later], hi[later], lab)
             if ref is not None and lab != "rtrl" and ref.values.shape == run.values.shape:
-                m, lo, hi = band(run.values - ref.values)
-                row[2].plot(run.t, m, label=lab, **sty)
-                row[2].fill_between(run.t, lo, hi, color=sty["color"], alpha=0.15, lw=0)
-        row[0].set(xlabel="step", ylabel=name, title=gid)
-        row[1].set(xlabel="FLOPs per replicate (estimate)", xscale="log", title="against cost")
+                _band(row[2], run.t, *band(run.values - ref.values), lab)
+            elif lab == "rtrl":
+                row[2].plot([], [], **style.estimator_style(lab).kw())      # its legend entry
+        row[0].set(xlabel="step $t$", ylabel=name)
+        row[0].set_title(gid, loc="left")
+        row[1].set(xlabel="FLOPs per replicate (estimate)", xscale="log")
         row[2].axhline(0.0, color="k", lw=0.8)
-        row[2].set(xlabel="step", title="minus RTRL (paired by seed)" if ref is not None else "(no RTRL run)")
-        row[0].legend(fontsize=7, ncol=2)
-    fig.tight_layout()
+        row[2].set(xlabel="step $t$", ylabel="minus RTRL, paired by seed" if ref is not None else "(no RTRL run)")
+        row[2].legend(loc="center left", bbox_to_anchor=(1.02, 0.5))
     what = ("curriculum length reached" if kind == "copy"
-            else "validation bits per character (frozen θ, fixed validation segment)")
-    return Figure(f"{what.capitalize()} against steps, against estimated FLOPs, and as the paired difference "
-                  "from RTRL: mean over seeds with a 95% t-band", fig)
+            else r"validation bits per character (frozen $\theta$, fixed validation segment)")
+    return Figure(f"{what.capitalize()} against step $t$, against estimated FLOPs, and as the paired difference "
+                  "from RTRL; lines: mean over seeds, bands: 95% Student-t intervals", fig)
 
 
 def alignment_figure(groups: dict[str, dict[str, Run]]) -> Figure | None:
-    gids = [g for g in groups if any(r.cosine is not None for r in groups[g].values())]
-    if not gids:
+    panels = [(gid, labels) for gid in groups if any(r.cosine is not None for r in groups[gid].values())
+              for labels in style.panels([lab for lab, r in groups[gid].items() if r.cosine is not None],
+                                         reference=None)]
+    if not panels:
         return None
-    cols = min(len(gids), 3)
-    rows = -(-len(gids) // cols)
-    fig = MplFigure(figsize=(4.2 * cols, 3.0 * rows))
+    cols = min(len(panels), 3)
+    rows = -(-len(panels) // cols)
+    fig = style.figure(width=2.4 * cols, height=3.4 * rows)
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
-    for ax, gid in zip(axes, gids):
-        for lab, run in groups[gid].items():
-            if run.cosine is None:
-                continue
+    for ax, (gid, labels) in zip(axes, panels):
+        for lab in labels:
+            run = groups[gid][lab]
             t = np.asarray(run.record["arrays"]["align_t"], dtype=float)
-            m, lo, hi = band(run.cosine)
-            sty = _style(lab)
-            ax.plot(t, m, label=lab, marker="o", ms=2.5, **sty)
-            ax.fill_between(t, lo, hi, color=sty["color"], alpha=0.15, lw=0)
-        ax.set(xlabel="step", ylabel="cosine with RTRL", ylim=(-0.2, 1.05), title=gid)
-    for ax in axes[len(gids):]:
+            _band(ax, t, *band(run.cosine), lab)
+        ax.set(xlabel="step $t$", ylabel="cosine with RTRL", ylim=(-0.2, 1.05))
+        ax.set_title(gid, loc="left")
+        style.legend_below(ax, ncol=1)
+    for ax in axes[len(panels):]:
         ax.set_visible(False)
-    legend = {}
-    for ax in axes[:len(gids)]:
-        for handle, lab in zip(*ax.get_legend_handles_labels()):
-            legend.setdefault(lab, handle)
-    axes[0].legend(list(legend.values()), list(legend), fontsize=7, ncol=2)
-    fig.tight_layout()
     return Figure("Gradient alignment along training: cosine between the estimator's and exact RTRL's gradient "
-                  "of a replayed stretch of the stream at frozen θ_t (mean over seeds, 95% t-band)", fig)
+                  r"of a replayed stretch of the stream at frozen $\theta_t$ (lines: mean over seeds, bands: "
+                  "95% Student-t intervals)", fig)
 
 
 # --------------------------------------------------------------------------- the section

@@ -13,14 +13,20 @@ from typing import Any
 
 @dataclass
 class Table:
+    """A table; ``group_by`` leading columns name a setting (rows are shown grouped under one
+    heading per setting when the table is long and goes to the appendix)."""
+
     caption: str
     columns: list[str]
     rows: list[list[Any]]
+    group_by: int = 0
 
 
 @dataclass
 class Figure:
-    """A matplotlib figure (``fig``) with a caption; rendered inline as SVG."""
+    """A matplotlib figure (``fig``) with a caption (``$...$`` spans are mathtext); rendered
+    inline as SVG and exported, with its plotted data, under ``DIR/figures/``.  Draw it with
+    :mod:`analysis.style`."""
 
     caption: str
     fig: Any

@@ -152,13 +152,19 @@ def run_gradcheck(cells, hidden: int = 4, inputs: int = 3, steps=(1, 7, 60), den
 
 
 def format_table(result: dict) -> str:
-    """A fixed-width table: cell × comparison with errors, bound and verdict."""
-    head = f"{'cell':<17} {'T':>3} {'loss':<4} {'comparison':<28} {'max abs err':>11} {'max rel err':>11} {'bound':>9} {'':>4}"
+    """A fixed-width table: cell × comparison with errors, bound, what is expected and the verdict.
+    ``a != b`` rows (TBPTT(τ) ≠ BPTT) are expected to differ: they pass when the difference
+    exceeds 10⁴ × the bound."""
+    head = (f"{'cell':<17} {'T':>3} {'loss':<4} {'comparison':<28} {'expected':<8} {'max abs err':>11} "
+            f"{'max rel err':>11} {'bound':>9} {'verdict':>7}")
     lines = [head, "-" * len(head)]
     for c in result["checks"]:
-        lines.append(f"{c['cell']:<17} {c['steps']:>3} {c['loss']:<4} {c['comparison']:<28} "
-                     f"{c['max_abs_error']:>11.2e} {c['max_rel_error']:>11.2e} {c['bound']:>9.1e} "
-                     f"{'PASS' if c['passed'] else 'FAIL':>4}")
+        differ = "!=" in c["comparison"]
+        lines.append(f"{c['cell']:<17} {c['steps']:>3} {c['loss']:<4} {c['comparison'].replace('!=', '≠'):<28} "
+                     f"{'differ' if differ else 'equal':<8} {c['max_abs_error']:>11.2e} {c['max_rel_error']:>11.2e} "
+                     f"{c['bound']:>9.1e} {'PASS' if c['passed'] else 'FAIL':>7}")
+    lines.append("expected 'equal': PASS when the error is within the bound; 'differ' (TBPTT(τ) ≠ BPTT): PASS "
+                 "when it exceeds 10⁴ × the bound")
     n_fail = sum(not c["passed"] for c in result["checks"])
     lines.append(f"{len(result['checks']) - n_fail} passed, {n_fail} failed")
     return "\n".join(lines)

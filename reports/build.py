@@ -12,6 +12,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rtrl_validation.analysis import style
 from rtrl_validation.analysis.sections import Section
 from rtrl_validation.simulations.experiments.base import Verdict
 from rtrl_validation.simulations.records import SCHEMA_VERSION, environment, load_records, utc_now
@@ -63,10 +64,11 @@ class Report:
     def summary(self) -> dict:
         """The content of ``summary.json``."""
         verdicts = self.verdicts
-        n_pass = sum(v["passed"] for v in verdicts)
+        status = [v.get("status") or ("PASS" if v["passed"] else "FAIL") for v in verdicts]
         return {"schema_version": SCHEMA_VERSION, "generated": self.generated, "profile": self.profile,
                 "seed": self.seed, "source": self.source, "passed": self.passed,
-                "counts": {"pass": n_pass, "fail": len(verdicts) - n_pass, "not_run": len(self.not_run)},
+                "counts": {"pass": status.count("PASS"), "fail": status.count("FAIL"),
+                           "inconclusive": status.count("INCONCLUSIVE"), "not_run": len(self.not_run)},
                 "not_run": self.not_run, "verdicts": verdicts,
                 "experiments": {s.experiment: _record_stats(s.records) for s in self.sections}}
 
@@ -99,7 +101,8 @@ def analyse(name: str, analysis, records: list[dict]) -> SectionResult:
         return SectionResult(name, section, records, status="not run")
     error = None
     try:
-        section = (analysis or default_analysis)(records)
+        with style.style():
+            section = (analysis or default_analysis)(records)
         if not isinstance(section, Section):
             raise TypeError(f"analysis returned {type(section).__name__}, not Section")
         verdicts = [verdict_dict(v) for v in section.verdicts]

@@ -1,7 +1,9 @@
-"""The ``rtrl-validate`` command line: ``run``, ``report``, ``list``, ``gradcheck``.
+"""The ``rtrl-validate`` command line: ``run``, ``report``, ``figure``, ``list``, ``gradcheck``.
 
-Exit status: 0 every verdict passes; 1 a verdict failed (the report and records are still
-written); 2 bad input, reported as one line ``rtrl-validate: error: ...`` on stderr; 130 when
+Exit status: 0 once the records and the report are written, whatever the verdicts (they are
+results, not errors); with ``--fail-on fail`` 1 when a verdict is FAIL, with ``--fail-on
+inconclusive`` 1 when one is FAIL or INCONCLUSIVE (for CI gating); ``gradcheck`` 1 on a failing
+check; 2 bad input, reported as one line ``rtrl-validate: error: ...`` on stderr; 130 when
 interrupted (finished records are kept, the run is marked interrupted in ``DIR/run.json`` and
 ``--resume DIR`` continues it).
 
@@ -15,8 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
 import tempfile
+import textwrap
 import tomllib
 from datetime import datetime
 from importlib import metadata
@@ -113,16 +117,42 @@ def formats(text: str) -> tuple[str, ...]:
     return chosen
 
 
+#: command -> (one line, an example), for the top-level help
+USAGE = {
+    "report": ("run every experiment (what is missing) and write report.html, report.pdf, figures/",
+               f"{PROG} report --profile quick --out results"),
+    "run": ("run one experiment, write its records and print its verdicts",
+            f"{PROG} run gradients --out results"),
+    "figure": ("regenerate one figure (SVG, PDF, PNG and CSV) from stored records",
+               f"{PROG} figure bias-variance-2 --from results"),
+    "list": ("show experiments, cells, estimators and profiles", f"{PROG} list -v"),
+    "gradcheck": ("RTRL = BPTT = finite differences on one or all cells", f"{PROG} gradcheck --cell gru"),
+}
+FAIL_ON = ("never", "fail", "inconclusive")
+
+
+def _epilog() -> str:
+    lines = ["commands:"]
+    for name, (what, example) in USAGE.items():
+        lines += [f"  {name:<10} {what}", f"  {'':<10}   e.g. {example}"]
+    lines.append(f"\n'{PROG} COMMAND --help' shows a command's options.")
+    return "\n".join(lines)
+
+
 def build_parser() -> Parser:
     parser = Parser(prog=PROG, description="Check RTRL theory against computation; write the validation "
-                                           "report (HTML + PDF) and result records.")
+                                           "report (HTML + PDF) and result records.",
+                    epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"{PROG} {version()}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                help=", ".join(USAGE))
 
-    run = sub.add_parser("run", help="run one experiment and write its records")
+    run = sub.add_parser("run", help=USAGE["run"][0], description=USAGE["run"][0],
+                         epilog=f"example: {USAGE['run'][1]}")
     run.add_argument("experiment", metavar="EXPERIMENT", nargs="?",
                      help="a registered experiment (see 'list'); optional with --resume")
-    report = sub.add_parser("report", help="run what is missing, then write report.html and report.pdf")
+    report = sub.add_parser("report", help=USAGE["report"][0], description=USAGE["report"][0],
+                            epilog=f"example: {USAGE['report'][1]}")
     for p in (run, report):
         p.add_argument("--profile", default=None, help="config profile: quick (default) or full")
         p.add_argument("--config", metavar="FILE.toml", type=Path,
@@ -130,7 +160,10 @@ def build_parser() -> Parser:
         p.add_argument("--out", metavar="DIR", type=Path,
                        help="results folder (default: a new timestamped folder under ./rtrl-results/)")
         p.add_argument("--seed", type=seed_int, default=None, help="run seed (default 0)")
-        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        p.add_argument("--quiet", action="store_true", help="no progress output")
+        p.add_argument("--fail-on", choices=FAIL_ON, default="never",
+                       help="exit 1 when a verdict is FAIL ('fail') or FAIL or INCONCLUSIVE ('inconclusive'); "
+                            "default 'never': exit 0 once written, whatever the verdicts")
         p.add_argument("--workers", type=positive_int, default=None, metavar="N",
                        help="local worker processes (default: one per core; 1 = in this process)")
         p.add_argument("--scheduler", type=scheduler_address, default=None, metavar="ADDRESS",
@@ -145,10 +178,17 @@ def build_parser() -> Parser:
     report.add_argument("--format", type=formats, default=("html", "pdf"), metavar="html,pdf",
                         help="which files to write (default html,pdf)")
 
-    lst = sub.add_parser("list", help="show experiments, cells, estimators and profiles")
+    fig = sub.add_parser("figure", help=USAGE["figure"][0], description=USAGE["figure"][0],
+                         epilog=f"example: {USAGE['figure'][1]}")
+    fig.add_argument("name", metavar="NAME", help="the figure's name as the report shows it, e.g. bias-variance-2")
+    fig.add_argument("--from", dest="from_dir", metavar="DIR", type=Path, required=True,
+                     help="results folder holding the records")
+    fig.add_argument("--out", metavar="FOLDER", type=Path, help="where to write (default DIR/figures)")
+
+    lst = sub.add_parser("list", help=USAGE["list"][0], epilog=f"example: {USAGE['list'][1]}")
     lst.add_argument("-v", "--verbose", action="store_true", help="also show every profile's default config")
 
-    grad = sub.add_parser("gradcheck", help="RTRL = BPTT = finite differences on one or all cells")
+    grad = sub.add_parser("gradcheck", help=USAGE["gradcheck"][0], epilog=f"example: {USAGE['gradcheck'][1]}")
     grad.add_argument("--cell", default="all", help="a cell name or 'all' (default)")
     grad.add_argument("--hidden", type=positive_int, default=3, metavar="K", help="hidden units (default 3)")
     grad.add_argument("--inputs", type=positive_int, default=2, metavar="M", help="input size (default 2)")
@@ -340,16 +380,27 @@ def compute(args, plan: list, seed: int, out: Path) -> dict:
         raise CLIError(one_line(str(e))) from None
 
 
+def _status(v: dict) -> str:
+    return v.get("status") or ("PASS" if v["passed"] else "FAIL")
+
+
 def print_verdicts(verdicts: list[dict], not_run: list[str] = ()) -> None:
-    n_fail = sum(not v["passed"] for v in verdicts)
-    line = f"verdicts: {len(verdicts) - n_fail} PASS, {n_fail} FAIL"
+    """One line of counts, then every FAIL and INCONCLUSIVE with its reason."""
+    status = [_status(v) for v in verdicts]
+    line = "verdicts: " + ", ".join(f"{status.count(s)} {s}" for s in ("PASS", "FAIL", "INCONCLUSIVE"))
     if not_run:
         line += f"; not run: {', '.join(not_run)}"
     print(line)
-    for v in verdicts:
-        if not v["passed"]:
+    for v, s in zip(verdicts, status):
+        if s != "PASS":
             where = v.get("section") or v.get("task", "")
-            print(f"  FAIL  {where}: {v['check']}: {v['evidence']}")
+            print(f"  {s}  {where}: {v['check']}: {v['evidence']}")
+
+
+def exit_status(verdicts: list[dict], fail_on: str) -> int:
+    """``--fail-on``: 1 when a verdict is FAIL ('fail') or FAIL or INCONCLUSIVE ('inconclusive')."""
+    gate = {"never": (), "fail": ("FAIL",), "inconclusive": ("FAIL", "INCONCLUSIVE")}[fail_on]
+    return 1 if any(_status(v) in gate for v in verdicts) else 0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -374,14 +425,17 @@ def cmd_run(args) -> int:
     status = [r["status"] for r in records]
     print(f"records: {out / 'records' / args.experiment} ({len(records)} tasks: {status.count('ok')} ok, "
           f"{status.count('diverged')} diverged, {status.count('failed')} failed)")
-    verdicts = [{**v, "task": r["task"]} for r in records for v in r["verdicts"]]
-    verdicts += [{"check": "task completed", "passed": False, "evidence": r["reason"], "task": r["task"]}
-                 for r in records if r["status"] == "failed"]
+    from . import registry
+    from .build import analyse
+    result = analyse(args.experiment, registry.analyses().get(args.experiment), records)
+    verdicts = [{**v, "section": result.section.title} for v in result.verdicts]
     print_verdicts(verdicts)
-    return 0 if all(v["passed"] for v in verdicts) else 1
+    return exit_status(verdicts, args.fail_on)
 
 
 def cmd_report(args) -> int:
+    from rtrl_validation.simulations.progress import stage
+
     from .build import build_report, stored_records
     from .output import write_report
 
@@ -401,8 +455,9 @@ def cmd_report(args) -> int:
             raise CLIError(f"--from {args.from_dir}: no records of registered experiments found")
         out = prepare_out(args.out or args.from_dir)
         seeds = sorted({r["seed"] for recs in records.values() for r in recs})
-        report = build_report(records, profile=None, seed=seeds[0] if len(seeds) == 1 else None,
-                              source=str(args.from_dir))
+        with stage("analysing the records", not args.quiet):
+            report = build_report(records, profile=None, seed=seeds[0] if len(seeds) == 1 else None,
+                                  source=str(args.from_dir))
         note_interrupted(args.from_dir)
     else:
         profile, seed, overrides = settings(args)
@@ -414,17 +469,20 @@ def cmd_report(args) -> int:
         registered = experiments()
         records = compute(args, [(registered[name], config) for name, config in configs.items()], seed, out)
         finish_manifest(args.state, "complete")
-        report = build_report(records, profile=profile, seed=seed, source=str(out))
+        with stage("analysing the records", not args.quiet):
+            report = build_report(records, profile=profile, seed=seed, source=str(out))
 
-    paths, messages = write_report(report, out, args.format)
+    with stage(f"writing the report ({', '.join(args.format)}) and figures/", not args.quiet):
+        paths, messages = write_report(report, out, args.format)
     for kind in ("html", "pdf"):
         if kind in paths:
             print(f"{kind}: {paths[kind]}")
     for message in messages:
         print(message)
     print(f"summary: {paths['summary']}")
+    print(f"figures: {paths['figures']}")
     print_verdicts(report.verdicts, report.not_run)
-    return 0 if report.passed else 1
+    return exit_status(report.verdicts, args.fail_on)
 
 
 def note_interrupted(folder: Path) -> None:
@@ -445,11 +503,14 @@ def cmd_list(args) -> int:
     from rtrl_validation.simulations.estimators import ESTIMATORS, SPEC_OPTION
 
     registered = experiments()
+    width = max(shutil.get_terminal_size().columns, 40)
     print("experiments:")
     for name, exp in registered.items():
-        print(f"  {name:<16} [{', '.join(exp.profiles)}] {exp.description}")
+        print(textwrap.fill(f"{name:<16} [{', '.join(exp.profiles)}] {exp.description}", width,
+                            initial_indent="  ", subsequent_indent=" " * 19))
         for profile, config in exp.profiles.items() if args.verbose else ():
-            print(f"      {profile:<6} " + ", ".join(f"{k}={v!r}" for k, v in config.items()))
+            print(textwrap.fill(f"{profile:<6} " + ", ".join(f"{k}={v!r}" for k, v in config.items()), width,
+                                initial_indent=" " * 6, subsequent_indent=" " * 13, break_long_words=False))
     if not registered:
         print("  (none registered)")
     print("cells:      " + ", ".join(CELLS))
@@ -495,7 +556,42 @@ def cmd_gradcheck(args) -> int:
     return 0 if result["passed"] else 1
 
 
-COMMANDS = {"run": cmd_run, "report": cmd_report, "list": cmd_list, "gradcheck": cmd_gradcheck}
+def cmd_figure(args) -> int:
+    """Regenerate one figure of the report from the records of its experiment (nothing is computed)."""
+    from . import registry
+    from .build import analyse
+    from .export import export_figure, split_name
+
+    registered = experiments()
+    parsed = split_name(args.name, registered)
+    if parsed is None:
+        raise CLIError(f"unknown figure {args.name!r}: names are EXPERIMENT-N (e.g. bias-variance-2) with "
+                       f"EXPERIMENT one of {known(registered)}")
+    name, index = parsed
+    if not args.from_dir.is_dir():
+        raise CLIError(f"--from {args.from_dir}: no such folder")
+    try:
+        from rtrl_validation.simulations.records import load_records
+        records = load_records(args.from_dir, name)
+    except RecordError as e:
+        raise CLIError(one_line(str(e))) from None
+    if not records:
+        raise CLIError(f"--from {args.from_dir}: no records of {name!r}")
+    figures = analyse(name, registry.analyses().get(name), records).section.figures
+    if index > len(figures):
+        raise CLIError(f"{args.name}: the {name} section has {len(figures)} figure(s)")
+    out = args.out or args.from_dir / "figures"
+    try:
+        paths = export_figure(figures[index - 1].fig, out, args.name)
+    except OSError as e:
+        raise CLIError(f"cannot write to {out}: {e.strerror or e}") from None
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "report": cmd_report, "figure": cmd_figure, "list": cmd_list,
+            "gradcheck": cmd_gradcheck}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,8 @@ from matplotlib import ft2font
 from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties, findfont
 
+from rtrl_validation.analysis import style
+
 _NO_HINTING = ft2font.LoadFlags.NO_HINTING if hasattr(ft2font, "LoadFlags") else ft2font.LOAD_NO_HINTING
 
 SVG_RC = {"svg.fonttype": "none", "svg.hashsalt": "rtrl-validate", "font.family": "DejaVu Sans"}
@@ -79,22 +81,27 @@ def _flatten(svg: str) -> str:
     return "".join(out)
 
 
-def _inline(svg: str) -> str:
+def inline_svg(svg: str) -> str:
     """The SVG element alone (no XML prolog, no metadata), flattened, with spacing accents."""
     svg = re.sub(r"<metadata>.*?</metadata>", "", svg[svg.index("<svg"):], count=1, flags=re.S)
     return _spacing_accents(_flatten(svg))
 
 
+def close_figure(fig) -> None:
+    """Release ``fig`` (pyplot keeps the figures it made until they are closed)."""
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+
+
 def figure_svg(fig) -> str:
     """``fig`` as an inline ``<svg>`` element (the figure is closed afterwards)."""
-    import matplotlib.pyplot as plt
     buf = io.StringIO()
     try:
-        with matplotlib.rc_context(SVG_RC):
-            fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
+        with style.style():
+            fig.savefig(buf, format="svg", metadata={"Date": None}, **style.save_options(fig))
     finally:
-        plt.close(fig)
-    return _inline(buf.getvalue())
+        close_figure(fig)
+    return inline_svg(buf.getvalue())
 
 
 def equation_svg(equation: str, fontsize: float = 13) -> str:
@@ -109,4 +116,4 @@ def equation_svg(equation: str, fontsize: float = 13) -> str:
         fig.text(0, 0, text, fontsize=fontsize)
         fig.savefig(buf, format="svg", bbox_inches="tight", pad_inches=0.03, transparent=True,
                     metadata={"Date": None})
-    return _inline(buf.getvalue())
+    return inline_svg(buf.getvalue())

@@ -1,4 +1,5 @@
-"""Write a built report: ``report.html``, ``report.pdf`` (WeasyPrint) and ``summary.json``, atomically."""
+"""Write a built report: ``report.html``, ``report.pdf`` (WeasyPrint), ``summary.json`` and every
+figure with its data under ``figures/``, atomically."""
 from __future__ import annotations
 
 import logging
@@ -33,13 +34,15 @@ def write_pdf(html: str, path: str | Path) -> str | None:
 
 
 def write_report(report: Report, out_dir: str | Path, formats=FORMATS) -> tuple[dict[str, Path], list[str]]:
-    """Write ``summary.json`` and the requested formats into ``out_dir``; return
-    ``({"summary": path, "html": path, "pdf": path}, messages)`` (a skipped PDF is a message)."""
+    """Write ``summary.json``, the figures (``figures/NAME.{svg,pdf,png,csv}``) and the requested
+    formats into ``out_dir``; return ``({"summary": path, "figures": folder, "html": path, "pdf": path},
+    messages)`` (a skipped PDF is a message)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"summary": write_json(out_dir / "summary.json", report.summary())}
     messages = []
-    html = render_html(report)
+    paths["figures"] = out_dir / "figures"
+    html = render_html(report, figures_dir=paths["figures"])
     if "html" in formats:
         paths["html"] = atomic_write(out_dir / "report.html", html)
     if "pdf" in formats:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable
@@ -33,6 +32,7 @@ import numpy as np
 from .checkpoint import CheckpointStore
 from .experiments.base import Experiment, Task, TaskResult, Verdict
 from .parallel import InProcess, Interrupted
+from .progress import progress_bar
 from .records import (STATUSES, RecordError, jsonable, provenance, read_record, record_path, utc_now,
                       write_record)
 
@@ -148,7 +148,8 @@ def run_experiment(exp: Experiment, config: dict, seed: int, out_dir: str | os.P
     With ``skip_up_to_date`` a task whose record is up to date (see :func:`up_to_date_record`) is
     not run again; failed records are always re-run.  ``progress`` shows a tqdm bar on stderr when
     it is a terminal (after two seconds), advanced within tasks by their ``progress(fraction)`` calls
-    when they run in this process.  ``executor``: where the tasks run (:mod:`simulations.parallel`;
+    when they run in this process, and otherwise plain lines with a heartbeat
+    (:mod:`simulations.progress`).  ``executor``: where the tasks run (:mod:`simulations.parallel`;
     default in this process, one after another).  ``checkpoints``: where long loops checkpoint.
     """
     return run_experiments([(exp, config)], seed, out_dir, progress, skip_up_to_date, executor,
@@ -189,11 +190,8 @@ def run_experiments(plan: Iterable[tuple[Experiment, dict]], seed: int, out_dir:
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     executor = InProcess() if executor is None else executor
 
-    from tqdm.auto import tqdm
     total = sum(map(len, records.values()))
-    bar = tqdm(total=total, desc=plan[0][0].name if len(plan) == 1 else "tasks", unit="task", delay=2.0,
-               initial=total - len(jobs), disable=not progress or not sys.stderr.isatty(),
-               bar_format="{l_bar}{bar}| {n:.1f}/{total} tasks [{elapsed}<{remaining}{postfix}]")
+    bar = progress_bar(total, total - len(jobs), plan[0][0].name if len(plan) == 1 else "tasks", progress)
     finished = [total - len(jobs)]
 
     def start(job: Job):

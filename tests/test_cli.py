@@ -132,9 +132,12 @@ def test_run_exit_codes_and_records(fakes, tmp_path, capsys):
     assert "3 tasks: 3 ok" in out and "verdicts: 3 PASS, 0 FAIL" in out
     assert [r["seed"] for r in load_records(tmp_path / "a")] == [3, 3, 3]
     code, out, _ = run_cli(capsys, "run", "fake-fail", "--out", tmp_path / "b", "--quiet")
-    assert code == 1 and "FAIL  t0: mean small fake-fail" in out
-    code, out, _ = run_cli(capsys, "run", "fake-broken", "--out", tmp_path / "c", "--quiet")
-    assert code == 1 and "1 failed" in out and "RuntimeError: boom" in out
+    assert code == 0 and "FAIL  Fake section fake-fail: mean small fake-fail" in out     # a result, not an error
+    assert "verdicts: 0 PASS, 3 FAIL, 0 INCONCLUSIVE" in out                          # analysed like the report
+    code, out, _ = run_cli(capsys, "run", "fake-fail", "--out", tmp_path / "b", "--quiet", "--fail-on", "fail")
+    assert code == 1
+    code, out, _ = run_cli(capsys, "run", "fake-broken", "--out", tmp_path / "c", "--quiet", "--fail-on", "fail")
+    assert code == 1 and "1 failed" in out and "tasks completed" in out and "RuntimeError: boom" in out
 
 
 def test_run_config_file_and_profile(fakes, tmp_path, capsys):

@@ -66,7 +66,7 @@ def test_cli_workers_and_kill_exit_codes(monkeypatch, tmp_path, capsys):
     cfg = tmp_path / "cfg.toml"
     cfg.write_text("[fake-trainer]\ntasks = 3\nsteps = 100\nkill = 2\n")
     code = cli.main(["run", "fake-trainer", "--workers", "2", "--config", str(cfg), "--out", str(tmp_path / "o"),
-                     "--quiet"])
+                     "--quiet", "--fail-on", "fail"])
     out = capsys.readouterr().out
     assert code == 1 and "2 ok, 0 diverged, 1 failed" in out and "worker process died" in out
     assert [r["status"] for r in load_records(tmp_path / "o")] == ["ok", "ok", "failed"]
