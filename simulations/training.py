@@ -170,7 +170,7 @@ class OnlineTrainer:
         slot = checkpoints.slot() if checkpoint is None else (checkpoint or None)
         if slot is not None:
             call = self._call_fingerprint(state, steps, rng)
-            snap = slot.load(call)
+            snap = slot.load(call, like=(state, traj, win, rng.bit_generator.state))
             if snap is not None:
                 saved_state, saved_traj, win, rng_state = snap[1]
                 vars(state).update(vars(saved_state))

@@ -85,9 +85,9 @@ def test_checkpoint_of_another_computation_is_ignored(tmp_path):
     resumed, ck = train("rtrl", store)
     assert ck.restored == [] and "checkpoint of another computation ignored" in ck.notes[0]
     np.testing.assert_array_equal(resumed["theta"], reference["theta"])
-    (tmp_path / "exp" / "task" / "loop-0.pkl").write_bytes(b"not a pickle")
+    (tmp_path / "exp" / "task" / "loop-0.npz").write_bytes(b"not an npz")
     resumed, ck = train("rtrl", store)
-    assert ck.restored == [] and "unreadable checkpoint ignored" in ck.notes[0]
+    assert ck.restored == [] and "checkpoint ignored (unreadable" in ck.notes[0]
     np.testing.assert_array_equal(resumed["theta"], reference["theta"])
 
 
@@ -107,7 +107,7 @@ TRAINER_TOML = "[fake-trainer]\ntasks = 2\nsteps = 3000\n"
 def interrupt_when(experiment: str, argv: list, out: Path, snapshot: str) -> str:
     """Run the CLI with ``argv`` in a subprocess that knows only ``experiment`` (Python source),
     send SIGINT to its process group (as Ctrl-C in a terminal does: the driver and its workers) as
-    soon as a checkpoint file matching ``snapshot`` (a glob, e.g. ``run-0/loop-0.pkl``: task run-0's
+    soon as a checkpoint file matching ``snapshot`` (a glob, e.g. ``run-0/loop-0.npz``: task run-0's
     first snapshot, whichever worker runs it) exists under ``out``, and return its stderr once it
     exited with status 130."""
     script = SCRIPT.format(tests=str(ROOT / "tests"), experiment=experiment)
@@ -144,7 +144,7 @@ def test_sigint_then_resume_gives_the_uninterrupted_numbers(backend, uninterrupt
     cfg, out = tmp_path / "cfg.toml", tmp_path / "out"
     cfg.write_text(TRAINER_TOML)
     err = interrupt_when("TrainerExperiment()", ["run", "fake-trainer", "--config", str(cfg), *backend,
-                                                 "--checkpoint-every", "100"], out, "run-0/loop-0.pkl")
+                                                 "--checkpoint-every", "100"], out, "run-0/loop-0.npz")
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "interrupted; finished records are kept" in lines[0], err
     assert f"rtrl-validate run --resume {out}" in lines[0]
@@ -178,7 +178,7 @@ def test_real_convergence_task_resumes_with_the_uninterrupted_numbers(tmp_path, 
     interrupt_when('Subset(__import__("rtrl_validation.simulations.experiments.convergence").simulations.experiments.convergence'
                    '.ConvergenceExperiment(), ["trajectory-tanh"])',
                    ["run", "convergence", "--config", str(cfg), "--workers", "1", "--checkpoint-every", "200"],
-                   out, "loop-1.pkl")
+                   out, "loop-1.npz")
     monkeypatch.setattr(cli, "experiments", lambda: {exp.name: exp})
     assert cli.main(["run", "--resume", str(out), "--workers", "1", "--quiet"]) in (0, 1)
     assert cli.main(["run", "convergence", "--config", str(cfg), "--out", str(reference), "--workers", "1",

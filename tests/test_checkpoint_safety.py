@@ -1,0 +1,242 @@
+"""Checkpoints hold numbers and plain data only: a planted pickle or a tampered snapshot never runs
+code and never changes a number (the loop restarts from its beginning with a one-line note); every
+estimator's and data process's state survives the round trip bit for bit; no load path of the
+package can unpickle."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import pickle
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rtrl_validation.simulations import checkpoint as ckpt
+from rtrl_validation.simulations.cells import make_cell
+from rtrl_validation.simulations.checkpoint import CheckpointStore, decode, encode
+from rtrl_validation.simulations.data import VAR1Teacher
+from rtrl_validation.simulations.data.copy_task import CopyTask, MaskedReadout
+from rtrl_validation.simulations.estimators import parse_estimator
+from rtrl_validation.simulations.readouts import LinearReadout
+from rtrl_validation.simulations.training import OnlineTrainer, Schedule
+
+ROOT = Path(__file__).resolve().parent.parent
+STEPS = 300
+
+
+class Planted:
+    """A pickle that, when unpickled, writes ``marker``: what a hostile results folder would plant."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "code ran"))
+
+
+def train(estimator: str, store: CheckpointStore | None = None, stop_at: int | None = None,
+          process: str = "var1", cell: str = "elman"):
+    """300 steps of online training from fixed seeds; ``stop_at``: Ctrl-C at the first chunk end
+    at or after that step."""
+    rng = np.random.default_rng(5)
+    if process == "copy":
+        proc = CopyTask(alphabet=2)
+        readout_out = proc.n_out
+        c = make_cell(cell, 3, proc.m)
+    else:
+        proc = VAR1Teacher(hidden=3, inputs=2)
+        readout_out = proc.n_out
+        c = make_cell(cell, 3, 2)
+    readout = LinearReadout(c.k, readout_out, "xent" if process == "copy" else "mse")
+    readout = MaskedReadout(readout) if process == "copy" else readout
+    trainer = OnlineTrainer(c, readout, parse_estimator(estimator), proc, Schedule(0.02, 100.0, 0.75),
+                            record_every=30, chunk=16)
+    state = trainer.init(c.init(rng, batch=2), readout.init(rng, 2), rng)
+
+    def progress(n):
+        if stop_at is not None and state.t >= stop_at:
+            raise KeyboardInterrupt
+
+    ck = store.task("exp", "task", {"config": 1}) if store is not None else None
+    with ck if ck is not None else contextlib.nullcontext():
+        state, traj = trainer.run(state, STEPS, rng, progress=progress)
+    return {"theta": state.theta, "phi": state.phi, "s": state.s, "after": rng.standard_normal(3),
+            **traj.arrays()}, ck
+
+
+def assert_same(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+@pytest.mark.parametrize("estimator,process,cell", [
+    ("bptt", "var1", "elman"), ("rflo", "var1", "elman"), ("snap-2", "var1", "gru"),
+    ("uoro", "var1", "lstm"), ("rtrl", "copy", "elman"), ("tbptt-5", "copy", "gru")])
+def test_every_state_survives_the_round_trip(estimator, process, cell, tmp_path):
+    """Tapes of Jacobian objects (BPTT), sparse influences, GRU/LSTM states and the copy task's
+    per-replicate Generators come back from a snapshot and give the uninterrupted numbers."""
+    reference, _ = train(estimator, process=process, cell=cell)
+    store = CheckpointStore(tmp_path, every=48)
+    with pytest.raises(KeyboardInterrupt):
+        train(estimator, store, stop_at=150, process=process, cell=cell)
+    resumed, ck = train(estimator, store, process=process, cell=cell)
+    assert ck.notes == [] and ck.restored == [{"loop": 0, "step": 144}]
+    assert_same(resumed, reference)
+
+
+def plant(folder: Path, marker: Path) -> None:
+    """A malicious pickle under the old name and an ``.npz`` whose entry is a pickled object array."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "loop-0.pkl").write_bytes(pickle.dumps(Planted(marker)))
+    evil = np.empty(1, dtype=object)
+    evil[0] = Planted(marker)
+    buffer = io.BytesIO()
+    np.savez(buffer, meta=evil, a0=evil)
+    (folder / "loop-0.npz").write_bytes(buffer.getvalue())
+
+
+def test_planted_pickles_never_run_and_the_result_is_right(tmp_path):
+    reference, _ = train("rtrl")
+    marker = tmp_path / "pwned"
+    store = CheckpointStore(tmp_path / "ck", every=48)
+    plant(tmp_path / "ck" / "exp" / "task", marker)
+    resumed, ck = train("rtrl", store)
+    assert not marker.exists()
+    assert ck.restored == [] and len(ck.notes) == 1 and "checkpoint ignored (unreadable" in ck.notes[0]
+    assert "pickle" not in ck.notes[0]
+    assert_same(resumed, reference)
+
+
+def rewrite(path: Path, change) -> None:
+    """Read a snapshot's entries, let ``change(meta, arrays)`` edit them, write it back."""
+    with np.load(path, allow_pickle=False) as npz:
+        meta = json.loads(npz["meta"].tobytes().decode())
+        arrays = [npz[f"a{i}"].copy() for i in range(len(npz.files) - 1)]
+    change(meta, arrays)
+    buffer = io.BytesIO()
+    np.savez(buffer, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+             **{f"a{i}": a for i, a in enumerate(arrays)})
+    path.write_bytes(buffer.getvalue())
+
+
+def rehash(meta, arrays):
+    meta["hash"] = ckpt.content_hash({k: v for k, v in meta.items() if k != "hash"}, arrays)
+
+
+def bump_array(meta, arrays):
+    arrays[0] = arrays[0] + 1.0 if arrays[0].dtype.kind == "f" else arrays[0] + 1
+
+
+def hostile_class(meta, arrays):
+    """Rename the trainer state's class to a function of the standard library, hash made to match."""
+    meta["tree"]["tuple"][0]["object"] = "os:system"
+    rehash(meta, arrays)
+
+
+def foreign_package_class(meta, arrays):
+    meta["tree"]["tuple"][0]["object"] = "rtrl_validation.reports.cli:CLIError"
+    rehash(meta, arrays)
+
+
+def other_task(meta, arrays):
+    meta["task"] = {"config": 2}
+    rehash(meta, arrays)
+
+
+def wrong_shape_of_payload(meta, arrays):
+    meta["tree"]["tuple"] = meta["tree"]["tuple"][:2]
+    rehash(meta, arrays)
+
+
+@pytest.mark.parametrize("change,note", [
+    (bump_array, "checkpoint ignored (content hash does not match)"),
+    (hostile_class, "checkpoint ignored (undecodable: TypeError)"),
+    (foreign_package_class, "checkpoint ignored (undecodable: TypeError)"),
+    (other_task, "checkpoint of another computation ignored"),
+    (wrong_shape_of_payload, "checkpoint ignored (its payload does not fit this loop)"),
+], ids=["tampered-array", "stdlib-class", "class-outside-state-packages", "other-task", "other-structure"])
+def test_tampered_checkpoint_is_ignored_with_one_note(change, note, tmp_path):
+    reference, _ = train("snap-1")
+    store = CheckpointStore(tmp_path, every=48)
+    with pytest.raises(KeyboardInterrupt):
+        train("snap-1", store, stop_at=150)
+    rewrite(tmp_path / "exp" / "task" / "loop-0.npz", change)
+    resumed, ck = train("snap-1", store)
+    assert ck.restored == [] and ck.notes == [f"loop 0: {note}"]
+    assert_same(resumed, reference)
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04truncated", b"\x93NUMPY garbage", os.urandom(200)],
+                         ids=["empty", "truncated-zip", "garbage-npy", "random"])
+def test_damaged_checkpoint_file_is_ignored(content, tmp_path):
+    reference, _ = train("uoro")
+    store = CheckpointStore(tmp_path, every=48)
+    (tmp_path / "exp" / "task").mkdir(parents=True)
+    (tmp_path / "exp" / "task" / "loop-0.npz").write_bytes(content)
+    resumed, ck = train("uoro", store)
+    assert ck.restored == [] and len(ck.notes) == 1 and ck.notes[0].startswith("loop 0: checkpoint ignored (")
+    assert_same(resumed, reference)
+
+
+def test_truncated_real_snapshot_is_ignored(tmp_path):
+    reference, _ = train("rtrl")
+    store = CheckpointStore(tmp_path, every=48)
+    with pytest.raises(KeyboardInterrupt):
+        train("rtrl", store, stop_at=150)
+    path = tmp_path / "exp" / "task" / "loop-0.npz"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    resumed, ck = train("rtrl", store)
+    assert ck.restored == [] and "checkpoint ignored (unreadable" in ck.notes[0]
+    assert_same(resumed, reference)
+
+
+def test_encode_refuses_what_it_cannot_hold_and_keeps_sharing():
+    with pytest.raises(TypeError, match="cannot be checkpointed"):
+        encode(print, [])
+    with pytest.raises(TypeError, match="dtype object"):
+        encode(np.array([object()]), [])
+    with pytest.raises(TypeError, match="cannot be checkpointed"):
+        encode(Planted(Path("x")), [])
+    a = np.arange(3.0)
+    arrays = []
+    tree = json.loads(json.dumps(encode({"x": a, "y": a, (1, "k"): slice(1, None, 2), "n": np.float32(2.5),
+                                         "g": np.random.default_rng(1)}, arrays)))
+    back = decode(tree, arrays)
+    assert back["x"] is back["y"] and back[(1, "k")] == slice(1, None, 2)
+    assert type(back["n"]) is np.float32 and back["n"] == np.float32(2.5)
+    assert back["g"].standard_normal() == np.random.default_rng(1).standard_normal()
+
+
+def test_unwritable_payload_disables_checkpoints_but_not_the_run(tmp_path):
+    store = CheckpointStore(tmp_path, every=10)
+    ck = store.task("exp", "task", {"config": 1})
+    slot = ck.slot()
+    with pytest.warns(RuntimeWarning, match="not written"):
+        slot.save({"call": 1}, 10, (lambda: 0,))
+    assert slot.disabled and ck.saved == 0 and "checkpoint not written" in ck.notes[0]
+
+
+# ------------------------------------------------------------------------------ no pickle on a load path
+PACKAGE = [ROOT / "__init__.py", *[p for d in ("simulations", "analysis", "proofs_checks", "reports")
+                                   for p in (ROOT / d).rglob("*.py")]]
+
+
+def test_no_load_path_can_unpickle():
+    """Grep-clean: no ``pickle.load(s)``, no ``allow_pickle=True``, every ``np.load`` says
+    ``allow_pickle=False``, no pickle-based loaders, anywhere in the package."""
+    forbidden = re.compile(r"pickle\.loads?\b|allow_pickle\s*=\s*True|import pickle|cloudpickle|joblib|shelve|"
+                           r"marshal\.loads?|dill\b")
+    offenders = []
+    for path in PACKAGE:
+        text = path.read_text()
+        offenders += [f"{path.relative_to(ROOT)}: {m.group(0)}" for m in forbidden.finditer(text)]
+        for m in re.finditer(r"\bn(?:p|umpy)\.load\(([^)]*)\)", text):
+            if "allow_pickle=False" not in m.group(1):
+                offenders.append(f"{path.relative_to(ROOT)}: {m.group(0)}")
+    assert offenders == []
+    assert len(PACKAGE) > 40
