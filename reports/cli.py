@@ -144,6 +144,9 @@ def build_parser() -> Parser:
                        help="continue the interrupted run in DIR with its own settings (profile, config, seed)")
         p.add_argument("--checkpoint-every", type=seed_int, default=None, metavar="M",
                        help=f"long runs checkpoint every M steps (default {CHECKPOINT_EVERY}; 0 = never)")
+        p.add_argument("--skip-bad-records", action="store_true",
+                       help="leave out records in the results folder that cannot be read (and say so) "
+                            "instead of refusing; 'run' and 'report' compute their tasks again")
     report.add_argument("--from", dest="from_dir", metavar="DIR", type=Path,
                         help="rebuild the report from the records in DIR only (nothing is computed)")
     report.add_argument("--format", type=formats, default=("html", "pdf"), metavar="html,pdf",
@@ -260,7 +263,19 @@ def executor(args):
 def compute(args, plan: list, seed: int, out: Path) -> dict:
     """Run ``plan`` (``[(experiment, config)]``) on the chosen backend, checkpointing into ``out``."""
     return orchestrated_compute(args.state, plan, seed, out, progress=not args.quiet, executor=args.executor,
-                                checkpoint_every=args.checkpoint_every)
+                                checkpoint_every=args.checkpoint_every, on_bad_record=bad_record_handler(args))
+
+
+def bad_record_handler(args):
+    """With ``--skip-bad-records``: a function that notes a bad record (one line on stdout, and in
+    ``args.state["skipped"]`` for the report's provenance) instead of refusing it."""
+    if not args.skip_bad_records:
+        return None
+
+    def skip(error: RecordError) -> None:
+        args.state.setdefault("skipped", []).append(one_line(str(error)))
+        print(f"note: bad record left out: {one_line(str(error))}")
+    return skip
 
 
 def print_verdicts(verdicts: list[dict], not_run: list[str] = ()) -> None:
@@ -316,17 +331,14 @@ def cmd_report(args) -> int:
                 raise CLIError(f"{flag} cannot be combined with --from (nothing is computed)")
         if not args.from_dir.is_dir():
             raise CLIError(f"--from {args.from_dir}: no such folder")
-        try:
-            records = stored_records(args.from_dir)
-        except RecordError as e:
-            raise CLIError(one_line(str(e))) from None
+        records = stored_records(args.from_dir, bad_record_handler(args))
         if not any(records.values()):
             raise CLIError(f"--from {args.from_dir}: no records of registered experiments found")
         out = prepare_out(args.out or args.from_dir)
         lock_folder(args.state, out)
         seeds = sorted({r["seed"] for recs in records.values() for r in recs})
         report = build_report(records, profile=None, seed=seeds[0] if len(seeds) == 1 else None,
-                              source=str(args.from_dir))
+                              source=str(args.from_dir), skipped=args.state.get("skipped", []))
         note_interrupted(args.from_dir)
     else:
         profile, seed, overrides = settings(args)
@@ -338,7 +350,8 @@ def cmd_report(args) -> int:
         registered = experiments()
         records = compute(args, [(registered[name], config) for name, config in configs.items()], seed, out)
         finish_manifest(args.state, "complete")
-        report = build_report(records, profile=profile, seed=seed, source=str(out))
+        report = build_report(records, profile=profile, seed=seed, source=str(out),
+                              skipped=args.state.get("skipped", []))
 
     paths, messages = write_report(report, out, args.format)
     for kind in ("html", "pdf"):
@@ -425,6 +438,9 @@ def main(argv: list[str] | None = None) -> int:
             return COMMANDS[args.command](args)
     except (CLIError, RunFolderError) as e:
         print(f"{PROG}: error: {one_line(str(e))}", file=sys.stderr)
+        return 2
+    except RecordError as e:         # a bad record in the results folder, refused by default
+        print(f"{PROG}: error: {one_line(str(e))} (--skip-bad-records leaves it out)", file=sys.stderr)
         return 2
     except SystemExit as e:          # --help, --version
         return e.code if isinstance(e.code, int) else 0

@@ -24,13 +24,13 @@ import os
 import platform
 import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 
 from .checkpoint import CheckpointStore
 from .parallel import SchedulerError, import_distributed, make_executor
-from .records import jsonable, utc_now, write_json
+from .records import RecordError, jsonable, utc_now, write_json
 from .runner import one_line, run_experiments
 
 RESULTS_ROOT = Path("rtrl-results")
@@ -239,14 +239,16 @@ def checkpoint_store(every: int | None, out: Path) -> CheckpointStore | None:
 
 
 def compute(state: dict, plan: Iterable, seed: int, out: Path, *, progress: bool, executor,
-            checkpoint_every: int | None) -> dict:
+            checkpoint_every: int | None, on_bad_record: Callable[[RecordError], None] | None = None) -> dict:
     """Run ``plan`` (``[(experiment, config)]``) on ``executor`` into ``out`` after checking the
-    folder's config fingerprint; a scheduler that fails marks the run failed."""
+    folder's config fingerprint; a scheduler that fails marks the run failed.  A bad record in the
+    folder raises :class:`~simulations.records.RecordError` before any task runs, or with
+    ``on_bad_record`` is handed to it and its task computed again."""
     plan = list(plan)
     check_folder_config(out, seed, {exp.name: config for exp, config in plan})
     try:
         return run_experiments(plan, seed, out, progress=progress, executor=executor,
-                               checkpoints=checkpoint_store(checkpoint_every, out))
+                               checkpoints=checkpoint_store(checkpoint_every, out), on_bad_record=on_bad_record)
     except SchedulerError as e:
         finish_run(state, "failed", reason=one_line(str(e)))
         raise RunFolderError(one_line(str(e))) from None
