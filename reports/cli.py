@@ -28,7 +28,8 @@ from pathlib import Path
 
 from rtrl_validation.simulations.experiments.base import ConfigError
 from rtrl_validation.simulations.orchestration import (CHECKPOINT_EVERY, RunFolderError, backend, lock_folder,
-                                                       prepare_out, read_manifest, resume_manifest, start_run)
+                                                       prepare_out, read_manifest, release_locks, resume_manifest,
+                                                       start_run)
 from rtrl_validation.simulations.orchestration import compute as orchestrated_compute
 from rtrl_validation.simulations.orchestration import finish_run as finish_manifest
 from rtrl_validation.simulations.records import RecordError, write_json
@@ -331,6 +332,7 @@ def cmd_report(args) -> int:
                 raise CLIError(f"{flag} cannot be combined with --from (nothing is computed)")
         if not args.from_dir.is_dir():
             raise CLIError(f"--from {args.from_dir}: no such folder")
+        lock_folder(args.state, args.from_dir, read_only=True)     # no run writes there while we read
         records = stored_records(args.from_dir, bad_record_handler(args))
         if not any(records.values()):
             raise CLIError(f"--from {args.from_dir}: no records of registered experiments found")
@@ -458,8 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: {what}; finished records are kept{where}{again}", file=sys.stderr)
         return 128 + signum
     finally:
-        if state.get("lock") is not None:
-            state["lock"].release()
+        release_locks(state)
 
 
 @contextlib.contextmanager

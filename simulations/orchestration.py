@@ -196,8 +196,7 @@ def resume_manifest(folder: Path, command: str, experiment: str | None) -> dict:
 def start_run(state: dict, out: Path, manifest: dict, version: str) -> None:
     """Take the folder's lock (held until the process ends) and write ``DIR/run.json`` with status
     ``running``; ``state`` keeps the folder, lock and manifest for :func:`finish_run`."""
-    if state.get("out") != out or state.get("lock") is None:
-        state["lock"] = FolderLock(out, " ".join([PROG, *sys.argv[1:]]))
+    lock_folder(state, out)
     try:
         manifest = {"schema_version": MANIFEST_VERSION, **jsonable(manifest), "status": "running",
                     "started": utc_now(), "version": version}
@@ -207,9 +206,25 @@ def start_run(state: dict, out: Path, manifest: dict, version: str) -> None:
     write_json(out / MANIFEST, manifest)
 
 
-def lock_folder(state: dict, out: Path) -> None:
-    """Take ``out``'s lock for a process that writes there without a manifest (``report --from``)."""
-    state.update(out=out, lock=FolderLock(out, " ".join([PROG, *sys.argv[1:]])))
+def lock_folder(state: dict, folder: Path, read_only: bool = False) -> None:
+    """Take ``folder``'s lock (once per process) and keep it in ``state["locks"]`` until
+    :func:`release_locks` or the end of the process.  ``read_only``: a folder that is only read
+    (``report --from DIR --out OTHER``) and may be on a read-only drive: a lock file that cannot
+    be created is no error there (a folder in use still is)."""
+    locks = state.setdefault("locks", {})
+    key = Path(folder).resolve()
+    if key in locks:
+        return
+    try:
+        locks[key] = FolderLock(folder, " ".join([PROG, *sys.argv[1:]]))
+    except RunFolderError as e:
+        if not (read_only and e.args[0].startswith("cannot lock")):
+            raise
+
+
+def release_locks(state: dict) -> None:
+    for lock in state.pop("locks", {}).values():
+        lock.release()
 
 
 def finish_run(state: dict, status: str, **extra) -> None:

@@ -110,6 +110,13 @@ def interrupt_when(experiment: str, argv: list, out: Path, snapshot: str) -> str
     soon as a checkpoint file matching ``snapshot`` (a glob, e.g. ``run-0/loop-0.npz``: task run-0's
     first snapshot, whichever worker runs it) exists under ``out``, and return its stderr once it
     exited with status 130."""
+    return stop_when(experiment, argv, out, snapshot, signal.SIGINT, group=True)[0]
+
+
+def stop_when(experiment: str, argv: list, out: Path, snapshot: str, sig: int, group: bool) -> tuple[str, list]:
+    """:func:`interrupt_when` with signal ``sig`` sent to the process group (``group``) or to the
+    driver alone; checks the exit status (128 + the signal when the driver handles it, killed by
+    it for SIGKILL) and returns ``(stderr, pids of the driver's descendants just before the signal)``."""
     script = SCRIPT.format(tests=str(ROOT / "tests"), experiment=experiment)
     proc = subprocess.Popen([sys.executable, "-c", script, *argv, "--out", str(out), "--quiet"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -120,12 +127,37 @@ def interrupt_when(experiment: str, argv: list, out: Path, snapshot: str) -> str
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, f"no {snapshot} within 300 s"
             time.sleep(0.01)
-        os.killpg(proc.pid, signal.SIGINT)
+        family = descendants(proc.pid)
+        (os.killpg if group else os.kill)(proc.pid, sig)
         _, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
-    assert proc.returncode == 130, err
-    return err
+    assert proc.returncode == (-sig if sig == signal.SIGKILL else 128 + sig), err
+    return err, family
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process whose chain of parents reaches ``pid`` (from /proc)."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_bytes()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rpartition(b")")[2].split()[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [p for p, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def running(pids: list[int]) -> list[int]:
+    """Those of ``pids`` that are still alive (zombies, ended but not yet reaped, do not count)."""
+    from rtrl_validation.simulations.parallel import alive
+    return [p for p in pids if alive(p)]
 
 
 @pytest.fixture(scope="module")
@@ -160,6 +192,120 @@ def test_sigint_then_resume_gives_the_uninterrupted_numbers(backend, uninterrupt
     assert restored and restored[0]["step"] >= 100                # it did continue from a checkpoint
     assert json.loads((out / "run.json").read_text())["status"] == "complete"
     assert not (out / "checkpoints").exists()                       # removed once records are written
+
+
+FAULTS = [(signal.SIGINT, False, ["--workers", "2"]),
+          (signal.SIGTERM, False, ["--workers", "1"]), (signal.SIGTERM, False, ["--workers", "2"]),
+          (signal.SIGTERM, True, ["--workers", "2"]),
+          (signal.SIGKILL, False, ["--workers", "1"]), (signal.SIGKILL, False, ["--workers", "2"])]
+
+
+@pytest.mark.parametrize("sig,group,backend", FAULTS,
+                         ids=[f"{signal.Signals(s).name}-{'group' if g else 'driver'}-{b[1]}-workers"
+                              for s, g, b in FAULTS])
+def test_signal_then_resume_gives_the_uninterrupted_numbers_and_leaves_no_process(sig, group, backend, uninterrupted,
+                                                                                  tmp_path, monkeypatch, capsys):
+    """SIGTERM (``kill``, batch schedulers, containers) behaves like Ctrl-C (exit 143); after
+    SIGKILL of the driver nothing is marked, but no worker outlives it and the resume is exact."""
+    cfg, out = tmp_path / "cfg.toml", tmp_path / "out"
+    cfg.write_text(TRAINER_TOML)
+    err, family = stop_when("TrainerExperiment()", ["run", "fake-trainer", "--config", str(cfg), *backend,
+                                                    "--checkpoint-every", "100"], out, "run-0/loop-0.npz", sig, group)
+    if backend[1] == "2":
+        assert family                                  # the pool's processes existed
+    deadline = time.monotonic() + 10
+    while running(family) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert running(family) == [], "worker processes outlived the driver"
+    manifest = json.loads((out / "run.json").read_text())
+    if sig == signal.SIGKILL:
+        # nothing of ours speaks; multiprocessing's resource tracker may note the semaphores it frees
+        assert "Traceback" not in err and manifest["status"] == "running"
+    else:
+        lines = err.strip().splitlines()
+        what = "interrupted" if sig == signal.SIGINT else "stopped by SIGTERM"
+        assert len(lines) == 1 and f"{what}; finished records are kept" in lines[0], err
+        assert manifest["status"] == "interrupted" and manifest["signal"] == signal.Signals(sig).name
+
+    use_trainer(monkeypatch)
+    assert cli.main(["run", "--resume", str(out), "--workers", "1", "--quiet"]) == 0, capsys.readouterr()
+    records = load_records(out)
+    assert numbers(records) == numbers(uninterrupted)
+    assert records[0]["provenance"]["checkpoints"]["restored"][0]["step"] >= 100
+    assert json.loads((out / "run.json").read_text())["status"] == "complete"
+
+
+def test_second_writer_is_refused_naming_the_holder_and_a_killed_holder_leaves_no_stale_lock(tmp_path, monkeypatch,
+                                                                                            capsys):
+    from rtrl_validation.simulations.orchestration import FolderLock
+    cfg, out = tmp_path / "cfg.toml", tmp_path / "out"
+    cfg.write_text("[fake-trainer]\ntasks = 2\nsteps = 1000000\n")          # busy until killed
+    script = SCRIPT.format(tests=str(ROOT / "tests"), experiment="TrainerExperiment()")
+    holder = subprocess.Popen([sys.executable, "-c", script, "run", "fake-trainer", "--config", str(cfg), "--workers",
+                               "1", "--checkpoint-every", "100", "--out", str(out), "--quiet"], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not list((out / "checkpoints").rglob("loop-0.npz")):
+            assert holder.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        use_trainer(monkeypatch)
+        for argv in (["run", "fake-trainer", "--config", str(cfg), "--out", str(out)],
+                     ["run", "--resume", str(out)], ["report", "--from", str(out), "--format", "html"]):
+            assert cli.main([*argv, "--quiet"] if argv[0] == "run" else argv) == 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and f"is in use by another rtrl-validate process (pid {holder.pid} on " in err[0], err
+            assert "run fake-trainer" in err[0] and "since 20" in err[0]
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+    finally:
+        holder.kill()
+    with FolderLock(out, "test"):                    # the OS released the killed holder's lock
+        pass
+
+
+def test_run_with_another_config_into_the_same_folder_is_refused_naming_the_keys(tmp_path, monkeypatch, capsys):
+    use_trainer(monkeypatch)
+    out, cfg = tmp_path / "out", tmp_path / "cfg.toml"
+    cfg.write_text("[fake-trainer]\ntasks = 1\nsteps = 200\n")
+    assert cli.main(["run", "fake-trainer", "--config", str(cfg), "--out", str(out), "--workers", "1", "--quiet"]) == 0
+    before = {p: p.read_bytes() for p in (out / "records").rglob("*.*")}
+    cfg.write_text("[fake-trainer]\ntasks = 1\nsteps = 300\nalpha0 = 0.01\n")
+    capsys.readouterr()
+    assert cli.main(["run", "fake-trainer", "--config", str(cfg), "--out", str(out), "--workers", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds results of another configuration (fake-trainer: alpha0, steps)" in err[0], err
+    assert "choose a new --out folder" in err[0]
+    assert {p: p.read_bytes() for p in (out / "records").rglob("*.*")} == before
+    assert cli.main(["run", "fake-trainer", "--config", str(cfg), "--out", str(tmp_path / "new"), "--workers", "1",
+                     "--quiet"]) == 0
+
+
+def test_planted_pickle_in_a_results_folder_never_runs(tmp_path, monkeypatch, capsys):
+    """A plain ``run --out DIR`` into a folder with planted checkpoints: nothing runs, the numbers
+    are those of a clean folder, and the record says which checkpoint was ignored."""
+    import pickle
+
+    class Planted:
+        def __reduce__(self):
+            return (Path.write_text, (tmp_path / "pwned", "code ran"))
+    use_trainer(monkeypatch)
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text("[fake-trainer]\ntasks = 1\nsteps = 300\n")
+    argv = ["run", "fake-trainer", "--config", str(cfg), "--workers", "1", "--quiet", "--checkpoint-every", "100"]
+    assert cli.main([*argv, "--out", str(tmp_path / "clean")]) == 0
+    task = tmp_path / "dirty" / "checkpoints" / "fake-trainer" / "run-0"
+    task.mkdir(parents=True)
+    (task / "loop-0.pkl").write_bytes(pickle.dumps(Planted()))
+    evil = np.empty(1, dtype=object)
+    evil[0] = Planted()
+    with open(task / "loop-0.npz", "wb") as f:
+        np.savez(f, meta=evil)
+    assert cli.main([*argv, "--out", str(tmp_path / "dirty")]) == 0
+    assert not (tmp_path / "pwned").exists()
+    dirty = load_records(tmp_path / "dirty")
+    assert numbers(dirty) == numbers(load_records(tmp_path / "clean"))
+    assert dirty[0]["provenance"]["checkpoints"]["notes"] == ["loop 0: checkpoint ignored (unreadable: ValueError)"]
 
 
 @pytest.mark.slow
