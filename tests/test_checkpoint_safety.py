@@ -4,7 +4,6 @@ estimator's and data process's state survives the round trip bit for bit; no loa
 package can unpickle."""
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
@@ -16,16 +15,14 @@ import numpy as np
 import pytest
 
 from rtrl_validation.simulations import checkpoint as ckpt
-from rtrl_validation.simulations.cells import make_cell
 from rtrl_validation.simulations.checkpoint import CheckpointStore, decode, encode
-from rtrl_validation.simulations.data import VAR1Teacher
-from rtrl_validation.simulations.data.copy_task import CopyTask, MaskedReadout
-from rtrl_validation.simulations.estimators import parse_estimator
-from rtrl_validation.simulations.readouts import LinearReadout
-from rtrl_validation.simulations.training import OnlineTrainer, Schedule
+
+try:
+    from training_helpers import train
+except ImportError:  # tests collected as a package
+    from tests.training_helpers import train
 
 ROOT = Path(__file__).resolve().parent.parent
-STEPS = 300
 
 
 class Planted:
@@ -36,36 +33,6 @@ class Planted:
 
     def __reduce__(self):
         return (Path.write_text, (self.marker, "code ran"))
-
-
-def train(estimator: str, store: CheckpointStore | None = None, stop_at: int | None = None,
-          process: str = "var1", cell: str = "elman"):
-    """300 steps of online training from fixed seeds; ``stop_at``: Ctrl-C at the first chunk end
-    at or after that step."""
-    rng = np.random.default_rng(5)
-    if process == "copy":
-        proc = CopyTask(alphabet=2)
-        readout_out = proc.n_out
-        c = make_cell(cell, 3, proc.m)
-    else:
-        proc = VAR1Teacher(hidden=3, inputs=2)
-        readout_out = proc.n_out
-        c = make_cell(cell, 3, 2)
-    readout = LinearReadout(c.k, readout_out, "xent" if process == "copy" else "mse")
-    readout = MaskedReadout(readout) if process == "copy" else readout
-    trainer = OnlineTrainer(c, readout, parse_estimator(estimator), proc, Schedule(0.02, 100.0, 0.75),
-                            record_every=30, chunk=16)
-    state = trainer.init(c.init(rng, batch=2), readout.init(rng, 2), rng)
-
-    def progress(n):
-        if stop_at is not None and state.t >= stop_at:
-            raise KeyboardInterrupt
-
-    ck = store.task("exp", "task", {"config": 1}) if store is not None else None
-    with ck if ck is not None else contextlib.nullcontext():
-        state, traj = trainer.run(state, STEPS, rng, progress=progress)
-    return {"theta": state.theta, "phi": state.phi, "s": state.s, "after": rng.standard_normal(3),
-            **traj.arrays()}, ck
 
 
 def assert_same(a: dict, b: dict):
@@ -81,11 +48,11 @@ def test_every_state_survives_the_round_trip(estimator, process, cell, tmp_path)
     """Tapes of Jacobian objects (BPTT), sparse influences, GRU/LSTM states and the copy task's
     per-replicate Generators come back from a snapshot and give the uninterrupted numbers."""
     reference, _ = train(estimator, process=process, cell=cell)
-    store = CheckpointStore(tmp_path, every=48)
+    store = CheckpointStore(tmp_path, every=64)
     with pytest.raises(KeyboardInterrupt):
-        train(estimator, store, stop_at=150, process=process, cell=cell)
+        train(estimator, store, stop_at=200, process=process, cell=cell)
     resumed, ck = train(estimator, store, process=process, cell=cell)
-    assert ck.notes == [] and ck.restored == [{"loop": 0, "step": 144}]
+    assert ck.notes == [] and ck.restored == [{"loop": 0, "step": 192}]
     assert_same(resumed, reference)
 
 
@@ -103,7 +70,7 @@ def plant(folder: Path, marker: Path) -> None:
 def test_planted_pickles_never_run_and_the_result_is_right(tmp_path):
     reference, _ = train("rtrl")
     marker = tmp_path / "pwned"
-    store = CheckpointStore(tmp_path / "ck", every=48)
+    store = CheckpointStore(tmp_path / "ck", every=64)
     plant(tmp_path / "ck" / "exp" / "task", marker)
     resumed, ck = train("rtrl", store)
     assert not marker.exists()
@@ -162,9 +129,9 @@ def wrong_shape_of_payload(meta, arrays):
 ], ids=["tampered-array", "stdlib-class", "class-outside-state-packages", "other-task", "other-structure"])
 def test_tampered_checkpoint_is_ignored_with_one_note(change, note, tmp_path):
     reference, _ = train("snap-1")
-    store = CheckpointStore(tmp_path, every=48)
+    store = CheckpointStore(tmp_path, every=64)
     with pytest.raises(KeyboardInterrupt):
-        train("snap-1", store, stop_at=150)
+        train("snap-1", store, stop_at=200)
     rewrite(tmp_path / "exp" / "task" / "loop-0.npz", change)
     resumed, ck = train("snap-1", store)
     assert ck.restored == [] and ck.notes == [f"loop 0: {note}"]
@@ -175,7 +142,7 @@ def test_tampered_checkpoint_is_ignored_with_one_note(change, note, tmp_path):
                          ids=["empty", "truncated-zip", "garbage-npy", "random"])
 def test_damaged_checkpoint_file_is_ignored(content, tmp_path):
     reference, _ = train("uoro")
-    store = CheckpointStore(tmp_path, every=48)
+    store = CheckpointStore(tmp_path, every=64)
     (tmp_path / "exp" / "task").mkdir(parents=True)
     (tmp_path / "exp" / "task" / "loop-0.npz").write_bytes(content)
     resumed, ck = train("uoro", store)
@@ -185,9 +152,9 @@ def test_damaged_checkpoint_file_is_ignored(content, tmp_path):
 
 def test_truncated_real_snapshot_is_ignored(tmp_path):
     reference, _ = train("rtrl")
-    store = CheckpointStore(tmp_path, every=48)
+    store = CheckpointStore(tmp_path, every=64)
     with pytest.raises(KeyboardInterrupt):
-        train("rtrl", store, stop_at=150)
+        train("rtrl", store, stop_at=200)
     path = tmp_path / "exp" / "task" / "loop-0.npz"
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     resumed, ck = train("rtrl", store)

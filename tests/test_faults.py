@@ -3,7 +3,6 @@ process, and for a CLI run interrupted by SIGINT in a subprocess), Ctrl-C keeps 
 and marks the run interrupted (exit 130), divergence is recorded with its step, never raised."""
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -18,7 +17,6 @@ import pytest
 from rtrl_validation.reports import cli
 from rtrl_validation.simulations.cells import make_cell
 from rtrl_validation.simulations.checkpoint import CheckpointStore
-from rtrl_validation.simulations.data import VAR1Teacher
 from rtrl_validation.simulations.data.base import DataProcess
 from rtrl_validation.simulations.estimators import parse_estimator
 from rtrl_validation.simulations.parallel import InProcess
@@ -30,37 +28,16 @@ from rtrl_validation.simulations.training import OnlineTrainer, Schedule
 try:
     from test_parallel_fakes import TrainerExperiment, numbers, use_trainer
     from test_report_fakes import CALLS, FakeExperiment, summarise
+    from training_helpers import STEPS, train
 except ImportError:  # tests collected as a package
     from tests.test_parallel_fakes import TrainerExperiment, numbers, use_trainer
     from tests.test_report_fakes import CALLS, FakeExperiment, summarise
+    from tests.training_helpers import STEPS, train
 
 ROOT = Path(__file__).resolve().parent.parent
-STEPS = 400
 
 
 # ---------------------------------------------------------------------------------------- trainer
-def train(estimator: str, store: CheckpointStore | None = None, stop_at: int | None = None, config=1):
-    """Online training of 400 steps from fixed seeds; ``stop_at``: raise KeyboardInterrupt at the
-    first chunk end at or after that step (as Ctrl-C would)."""
-    rng = np.random.default_rng(3)
-    cell = make_cell("elman", 3, 2)
-    proc = VAR1Teacher(hidden=3, inputs=2)
-    readout = LinearReadout(cell.k, proc.n_out)
-    trainer = OnlineTrainer(cell, readout, parse_estimator(estimator), proc, Schedule(0.05, 100.0, 0.75),
-                            record_every=40, chunk=32)
-    state = trainer.init(cell.init(rng, batch=2), readout.init(rng, 2), rng)
-
-    def progress(n):
-        if stop_at is not None and state.t >= stop_at:
-            raise KeyboardInterrupt
-
-    ck = store.task("exp", "task", {"config": config}) if store is not None else None
-    with ck if ck is not None else contextlib.nullcontext():
-        state, traj = trainer.run(state, STEPS, rng, progress=progress)
-    return {"theta": state.theta, "phi": state.phi, "s": state.s, "after": rng.standard_normal(3),
-            **traj.arrays()}, ck
-
-
 @pytest.mark.parametrize("estimator", ["rtrl", "snap-1", "uoro", "kf-rtrl", "tbptt-4"])
 def test_trainer_resumes_with_the_numbers_of_an_uninterrupted_run(estimator, tmp_path):
     reference, _ = train(estimator)
