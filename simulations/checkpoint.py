@@ -202,7 +202,8 @@ def read_snapshot(path: Path) -> dict:
             arrays = [npz[f"a{i}"] for i in range(n)]
     except CheckpointError:
         raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, UnicodeDecodeError, KeyError) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, UnicodeDecodeError, KeyError, RuntimeError,
+            NotImplementedError) as e:
         raise CheckpointError(f"unreadable: {type(e).__name__}") from None
     if content_hash({k: v for k, v in meta.items() if k != "hash"}, arrays) != meta.get("hash"):
         raise CheckpointError("content hash does not match")

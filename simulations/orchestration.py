@@ -30,7 +30,7 @@ from pathlib import Path
 
 from .checkpoint import CheckpointStore
 from .parallel import SchedulerError, import_distributed, make_executor
-from .records import RecordError, jsonable, utc_now, write_json
+from .records import RECORDS_DIR, RecordError, jsonable, safe_name, utc_now, write_json
 from .runner import one_line, run_experiments
 
 RESULTS_ROOT = Path("rtrl-results")
@@ -124,7 +124,9 @@ def check_folder_config(folder: Path, seed: int, configs: dict[str, dict]) -> No
     path = folder / FOLDER_CONFIG
     configs = jsonable(configs)
     stored = {"schema_version": FOLDER_CONFIG_VERSION, "seed": seed, "experiments": {}}
-    if path.exists():
+    if not path.exists():                        # a folder made before fingerprints: its records say
+        stored = {**stored, **_fingerprint_of_records(folder, list(configs))}
+    else:
         try:
             stored = json.loads(path.read_text())
             ok = (isinstance(stored, dict) and stored.get("schema_version") == FOLDER_CONFIG_VERSION
@@ -141,8 +143,26 @@ def check_folder_config(folder: Path, seed: int, configs: dict[str, dict]) -> No
     if differ:
         raise RunFolderError(f"{folder} holds results of another configuration ({'; '.join(differ)}); "
                              f"choose a new --out folder (or omit --out for a fresh one)")
-    if not all(name in stored["experiments"] for name in configs):
+    if not path.exists() or not all(name in stored["experiments"] for name in configs):
         write_json(path, {**stored, "experiments": {**stored["experiments"], **configs}})
+
+
+def _fingerprint_of_records(folder: Path, names: list[str]) -> dict:
+    """``{"seed", "experiments"}`` as the first readable record of each of ``names`` in ``folder``
+    tells them (the fingerprint of a folder written before ``config.json`` existed)."""
+    found: dict = {"experiments": {}}
+    for name in names:
+        for path in sorted((folder / RECORDS_DIR / safe_name(name)).glob("*.json")):
+            try:
+                body = json.loads(path.read_text())
+                config, seed = body["experiment_config"], body["seed"]
+            except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+                continue
+            if isinstance(config, dict) and isinstance(seed, int) and not isinstance(seed, bool):
+                found["experiments"][name] = config
+                found.setdefault("seed", seed)
+                break
+    return found
 
 
 def config_differences(old, new) -> list[str]:

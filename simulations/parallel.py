@@ -370,8 +370,12 @@ class DaskCluster:
     def _client(self, distributed):
         if self.address == "local":
             with _sigint_ignored():                 # inherited by the workers: Ctrl-C is the driver's
+                # every socket on 127.0.0.1; no dashboard, and the scheduler's own HTTP endpoint on
+                # a free port (not 8787, which another cluster may hold)
                 cluster = distributed.LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
                                                    host="127.0.0.1", dashboard_address=None,
+                                                   scheduler_kwargs={"dashboard": False,
+                                                                     "dashboard_address": "127.0.0.1:0"},
                                                    silence_logs=logging.CRITICAL)
             return cluster, distributed.Client(cluster)
         try:

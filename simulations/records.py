@@ -463,7 +463,8 @@ def arrays_file_problem(npz: Path, names: list[str]) -> str | None:
                     _, _, dtype = read_header(f)
                 if dtype.hasobject:
                     return f"holds Python objects in {member[:-4]!r}; records hold numeric arrays only"
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, KeyError) as e:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, KeyError, RuntimeError,
+            NotImplementedError) as e:                 # RuntimeError: encrypted, NotImplemented: compression
         kind = "empty" if npz.stat().st_size == 0 else "truncated or not an .npz"
         return f"is {kind} ({type(e).__name__})"
     return None

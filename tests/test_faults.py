@@ -171,15 +171,20 @@ def test_sigint_then_resume_gives_the_uninterrupted_numbers(backend, uninterrupt
     assert not (out / "checkpoints").exists()                       # removed once records are written
 
 
-FAULTS = [(signal.SIGINT, False, ["--workers", "2"]),
-          (signal.SIGTERM, False, ["--workers", "1"]), (signal.SIGTERM, False, ["--workers", "2"]),
-          (signal.SIGTERM, True, ["--workers", "2"]),
-          (signal.SIGKILL, False, ["--workers", "1"]), (signal.SIGKILL, False, ["--workers", "2"])]
+def fault(sig, group, backend, slow=False):
+    name = f"{signal.Signals(sig).name}-{'group' if group else 'driver'}-{'-'.join(b.strip('-') for b in backend)}"
+    return pytest.param(sig, group, backend, id=name, marks=[pytest.mark.slow] if slow else [])
 
 
-@pytest.mark.parametrize("sig,group,backend", FAULTS,
-                         ids=[f"{signal.Signals(s).name}-{'group' if g else 'driver'}-{b[1]}-workers"
-                              for s, g, b in FAULTS])
+FAULTS = [fault(signal.SIGINT, False, ["--workers", "2"]),
+          fault(signal.SIGTERM, False, ["--workers", "1"]), fault(signal.SIGTERM, False, ["--workers", "2"]),
+          fault(signal.SIGTERM, True, ["--workers", "2"]),
+          fault(signal.SIGKILL, False, ["--workers", "1"]), fault(signal.SIGKILL, False, ["--workers", "2"]),
+          fault(signal.SIGTERM, False, ["--scheduler", "local", "--workers", "2"], slow=True),
+          fault(signal.SIGKILL, False, ["--scheduler", "local", "--workers", "2"], slow=True)]
+
+
+@pytest.mark.parametrize("sig,group,backend", FAULTS)
 def test_signal_then_resume_gives_the_uninterrupted_numbers_and_leaves_no_process(sig, group, backend, uninterrupted,
                                                                                   tmp_path, monkeypatch, capsys):
     """SIGTERM (``kill``, batch schedulers, containers) behaves like Ctrl-C (exit 143); after
@@ -188,7 +193,7 @@ def test_signal_then_resume_gives_the_uninterrupted_numbers_and_leaves_no_proces
     cfg.write_text(TRAINER_TOML)
     err, family = stop_when("TrainerExperiment()", ["run", "fake-trainer", "--config", str(cfg), *backend,
                                                     "--checkpoint-every", "100"], out, "run-0/loop-0.npz", sig, group)
-    if backend[1] == "2":
+    if backend[-1] == "2":
         assert family                                  # the pool's processes existed
     deadline = time.monotonic() + 10
     while running(family) and time.monotonic() < deadline:
@@ -256,6 +261,20 @@ def test_run_with_another_config_into_the_same_folder_is_refused_naming_the_keys
     assert {p: p.read_bytes() for p in (out / "records").rglob("*.*")} == before
     assert cli.main(["run", "fake-trainer", "--config", str(cfg), "--out", str(tmp_path / "new"), "--workers", "1",
                      "--quiet"]) == 0
+
+
+def test_folder_without_fingerprint_is_judged_by_its_records(tmp_path, monkeypatch, capsys):
+    """A results folder written before ``config.json`` existed: its records give the fingerprint."""
+    use_trainer(monkeypatch)
+    out, cfg = tmp_path / "out", tmp_path / "cfg.toml"
+    cfg.write_text("[fake-trainer]\ntasks = 1\nsteps = 200\n")
+    argv = ["run", "fake-trainer", "--config", str(cfg), "--out", str(out), "--workers", "1", "--quiet"]
+    assert cli.main(argv) == 0
+    (out / "config.json").unlink()
+    assert cli.main(argv) == 0 and (out / "config.json").is_file()          # the same config: accepted
+    (out / "config.json").unlink()
+    assert cli.main([*argv, "--seed", "4"]) == 2
+    assert "holds results of another configuration (seed 0 -> 4)" in capsys.readouterr().err
 
 
 def test_planted_pickle_in_a_results_folder_never_runs(tmp_path, monkeypatch, capsys):
