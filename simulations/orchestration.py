@@ -1,5 +1,5 @@
 """A run in a results folder: the folder, its lock, its config fingerprint, the run manifest, the
-backend and the checkpoint store (DESIGN.md "Errors and data safety").  The command line
+backend and the checkpoint store (README "Faults and bad input").  The command line
 (:mod:`reports.cli`) parses arguments and calls these; every refusal is a :class:`RunFolderError`
 (one line, exit status 2).
 

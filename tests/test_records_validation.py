@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from rtrl_validation.reports import cli
-from rtrl_validation.simulations.experiments.base import Verdict
+from rtrl_validation.simulations.experiments.base import Experiment, Task, TaskResult, Verdict
 from rtrl_validation.simulations.records import (RECORD_SCHEMA, VERDICT_SCHEMA, RecordError, check_record,
                                                  load_records, provenance, read_record, write_record)
+from rtrl_validation.simulations.runner import run_experiment
 
 try:
     from test_report_fakes import use_fakes
@@ -168,3 +169,24 @@ def test_verdict_schema_covers_every_key_verdicts_write():
     written = Verdict("c", "INCONCLUSIVE", "e", 1.0, 2.0, effect=0.1, interval=(0.0, 0.2)).to_dict()
     assert set(written) == set(VERDICT_SCHEMA)
     assert check_record({key: None for key in RECORD_SCHEMA}) != []
+
+
+class BadOutput(Experiment):
+    """Task ``list-data`` returns data that is not a table; task ``fine`` is well formed."""
+
+    name = "bad-output"
+    profiles = {"quick": {}}
+
+    def tasks(self, config):
+        return [Task("list-data", {}), Task("fine", {})]
+
+    def run_task(self, task, seed, progress=None):
+        return TaskResult(data=[1, 2] if task.key == "list-data" else {"x": 1})
+
+
+def test_task_output_that_breaks_the_schema_becomes_a_failed_record(tmp_path):
+    exp = BadOutput()
+    records = run_experiment(exp, exp.config("quick"), 0, tmp_path, progress=False)
+    assert [r["status"] for r in records] == ["failed", "ok"]
+    assert "data must be a table, got [1, 2]" in records[0]["reason"]
+    assert [r["task"] for r in load_records(tmp_path)] == ["list-data", "fine"]
