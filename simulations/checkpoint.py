@@ -140,7 +140,7 @@ class Slot:
         if snap["task"] != jsonable(self.owner.fingerprint) or snap["call"] != jsonable(call):
             self.owner.notes.append(f"loop {self.index}: checkpoint of another computation ignored")
             return None
-        if like is not None and not fits(snap["payload"], like):
+        if like is not None and not _fits_safely(snap["payload"], like):
             self.owner.notes.append(f"loop {self.index}: checkpoint ignored (its payload does not fit this loop)")
             return None
         self.owner.restored.append({"loop": self.index, "step": snap["step"]})
@@ -365,6 +365,13 @@ def decode(tree, arrays: list[np.ndarray], memo: dict | None = None):
     for name, field in tree["fields"].items():
         object.__setattr__(value, str(name), decode(field, arrays, memo))
     return value
+
+
+def _fits_safely(value, like) -> bool:
+    try:
+        return fits(value, like)
+    except Exception:  # noqa: BLE001 - a payload that cannot even be compared does not fit
+        return False
 
 
 def fits(value, like) -> bool:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from rtrl_validation.simulations import checkpoint as ckpt
 from rtrl_validation.simulations.checkpoint import CheckpointStore, decode, encode
@@ -207,3 +209,50 @@ def test_no_load_path_can_unpickle():
                 offenders.append(f"{path.relative_to(ROOT)}: {m.group(0)}")
     assert offenders == []
     assert len(PACKAGE) > 40
+
+
+# ------------------------------------------------------------------------------ fuzzing the decoder
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(
+                        ["id", "nd", "ref", "list", "tuple", "items", "slice", "generator", "object", "fields",
+                         "scalar", "x"]), inner, max_size=4), max_leaves=20)
+CLASSES = st.sampled_from(["os:system", "builtins:eval", "subprocess:Popen", "rtrl_validation.simulations.training:TrainState",
+                           "rtrl_validation.simulations.checkpoint:Slot", "rtrl_validation.simulations.training:np",
+                           "rtrl_validation.simulations.parallel:Interrupted", "x", "a:b:c"])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(tree=JSON, cls=CLASSES)
+def test_any_tree_with_a_matching_hash_decodes_or_is_refused_never_anything_else(tree, cls, tmp_path):
+    """Whatever JSON a hostile file holds (its hash made to match), reading it either gives data
+    and state objects or raises ``CheckpointError``; no other class is ever built."""
+    for candidate in (tree, {"id": 0, "object": cls, "fields": {"t": tree}}, {"id": 0, "tuple": [tree]}):
+        meta = {"format": ckpt.FORMAT, "task": {}, "call": {}, "step": 1, "tree": candidate}
+        arrays = [np.zeros(2)]
+        meta["hash"] = ckpt.content_hash(meta, arrays)
+        buffer = io.BytesIO()
+        np.savez(buffer, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), a0=arrays[0])
+        path = tmp_path / "loop-0.npz"
+        path.write_bytes(buffer.getvalue())
+        try:
+            payload = ckpt.read_snapshot(path)["payload"]
+        except ckpt.CheckpointError:
+            continue
+        for obj in _walk(payload):
+            assert obj is None or isinstance(obj, (bool, int, float, str, list, tuple, dict, slice, np.ndarray,
+                                                   np.generic, np.random.Generator)) \
+                or type(obj).__module__.startswith("rtrl_validation.simulations.")
+            assert not isinstance(obj, BaseException)
+
+
+def _walk(obj, seen=None):
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return
+    seen.add(id(obj))
+    yield obj
+    children = (obj if isinstance(obj, (list, tuple)) else [*obj.keys(), *obj.values()] if isinstance(obj, dict)
+                else list(vars(obj).values()) if hasattr(obj, "__dict__") and not isinstance(obj, type) else [])
+    for child in children:
+        yield from _walk(child, seen)

@@ -152,8 +152,13 @@ def uninterrupted(tmp_path_factory):
 def test_sigint_then_resume_gives_the_uninterrupted_numbers(backend, uninterrupted, tmp_path, monkeypatch, capsys):
     cfg, out = tmp_path / "cfg.toml", tmp_path / "out"
     cfg.write_text(TRAINER_TOML)
-    err = interrupt_when("TrainerExperiment()", ["run", "fake-trainer", "--config", str(cfg), *backend,
-                                                 "--checkpoint-every", "100"], out, "run-0/loop-0.npz")
+    err, family = stop_when("TrainerExperiment()", ["run", "fake-trainer", "--config", str(cfg), *backend,
+                                                    "--checkpoint-every", "100"], out, "run-0/loop-0.npz",
+                            signal.SIGINT, group=True)
+    deadline = time.monotonic() + 10
+    while running(family) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert running(family) == [], "worker processes outlived the driver"
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "interrupted; finished records are kept" in lines[0], err
     assert f"rtrl-validate run --resume {out}" in lines[0]
