@@ -369,7 +369,10 @@ class DaskCluster:
 
     def _client(self, distributed):
         if self.address == "local":
-            with _sigint_ignored():                 # inherited by the workers: Ctrl-C is the driver's
+            import dask
+            # one task per worker thread at a time (saturation 1.0, not Dask's 1.1 that queues a
+            # second): a task that kills its worker then never takes another task down with it
+            with _sigint_ignored(), dask.config.set({"distributed.scheduler.worker-saturation": 1.0}):
                 # every socket on 127.0.0.1; no dashboard, and the scheduler's own HTTP endpoint on
                 # a free port (not 8787, which another cluster may hold)
                 cluster = distributed.LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
