@@ -131,9 +131,14 @@ def test_bad_record_is_refused_naming_the_file_or_skipped_and_said(damage, fragm
     assert len(summary["skipped_records"]) == 1 and fragment.split("'")[0] in summary["skipped_records"][0]
 
 
+COMPUTING = [(["run", "fake-pass", "--quiet"], "3 tasks: 3 ok"),
+             (["report", "--quiet", "--format", "html"], "verdicts: 3 PASS, 0 FAIL")]
+
+
 @pytest.mark.parametrize("name", ["verdicts-null", "npz-garbage", "experiment-disagrees-with-folder"])
-def test_run_refuses_a_bad_record_before_computing_or_recomputes_it_when_asked(name, made, tmp_path, monkeypatch,
-                                                                              capsys):
+@pytest.mark.parametrize("argv,done", COMPUTING, ids=["run", "report"])
+def test_computing_refuses_a_bad_record_before_computing_or_recomputes_it_when_asked(name, argv, done, made, tmp_path,
+                                                                                    monkeypatch, capsys):
     damage, fragment = DAMAGES[name]
     folder = tmp_path / "copy"
     shutil.copytree(made, folder)
@@ -141,16 +146,18 @@ def test_run_refuses_a_bad_record_before_computing_or_recomputes_it_when_asked(n
     before = {p.name: p.read_bytes() for p in (folder / "records" / "fake-pass").iterdir()}
     use_fakes(monkeypatch, passing=True)
 
-    code = cli.main(["run", "fake-pass", "--out", str(folder), "--quiet"])
+    code = cli.main([*argv, "--out", str(folder)])
     out, err = capsys.readouterr()
     assert code == 2 and len(err.strip().splitlines()) == 1 and fragment in err and "t1.json" in err, err
     assert {p.name: p.read_bytes() for p in (folder / "records" / "fake-pass").iterdir()} == before
 
-    code = cli.main(["run", "fake-pass", "--out", str(folder), "--quiet", "--skip-bad-records"])
+    code = cli.main([*argv, "--out", str(folder), "--skip-bad-records"])
     out, err = capsys.readouterr()
     assert code == 0, err
-    assert "note: bad record left out" in out and "3 tasks: 3 ok" in out
+    assert "note: bad record left out" in out and done in out
     assert [r["task"] for r in load_records(folder)] == ["t0", "t1", "t2"]
+    if argv[0] == "report":
+        assert "bad record left out" in (folder / "report.html").read_text()
 
 
 def test_the_writer_uses_the_readers_schema(tmp_path):
