@@ -1,4 +1,4 @@
-"""Checkpoints of long runs (README "Checkpoints and --resume": long runs checkpoint and resume).
+"""Checkpoints of long runs (docs/architecture.md "Errors and data safety": long runs checkpoint and resume).
 
 A :class:`CheckpointStore` says where (``DIR/checkpoints/``) and how often (every ``every`` steps)
 the tasks of a run checkpoint.  While the driver runs a task it activates the task's
