@@ -102,13 +102,13 @@ def bump_array(meta, arrays):
 
 
 def hostile_class(meta, arrays):
-    """Rename the trainer state's class to a function of the standard library, hash made to match."""
-    meta["tree"]["tuple"][0]["object"] = "os:system"
+    """The payload claims to be an instance of a function of the standard library, hash made to match."""
+    meta["tree"] = {"id": 0, "object": "os:system", "fields": {"command": "touch pwned"}}
     rehash(meta, arrays)
 
 
 def foreign_package_class(meta, arrays):
-    meta["tree"]["tuple"][0]["object"] = "rtrl_validation.reports.cli:CLIError"
+    meta["tree"] = {"id": 0, "object": "rtrl_validation.reports.cli:CLIError", "fields": {}}
     rehash(meta, arrays)
 
 
