@@ -45,6 +45,7 @@ class Report:
     source: str                          # where the records came from
     generated: str = field(default_factory=utc_now)
     environment: dict = field(default_factory=environment)
+    skipped: list[str] = field(default_factory=list)   # bad records left out (--skip-bad-records), one line each
 
     @property
     def verdicts(self) -> list[dict]:
@@ -67,7 +68,7 @@ class Report:
         return {"schema_version": SCHEMA_VERSION, "generated": self.generated, "profile": self.profile,
                 "seed": self.seed, "source": self.source, "passed": self.passed,
                 "counts": {"pass": n_pass, "fail": len(verdicts) - n_pass, "not_run": len(self.not_run)},
-                "not_run": self.not_run, "verdicts": verdicts,
+                "not_run": self.not_run, "skipped_records": list(self.skipped), "verdicts": verdicts,
                 "experiments": {s.experiment: _record_stats(s.records) for s in self.sections}}
 
 
@@ -127,13 +128,15 @@ def analyse(name: str, analysis, records: list[dict]) -> SectionResult:
 
 
 def build_report(records_by_experiment: dict[str, list[dict]], *, profile: str | None, seed: int | None,
-                 source: str) -> Report:
-    """Analyse each registered experiment's records, in registry order."""
+                 source: str, skipped: list[str] = ()) -> Report:
+    """Analyse each registered experiment's records, in registry order; ``skipped``: the bad
+    records left out (shown in the provenance)."""
     analyses = registry.analyses()
     sections = [analyse(name, analyses.get(name), records) for name, records in records_by_experiment.items()]
-    return Report(sections, profile=profile, seed=seed, source=source)
+    return Report(sections, profile=profile, seed=seed, source=source, skipped=list(skipped))
 
 
-def stored_records(from_dir: str | Path) -> dict[str, list[dict]]:
-    """The records of every registered experiment found in ``from_dir`` (nothing is computed)."""
-    return {name: load_records(from_dir, name) for name in registry.experiments()}
+def stored_records(from_dir: str | Path, on_bad=None) -> dict[str, list[dict]]:
+    """The records of every registered experiment found in ``from_dir`` (nothing is computed); a
+    bad record raises :class:`~simulations.records.RecordError`, or is handed to ``on_bad`` and left out."""
+    return {name: load_records(from_dir, name, on_bad) for name in registry.experiments()}

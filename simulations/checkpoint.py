@@ -12,31 +12,40 @@ task finishes with the same numbers as an uninterrupted run.
 
 Layout::
 
-    DIR/checkpoints/<experiment>/<task>/loop-<n>.pkl     the newest snapshot of the task's n-th loop
+    DIR/checkpoints/<experiment>/<task>/loop-<n>.npz     the newest snapshot of the task's n-th loop
 
-Every snapshot carries the task's fingerprint (experiment, task key, task config, seed) and the
-loop's call fingerprint (e.g. start and end step, a digest of the initial arrays and of the
-generator state); a snapshot whose fingerprints differ from the re-run's is ignored, so a stale
+A snapshot holds numbers and plain data only, never a pickle: its arrays are ``.npz`` entries read
+with ``allow_pickle=False``, everything else (the structure of the payload, the numpy Generator's
+state, the fingerprints) is one JSON entry, and objects are rebuilt field by field for classes of
+this package only (:func:`encode`, :func:`decode`): a results folder from someone else can never
+run code.  Every snapshot carries the task's fingerprint (experiment, task key, task config, seed),
+the loop's call fingerprint (e.g. start and end step, a digest of the initial arrays and of the
+generator state) and a SHA-256 content hash; a snapshot that is damaged, tampered with or made by
+another computation is ignored with a one-line note (the loop starts from its beginning), so a
 checkpoint can cost time but never change a number.  Files are written atomically
-(:func:`simulations.records.atomic_write`).  They are pickles: resume only results folders you made.
-The driver removes a task's checkpoints once its record is written.
+(:func:`simulations.records.atomic_write`).  The driver removes a task's checkpoints once its
+record is written.
 """
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import hashlib
+import io
+import json
 import os
-import pickle
 import shutil
+import sys
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from .records import atomic_write, safe_name
+from .records import atomic_write, jsonable, safe_name
 
 CHECKPOINTS_DIR = "checkpoints"
-FORMAT = 1
+FORMAT = 2
 _ACTIVE: contextvars.ContextVar[TaskCheckpoints | None] = contextvars.ContextVar("rtrl_checkpoints", default=None)
 
 
@@ -106,48 +115,287 @@ class Slot:
 
     def __init__(self, owner: TaskCheckpoints, index: int):
         self.owner, self.index, self.disabled = owner, index, False
-        self.path = owner.folder / f"loop-{index}.pkl"
+        self.path = owner.folder / f"loop-{index}.npz"
 
     @property
     def every(self) -> int:
         return self.owner.every
 
-    def load(self, call):
+    def load(self, call, like=None):
         """``(step, payload)`` of the newest snapshot made by the same task and the same ``call``
-        (fingerprint of the loop's arguments), or ``None``."""
-        try:
-            blob = self.path.read_bytes()
-        except OSError:
+        (fingerprint of the loop's arguments), or ``None``.  ``like``: a payload of the expected
+        structure (e.g. the loop's initial one); a snapshot whose payload does not fit it is ignored.
+
+        Nothing in the file is executed: the arrays are read with ``allow_pickle=False`` and the
+        rest is JSON decoded by :func:`decode`.  A snapshot that cannot be read, whose content hash
+        does not match, or that belongs to another computation is ignored with a one-line note in
+        ``notes`` (the loop starts from its beginning)."""
+        if not self.path.exists():
             return None
         try:
-            snap = pickle.loads(blob)
-            same = (snap["format"] == FORMAT and snap["task"] == self.owner.fingerprint and snap["call"] == call)
-        except Exception as e:  # noqa: BLE001 - a damaged checkpoint is only a lost shortcut
-            self.owner.notes.append(f"loop {self.index}: unreadable checkpoint ignored ({type(e).__name__})")
+            snap = read_snapshot(self.path)
+        except CheckpointError as e:
+            self.owner.notes.append(f"loop {self.index}: checkpoint ignored ({e})")
             return None
-        if not same:
+        if snap["task"] != jsonable(self.owner.fingerprint) or snap["call"] != jsonable(call):
             self.owner.notes.append(f"loop {self.index}: checkpoint of another computation ignored")
             return None
-        self.owner.restored.append({"loop": self.index, "step": int(snap["step"])})
+        if like is not None and not _fits_safely(snap["payload"], like):
+            self.owner.notes.append(f"loop {self.index}: checkpoint ignored (its payload does not fit this loop)")
+            return None
+        self.owner.restored.append({"loop": self.index, "step": snap["step"]})
         return snap["step"], snap["payload"]
 
     def save(self, call, step: int, payload) -> None:
-        """Write the snapshot atomically; a folder that cannot be written disables this slot's
-        checkpoints with a warning (the run itself continues)."""
+        """Write the snapshot atomically; a folder that cannot be written, or a payload that
+        :func:`encode` cannot hold, disables this slot's checkpoints with a warning (the run
+        itself continues)."""
         if self.disabled:
             return
-        blob = pickle.dumps({"format": FORMAT, "task": self.owner.fingerprint, "call": call, "step": int(step),
-                             "payload": payload}, protocol=pickle.HIGHEST_PROTOCOL)
         try:
+            blob = snapshot_bytes(self.owner.fingerprint, call, step, payload)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(self.path, blob)
-        except OSError as e:
-            warnings.warn(f"checkpoint {self.path} not written ({e.strerror or e}); continuing without it",
+        except (OSError, TypeError) as e:
+            why = (e.strerror or str(e)) if isinstance(e, OSError) else ' '.join(str(e).split())
+            warnings.warn(f"checkpoint {self.path} not written ({why}); continuing without it",
                           RuntimeWarning, stacklevel=2)
-            self.owner.notes.append(f"loop {self.index}: checkpoint not written ({e.strerror or e})")
+            self.owner.notes.append(f"loop {self.index}: checkpoint not written ({why})")
             self.disabled = True
             return
         self.owner.saved += 1
+
+
+# ----------------------------------------------------------------------------------------------
+# the snapshot file: arrays in an .npz, everything else JSON
+
+class CheckpointError(ValueError):
+    """A snapshot that cannot be used: unreadable, not of this format, or its content hash differs."""
+
+
+def snapshot_bytes(task, call, step: int, payload) -> bytes:
+    """The ``.npz`` of one snapshot: the payload's arrays ``a0, a1, ...`` and ``meta`` (UTF-8 JSON
+    as ``uint8``: format, task and call fingerprints, step, the payload's :func:`encode` tree and
+    the SHA-256 content hash of all of it).  Raises ``TypeError`` for a payload it cannot hold."""
+    arrays: list[np.ndarray] = []
+    meta = {"format": FORMAT, "task": jsonable(task), "call": jsonable(call), "step": int(step),
+            "tree": encode(payload, arrays)}
+    meta["hash"] = content_hash(meta, arrays)
+    buffer = io.BytesIO()
+    np.savez(buffer, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+             **{f"a{i}": a for i, a in enumerate(arrays)})
+    return buffer.getvalue()
+
+
+def read_snapshot(path: Path) -> dict:
+    """``{"task", "call", "step", "payload"}`` of a snapshot file; :class:`CheckpointError` (one
+    line) if it is unreadable, of another format, or its content hash does not match."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            names = set(npz.files)
+            meta = json.loads(npz["meta"].tobytes().decode()) if "meta" in names else None
+            if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+                raise CheckpointError("not a checkpoint of this version")
+            n = len(names) - 1
+            if names != {"meta", *(f"a{i}" for i in range(n))}:
+                raise CheckpointError("unexpected entries")
+            arrays = [npz[f"a{i}"] for i in range(n)]
+    except CheckpointError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, UnicodeDecodeError, KeyError, RuntimeError,
+            NotImplementedError) as e:
+        raise CheckpointError(f"unreadable: {type(e).__name__}") from None
+    if content_hash({k: v for k, v in meta.items() if k != "hash"}, arrays) != meta.get("hash"):
+        raise CheckpointError("content hash does not match")
+    try:
+        payload = decode(meta["tree"], arrays)
+        step = meta["step"]
+        if isinstance(step, bool) or not isinstance(step, int):
+            raise TypeError("step is not an integer")
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError) as e:
+        raise CheckpointError(f"undecodable: {type(e).__name__}") from None
+    return {"task": meta.get("task"), "call": meta.get("call"), "step": step, "payload": payload}
+
+
+def content_hash(meta: dict, arrays: list[np.ndarray]) -> str:
+    """SHA-256 of the canonical JSON of ``meta`` and of each array's dtype, shape and bytes."""
+    h = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------
+# payload trees
+
+#: classes a snapshot may hold are those defined in these packages (already imported; nothing is imported)
+STATE_PACKAGES = ("rtrl_validation.simulations.",)
+BIT_GENERATORS = ("PCG64", "PCG64DXSM", "Philox", "SFC64", "MT19937")
+_NUMERIC = "biufc"
+
+
+def encode(obj, arrays: list, memo: dict | None = None):
+    """A JSON tree of ``obj``, its numeric arrays appended to ``arrays`` (referenced by position).
+
+    Holds ``None``, ``bool``, ``int``, ``float``, ``str``, numeric numpy arrays and scalars,
+    ``list``, ``tuple``, ``dict``, ``slice``, numpy ``Generator`` (its bit generator's state), and
+    instances (fields only) of classes defined in :data:`STATE_PACKAGES`: the estimators', data
+    processes' and trainer's states.  Shared objects stay shared (``{"ref": n}``), as in a
+    pickle.  Anything else (functions, object arrays, other classes) raises ``TypeError``."""
+    memo = {} if memo is None else memo
+    if obj is None or isinstance(obj, (bool, str)):
+        return obj
+    if isinstance(obj, (int, float)) and type(obj) in (int, float):
+        return obj
+    key = id(obj)
+    if key in memo:
+        return {"ref": memo[key][0]}
+    if isinstance(obj, (np.ndarray, np.generic)):
+        a = np.asarray(obj)
+        if a.dtype.kind not in _NUMERIC:
+            raise TypeError(f"array of dtype {a.dtype} cannot be checkpointed")
+        arrays.append(np.array(a, copy=True))
+        node = {"nd": len(arrays) - 1, **({"scalar": True} if isinstance(obj, np.generic) else {})}
+        return _remember(memo, obj, node)
+    if isinstance(obj, slice):
+        return {"slice": [encode(obj.start, arrays, memo), encode(obj.stop, arrays, memo),
+                          encode(obj.step, arrays, memo)]}
+    if isinstance(obj, np.random.Generator):
+        node = _remember(memo, obj, {"generator": None})
+        node["generator"] = encode(obj.bit_generator.state, arrays, memo)
+        return node
+    if type(obj) in (list, tuple):
+        node = _remember(memo, obj, {type(obj).__name__: []})
+        node[type(obj).__name__] = [encode(v, arrays, memo) for v in obj]
+        return node
+    if type(obj) is dict:
+        node = _remember(memo, obj, {"items": []})
+        node["items"] = [[encode(k, arrays, memo), encode(v, arrays, memo)] for k, v in obj.items()]
+        return node
+    cls = type(obj)
+    if _allowed(cls) is not cls:
+        raise TypeError(f"{cls.__module__}.{cls.__qualname__} cannot be checkpointed")
+    node = _remember(memo, obj, {"object": f"{cls.__module__}:{cls.__qualname__}", "fields": {}})
+    node["fields"] = {name: encode(value, arrays, memo) for name, value in _fields(obj).items()}
+    return node
+
+
+def _remember(memo: dict, obj, node: dict) -> dict:
+    n = len(memo)
+    memo[id(obj)] = (n, obj)                  # keep obj alive so that its id is not reused
+    node["id"] = n
+    return node
+
+
+def _fields(obj) -> dict:
+    fields = dict(getattr(obj, "__dict__", {}))
+    for klass in type(obj).__mro__:
+        for name in getattr(klass, "__slots__", ()):
+            if name not in ("__dict__", "__weakref__") and hasattr(obj, name):
+                fields[name] = getattr(obj, name)
+    return fields
+
+
+def _allowed(name_or_cls):
+    """The class named ``"module:qualname"`` (or given) if it is defined in :data:`STATE_PACKAGES`
+    and its module is already imported, else ``None``.  Nothing is imported or called."""
+    if isinstance(name_or_cls, type):
+        module, qualname = name_or_cls.__module__, name_or_cls.__qualname__
+    elif isinstance(name_or_cls, str) and name_or_cls.count(":") == 1:
+        module, qualname = name_or_cls.split(":")
+    else:
+        return None
+    if not module.startswith(STATE_PACKAGES) or module not in sys.modules or "<" in qualname:
+        return None
+    found = sys.modules[module]
+    for part in qualname.split("."):
+        found = getattr(found, "__dict__", {}).get(part)
+    if not isinstance(found, type) or issubclass(found, BaseException) or found.__module__ != module:
+        return None
+    return found
+
+
+def decode(tree, arrays: list[np.ndarray], memo: dict | None = None):
+    """The object :func:`encode` made ``tree`` from (``arrays``: its arrays, in order).  Classes
+    are looked up with :func:`_allowed` and filled field by field (no ``__init__``, no
+    ``__setstate__``: no code of the file's choosing runs); raises on anything else."""
+    memo = {} if memo is None else memo
+    if tree is None or isinstance(tree, (bool, int, float, str)):
+        return tree
+    if not isinstance(tree, dict):
+        raise TypeError(f"unexpected {type(tree).__name__} in a checkpoint tree")
+    if "ref" in tree:
+        return memo[tree["ref"]]
+    if "slice" in tree:
+        start, stop, step = (decode(v, arrays, memo) for v in tree["slice"])
+        return slice(start, stop, step)
+    ident = tree["id"]
+    if "nd" in tree:
+        a = arrays[tree["nd"]]
+        value = a[()] if tree.get("scalar") else a
+        memo[ident] = value
+        return value
+    if "generator" in tree:
+        state = decode(tree["generator"], arrays, memo)
+        name = state["bit_generator"] if isinstance(state, dict) else None
+        if name not in BIT_GENERATORS:
+            raise ValueError(f"unknown bit generator {name!r}")
+        bit_generator = getattr(np.random, name)()
+        bit_generator.state = state
+        memo[ident] = value = np.random.Generator(bit_generator)
+        return value
+    if "list" in tree:
+        memo[ident] = value = []
+        value.extend(decode(v, arrays, memo) for v in tree["list"])
+        return value
+    if "tuple" in tree:
+        memo[ident] = value = tuple(decode(v, arrays, memo) for v in tree["tuple"])
+        return value
+    if "items" in tree:
+        memo[ident] = value = {}
+        for k, v in tree["items"]:
+            value[decode(k, arrays, memo)] = decode(v, arrays, memo)
+        return value
+    cls = _allowed(tree["object"])
+    if cls is None:
+        raise TypeError(f"class {tree['object']!r} is not a state class")
+    memo[ident] = value = object.__new__(cls)
+    for name, field in tree["fields"].items():
+        object.__setattr__(value, str(name), decode(field, arrays, memo))
+    return value
+
+
+def _fits_safely(value, like) -> bool:
+    try:
+        return fits(value, like)
+    except Exception:  # noqa: BLE001 - a payload that cannot even be compared does not fit
+        return False
+
+
+def fits(value, like) -> bool:
+    """Whether ``value`` has the structure of ``like``: same types, declared object fields, array
+    dtypes and ranks, recursively (lists by their first element; ``None`` fits anything)."""
+    if like is None or value is None:
+        return True
+    if type(value) is not type(like):
+        return isinstance(value, (int, float)) and isinstance(like, (int, float)) \
+            and not isinstance(value, bool) and not isinstance(like, bool)
+    if isinstance(like, np.ndarray):
+        return value.dtype == like.dtype and value.ndim == like.ndim
+    if isinstance(like, (list, tuple)):
+        if isinstance(like, tuple) and len(value) != len(like):
+            return False
+        pairs = zip(value, like) if isinstance(like, tuple) else ((v, like[0]) for v in value[:1] if like)
+        return all(fits(v, w) for v, w in pairs)
+    if isinstance(like, dict):
+        return value.keys() == like.keys() and all(fits(value[k], like[k]) for k in like)
+    if _allowed(type(like)) is not None:                # declared fields present; caches may differ
+        a, b = _fields(value), _fields(like)
+        declared = {f.name for f in dataclasses.fields(like)} if dataclasses.is_dataclass(like) else b.keys()
+        return declared <= a.keys() and all(fits(a[k], b[k]) for k in b.keys() & a.keys())
+    return True
 
 
 def active() -> TaskCheckpoints | None:
