@@ -14,10 +14,12 @@ Layout::
 
     DIR/checkpoints/<experiment>/<task>/loop-<n>.npz     the newest snapshot of the task's n-th loop
 
-A snapshot holds numbers and plain data only, never a pickle: its arrays are ``.npz`` entries read
-with ``allow_pickle=False``, everything else (the structure of the payload, the numpy Generator's
-state, the fingerprints) is one JSON entry, and objects are rebuilt field by field for classes of
-this package only (:func:`encode`, :func:`decode`): a results folder from someone else can never
+A snapshot holds numbers and plain data only, never a pickle: a loop turns its state into plain
+data (:mod:`simulations.plain`: numbers, strings, arrays, lists, dicts, a Generator as its
+``bit_generator.state``), the arrays become ``.npz`` entries read with ``allow_pickle=False`` and
+everything else (the structure of the payload, the fingerprints) one JSON entry (:func:`encode`,
+:func:`decode`).  The file never names a class: the loop writes the values back into objects it
+made itself (:func:`simulations.plain.restore`), so a results folder from someone else can never
 run code.  Every snapshot carries the task's fingerprint (experiment, task key, task config, seed),
 the loop's call fingerprint (e.g. start and end step, a digest of the initial arrays and of the
 generator state) and a SHA-256 content hash; a snapshot that is damaged, tampered with or made by
@@ -29,13 +31,11 @@ record is written.
 from __future__ import annotations
 
 import contextvars
-import dataclasses
 import hashlib
 import io
 import json
 import os
 import shutil
-import sys
 import warnings
 import zipfile
 from pathlib import Path
@@ -45,7 +45,7 @@ import numpy as np
 from .records import atomic_write, jsonable, safe_name
 
 CHECKPOINTS_DIR = "checkpoints"
-FORMAT = 2
+FORMAT = 3
 _ACTIVE: contextvars.ContextVar[TaskCheckpoints | None] = contextvars.ContextVar("rtrl_checkpoints", default=None)
 
 
@@ -124,7 +124,8 @@ class Slot:
     def load(self, call, like=None):
         """``(step, payload)`` of the newest snapshot made by the same task and the same ``call``
         (fingerprint of the loop's arguments), or ``None``.  ``like``: a payload of the expected
-        structure (e.g. the loop's initial one); a snapshot whose payload does not fit it is ignored.
+        structure (e.g. the loop's initial one); a snapshot whose payload does not fit it
+        (:func:`fits`) is ignored.
 
         Nothing in the file is executed: the arrays are read with ``allow_pickle=False`` and the
         rest is JSON decoded by :func:`decode`.  A snapshot that cannot be read, whose content hash
@@ -145,6 +146,13 @@ class Slot:
             return None
         self.owner.restored.append({"loop": self.index, "step": snap["step"]})
         return snap["step"], snap["payload"]
+
+    def reject(self, why: str) -> None:
+        """The snapshot :meth:`load` returned could not be used after all (the loop found it does
+        not fit while restoring it, ``why``): it counts as ignored, with a one-line note."""
+        if self.owner.restored and self.owner.restored[-1]["loop"] == self.index:
+            self.owner.restored.pop()
+        self.owner.notes.append(f"loop {self.index}: checkpoint ignored ({why})")
 
     def save(self, call, step: int, payload) -> None:
         """Write the snapshot atomically; a folder that cannot be written, or a payload that
@@ -230,141 +238,54 @@ def content_hash(meta: dict, arrays: list[np.ndarray]) -> str:
 # ----------------------------------------------------------------------------------------------
 # payload trees
 
-#: classes a snapshot may hold are those defined in these packages (already imported; nothing is imported)
-STATE_PACKAGES = ("rtrl_validation.simulations.",)
-BIT_GENERATORS = ("PCG64", "PCG64DXSM", "Philox", "SFC64", "MT19937")
 _NUMERIC = "biufc"
 
 
-def encode(obj, arrays: list, memo: dict | None = None):
-    """A JSON tree of ``obj``, its numeric arrays appended to ``arrays`` (referenced by position).
+def encode(obj, arrays: list):
+    """A JSON tree of the plain data ``obj`` (:mod:`simulations.plain`), its numeric arrays
+    appended to ``arrays`` (referenced by position).
 
     Holds ``None``, ``bool``, ``int``, ``float``, ``str``, numeric numpy arrays and scalars,
-    ``list``, ``tuple``, ``dict``, ``slice``, numpy ``Generator`` (its bit generator's state), and
-    instances (fields only) of classes defined in :data:`STATE_PACKAGES`: the estimators', data
-    processes' and trainer's states.  Shared objects stay shared (``{"ref": n}``), as in a
-    pickle.  Anything else (functions, object arrays, other classes) raises ``TypeError``."""
-    memo = {} if memo is None else memo
+    lists (tuples become lists) and dicts with string keys: what a loop's state becomes with
+    :func:`simulations.plain.to_plain` (the estimators' ``export_state``, generators as their
+    ``bit_generator.state``).  Anything else (objects, functions, object arrays) raises ``TypeError``."""
     if obj is None or isinstance(obj, (bool, str)):
         return obj
-    if isinstance(obj, (int, float)) and type(obj) in (int, float):
+    if type(obj) in (int, float):
         return obj
-    key = id(obj)
-    if key in memo:
-        return {"ref": memo[key][0]}
     if isinstance(obj, (np.ndarray, np.generic)):
         a = np.asarray(obj)
         if a.dtype.kind not in _NUMERIC:
             raise TypeError(f"array of dtype {a.dtype} cannot be checkpointed")
         arrays.append(np.array(a, copy=True))
-        node = {"nd": len(arrays) - 1, **({"scalar": True} if isinstance(obj, np.generic) else {})}
-        return _remember(memo, obj, node)
-    if isinstance(obj, slice):
-        return {"slice": [encode(obj.start, arrays, memo), encode(obj.stop, arrays, memo),
-                          encode(obj.step, arrays, memo)]}
-    if isinstance(obj, np.random.Generator):
-        node = _remember(memo, obj, {"generator": None})
-        node["generator"] = encode(obj.bit_generator.state, arrays, memo)
-        return node
+        return {"nd": len(arrays) - 1, **({"scalar": True} if isinstance(obj, np.generic) else {})}
     if type(obj) in (list, tuple):
-        node = _remember(memo, obj, {type(obj).__name__: []})
-        node[type(obj).__name__] = [encode(v, arrays, memo) for v in obj]
-        return node
+        return {"list": [encode(v, arrays) for v in obj]}
     if type(obj) is dict:
-        node = _remember(memo, obj, {"items": []})
-        node["items"] = [[encode(k, arrays, memo), encode(v, arrays, memo)] for k, v in obj.items()]
-        return node
+        if not all(isinstance(k, str) for k in obj):
+            raise TypeError("a dict with keys other than strings cannot be checkpointed")
+        return {"dict": {k: encode(v, arrays) for k, v in obj.items()}}
     cls = type(obj)
-    if _allowed(cls) is not cls:
-        raise TypeError(f"{cls.__module__}.{cls.__qualname__} cannot be checkpointed")
-    node = _remember(memo, obj, {"object": f"{cls.__module__}:{cls.__qualname__}", "fields": {}})
-    node["fields"] = {name: encode(value, arrays, memo) for name, value in _fields(obj).items()}
-    return node
+    raise TypeError(f"{cls.__module__}.{cls.__qualname__} cannot be checkpointed (plain data only)")
 
 
-def _remember(memo: dict, obj, node: dict) -> dict:
-    n = len(memo)
-    memo[id(obj)] = (n, obj)                  # keep obj alive so that its id is not reused
-    node["id"] = n
-    return node
-
-
-def _fields(obj) -> dict:
-    fields = dict(getattr(obj, "__dict__", {}))
-    for klass in type(obj).__mro__:
-        for name in getattr(klass, "__slots__", ()):
-            if name not in ("__dict__", "__weakref__") and hasattr(obj, name):
-                fields[name] = getattr(obj, name)
-    return fields
-
-
-def _allowed(name_or_cls):
-    """The class named ``"module:qualname"`` (or given) if it is defined in :data:`STATE_PACKAGES`
-    and its module is already imported, else ``None``.  Nothing is imported or called."""
-    if isinstance(name_or_cls, type):
-        module, qualname = name_or_cls.__module__, name_or_cls.__qualname__
-    elif isinstance(name_or_cls, str) and name_or_cls.count(":") == 1:
-        module, qualname = name_or_cls.split(":")
-    else:
-        return None
-    if not module.startswith(STATE_PACKAGES) or module not in sys.modules or "<" in qualname:
-        return None
-    found = sys.modules[module]
-    for part in qualname.split("."):
-        found = getattr(found, "__dict__", {}).get(part)
-    if not isinstance(found, type) or issubclass(found, BaseException) or found.__module__ != module:
-        return None
-    return found
-
-
-def decode(tree, arrays: list[np.ndarray], memo: dict | None = None):
-    """The object :func:`encode` made ``tree`` from (``arrays``: its arrays, in order).  Classes
-    are looked up with :func:`_allowed` and filled field by field (no ``__init__``, no
-    ``__setstate__``: no code of the file's choosing runs); raises on anything else."""
-    memo = {} if memo is None else memo
+def decode(tree, arrays: list[np.ndarray]):
+    """The plain data :func:`encode` made ``tree`` from (``arrays``: its arrays, in order).  Only
+    numbers, strings, ``None``, arrays, lists and dicts come out: no class is named by the file,
+    none is looked up or built (a loop writes the data into objects of its own making,
+    :func:`simulations.plain.restore`); raises on anything else."""
     if tree is None or isinstance(tree, (bool, int, float, str)):
         return tree
-    if not isinstance(tree, dict):
+    if not isinstance(tree, dict) or len(tree.keys() - {"scalar"}) != 1:
         raise TypeError(f"unexpected {type(tree).__name__} in a checkpoint tree")
-    if "ref" in tree:
-        return memo[tree["ref"]]
-    if "slice" in tree:
-        start, stop, step = (decode(v, arrays, memo) for v in tree["slice"])
-        return slice(start, stop, step)
-    ident = tree["id"]
     if "nd" in tree:
         a = arrays[tree["nd"]]
-        value = a[()] if tree.get("scalar") else a
-        memo[ident] = value
-        return value
-    if "generator" in tree:
-        state = decode(tree["generator"], arrays, memo)
-        name = state["bit_generator"] if isinstance(state, dict) else None
-        if name not in BIT_GENERATORS:
-            raise ValueError(f"unknown bit generator {name!r}")
-        bit_generator = getattr(np.random, name)()
-        bit_generator.state = state
-        memo[ident] = value = np.random.Generator(bit_generator)
-        return value
-    if "list" in tree:
-        memo[ident] = value = []
-        value.extend(decode(v, arrays, memo) for v in tree["list"])
-        return value
-    if "tuple" in tree:
-        memo[ident] = value = tuple(decode(v, arrays, memo) for v in tree["tuple"])
-        return value
-    if "items" in tree:
-        memo[ident] = value = {}
-        for k, v in tree["items"]:
-            value[decode(k, arrays, memo)] = decode(v, arrays, memo)
-        return value
-    cls = _allowed(tree["object"])
-    if cls is None:
-        raise TypeError(f"class {tree['object']!r} is not a state class")
-    memo[ident] = value = object.__new__(cls)
-    for name, field in tree["fields"].items():
-        object.__setattr__(value, str(name), decode(field, arrays, memo))
-    return value
+        return a[()] if tree.get("scalar") is True else a
+    if "list" in tree and isinstance(tree["list"], list):
+        return [decode(v, arrays) for v in tree["list"]]
+    if "dict" in tree and isinstance(tree["dict"], dict):
+        return {str(k): decode(v, arrays) for k, v in tree["dict"].items()}
+    raise TypeError(f"unexpected node {sorted(tree)} in a checkpoint tree")
 
 
 def _fits_safely(value, like) -> bool:
@@ -374,27 +295,21 @@ def _fits_safely(value, like) -> bool:
         return False
 
 
-def fits(value, like) -> bool:
-    """Whether ``value`` has the structure of ``like``: same types, declared object fields, array
-    dtypes and ranks, recursively (lists by their first element; ``None`` fits anything)."""
+def fits(value, like, shapes: bool = False) -> bool:
+    """Whether the plain data ``value`` has the structure of ``like``: same types (ints and
+    floats interchangeable), dict keys, array dtypes and ranks (and shapes, with ``shapes``),
+    recursively (lists by their first element; ``None`` fits anything)."""
     if like is None or value is None:
         return True
     if type(value) is not type(like):
         return isinstance(value, (int, float)) and isinstance(like, (int, float)) \
             and not isinstance(value, bool) and not isinstance(like, bool)
     if isinstance(like, np.ndarray):
-        return value.dtype == like.dtype and value.ndim == like.ndim
-    if isinstance(like, (list, tuple)):
-        if isinstance(like, tuple) and len(value) != len(like):
-            return False
-        pairs = zip(value, like) if isinstance(like, tuple) else ((v, like[0]) for v in value[:1] if like)
-        return all(fits(v, w) for v, w in pairs)
+        return value.dtype == like.dtype and (value.shape == like.shape if shapes else value.ndim == like.ndim)
+    if isinstance(like, list):
+        return all(fits(v, like[0], shapes) for v in value[:1]) if like else True
     if isinstance(like, dict):
-        return value.keys() == like.keys() and all(fits(value[k], like[k]) for k in like)
-    if _allowed(type(like)) is not None:                # declared fields present; caches may differ
-        a, b = _fields(value), _fields(like)
-        declared = {f.name for f in dataclasses.fields(like)} if dataclasses.is_dataclass(like) else b.keys()
-        return declared <= a.keys() and all(fits(a[k], b[k]) for k in b.keys() & a.keys())
+        return value.keys() == like.keys() and all(fits(value[k], like[k], shapes) for k in like)
     return True
 
 
