@@ -272,7 +272,9 @@ def existing(tmp_path, monkeypatch):
     write(folder / "run.json", manifest("run", experiment="gradients", status="complete"))
     write_record(folder, {"experiment": "gradients", "task": "elman-d1", "task_index": 0, "seed": 0, "config": {},
                           "experiment_config": {}, "status": "ok", "reason": "", "data": {"checks": [], "p": 1, "k": 1},
-                          "verdicts": [], "provenance": {}}, {"x": np.arange(3.0)})
+                          "verdicts": [],
+                          "provenance": provenance("2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z", 1.0)},
+                 {"x": np.arange(3.0)})
     return folder
 
 
