@@ -138,5 +138,7 @@ def build_report(records_by_experiment: dict[str, list[dict]], *, profile: str |
 
 def stored_records(from_dir: str | Path, on_bad=None) -> dict[str, list[dict]]:
     """The records of every registered experiment found in ``from_dir`` (nothing is computed); a
-    bad record raises :class:`~simulations.records.RecordError`, or is handed to ``on_bad`` and left out."""
-    return {name: load_records(from_dir, name, on_bad) for name in registry.experiments()}
+    bad record (unreadable, or its data breaking the experiment's declared schema) raises
+    :class:`~simulations.records.RecordError`, or is handed to ``on_bad`` and left out."""
+    return {name: load_records(from_dir, name, on_bad, exp.check_record_data)
+            for name, exp in registry.experiments().items()}

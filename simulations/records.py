@@ -407,10 +407,12 @@ class LazyArrays(Mapping):
         return f"LazyArrays({self._names})"
 
 
-def read_record(path: str | os.PathLike) -> dict:
+def read_record(path: str | os.PathLike, check: Callable[[dict], list[str]] | None = None) -> dict:
     """Load one record; raise :class:`RecordError` naming the file if it is corrupt, of another
     schema version, does not match :data:`RECORD_SCHEMA`, names another experiment or task than
-    its place in ``records/<experiment>/<task>.json`` says, or its ``.npz`` is missing or damaged."""
+    its place in ``records/<experiment>/<task>.json`` says, its ``.npz`` is missing or damaged, or
+    ``check`` (e.g. :meth:`~simulations.experiments.base.Experiment.check_record_data`, the
+    experiment's declared data) finds problems in it."""
     path = Path(path)
     try:
         record = json.loads(path.read_text())
@@ -442,6 +444,9 @@ def read_record(path: str | os.PathLike) -> dict:
             raise RecordError(f"{path}: its array file {npz.name} {problem}", path)
     record["arrays"] = LazyArrays(npz, record["array_names"])
     record["path"] = str(path)
+    problems = check(record) if check is not None else []
+    if problems:
+        raise RecordError(f"{path}: data does not match its experiment's schema ({'; '.join(problems[:3])})", path)
     return record
 
 
@@ -471,10 +476,12 @@ def arrays_file_problem(npz: Path, names: list[str]) -> str | None:
 
 
 def load_records(out_dir: str | os.PathLike, experiment: str | None = None,
-                 on_bad: Callable[[RecordError], None] | None = None) -> list[dict]:
+                 on_bad: Callable[[RecordError], None] | None = None,
+                 check: Callable[[dict], list[str]] | None = None) -> list[dict]:
     """All records in results folder ``out_dir`` (of one ``experiment`` if given), ordered by
-    experiment, then task position.  A record that cannot be read raises :class:`RecordError`,
-    or with ``on_bad`` is handed to it and left out (the caller says so)."""
+    experiment, then task position.  A record that cannot be read (or that ``check`` finds
+    problems in, :func:`read_record`) raises :class:`RecordError`, or with ``on_bad`` is handed
+    to it and left out (the caller says so)."""
     root = Path(out_dir) / RECORDS_DIR
     pattern = f"{safe_name(experiment)}/*.json" if experiment is not None else "*/*.json"
     records = []
@@ -482,7 +489,7 @@ def load_records(out_dir: str | os.PathLike, experiment: str | None = None,
         if not path.is_file():
             continue
         try:
-            records.append(read_record(path))
+            records.append(read_record(path, check))
         except RecordError as e:
             if on_bad is None:
                 raise

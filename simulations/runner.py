@@ -130,13 +130,14 @@ def up_to_date_record(out_dir: str | os.PathLike, exp: Experiment, task: Task, i
                       config: dict, on_bad: Callable[[RecordError], None] | None = None) -> dict | None:
     """The existing record of ``task`` if it was made from the same task config, experiment config,
     seed and position under the current schema version, and did not fail; else ``None``.  A record
-    that exists but cannot be read raises :class:`~simulations.records.RecordError`, or with
-    ``on_bad`` is handed to it and counts as absent (the task runs again and replaces it)."""
+    that exists but cannot be read, or whose data breaks the experiment's declared schema, raises
+    :class:`~simulations.records.RecordError`, or with ``on_bad`` is handed to it and counts as
+    absent (the task runs again and replaces it)."""
     path = record_path(out_dir, exp.name, task.key)
     if not path.exists():
         return None
     try:
-        record = read_record(path)
+        record = read_record(path, exp.check_record_data)
     except RecordError as e:
         if on_bad is None:
             raise

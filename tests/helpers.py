@@ -34,6 +34,7 @@ from rtrl_validation.simulations.data.base import DataProcess  # noqa: E402
 from rtrl_validation.simulations.data.copy_task import CopyTask, MaskedReadout  # noqa: E402
 from rtrl_validation.simulations.estimators import parse_estimator  # noqa: E402
 from rtrl_validation.simulations.experiments.base import ConfigError, Experiment, Task, TaskResult, Verdict  # noqa: E402
+from rtrl_validation.simulations.experiments.schema import Names, TaskSchema  # noqa: E402
 from rtrl_validation.simulations.readouts import LinearReadout  # noqa: E402
 from rtrl_validation.simulations.training import OnlineTrainer, Schedule  # noqa: E402
 
@@ -45,6 +46,7 @@ class FakeExperiment(Experiment):
     ``t1`` raises, ``t2`` diverges; ``interrupt_at``: that task raises ``KeyboardInterrupt``."""
 
     description = "fake experiment for tests"
+    schemas = {"draws": TaskSchema(data=Names(("mean",), ("n",)), arrays=Names(("x", "cumsum")))}
 
     def __init__(self, name: str, bound: float = 1.0, broken: bool = False, interrupt_at: str | None = None):
         self.name, self.bound, self.broken, self.interrupt_at = name, bound, broken, interrupt_at

@@ -1,7 +1,8 @@
 """Records are validated when read, against the one schema the writer also uses: a damaged record
 is never a traceback and never silently vanishes.  ``report --from`` and ``run`` name the bad file
 and exit 2, or with ``--skip-bad-records`` leave it out and say so (stdout and the report's
-provenance); numpy's "contains pickled data" never reaches the user."""
+provenance); so is a record whose data breaks its experiment's declared schema (a missing or
+undeclared key); numpy's "contains pickled data" never reaches the user."""
 from __future__ import annotations
 
 import io
@@ -19,9 +20,9 @@ from rtrl_validation.simulations.records import (RECORD_SCHEMA, VERDICT_SCHEMA, 
 from rtrl_validation.simulations.runner import run_experiment
 
 try:
-    from helpers import use_fakes
+    from helpers import FakeExperiment, use_fakes
 except ImportError:  # tests collected as a package
-    from tests.helpers import use_fakes
+    from tests.helpers import FakeExperiment, use_fakes
 
 
 @pytest.fixture
@@ -99,6 +100,9 @@ DAMAGES = {
     "npz-is-a-pickle": (pickle_in_npz_name, "is truncated or not an .npz"),
     "npz-object-array": (object_array_npz, "holds Python objects in 'x'; records hold numeric arrays only"),
     "npz-missing": (lambda p: npz_of(p).unlink(), "is missing"),
+    "data-lacks-declared-key": (edit_json(lambda b: b["data"].pop("mean")),
+                                "data does not match its experiment's schema (fake-pass/t1: missing data key 'mean')"),
+    "data-undeclared-key": (edit_json(lambda b: b["data"].update(average=0.0)), "undeclared data key 'average'"),
 }
 
 
@@ -111,7 +115,7 @@ def test_bad_record_is_refused_naming_the_file_or_skipped_and_said(damage, fragm
     use_fakes(monkeypatch, passing=True)
 
     with pytest.raises(RecordError, match="t1.json"):
-        load_records(folder)
+        load_records(folder, check=FakeExperiment("fake-pass").check_record_data)
 
     code = cli.main(["report", "--from", str(folder), "--format", "html"])
     out, err = capsys.readouterr()
@@ -135,7 +139,8 @@ COMPUTING = [(["run", "fake-pass", "--quiet"], "3 tasks: 3 ok"),
              (["report", "--quiet", "--format", "html"], "verdicts: 3 PASS, 0 FAIL")]
 
 
-@pytest.mark.parametrize("name", ["verdicts-null", "npz-garbage", "experiment-disagrees-with-folder"])
+@pytest.mark.parametrize("name", ["verdicts-null", "npz-garbage", "experiment-disagrees-with-folder",
+                                  "data-lacks-declared-key"])
 @pytest.mark.parametrize("argv,done", COMPUTING, ids=["run", "report"])
 def test_computing_refuses_a_bad_record_before_computing_or_recomputes_it_when_asked(name, argv, done, made, tmp_path,
                                                                                     monkeypatch, capsys):
