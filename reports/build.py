@@ -46,6 +46,7 @@ class Report:
     source: str                          # where the records came from
     generated: str = field(default_factory=utc_now)
     environment: dict = field(default_factory=environment)
+    skipped: list[str] = field(default_factory=list)   # bad records left out (--skip-bad-records), one line each
 
     @property
     def verdicts(self) -> list[dict]:
@@ -69,7 +70,7 @@ class Report:
                 "seed": self.seed, "source": self.source, "passed": self.passed,
                 "counts": {"pass": status.count("PASS"), "fail": status.count("FAIL"),
                            "inconclusive": status.count("INCONCLUSIVE"), "not_run": len(self.not_run)},
-                "not_run": self.not_run, "verdicts": verdicts,
+                "not_run": self.not_run, "skipped_records": list(self.skipped), "verdicts": verdicts,
                 "experiments": {s.experiment: _record_stats(s.records) for s in self.sections}}
 
 
@@ -130,13 +131,17 @@ def analyse(name: str, analysis, records: list[dict]) -> SectionResult:
 
 
 def build_report(records_by_experiment: dict[str, list[dict]], *, profile: str | None, seed: int | None,
-                 source: str) -> Report:
-    """Analyse each registered experiment's records, in registry order."""
+                 source: str, skipped: list[str] = ()) -> Report:
+    """Analyse each registered experiment's records, in registry order; ``skipped``: the bad
+    records left out (shown in the provenance)."""
     analyses = registry.analyses()
     sections = [analyse(name, analyses.get(name), records) for name, records in records_by_experiment.items()]
-    return Report(sections, profile=profile, seed=seed, source=source)
+    return Report(sections, profile=profile, seed=seed, source=source, skipped=list(skipped))
 
 
-def stored_records(from_dir: str | Path) -> dict[str, list[dict]]:
-    """The records of every registered experiment found in ``from_dir`` (nothing is computed)."""
-    return {name: load_records(from_dir, name) for name in registry.experiments()}
+def stored_records(from_dir: str | Path, on_bad=None) -> dict[str, list[dict]]:
+    """The records of every registered experiment found in ``from_dir`` (nothing is computed); a
+    bad record (unreadable, or its data breaking the experiment's declared schema) raises
+    :class:`~simulations.records.RecordError`, or is handed to ``on_bad`` and left out."""
+    return {name: load_records(from_dir, name, on_bad, exp.check_record_data)
+            for name, exp in registry.experiments().items()}

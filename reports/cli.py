@@ -5,7 +5,11 @@ results, not errors); with ``--fail-on fail`` 1 when a verdict is FAIL, with ``-
 inconclusive`` 1 when one is FAIL or INCONCLUSIVE (for CI gating); ``gradcheck`` 1 on a failing
 check; 2 bad input, reported as one line ``rtrl-validate: error: ...`` on stderr; 130 when
 interrupted (finished records are kept, the run is marked interrupted in ``DIR/run.json`` and
-``--resume DIR`` continues it).
+``--resume DIR`` continues it). A results folder in use by another process, or made with
+another configuration, is bad input too; 143 when stopped by SIGTERM like Ctrl-C.
+
+The command line parses and dispatches; the run itself (folder, lock, manifest, backend,
+checkpoints) is :mod:`simulations.orchestration`.
 
 ``run`` and ``report`` run their tasks on ``--workers N`` local processes (default: one per core;
 1 = in this process) or on a Dask cluster (``--scheduler tcp://HOST:PORT``, or ``local`` for a
@@ -15,19 +19,24 @@ keeps the command, profile, seed and config overrides, and the run's status.
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import math
 import shutil
+import signal
 import sys
-import tempfile
 import textwrap
+import threading
 import tomllib
-from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 
 from rtrl_validation.simulations.experiments.base import ConfigError
-from rtrl_validation.simulations.records import RecordError, jsonable, utc_now, write_json
+from rtrl_validation.simulations.orchestration import (CHECKPOINT_EVERY, RunFolderError, backend, lock_folder,
+                                                       prepare_out, read_manifest, release_locks, resume_manifest,
+                                                       start_run)
+from rtrl_validation.simulations.orchestration import compute as orchestrated_compute
+from rtrl_validation.simulations.orchestration import finish_run as finish_manifest
+from rtrl_validation.simulations.records import RecordError, write_json
 from rtrl_validation.simulations.runner import one_line
 
 
@@ -39,10 +48,6 @@ def experiments() -> dict:
 PROG = "rtrl-validate"
 FALLBACK_VERSION = "0.1.0"
 PROFILES = ("quick", "full")
-RESULTS_ROOT = Path("rtrl-results")
-MANIFEST = "run.json"
-MANIFEST_VERSION = 1
-CHECKPOINT_EVERY = 1000
 
 
 class CLIError(Exception):
@@ -173,6 +178,9 @@ def build_parser() -> Parser:
                        help="continue the interrupted run in DIR with its own settings (profile, config, seed)")
         p.add_argument("--checkpoint-every", type=seed_int, default=None, metavar="M",
                        help=f"long runs checkpoint every M steps (default {CHECKPOINT_EVERY}; 0 = never)")
+        p.add_argument("--skip-bad-records", action="store_true",
+                       help="leave out records in the results folder that cannot be read (and say so) "
+                            "instead of refusing; 'run' and 'report' compute their tasks again")
     report.add_argument("--from", dest="from_dir", metavar="DIR", type=Path,
                         help="rebuild the report from the records in DIR only (nothing is computed)")
     report.add_argument("--format", type=formats, default=("html", "pdf"), metavar="html,pdf",
@@ -262,48 +270,6 @@ def configure(names: list[str], profile: str, overrides: dict[str, dict]) -> dic
     return configs
 
 
-def prepare_out(out: Path | None) -> Path:
-    """The results folder, created; a fresh timestamped one under ./rtrl-results/ by default."""
-    if out is None:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        out, n = RESULTS_ROOT / stamp, 1
-        while out.exists():
-            n += 1
-            out = RESULTS_ROOT / f"{stamp}-{n}"
-    if out.exists() and not out.is_dir():
-        raise CLIError(f"--out {out} exists and is not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as e:
-        raise CLIError(f"cannot write to --out {out}: {e.strerror or e}") from None
-    return out
-
-
-def read_manifest(folder: Path) -> dict:
-    """The run manifest ``DIR/run.json`` of an earlier ``run`` or ``report``; :class:`CLIError` if
-    it is missing, corrupt or of another version."""
-    path = folder / MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CLIError(f"{folder} is not a results folder of 'run' or 'report' (no {MANIFEST})") from None
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise CLIError(f"{path}: corrupt run manifest ({one_line(str(e))})") from None
-    if not isinstance(manifest, dict) or manifest.get("schema_version") != MANIFEST_VERSION:
-        version = manifest.get("schema_version") if isinstance(manifest, dict) else None
-        raise CLIError(f"{path}: run manifest version {version!r} is not supported (this version reads "
-                       f"{MANIFEST_VERSION}); start a new run")
-    kinds = {"command": lambda v: v in ("run", "report"), "profile": lambda v: isinstance(v, str),
-             "seed": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
-             "overrides": lambda v: isinstance(v, dict)}
-    bad = [key for key, ok in kinds.items() if key not in manifest or not ok(manifest[key])]
-    if bad:
-        raise CLIError(f"{path}: corrupt run manifest (missing or bad: {', '.join(bad)})")
-    return manifest
-
-
 def resume_settings(args) -> dict:
     """``--resume DIR``: the earlier run's manifest, checked against this command; the run
     continues in DIR with the manifest's profile, seed and config overrides."""
@@ -311,16 +277,7 @@ def resume_settings(args) -> dict:
                         ("--out", args.out)):
         if value is not None:
             raise CLIError(f"{flag} cannot be combined with --resume (the interrupted run's settings are used)")
-    if not args.resume.is_dir():
-        raise CLIError(f"--resume {args.resume}: no such folder")
-    manifest = read_manifest(args.resume)
-    if manifest["command"] != args.command:
-        raise CLIError(f"--resume {args.resume}: that folder holds a '{manifest['command']}' run; continue it with "
-                       f"'{PROG} {manifest['command']} --resume {args.resume}'")
-    if args.command == "run" and args.experiment not in (None, manifest.get("experiment")):
-        raise CLIError(f"--resume {args.resume}: that folder holds a run of {manifest.get('experiment')!r}, "
-                       f"not {args.experiment!r}")
-    return manifest
+    return resume_manifest(args.resume, args.command, args.experiment if args.command == "run" else None)
 
 
 def settings(args) -> tuple[str, int, dict]:
@@ -335,49 +292,32 @@ def settings(args) -> tuple[str, int, dict]:
 
 
 def start_manifest(args, out: Path, manifest: dict) -> None:
-    """Write ``DIR/run.json`` (status ``running``); :func:`main` marks it interrupted on Ctrl-C."""
-    try:
-        manifest = {"schema_version": MANIFEST_VERSION, **jsonable(manifest), "status": "running",
-                    "started": utc_now(), "version": version()}
-    except TypeError:
-        raise CLIError("--config values must be numbers, strings, booleans, lists or tables") from None
-    args.state.update(out=out, manifest=manifest)
-    write_json(out / MANIFEST, manifest)
-
-
-def finish_manifest(state: dict, status: str, **extra) -> None:
-    manifest = state.get("manifest")
-    if manifest is not None:
-        write_json(state["out"] / MANIFEST, {**manifest, "status": status, "finished": utc_now(), **extra})
+    """Lock ``out`` and write ``DIR/run.json`` (status ``running``); :func:`main` marks it
+    interrupted on Ctrl-C or SIGTERM (:mod:`simulations.orchestration`)."""
+    start_run(args.state, out, manifest, version())
 
 
 def executor(args):
     """The backend for ``--workers`` / ``--scheduler`` (:mod:`simulations.parallel`)."""
-    from rtrl_validation.simulations.parallel import SchedulerError, import_distributed, make_executor
-    try:
-        if args.scheduler is not None:
-            import_distributed()
-        return make_executor(args.workers, args.scheduler)
-    except SchedulerError as e:
-        raise CLIError(one_line(str(e))) from None
-
-
-def checkpoint_store(every: int | None, out: Path):
-    from rtrl_validation.simulations.checkpoint import CheckpointStore
-    every = CHECKPOINT_EVERY if every is None else every
-    return CheckpointStore.in_results(out, every) if every else None
+    return backend(args.workers, args.scheduler)
 
 
 def compute(args, plan: list, seed: int, out: Path) -> dict:
     """Run ``plan`` (``[(experiment, config)]``) on the chosen backend, checkpointing into ``out``."""
-    from rtrl_validation.simulations.parallel import SchedulerError
-    from rtrl_validation.simulations.runner import run_experiments
-    try:
-        return run_experiments(plan, seed, out, progress=not args.quiet, executor=args.executor,
-                               checkpoints=checkpoint_store(args.checkpoint_every, out))
-    except SchedulerError as e:
-        finish_manifest(args.state, "failed", reason=one_line(str(e)))
-        raise CLIError(one_line(str(e))) from None
+    return orchestrated_compute(args.state, plan, seed, out, progress=not args.quiet, executor=args.executor,
+                                checkpoint_every=args.checkpoint_every, on_bad_record=bad_record_handler(args))
+
+
+def bad_record_handler(args):
+    """With ``--skip-bad-records``: a function that notes a bad record (one line on stdout, and in
+    ``args.state["skipped"]`` for the report's provenance) instead of refusing it."""
+    if not args.skip_bad_records:
+        return None
+
+    def skip(error: RecordError) -> None:
+        args.state.setdefault("skipped", []).append(one_line(str(error)))
+        print(f"note: bad record left out: {one_line(str(error))}")
+    return skip
 
 
 def _status(v: dict) -> str:
@@ -447,17 +387,16 @@ def cmd_report(args) -> int:
                 raise CLIError(f"{flag} cannot be combined with --from (nothing is computed)")
         if not args.from_dir.is_dir():
             raise CLIError(f"--from {args.from_dir}: no such folder")
-        try:
-            records = stored_records(args.from_dir)
-        except RecordError as e:
-            raise CLIError(one_line(str(e))) from None
+        lock_folder(args.state, args.from_dir, read_only=True)     # no run writes there while we read
+        records = stored_records(args.from_dir, bad_record_handler(args))
         if not any(records.values()):
             raise CLIError(f"--from {args.from_dir}: no records of registered experiments found")
         out = prepare_out(args.out or args.from_dir)
+        lock_folder(args.state, out)
         seeds = sorted({r["seed"] for recs in records.values() for r in recs})
         with stage("analysing the records", not args.quiet):
             report = build_report(records, profile=None, seed=seeds[0] if len(seeds) == 1 else None,
-                                  source=str(args.from_dir))
+                                  source=str(args.from_dir), skipped=args.state.get("skipped", []))
         note_interrupted(args.from_dir)
     else:
         profile, seed, overrides = settings(args)
@@ -470,7 +409,8 @@ def cmd_report(args) -> int:
         records = compute(args, [(registered[name], config) for name, config in configs.items()], seed, out)
         finish_manifest(args.state, "complete")
         with stage("analysing the records", not args.quiet):
-            report = build_report(records, profile=profile, seed=seed, source=str(out))
+            report = build_report(records, profile=profile, seed=seed, source=str(out),
+                                  skipped=args.state.get("skipped", []))
 
     with stage(f"writing the report ({', '.join(args.format)}) and figures/", not args.quiet):
         paths, messages = write_report(report, out, args.format)
@@ -489,7 +429,7 @@ def note_interrupted(folder: Path) -> None:
     """``report --from`` an interrupted run: say which tasks are missing and how to continue."""
     try:
         manifest = read_manifest(folder)
-    except CLIError:
+    except RunFolderError:
         return
     if manifest.get("status") == "interrupted":
         unfinished = manifest.get("unfinished") or []
@@ -595,28 +535,55 @@ COMMANDS = {"run": cmd_run, "report": cmd_report, "figure": cmd_figure, "list": 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``rtrl-validate``; returns the exit status."""
+    """Entry point of ``rtrl-validate``; returns the exit status (module docstring)."""
     state: dict = {}
     try:
-        args = build_parser().parse_args(argv)
-        args.state = state
-        return COMMANDS[args.command](args)
-    except CLIError as e:
+        with terminate_as_interrupt(state):
+            args = build_parser().parse_args(argv)
+            args.state = state
+            return COMMANDS[args.command](args)
+    except (CLIError, RunFolderError) as e:
         print(f"{PROG}: error: {one_line(str(e))}", file=sys.stderr)
+        return 2
+    except RecordError as e:         # a bad record in the results folder, refused by default
+        print(f"{PROG}: error: {one_line(str(e))} (--skip-bad-records leaves it out)", file=sys.stderr)
         return 2
     except SystemExit as e:          # --help, --version
         return e.code if isinstance(e.code, int) else 0
     except KeyboardInterrupt as e:
+        signum = state.get("signal", signal.SIGINT)
         where = f" in {state['out']}" if "out" in state else ""
         unfinished = list(getattr(e, "running", []))
         try:
-            finish_manifest(state, "interrupted", unfinished=unfinished)
+            finish_manifest(state, "interrupted", unfinished=unfinished, signal=signal.Signals(signum).name)
         except (OSError, KeyboardInterrupt):
             pass
         again = f"; continue with: {PROG} {state['manifest']['command']} --resume {state['out']}" \
             if "manifest" in state else ""
-        print(f"{PROG}: interrupted; finished records are kept{where}{again}", file=sys.stderr)
-        return 130
+        what = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+        print(f"{PROG}: {what}; finished records are kept{where}{again}", file=sys.stderr)
+        return 128 + signum
+    finally:
+        release_locks(state)
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt(state: dict):
+    """SIGTERM (``kill``, batch schedulers, containers) stops a command the way Ctrl-C does: a
+    ``KeyboardInterrupt`` in the main thread, with ``state["signal"]`` saying which signal came
+    (exit status 128 + its number: 130 for SIGINT, 143 for SIGTERM)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        state["signal"] = signum
+        raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

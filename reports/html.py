@@ -471,7 +471,8 @@ def provenance_html(report: Report, doc: Doc | None = None) -> str:
         ["profile", report.profile], ["run seed", report.seed],
         ["git revision (renderer)", env["git_revision"] and env["git_revision"]
          + (" (uncommitted changes)" if env.get("git_dirty") else "")],
-        ["machine (renderer)", f"{env['hostname']} · {env['platform']} · {env['cpu_count']} CPUs"]])
+        ["machine (renderer)", f"{env['hostname']} · {env['platform']} · {env['cpu_count']} CPUs"],
+        *[["bad record left out", line] for line in report.skipped]])
     runs = Table("Experiments: where and when the records were made", [
         "experiment", "tasks", "seeds", "wall time [s]", "started – finished (UTC)", "machines",
         "git revisions"], [])

@@ -10,11 +10,14 @@ or the order of completion.
 * :class:`ProcessPool` — ``concurrent.futures.ProcessPoolExecutor`` on a ``forkserver`` (else
   ``spawn``) context; each worker limits its BLAS to ``threads`` threads (threadpoolctl and the
   usual environment variables) so that workers × threads ≤ cores, and ignores SIGINT (the driver
-  handles Ctrl-C).  A worker that dies (killed, out of memory) breaks the pool: the tasks that were
-  running are re-run one at a time on a fresh pool, and the one that kills its worker again is
-  reported through ``on_error(job, "worker process died ...")``; the rest of the sweep continues.
+  handles Ctrl-C) and ends with the driver, even when the driver is killed with SIGKILL
+  (:func:`die_with`: parent-death signal plus a watchdog thread).  A worker that dies (killed,
+  out of memory) breaks the pool: the tasks that were running are re-run one at a time on a
+  fresh pool, and the one that kills its worker again is reported through
+  ``on_error(job, "worker process died ...")``; the rest of the sweep continues.
 * :class:`DaskCluster` — the ``distributed`` scheduler at an address (``tcp://host:8786``), or a
-  ``LocalCluster`` started for the run (``"local"``); ``distributed`` is imported only here.  A task
+  ``LocalCluster`` started for the run (``"local"``, listening on 127.0.0.1 only, no dashboard);
+  ``distributed`` is imported only here.  A task
   whose worker dies more often than the scheduler allows (``KilledWorker``) goes to ``on_error``.
 
 Ctrl-C (``KeyboardInterrupt``) in the driver stops submitting, terminates the pool's workers
@@ -25,12 +28,15 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import multiprocessing
 import os
 import re
 import signal
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -109,18 +115,61 @@ class InProcess:
 _LIMITS = None
 
 
-def _init_worker(threads: int, environment: dict) -> None:
-    """Process-pool worker start: ignore SIGINT, limit BLAS threads, and take the driver's
-    provenance environment (same machine, interpreter and source tree) instead of running git
-    and package look-ups again in every worker."""
+def _init_worker(threads: int, environment: dict, driver: int | None = None) -> None:
+    """Process-pool worker start: ignore SIGINT, exit with the driver (:func:`die_with`), limit
+    BLAS threads, and take the driver's provenance environment (same machine, interpreter and
+    source tree) instead of running git and package look-ups again in every worker."""
     global _LIMITS
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if driver is not None:
+        die_with(driver)
     for name in BLAS_ENV:
         os.environ[name] = str(threads)
     from threadpoolctl import threadpool_limits
     _LIMITS = threadpool_limits(limits=threads)
     from . import records
     records.environment = lambda: environment
+
+
+PR_SET_PDEATHSIG = 1          # linux/prctl.h
+WATCH_INTERVAL = 0.5          # seconds between the watchdog's looks at the driver
+ORPHANED = 70                 # exit status of a worker whose driver is gone
+
+
+def die_with(driver: int) -> None:
+    """Make this worker process end when the driver process ``driver`` ends, however it ends
+    (SIGKILL included): on Linux the kernel's parent-death signal (``prctl(PR_SET_PDEATHSIG,
+    SIGKILL)``, for the worker's parent: the driver or its fork server, which exits with the
+    driver), and everywhere a daemon watchdog thread that exits the process (status
+    :data:`ORPHANED`) within :data:`WATCH_INTERVAL` seconds once the parent changes or the driver
+    is gone."""
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass                                               # not Linux: the watchdog alone
+
+    def watch():
+        while os.getppid() == parent and alive(driver):
+            time.sleep(WATCH_INTERVAL)
+        os._exit(ORPHANED)
+    threading.Thread(target=watch, name="driver-watchdog", daemon=True).start()
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (an ended process not yet reaped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _context(preload: Iterable[str] = ()):
@@ -159,7 +208,7 @@ class ProcessPool:
         queue, suspects, inflight = collections.deque(jobs), collections.deque(), {}
         context = _context(_modules(fn, queue))
         from .records import environment
-        initargs = (self.threads, environment())
+        initargs = (self.threads, environment(), os.getpid())
         try:
             while queue or suspects:
                 pool = ProcessPoolExecutor(max_workers=min(self.workers, len(queue) + len(suspects)),
@@ -320,9 +369,17 @@ class DaskCluster:
 
     def _client(self, distributed):
         if self.address == "local":
-            with _sigint_ignored():                 # inherited by the workers: Ctrl-C is the driver's
+            import dask
+            # one task per worker thread at a time (saturation 1.0, not Dask's 1.1 that queues a
+            # second): a task that kills its worker then never takes another task down with it
+            with _sigint_ignored(), dask.config.set({"distributed.scheduler.worker-saturation": 1.0}):
+                # every socket on 127.0.0.1; no dashboard, and the scheduler's own HTTP endpoint on
+                # a free port (not 8787, which another cluster may hold)
                 cluster = distributed.LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
-                                                   dashboard_address=None, silence_logs=logging.CRITICAL)
+                                                   host="127.0.0.1", dashboard_address=None,
+                                                   scheduler_kwargs={"dashboard": False,
+                                                                     "dashboard_address": "127.0.0.1:0"},
+                                                   silence_logs=logging.CRITICAL)
             return cluster, distributed.Client(cluster)
         try:
             return None, distributed.Client(self.address, timeout=self.timeout)

@@ -37,6 +37,12 @@ Schema (``schema_version`` 1), the JSON object::
                         "hostname", "platform": str, "cpu_count": int,
                         "started", "finished": ISO 8601 UTC times, "wall_time": seconds}
 
+The schema is written once, as :data:`RECORD_SCHEMA` (with :data:`VERDICT_SCHEMA` and
+:data:`PROVENANCE_SCHEMA`), and checked by :func:`check_record` both before a record is written and
+when it is read: a record that does not conform, names another experiment or task than its place
+in the folder, or whose ``.npz`` is empty, truncated, damaged, holds other arrays than it names or
+Python objects, is refused with :class:`RecordError` naming the file.
+
 Non-finite floats are written as ``NaN``/``Infinity`` (Python's JSON extension).  A record
 loaded with :func:`read_record` / :func:`load_records` additionally has ``"arrays"`` (a lazy
 read-only mapping name -> numpy array, read from the ``.npz`` on first access) and ``"path"``.
@@ -55,6 +61,7 @@ import re
 import secrets
 import subprocess
 import tempfile
+import zipfile
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -64,20 +71,134 @@ from typing import IO, Any
 
 import numpy as np
 
+from .experiments.base import STATUSES as VERDICT_STATUSES
+
 SCHEMA_VERSION = 1
 RECORDS_DIR = "records"
 #: packages whose versions every record carries
 PROVENANCE_PACKAGES = ("rtrl-validation", "numpy", "scipy", "numba", "sympy", "statsmodels", "matplotlib")
-_JSON_KEYS = ("schema_version", "experiment", "task", "task_index", "seed", "config",
-              "experiment_config", "status", "reason", "data", "verdicts", "arrays_file",
-              "array_names", "provenance")
 STATUSES = ("ok", "diverged", "failed")
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
 class RecordError(ValueError):
-    """A record that cannot be read: corrupt JSON, missing array file, incompatible schema version."""
+    """A record that cannot be read: corrupt JSON, a field of the wrong type or missing, a damaged or
+    missing array file, an incompatible schema version.  ``path``: the offending file."""
+
+    def __init__(self, message: str, path: str | os.PathLike | None = None):
+        super().__init__(message)
+        self.path = None if path is None else Path(path)
+
+
+# ----------------------------------------------------------------------------------------------
+# the schema: one description of the envelope, used by the writer and the reader
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _optional(test):
+    return lambda v: v is None or test(v)
+
+
+def _is_str(v) -> bool:
+    return isinstance(v, str)
+
+
+def _is_name(v) -> bool:
+    return isinstance(v, str) and v != ""
+
+
+def _is_file_name(v) -> bool:
+    return isinstance(v, str) and v not in ("", ".", "..") and "/" not in v and "\\" not in v
+
+
+#: verdict dict (``Verdict.to_dict()``, simulations.experiments.base): key -> (required, test, what).
+#: Verdicts written before the evidence fields existed carry only check, passed, evidence, value, bound.
+VERDICT_SCHEMA = {
+    "check": (True, _is_name, "a non-empty string"),
+    "passed": (True, lambda v: isinstance(v, bool), "true or false"),
+    "evidence": (True, _is_str, "a string"),
+    "status": (False, lambda v: v in VERDICT_STATUSES, " | ".join(VERDICT_STATUSES)),
+    "value": (False, _optional(_is_number), "a number or null"),
+    "bound": (False, _optional(_is_number), "a number or null"),
+    "effect": (False, _optional(_is_number), "a number or null"),
+    "interval": (False, _optional(lambda v: isinstance(v, list) and len(v) == 2 and all(map(_is_number, v))),
+                 "null or [low, high]"),
+    **{key: (False, _is_str, "a string")
+       for key in ("rule", "claim", "source", "statistic", "resolution", "control", "family")},
+}
+
+#: record ``provenance``: key -> (required, test, what); ``checkpoints`` and other keys may be added
+PROVENANCE_SCHEMA = {
+    "versions": (True, lambda v: isinstance(v, dict) and all(isinstance(x, (str, type(None))) for x in v.values()),
+                 "a table of package versions"),
+    "git_revision": (True, _optional(_is_str), "a string or null"),
+    "git_dirty": (False, _optional(lambda v: isinstance(v, bool)), "true, false or null"),
+    "hostname": (True, _is_str, "a string"),
+    "platform": (True, _is_str, "a string"),
+    "cpu_count": (True, _optional(_is_int), "an integer or null"),
+    "started": (True, _is_str, "an ISO time"),
+    "finished": (True, _is_str, "an ISO time"),
+    "wall_time": (True, _is_number, "a number of seconds"),
+}
+
+#: the record: key -> (required, test, what).  Nested schemas are checked by :func:`check_record`.
+RECORD_SCHEMA = {
+    "schema_version": (True, lambda v: v == SCHEMA_VERSION, f"{SCHEMA_VERSION}"),
+    "experiment": (True, _is_name, "a non-empty string"),
+    "task": (True, _is_name, "a non-empty string"),
+    "task_index": (True, lambda v: _is_int(v) and v >= 0, "a non-negative integer"),
+    "seed": (True, lambda v: _is_int(v) and v >= 0, "a non-negative integer"),
+    "config": (True, lambda v: isinstance(v, dict), "a table"),
+    "experiment_config": (True, lambda v: isinstance(v, dict), "a table"),
+    "status": (True, lambda v: v in STATUSES, " | ".join(STATUSES)),
+    "reason": (True, _is_str, "a string"),
+    "data": (True, lambda v: isinstance(v, dict), "a table"),
+    "verdicts": (True, lambda v: isinstance(v, list) and all(isinstance(x, dict) for x in v), "a list of tables"),
+    "arrays_file": (True, _optional(_is_file_name), "a file name or null"),
+    "array_names": (True, lambda v: isinstance(v, list) and all(map(_is_name, v)) and len(set(v)) == len(v),
+                    "a list of distinct names"),
+    "provenance": (True, lambda v: isinstance(v, dict), "a table"),
+}
+_JSON_KEYS = tuple(RECORD_SCHEMA)
+
+
+def schema_problems(obj: dict, schema: dict, where: str = "") -> list[str]:
+    """What is wrong with ``obj`` against ``schema`` (key -> (required, test, what)): missing
+    required keys, and keys whose value fails the test; ``[]`` when it conforms."""
+    missing = [key for key, (required, _, _) in schema.items() if required and key not in obj]
+    problems = [f"missing keys{where}: {', '.join(missing)}"] if missing else []
+    for key, (_, test, what) in schema.items():
+        if key in obj and not test(obj[key]):
+            problems.append(f"{where.strip(' ')+'.' if where else ''}{key} must be {what}, got {_short(obj[key])}")
+    return problems
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def check_record(record: dict) -> list[str]:
+    """Every problem of a record body against :data:`RECORD_SCHEMA` (with its verdicts against
+    :data:`VERDICT_SCHEMA` and provenance against :data:`PROVENANCE_SCHEMA`); ``[]`` if valid."""
+    problems = schema_problems(record, RECORD_SCHEMA)
+    if not problems:
+        for i, verdict in enumerate(record["verdicts"]):
+            problems += schema_problems(verdict, VERDICT_SCHEMA, f" in verdicts[{i}]")
+            if "status" in verdict and isinstance(verdict.get("passed"), bool) \
+                    and (verdict["status"] == "PASS") != verdict["passed"]:
+                problems.append(f"verdicts[{i}]: status {verdict['status']} disagrees with passed {verdict['passed']}")
+        problems += schema_problems(record["provenance"], PROVENANCE_SCHEMA, " in provenance")
+        if (record["arrays_file"] is None) != (not record["array_names"]):
+            problems.append("arrays_file and array_names disagree")
+    return problems
 
 
 # ----------------------------------------------------------------------------------------------
@@ -232,6 +353,9 @@ def write_record(out_dir: str | os.PathLike, record: dict, arrays: Mapping[str, 
     body["array_names"] = sorted(arrays)
     body["arrays_file"] = f"{path.stem}.{secrets.token_hex(4)}.npz" if arrays else None
     text = to_json(body) + "\n"                      # fail on unserialisable data before writing
+    problems = check_record(json.loads(text))        # the reader's schema, checked before writing
+    if problems:
+        raise RecordError(f"record {record['experiment']}/{record['task']} not written: {'; '.join(problems[:3])}")
 
     try:
         if arrays:
@@ -283,42 +407,93 @@ class LazyArrays(Mapping):
         return f"LazyArrays({self._names})"
 
 
-def read_record(path: str | os.PathLike) -> dict:
+def read_record(path: str | os.PathLike, check: Callable[[dict], list[str]] | None = None) -> dict:
     """Load one record; raise :class:`RecordError` naming the file if it is corrupt, of another
-    schema version, or its ``.npz`` is missing."""
+    schema version, does not match :data:`RECORD_SCHEMA`, names another experiment or task than
+    its place in ``records/<experiment>/<task>.json`` says, its ``.npz`` is missing or damaged, or
+    ``check`` (e.g. :meth:`~simulations.experiments.base.Experiment.check_record_data`, the
+    experiment's declared data) finds problems in it."""
     path = Path(path)
     try:
         record = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise RecordError(f"{path}: corrupt record (invalid JSON: {e})") from None
+        raise RecordError(f"{path}: corrupt record (invalid JSON: {e})", path) from None
     except (OSError, UnicodeDecodeError) as e:
-        raise RecordError(f"{path}: cannot read record: {e}") from None
+        raise RecordError(f"{path}: cannot read record: {e}", path) from None
     if not isinstance(record, dict):
-        raise RecordError(f"{path}: corrupt record (not a JSON object)")
+        raise RecordError(f"{path}: corrupt record (not a JSON object)", path)
     version = record.get("schema_version")
     if version != SCHEMA_VERSION:
         raise RecordError(f"{path}: record schema version {version!r} is not supported (this version "
-                          f"reads {SCHEMA_VERSION}); re-run the experiment to rewrite it")
-    missing = [key for key in _JSON_KEYS if key not in record]
-    if missing:
-        raise RecordError(f"{path}: corrupt record (missing keys: {', '.join(missing)})")
+                          f"reads {SCHEMA_VERSION}); re-run the experiment to rewrite it", path)
+    problems = check_record(record)
+    if problems:
+        raise RecordError(f"{path}: corrupt record ({'; '.join(problems[:3])})", path)
+    if path.parent.parent.name == RECORDS_DIR:
+        for key, where in (("experiment", path.parent.name), ("task", path.stem)):
+            if safe_name(record[key]) != where:
+                raise RecordError(f"{path}: its {key} field {_short(record[key])} disagrees with its place "
+                                  f"{where!r} in the results folder", path)
     npz = None
     if record["arrays_file"]:
-        npz = path.parent / Path(record["arrays_file"]).name
+        npz = path.parent / record["arrays_file"]
         if not npz.is_file():
-            raise RecordError(f"{path}: its array file {npz.name} is missing")
+            raise RecordError(f"{path}: its array file {npz.name} is missing", path)
+        problem = arrays_file_problem(npz, record["array_names"])
+        if problem:
+            raise RecordError(f"{path}: its array file {npz.name} {problem}", path)
     record["arrays"] = LazyArrays(npz, record["array_names"])
     record["path"] = str(path)
+    problems = check(record) if check is not None else []
+    if problems:
+        raise RecordError(f"{path}: data does not match its experiment's schema ({'; '.join(problems[:3])})", path)
     return record
 
 
-def load_records(out_dir: str | os.PathLike, experiment: str | None = None) -> list[dict]:
+def arrays_file_problem(npz: Path, names: list[str]) -> str | None:
+    """What is wrong with a record's ``.npz``, or ``None``: it must be a complete zip (every CRC
+    checks) of exactly the ``names`` as ``.npy`` files of numeric dtype (never Python objects)."""
+    try:
+        with zipfile.ZipFile(npz) as z:
+            members = z.namelist()
+            if sorted(members) != sorted(f"{n}.npy" for n in names):
+                return f"does not hold the arrays the record names ({', '.join(names) or 'none'})"
+            if z.testzip() is not None:
+                return "is damaged (checksum mismatch)"
+            for member in members:
+                with z.open(member) as f:
+                    version = np.lib.format.read_magic(f)
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)
+                    _, _, dtype = read_header(f)
+                if dtype.hasobject:
+                    return f"holds Python objects in {member[:-4]!r}; records hold numeric arrays only"
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, KeyError, RuntimeError,
+            NotImplementedError) as e:                 # RuntimeError: encrypted, NotImplemented: compression
+        kind = "empty" if npz.stat().st_size == 0 else "truncated or not an .npz"
+        return f"is {kind} ({type(e).__name__})"
+    return None
+
+
+def load_records(out_dir: str | os.PathLike, experiment: str | None = None,
+                 on_bad: Callable[[RecordError], None] | None = None,
+                 check: Callable[[dict], list[str]] | None = None) -> list[dict]:
     """All records in results folder ``out_dir`` (of one ``experiment`` if given), ordered by
-    experiment, then task position.  Raises :class:`RecordError` on the first unreadable record."""
+    experiment, then task position.  A record that cannot be read (or that ``check`` finds
+    problems in, :func:`read_record`) raises :class:`RecordError`, or with ``on_bad`` is handed
+    to it and left out (the caller says so)."""
     root = Path(out_dir) / RECORDS_DIR
     pattern = f"{safe_name(experiment)}/*.json" if experiment is not None else "*/*.json"
-    records = [read_record(p) for p in sorted(root.glob(pattern)) if p.is_file()]
+    records = []
+    for path in sorted(root.glob(pattern)):
+        if not path.is_file():
+            continue
+        try:
+            records.append(read_record(path, check))
+        except RecordError as e:
+            if on_bad is None:
+                raise
+            on_bad(e)
     if experiment is not None:
         records = [r for r in records if r["experiment"] == experiment]
-    return sorted(records, key=lambda r: (r["experiment"], r["task_index"] if isinstance(r["task_index"], int)
-                                          else -1, r["task"]))
+    return sorted(records, key=lambda r: (r["experiment"], r["task_index"], r["task"]))

@@ -127,12 +127,21 @@ def lost_task_record(job: Job, reason: str) -> dict:
 
 
 def up_to_date_record(out_dir: str | os.PathLike, exp: Experiment, task: Task, index: int, seed: int,
-                      config: dict) -> dict | None:
+                      config: dict, on_bad: Callable[[RecordError], None] | None = None) -> dict | None:
     """The existing record of ``task`` if it was made from the same task config, experiment config,
-    seed and position under the current schema version, and did not fail; else ``None``."""
+    seed and position under the current schema version, and did not fail; else ``None``.  A record
+    that exists but cannot be read, or whose data breaks the experiment's declared schema, raises
+    :class:`~simulations.records.RecordError`, or with ``on_bad`` is handed to it and counts as
+    absent (the task runs again and replaces it)."""
+    path = record_path(out_dir, exp.name, task.key)
+    if not path.exists():
+        return None
     try:
-        record = read_record(record_path(out_dir, exp.name, task.key))
-    except RecordError:
+        record = read_record(path, exp.check_record_data)
+    except RecordError as e:
+        if on_bad is None:
+            raise
+        on_bad(e)
         return None
     same = (record["config"] == jsonable(task.config) and record["experiment_config"] == jsonable(config)
             and record["seed"] == seed and record["task_index"] == index)
@@ -141,7 +150,8 @@ def up_to_date_record(out_dir: str | os.PathLike, exp: Experiment, task: Task, i
 
 def run_experiment(exp: Experiment, config: dict, seed: int, out_dir: str | os.PathLike,
                    progress: bool = True, skip_up_to_date: bool = True, executor=None,
-                   checkpoints: CheckpointStore | None = None) -> list[dict]:
+                   checkpoints: CheckpointStore | None = None,
+                   on_bad_record: Callable[[RecordError], None] | None = None) -> list[dict]:
     """Run every task of ``exp.tasks(config)`` and write its record under ``out_dir``; return the
     records as loaded back from disk (with lazy ``arrays``), in task order.
 
@@ -151,14 +161,16 @@ def run_experiment(exp: Experiment, config: dict, seed: int, out_dir: str | os.P
     when they run in this process, and otherwise plain lines with a heartbeat
     (:mod:`simulations.progress`).  ``executor``: where the tasks run (:mod:`simulations.parallel`;
     default in this process, one after another).  ``checkpoints``: where long loops checkpoint.
+    ``on_bad_record``: see :func:`up_to_date_record` (default: a bad record raises before any task runs).
     """
     return run_experiments([(exp, config)], seed, out_dir, progress, skip_up_to_date, executor,
-                           checkpoints)[exp.name]
+                           checkpoints, on_bad_record)[exp.name]
 
 
 def run_experiments(plan: Iterable[tuple[Experiment, dict]], seed: int, out_dir: str | os.PathLike,
                     progress: bool = True, skip_up_to_date: bool = True, executor=None,
-                    checkpoints: CheckpointStore | None = None) -> dict[str, list[dict]]:
+                    checkpoints: CheckpointStore | None = None,
+                    on_bad_record: Callable[[RecordError], None] | None = None) -> dict[str, list[dict]]:
     """:func:`run_experiment` for several ``(experiment, config)`` pairs at once: every task of every
     experiment goes to the same ``executor``, so a pool never waits for one experiment to finish
     before starting the next; the tasks of ``exclusive`` experiments (timings) run afterwards, one
@@ -183,7 +195,8 @@ def run_experiments(plan: Iterable[tuple[Experiment, dict]], seed: int, out_dir:
         configs[exp.name] = jsonable(config)
         records[exp.name] = [None] * len(tasks)
         for index, task in enumerate(tasks):
-            done = up_to_date_record(out_dir, exp, task, index, seed, config) if skip_up_to_date else None
+            done = (up_to_date_record(out_dir, exp, task, index, seed, config, on_bad_record)
+                    if skip_up_to_date else None)
             if done is None:
                 jobs.append(Job(exp, task, index, seed, checkpoints))
             records[exp.name][index] = done
@@ -208,7 +221,12 @@ def run_experiments(plan: Iterable[tuple[Experiment, dict]], seed: int, out_dir:
     def write(job: Job, result: tuple[dict, dict]) -> None:
         record, arrays = result
         record["experiment_config"] = configs[job.exp.name]
-        records[job.exp.name][job.index] = read_record(write_record(out_dir, record, arrays))
+        try:
+            path = write_record(out_dir, record, arrays)
+        except RecordError as e:             # the task's output breaks the record schema: a failure
+            record = {**lost_task_record(job, str(e)), "experiment_config": configs[job.exp.name]}
+            path = write_record(out_dir, record, {})
+        records[job.exp.name][job.index] = read_record(path)
         if checkpoints is not None:
             checkpoints.clear(job.exp.name, job.task.key)
         finished[0] += 1

@@ -9,6 +9,7 @@ fixed ``θ`` (the stationary mean ``E_{π_θ}[c J]`` of THEORY §5).
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -178,7 +179,9 @@ class OnlineTrainer:
         for none.  Every ``slot.every`` steps (at the end of a data chunk) and at the end, the
         state, trajectory, window sums and the generators' ``bit_generator.state`` are saved; a
         run with the same arguments whose snapshot exists continues from it (``state``, ``traj``
-        updated in place, generators reset) and ends with the same numbers as an uninterrupted run.
+        updated in place, generators reset) and ends with the same numbers as an uninterrupted run;
+        a snapshot that does not fit this call's state (structure, array shapes and dtypes) is
+        ignored with a one-line note and the run starts from ``state``.
         """
         traj = traj or Trajectory()
         data_rng = rng if data_rng is None else data_rng
@@ -193,9 +196,10 @@ class OnlineTrainer:
         slot = checkpoints.slot() if checkpoint is None else (checkpoint or None)
         if slot is not None:
             call = self._call_fingerprint(state, steps, rngs)
-            snap = slot.load(call)
+            initial = self._payload(state, traj, win, rngs)
+            snap = slot.load(call, like=initial)
             if snap is not None:
-                self._restore(snap[1], state, traj, win, rngs)
+                self._resume(slot, snap[1], initial, state, traj, win, rngs)
                 if progress is not None and state.t > start:
                     progress(state.t - start)
             last_save = state.t
@@ -277,6 +281,22 @@ class OnlineTrainer:
                  "opt_phi": to_plain(state.opt_phi), "diverged": state.diverged}
         return {"state": plain, "traj": to_plain(traj), "window": to_plain(win),
                 "rng": [r.bit_generator.state for r in rngs], "hooks": [h.export_state() for h in self.hooks]}
+
+    def _resume(self, slot, payload, initial, state, traj, win, rngs) -> None:
+        """Continue from a snapshot's ``payload``; one that cannot be written into this loop's
+        objects (its hash matched, so it was made or rewritten on purpose) is ignored with a
+        one-line note and the loop starts from ``initial``, its own state when called.  The
+        trainer's and the estimator's arrays keep their shapes during a run (a data process's
+        buffers may grow), so a snapshot must match them exactly."""
+        backup = copy.deepcopy(initial)
+        fixed = [{k: v for k, v in p["state"].items() if k != "data"} for p in (payload, initial)]
+        try:
+            if not checkpoints.fits(*fixed, shapes=True):
+                raise ValueError("array shapes differ")
+            self._restore(payload, state, traj, win, rngs)
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+            self._restore(backup, state, traj, win, rngs)
+            slot.reject("its payload does not fit this loop")
 
     def _restore(self, payload, state, traj, win, rngs) -> None:
         """Write a snapshot into ``state`` (made by :meth:`init` with the same arguments), ``traj``,

@@ -10,9 +10,13 @@ data process) from its own seed, then draws three more numbers from the same gen
 resumed run must also restore the generator's state).  ``kill``: the task with that index kills
 its own worker process (SIGKILL) before doing anything.  Workers import this module by name, so
 it must stay importable from ``tests/``.
+
+:func:`train`: a small online training run that can be stopped and resumed from checkpoints (the
+checkpoint and fault tests).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 
@@ -24,10 +28,13 @@ import numpy as np  # noqa: E402
 
 from rtrl_validation.analysis.sections import Figure, Section, Table  # noqa: E402
 from rtrl_validation.simulations.cells import make_cell  # noqa: E402
+from rtrl_validation.simulations.checkpoint import CheckpointStore  # noqa: E402
 from rtrl_validation.simulations.data import VAR1Teacher  # noqa: E402
 from rtrl_validation.simulations.data.base import DataProcess  # noqa: E402
+from rtrl_validation.simulations.data.copy_task import CopyTask, MaskedReadout  # noqa: E402
 from rtrl_validation.simulations.estimators import parse_estimator  # noqa: E402
 from rtrl_validation.simulations.experiments.base import ConfigError, Experiment, Task, TaskResult, Verdict  # noqa: E402
+from rtrl_validation.simulations.experiments.schema import Names, TaskSchema  # noqa: E402
 from rtrl_validation.simulations.readouts import LinearReadout  # noqa: E402
 from rtrl_validation.simulations.training import OnlineTrainer, Schedule  # noqa: E402
 
@@ -39,6 +46,7 @@ class FakeExperiment(Experiment):
     ``t1`` raises, ``t2`` diverges; ``interrupt_at``: that task raises ``KeyboardInterrupt``."""
 
     description = "fake experiment for tests"
+    schemas = {"draws": TaskSchema(data=Names(("mean",), ("n",)), arrays=Names(("x", "cumsum")))}
 
     def __init__(self, name: str, bound: float = 1.0, broken: bool = False, interrupt_at: str | None = None):
         self.name, self.bound, self.broken, self.interrupt_at = name, bound, broken, interrupt_at
@@ -239,3 +247,32 @@ class Replay(DataProcess):
 
     def sample(self, state, T, rng):
         return state + T, self.xs[state:state + T], self.ys[state:state + T]
+
+
+# --------------------------------------------------------------------------- resumable training
+STEPS = 400
+
+
+def train(estimator: str, store: CheckpointStore | None = None, stop_at: int | None = None, config=1,
+          process: str = "var1", cell: str = "elman"):
+    """Online training of 400 steps (chunks of 32) from fixed seeds on a VAR(1) teacher or the
+    copy task (``process="copy"``); ``stop_at``: raise KeyboardInterrupt at the first chunk end at
+    or after that step (as Ctrl-C would).  Returns ``(numbers, task checkpoints)``."""
+    rng = np.random.default_rng(3)
+    proc = CopyTask(alphabet=2) if process == "copy" else VAR1Teacher(hidden=3, inputs=2)
+    c = make_cell(cell, 3, proc.m)
+    readout = (MaskedReadout(LinearReadout(c.k, proc.n_out, "xent")) if process == "copy"
+               else LinearReadout(c.k, proc.n_out))
+    trainer = OnlineTrainer(c, readout, parse_estimator(estimator), proc, Schedule(0.05, 100.0, 0.75),
+                            record_every=40, chunk=32)
+    state = trainer.init(c.init(rng, batch=2), readout.init(rng, 2), rng)
+
+    def progress(n):
+        if stop_at is not None and state.t >= stop_at:
+            raise KeyboardInterrupt
+
+    ck = store.task("exp", "task", {"config": config}) if store is not None else None
+    with ck if ck is not None else contextlib.nullcontext():
+        state, traj = trainer.run(state, STEPS, rng, progress=progress)
+    return {"theta": state.theta, "phi": state.phi, "s": state.s, "after": rng.standard_normal(3),
+            **traj.arrays()}, ck

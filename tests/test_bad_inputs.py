@@ -17,7 +17,7 @@ from rtrl_validation.simulations.estimators import make_estimator, parse_estimat
 from rtrl_validation.simulations.experiments.base import ConfigError
 from rtrl_validation.simulations.parallel import DaskCluster, ProcessPool, SchedulerError, make_executor
 from rtrl_validation.simulations.readouts import LinearReadout
-from rtrl_validation.simulations.records import RecordError, load_records, read_record, write_record
+from rtrl_validation.simulations.records import RecordError, load_records, provenance, read_record, write_record
 from rtrl_validation.simulations.runner import run_experiment, run_experiments
 from rtrl_validation.simulations.training import OnlineTrainer, Schedule, frozen_windows
 
@@ -87,7 +87,8 @@ def record_folder(tmp_path, name, edit=None, arrays=None):
     folder = tmp_path / name
     path = write_record(folder, {"experiment": "fake-trainer", "task": "run-0", "task_index": 0, "seed": 0,
                                  "config": {}, "experiment_config": {}, "status": "ok", "reason": "", "data": {},
-                                 "verdicts": [], "provenance": {}}, arrays)
+                                 "verdicts": [], "provenance": provenance("2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z", 1.0)},
+                        arrays)
     if edit is not None:
         body = json.loads(path.read_text())
         edit(body, path)
@@ -271,7 +272,9 @@ def existing(tmp_path, monkeypatch):
     write(folder / "run.json", manifest("run", experiment="gradients", status="complete"))
     write_record(folder, {"experiment": "gradients", "task": "elman-d1", "task_index": 0, "seed": 0, "config": {},
                           "experiment_config": {}, "status": "ok", "reason": "", "data": {"checks": [], "p": 1, "k": 1},
-                          "verdicts": [], "provenance": {}}, {"x": np.arange(3.0)})
+                          "verdicts": [],
+                          "provenance": provenance("2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z", 1.0)},
+                 {"x": np.arange(3.0)})
     return folder
 
 

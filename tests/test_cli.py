@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from rtrl_validation.reports import cli
-from rtrl_validation.simulations.records import load_records, write_record
+from rtrl_validation.simulations.records import load_records
 
 try:
     from helpers import FakeExperiment, use_fakes
@@ -93,7 +93,7 @@ def test_bad_input_is_one_line_and_exit_2(argv, fragments, fakes, tmp_path, caps
              "bad_value": toml(tmp_path, name="bad_value.toml", text="[fake-pass]\ntasks = 0\n"),
              "a_file": toml(tmp_path, "", "a_file"),
              "corrupt": tmp_path / "corrupt"}
-    write_record(files["corrupt"], {"experiment": "fake-pass", "task": "t0", "provenance": {}})
+    (files["corrupt"] / "records" / "fake-pass").mkdir(parents=True)
     (files["corrupt"] / "records" / "fake-pass" / "t0.json").write_text('{"schema_version": 1,')
     argv = [a.format(**files) for a in argv]
     code, out, err = run_cli(capsys, *argv)

@@ -141,3 +141,19 @@ def test_exclusive_tasks_run_alone_after_the_others(tmp_path):
     started = min(datetime.fromisoformat(r["provenance"]["started"]) for r in records["fake-timing"])
     assert started >= finished
     assert numbers(records["fake-timing"]) == numbers(alone["fake-timing"])
+
+
+@pytest.mark.slow
+def test_local_cluster_listens_on_the_loopback_interface_only():
+    """``--scheduler local``: the scheduler, its HTTP endpoint and the workers on 127.0.0.1 only."""
+    distributed = pytest.importorskip("distributed")
+    cluster, client = DaskCluster("local", 1)._client(distributed)
+    try:
+        workers = list(client.scheduler_info()["workers"])
+        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:") and len(workers) == 1
+        assert all(w.startswith("tcp://127.0.0.1:") for w in workers)
+        assert cluster.scheduler.http_server.address == "127.0.0.1"
+        assert cluster.scheduler.http_server.port != 8787
+    finally:
+        client.close()
+        cluster.close()

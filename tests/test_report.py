@@ -108,10 +108,11 @@ def test_rerun_into_the_same_folder_reuses_records(monkeypatch, capsys, tmp_path
     first = snapshot(tmp_path)
     assert cli.main(["report", "--out", str(tmp_path), "--format", "html", "--quiet"]) == 0
     assert snapshot(tmp_path) == first and len(first) == 3
-    assert cli.main(["report", "--out", str(tmp_path), "--format", "html", "--quiet", "--seed", "1"]) == 0
-    again = snapshot(tmp_path)
-    assert again.keys() == first.keys() and all(again[k] != first[k] for k in first)   # new seed: rerun
     assert "verdicts: 3 PASS, 0 FAIL" in capsys.readouterr().out
+    # another seed into the same folder would mix two configurations: refused, nothing changes
+    assert cli.main(["report", "--out", str(tmp_path), "--format", "html", "--quiet", "--seed", "1"]) == 2
+    assert "holds results of another configuration (seed 0 -> 1)" in capsys.readouterr().err
+    assert snapshot(tmp_path) == first
 
 
 def test_all_pass_exits_0_and_prints_paths(tmp_path, monkeypatch, capsys):

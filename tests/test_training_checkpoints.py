@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from rtrl_validation.simulations.cells import make_cell
+from rtrl_validation.simulations.checkpoint import fits
 from rtrl_validation.simulations.curriculum import LengthCurriculum
 from rtrl_validation.simulations.data.copy_task import IGNORE, CopyTask, MaskedReadout
 from rtrl_validation.simulations.estimators import parse_estimator
@@ -36,15 +37,21 @@ def assert_plain(x, where="payload"):
 
 
 class MemorySlot:
-    """A checkpoint slot in memory: saves deep copies; loads the snapshot it is given."""
+    """A checkpoint slot in memory: saves deep copies; loads the snapshot it is given (which must
+    fit the loop's initial payload, as :meth:`simulations.checkpoint.Slot.load` requires)."""
 
     every = 10
 
     def __init__(self, snapshot=None):
         self.saved, self.snapshot = [], snapshot
 
-    def load(self, call):
+    def load(self, call, like=None):
+        if self.snapshot is not None:      # what the file store checks: the snapshot fits the call's own state
+            assert fits(self.snapshot[1], like)
         return self.snapshot
+
+    def reject(self, why):
+        raise AssertionError(f"snapshot rejected: {why}")
 
     def save(self, call, step, payload):
         self.saved.append((step, copy.deepcopy(payload)))
