@@ -117,7 +117,7 @@ def test_bad_record_is_refused_naming_the_file_or_skipped_and_said(damage, fragm
     with pytest.raises(RecordError, match="t1.json"):
         load_records(folder, check=FakeExperiment("fake-pass").check_record_data)
 
-    code = cli.main(["report", "--from", str(folder), "--format", "html"])
+    code = cli.main(["report", "--from", str(folder), "--format", "html", "--quiet"])
     out, err = capsys.readouterr()
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1, err
@@ -125,7 +125,7 @@ def test_bad_record_is_refused_naming_the_file_or_skipped_and_said(damage, fragm
     assert fragment in lines[0] and "--skip-bad-records" in lines[0], err
     assert "Traceback" not in err + out and "pickle" not in err + out
 
-    code = cli.main(["report", "--from", str(folder), "--format", "html", "--skip-bad-records"])
+    code = cli.main(["report", "--from", str(folder), "--format", "html", "--skip-bad-records", "--quiet"])
     out, err = capsys.readouterr()
     assert code == 0 and err == "", err
     assert f"note: bad record left out: {record_file(folder)}" in out and "pickle" not in out
