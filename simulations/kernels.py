@@ -276,3 +276,19 @@ def unit_major_to_theta(src, dst, blocks):
                 for e in range(off, off + n_in):
                     dst[b, e] = src[b, e]
 
+
+
+@_jit
+def scatter_free(theta, src, store, dst):
+    """The free entries of masked weight blocks copied into their matrices (THEORY.md §3, ``θ``'s
+    layout): ``store[b, dst[e]] = theta[b, src[e]]`` for every replicate ``b`` (``theta``:
+    ``B × p``, ``store``: ``B × n``, entries outside ``dst`` untouched).  Reference:
+    :func:`scatter_free_reference`."""
+    for b in range(theta.shape[0]):
+        for e in range(src.shape[0]):
+            store[b, dst[e]] = theta[b, src[e]]
+
+
+def scatter_free_reference(theta, src, store, dst):
+    """numpy reference of :func:`scatter_free`."""
+    store[:, dst] = theta[:, src]
