@@ -38,6 +38,7 @@ from ..kernels import class_pair_sums, diagonal_influence_step, unit_major_to_th
 from .base import Estimator
 
 UNIT_ROUNDOFF = 2.0 ** -53
+_NO_ENTRIES = np.zeros((1, 0))            # D_t entries of a recursion that reads none
 
 
 # --------------------------------------------------------------------------- structure
@@ -405,7 +406,10 @@ class MaskedInfluence(Estimator):
 
     @staticmethod
     def _d_values(st: MaskStructure, lin) -> np.ndarray:
-        """The entries of ``D_t`` the recursion reads: ``B × |d|``."""
+        """The entries of ``D_t`` the recursion reads: ``B × |d|`` (none for RFLO on a cell whose
+        only pairs are diagonal: its recursion reads no entry of ``D_t``)."""
+        if not st.d_index.size:
+            return _NO_ENTRIES
         if st.d_diagonal:
             return lin.dynamics.diagonal()
         if st.d_plan is None:                             # the cell's layout decides it: built once
