@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..jacobians import (DynamicsJacobian, DynamicsTerm, GateJacobian, ImmediateJacobian, LayoutCache, Linearization,
-                         level_starts, make_blocks)
+                         level_starts, make_blocks, merge_blocks)
 from ..kernels import scatter_free
 from ..seeding import as_generator
 
@@ -72,6 +72,7 @@ class Cell:
         self.block = {b.name: b for b in self.blocks}
         self._layout_cache = LayoutCache()
         self._row_layouts: dict = {}
+        self._constant: dict = {}
         self._views = None
 
     def __repr__(self):
@@ -96,12 +97,12 @@ class Cell:
         are new arrays.  The forward map reads :meth:`_matrices` instead, which keeps the masked
         blocks in place."""
         P = self._matrices(theta)
-        return {name: (A if self.block[name].full else A.copy())
-                for name, A in P.items()}
+        return {b.name: (P[b.name] if b.full else P[b.name].copy()) for b in self.blocks}
 
     def _matrices(self, theta: np.ndarray) -> dict[str, np.ndarray]:
         """:meth:`unpack` for the forward map: for the last ``θ`` array seen, unmasked blocks are
-        views of it and masked blocks live in buffers kept with those views and refreshed from ``θ``
+        views of it (and so are the merged blocks of :func:`~simulations.jacobians.merge_blocks`,
+        under their merged names, e.g. ``"W+U+b"``), and masked blocks live in buffers kept with those views and refreshed from ``θ``
         at every call (one compiled gather of their free entries, :func:`~simulations.kernels.scatter_free`,
         instead of zero-filled matrices formed anew), so that they too follow in-place changes of
         ``θ``.  The matrices of a masked block are therefore overwritten by the next call with the
@@ -127,6 +128,9 @@ class Cell:
                 order = np.argsort(dst, kind="stable")                # sequential writes
                 gather = (arr.reshape(-1, self.p), src[order], store, dst[order])
             mats = {b.name: mats[b.name] for b in self.blocks}
+            for g in merge_blocks(self.blocks):          # merged unmasked blocks (W+U+b): one view
+                if "+" in g.name:
+                    mats[g.name] = arr[..., g.cols].reshape(lead + (g.n_in, g.n_out)).swapaxes(-1, -2)
             hit = (theta if arr is theta else None, mats, gather)
             if arr is theta:
                 self._views = hit
@@ -198,6 +202,14 @@ class Cell:
             rows = np.atleast_2d(np.asarray(self._rows(layout), dtype=np.intp))
             hit = self._row_layouts[layout] = (rows, level_starts(rows))
         return GateJacobian(vals if vals.ndim == 3 else vals[:, None, :], *hit)
+
+    def _ones(self, batch: int) -> np.ndarray:
+        """The constant source ``1`` (``batch × 1``; one shared read-only array per batch size)."""
+        ones = self._constant.get(batch)
+        if ones is None:
+            ones = self._constant[batch] = np.ones((batch, 1))
+            ones.flags.writeable = False
+        return ones
 
     def _rows(self, layout):
         """Rows (``R × n``) of a named stacked layout; ``"units"``: state row ``i`` for unit ``i``."""
