@@ -292,3 +292,60 @@ def scatter_free(theta, src, store, dst):
 def scatter_free_reference(theta, src, store, dst):
     """numpy reference of :func:`scatter_free`."""
     store[:, dst] = theta[:, src]
+
+
+@_jit
+def _balance(num, den):
+    """``sqrt(num / den)``, and 1 where either is zero or not finite (UORO's and KF-RTRL's ``ρ``)."""
+    return np.sqrt(num / den) if 0.0 < num < np.inf and 0.0 < den < np.inf else 1.0
+
+
+@_jit
+def kronecker_step(DA, sig, ahat, u, c, credit, ucol, acol, u_new, A_new, g, scales):
+    """One KF-RTRL step after ``D_t A`` (THEORY.md §4), per replicate ``b``::
+
+        p₁ = sqrt(‖D_t A‖ / ‖u‖),  p₂ = sqrt(‖σ'‖ / ‖â‖)       (1 where a norm is 0 or not finite)
+        u ← (c₁ p₁) u + (c₂ p₂) â,     A ← (c₁ / p₁) D_t A + diag((c₂ / p₂) σ')
+        ĝ[e] = u[ucol[e]] · (c_t A)[acol[e]]
+
+    ``DA``, ``A_new``: ``B × k × k``; ``sig``: ``B' × k`` and ``ahat``: ``B' × a`` (``B' = 1``
+    broadcasts); ``u``, ``u_new``: ``B × a``; ``c``: ``B × 2`` signs; ``credit``: ``B × k``;
+    ``ucol``, ``acol``: ``p`` ints; ``g``: ``B × p``; ``scales``: ``B × 2`` receives ``(p₁, p₂)``.
+    The products are those of the numpy path (``KFRTRL.update`` then ``gradient``); the sums of
+    squares and ``c_t A`` are added in index order.
+    """
+    B, k = DA.shape[0], DA.shape[1]
+    a = u.shape[1]
+    cA = np.empty(k)
+    for b in range(B):
+        bs = b if sig.shape[0] > 1 else 0
+        ba = b if ahat.shape[0] > 1 else 0
+        sDA = 0.0
+        for i in range(k):
+            for j in range(k):
+                sDA += DA[b, i, j] * DA[b, i, j]
+        su, ss, sa = 0.0, 0.0, 0.0
+        for j in range(a):
+            su += u[b, j] * u[b, j]
+            sa += ahat[ba, j] * ahat[ba, j]
+        for i in range(k):
+            ss += sig[bs, i] * sig[bs, i]
+        p1 = _balance(np.sqrt(sDA), np.sqrt(su))
+        p2 = _balance(np.sqrt(ss), np.sqrt(sa))
+        scales[b, 0], scales[b, 1] = p1, p2
+        cu, ca = c[b, 0] * p1, c[b, 1] * p2
+        for j in range(a):
+            u_new[b, j] = cu * u[b, j] + ca * ahat[ba, j]
+        fa, fd = c[b, 0] / p1, c[b, 1] / p2
+        for i in range(k):
+            for j in range(k):
+                A_new[b, i, j] = fa * DA[b, i, j]
+            A_new[b, i, i] += fd * sig[bs, i]
+        for j in range(k):
+            cA[j] = 0.0
+        for i in range(k):
+            ci = credit[b, i]
+            for j in range(k):
+                cA[j] += ci * A_new[b, i, j]
+        for e in range(ucol.shape[0]):
+            g[b, e] = u_new[b, ucol[e]] * cA[acol[e]]
