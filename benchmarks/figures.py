@@ -23,7 +23,8 @@ def newest(storage: Path = ROOT / "results") -> Path:
 
 def table(run: dict) -> str:
     mi, rows = run["machine_info"], []
-    extra = [b["extra_info"] for b in run["benchmarks"]]
+    extra = [b["extra_info"] for b in run["benchmarks"] if "goal" in b["extra_info"]]
+    agree = [(b["name"], b["extra_info"]) for b in run["benchmarks"] if "cost" in b["extra_info"]]
     blas = {f"{b['internal_api']} {b['version']} ({b.get('architecture')})" for e in extra for b in e["blas"]}
     loads = [x for e in extra for x in (e["load_before"][0], e["load_after"][0])]
     head = (f"Run {run['datetime'][:16]} UTC, commit {run.get('commit_info', {}).get('id', '?')[:8]}; "
@@ -38,6 +39,13 @@ def table(run: dict) -> str:
         rows.append(f"| {e['goal']} | {e['numerator']} | {e['denominator']} | {op} {e['target']:g} | "
                     f"**{e['ratio']:.2f}** | {e['low']:.2f}–{e['high']:.2f} | "
                     f"{e['numerator_us']:.1f} / {e['denominator_us']:.1f} | {'yes' if e['met'] else 'no'} |")
+    if agree:
+        rows += ["", "The `cost` experiment's measurement of goal 5 (`measure_estimator`) beside the harness's:", "",
+                 "| ratio | harness | cost experiment |", "|---|---|---|"]
+        for name, e in agree:
+            h, c = e["harness"], e["cost"]
+            rows.append(f"| {h['numerator']} / {h['denominator']} | {h['ratio']:.2f} ({h['low']:.2f}–{h['high']:.2f}) | "
+                        f"{c['ratio']:.2f} ({c['low']:.2f}–{c['high']:.2f}) |")
     return head + "\n".join(rows) + "\n"
 
 

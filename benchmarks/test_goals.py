@@ -35,3 +35,24 @@ def test_goal(benchmark, goal):
     benchmark.extra_info.update(result)
     benchmark.extra_info.update({"blas": blas, "load_before": list(load), "load_after": list(os.getloadavg()),
                                  "cpus": os.cpu_count()})
+
+
+@pytest.mark.parametrize("spec", ["snap-1", "uoro"])
+def test_cost_experiment_agrees(benchmark, spec):
+    """Goal 5's ratio beside the ``cost`` experiment's own measurement of the same thing
+    (:func:`~rtrl_validation.simulations.experiments.cost.measure_estimator`: estimator step plus
+    ``linearize`` over a forward step, Elman k = 256, m = 4, thread CPU time): both are stored, and
+    their 10th–90th percentile intervals must overlap."""
+    import numpy as np
+    from rtrl_validation.simulations.cells import make_cell
+    from rtrl_validation.simulations.experiments.cost import measure_estimator
+    goal = next(g for g in GOALS if g.name == f"{spec}-elman-k256")
+    with threadpool_limits(1):
+        ours = benchmark.pedantic(evaluate, args=(goal, REPEATS), rounds=1, iterations=1)
+        _, cpu, _, _, _ = measure_estimator(make_cell("elman", 256, 4), spec, np.random.default_rng(0), 0.02,
+                                            REPEATS)
+    theirs = (cpu[0] + cpu[2]) / cpu[1]
+    cost = {"ratio": float(np.median(theirs)), "low": float(np.percentile(theirs, 10)),
+            "high": float(np.percentile(theirs, 90))}
+    benchmark.extra_info.update({"harness": ours, "cost": cost})
+    assert ours["low"] <= cost["high"] and cost["low"] <= ours["high"], (ours, cost)
