@@ -158,24 +158,14 @@ def _g2(cell_name, hidden, density, what):
     return build
 
 
-def _g3(spec):
-    """Goal 3: Elman k = 16, m = 8, B = 1, the whole online step."""
+def _small(spec, batch):
+    """Goals 3 (``batch = 1``) and 4 (64 replicates with equal θ, as the trainer holds them):
+    Elman k = 16, m = 8, the whole online step."""
     def build():
-        cell, theta, s, x, rng = network("elman", 16, 8)
+        cell, theta, s, x, rng = network("elman", 16, 8, batch=batch)
         run = online_step(cell, theta, s, x, rng, spec)
         if spec == "rtrl":
-            return run, bare_product(1, cell.k, cell.k, cell.p, rng)
-        return run, forward_step(cell, theta, s, x, rng, n_out=1)
-    return build
-
-
-def _g4(spec):
-    """Goal 4: Elman k = 16, 64 replicates sharing θ, the whole online step."""
-    def build():
-        cell, theta, s, x, rng = network("elman", 16, 8, batch=64)
-        run = online_step(cell, theta, s, x, rng, spec)
-        if spec == "rtrl":
-            return run, bare_product(64, cell.k, cell.k, cell.p, rng)
+            return run, bare_product(batch, cell.k, cell.k, cell.p, rng)
         return run, forward_step(cell, theta, s, x, rng, n_out=1)
     return build
 
@@ -184,7 +174,7 @@ def _g5(spec):
     """Goal 5: Elman k = 256, linearize + the estimator's step against one forward step."""
     def build():
         cell, theta, s, x, rng = network("elman", 256, 4)
-        est_run, est = estimator_step(cell, theta, s, x, rng, spec)
+        est = parse_estimator(spec)
         credit = rng.standard_normal((1, cell.k))
         box = {"est": est.init(cell, theta, 1, rng)}
 
@@ -207,13 +197,13 @@ GOALS: tuple[Ratio, ...] = (
             _g2(c, h, d, w))
       for c, h, d in (("gru-reset-after", 64, 0.25), ("gru-reset-after", 128, 0.1)) for w in ("step", "linearize")),
     Ratio("3", "online-rtrl-elman-k16", "RTRL online step, elman k=16 m=8 B=1", "bare k×k·k×p product", 2.0,
-          _g3("rtrl")),
+          _small("rtrl", 1)),
     *(Ratio("3", f"online-{e}-elman-k16", f"{e} online step, elman k=16 m=8 B=1", "forward step + readout", 2.5,
-            _g3(e)) for e in ("snap-1", "rflo", "uoro", "kf-rtrl")),
+            _small(e, 1)) for e in ("snap-1", "rflo", "uoro", "kf-rtrl")),
     Ratio("4", "online-rtrl-elman-k16-B64", "RTRL online step, elman k=16, 64 replicates",
-          "bare batched k×k·k×p product", 1.25, _g4("rtrl")),
+          "bare batched k×k·k×p product", 1.25, _small("rtrl", 64)),
     *(Ratio("4", f"online-{e}-elman-k16-B64", f"{e} online step, elman k=16, 64 replicates",
-            "batched forward step + readout", 3.0, _g4(e)) for e in ("snap-1", "uoro")),
+            "batched forward step + readout", 3.0, _small(e, 64)) for e in ("snap-1", "uoro")),
     *(Ratio("5", f"{e}-elman-k256", f"linearize + {e} step, elman k=256", "forward step", 3.0, _g5(e))
       for e in ("snap-1", "uoro")),
 )

@@ -456,7 +456,7 @@ class MaskedInfluence(Estimator):
         for off, n_in, n_out, c0, d0, blk, r in plan:
             diagonal_influence_step(J, gf, off, n_in, n_out, d, max(d0, 0), d0 >= 0, c, c0, I.source(blk),
                                     I.gates[blk.gate].vals[:, r])
-        return state, g.T
+        return state, np.ascontiguousarray(g.T)          # B × p in rows: the trainer's passes over ĝ stream
 
     def gradient(self, state, credit):
         """``ĝ_t = c_t J̃_t``: ``B × p``."""
@@ -464,7 +464,7 @@ class MaskedInfluence(Estimator):
         if st.dense:
             return state, np.matmul(credit[:, None, :], state.J)[:, 0, st.pos]
         c = np.ascontiguousarray(credit.T)                                       # k × B
-        return state, st.by_column(np.take(c, st.rows, axis=0) * state.J).T
+        return state, np.ascontiguousarray(st.by_column(np.take(c, st.rows, axis=0) * state.J).T)
 
     def influence(self, state):
         """``J̃_t``: ``B × k × p`` in ``θ``'s column order (a new array; for checks)."""
