@@ -37,16 +37,17 @@ def diagonal_influence_step(J, g, off, n_in, n_out, d, d0, has_d, c, c0, v, w):
     with ``d[i] = D_t[rows[i], rows[i]]``, ``w[i]`` the gate Jacobian on that row and ``v`` the
     block's input, i.e. ``J̃ ← (D_t J̃ + I_t) ⊙ M_1`` and ``ĝ = c_t J̃`` restricted to the block.
 
-    Arrays are flat views of the entry-major stores (replicates last, ``B`` of them): ``J``
-    (``nnz·B``), ``g`` (``p·B``), ``d`` (``|d|·B``, the block's values from row ``d0``), ``c``
-    (``k·B``, the block's rows from ``c0``); ``v``: ``B × n_in``; ``w``: ``B × n_out``.
+    ``J`` is a flat view of the entry-major store (replicates last, ``B`` of them: ``nnz·B``);
+    ``d`` (``|d|·B``, the block's values from row ``d0``) and ``c`` (``k·B``, the block's rows
+    from ``c0``) likewise; ``g``: ``B × p`` (replicates first, as the trainer reads it);
+    ``v``: ``B × n_in``; ``w``: ``B × n_out``.
     """
     B = v.shape[0]
     if B == 1:                                       # contiguous rows: vectorised inner loops
         wr, cr = w[0], c[c0:c0 + n_out]
         dr = d[d0:d0 + n_out] if has_d else cr
         for j in range(n_in):
-            Jr, gr = J[off + j * n_out:off + (j + 1) * n_out], g[off + j * n_out:off + (j + 1) * n_out]
+            Jr, gr = J[off + j * n_out:off + (j + 1) * n_out], g[0, off + j * n_out:off + (j + 1) * n_out]
             vj = v[0, j]
             if has_d:
                 for i in range(n_out):
@@ -59,7 +60,6 @@ def diagonal_influence_step(J, g, off, n_in, n_out, d, d0, has_d, c, c0, v, w):
         return
     vt, wt = np.ascontiguousarray(v.T), np.ascontiguousarray(w.T)      # replicates last, as J
     J3 = J[off * B:(off + n_in * n_out) * B].reshape((n_in, n_out, B))
-    g3 = g[off * B:(off + n_in * n_out) * B].reshape((n_in, n_out, B))
     c2 = c[c0 * B:(c0 + n_out) * B].reshape((n_out, B))
     d2 = d[d0 * B:(d0 + n_out) * B].reshape((n_out, B)) if has_d else c2
     for j in range(n_in):
@@ -70,8 +70,10 @@ def diagonal_influence_step(J, g, off, n_in, n_out, d, d0, has_d, c, c0, v, w):
             else:
                 for b in range(B):
                     J3[j, i, b] = vt[j, b] * wt[i, b]
-            for b in range(B):
-                g3[j, i, b] = c2[i, b] * J3[j, i, b]
+        for b in range(B):                           # the slab is in L1: write ĝ's rows in order
+            gr = g[b, off + j * n_out:off + (j + 1) * n_out]
+            for i in range(n_out):
+                gr[i] = c2[i, b] * J3[j, i, b]
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc"})

@@ -451,12 +451,12 @@ class MaskedInfluence(Estimator):
             d, c = np.ascontiguousarray(d).reshape(-1), np.ascontiguousarray(credit).reshape(-1)
         else:
             d, c = np.ascontiguousarray(d.T).reshape(-1), np.ascontiguousarray(credit.T).reshape(-1)
-        g = np.empty((st.p, B))                                                  # |d| × B and k × B above
-        J, gf = state.J.reshape(-1), g.reshape(-1)
+        g = np.empty((B, st.p))                          # |d| × B and k × B above; ĝ in rows
+        J = state.J.reshape(-1)
         for off, n_in, n_out, c0, d0, blk, r in plan:
-            diagonal_influence_step(J, gf, off, n_in, n_out, d, max(d0, 0), d0 >= 0, c, c0, I.source(blk),
+            diagonal_influence_step(J, g, off, n_in, n_out, d, max(d0, 0), d0 >= 0, c, c0, I.source(blk),
                                     I.gates[blk.gate].vals[:, r])
-        return state, np.ascontiguousarray(g.T)          # B × p in rows: the trainer's passes over ĝ stream
+        return state, g
 
     def gradient(self, state, credit):
         """``ĝ_t = c_t J̃_t``: ``B × p``."""
