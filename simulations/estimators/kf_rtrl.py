@@ -130,12 +130,12 @@ class KFRTRL(Estimator):
         lay = state.layout
         B, k = state.A.shape[:2]
         c = rademacher(rng, (B, 2))
-        DA = np.ascontiguousarray(lin.dynamics.matmul(state.A))
-        ahat = np.concatenate([lin.I.sources[src] for src in lay.sources], axis=1)
-        sig = lin.I.gates[lay.gate].vals[:, 0, :]
+        DA = lin.dynamics.matmul(state.A)
+        ahat = lin.I.source(lay.blocks[0]) if len(lay.blocks) == 1 else \
+            np.concatenate([lin.I.sources[src] for src in lay.sources], axis=1)
         u, A, g, state.scales = np.empty_like(state.u), np.empty((B, k, k)), np.empty((B, state.p)), np.empty((B, 2))
-        kronecker_step(DA, np.ascontiguousarray(sig), ahat, state.u, np.asarray(c, dtype=float),
-                       np.ascontiguousarray(credit), lay.ucol, lay.acol, u, A, g, state.scales)
+        kronecker_step(DA, lin.I.gates[lay.gate].vals[:, 0, :], ahat, state.u, c, credit, lay.ucol, lay.acol,
+                       u, A, g, state.scales)
         state.u, state.A = u, A
         return state, g
 
