@@ -44,8 +44,8 @@ def table(run: dict) -> str:
                  "| ratio | harness | cost experiment |", "|---|---|---|"]
         for name, e in agree:
             h, c = e["harness"], e["cost"]
-            rows.append(f"| {h['numerator']} / {h['denominator']} | {h['ratio']:.2f} ({h['low']:.2f}–{h['high']:.2f}) | "
-                        f"{c['ratio']:.2f} ({c['low']:.2f}–{c['high']:.2f}) |")
+            rows.append(f"| {h['numerator']} / {h['denominator']} | {h['ratio']:.2f} "
+                        f"({h['low']:.2f}–{h['high']:.2f}) | {c['ratio']:.2f} ({c['low']:.2f}–{c['high']:.2f}) |")
     return head + "\n".join(rows) + "\n"
 
 

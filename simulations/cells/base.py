@@ -102,10 +102,10 @@ class Cell:
     def _matrices(self, theta: np.ndarray) -> dict[str, np.ndarray]:
         """:meth:`unpack` for the forward map: for the last ``θ`` array seen, unmasked blocks are
         views of it (and so are the merged blocks of :func:`~simulations.jacobians.merge_blocks`,
-        under their merged names, e.g. ``"W+U+b"``), and masked blocks live in buffers kept with those views and refreshed from ``θ``
-        at every call (one compiled gather of their free entries, :func:`~simulations.kernels.scatter_free`,
-        instead of zero-filled matrices formed anew), so that they too follow in-place changes of
-        ``θ``.  The matrices of a masked block are therefore overwritten by the next call with the
+        under their merged names, e.g. ``"W+U+b"``), and masked blocks live in buffers kept with
+        those views and refreshed from ``θ`` at every call (one compiled gather of their free
+        entries, :func:`~simulations.kernels.scatter_free`, instead of zero-filled matrices formed
+        anew), so that they too follow in-place changes of ``θ``.  The matrices of a masked block are therefore overwritten by the next call with the
         same ``θ`` array: like the views, they describe ``θ`` as it is now."""
         hit = self._views
         if hit is None or hit[0] is not theta:
