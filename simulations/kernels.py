@@ -8,6 +8,12 @@ norm, rank-one addition and scaled copy likewise.  Each kernel here does the sam
 the same order per entry (no fused multiply-add, no reassociation except where stated), in one
 pass that updates a row of a parameter block and writes its gradient while the row is in L1.
 
+The same holds for small networks, where a step is dominated by the number of calls rather than
+by arithmetic: KF-RTRL's step after ``D_t A`` is one call (:func:`kronecker_step`, about 30 numpy
+calls before), and a sparse cell's masked weight matrices are refreshed from ``θ`` by one gather
+(:func:`scatter_free`) instead of being formed anew.  Every kernel has a numpy path that the tests
+compare it against (``tests/test_kernels.py``).
+
 Layout (the θ layout of :mod:`simulations.jacobians`): a full block at ``off`` of ``n_in`` inputs
 and ``n_out`` outputs holds its entry ``(i, j)`` (output ``i``, input ``j``) at column
 ``off + j·n_out + i``.
@@ -31,16 +37,17 @@ def diagonal_influence_step(J, g, off, n_in, n_out, d, d0, has_d, c, c0, v, w):
     with ``d[i] = D_t[rows[i], rows[i]]``, ``w[i]`` the gate Jacobian on that row and ``v`` the
     block's input, i.e. ``J̃ ← (D_t J̃ + I_t) ⊙ M_1`` and ``ĝ = c_t J̃`` restricted to the block.
 
-    Arrays are flat views of the entry-major stores (replicates last, ``B`` of them): ``J``
-    (``nnz·B``), ``g`` (``p·B``), ``d`` (``|d|·B``, the block's values from row ``d0``), ``c``
-    (``k·B``, the block's rows from ``c0``); ``v``: ``B × n_in``; ``w``: ``B × n_out``.
+    ``J`` is a flat view of the entry-major store (replicates last, ``B`` of them: ``nnz·B``);
+    ``d`` (``|d|·B``, the block's values from row ``d0``) and ``c`` (``k·B``, the block's rows
+    from ``c0``) likewise; ``g``: ``B × p`` (replicates first, as the trainer reads it);
+    ``v``: ``B × n_in``; ``w``: ``B × n_out``.
     """
     B = v.shape[0]
     if B == 1:                                       # contiguous rows: vectorised inner loops
         wr, cr = w[0], c[c0:c0 + n_out]
         dr = d[d0:d0 + n_out] if has_d else cr
         for j in range(n_in):
-            Jr, gr = J[off + j * n_out:off + (j + 1) * n_out], g[off + j * n_out:off + (j + 1) * n_out]
+            Jr, gr = J[off + j * n_out:off + (j + 1) * n_out], g[0, off + j * n_out:off + (j + 1) * n_out]
             vj = v[0, j]
             if has_d:
                 for i in range(n_out):
@@ -53,7 +60,6 @@ def diagonal_influence_step(J, g, off, n_in, n_out, d, d0, has_d, c, c0, v, w):
         return
     vt, wt = np.ascontiguousarray(v.T), np.ascontiguousarray(w.T)      # replicates last, as J
     J3 = J[off * B:(off + n_in * n_out) * B].reshape((n_in, n_out, B))
-    g3 = g[off * B:(off + n_in * n_out) * B].reshape((n_in, n_out, B))
     c2 = c[c0 * B:(c0 + n_out) * B].reshape((n_out, B))
     d2 = d[d0 * B:(d0 + n_out) * B].reshape((n_out, B)) if has_d else c2
     for j in range(n_in):
@@ -64,8 +70,10 @@ def diagonal_influence_step(J, g, off, n_in, n_out, d, d0, has_d, c, c0, v, w):
             else:
                 for b in range(B):
                     J3[j, i, b] = vt[j, b] * wt[i, b]
-            for b in range(B):
-                g3[j, i, b] = c2[i, b] * J3[j, i, b]
+        for b in range(B):                           # the slab is in L1: write ĝ's rows in order
+            gr = g[b, off + j * n_out:off + (j + 1) * n_out]
+            for i in range(n_out):
+                gr[i] = c2[i, b] * J3[j, i, b]
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc"})
@@ -276,3 +284,76 @@ def unit_major_to_theta(src, dst, blocks):
                 for e in range(off, off + n_in):
                     dst[b, e] = src[b, e]
 
+
+
+@_jit
+def scatter_free(theta, src, store, dst):
+    """The free entries of masked weight blocks copied into their matrices (THEORY.md §3, ``θ``'s
+    layout): ``store[b, dst[e]] = theta[b, src[e]]`` for every replicate ``b`` (``theta``:
+    ``B × p``, ``store``: ``B × n``, entries outside ``dst`` untouched).  Reference:
+    :func:`scatter_free_reference`."""
+    for b in range(theta.shape[0]):
+        for e in range(src.shape[0]):
+            store[b, dst[e]] = theta[b, src[e]]
+
+
+def scatter_free_reference(theta, src, store, dst):
+    """numpy reference of :func:`scatter_free`."""
+    store[:, dst] = theta[:, src]
+
+
+@_jit
+def _balance(num, den):
+    """``sqrt(num / den)``, and 1 where either is zero or not finite (UORO's and KF-RTRL's ``ρ``)."""
+    return np.sqrt(num / den) if 0.0 < num < np.inf and 0.0 < den < np.inf else 1.0
+
+
+@_jit
+def kronecker_step(DA, sig, ahat, u, c, credit, ucol, acol, u_new, A_new, g, scales):
+    """One KF-RTRL step after ``D_t A`` (THEORY.md §4), per replicate ``b``::
+
+        p₁ = sqrt(‖D_t A‖ / ‖u‖),  p₂ = sqrt(‖σ'‖ / ‖â‖)       (1 where a norm is 0 or not finite)
+        u ← (c₁ p₁) u + (c₂ p₂) â,     A ← (c₁ / p₁) D_t A + diag((c₂ / p₂) σ')
+        ĝ[e] = u[ucol[e]] · (c_t A)[acol[e]]
+
+    ``DA``, ``A_new``: ``B × k × k``; ``sig``: ``B' × k`` and ``ahat``: ``B' × a`` (``B' = 1``
+    broadcasts); ``u``, ``u_new``: ``B × a``; ``c``: ``B × 2`` signs; ``credit``: ``B × k``;
+    ``ucol``, ``acol``: ``p`` ints; ``g``: ``B × p``; ``scales``: ``B × 2`` receives ``(p₁, p₂)``.
+    The products are those of the numpy path (``KFRTRL.update`` then ``gradient``); the sums of
+    squares and ``c_t A`` are added in index order.
+    """
+    B, k = DA.shape[0], DA.shape[1]
+    a = u.shape[1]
+    cA = np.empty(k)
+    for b in range(B):
+        bs = b if sig.shape[0] > 1 else 0
+        ba = b if ahat.shape[0] > 1 else 0
+        sDA = 0.0
+        for i in range(k):
+            for j in range(k):
+                sDA += DA[b, i, j] * DA[b, i, j]
+        su, ss, sa = 0.0, 0.0, 0.0
+        for j in range(a):
+            su += u[b, j] * u[b, j]
+            sa += ahat[ba, j] * ahat[ba, j]
+        for i in range(k):
+            ss += sig[bs, i] * sig[bs, i]
+        p1 = _balance(np.sqrt(sDA), np.sqrt(su))
+        p2 = _balance(np.sqrt(ss), np.sqrt(sa))
+        scales[b, 0], scales[b, 1] = p1, p2
+        cu, ca = c[b, 0] * p1, c[b, 1] * p2
+        for j in range(a):
+            u_new[b, j] = cu * u[b, j] + ca * ahat[ba, j]
+        fa, fd = c[b, 0] / p1, c[b, 1] / p2
+        for i in range(k):
+            for j in range(k):
+                A_new[b, i, j] = fa * DA[b, i, j]
+            A_new[b, i, i] += fd * sig[bs, i]
+        for j in range(k):
+            cA[j] = 0.0
+        for i in range(k):
+            ci = credit[b, i]
+            for j in range(k):
+                cA[j] += ci * A_new[b, i, j]
+        for e in range(ucol.shape[0]):
+            g[b, e] = u_new[b, ucol[e]] * cA[acol[e]]

@@ -179,3 +179,74 @@ def test_class_pair_sums_is_the_masked_product(name, density, n, batch, shared):
     ref = (np.matmul(Dd, Jd) * M)[:, st.rows, st.cols].T
     mag = (np.matmul(np.abs(Dd), np.abs(Jd)) * M)[:, st.rows, st.cols].T
     assert np.all(np.abs(out - ref) <= gamma(cell.k) * mag)
+
+
+@pytest.mark.parametrize("name,density,batch", [("gru-reset-after", 0.25, None), ("lstm", 0.3, 3),
+                                                ("elman", 0.5, 2), ("gru", 1.0, None)])
+def test_masked_matrices_follow_theta_in_place(name, density, batch):
+    """The forward map's masked blocks (kept in buffers, refreshed by the compiled gather
+    ``scatter_free``) equal the numpy reference ``scatter_free_reference`` and ``unpack`` exactly (a
+    copy), before and after an in-place change of ``θ``; masked entries stay zero."""
+    from rtrl_validation.simulations.kernels import scatter_free_reference
+    cell = make_cell(name, 5, 3, density=density, mask_seed=1)
+    rng = np.random.default_rng(0)
+    theta = cell.init(rng, batch=batch)
+    for _ in range(2):
+        P = cell._matrices(theta)
+        _, _, gather = cell._views
+        if gather is not None:
+            th2, src, store, dst = gather
+            ref = np.zeros_like(store)
+            scatter_free_reference(th2, src, ref, dst)
+            np.testing.assert_array_equal(store, ref)
+        for b in cell.blocks:
+            A = np.zeros(theta.shape[:-1] + (b.n_out, b.n_in))
+            A[..., b.idx_i, b.idx_j] = theta[..., b.cols]                # the definition of θ's layout
+            np.testing.assert_array_equal(P[b.name], A)
+            np.testing.assert_array_equal(cell.unpack(theta)[b.name], A)
+        s, x = rng.standard_normal((theta.reshape(-1, cell.p).shape[0], cell.k)), np.ones((1, cell.m))
+        np.testing.assert_array_equal(cell.step(theta, s, x), cell.step(theta.copy(), s, x))
+        theta += 0.1 * rng.standard_normal(theta.shape)                  # in place, as the optimiser does
+
+
+@pytest.mark.parametrize("name,density", [("elman", 1.0), ("contractive-elman", 1.0), ("elman", 0.4)])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_fused_kf_rtrl_step_equals_update_then_gradient(name, density, batch):
+    """The compiled KF-RTRL step (``kronecker_step``) against the numpy ``update`` + ``gradient``
+    from the same state and signs.  Both form the same ``D_t A``; the four norms are sums of at
+    most ``n = k² `` squares in another order (relative error ``≤ γ_n`` each), so ``p₁, p₂`` (square
+    roots of ratios of two norms) agree within ``r = 2γ_n``; ``u`` and ``A`` are two products and
+    a sum on each side (``γ_3`` each) of factors that differ by ``r``; ``c_t A`` is a sum of ``k``
+    products (``γ_k`` each side) and ``ĝ`` one product of it with ``u``."""
+    rng = np.random.default_rng(13)
+    cell = make_cell(name, 4, 3, density=density, mask_seed=3)
+    theta, lins, credits = _path(cell, batch, 6, rng)
+    est = make_estimator("kf-rtrl")
+    signs = np.where(rng.random((6, batch, 2)) < 0.5, -1.0, 1.0)
+    replay = SignReplay(signs)
+    st = est.init(cell, theta, batch)
+    for lin in lins[:5]:
+        st = est.update(st, lin, replay)
+    twin = est.init(cell, theta, batch)
+    twin.u, twin.A = st.u.copy(), st.A.copy()
+    lin, c = lins[5], credits[5]
+    DA = np.abs(lin.dynamics.matmul(twin.A))
+    a, ga = est.step(st, lin, c, SignReplay(signs[5:]))
+    b = est.update(twin, lin, SignReplay(signs[5:]))
+    b, gb = est.gradient(b, c)
+    r = 2 * gamma(cell.k * cell.k + cell.m + 1)
+    np.testing.assert_allclose(a.scales, b.scales, rtol=r, atol=0)
+    p1, p2 = b.scales[:, :1], b.scales[:, 1:]
+    ahat = np.abs(np.concatenate([lin.I.sources[s] for s in b.layout.sources], axis=1))
+    du = (r + 2 * gamma(3)) * (np.abs(twin.u) * p1 + ahat * p2)
+    assert np.all(np.abs(a.u - b.u) <= du)
+    sig = np.abs(lin.I.gates[b.layout.gate].vals[:, 0, :])
+    dA = (r + 2 * gamma(3)) * (DA / p1[:, :, None] + sig[:, :, None] * np.eye(cell.k) / p2[:, :, None])
+    assert np.all(np.abs(a.A - b.A) <= dA)
+    absA = np.abs(b.A) + dA
+    cA = np.matmul(np.abs(c)[:, None, :], absA)[:, 0, :]                   # ≥ |c A| on either side
+    dcA = np.matmul(np.abs(c)[:, None, :], dA)[:, 0, :] + 2 * gamma(cell.k) * cA
+    u, ac = b.layout.ucol, b.layout.acol
+    bound = du[:, u] * cA[:, ac] + (np.abs(b.u) + du)[:, u] * dcA[:, ac] + 2 * gamma(1) * np.abs(gb)
+    assert np.all(np.abs(ga - gb) <= bound)
+    assert np.max(np.abs(ga)) > 0

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..jacobians import (DynamicsJacobian, DynamicsTerm, GateJacobian, ImmediateJacobian, LayoutCache, Linearization,
-                         level_starts, make_blocks)
+                         level_starts, make_blocks, merge_blocks)
+from ..kernels import scatter_free
 from ..seeding import as_generator
 
 
@@ -71,6 +72,7 @@ class Cell:
         self.block = {b.name: b for b in self.blocks}
         self._layout_cache = LayoutCache()
         self._row_layouts: dict = {}
+        self._constant: dict = {}
         self._views = None
 
     def __repr__(self):
@@ -91,31 +93,51 @@ class Cell:
     def unpack(self, theta: np.ndarray) -> dict[str, np.ndarray]:
         """``θ`` (``p`` or ``B × p``) -> name -> matrix (``n_out × n_in`` or ``B × n_out × n_in``).
 
-        Unmasked blocks are views of ``θ`` (they follow in-place changes of ``θ``); the views of the
-        last ``θ`` array seen are kept, so that a run over one ``θ`` builds them once.  Masked blocks
-        are formed anew at every call."""
+        Unmasked blocks are views of ``θ`` (they follow in-place changes of ``θ``); masked blocks
+        are new arrays.  The forward map reads :meth:`_matrices` instead, which keeps the masked
+        blocks in place."""
+        P = self._matrices(theta)
+        return {b.name: (P[b.name] if b.full else P[b.name].copy()) for b in self.blocks}
+
+    def _matrices(self, theta: np.ndarray) -> dict[str, np.ndarray]:
+        """:meth:`unpack` for the forward map: for the last ``θ`` array seen, unmasked blocks are
+        views of it (and so are the merged blocks of :func:`~simulations.jacobians.merge_blocks`,
+        under their merged names, e.g. ``"W+U+b"``), and masked blocks live in buffers kept with
+        those views and refreshed from ``θ`` at every call (one compiled gather of their free
+        entries, :func:`~simulations.kernels.scatter_free`, instead of zero-filled matrices formed
+        anew), so that they too follow in-place changes of ``θ``.  The matrices of a masked block are therefore overwritten by the next call with the
+        same ``θ`` array: like the views, they describe ``θ`` as it is now."""
         hit = self._views
         if hit is None or hit[0] is not theta:
             arr = np.asarray(theta, dtype=float)
             if arr.shape[-1] != self.p:
                 raise ValueError(f"theta has {arr.shape[-1]} entries, {self.name} needs p={self.p}")
             lead = arr.shape[:-1]
-            views = {b.name: arr[..., b.cols].reshape(lead + (b.n_in, b.n_out)).swapaxes(-1, -2)
-                     for b in self.blocks if b.full}        # unmasked: column-major vec, a view
-            hit = (theta if arr is theta else None, arr, views)
+            mats = {b.name: arr[..., b.cols].reshape(lead + (b.n_in, b.n_out)).swapaxes(-1, -2)
+                    for b in self.blocks if b.full}        # unmasked: column-major vec, a view
+            masked = [b for b in self.blocks if not b.full]
+            gather = None
+            if masked:
+                sizes = [b.n_out * b.n_in for b in masked]
+                store = np.zeros((int(np.prod(lead, dtype=int)), sum(sizes)))
+                starts = np.cumsum([0] + sizes)
+                for b, a, n in zip(masked, starts, sizes):
+                    mats[b.name] = store[:, a:a + n].reshape(lead + (b.n_out, b.n_in))
+                src = np.concatenate([b.offset + np.arange(b.size) for b in masked]).astype(np.intp)
+                dst = np.concatenate([a + b.idx_i * b.n_in + b.idx_j for b, a in zip(masked, starts)]).astype(np.intp)
+                order = np.argsort(dst, kind="stable")                # sequential writes
+                gather = (arr.reshape(-1, self.p), src[order], store, dst[order])
+            mats = {b.name: mats[b.name] for b in self.blocks}
+            for g in merge_blocks(self.blocks):          # merged unmasked blocks (W+U+b): one view
+                if "+" in g.name:
+                    mats[g.name] = arr[..., g.cols].reshape(lead + (g.n_in, g.n_out)).swapaxes(-1, -2)
+            hit = (theta if arr is theta else None, mats, gather)
             if arr is theta:
                 self._views = hit
-        _, arr, views = hit
-        if len(views) == len(self.blocks):
-            return dict(views)
-        out = {}
-        for b in self.blocks:
-            if b.full:
-                out[b.name] = views[b.name]
-            else:
-                A = out[b.name] = np.zeros(arr.shape[:-1] + (b.n_out, b.n_in))
-                A[..., b.idx_i, b.idx_j] = arr[..., b.cols]
-        return out
+        _, mats, gather = hit
+        if gather is not None:
+            scatter_free(*gather)
+        return mats
 
     def pack(self, mats: dict[str, np.ndarray]) -> np.ndarray:
         """Inverse of :meth:`unpack` (masked entries are dropped)."""
@@ -150,12 +172,12 @@ class Cell:
 
     def step(self, theta, s, x) -> np.ndarray:
         """``s_t = F(s_{t-1}, x_t; θ)``: ``B × k``."""
-        return self._forward(self.unpack(theta), s, x, False)[0]
+        return self._forward(self._matrices(theta), s, x, False)[0]
 
     def linearize(self, theta, s, x) -> Linearization:
         """``(s_t, D_t, I_t)`` with ``D_t = ∂F/∂s`` and ``I_t = ∂F/∂θ``, both factored (``lin.D`` is
         the dense ``B × k × k`` array, formed on demand)."""
-        s_new, D, gates, sources = self._forward(self.unpack(theta), s, x, True)
+        s_new, D, gates, sources = self._forward(self._matrices(theta), s, x, True)
         I = ImmediateJacobian(self.k, self.p, self.blocks, gates, sources, self._layout_cache)
         return Linearization(s_new, D, I)
 
@@ -180,6 +202,14 @@ class Cell:
             rows = np.atleast_2d(np.asarray(self._rows(layout), dtype=np.intp))
             hit = self._row_layouts[layout] = (rows, level_starts(rows))
         return GateJacobian(vals if vals.ndim == 3 else vals[:, None, :], *hit)
+
+    def _ones(self, batch: int) -> np.ndarray:
+        """The constant source ``1`` (``batch × 1``; one shared read-only array per batch size)."""
+        ones = self._constant.get(batch)
+        if ones is None:
+            ones = self._constant[batch] = np.ones((batch, 1))
+            ones.flags.writeable = False
+        return ones
 
     def _rows(self, layout):
         """Rows (``R × n``) of a named stacked layout; ``"units"``: state row ``i`` for unit ``i``."""

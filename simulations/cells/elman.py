@@ -35,14 +35,20 @@ class Elman(Cell):
         return [("W", "a", "s", k, k, True), ("U", "a", "x", k, m, False), ("b", "a", "one", k, 1, False)]
 
     def _forward(self, P, s, x, jac):
-        z = matvec(P["W"], s) + matvec(P["U"], x) + P["b"][..., 0]
+        ones = self._ones(s.shape[0])
+        merged = P.get("W+U+b")
+        if merged is not None:                     # unmasked: z = [W U b] â in one product
+            ahat = np.concatenate((s, x, ones), axis=1)
+            z = matvec(merged, ahat)
+        else:
+            z = matvec(P["W"], s) + matvec(P["U"], x) + P["b"][..., 0]
         s_new = self.sigma(z)
         if not jac:
             return (s_new,)
         ds = self.dsigma(z, s_new)                                    # B × k
         gates = {"a": self._stacked(ds)}
         D = self._dynamics((gates["a"], P["W"]))                      # diag(σ') W
-        sources = {"s": s, "x": x, "one": np.ones((s.shape[0], 1))}
+        sources = {"s": s, "x": x, "one": ones}
         return s_new, D, gates, sources
 
     def _structure(self):

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..jacobians import block_outer, merge_blocks
+from ..kernels import kronecker_step
 from .base import Capabilities, Estimator
 from .signs import rademacher
 from .uoro import balance, norms
@@ -118,6 +119,25 @@ class KFRTRL(Estimator):
         A[:, diag, diag] += (c[:, 1] / p2)[:, None] * sig
         state.A = A
         return state
+
+    def step(self, state, lin, credit, rng=None):
+        """``update`` and ``gradient`` in one compiled pass after ``D_t A``
+        (:func:`~simulations.kernels.kronecker_step`: the scales, ``u``, ``A``, ``c_t A`` and
+        ``ĝ``); the same signs and products as ``update`` then ``gradient``, sums added in index
+        order.  (A subclass that redefines ``update`` or ``gradient`` keeps them.)"""
+        if type(self).update is not KFRTRL.update or type(self).gradient is not KFRTRL.gradient:
+            return super().step(state, lin, credit, rng)
+        lay = state.layout
+        B, k = state.A.shape[:2]
+        c = rademacher(rng, (B, 2))
+        DA = lin.dynamics.matmul(state.A)
+        ahat = lin.I.source(lay.blocks[0]) if len(lay.blocks) == 1 else \
+            np.concatenate([lin.I.sources[src] for src in lay.sources], axis=1)
+        u, A, g, state.scales = np.empty_like(state.u), np.empty((B, k, k)), np.empty((B, state.p)), np.empty((B, 2))
+        kronecker_step(DA, lin.I.gates[lay.gate].vals[:, 0, :], ahat, state.u, c, credit, lay.ucol, lay.acol,
+                       u, A, g, state.scales)
+        state.u, state.A = u, A
+        return state, g
 
     def signs_per_step(self, cell) -> int:
         return 2

@@ -38,6 +38,7 @@ from ..kernels import class_pair_sums, diagonal_influence_step, unit_major_to_th
 from .base import Estimator
 
 UNIT_ROUNDOFF = 2.0 ** -53
+_NO_ENTRIES = np.zeros((1, 0))            # D_t entries of a recursion that reads none
 
 
 # --------------------------------------------------------------------------- structure
@@ -405,7 +406,10 @@ class MaskedInfluence(Estimator):
 
     @staticmethod
     def _d_values(st: MaskStructure, lin) -> np.ndarray:
-        """The entries of ``D_t`` the recursion reads: ``B × |d|``."""
+        """The entries of ``D_t`` the recursion reads: ``B × |d|`` (none for RFLO on a cell whose
+        only pairs are diagonal: its recursion reads no entry of ``D_t``)."""
+        if not st.d_index.size:
+            return _NO_ENTRIES
         if st.d_diagonal:
             return lin.dynamics.diagonal()
         if st.d_plan is None:                             # the cell's layout decides it: built once
@@ -447,12 +451,12 @@ class MaskedInfluence(Estimator):
             d, c = np.ascontiguousarray(d).reshape(-1), np.ascontiguousarray(credit).reshape(-1)
         else:
             d, c = np.ascontiguousarray(d.T).reshape(-1), np.ascontiguousarray(credit.T).reshape(-1)
-        g = np.empty((st.p, B))                                                  # |d| × B and k × B above
-        J, gf = state.J.reshape(-1), g.reshape(-1)
+        g = np.empty((B, st.p))                          # |d| × B and k × B above; ĝ in rows
+        J = state.J.reshape(-1)
         for off, n_in, n_out, c0, d0, blk, r in plan:
-            diagonal_influence_step(J, gf, off, n_in, n_out, d, max(d0, 0), d0 >= 0, c, c0, I.source(blk),
+            diagonal_influence_step(J, g, off, n_in, n_out, d, max(d0, 0), d0 >= 0, c, c0, I.source(blk),
                                     I.gates[blk.gate].vals[:, r])
-        return state, g.T
+        return state, g
 
     def gradient(self, state, credit):
         """``ĝ_t = c_t J̃_t``: ``B × p``."""
@@ -460,7 +464,7 @@ class MaskedInfluence(Estimator):
         if st.dense:
             return state, np.matmul(credit[:, None, :], state.J)[:, 0, st.pos]
         c = np.ascontiguousarray(credit.T)                                       # k × B
-        return state, st.by_column(np.take(c, st.rows, axis=0) * state.J).T
+        return state, np.ascontiguousarray(st.by_column(np.take(c, st.rows, axis=0) * state.J).T)
 
     def influence(self, state):
         """``J̃_t``: ``B × k × p`` in ``θ``'s column order (a new array; for checks)."""

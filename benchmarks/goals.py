@@ -1,0 +1,223 @@
+"""The performance goals of the toolkit as ratios of two timed operations (issue 15).
+
+Each goal is a :class:`Ratio`: a numerator (the operation under test) and a denominator (a floor
+measured in the same process: a bare matrix product of the same shapes, or one forward step of
+the same network).  :func:`measure` times the two interleaved (``num den num den …``), in the
+thread's CPU time (``time.thread_time``, which other processes on a shared machine do not
+inflate), each timing calibrated to a minimum duration, with BLAS limited to one thread by the
+caller.  The ratio of each interleaved pair is one sample; the result is the median ratio and its
+spread (the 10th–90th percentile of the pair ratios).
+
+``benchmarks/test_goals.py`` runs every goal under pytest-benchmark (stored JSON with the
+machine's description); ``benchmarks/figures.py`` writes the README's tables from that JSON.
+The timing loop is the ``cost`` experiment's (:func:`~rtrl_validation.simulations.experiments.cost.time_per_call`),
+so the two agree where they measure the same thing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from rtrl_validation.simulations.cells import make_cell
+from rtrl_validation.simulations.estimators import parse_estimator
+from rtrl_validation.simulations.experiments.cost import time_per_call
+from rtrl_validation.simulations.flops import estimator_flops
+from rtrl_validation.simulations.readouts import LinearReadout
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """One goal: ``numerator / denominator ≤ target`` (or ``≥`` when ``at_least``)."""
+
+    goal: str                 # "1" … "5"
+    name: str
+    numerator: str            # what is timed, in words
+    denominator: str
+    target: float
+    build: Callable[[], tuple[Callable, Callable]]
+    at_least: bool = False
+    #: FLOPs of the numerator and the denominator per call (a FLOP-rate goal), else None
+    flops: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True)
+class Measurement:
+    median: float
+    low: float                # 10th percentile of the pair ratios
+    high: float               # 90th percentile
+    numerator_us: float       # median thread CPU µs per call
+    denominator_us: float
+    repeats: int
+
+    def met(self, r: Ratio) -> bool:
+        return self.median >= r.target if r.at_least else self.median <= r.target
+
+
+def measure(num: Callable, den: Callable, repeats: int = 41, min_time: float = 0.02) -> Measurement:
+    """Interleaved thread-CPU timings of ``num`` and ``den`` (:func:`time_per_call`), ``repeats`` pairs."""
+    cpu = np.empty((2, repeats))
+    time_per_call([num, den], min_time, repeats, cpu)
+    r = cpu[0] / cpu[1]
+    return Measurement(float(np.median(r)), float(np.percentile(r, 10)), float(np.percentile(r, 90)),
+                       1e6 * float(np.median(cpu[0])), 1e6 * float(np.median(cpu[1])), repeats)
+
+
+# --------------------------------------------------------------------------- building blocks
+def network(cell_name: str, hidden: int, inputs: int, batch: int = 1, density: float = 1.0, seed: int = 0):
+    """A cell, ``θ`` shared by ``batch`` replicates (``batch × p``), a state, an input and a readout."""
+    cell = make_cell(cell_name, hidden, inputs, density=density)
+    rng = np.random.default_rng(seed)
+    theta = np.repeat(cell.init(rng)[None], batch, axis=0)
+    s = 0.1 * rng.standard_normal((batch, cell.k))
+    x = rng.standard_normal((batch, cell.m))
+    return cell, theta, s, x, rng
+
+
+def online_step(cell, theta, s, x, rng, spec: str, n_out: int = 1, alpha: float = 1e-6) -> Callable:
+    """The online training step of :class:`~rtrl_validation.simulations.training.OnlineTrainer`:
+    ``linearize``, the readout's loss and credit, the estimator's step and an SGD update of ``θ``
+    and ``φ`` in place (a tiny ``α``, so that the network stays where it was)."""
+    B = theta.shape[0]
+    est = parse_estimator(spec)
+    ro = LinearReadout(cell.k, n_out)
+    phi = ro.init(rng, B)
+    y = rng.standard_normal((B, n_out))
+    box = {"est": est.init(cell, theta, B, rng)}
+
+    def run():
+        lin = cell.linearize(theta, s, x)
+        _, credit, dphi = ro.evaluate(phi, lin.state, y)
+        box["est"], g = est.step(box["est"], lin, credit, rng)
+        theta.__isub__(alpha * g)
+        phi.__isub__(alpha * dphi)
+    return run
+
+
+def estimator_step(cell, theta, s, x, rng, spec: str) -> tuple[Callable, object]:
+    """The estimator's own step (``update`` and ``gradient``) on one fixed linearization."""
+    B = theta.shape[0]
+    est = parse_estimator(spec)
+    lin = cell.linearize(theta, s, x)
+    credit = rng.standard_normal((B, cell.k))
+    box = {"est": est.init(cell, theta, B, rng)}
+    for _ in range(3):                                    # leave the zero influence behind
+        box["est"] = est.step(box["est"], lin, credit, rng)[0]
+
+    def run():
+        box["est"] = est.step(box["est"], lin, credit, rng)[0]
+    return run, est
+
+
+def forward_step(cell, theta, s, x, rng, n_out: int | None = None) -> Callable:
+    """One forward step ``cell.step`` (and, with ``n_out``, the readout's loss and credit)."""
+    if n_out is None:
+        return lambda: cell.step(theta, s, x)
+    ro = LinearReadout(cell.k, n_out)
+    phi = ro.init(rng, theta.shape[0])
+    y = rng.standard_normal((theta.shape[0], n_out))
+
+    def run():
+        ro.evaluate(phi, cell.step(theta, s, x), y)
+    return run
+
+
+def bare_product(B: int, rows: int, k: int, p: int, rng) -> Callable:
+    """The batched product ``(B × rows × k) · (B × k × p)`` into a preallocated output."""
+    A, M = rng.standard_normal((B, rows, k)), rng.standard_normal((B, k, p))
+    out = np.empty((B, rows, p))
+    return lambda: np.matmul(A, M, out=out)
+
+
+# --------------------------------------------------------------------------- the goals
+def _g1(cell_name, hidden, density, against):
+    """Goal 1: sparse SnAp-2's step as a fraction of the dense product's FLOP rate, or against exact RTRL."""
+    def build():
+        cell, theta, s, x, rng = network(cell_name, hidden, 32, density=density)
+        snap, est = estimator_step(cell, theta, s, x, rng, "snap-2")
+        if against == "rtrl":
+            return snap, estimator_step(cell, theta, s, x, rng, "rtrl")[0]
+        return snap, bare_product(1, cell.k, cell.k, cell.p, rng)
+    return build
+
+
+def _snap2_flops(cell_name, hidden, density):
+    cell = make_cell(cell_name, hidden, 32, density=density)
+    return estimator_flops(cell, parse_estimator("snap-2")), 2.0 * cell.k * cell.k * cell.p
+
+
+def _g2(cell_name, hidden, density, what):
+    """Goal 2: a sparse cell's forward step (or linearize) against the dense cell's."""
+    def build():
+        sp_ = network(cell_name, hidden, 32, density=density)
+        de = network(cell_name, hidden, 32, density=1.0)
+        if what == "step":
+            return (lambda: sp_[0].step(*sp_[1:4])), (lambda: de[0].step(*de[1:4]))
+        return (lambda: sp_[0].linearize(*sp_[1:4])), (lambda: de[0].linearize(*de[1:4]))
+    return build
+
+
+def _small(spec, batch):
+    """Goals 3 (``batch = 1``) and 4 (64 replicates with equal θ, as the trainer holds them):
+    Elman k = 16, m = 8, the whole online step."""
+    def build():
+        cell, theta, s, x, rng = network("elman", 16, 8, batch=batch)
+        run = online_step(cell, theta, s, x, rng, spec)
+        if spec == "rtrl":
+            return run, bare_product(batch, cell.k, cell.k, cell.p, rng)
+        return run, forward_step(cell, theta, s, x, rng, n_out=1)
+    return build
+
+
+def _g5(spec):
+    """Goal 5: Elman k = 256, linearize + the estimator's step against one forward step."""
+    def build():
+        cell, theta, s, x, rng = network("elman", 256, 4)
+        est = parse_estimator(spec)
+        credit = rng.standard_normal((1, cell.k))
+        box = {"est": est.init(cell, theta, 1, rng)}
+
+        def run():
+            lin = cell.linearize(theta, s, x)
+            box["est"] = est.step(box["est"], lin, credit, rng)[0]
+        return run, forward_step(cell, theta, s, x, rng)
+    return build
+
+
+GOALS: tuple[Ratio, ...] = (
+    *(Ratio("1", f"snap2-rate-{c}-k{k}-d{d}", f"SnAp-2 step, {c} k={k} density {d}",
+            f"dense k×k·k×p product (FLOP rate)", 0.25, _g1(c, h, d, "rate"), at_least=True,
+            flops=_snap2_flops(c, h, d))
+      for c, h, k, d in (("gru-reset-after", 64, 64, 0.25), ("gru-reset-after", 128, 128, 0.1),
+                         ("lstm", 32, 64, 0.25))),
+    Ratio("1", "snap2-vs-rtrl-gru-k64-d0.25", "SnAp-2 step, gru-reset-after k=64 density 0.25",
+          "exact RTRL step, same network", 0.5, _g1("gru-reset-after", 64, 0.25, "rtrl")),
+    *(Ratio("2", f"sparse-{w}-{c}-k{h}-d{d}", f"{w}, {c} k={h} density {d}", f"{w}, dense {c} k={h}", 1.0,
+            _g2(c, h, d, w))
+      for c, h, d in (("gru-reset-after", 64, 0.25), ("gru-reset-after", 128, 0.1)) for w in ("step", "linearize")),
+    Ratio("3", "online-rtrl-elman-k16", "RTRL online step, elman k=16 m=8 B=1", "bare k×k·k×p product", 2.0,
+          _small("rtrl", 1)),
+    *(Ratio("3", f"online-{e}-elman-k16", f"{e} online step, elman k=16 m=8 B=1", "forward step + readout", 2.5,
+            _small(e, 1)) for e in ("snap-1", "rflo", "uoro", "kf-rtrl")),
+    Ratio("4", "online-rtrl-elman-k16-B64", "RTRL online step, elman k=16, 64 replicates",
+          "bare batched k×k·k×p product", 1.25, _small("rtrl", 64)),
+    *(Ratio("4", f"online-{e}-elman-k16-B64", f"{e} online step, elman k=16, 64 replicates",
+            "batched forward step + readout", 3.0, _small(e, 64)) for e in ("snap-1", "uoro")),
+    *(Ratio("5", f"{e}-elman-k256", f"linearize + {e} step, elman k=256", "forward step", 3.0, _g5(e))
+      for e in ("snap-1", "uoro")),
+)
+
+
+def evaluate(r: Ratio, repeats: int = 41, min_time: float = 0.02) -> dict:
+    """Measure one goal; a FLOP-rate goal's ratio is ``(F_num / t_num) / (F_den / t_den)``."""
+    num, den = r.build()
+    m = measure(num, den, repeats, min_time)
+    if r.flops is not None:
+        scale = r.flops[0] / r.flops[1]
+        m = Measurement(scale / m.median, scale / m.high, scale / m.low, m.numerator_us, m.denominator_us,
+                        m.repeats)
+    return {"goal": r.goal, "name": r.name, "numerator": r.numerator, "denominator": r.denominator,
+            "target": r.target, "at_least": r.at_least, "ratio": m.median, "low": m.low, "high": m.high,
+            "numerator_us": m.numerator_us, "denominator_us": m.denominator_us, "repeats": m.repeats,
+            "met": m.met(r), "flops": None if r.flops is None else list(r.flops)}
