@@ -11,7 +11,7 @@ from rtrl_validation.simulations.experiments.convergence import ConvergenceExper
 EXP = ConvergenceExperiment()
 SMALL = dict(hidden=4, forget_blocks=1, forget_pairs=4, forget_steps=80, chains=300, chain_times=[1, 2, 32, 64],
              j_coords=6, grad_paths=12, grad_burn=100, grad_steps=1000, fd_dirs=6, ess_window=10,
-             train_replicates=4, train_steps=4000, log_checkpoints=40, late_points=40, probe_steps=10,
+             train_replicates=4, train_steps=4000, log_checkpoints=40, late_points=40,
              eval_points=5, eval_paths=4, eval_burn=100, eval_steps=300, t0=300.0,
              traj_cases=["linear"], limit_cases=["linear-wide"], limit_estimators=["rtrl", "tbptt-1"])
 
@@ -113,9 +113,8 @@ def test_trajectory_checks(training_records):
     v, tables, figs = conv.trajectories(recs)
     assert passed(v, "4 trajectory (linear): ‖∇L(θ_t)‖ decreases") and figs
     names = [x.check for x in v]
-    assert any("late window settles — parameters" in n for n in names)
-    assert any("late window settles — function space" in n for n in names)
-    assert any("distance to the teacher" in n for n in names)
+    # removed: thresholds beyond the theorem (distance to the teacher) and the wrong null (late-window unit roots)
+    assert not any("late window settles" in n or "distance to the teacher" in n for n in names)
     # a run whose ‖∇L‖ does not fall fails the check
     r = next(x for x in recs if x["task"] == "trajectory-linear")
     a = dict(r["arrays"])

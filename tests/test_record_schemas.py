@@ -28,7 +28,7 @@ SMALL = {
                         j_coords=2, grad_cases=["linear"], grad_paths=4, grad_burn=10, grad_steps=40, fd_dirs=2,
                         ess_window=10, traj_cases=["linear", "tanh"], limit_cases=["linear-wide"],
                         limit_estimators=["rtrl", "tbptt-1"], train_replicates=2, train_steps=100,
-                        log_checkpoints=5, late_points=5, probe_steps=5, eval_points=3, eval_paths=2,
+                        log_checkpoints=5, late_points=5, eval_points=3, eval_paths=2,
                         eval_burn=10, eval_steps=20),
     "learning": dict(groups=["elman:0.5"], hidden=3, seeds=2, copy_steps=40, text_steps=40, record_every=20,
                      align_every=20, align_len=8, val_chars=40, val_every=20, vocab_size=8,

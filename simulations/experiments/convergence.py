@@ -19,8 +19,7 @@ Tasks (independent; each returns raw curves and per-path estimates, and the anal
 * ``trajectory-<case>`` (4, 5, 6, 7): online RTRL from random ``θ_0`` with ``α_t = α₀/(1+t/t₀)^γ`` and
   the contraction projection; ``θ_t`` at log-spaced and late linearly spaced checkpoints;
   ``‖∇L(θ_t)‖`` and the excess loss exactly (linear case) or estimated at frozen ``θ_t`` on the
-  noise-free target (same ``∇L``; for a teacher, mean loss = excess loss); outputs on a fixed
-  probe sequence over the late window (function-space coordinates).
+  noise-free target (same ``∇L``; for a teacher, mean loss = excess loss).
 * ``limit-<case>-<estimator>`` (5, 7): the same training with RTRL and with TBPTT(τ), SnAp-1, UORO on
   data whose best fit leaves a history-dependent residual (``linear-wide``: a linear teacher with
   twice the student's units; ``markov``: the lagged target), so that a truncated gradient's zeros
@@ -73,7 +72,7 @@ QUICK = {
     "traj_cases": ["linear", "tanh"], "train_replicates": 4, "train_steps": 12000,
     "alpha0": 0.05, "t0": 1000.0, "gamma": 0.75, "update_every": 1,
     "log_checkpoints": 80, "late_points": 100, "late_fraction": 0.5, "limit_average": 0.1,
-    "probe_steps": 40, "eval_points": 12, "eval_paths": 8, "eval_burn": 200, "eval_steps": 1000,
+    "eval_points": 12, "eval_paths": 8, "eval_burn": 200, "eval_steps": 1000,
     "limit_cases": ["linear-wide"], "limit_estimators": ["rtrl", "tbptt-1", "tbptt-2", "tbptt-4", "snap-1", "uoro"],
 }
 
@@ -98,7 +97,7 @@ TASK_KEYS = {
     "stationary": ("chains", "chain_times", "j_coords"),
     "gradient": ("grad_paths", "grad_burn", "grad_steps", "fd_dirs", "fd_step", "ess_window"),
     "training": ("train_replicates", "train_steps", "alpha0", "t0", "gamma", "update_every",
-                 "log_checkpoints", "late_points", "late_fraction", "limit_average", "probe_steps", "eval_points",
+                 "log_checkpoints", "late_points", "late_fraction", "limit_average", "eval_points",
                  "eval_paths", "eval_burn", "eval_steps"),
 }
 
@@ -149,7 +148,6 @@ class ConvergenceConfig:
     late_points: PositiveInt
     late_fraction: Fraction
     limit_average: Fraction
-    probe_steps: PositiveInt
     eval_points: PositiveInt
     eval_paths: PositiveInt
     eval_burn: NonNegativeInt
@@ -294,8 +292,7 @@ class ConvergenceExperiment(Experiment):
                                      ("loss_minimum",)),
                                Names(("t", "theta", "phi", "late"),
                                      ("loss", "grad_norm", "contraction", "grad_norm_exact", "avg_grad_norm_exact",
-                                      "excess_exact", "avg_excess_exact", "eval_t", "eval_grad", "eval_loss",
-                                      "probe_out"))),
+                                      "excess_exact", "avg_excess_exact", "eval_t", "eval_grad", "eval_loss"))),
     }
 
     def task_kind(self, task_config: dict) -> str:
@@ -347,7 +344,7 @@ class ConvergenceExperiment(Experiment):
             rows = cfg["log_checkpoints"] + cfg["late_points"] + 2
             evals = (cfg["eval_points"] + 2) * B * cfg["eval_paths"]
             n = (B * estimator_floats(cfg["estimator"], k, p, m, 1, T) + rows * B * (2 * p + 4)
-                 + evals * (k * p + p + cfg["eval_steps"] * m) + cfg["probe_steps"] * rows * B)
+                 + evals * (k * p + p + cfg["eval_steps"] * m))
         return floats_bytes(n)
 
     def tasks(self, cfg: dict) -> list[Task]:
@@ -488,9 +485,6 @@ class ConvergenceExperiment(Experiment):
             arrays["eval_t"] = np.concatenate([a["t"][pick], [T, -1]])     # −1: the late average
             arrays["eval_grad"] = est["grad"].reshape(n, B, P, -1)
             arrays["eval_loss"] = est["loss"].reshape(n, B, P)
-        if spec == "rtrl":
-            arrays["probe_out"] = probe_outputs(cfg, cell, readout, proc, a["theta"][arrays["late"]],
-                                                a["phi"][arrays["late"]])
         progress(1.0)
         return TaskResult(data=data, arrays=arrays)
 
@@ -525,19 +519,3 @@ def memory(cfg, proc, case) -> dict:
         r = max(float(np.abs(np.linalg.eigvals(W)).max()), cfg["input_ar"])
         return {"kind": "e-folding", "steps": float(-1.0 / np.log(r)), "rate": r}
     return {"kind": "volatility", "steps": float(-1.0 / np.log(proc.a + proc.b))}
-
-
-def probe_outputs(cfg, cell, readout, proc, thetas, phis) -> np.ndarray:
-    """Function-space coordinates of parameters ``(n × B × p, n × B × q)``: the outputs on one fixed
-    input sequence of ``probe_steps`` steps from ``s = 0`` (``n × B × probe_steps·n_out``).  They do not
-    change under the symmetries of the parameterisation (unit permutations and sign flips for
-    ``tanh``, similarity transforms for the linear RNN)."""
-    rng = np.random.default_rng([cfg["instance_seed"], 400])
-    xs, _ = draw(proc, 1, cfg["probe_steps"], rng)
-    n, B, p = thetas.shape
-    th, ph = thetas.reshape(-1, p), phis.reshape(n * B, -1)
-    s, out = np.zeros((n * B, cell.k)), []
-    for t in range(xs.shape[0]):
-        s = cell.step(th, s, np.broadcast_to(xs[t], (n * B, xs.shape[2])))
-        out.append(readout.predict(ph, s))
-    return np.concatenate(out, axis=-1).reshape(n, B, -1)
