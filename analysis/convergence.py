@@ -13,7 +13,7 @@ computed check with its verdict, table and figure (records from
 4. trajectories — ``‖∇L(θ_t)‖`` falls (the distance to the teacher is drawn, not judged: LSS25 claims a
    stationary point, not the teacher; the late-window unit-root tests were removed, a decreasing-step
    iterate fails them almost surely);
-5. limit points — RTRL vs TBPTT(τ) (and SnAp-1, UORO);
+5. limit points — RTRL vs TBPTT(τ), SnAp-1, UORO, KF-RTRL, paired (:mod:`.limit_points`);
 6. rates — log-log slopes with Newey–West errors beside ``γ``;
 7. assumption audit.
 """
@@ -25,8 +25,8 @@ from matplotlib.figure import Figure as MplFigure
 from rtrl_validation.simulations.experiments.base import Verdict
 
 from .ess import time_average_se
-from .montecarlo import (debiased_norm, familywise_t, log_mean_ci, max_z, mean_se, variance_ratio_interval,
-                         welch_greater)
+from .limit_points import limits
+from .montecarlo import debiased_norm, familywise_t, log_mean_ci, max_z, mean_se, variance_ratio_interval
 from .rates import geometric_rate, power_law
 from .sections import Figure, Section, Table
 from .stationarity import marginal_distance, permutation_null
@@ -53,7 +53,9 @@ NOTES = [
     "with these step sizes and checkpoints the pass rate is 0 as soon as one curvature is ≤ 0.1).",
     "Limit points (check 5) use data the student cannot fit exactly: at an exact fit the residual is independent of "
     "the past, every truncated gradient has zero mean as well, and a realisable teacher would hide TBPTT's bias. "
-    "SnAp-1 and UORO are shown beside them without a verdict.",
+    "Every estimator of a case starts from the same θ₀ and reads the same data stream per replicate (paired); "
+    "each control's verdict is a one-sided paired t test of the log-ratio of ‖∇L‖ at the Polyak averages with "
+    "minimum effect ln 2 (a factor 2), Holm over the case's controls, INCONCLUSIVE unless TBPTT(1) is detected.",
     f"Thresholds: agreement tests at familywise level {LEVEL} (Bonferroni, Student t over independent paths); "
     f"'decreases toward zero' = final ≤ {SHRINK} × initial for every replicate.",
 ]
@@ -286,18 +288,6 @@ def _grad_curve(r):
     return a["eval_t"][keep], g, floor
 
 
-def _limit_norm(r):
-    """Per-replicate ``‖∇L‖`` at the late average of the iterates, its noise floor and max-|z| zero test."""
-    a = r["arrays"]
-    if "avg_grad_norm_exact" in a:
-        return a["avg_grad_norm_exact"], None, None
-    G = a["eval_grad"][-1]                                   # B × P × d (late average row)
-    g, floor = debiased_norm(G)
-    m, se = mean_se(G, axis=1)
-    z = np.abs(m / se).max(axis=1)
-    return g, floor, (z, familywise_t(G.shape[0] * G.shape[2], G.shape[1] - 1, LEVEL))
-
-
 def _log_band(ax, t, y, label):
     """Geometric mean over replicates (columns) with a 95% Student-t band on the log scale."""
     y = np.maximum(np.asarray(y, dtype=float), 1e-300)
@@ -387,86 +377,6 @@ def rates(records):
                   ["case", "quantity", "slope ± HAC se", "95% CI", "points", "γ", "−γ/2"], rows)
     figures = [Figure("6 ‖∇L(θ_t)‖ against t on log axes with the fitted power law (t ≥ t₀)", fig)] if ax.lines else []
     return verdicts, [table] if rows else [], figures
-
-
-# ---------------------------------------------------------------------------- 5 limit points
-def _tau(spec):
-    return int(spec.split("-")[1]) if spec.startswith("tbptt-") else None
-
-
-def limits(records, config):
-    verdicts, tables, figures, notes = [], [], [], []
-    wanted = list(config.get("limit_estimators", [])) if config else []
-    for case in (config or {}).get("limit_cases", []):
-        runs = {r["data"]["estimator"]: r for r in records if r["task"].startswith(f"limit-{case}-")}
-        missing = [e for e in wanted if e not in runs]
-        if missing:
-            notes.append(f"5 ({case}): no record (estimator not registered when run, or not run): "
-                         + ", ".join(missing))
-        rows, bars = [], []
-        vals = {}
-        for spec in wanted:
-            r = runs.get(spec)
-            if r is None or r["status"] != "ok":
-                why = "no record" if r is None else f"{r['status']}: {r['reason']}"
-                rows.append([spec, "—", "—", "—", why])
-                bars.append((spec, None))
-                continue
-            g, floor, zero = _limit_norm(r)
-            vals[spec] = g
-            gm, lo, hi = log_mean_ci(g)
-            zero_txt = "—" if zero is None else f"max|z| {zero[0].max():.1f} (bound {zero[1]:.1f})"
-            rows.append([spec, f"{gm:.3g} [{lo:.3g}, {hi:.3g}]", ", ".join(f"{x:.3g}" for x in g),
-                         "exact" if floor is None else f"{floor.max():.2g}", zero_txt])
-            bars.append((spec, (gm, lo, hi)))
-        mem = runs["rtrl"]["data"]["memory"]["steps"] if "rtrl" in vals else None
-        taus = sorted((_tau(s), s) for s in vals if _tau(s) is not None)
-        if "rtrl" in vals and mem is not None:
-            below = [(tau, s) for tau, s in taus if tau < mem]
-            res = {s: welch_greater(np.log(vals[s]), np.log(vals["rtrl"])) for _, s in below}
-            alpha = LEVEL / max(len(res), 1)
-            evidence = (f"memory ≈ {mem:.2f} steps; one-sided Welch on log‖∇L‖ at the late average vs RTRL: "
-                        + ", ".join(f"{s} p={p:.2g}" for s, (_, p) in res.items())
-                        + f" (need < {alpha:.2g}, familywise {LEVEL})") if res else \
-                f"no TBPTT(τ) with τ < memory {mem:.2f} was run"
-            verdicts.append(Verdict(
-                f"5 limit points ({case}): TBPTT(τ) leaves a larger ‖∇L‖ than RTRL for every τ below the data's memory",
-                bool(res) and all(p < alpha for _, p in res.values()), evidence,
-                max((p for _, p in res.values()), default=1.0), alpha))
-            diverged = [s for s in wanted if s.startswith("tbptt-") and s not in vals and s in runs]
-            if diverged:
-                notes.append(f"5 ({case}): diverged, no limit point: {', '.join(diverged)}")
-        if len(taus) >= 2:
-            gms = [np.exp(np.log(vals[s]).mean()) for _, s in taus]
-            verdicts.append(Verdict(
-                f"5 limit points ({case}): TBPTT(τ)'s ‖∇L‖ decreases in τ", bool(np.all(np.diff(gms) < 0)),
-                "geometric means: " + ", ".join(f"τ={tau}: {v:.3g}" for (tau, _), v in zip(taus, gms)), None, None))
-        if "rtrl" in vals and _limit_norm(runs["rtrl"])[2] is not None:
-            z, crit = _limit_norm(runs["rtrl"])[2]
-            verdicts.append(Verdict(
-                f"5 limit points ({case}): RTRL's ∇L is zero within Monte Carlo error", bool(np.all(z < crit)),
-                "max |z| of the mean RTRL direction at the late average per replicate: " + _join(z, "{:.1f}")
-                + f" (bound {crit:.1f}, familywise {LEVEL})", float(z.max()), crit))
-        tables.append(Table(f"5 Limit points ({case}): ‖∇L‖ at the average of the iterates over the last "
-                            f"{config['limit_average']:.0%} of {config['train_steps']} steps",
-                            ["estimator", "geometric mean [95% CI]", "per replicate", "noise floor", "zero test"],
-                            rows))
-        fig = MplFigure(figsize=(6, 3.4))
-        ax = fig.subplots()
-        for i, (spec, v) in enumerate(bars):
-            if v is None:
-                ax.text(i, 0.05, "diverged / not run", rotation=90, ha="center", va="bottom", fontsize=7,
-                        transform=ax.get_xaxis_transform())
-                continue
-            color = "tab:green" if spec == "rtrl" else "tab:blue" if spec.startswith("tbptt") else "tab:gray"
-            ax.bar(i, v[0], color=color, yerr=[[v[0] - v[1]], [v[2] - v[0]]], capsize=3)
-        ax.set_xticks(range(len(bars)), [s for s, _ in bars], rotation=30, fontsize=8)
-        ax.set_yscale("log")
-        ax.set_ylabel("‖∇L‖ at the limit point")
-        ax.set_title(f"{case}: memory ≈ {mem:.1f} steps" if mem else case, fontsize=9)
-        figures.append(Figure(f"5 RTRL vs TBPTT(τ), SnAp-1, UORO ({case}): ‖∇L‖ at the late average of the "
-                              "iterates (geometric mean over replicates, 95% CI)", fig))
-    return verdicts, tables, figures, notes
 
 
 # ---------------------------------------------------------------------------- 7 audit

@@ -361,6 +361,8 @@ class ConvergenceExperiment(Experiment):
         cfg = task.config
         rng = np.random.default_rng(seed)
         report = progress or (lambda f: None)
+        if cfg["check"] == "training":
+            return self._training(cfg, rng, report, paired_streams(seed, cfg["case"]))
         return getattr(self, "_" + cfg["check"])(cfg, rng, report)
 
     # ------------------------------------------------------------------ 1 forgetting
@@ -440,10 +442,16 @@ class ConvergenceExperiment(Experiment):
         return TaskResult(data=data, arrays=arrays)
 
     # ------------------------------------------------------------------ 4, 5, 6, 7 online training
-    def _training(self, cfg, rng, progress):
+    def _training(self, cfg, rng, progress, streams):
         """Online training with ``estimator`` from random ``θ_0`` (RTRL: a trajectory task; others:
         a limit-point task), then ``∇L`` at checkpoints, at the final iterate and at the average of
-        the iterates over the last ``limit_average`` of the run."""
+        the iterates over the last ``limit_average`` of the run.
+
+        ``streams``: ``(init_rng, data_rng)`` shared by every estimator of the case
+        (:func:`paired_streams`): the same ``θ_0``, ``φ_0`` and data stream per replicate, so the
+        estimators' limit points are compared in pairs; ``rng`` (the task's own) drives only the
+        estimator's random numbers and the evaluation of ``∇L``."""
+        init_rng, data_rng = streams
         case, spec = cfg["case"], cfg["estimator"]
         cell, readout, proc = problem(cfg, case)
         T, B = cfg["train_steps"], cfg["train_replicates"]
@@ -451,8 +459,8 @@ class ConvergenceExperiment(Experiment):
         trainer = OnlineTrainer(cell, readout, parse_estimator(spec), proc, schedule(cfg), cfg["update_every"],
                                 project=lazy_projection(cell), require_theorem=True,
                                 checkpoints=np.union1d(log_checkpoints(T, cfg["log_checkpoints"]), late))
-        state = trainer.init(cell.init(rng, batch=B), readout.init(rng, B), rng)
-        state, traj = trainer.run(state, T, rng, progress=lambda n: progress(0.8 * state.t / T))
+        state = trainer.init(cell.init(init_rng, batch=B), readout.init(init_rng, B), rng, data_rng=data_rng)
+        state, traj = trainer.run(state, T, rng, progress=lambda n: progress(0.8 * state.t / T), data_rng=data_rng)
         a = traj.arrays()
         arrays = {name: a[name] for name in ("t", "theta", "phi", "loss", "grad_norm", "contraction") if name in a}
         arrays["late"] = np.isin(a["t"], late)
@@ -487,6 +495,19 @@ class ConvergenceExperiment(Experiment):
             arrays["eval_loss"] = est["loss"].reshape(n, B, P)
         progress(1.0)
         return TaskResult(data=data, arrays=arrays)
+
+
+#: spawn-key tag of the streams shared by the training tasks of one case (never a task index)
+PAIR_TAG = 0x5041495
+
+
+def paired_streams(seed, case: str) -> tuple[np.random.Generator, np.random.Generator]:
+    """``(init_rng, data_rng)`` for the training tasks of ``case`` in a run: they depend on the run
+    seed (the entropy of the task's ``SeedSequence``) and the case only, not on the estimator or
+    the task's position, so every estimator starts from the same ``θ_0`` and reads the same data."""
+    entropy = seed.entropy if isinstance(seed, np.random.SeedSequence) else int(seed)
+    init, data = np.random.SeedSequence(entropy, spawn_key=(PAIR_TAG, CASES.index(case))).spawn(2)
+    return np.random.default_rng(init), np.random.default_rng(data)
 
 
 def eval_rows(cfg, t) -> np.ndarray:
