@@ -12,7 +12,7 @@ EXP = ConvergenceExperiment()
 SMALL = dict(hidden=4, forget_blocks=1, forget_pairs=4, forget_steps=80, chains=300, chain_times=[1, 2, 32, 64],
              j_coords=6, grad_paths=12, grad_burn=100, grad_steps=1000, fd_dirs=6, ess_window=10,
              train_replicates=4, train_steps=4000, log_checkpoints=40, late_points=40,
-             eval_points=5, eval_paths=4, eval_burn=100, eval_steps=300, t0=300.0,
+             eval_points=5, eval_paths=4, eval_burn=100, eval_steps=300, t0=300.0, floor_steps=4000,
              traj_cases=["linear"], limit_cases=["linear-wide"], limit_estimators=["rtrl", "tbptt-1"])
 
 

@@ -29,7 +29,7 @@ SMALL = {
                         ess_window=10, traj_cases=["linear", "tanh"], limit_cases=["linear-wide"],
                         limit_estimators=["rtrl", "tbptt-1"], train_replicates=2, train_steps=100,
                         log_checkpoints=5, late_points=5, eval_points=3, eval_paths=2,
-                        eval_burn=10, eval_steps=20),
+                        eval_burn=10, eval_steps=20, floor_paths=2, floor_steps=200, floor_window=20),
     "learning": dict(groups=["elman:0.5"], hidden=3, seeds=2, copy_steps=40, text_steps=40, record_every=20,
                      align_every=20, align_len=8, val_chars=40, val_every=20, vocab_size=8,
                      estimators=["rtrl", "tbptt-2"]),

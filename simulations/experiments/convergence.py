@@ -49,6 +49,7 @@ from ..estimators import parse_estimator
 from ..estimators.bptt import BPTT, TBPTT
 from ..estimators.rtrl import RTRL
 from ..linear_theory import LinearTheory
+from ..noise_floor import floor, hessian, long_run_covariance
 from ..readouts import LinearReadout
 from ..sequence import run_sequence, sequence_loss
 from ..training import OnlineTrainer, Schedule, frozen_windows, log_checkpoints
@@ -74,6 +75,9 @@ QUICK = {
     "log_checkpoints": 80, "late_points": 100, "late_fraction": 0.5, "limit_average": 0.1,
     "eval_points": 12, "eval_paths": 8, "eval_burn": 200, "eval_steps": 1000,
     "limit_cases": ["linear-wide"], "limit_estimators": ["rtrl", "tbptt-1", "tbptt-2", "tbptt-4", "snap-1", "uoro"],
+    # predicted noise floor at RTRL's limit (linear limit cases): long-run covariance of the RTRL
+    # gradient at the stationary point from batch means of floor_window steps on floor_paths paths
+    "floor_paths": 8, "floor_steps": 10000, "floor_window": 100,
 }
 
 FULL = dict(QUICK, **{
@@ -98,7 +102,7 @@ TASK_KEYS = {
     "gradient": ("grad_paths", "grad_burn", "grad_steps", "fd_dirs", "fd_step", "ess_window"),
     "training": ("train_replicates", "train_steps", "alpha0", "t0", "gamma", "update_every",
                  "log_checkpoints", "late_points", "late_fraction", "limit_average", "eval_points",
-                 "eval_paths", "eval_burn", "eval_steps"),
+                 "eval_paths", "eval_burn", "eval_steps", "floor_paths", "floor_steps", "floor_window"),
 }
 
 
@@ -154,6 +158,9 @@ class ConvergenceConfig:
     eval_steps: PositiveInt
     limit_cases: list[Case]
     limit_estimators: Annotated[list[EstimatorSpec], NON_EMPTY]
+    floor_paths: PositiveInt
+    floor_steps: PositiveInt
+    floor_window: PositiveInt
 
 
 # ---------------------------------------------------------------------------- the problem
@@ -289,10 +296,12 @@ class ConvergenceExperiment(Experiment):
                                Names(("rtrl", "fd_h", "fd_2h", "bptt", "tbptt1", "dirs", "ess_loss", "ess_proj"),
                                      ("closed_form",))),
         "training": TaskSchema(Names(("case", "estimator", "p", "q", "steps", "replicates", "audit", "memory"),
-                                     ("loss_minimum",)),
+                                     ("loss_minimum", "floor")),
                                Names(("t", "theta", "phi", "late"),
                                      ("loss", "grad_norm", "contraction", "grad_norm_exact", "avg_grad_norm_exact",
-                                      "excess_exact", "avg_excess_exact", "eval_t", "eval_grad", "eval_loss"))),
+                                      "excess_exact", "avg_excess_exact", "eval_t", "eval_grad", "eval_loss", "floor_iterate",
+                                      "floor_polyak", "transient_iterate", "transient_polyak", "relaxation",
+                                      "floor_eigenvalues"))),
     }
 
     def task_kind(self, task_config: dict) -> str:
@@ -300,6 +309,8 @@ class ConvergenceExperiment(Experiment):
 
     def validate(self, cfg: dict) -> None:
         require(cfg["forget_blocks"] * TASK_OVERHEAD, "the task list")
+        if cfg["floor_steps"] % cfg["floor_window"] or cfg["floor_steps"] // cfg["floor_window"] < 2:
+            raise config_error("floor_steps", f"must be a multiple (>= 2) of floor_window = {cfg['floor_window']}")
         if cfg["grad_steps"] % cfg["ess_window"]:
             raise config_error("grad_steps", f"must be a multiple of ess_window = {cfg['ess_window']}")
         if cfg["eval_points"] < 2:
@@ -344,7 +355,9 @@ class ConvergenceExperiment(Experiment):
             rows = cfg["log_checkpoints"] + cfg["late_points"] + 2
             evals = (cfg["eval_points"] + 2) * B * cfg["eval_paths"]
             n = (B * estimator_floats(cfg["estimator"], k, p, m, 1, T) + rows * B * (2 * p + 4)
-                 + evals * (k * p + p + cfg["eval_steps"] * m))
+                 + evals * (k * p + p + cfg["eval_steps"] * m)
+                 + B * cfg["floor_paths"] * (k * p + 256 * m) + cfg["floor_steps"] // cfg["floor_window"]
+                 * B * cfg["floor_paths"] * 2 * p + 8 * p * p + 4 * T)
         return floats_bytes(n)
 
     def tasks(self, cfg: dict) -> list[Task]:
@@ -355,6 +368,7 @@ class ConvergenceExperiment(Experiment):
                 for c in cfg["traj_cases"]]
         out += [Task(f"limit-{c}-{e}", task_config(cfg, "training", case=c, estimator=e))
                 for c in cfg["limit_cases"] for e in cfg["limit_estimators"]]
+
         return out
 
     def run_task(self, task, seed, progress=None) -> TaskResult:
@@ -455,10 +469,9 @@ class ConvergenceExperiment(Experiment):
         case, spec = cfg["case"], cfg["estimator"]
         cell, readout, proc = problem(cfg, case)
         T, B = cfg["train_steps"], cfg["train_replicates"]
-        late = np.round(np.linspace(T * (1 - cfg["late_fraction"]), T, cfg["late_points"])).astype(np.int64)
+        ckpts, late = training_checkpoints(cfg)
         trainer = OnlineTrainer(cell, readout, parse_estimator(spec), proc, schedule(cfg), cfg["update_every"],
-                                project=lazy_projection(cell), require_theorem=True,
-                                checkpoints=np.union1d(log_checkpoints(T, cfg["log_checkpoints"]), late))
+                                project=lazy_projection(cell), require_theorem=True, checkpoints=ckpts)
         state = trainer.init(cell.init(init_rng, batch=B), readout.init(init_rng, B), rng, data_rng=data_rng)
         state, traj = trainer.run(state, T, rng, progress=lambda n: progress(0.8 * state.t / T), data_rng=data_rng)
         a = traj.arrays()
@@ -476,6 +489,13 @@ class ConvergenceExperiment(Experiment):
             lt = LinearTheory(cell, proc)
             arrays["grad_norm_exact"] = lt.batch(lt.gradient_norm, a["theta"], a["phi"])
             arrays["avg_grad_norm_exact"] = lt.batch(lt.gradient_norm, avg_theta, avg_phi)
+            if spec == "rtrl":
+                fl = noise_floor_at(cfg, cell, readout, proc, lt, avg_theta, avg_phi, a["theta"][0], a["phi"][0], rng)
+                if fl is None:
+                    return TaskResult(data=data, arrays=arrays, status="diverged",
+                                      reason="frozen RTRL at the stationary point diverged")
+                data["floor"], floor_arrays = fl
+                arrays.update(floor_arrays)
             if case == "linear":              # a teacher the student can realise: L − ½σ² is a distance
                 arrays["excess_exact"] = lt.batch(lt.excess_loss, a["theta"], a["phi"])
                 arrays["avg_excess_exact"] = lt.batch(lt.excess_loss, avg_theta, avg_phi)
@@ -508,6 +528,82 @@ def paired_streams(seed, case: str) -> tuple[np.random.Generator, np.random.Gene
     entropy = seed.entropy if isinstance(seed, np.random.SeedSequence) else int(seed)
     init, data = np.random.SeedSequence(entropy, spawn_key=(PAIR_TAG, CASES.index(case))).spawn(2)
     return np.random.default_rng(init), np.random.default_rng(data)
+
+
+def training_checkpoints(cfg) -> tuple[np.ndarray, np.ndarray]:
+    """The steps at which training records ``θ_t`` (log-spaced and the late window) and the late steps."""
+    T = cfg["train_steps"]
+    late = np.round(np.linspace(T * (1 - cfg["late_fraction"]), T, cfg["late_points"])).astype(np.int64)
+    return np.union1d(log_checkpoints(T, cfg["log_checkpoints"]), late), late
+
+
+def noise_floor_at(cfg, cell, readout, proc, lt, theta_avg, phi_avg, theta_first, phi_first, rng):
+    """The stochastic-approximation noise floor of ``‖∇L‖`` at RTRL's limit, per replicate
+    (:mod:`simulations.noise_floor`): the stationary point ``θ*`` of the closed-form ``L`` that
+    L-BFGS reaches from the Polyak average ``θ̄``; the Hessian there (differences of the exact
+    gradient); the long-run covariance of RTRL's gradient estimate at ``θ*`` (batch means of
+    ``floor_window`` steps on ``floor_paths`` paths); the floors of the linearised recursion under
+    the run's ``α_t`` at the checkpoints and for the Polyak average.  The linearised transient
+    starts from the first checkpoint's ``θ``.  ``None`` if the frozen run diverges.
+
+    Returns ``(data, arrays)``: ``star_grad_norm``, ``star_contraction``, ``negative_eigenvalues``
+    per replicate; ``floor_iterate`` (``n × B``), ``floor_polyak`` (``B``), ``transient_iterate``,
+    ``transient_polyak``, ``relaxation``, ``eigenvalues`` (``B × d``)."""
+    B, T = theta_avg.shape[0], cfg["train_steps"]
+    stars = [stationary_point(lt, theta_avg[b], phi_avg[b]) for b in range(B)]
+    th_s, ph_s = np.array([x[0] for x in stars]), np.array([x[1] for x in stars])
+    P, W = cfg["floor_paths"], cfg["floor_steps"] // cfg["floor_window"]
+    res = frozen_windows(cell, readout, RTRL(), proc, np.repeat(th_s, P, axis=0), np.repeat(ph_s, P, axis=0),
+                         cfg["eval_burn"], cfg["floor_steps"], W, rng)
+    if res["diverged_at"] is not None:
+        return None
+    g = np.concatenate([res["grad"], res["grad_phi"]], axis=2).reshape(W, B, P, -1)
+    ckpts, _ = training_checkpoints(cfg)
+    tail = ckpts[ckpts > (1 - cfg["limit_average"]) * T]
+    alphas = schedule(cfg)(np.arange(1, T + 1))
+    fields = ("iterate", "polyak", "transient_iterate", "transient_polyak", "relaxation", "negative")
+    out = {k: [] for k in fields + ("eigenvalues",)}
+    for b in range(B):
+        x = np.concatenate([th_s[b], ph_s[b]])
+        H = hessian(lambda z: np.concatenate(lt.gradient(z[:cell.p], z[cell.p:])), x)
+        f = floor(H, long_run_covariance(g[:, b], cfg["floor_window"]), alphas, ckpts, tail,
+                  e0=np.concatenate([theta_first[b], phi_first[b]]) - x)
+        for k in fields:
+            out[k].append(getattr(f, k))
+        out["eigenvalues"].append(np.linalg.eigvalsh(H))
+    data = {"star_grad_norm": [x[2] for x in stars], "star_contraction": [float(cell.contraction(t)) for t in th_s],
+            "negative_eigenvalues": [int(n) for n in out["negative"]], "paths": P, "window": cfg["floor_window"]}
+    arrays = {"floor_" + k if not k.startswith("trans") and k != "relaxation" else k: np.array(out[k]).T
+              if k in ("iterate", "transient_iterate") else np.array(out[k])
+              for k in ("iterate", "polyak", "transient_iterate", "transient_polyak", "relaxation", "eigenvalues")}
+    return data, arrays
+
+
+#: ‖∇L‖ below which a minimiser's end point counts as a stationary point
+STAR_TOL = 1e-6
+
+
+def stationary_point(lt: LinearTheory, theta0, phi0):
+    """A stationary point of the closed-form ``L`` reached by L-BFGS from ``(θ_0, φ_0)``: ``(θ*, φ*,
+    ‖∇L(θ*, φ*)‖)``.  Unstable students (spectral radius of ``W`` ≥ 1) get a huge finite loss (the
+    line search then backtracks)."""
+    from scipy.optimize import minimize
+
+    p = theta0.size
+
+    def fun(x):
+        try:
+            gt, gp = lt.gradient(x[:p], x[p:])
+            return lt.loss(x[:p], x[p:]), np.concatenate([gt, gp])
+        except ValueError:
+            return 1e12, np.zeros_like(x)
+    x = np.concatenate([theta0, phi0])
+    for method, opts in (("L-BFGS-B", {"maxiter": 5000, "gtol": 1e-11, "ftol": 1e-15}),
+                         ("BFGS", {"maxiter": 5000, "gtol": 1e-10})):
+        x = minimize(fun, x, jac=True, method=method, options=opts).x
+        if lt.gradient_norm(x[:p], x[p:]) < STAR_TOL:
+            break
+    return x[:p], x[p:], lt.gradient_norm(x[:p], x[p:])
 
 
 def eval_rows(cfg, t) -> np.ndarray:
