@@ -14,7 +14,8 @@ computed check with its verdict, table and figure (records from
    stationary point, not the teacher; the late-window unit-root tests were removed, a decreasing-step
    iterate fails them almost surely);
 5. limit points — RTRL vs TBPTT(τ), SnAp-1, UORO, KF-RTRL, paired (:mod:`.limit_points`);
-6. rates — log-log slopes with Newey–West errors beside ``γ``;
+6. rates — slopes of ``ln‖∇L(θ_t)‖`` on ``ln α_t`` from every replicate's points, errors clustered by
+   replicate, tested for equivalence with the noise-floor hypothesis 1/2 (−γ/2 on ``ln t``);
 7. assumption audit.
 """
 from __future__ import annotations
@@ -27,7 +28,8 @@ from rtrl_validation.simulations.experiments.base import Verdict
 from .ess import time_average_se
 from .limit_points import limits
 from .montecarlo import debiased_norm, familywise_t, log_mean_ci, max_z, mean_se, variance_ratio_interval
-from .rates import geometric_rate, power_law
+from .inference import UnreliableEstimate, equivalence, inconclusive, loglog_slope, verdict
+from .rates import geometric_rate
 from .sections import Figure, Section, Table
 from .stationarity import marginal_distance, permutation_null
 
@@ -335,47 +337,71 @@ def trajectories(records):
 
 
 # ---------------------------------------------------------------------------- 6 rates
+#: the rate hypothesis: near a stationary point ‖∇L(θ_t)‖ tracks the noise floor ∝ √α_t (THEORY §5
+#: "Rates"; a heuristic beyond LSS25), so the slope of ln‖∇L‖ on ln α_t is 1/2 — for α_t ∝ t^(−γ),
+#: a slope −γ/2 in ln t; equivalence margin fixed before the data
+RATE_SLOPE, RATE_MARGIN = 0.5, 0.15
+
+
+def rate_points(r):
+    """``(α_t, ‖∇L(θ_t)‖, replicate)`` per point along a training record for ``t ≥ t₀`` on the
+    log-spaced checkpoints (the late linear window excluded so that no stretch of the run weighs
+    more), each replicate's points where a Monte Carlo estimate is at least twice its noise floor."""
+    cfg = r["config"]
+    t, g, fl = _grad_curve(r)
+    keep = t >= cfg["t0"]
+    if "grad_norm_exact" in r["arrays"]:
+        keep &= ~r["arrays"]["late"]
+    alpha = cfg["alpha0"] / (1.0 + t / cfg["t0"]) ** cfg["gamma"]
+    ok = np.isfinite(g) & (g > 0) & keep[:, None]
+    if fl is not None:
+        ok &= g > 2 * fl
+    rows, reps = np.nonzero(ok)
+    return alpha[rows], g[rows, reps], reps, t[rows]
+
+
 def rates(records):
     verdicts, rows = [], []
     fig = MplFigure(figsize=(5.5, 3.6))
     ax = fig.subplots()
+    claim = ("near a stationary point ‖∇L(θ_t)‖ falls like the stochastic-approximation noise floor √α_t "
+             f"(slope {RATE_SLOPE} on ln α_t; −γ/2 on ln t for α_t ∝ t^(−γ))")
+    source = "THEORY.md §5 'Rates' (a heuristic beyond LSS25, which gives no rate)"
+    stat = "slope of ln‖∇L(θ_t)‖ on ln α_t, replicate-level points, errors clustered by replicate"
     for r in sorted(_ok(records, "trajectory-"), key=lambda r: r["task"]):
         case, cfg = r["data"]["case"], r["config"]
-        gamma, t0 = cfg["gamma"], cfg["t0"]
-        t, g, floor = _grad_curve(r)
-        series = [("‖∇L(θ_t)‖", t, g, floor)]
-        dist = _teacher_distance(r)
-        if dist is not None:
-            series.append(("distance to teacher", dist[0], dist[1], None))
-        for name, tt, y, fl in series:
-            keep = tt >= t0
-            if "grad_norm_exact" in r["arrays"] and tt.size == r["arrays"]["t"].size:
-                keep &= ~r["arrays"]["late"]
-            if fl is not None:
-                keep &= np.all(y > 2 * fl, axis=1)
-            if keep.sum() < 4:
-                rows.append([case, name, "—", "—", int(keep.sum()), gamma, -gamma / 2])
-                continue
-            fit = power_law(tt[keep], np.exp(np.log(np.maximum(y[keep], 1e-300)).mean(axis=1)))
-            rows.append([case, name, f"{fit.slope:.3f} ± {fit.se:.3f}", f"[{fit.ci[0]:.3f}, {fit.ci[1]:.3f}]",
-                         fit.n, gamma, -gamma / 2])
-            verdicts.append(Verdict(
-                f"6 rate ({case}): log {name} falls with log t (HAC 95% upper bound < 0)", fit.ci[1] < 0,
-                f"slope {fit.slope:.3f} ± {fit.se:.3f} (Newey–West, {fit.maxlags} lags, {fit.n} checkpoints with "
-                f"t ≥ t₀ = {t0:g}); γ = {gamma}", fit.ci[1], 0.0))
-            if name.startswith("‖∇L"):
-                x = np.geomspace(tt[keep].min(), tt[keep].max(), 20)
-                line = ax.loglog(tt[keep], np.exp(np.log(y[keep]).mean(axis=1)), "o", ms=3, label=f"{case}")[0]
-                ax.loglog(x, np.exp(fit.intercept) * x ** fit.slope, color=line.get_color(),
-                          label=f"fit slope {fit.slope:.2f} ± {fit.se:.2f} (γ = {gamma})")
-    ax.set_xlabel("t")
-    ax.set_ylabel("‖∇L(θ_t)‖ (geometric mean over replicates)")
+        alpha, g, reps, t = rate_points(r)
+        check = f"6 rate ({case}): ‖∇L(θ_t)‖ ∝ √α_t"
+        try:
+            est_a = loglog_slope(alpha, g, groups=reps, unit="replicates")
+            est_t = loglog_slope(t, g, groups=reps, unit="replicates")
+        except UnreliableEstimate as e:
+            verdicts.append(inconclusive(check, str(e), claim, source, stat))
+            rows.append([case, "—", "—", len(g), cfg["gamma"], -cfg["gamma"] / 2])
+            continue
+        d = equivalence(est_a, RATE_MARGIN, 0.05, centre=RATE_SLOPE)
+        verdicts.append(verdict(check, d, claim, source, stat,
+                                evidence=f"{len(g)} points from {est_a.n} replicates with t ≥ t₀ = {cfg['t0']:g}; "
+                                         f"slope on ln t {est_t.value:.3f} ± {est_t.se:.3f} against −γ/2 = "
+                                         f"{-cfg['gamma'] / 2:.3f}"))
+        lo, hi = d.interval
+        rows.append([case, f"{est_a.value:.3f} [{lo:.3f}, {hi:.3f}]", f"{est_t.value:.3f} ± {est_t.se:.3f}", len(g),
+                     cfg["gamma"], -cfg["gamma"] / 2])
+        line = ax.loglog(t, g, "o", ms=2, alpha=0.5, label=f"{case} (replicates)")[0]
+        x = np.geomspace(t.min(), t.max(), 20)
+        c = np.exp(np.mean(np.log(g) - est_t.value * np.log(t)))
+        ax.loglog(x, c * x ** est_t.value, color=line.get_color(), label=f"fit slope {est_t.value:.2f} (−γ/2 = "
+                                                                          f"{-cfg['gamma'] / 2:.2f})")
+    ax.set_xlabel("online step $t$")
+    ax.set_ylabel(r"$\|\nabla L(\theta_t)\|$")
     if ax.lines:
         ax.legend(fontsize=7)
-    table = Table("6 Rates: slopes of log-quantities against log t (Newey–West standard errors), beside γ; "
-                  "−γ/2 is the stochastic-approximation noise rate for γ < 1 (a heuristic beyond LSS25)",
-                  ["case", "quantity", "slope ± HAC se", "95% CI", "points", "γ", "−γ/2"], rows)
-    figures = [Figure("6 ‖∇L(θ_t)‖ against t on log axes with the fitted power law (t ≥ t₀)", fig)] if ax.lines else []
+    table = Table(f"6 Rates: slopes of ln‖∇L(θ_t)‖ on ln α_t (hypothesis {RATE_SLOPE}, equivalence margin "
+                  f"±{RATE_MARGIN}, 90% interval) and on ln t (beside −γ/2); every replicate's points, errors "
+                  "clustered by replicate", ["case", "slope on ln α_t [90% CI]", "slope on ln t ± se", "points", "γ",
+                                             "−γ/2"], rows)
+    figures = [Figure("6 ‖∇L(θ_t)‖ against t on log axes, every replicate (t ≥ t₀), with the fitted power law",
+                      fig)] if ax.lines else []
     return verdicts, [table] if rows else [], figures
 
 
