@@ -176,3 +176,13 @@ def test_floor_verdict_gates():
     v = lp.floor_verdict("w", floor_record(at, fl, transient=fl * 2), ctrl)
     assert v.status == INCONCLUSIVE and "horizon too short" in v.evidence
     assert lp.floor_verdict("w", floor_record(at, fl, star=[1e-3] + [1e-9] * 5), ctrl).status == INCONCLUSIVE
+
+
+def test_projection_rows():
+    """The boundary fraction counts checkpoints with sup|σ'|·‖W‖₂ = ρ; the KKT column is read."""
+    r = fake("rtrl", RTRL)
+    c = np.full((10, 6), 0.5)
+    c[7:, :2] = 0.9
+    r["arrays"].update(contraction=c, avg_kkt_norm_exact=RTRL / 2)
+    (row,) = lp.projection_rows({"rtrl": r}, ["rtrl"], 0.9)
+    assert row[1] == "10.0%" and row[2] == "2 of 6" and float(row[4]) < float(row[3])

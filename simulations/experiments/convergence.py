@@ -299,7 +299,7 @@ class ConvergenceExperiment(Experiment):
                                      ("loss_minimum", "floor")),
                                Names(("t", "theta", "phi", "late"),
                                      ("loss", "grad_norm", "contraction", "grad_norm_exact", "avg_grad_norm_exact",
-                                      "excess_exact", "avg_excess_exact", "eval_t", "eval_grad", "eval_loss", "floor_iterate",
+                                      "excess_exact", "avg_excess_exact", "avg_kkt_norm_exact", "eval_t", "eval_grad", "eval_loss", "floor_iterate",
                                       "floor_polyak", "transient_iterate", "transient_polyak", "relaxation",
                                       "floor_eigenvalues"))),
     }
@@ -489,6 +489,7 @@ class ConvergenceExperiment(Experiment):
             lt = LinearTheory(cell, proc)
             arrays["grad_norm_exact"] = lt.batch(lt.gradient_norm, a["theta"], a["phi"])
             arrays["avg_grad_norm_exact"] = lt.batch(lt.gradient_norm, avg_theta, avg_phi)
+            arrays["avg_kkt_norm_exact"] = kkt_norm(cell, lt, avg_theta, avg_phi)
             if spec == "rtrl":
                 fl = noise_floor_at(cfg, cell, readout, proc, lt, avg_theta, avg_phi, a["theta"][0], a["phi"][0], rng)
                 if fl is None:
@@ -577,6 +578,17 @@ def noise_floor_at(cfg, cell, readout, proc, lt, theta_avg, phi_avg, theta_first
               if k in ("iterate", "transient_iterate") else np.array(out[k])
               for k in ("iterate", "polyak", "transient_iterate", "transient_polyak", "relaxation", "eigenvalues")}
     return data, arrays
+
+
+def kkt_norm(cell, lt: LinearTheory, theta, phi) -> np.ndarray:
+    """Norm of the projected-gradient map ``(θ − Π(θ − ∇_θL), ∇_φL)`` per row (``B``): zero exactly at
+    KKT points of ``L`` on the contraction set (equal to ``‖∇L‖`` where the constraint is inactive)."""
+    out = np.empty(theta.shape[0])
+    for b in range(theta.shape[0]):
+        gt, gp = lt.gradient(theta[b], phi[b])
+        step = theta[b] - cell.project(theta[b] - gt)
+        out[b] = np.sqrt(step @ step + gp @ gp)
+    return out
 
 
 #: ‖∇L‖ below which a minimiser's end point counts as a stationary point
