@@ -241,12 +241,14 @@ def limits(records, config):
                                 "with a positive gap, errors clustered by replicate (descriptive)",
                                 ["r̂", "95% CI", "student ρ", "data memory rate"],
                                 [[_f(r_hat), f"[{lo:.3g}, {hi:.3g}]", config.get("rho"), _f(rate)]]))
-        proj = projection_rows(runs, wanted, config.get("rho"))
+        free = next((r for r in records if r["task"] == f"unprojected-{case}"), None)
+        proj = projection_rows(runs, wanted, config.get("rho"), free)
         if proj:
             tables.append(Table(f"5 Projection ({case}): where the contraction constraint sup|σ'|·‖W‖₂ ≤ ρ is active, the "
                                 "stationarity notion is a KKT point, measured by the projected-gradient map "
                                 "‖θ − Π(θ − ∇L)‖ (equal to ‖∇L‖ in the interior)",
-                                ["estimator", "checkpoints on the boundary", "replicates on the boundary at the end",
+                                ["estimator", "checkpoints on the boundary (outside, unprojected)",
+                                 "replicates on the boundary at the end", "max sup|σ'|·‖W‖₂",
                                  "‖∇L(θ̄)‖ (geo. mean)", "KKT ‖θ̄ − Π(θ̄ − ∇L)‖ (geo. mean)"], proj))
         figures.append(_limit_figure(case, runs, wanted, norms, decay, mem))
     return verdicts, tables, figures, notes
@@ -256,20 +258,26 @@ def limits(records, config):
 BOUNDARY_TOL = 1e-9
 
 
-def projection_rows(runs, wanted, rho):
+def projection_rows(runs, wanted, rho, free=None):
     """Per estimator: the fraction of checkpoints (all replicates) with ``sup|σ'|·‖W‖₂ = ρ``, the
-    replicates on the boundary at the last checkpoint, and ``‖∇L‖`` beside the KKT measure at the
-    Polyak average (exact cases)."""
+    replicates on the boundary at the last checkpoint, the largest contraction constant, and
+    ``‖∇L‖`` beside the KKT measure at the Polyak average (exact cases); ``free``: the RTRL run
+    without projection (fraction of checkpoints outside the set, ``> ρ``), or its failure."""
     rows = []
-    for spec in wanted:
-        r = runs.get(spec)
-        if r is None or r["status"] != "ok" or "contraction" not in r["arrays"] or rho is None:
+    if rho is None:
+        return rows
+    for spec, r in [(s, runs.get(s)) for s in wanted] + [("rtrl, no projection", free)]:
+        if r is None:
             continue
-        c = np.asarray(r["arrays"]["contraction"])
-        on = c >= rho * (1 - BOUNDARY_TOL)
+        if r["status"] != "ok" or "contraction" not in r["arrays"]:
+            if spec.endswith("no projection"):
+                rows.append([spec, f"{r['status']}: {r['reason']}", "—", "—", "—", "—"])
+            continue
         a = r["arrays"]
+        c = np.asarray(a["contraction"])
+        on = c > rho * (1 + BOUNDARY_TOL) if spec.endswith("no projection") else c >= rho * (1 - BOUNDARY_TOL)
         kkt = a.get("avg_kkt_norm_exact")
-        rows.append([spec, f"{on.mean():.1%}", f"{int(on[-1].sum())} of {on.shape[1]}",
+        rows.append([spec, f"{on.mean():.1%}", f"{int(on[-1].sum())} of {on.shape[1]}", _f(float(c.max()), 4),
                      _f(float(np.exp(np.log(a["avg_grad_norm_exact"]).mean()))) if "avg_grad_norm_exact" in a else "—",
                      _f(float(np.exp(np.log(kkt).mean()))) if kkt is not None else "—"])
     return rows

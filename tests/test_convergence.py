@@ -50,7 +50,7 @@ def test_tasks_are_named_and_deterministic():
     cfg = EXP.config("quick", SMALL)
     keys = [t.key for t in EXP.tasks(cfg)]
     assert keys == ["forgetting-0", "stationary", "gradient-tanh", "gradient-linear", "trajectory-linear",
-                    "limit-linear-wide-rtrl", "limit-linear-wide-tbptt-1"]
+                    "limit-linear-wide-rtrl", "limit-linear-wide-tbptt-1", "unprojected-linear-wide"]
     a, b = records(only=["forgetting"]), records(only=["forgetting"])
     assert np.array_equal(a[0]["arrays"]["dJ"], b[0]["arrays"]["dJ"])
     assert not np.array_equal(a[0]["arrays"]["dJ"], records(only=["forgetting"], seed=1)[0]["arrays"]["dJ"])
@@ -104,7 +104,7 @@ def test_gradient_three_ways_check():
 # ---------------------------------------------------------------------------- 4, 5, 6, 7 training
 @pytest.fixture(scope="module")
 def training_records():
-    return records(only=["trajectory", "limit"])
+    return records(only=["trajectory", "limit", "unprojected"])
 
 
 def test_trajectory_checks(training_records):
@@ -168,6 +168,8 @@ def test_limit_runs_are_paired(training_records):
     from rtrl_validation.simulations.experiments.convergence import paired_streams
     runs = [r for r in training_records if r["task"].startswith("limit-linear-wide-")]
     assert len(runs) == 2 and runs[0]["arrays"]["t"][0] == 1
+    free = next(r for r in training_records if r["task"] == "unprojected-linear-wide")
+    assert free["data"]["projected"] is False and runs[0]["data"]["projected"] is True
     np.testing.assert_allclose(runs[0]["arrays"]["theta"][0], runs[1]["arrays"]["theta"][0], rtol=0, atol=1e-12)
     a, b = (paired_streams(np.random.SeedSequence(0, spawn_key=(i,)), "linear") for i in (3, 7))
     assert np.array_equal(a[1].random(5), b[1].random(5)) and np.array_equal(a[0].random(5), b[0].random(5))

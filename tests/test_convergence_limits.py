@@ -184,5 +184,8 @@ def test_projection_rows():
     c = np.full((10, 6), 0.5)
     c[7:, :2] = 0.9
     r["arrays"].update(contraction=c, avg_kkt_norm_exact=RTRL / 2)
-    (row,) = lp.projection_rows({"rtrl": r}, ["rtrl"], 0.9)
-    assert row[1] == "10.0%" and row[2] == "2 of 6" and float(row[4]) < float(row[3])
+    free = fake("rtrl", RTRL)
+    free["arrays"]["contraction"] = np.full((10, 6), 0.95)
+    row, row_free = lp.projection_rows({"rtrl": r}, ["rtrl"], 0.9, free)
+    assert row[1] == "10.0%" and row[2] == "2 of 6" and float(row[5]) < float(row[4])
+    assert row_free[0] == "rtrl, no projection" and row_free[1] == "100.0%" and row_free[3] == "0.95"

@@ -78,6 +78,8 @@ QUICK = {
     # predicted noise floor at RTRL's limit (linear limit cases): long-run covariance of the RTRL
     # gradient at the stationary point from batch means of floor_window steps on floor_paths paths
     "floor_paths": 8, "floor_steps": 10000, "floor_window": 100,
+    # RTRL without the contraction projection (does the contraction hold on its own along the run?)
+    "unprojected_cases": ["linear-wide"],
 }
 
 FULL = dict(QUICK, **{
@@ -161,6 +163,7 @@ class ConvergenceConfig:
     floor_paths: PositiveInt
     floor_steps: PositiveInt
     floor_window: PositiveInt
+    unprojected_cases: list[Case]
 
 
 # ---------------------------------------------------------------------------- the problem
@@ -295,7 +298,8 @@ class ConvergenceExperiment(Experiment):
                                       "contraction")),
                                Names(("rtrl", "fd_h", "fd_2h", "bptt", "tbptt1", "dirs", "ess_loss", "ess_proj"),
                                      ("closed_form",))),
-        "training": TaskSchema(Names(("case", "estimator", "p", "q", "steps", "replicates", "audit", "memory"),
+        "training": TaskSchema(Names(("case", "estimator", "projected", "p", "q", "steps", "replicates", "audit",
+                                      "memory"),
                                      ("loss_minimum", "floor")),
                                Names(("t", "theta", "phi", "late"),
                                      ("loss", "grad_norm", "contraction", "grad_norm_exact", "avg_grad_norm_exact",
@@ -368,6 +372,8 @@ class ConvergenceExperiment(Experiment):
                 for c in cfg["traj_cases"]]
         out += [Task(f"limit-{c}-{e}", task_config(cfg, "training", case=c, estimator=e))
                 for c in cfg["limit_cases"] for e in cfg["limit_estimators"]]
+        out += [Task(f"unprojected-{c}", task_config(cfg, "training", case=c, estimator="rtrl", projected=False))
+                for c in cfg["unprojected_cases"]]
 
         return out
 
@@ -470,14 +476,17 @@ class ConvergenceExperiment(Experiment):
         cell, readout, proc = problem(cfg, case)
         T, B = cfg["train_steps"], cfg["train_replicates"]
         ckpts, late = training_checkpoints(cfg)
+        projected = cfg.get("projected", True)
         trainer = OnlineTrainer(cell, readout, parse_estimator(spec), proc, schedule(cfg), cfg["update_every"],
-                                project=lazy_projection(cell), require_theorem=True, checkpoints=ckpts)
+                                project=lazy_projection(cell) if projected else None, require_theorem=True,
+                                checkpoints=ckpts)
         state = trainer.init(cell.init(init_rng, batch=B), readout.init(init_rng, B), rng, data_rng=data_rng)
         state, traj = trainer.run(state, T, rng, progress=lambda n: progress(0.8 * state.t / T), data_rng=data_rng)
         a = traj.arrays()
         arrays = {name: a[name] for name in ("t", "theta", "phi", "loss", "grad_norm", "contraction") if name in a}
         arrays["late"] = np.isin(a["t"], late)
-        data = {"case": case, "estimator": spec, "p": cell.p, "q": readout.q, "steps": T, "replicates": B,
+        data = {"case": case, "estimator": spec, "projected": projected, "p": cell.p, "q": readout.q, "steps": T,
+                "replicates": B,
                 "audit": audit(cfg, cell, a, traj.diverged_at),
                 "memory": memory(cfg, proc, case)}
         if traj.diverged_at is not None:
@@ -490,7 +499,7 @@ class ConvergenceExperiment(Experiment):
             arrays["grad_norm_exact"] = lt.batch(lt.gradient_norm, a["theta"], a["phi"])
             arrays["avg_grad_norm_exact"] = lt.batch(lt.gradient_norm, avg_theta, avg_phi)
             arrays["avg_kkt_norm_exact"] = kkt_norm(cell, lt, avg_theta, avg_phi)
-            if spec == "rtrl":
+            if spec == "rtrl" and projected:
                 fl = noise_floor_at(cfg, cell, readout, proc, lt, avg_theta, avg_phi, a["theta"][0], a["phi"][0], rng)
                 if fl is None:
                     return TaskResult(data=data, arrays=arrays, status="diverged",
