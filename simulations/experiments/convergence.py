@@ -74,7 +74,8 @@ QUICK = {
     "alpha0": 0.05, "t0": 1000.0, "gamma": 0.75, "update_every": 1,
     "log_checkpoints": 80, "late_points": 100, "late_fraction": 0.5, "limit_average": 0.1,
     "eval_points": 12, "eval_paths": 8, "eval_burn": 200, "eval_steps": 1000,
-    "limit_cases": ["linear-wide"], "limit_estimators": ["rtrl", "tbptt-1", "tbptt-2", "tbptt-4", "snap-1", "uoro"],
+    "limit_cases": ["linear-wide"],
+    "limit_estimators": ["rtrl", "tbptt-1", "tbptt-2", "tbptt-4", "snap-1", "uoro", "kf-rtrl"],
     # predicted noise floor at RTRL's limit (linear limit cases): long-run covariance of the RTRL
     # gradient at the stationary point from batch means of floor_window steps on floor_paths paths
     "floor_paths": 8, "floor_steps": 10000, "floor_window": 100,
@@ -88,10 +89,12 @@ FULL = dict(QUICK, **{
     "grad_cases": ["tanh", "linear", "markov", "orderbook"], "grad_paths": 64, "grad_steps": 6000,
     "fd_dirs": 10,
     # k = 8: the linear RNN's curvature is larger; α₀ = 0.05 diverges within 30 steps, 0.03 does not
-    "alpha0": 0.02, "traj_cases": ["linear", "tanh", "markov"], "train_replicates": 8, "train_steps": 100000,
+    # ≥ 10⁶ online steps per replicate: the asymptotic regime of α_t (LSS25's claim is a limit)
+    "alpha0": 0.02, "traj_cases": ["linear", "tanh", "markov"], "train_replicates": 8, "train_steps": 1000000,
     "log_checkpoints": 120, "late_points": 200, "eval_points": 16, "eval_paths": 16, "eval_steps": 2000,
     "limit_cases": ["linear-wide", "markov"],
-    "limit_estimators": ["rtrl", "tbptt-1", "tbptt-2", "tbptt-4", "tbptt-8", "snap-1", "uoro"],
+    "limit_estimators": ["rtrl", "tbptt-1", "tbptt-2", "tbptt-4", "tbptt-8", "tbptt-16", "snap-1", "uoro", "kf-rtrl"],
+    "floor_paths": 16, "floor_steps": 40000, "floor_window": 200,
 })
 
 #: the config keys each kind of task depends on (a task's config holds only these, so changing,
