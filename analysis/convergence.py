@@ -57,7 +57,9 @@ NOTES = [
     "the past, every truncated gradient has zero mean as well, and a realisable teacher would hide TBPTT's bias. "
     "Every estimator of a case starts from the same θ₀ and reads the same data stream per replicate (paired); "
     "each control's verdict is a one-sided paired t test of the log-ratio of ‖∇L‖ at the Polyak averages with "
-    "minimum effect ln 2 (a factor 2), Holm over the case's controls, INCONCLUSIVE unless TBPTT(1) is detected.",
+    "minimum effect ln 2 (a factor 2), Holm over the case's controls, INCONCLUSIVE unless TBPTT(1) is detected. "
+    "UORO and KF-RTRL run at the smaller stochastic_alpha0 (they diverge at α₀) and are unbiased: a gap above RTRL "
+    "at a finite horizon is their larger noise floor (variance), not a truncation bias.",
     f"Thresholds: agreement tests at familywise level {LEVEL} (Bonferroni, Student t over independent paths); "
     f"'decreases toward zero' = final ≤ {SHRINK} × initial for every replicate.",
 ]

@@ -76,6 +76,8 @@ QUICK = {
     "eval_points": 12, "eval_paths": 8, "eval_burn": 200, "eval_steps": 1000,
     "limit_cases": ["linear-wide"],
     "limit_estimators": ["rtrl", "tbptt-1", "tbptt-2", "tbptt-4", "snap-1", "uoro", "kf-rtrl"],
+    # the step size of the stochastic estimators (UORO, KF-RTRL): stable where alpha0 diverges
+    "stochastic_alpha0": 0.005,
     # predicted noise floor at RTRL's limit (linear limit cases): long-run covariance of the RTRL
     # gradient at the stationary point from batch means of floor_window steps on floor_paths paths
     "floor_paths": 8, "floor_steps": 10000, "floor_window": 100,
@@ -167,6 +169,7 @@ class ConvergenceConfig:
     floor_steps: PositiveInt
     floor_window: PositiveInt
     unprojected_cases: list[Case]
+    stochastic_alpha0: Positive
 
 
 # ---------------------------------------------------------------------------- the problem
@@ -213,7 +216,9 @@ def lazy_projection(cell):
 
 
 def schedule(cfg: dict) -> Schedule:
-    return Schedule(cfg["alpha0"], cfg["t0"], cfg["gamma"])
+    """``α_t = α₀/(1 + t/t₀)^γ`` with the task's ``α₀`` (``alpha0``, or ``stochastic_alpha0`` for an
+    estimator that draws random numbers: UORO and KF-RTRL need a smaller step to stay stable)."""
+    return Schedule(cfg.get("run_alpha0", cfg["alpha0"]), cfg["t0"], cfg["gamma"])
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -373,7 +378,8 @@ class ConvergenceExperiment(Experiment):
         out += [Task(f"gradient-{c}", task_config(cfg, "gradient", case=c)) for c in cfg["grad_cases"]]
         out += [Task(f"trajectory-{c}", task_config(cfg, "training", case=c, estimator="rtrl"))
                 for c in cfg["traj_cases"]]
-        out += [Task(f"limit-{c}-{e}", task_config(cfg, "training", case=c, estimator=e))
+        out += [Task(f"limit-{c}-{e}", task_config(cfg, "training", case=c, estimator=e, run_alpha0=(
+                    cfg["stochastic_alpha0"] if parse_estimator(e).capabilities.stochastic else cfg["alpha0"])))
                 for c in cfg["limit_cases"] for e in cfg["limit_estimators"]]
         out += [Task(f"unprojected-{c}", task_config(cfg, "training", case=c, estimator="rtrl", projected=False))
                 for c in cfg["unprojected_cases"]]
@@ -646,7 +652,7 @@ def audit(cfg, cell, a, diverged_at) -> dict:
     return {"rho": cfg["rho"], "max_contraction": None if c is None else float(c.max()),
             "final_contraction": None if c is None else c[-1].tolist(),
             "activation": cell.activation, "bounded_activation": cell.activation == "tanh",
-            "robbins_monro": schedule(cfg).robbins_monro, "gamma": cfg["gamma"], "alpha0": cfg["alpha0"],
+            "robbins_monro": schedule(cfg).robbins_monro, "gamma": cfg["gamma"], "alpha0": schedule(cfg).alpha0,
             "t0": cfg["t0"], "update_every": cfg["update_every"], "diverged_at": diverged_at}
 
 
