@@ -1,8 +1,8 @@
-"""Rate fits (THEORY.md §5, consequences 1 and 6).
+"""Rate fits (THEORY.md §5, consequence 1).
 
-* :func:`power_law` — slope of ``log y`` against ``log t`` by OLS with Newey–West (HAC) standard
-  errors (``statsmodels`` ``OLS(...).fit(cov_type="HAC")``): points along one trajectory are
-  autocorrelated, so plain OLS errors would be too small.
+* :func:`hac_line` — OLS of ``y`` on ``x`` with Newey–West (HAC) standard errors (``statsmodels``
+  ``OLS(...).fit(cov_type="HAC")``): points along one trajectory are autocorrelated.  (Rates over
+  replicates use :func:`analysis.inference.loglog_slope`, errors clustered by replicate.)
 * :func:`geometric_rate` — the rate ``r`` of ``y_t ≈ C t^a r^t`` (``a = 0``: ``‖Δs_t‖ ≤ Cρ^t``;
   ``a = 1``: ``‖ΔJ_t‖ ≤ C t ρ^t``) from OLS of ``log y − a log t`` on ``t``, with HAC errors.
 """
@@ -45,13 +45,6 @@ def hac_line(x, y, level: float = 0.95, maxlags: int | None = None) -> SlopeFit:
     slope, se = float(res.params[1]), float(res.bse[1])
     z = stats.norm.ppf(0.5 + level / 2.0)
     return SlopeFit(slope, se, float(res.params[0]), n, (slope - z * se, slope + z * se), lags)
-
-
-def power_law(t, y, level: float = 0.95) -> SlopeFit:
-    """Fit ``y ≈ C t^slope``: OLS of ``log y`` on ``log t`` (positive ``t``, ``y``) with HAC errors."""
-    t, y = np.asarray(t, dtype=float), np.asarray(y, dtype=float)
-    keep = (t > 0) & (y > 0)
-    return hac_line(np.log(t[keep]), np.log(y[keep]), level)
 
 
 @dataclass

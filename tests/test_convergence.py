@@ -4,15 +4,14 @@ import numpy as np
 import pytest
 
 import rtrl_validation.analysis.convergence as conv
-from rtrl_validation.analysis.rates import power_law
 from rtrl_validation.simulations.experiments.base import ConfigError
 from rtrl_validation.simulations.experiments.convergence import ConvergenceExperiment
 
 EXP = ConvergenceExperiment()
 SMALL = dict(hidden=4, forget_blocks=1, forget_pairs=4, forget_steps=80, chains=300, chain_times=[1, 2, 32, 64],
              j_coords=6, grad_paths=12, grad_burn=100, grad_steps=1000, fd_dirs=6, ess_window=10,
-             train_replicates=4, train_steps=4000, log_checkpoints=40, late_points=40, probe_steps=10,
-             eval_points=5, eval_paths=4, eval_burn=100, eval_steps=300, t0=300.0,
+             train_replicates=4, train_steps=4000, log_checkpoints=40, late_points=40,
+             eval_points=5, eval_paths=4, eval_burn=100, eval_steps=300, t0=300.0, floor_steps=4000,
              traj_cases=["linear"], limit_cases=["linear-wide"], limit_estimators=["rtrl", "tbptt-1"])
 
 
@@ -51,7 +50,7 @@ def test_tasks_are_named_and_deterministic():
     cfg = EXP.config("quick", SMALL)
     keys = [t.key for t in EXP.tasks(cfg)]
     assert keys == ["forgetting-0", "stationary", "gradient-tanh", "gradient-linear", "trajectory-linear",
-                    "limit-linear-wide-rtrl", "limit-linear-wide-tbptt-1"]
+                    "limit-linear-wide-rtrl", "limit-linear-wide-tbptt-1", "unprojected-linear-wide"]
     a, b = records(only=["forgetting"]), records(only=["forgetting"])
     assert np.array_equal(a[0]["arrays"]["dJ"], b[0]["arrays"]["dJ"])
     assert not np.array_equal(a[0]["arrays"]["dJ"], records(only=["forgetting"], seed=1)[0]["arrays"]["dJ"])
@@ -77,7 +76,7 @@ def test_forgetting_check():
 def test_stationary_check():
     recs = records(only=["stationary"])
     v, _, figs = conv.stationary(recs)
-    assert passed(v, "2 stationary") and figs
+    assert figs and all(x.status in ("PASS", "INCONCLUSIVE") for x in v) and v[0].control
     bad = dict(recs[0], arrays=dict(recs[0]["arrays"]))
     bad["arrays"]["start_b"] = bad["arrays"]["start_b"] + 0.3 * bad["arrays"]["start_b"].std(axis=1, keepdims=True)
     v, _, _ = conv.stationary([bad])
@@ -105,7 +104,7 @@ def test_gradient_three_ways_check():
 # ---------------------------------------------------------------------------- 4, 5, 6, 7 training
 @pytest.fixture(scope="module")
 def training_records():
-    return records(only=["trajectory", "limit"])
+    return records(only=["trajectory", "limit", "unprojected"])
 
 
 def test_trajectory_checks(training_records):
@@ -113,9 +112,8 @@ def test_trajectory_checks(training_records):
     v, tables, figs = conv.trajectories(recs)
     assert passed(v, "4 trajectory (linear): ‖∇L(θ_t)‖ decreases") and figs
     names = [x.check for x in v]
-    assert any("late window settles — parameters" in n for n in names)
-    assert any("late window settles — function space" in n for n in names)
-    assert any("distance to the teacher" in n for n in names)
+    # removed: thresholds beyond the theorem (distance to the teacher) and the wrong null (late-window unit roots)
+    assert not any("late window settles" in n or "distance to the teacher" in n for n in names)
     # a run whose ‖∇L‖ does not fall fails the check
     r = next(x for x in recs if x["task"] == "trajectory-linear")
     a = dict(r["arrays"])
@@ -126,38 +124,59 @@ def test_trajectory_checks(training_records):
 
 def test_rates_check(training_records):
     v, tables, figs = conv.rates(training_records)
-    assert tables[0].rows and figs
-    # the HAC fit recovers a known slope: y = t^−0.4 · exp(AR(1) noise)
+    assert tables[0].rows and figs and v[0].status in ("PASS", "FAIL", "INCONCLUSIVE") and v[0].claim
+
+
+def synthetic_trajectory(slope, reps, rng, noise=0.15):
+    """A fake RTRL trajectory record with ‖∇L(θ_t)‖ = α_t^slope · replicate level · AR(1) noise."""
+    cfg = {"t0": 100.0, "alpha0": 0.05, "gamma": 0.75}
+    t = np.unique(np.round(np.geomspace(1, 1e5, 60))).astype(int)
+    alpha = cfg["alpha0"] / (1 + t / cfg["t0"]) ** cfg["gamma"]
+    e = np.zeros((t.size, reps))
+    for i in range(1, t.size):
+        e[i] = 0.6 * e[i - 1] + noise * rng.standard_normal(reps)
+    g = alpha[:, None] ** slope * np.exp(rng.normal(0, 0.3, reps)) * np.exp(e)
+    return {"task": "trajectory-x", "status": "ok", "config": cfg, "data": {"case": "x"},
+            "arrays": {"t": t, "grad_norm_exact": g, "late": np.zeros(t.size, bool)}}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("reps", [8])
+def test_rate_rule_calibration(reps):
+    """The rate rule (TOST of the clustered slope on ln α_t within ±0.15 of 1/2): PASS at ≥ 80% when
+    the slope is 1/2, at most α + Monte Carlo margin when it is 1/2 + 0.15, FAIL at ≥ 80% when 0.85."""
     rng = np.random.default_rng(0)
-    t = np.geomspace(100, 1e5, 60)
-    e = np.zeros(60)
-    for i in range(1, 60):
-        e[i] = 0.7 * e[i - 1] + 0.1 * rng.standard_normal()
-    fit = power_law(t, t ** -0.4 * np.exp(e))          # within 4 HAC standard errors of the truth
-    assert abs(fit.slope + 0.4) < 4 * fit.se and fit.ci[1] < 0
-    flat = power_law(t, np.exp(e))                       # no trend: the slope is not significant
-    assert abs(flat.slope) < 4 * flat.se
+    n = 300
+    def rate(slope, want):
+        return np.mean([conv.rates([synthetic_trajectory(slope, reps, rng)])[0][0].status == want for _ in range(n)])
+    assert rate(0.5, "PASS") >= 0.8
+    assert rate(0.65, "PASS") <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / n)
+    assert rate(0.85, "FAIL") >= 0.8
 
 
 def test_limit_check(training_records):
+    """The small run's paired limit points: TBPTT(1) is detected above RTRL (details and calibration
+    of the rule: tests/test_convergence_limits.py)."""
     cfg = training_records[0]["experiment_config"]
     v, tables, figs, notes = conv.limits(training_records, cfg)
-    assert passed(v, "5 limit points (linear-wide): TBPTT(τ) leaves a larger") and figs
-    # decreasing in τ, an unregistered estimator and a diverged one, from fabricated records
-    def fake(spec, value, status="ok"):
-        arr = {"avg_grad_norm_exact": np.full(3, value) * (1 + 0.01 * np.arange(3))}
-        return {"task": f"limit-linear-wide-{spec}", "status": status,
-                "reason": "diverged at step 9" if status != "ok" else "", "arrays": arr,
-                "data": {"estimator": spec, "case": "linear-wide", "memory": {"steps": 3.0}}}
-    cfg2 = dict(cfg, limit_estimators=["rtrl", "tbptt-1", "tbptt-2", "tbptt-4", "uoro", "snap-9"])
-    v, _, _, notes = conv.limits([fake("rtrl", 0.01), fake("tbptt-1", 0.2), fake("tbptt-2", 0.3), fake("tbptt-4", 0.05),
-                                  fake("uoro", 0, "diverged")], cfg2)
-    assert not passed(v, "5 limit points (linear-wide): TBPTT(τ)'s ‖∇L‖ decreases")
-    assert passed(v, "5 limit points (linear-wide): TBPTT(τ) leaves a larger")
-    assert any("snap-9" in n for n in notes)
-    # TBPTT(2) no larger than RTRL: the first verdict fails
-    v, _, _, _ = conv.limits([fake("rtrl", 0.01), fake("tbptt-1", 0.2), fake("tbptt-2", 0.01)], cfg2)
-    assert not passed(v, "5 limit points (linear-wide): TBPTT(τ) leaves a larger")
+    assert passed(v, "5 limit points (linear-wide): tbptt-1 stays above") and figs and tables
+
+
+def test_limit_runs_are_paired(training_records):
+    """Every estimator of a case starts from the same θ₀ and reads the same data (paired streams):
+    RTRL's and TBPTT(1)'s first update coincide (J_1 = I_1), so θ at t = 1 is equal."""
+    from rtrl_validation.simulations.experiments.convergence import paired_streams
+    runs = [r for r in training_records if r["task"].startswith("limit-linear-wide-")]
+    assert len(runs) == 2 and runs[0]["arrays"]["t"][0] == 1
+    free = next(r for r in training_records if r["task"] == "unprojected-linear-wide")
+    assert free["data"]["projected"] is False and runs[0]["data"]["projected"] is True
+    np.testing.assert_allclose(runs[0]["arrays"]["theta"][0], runs[1]["arrays"]["theta"][0], rtol=0, atol=1e-12)
+    a, b = (paired_streams(np.random.SeedSequence(0, spawn_key=(i,)), "linear") for i in (3, 7))
+    assert np.array_equal(a[1].random(5), b[1].random(5)) and np.array_equal(a[0].random(5), b[0].random(5))
+    c = paired_streams(np.random.SeedSequence(0, spawn_key=(3,)), "tanh")
+    d = paired_streams(np.random.SeedSequence(1, spawn_key=(3,)), "linear")
+    x = paired_streams(np.random.SeedSequence(0, spawn_key=(3,)), "linear")[1].random(5)
+    assert not np.array_equal(c[1].random(5), x) and not np.array_equal(d[1].random(5), x)
 
 
 def test_audit_check(training_records):
@@ -188,6 +207,36 @@ def test_quick_profile_end_to_end(tmp_path):
     run_experiment(EXP, cfg, 0, tmp_path, progress=False)
     sec = conv.analyse(load_records(tmp_path, EXP.name))
     assert len(sec.figures) >= 6 and len(sec.verdicts) >= 20 and not sec.failures[1:]
+
+
+@pytest.mark.slow
+def test_agreement_rule_calibration():
+    """The stationary-law rule (analysis/stationarity.agreement; 1000 vs 1000 samples in 16
+    coordinates, level 0.01, margin 0.25 sd): same law → FAIL at most at rate 0.01 + MC margin and
+    PASS at ≥ 0.8; a 0.25 sd shift in one coordinate → PASS at most at rate 0.2.  (With 500
+    samples the power against 0.25 sd is about 0.75: the rule then says INCONCLUSIVE.)"""
+    from rtrl_validation.analysis.stationarity import agreement
+    rng = np.random.default_rng(11)
+    n_sim = 60
+    same, shifted = [], []
+    for _ in range(n_sim):
+        a, b = rng.standard_normal((1000, 16)), rng.standard_normal((1000, 16))
+        same.append(agreement(a, b, 0.25, 0.01, rng, n_perm=200, n_power=60)["status"])
+        b[:, 3] += 0.25
+        shifted.append(agreement(a, b, 0.25, 0.01, rng, n_perm=200, n_power=60)["status"])
+    assert same.count("FAIL") / n_sim <= 0.01 + 3 * np.sqrt(0.01 * 0.99 / n_sim)
+    assert same.count("PASS") / n_sim >= 0.8
+    assert shifted.count("PASS") / n_sim <= 0.2
+
+
+def test_agreement_rule_smoke():
+    from rtrl_validation.analysis.stationarity import agreement, max_distance
+    rng = np.random.default_rng(12)
+    a, b = rng.standard_normal((400, 5)), rng.standard_normal((400, 5))
+    assert agreement(a, b, 0.4, 0.01, rng, n_perm=100, n_power=40)["status"] == "PASS"
+    b[:, 2] += 0.6                                                # one coordinate shifted: not diluted
+    x = agreement(a, b, 0.4, 0.01, rng, n_perm=100, n_power=40)
+    assert x["status"] == "FAIL" and x["D"] == pytest.approx(max_distance(a, b))
 
 
 def test_marginal_distance_is_scipy_wasserstein():

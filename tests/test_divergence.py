@@ -76,8 +76,8 @@ def test_convergence_with_a_huge_step_size_records_diverged(tmp_path):
     small = dict(hidden=3, forget_blocks=1, forget_pairs=2, forget_steps=10, chains=10, chain_times=[1, 2],
                  j_coords=2, grad_cases=[], traj_cases=["linear"], limit_cases=["linear-wide"],
                  limit_estimators=["rtrl", "tbptt-1"], train_replicates=2, train_steps=200, log_checkpoints=5,
-                 late_points=5, probe_steps=5, eval_points=3, eval_paths=2, eval_burn=10, eval_steps=20,
-                 alpha0=1e300, noise=1e6)
+                 late_points=5, eval_points=3, eval_paths=2, eval_burn=10, eval_steps=20,
+                 alpha0=1e300, noise=1e6, unprojected_cases=[])
     rows = run(ConvergenceExperiment(), small, tmp_path)
     assert_diverged_with_step(rows)
     assert {t for t, s, _ in rows if s == "diverged"} == {"trajectory-linear", "limit-linear-wide-rtrl",

@@ -19,8 +19,7 @@ Tasks (independent; each returns raw curves and per-path estimates, and the anal
 * ``trajectory-<case>`` (4, 5, 6, 7): online RTRL from random ``θ_0`` with ``α_t = α₀/(1+t/t₀)^γ`` and
   the contraction projection; ``θ_t`` at log-spaced and late linearly spaced checkpoints;
   ``‖∇L(θ_t)‖`` and the excess loss exactly (linear case) or estimated at frozen ``θ_t`` on the
-  noise-free target (same ``∇L``; for a teacher, mean loss = excess loss); outputs on a fixed
-  probe sequence over the late window (function-space coordinates).
+  noise-free target (same ``∇L``; for a teacher, mean loss = excess loss).
 * ``limit-<case>-<estimator>`` (5, 7): the same training with RTRL and with TBPTT(τ), SnAp-1, UORO on
   data whose best fit leaves a history-dependent residual (``linear-wide``: a linear teacher with
   twice the student's units; ``markov``: the lagged target), so that a truncated gradient's zeros
@@ -50,6 +49,7 @@ from ..estimators import parse_estimator
 from ..estimators.bptt import BPTT, TBPTT
 from ..estimators.rtrl import RTRL
 from ..linear_theory import LinearTheory
+from ..noise_floor import floor, hessian, long_run_covariance
 from ..readouts import LinearReadout
 from ..sequence import run_sequence, sequence_loss
 from ..training import OnlineTrainer, Schedule, frozen_windows, log_checkpoints
@@ -73,8 +73,16 @@ QUICK = {
     "traj_cases": ["linear", "tanh"], "train_replicates": 4, "train_steps": 12000,
     "alpha0": 0.05, "t0": 1000.0, "gamma": 0.75, "update_every": 1,
     "log_checkpoints": 80, "late_points": 100, "late_fraction": 0.5, "limit_average": 0.1,
-    "probe_steps": 40, "eval_points": 12, "eval_paths": 8, "eval_burn": 200, "eval_steps": 1000,
-    "limit_cases": ["linear-wide"], "limit_estimators": ["rtrl", "tbptt-1", "tbptt-2", "tbptt-4", "snap-1", "uoro"],
+    "eval_points": 12, "eval_paths": 8, "eval_burn": 200, "eval_steps": 1000,
+    "limit_cases": ["linear-wide"],
+    "limit_estimators": ["rtrl", "tbptt-1", "tbptt-2", "tbptt-4", "snap-1", "uoro", "kf-rtrl"],
+    # the step size of the stochastic estimators (UORO, KF-RTRL): stable where alpha0 diverges
+    "stochastic_alpha0": 0.005,
+    # predicted noise floor at RTRL's limit (linear limit cases): long-run covariance of the RTRL
+    # gradient at the stationary point from batch means of floor_window steps on floor_paths paths
+    "floor_paths": 8, "floor_steps": 10000, "floor_window": 100,
+    # RTRL without the contraction projection (does the contraction hold on its own along the run?)
+    "unprojected_cases": ["linear-wide"],
 }
 
 FULL = dict(QUICK, **{
@@ -83,10 +91,12 @@ FULL = dict(QUICK, **{
     "grad_cases": ["tanh", "linear", "markov", "orderbook"], "grad_paths": 64, "grad_steps": 6000,
     "fd_dirs": 10,
     # k = 8: the linear RNN's curvature is larger; α₀ = 0.05 diverges within 30 steps, 0.03 does not
-    "alpha0": 0.02, "traj_cases": ["linear", "tanh", "markov"], "train_replicates": 8, "train_steps": 100000,
+    # ≥ 10⁶ online steps per replicate: the asymptotic regime of α_t (LSS25's claim is a limit)
+    "alpha0": 0.02, "traj_cases": ["linear", "tanh", "markov"], "train_replicates": 8, "train_steps": 1000000,
     "log_checkpoints": 120, "late_points": 200, "eval_points": 16, "eval_paths": 16, "eval_steps": 2000,
     "limit_cases": ["linear-wide", "markov"],
-    "limit_estimators": ["rtrl", "tbptt-1", "tbptt-2", "tbptt-4", "tbptt-8", "snap-1", "uoro"],
+    "limit_estimators": ["rtrl", "tbptt-1", "tbptt-2", "tbptt-4", "tbptt-8", "tbptt-16", "snap-1", "uoro", "kf-rtrl"],
+    "floor_paths": 16, "floor_steps": 40000, "floor_window": 200,
 })
 
 #: the config keys each kind of task depends on (a task's config holds only these, so changing,
@@ -98,8 +108,8 @@ TASK_KEYS = {
     "stationary": ("chains", "chain_times", "j_coords"),
     "gradient": ("grad_paths", "grad_burn", "grad_steps", "fd_dirs", "fd_step", "ess_window"),
     "training": ("train_replicates", "train_steps", "alpha0", "t0", "gamma", "update_every",
-                 "log_checkpoints", "late_points", "late_fraction", "limit_average", "probe_steps", "eval_points",
-                 "eval_paths", "eval_burn", "eval_steps"),
+                 "log_checkpoints", "late_points", "late_fraction", "limit_average", "eval_points",
+                 "eval_paths", "eval_burn", "eval_steps", "floor_paths", "floor_steps", "floor_window"),
 }
 
 
@@ -149,13 +159,17 @@ class ConvergenceConfig:
     late_points: PositiveInt
     late_fraction: Fraction
     limit_average: Fraction
-    probe_steps: PositiveInt
     eval_points: PositiveInt
     eval_paths: PositiveInt
     eval_burn: NonNegativeInt
     eval_steps: PositiveInt
     limit_cases: list[Case]
     limit_estimators: Annotated[list[EstimatorSpec], NON_EMPTY]
+    floor_paths: PositiveInt
+    floor_steps: PositiveInt
+    floor_window: PositiveInt
+    unprojected_cases: list[Case]
+    stochastic_alpha0: Positive
 
 
 # ---------------------------------------------------------------------------- the problem
@@ -202,7 +216,9 @@ def lazy_projection(cell):
 
 
 def schedule(cfg: dict) -> Schedule:
-    return Schedule(cfg["alpha0"], cfg["t0"], cfg["gamma"])
+    """``α_t = α₀/(1 + t/t₀)^γ`` with the task's ``α₀`` (``alpha0``, or ``stochastic_alpha0`` for an
+    estimator that draws random numbers: UORO and KF-RTRL need a smaller step to stay stable)."""
+    return Schedule(cfg.get("run_alpha0", cfg["alpha0"]), cfg["t0"], cfg["gamma"])
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -290,12 +306,14 @@ class ConvergenceExperiment(Experiment):
                                       "contraction")),
                                Names(("rtrl", "fd_h", "fd_2h", "bptt", "tbptt1", "dirs", "ess_loss", "ess_proj"),
                                      ("closed_form",))),
-        "training": TaskSchema(Names(("case", "estimator", "p", "q", "steps", "replicates", "audit", "memory"),
-                                     ("loss_minimum",)),
+        "training": TaskSchema(Names(("case", "estimator", "projected", "p", "q", "steps", "replicates", "audit",
+                                      "memory"),
+                                     ("loss_minimum", "floor")),
                                Names(("t", "theta", "phi", "late"),
                                      ("loss", "grad_norm", "contraction", "grad_norm_exact", "avg_grad_norm_exact",
-                                      "excess_exact", "avg_excess_exact", "eval_t", "eval_grad", "eval_loss",
-                                      "probe_out"))),
+                                      "excess_exact", "avg_excess_exact", "avg_kkt_norm_exact", "eval_t", "eval_grad", "eval_loss", "floor_iterate",
+                                      "floor_polyak", "transient_iterate", "transient_polyak", "relaxation",
+                                      "floor_eigenvalues"))),
     }
 
     def task_kind(self, task_config: dict) -> str:
@@ -303,6 +321,8 @@ class ConvergenceExperiment(Experiment):
 
     def validate(self, cfg: dict) -> None:
         require(cfg["forget_blocks"] * TASK_OVERHEAD, "the task list")
+        if cfg["floor_steps"] % cfg["floor_window"] or cfg["floor_steps"] // cfg["floor_window"] < 2:
+            raise config_error("floor_steps", f"must be a multiple (>= 2) of floor_window = {cfg['floor_window']}")
         if cfg["grad_steps"] % cfg["ess_window"]:
             raise config_error("grad_steps", f"must be a multiple of ess_window = {cfg['ess_window']}")
         if cfg["eval_points"] < 2:
@@ -347,7 +367,9 @@ class ConvergenceExperiment(Experiment):
             rows = cfg["log_checkpoints"] + cfg["late_points"] + 2
             evals = (cfg["eval_points"] + 2) * B * cfg["eval_paths"]
             n = (B * estimator_floats(cfg["estimator"], k, p, m, 1, T) + rows * B * (2 * p + 4)
-                 + evals * (k * p + p + cfg["eval_steps"] * m) + cfg["probe_steps"] * rows * B)
+                 + evals * (k * p + p + cfg["eval_steps"] * m)
+                 + B * cfg["floor_paths"] * (k * p + 256 * m) + cfg["floor_steps"] // cfg["floor_window"]
+                 * B * cfg["floor_paths"] * 2 * p + 8 * p * p + 4 * T)
         return floats_bytes(n)
 
     def tasks(self, cfg: dict) -> list[Task]:
@@ -356,14 +378,20 @@ class ConvergenceExperiment(Experiment):
         out += [Task(f"gradient-{c}", task_config(cfg, "gradient", case=c)) for c in cfg["grad_cases"]]
         out += [Task(f"trajectory-{c}", task_config(cfg, "training", case=c, estimator="rtrl"))
                 for c in cfg["traj_cases"]]
-        out += [Task(f"limit-{c}-{e}", task_config(cfg, "training", case=c, estimator=e))
+        out += [Task(f"limit-{c}-{e}", task_config(cfg, "training", case=c, estimator=e, run_alpha0=(
+                    cfg["stochastic_alpha0"] if parse_estimator(e).capabilities.stochastic else cfg["alpha0"])))
                 for c in cfg["limit_cases"] for e in cfg["limit_estimators"]]
+        out += [Task(f"unprojected-{c}", task_config(cfg, "training", case=c, estimator="rtrl", projected=False))
+                for c in cfg["unprojected_cases"]]
+
         return out
 
     def run_task(self, task, seed, progress=None) -> TaskResult:
         cfg = task.config
         rng = np.random.default_rng(seed)
         report = progress or (lambda f: None)
+        if cfg["check"] == "training":
+            return self._training(cfg, rng, report, paired_streams(seed, cfg["case"]))
         return getattr(self, "_" + cfg["check"])(cfg, rng, report)
 
     # ------------------------------------------------------------------ 1 forgetting
@@ -443,23 +471,31 @@ class ConvergenceExperiment(Experiment):
         return TaskResult(data=data, arrays=arrays)
 
     # ------------------------------------------------------------------ 4, 5, 6, 7 online training
-    def _training(self, cfg, rng, progress):
+    def _training(self, cfg, rng, progress, streams):
         """Online training with ``estimator`` from random ``θ_0`` (RTRL: a trajectory task; others:
         a limit-point task), then ``∇L`` at checkpoints, at the final iterate and at the average of
-        the iterates over the last ``limit_average`` of the run."""
+        the iterates over the last ``limit_average`` of the run.
+
+        ``streams``: ``(init_rng, data_rng)`` shared by every estimator of the case
+        (:func:`paired_streams`): the same ``θ_0``, ``φ_0`` and data stream per replicate, so the
+        estimators' limit points are compared in pairs; ``rng`` (the task's own) drives only the
+        estimator's random numbers and the evaluation of ``∇L``."""
+        init_rng, data_rng = streams
         case, spec = cfg["case"], cfg["estimator"]
         cell, readout, proc = problem(cfg, case)
         T, B = cfg["train_steps"], cfg["train_replicates"]
-        late = np.round(np.linspace(T * (1 - cfg["late_fraction"]), T, cfg["late_points"])).astype(np.int64)
+        ckpts, late = training_checkpoints(cfg)
+        projected = cfg.get("projected", True)
         trainer = OnlineTrainer(cell, readout, parse_estimator(spec), proc, schedule(cfg), cfg["update_every"],
-                                project=lazy_projection(cell), require_theorem=True,
-                                checkpoints=np.union1d(log_checkpoints(T, cfg["log_checkpoints"]), late))
-        state = trainer.init(cell.init(rng, batch=B), readout.init(rng, B), rng)
-        state, traj = trainer.run(state, T, rng, progress=lambda n: progress(0.8 * state.t / T))
+                                project=lazy_projection(cell) if projected else None, require_theorem=True,
+                                checkpoints=ckpts)
+        state = trainer.init(cell.init(init_rng, batch=B), readout.init(init_rng, B), rng, data_rng=data_rng)
+        state, traj = trainer.run(state, T, rng, progress=lambda n: progress(0.8 * state.t / T), data_rng=data_rng)
         a = traj.arrays()
         arrays = {name: a[name] for name in ("t", "theta", "phi", "loss", "grad_norm", "contraction") if name in a}
         arrays["late"] = np.isin(a["t"], late)
-        data = {"case": case, "estimator": spec, "p": cell.p, "q": readout.q, "steps": T, "replicates": B,
+        data = {"case": case, "estimator": spec, "projected": projected, "p": cell.p, "q": readout.q, "steps": T,
+                "replicates": B,
                 "audit": audit(cfg, cell, a, traj.diverged_at),
                 "memory": memory(cfg, proc, case)}
         if traj.diverged_at is not None:
@@ -471,6 +507,14 @@ class ConvergenceExperiment(Experiment):
             lt = LinearTheory(cell, proc)
             arrays["grad_norm_exact"] = lt.batch(lt.gradient_norm, a["theta"], a["phi"])
             arrays["avg_grad_norm_exact"] = lt.batch(lt.gradient_norm, avg_theta, avg_phi)
+            arrays["avg_kkt_norm_exact"] = kkt_norm(cell, lt, avg_theta, avg_phi)
+            if spec == "rtrl" and projected:
+                fl = noise_floor_at(cfg, cell, readout, proc, lt, avg_theta, avg_phi, a["theta"][0], a["phi"][0], rng)
+                if fl is None:
+                    return TaskResult(data=data, arrays=arrays, status="diverged",
+                                      reason="frozen RTRL at the stationary point diverged")
+                data["floor"], floor_arrays = fl
+                arrays.update(floor_arrays)
             if case == "linear":              # a teacher the student can realise: L − ½σ² is a distance
                 arrays["excess_exact"] = lt.batch(lt.excess_loss, a["theta"], a["phi"])
                 arrays["avg_excess_exact"] = lt.batch(lt.excess_loss, avg_theta, avg_phi)
@@ -488,11 +532,108 @@ class ConvergenceExperiment(Experiment):
             arrays["eval_t"] = np.concatenate([a["t"][pick], [T, -1]])     # −1: the late average
             arrays["eval_grad"] = est["grad"].reshape(n, B, P, -1)
             arrays["eval_loss"] = est["loss"].reshape(n, B, P)
-        if spec == "rtrl":
-            arrays["probe_out"] = probe_outputs(cfg, cell, readout, proc, a["theta"][arrays["late"]],
-                                                a["phi"][arrays["late"]])
         progress(1.0)
         return TaskResult(data=data, arrays=arrays)
+
+
+#: spawn-key tag of the streams shared by the training tasks of one case (never a task index)
+PAIR_TAG = 0x5041495
+
+
+def paired_streams(seed, case: str) -> tuple[np.random.Generator, np.random.Generator]:
+    """``(init_rng, data_rng)`` for the training tasks of ``case`` in a run: they depend on the run
+    seed (the entropy of the task's ``SeedSequence``) and the case only, not on the estimator or
+    the task's position, so every estimator starts from the same ``θ_0`` and reads the same data."""
+    entropy = seed.entropy if isinstance(seed, np.random.SeedSequence) else int(seed)
+    init, data = np.random.SeedSequence(entropy, spawn_key=(PAIR_TAG, CASES.index(case))).spawn(2)
+    return np.random.default_rng(init), np.random.default_rng(data)
+
+
+def training_checkpoints(cfg) -> tuple[np.ndarray, np.ndarray]:
+    """The steps at which training records ``θ_t`` (log-spaced and the late window) and the late steps."""
+    T = cfg["train_steps"]
+    late = np.round(np.linspace(T * (1 - cfg["late_fraction"]), T, cfg["late_points"])).astype(np.int64)
+    return np.union1d(log_checkpoints(T, cfg["log_checkpoints"]), late), late
+
+
+def noise_floor_at(cfg, cell, readout, proc, lt, theta_avg, phi_avg, theta_first, phi_first, rng):
+    """The stochastic-approximation noise floor of ``‖∇L‖`` at RTRL's limit, per replicate
+    (:mod:`simulations.noise_floor`): the stationary point ``θ*`` of the closed-form ``L`` that
+    L-BFGS reaches from the Polyak average ``θ̄``; the Hessian there (differences of the exact
+    gradient); the long-run covariance of RTRL's gradient estimate at ``θ*`` (batch means of
+    ``floor_window`` steps on ``floor_paths`` paths); the floors of the linearised recursion under
+    the run's ``α_t`` at the checkpoints and for the Polyak average.  The linearised transient
+    starts from the first checkpoint's ``θ``.  ``None`` if the frozen run diverges.
+
+    Returns ``(data, arrays)``: ``star_grad_norm``, ``star_contraction``, ``negative_eigenvalues``
+    per replicate; ``floor_iterate`` (``n × B``), ``floor_polyak`` (``B``), ``transient_iterate``,
+    ``transient_polyak``, ``relaxation``, ``eigenvalues`` (``B × d``)."""
+    B, T = theta_avg.shape[0], cfg["train_steps"]
+    stars = [stationary_point(lt, theta_avg[b], phi_avg[b]) for b in range(B)]
+    th_s, ph_s = np.array([x[0] for x in stars]), np.array([x[1] for x in stars])
+    P, W = cfg["floor_paths"], cfg["floor_steps"] // cfg["floor_window"]
+    res = frozen_windows(cell, readout, RTRL(), proc, np.repeat(th_s, P, axis=0), np.repeat(ph_s, P, axis=0),
+                         cfg["eval_burn"], cfg["floor_steps"], W, rng)
+    if res["diverged_at"] is not None:
+        return None
+    g = np.concatenate([res["grad"], res["grad_phi"]], axis=2).reshape(W, B, P, -1)
+    ckpts, _ = training_checkpoints(cfg)
+    tail = ckpts[ckpts > (1 - cfg["limit_average"]) * T]
+    alphas = schedule(cfg)(np.arange(1, T + 1))
+    fields = ("iterate", "polyak", "transient_iterate", "transient_polyak", "relaxation", "negative")
+    out = {k: [] for k in fields + ("eigenvalues",)}
+    for b in range(B):
+        x = np.concatenate([th_s[b], ph_s[b]])
+        H = hessian(lambda z: np.concatenate(lt.gradient(z[:cell.p], z[cell.p:])), x)
+        f = floor(H, long_run_covariance(g[:, b], cfg["floor_window"]), alphas, ckpts, tail,
+                  e0=np.concatenate([theta_first[b], phi_first[b]]) - x)
+        for k in fields:
+            out[k].append(getattr(f, k))
+        out["eigenvalues"].append(np.linalg.eigvalsh(H))
+    data = {"star_grad_norm": [x[2] for x in stars], "star_contraction": [float(cell.contraction(t)) for t in th_s],
+            "negative_eigenvalues": [int(n) for n in out["negative"]], "paths": P, "window": cfg["floor_window"]}
+    arrays = {"floor_" + k if not k.startswith("trans") and k != "relaxation" else k: np.array(out[k]).T
+              if k in ("iterate", "transient_iterate") else np.array(out[k])
+              for k in ("iterate", "polyak", "transient_iterate", "transient_polyak", "relaxation", "eigenvalues")}
+    return data, arrays
+
+
+def kkt_norm(cell, lt: LinearTheory, theta, phi) -> np.ndarray:
+    """Norm of the projected-gradient map ``(θ − Π(θ − ∇_θL), ∇_φL)`` per row (``B``): zero exactly at
+    KKT points of ``L`` on the contraction set (equal to ``‖∇L‖`` where the constraint is inactive)."""
+    out = np.empty(theta.shape[0])
+    for b in range(theta.shape[0]):
+        gt, gp = lt.gradient(theta[b], phi[b])
+        step = theta[b] - cell.project(theta[b] - gt)
+        out[b] = np.sqrt(step @ step + gp @ gp)
+    return out
+
+
+#: ‖∇L‖ below which a minimiser's end point counts as a stationary point
+STAR_TOL = 1e-6
+
+
+def stationary_point(lt: LinearTheory, theta0, phi0):
+    """A stationary point of the closed-form ``L`` reached by L-BFGS from ``(θ_0, φ_0)``: ``(θ*, φ*,
+    ‖∇L(θ*, φ*)‖)``.  Unstable students (spectral radius of ``W`` ≥ 1) get a huge finite loss (the
+    line search then backtracks)."""
+    from scipy.optimize import minimize
+
+    p = theta0.size
+
+    def fun(x):
+        try:
+            gt, gp = lt.gradient(x[:p], x[p:])
+            return lt.loss(x[:p], x[p:]), np.concatenate([gt, gp])
+        except ValueError:
+            return 1e12, np.zeros_like(x)
+    x = np.concatenate([theta0, phi0])
+    for method, opts in (("L-BFGS-B", {"maxiter": 5000, "gtol": 1e-11, "ftol": 1e-15}),
+                         ("BFGS", {"maxiter": 5000, "gtol": 1e-10})):
+        x = minimize(fun, x, jac=True, method=method, options=opts).x
+        if lt.gradient_norm(x[:p], x[p:]) < STAR_TOL:
+            break
+    return x[:p], x[p:], lt.gradient_norm(x[:p], x[p:])
 
 
 def eval_rows(cfg, t) -> np.ndarray:
@@ -511,7 +652,7 @@ def audit(cfg, cell, a, diverged_at) -> dict:
     return {"rho": cfg["rho"], "max_contraction": None if c is None else float(c.max()),
             "final_contraction": None if c is None else c[-1].tolist(),
             "activation": cell.activation, "bounded_activation": cell.activation == "tanh",
-            "robbins_monro": schedule(cfg).robbins_monro, "gamma": cfg["gamma"], "alpha0": cfg["alpha0"],
+            "robbins_monro": schedule(cfg).robbins_monro, "gamma": cfg["gamma"], "alpha0": schedule(cfg).alpha0,
             "t0": cfg["t0"], "update_every": cfg["update_every"], "diverged_at": diverged_at}
 
 
@@ -525,19 +666,3 @@ def memory(cfg, proc, case) -> dict:
         r = max(float(np.abs(np.linalg.eigvals(W)).max()), cfg["input_ar"])
         return {"kind": "e-folding", "steps": float(-1.0 / np.log(r)), "rate": r}
     return {"kind": "volatility", "steps": float(-1.0 / np.log(proc.a + proc.b))}
-
-
-def probe_outputs(cfg, cell, readout, proc, thetas, phis) -> np.ndarray:
-    """Function-space coordinates of parameters ``(n × B × p, n × B × q)``: the outputs on one fixed
-    input sequence of ``probe_steps`` steps from ``s = 0`` (``n × B × probe_steps·n_out``).  They do not
-    change under the symmetries of the parameterisation (unit permutations and sign flips for
-    ``tanh``, similarity transforms for the linear RNN)."""
-    rng = np.random.default_rng([cfg["instance_seed"], 400])
-    xs, _ = draw(proc, 1, cfg["probe_steps"], rng)
-    n, B, p = thetas.shape
-    th, ph = thetas.reshape(-1, p), phis.reshape(n * B, -1)
-    s, out = np.zeros((n * B, cell.k)), []
-    for t in range(xs.shape[0]):
-        s = cell.step(th, s, np.broadcast_to(xs[t], (n * B, xs.shape[2])))
-        out.append(readout.predict(ph, s))
-    return np.concatenate(out, axis=-1).reshape(n, B, -1)
