@@ -17,6 +17,7 @@ effect the claim cares about, the level ``α``).  It returns a :class:`Decision`
   ``(t_{1−α} + t_{0.8})·se``; when it exceeds ``δ`` the reason says so.
 * :func:`with_control` — a known-wrong variant at the effect size the claim cares about must be
   rejected by the same statistic; if it is not, the claim's decision becomes INCONCLUSIVE.
+* :func:`intersection` — several tests of one claim (directions): PASS only if all PASS.
 * :func:`holm` — Holm's step-down correction over a family (``statsmodels`` ``multipletests``)
   applied to the p-values of both the PASS and the FAIL test.
 * Estimates: :func:`mean_estimate` (independent replicates: Student t), :func:`instance_mean`
@@ -188,6 +189,23 @@ def with_control(decision: Decision, control_rejected: bool, control: str) -> De
         return decision
     return replace(decision, status=INCONCLUSIVE,
                    reason=f"control not rejected ({control}): the test cannot see the effect it must")
+
+
+def intersection(decisions: list[Decision]) -> Decision:
+    """All of several tests on one claim (e.g. one estimator's bias along several directions):
+    PASS when every member PASSes (an intersection-union test, level α without correction);
+    FAIL when some member FAILs, its p-value Bonferroni-adjusted over the members; otherwise
+    INCONCLUSIVE.  The estimate and interval shown are those of the least favourable member."""
+    if not decisions:
+        raise ValueError("an intersection needs at least one decision")
+    n = len(decisions)
+    worst = max(decisions, key=lambda d: d.p_pass)
+    p_pass = worst.p_pass
+    p_fail = min(1.0, n * min(d.p_fail for d in decisions))
+    status = _status(p_pass, p_fail, worst.alpha)
+    reason = {PASS: f"all {n} pass", FAIL: "some member fails"}.get(status, worst.reason)
+    return replace(worst, status=status, p_pass=p_pass, p_fail=p_fail,
+                   rule=f"all of {n}: {worst.rule}", reason=reason)
 
 
 def holm(decisions: list[Decision], family: str, alpha: float | None = None) -> list[Decision]:

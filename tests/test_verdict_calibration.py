@@ -108,6 +108,21 @@ def run_holm(n_sim, seed=3, n=40, family=5):
     return rates(all_pass), rates(false_pass)
 
 
+def run_intersection(n_sim, seed=8, n=40, members=4):
+    """One claim tested along ``members`` directions: all hold -> PASS; one direction at the
+    margin -> PASS at most at α."""
+    rng = np.random.default_rng(seed)
+    m = equivalence_design(n) * 1.15
+
+    def one(effects):
+        out = []
+        for _ in range(n_sim):
+            ests = estimates(means(rng, members, n, effects))
+            out.append(inf.intersection([inf.equivalence(e, m, ALPHA) for e in ests]).status)
+        return rates(out)
+    return one(np.zeros(members)), one(np.r_[m, np.zeros(members - 1)])
+
+
 def run_instance_mean(n_sim, seed=4, instances=8, tau=0.5):
     """Per-instance effects vary (between-instance sd ``tau``) around the class mean; each instance
     is estimated from 50 replicates.  Margin at the resolution of the random-effects mean."""
@@ -193,12 +208,14 @@ RULES = {
     "superiority with MDE": run_superiority,
     "equivalence with control": run_controlled,
     "Holm family of 5 equivalences": run_holm,
+    "intersection over 4 directions": run_intersection,
     "random-effects instance mean": run_instance_mean,
     "cluster bootstrap over instances": run_cluster_bootstrap,
     "log-log slope = order (clustered)": run_slope,
     "log-log slope > 0 (grows with k)": run_growth,
 }
 SMOKE = {"equivalence (TOST), normal": 400, "superiority with MDE": 400, "equivalence with control": 300,
+         "intersection over 4 directions": 150,
          "log-log slope > 0 (grows with k)": 150}
 
 
