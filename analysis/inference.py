@@ -15,6 +15,8 @@ effect the claim cares about, the level ``α``).  It returns a :class:`Decision`
   is above 0; FAIL when the upper bound is below the minimum effect ``δ`` the claim cares about;
   INCONCLUSIVE otherwise.  Resolution: the minimum detectable effect at 80% power,
   ``(t_{1−α} + t_{0.8})·se``; when it exceeds ``δ`` the reason says so.
+* :func:`below` — "the effect is at most ``b``" (a cost ratio against a budget): PASS when the
+  one-sided upper bound is below ``b``, FAIL when the lower bound is above it.
 * :func:`with_control` — a known-wrong variant at the effect size the claim cares about must be
   rejected by the same statistic; if it is not, the claim's decision becomes INCONCLUSIVE.
 * :func:`intersection` — several tests of one claim (directions): PASS only if all PASS.
@@ -69,15 +71,17 @@ class Estimate:
 
     def p_above(self, x: float) -> float:
         """One-sided p-value of ``H0: effect ≤ x`` (small when the effect is above ``x``)."""
-        return self._sf((self.value - x) / self.se)
+        return self._sf(self.value - x)
 
     def p_below(self, x: float) -> float:
         """One-sided p-value of ``H0: effect ≥ x``."""
-        return self._sf((x - self.value) / self.se)
+        return self._sf(x - self.value)
 
-    def _sf(self, z: float) -> float:
+    def _sf(self, diff: float) -> float:
+        """``P(T > diff / se)`` (an exact estimate, ``se = 0``: 0 or 1)."""
         if self.se == 0.0:
-            return 0.0 if z > 0 else 1.0
+            return 0.0 if diff > 0 else 1.0
+        z = diff / self.se
         return float(stats.t.sf(z, self.df)) if np.isfinite(self.df) else float(stats.norm.sf(z))
 
 
@@ -168,6 +172,22 @@ def superiority(est: Estimate, delta: float, alpha: float = 0.05) -> Decision:
                   else "interval covers both 0 and δ")
     return Decision(status, est, (lo, hi), p_pass, p_fail, alpha, m, delta,
                     f"one-sided level {alpha:g}: PASS if lower bound > 0; FAIL if upper bound < δ = {delta:.3g}",
+                    reason)
+
+
+def below(est: Estimate, bound: float, alpha: float = 0.05) -> Decision:
+    """"The effect is at most ``bound``" (e.g. a cost ratio): PASS when the one-sided ``1 − α``
+    upper bound is below ``bound``; FAIL when the lower bound is above it; INCONCLUSIVE otherwise,
+    with the minimum detectable excess at 80% power as resolution."""
+    _check(est)
+    p_pass, p_fail = est.p_below(bound), est.p_above(bound)
+    status = _status(p_pass, p_fail, alpha)
+    m = mde(est, alpha)
+    lo, hi = est.interval(1 - 2 * alpha)
+    reason = {PASS: f"upper bound below {bound:.3g}", FAIL: f"lower bound above {bound:.3g}"}.get(
+        status, f"interval covers {bound:.3g}")
+    return Decision(status, est, (lo, hi), p_pass, p_fail, alpha, m, bound,
+                    f"one-sided level {alpha:g}: PASS if upper bound < {bound:.3g}; FAIL if lower bound > {bound:.3g}",
                     reason)
 
 
@@ -306,12 +326,13 @@ def verdict(check: str, decision: Decision, claim: str, source: str, statistic: 
     d = decision
     lo, hi = d.interval
     kind = "margin" if d.rule.startswith("TOST") else "MDE (80% power)"
+    needs = "bound" if "upper bound <" in d.rule else "claim needs"
     return Verdict(check, d.status,
                    (evidence + "; " if evidence else "") + f"{statistic} = {d.estimate.value:.3g} "
                    f"[{lo:.3g}, {hi:.3g}] over {d.estimate.n} {d.estimate.unit}: {d.reason}",
                    value=d.estimate.value, bound=d.needed, rule=d.rule, claim=claim, source=source,
                    statistic=statistic, effect=d.estimate.value, interval=(lo, hi),
-                   resolution=f"{kind} {d.resolution:.3g} (claim needs {d.needed:.3g})",
+                   resolution=f"{kind} {d.resolution:.3g} ({needs} {d.needed:.3g})",
                    control=control, family=d.family)
 
 

@@ -79,6 +79,17 @@ def run_superiority(n_sim, seed=1, n=40):
     return holds, viol
 
 
+def run_below(n_sim, seed=9, n=40):
+    """"At most b": a mean below b by the design's resolution PASSes; a mean at b PASSes ≤ α."""
+    rng = np.random.default_rng(seed)
+    e0 = inf.Estimate(0.0, 1 / np.sqrt(n), n - 1, n)
+    gap = 1.05 * 2 * e0.quantile(1 - ALPHA) / np.sqrt(n)
+    b = 1.0
+    holds = rates([inf.below(e, b, ALPHA).status for e in estimates(means(rng, n_sim, n, b - gap))])
+    viol = rates([inf.below(e, b, ALPHA).status for e in estimates(means(rng, n_sim, n, b))])
+    return holds, viol
+
+
 def run_controlled(n_sim, seed=2, n=40):
     """Equivalence with a control at the margin: the control shares the design (same n)."""
     rng = np.random.default_rng(seed)
@@ -207,6 +218,7 @@ RULES = {
     "equivalence (TOST), skewed": lambda n: run_equivalence(n, "skewed", n=80),
     "superiority with MDE": run_superiority,
     "equivalence with control": run_controlled,
+    "at most a bound (cost ratio)": run_below,
     "Holm family of 5 equivalences": run_holm,
     "intersection over 4 directions": run_intersection,
     "random-effects instance mean": run_instance_mean,
@@ -214,7 +226,7 @@ RULES = {
     "log-log slope = order (clustered)": run_slope,
     "log-log slope > 0 (grows with k)": run_growth,
 }
-SMOKE = {"equivalence (TOST), normal": 400, "superiority with MDE": 400, "equivalence with control": 300,
+SMOKE = {"equivalence (TOST), normal": 400, "superiority with MDE": 400, "at most a bound (cost ratio)": 400, "equivalence with control": 300,
          "intersection over 4 directions": 150,
          "log-log slope > 0 (grows with k)": 150}
 
