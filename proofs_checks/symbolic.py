@@ -31,17 +31,37 @@ def _sig(a):
     return 1 / (1 + sp.exp(-a))
 
 
+#: the parameter matrices of each cell of THEORY §3 in the documented order of ``θ`` (rows, columns:
+#: "s" the hidden size, "x" the inputs, 1 a bias column), written here from the equations and the
+#: layout convention of ``simulations/jacobians.py`` — not read from the engine's blocks
+PARAMETERS = {
+    "elman": [("W", "s", "s"), ("U", "s", "x"), ("b", "s", 1)],
+    "contractive-elman": [("W", "s", "s"), ("U", "s", "x"), ("b", "s", 1)],
+    "gru": [m for g in "zrh" for m in ((f"W_{g}", "s", "s"), (f"U_{g}", "s", "x"), (f"b_{g}", "s", 1))],
+    "gru-reset-after": [m for g in "zr" for m in ((f"W_{g}", "s", "s"), (f"U_{g}", "s", "x"), (f"b_{g}", "s", 1))]
+    + [("W_h", "s", "s"), ("b_hr", "s", 1), ("U_h", "s", "x"), ("b_h", "s", 1)],
+    "lstm": [m for g in "ifgo" for m in ((f"W_{g}", "s", "s"), (f"U_{g}", "s", "x"), (f"b_{g}", "s", 1))],
+}
+
+
 def _matrices(cell):
-    """Parameter symbols ``θ`` (in the engine's layout) and the block matrices they fill."""
-    theta = []
-    mats = {}
-    for b in cell.blocks:
-        A = sp.zeros(b.n_out, b.n_in)
-        for c, (i, j) in enumerate(zip(b.idx_i, b.idx_j)):
-            sym = sp.Symbol(f"{b.name}_{i}_{j}", real=True)
-            A[int(i), int(j)] = sym
-            theta.append(sym)
-        mats[b.name] = A
+    """Parameter symbols ``θ`` and the matrices they fill, from :data:`PARAMETERS`: ``θ`` is the
+    concatenation of the matrices in that order, each in column-major order with the entries its
+    mask (``cell.masks``, the cell's configuration) switches off skipped (THEORY §3's column-stacked
+    ``vec([W U b])`` for a dense Elman cell)."""
+    size = {"s": cell.hidden, "x": cell.m, 1: 1}
+    theta, mats = [], {}
+    for name, rows, cols in PARAMETERS[cell.name]:
+        n_out, n_in = size[rows], size[cols]
+        mask = cell.masks.get(name)
+        mask = np.ones((n_out, n_in), dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+        A = sp.zeros(n_out, n_in)
+        for j in range(n_in):                       # column-major
+            for i in range(n_out):
+                if mask[i, j]:
+                    A[i, j] = sp.Symbol(f"{name}_{i}_{j}", real=True)
+                    theta.append(A[i, j])
+        mats[name] = A
     return theta, mats
 
 
