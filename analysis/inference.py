@@ -326,7 +326,7 @@ def verdict(check: str, decision: Decision, claim: str, source: str, statistic: 
     d = decision
     lo, hi = d.interval
     kind = "margin" if d.rule.startswith("TOST") else "MDE (80% power)"
-    needs = "bound" if "upper bound <" in d.rule else "claim needs"
+    needs = "bound" if "PASS if upper bound <" in d.rule else "claim needs"
     return Verdict(check, d.status,
                    (evidence + "; " if evidence else "") + f"{statistic} = {d.estimate.value:.3g} "
                    f"[{lo:.3g}, {hi:.3g}] over {d.estimate.n} {d.estimate.unit}: {d.reason}",
