@@ -209,7 +209,8 @@ GROWTH_SLOPE = 0.5
 
 
 def _tag(d) -> str:
-    return (f"k={d['k']}, d={d['density']:g}" + (f", ρ={d['rho']:g}" if d["rho"] is not None else "")
+    return ((f"memory task, {d['memory']} θ, " if d.get("memory") else "")
+            + f"k={d['k']}, d={d['density']:g}" + (f", ρ={d['rho']:g}" if d["rho"] is not None else "")
             + (f", instance {d['instance']}" if d.get("instance") else ""))
 
 
@@ -282,12 +283,13 @@ def _variance_order(points) -> list[Verdict]:
             for d, (tag, k_, u_) in zip(decided, tags)]
 
 
-def _alignment(points) -> list[Verdict]:
+def _alignment(points, where: str, label: str = "") -> list[Verdict]:
     """SnAp-1 against UORO: difference of the last step's cosine with g, per sample and at
     matched cost (the mean of enough UORO samples to match SnAp-1's operation count), averaged
-    over the instances at each k (random-effects mean); superiority with minimum gain 0.1."""
+    over the instances at each k (random-effects mean); superiority with minimum gain 0.1.
+    ``points``: independent instances (the hidden-size sweep, or the memory task's trained θ)."""
     by_k: dict[int, list] = {}
-    for r in _sweep(points, 0):
+    for r in points:
         if "cos_matched.uoro" in r["arrays"] and "cos_last.snap-1" in r["arrays"]:
             by_k.setdefault(r["data"]["k"], []).append(r)
     decisions, meta = [], []
@@ -307,19 +309,19 @@ def _alignment(points) -> list[Verdict]:
                 continue
             decisions.append(inf.superiority(est, COSINE_GAIN, recs[0]["config"]["alpha"]))
             meta.append((k, mode, M, len(decisions) - 1, ""))
-    decided = inf.holm(decisions, "bias-variance: SnAp-1 vs UORO alignment") if decisions else []
+    decided = inf.holm(decisions, f"bias-variance: SnAp-1 vs UORO alignment{' (' + label.strip(', ') + ')' if label else ''}") if decisions else []
     out = []
     claim = "SnAp-1 outperforms UORO at comparable cost (gradient alignment)"
     stat = "cos(ĝ_SnAp-1, g) − mean cos(ĝ_UORO, g) at t = T, random-effects mean over instances"
     for k, mode, M, i, why in meta:
-        check = (f"SnAp-1 aligns better than UORO {mode} (k={k}"
+        check = (f"SnAp-1 aligns better than UORO {mode} ({label}k={k}"
                  + (f", {M} UORO samples" if mode != "per sample" else "")
                  + (", = matched cost: one UORO sample costs at least a SnAp-1 step" if M == 1 else "") + ")")
         if i is None:
             out.append(inf.inconclusive(check, why, claim, "THEORY §6; Menick et al. (SnAp)", stat))
         else:
             out.append(inf.verdict(check, decided[i], claim, "THEORY §6; Menick et al. (SnAp)", stat,
-                                   evidence="random contractive θ at initialisation, i.i.d. inputs"))
+                                   evidence=where))
     return out
 
 
@@ -366,7 +368,44 @@ def _build_up(points) -> Table | None:
 
 def _claims(records) -> list[Verdict]:
     """THEORY §4/§6 statistical claims, each decided by a calibrated rule (:mod:`analysis.inference`)."""
-    return _unbiasedness(records) + _variance_order(records) + _alignment(records) + _growth(records)
+    sweep = [r for r in records if not r["data"].get("memory")]
+    trained = [r for r in records if r["data"].get("memory") == "trained"]
+    return (_unbiasedness(records) + _variance_order(records)
+            + _alignment(_sweep(sweep, 0), "random contractive θ at initialisation, i.i.d. inputs")
+            + _alignment(trained, "θ after online RTRL on the long-memory task (VAR teacher, ρ near 1)",
+                         "memory task, trained θ, ")
+            + _growth(sweep))
+
+
+def _memory_table(records) -> Table | None:
+    """Descriptive: SnAp-n relative bias, UORO / KF-RTRL normalised variance and cosines at the
+    initial θ and at θ after online RTRL training on the long-memory task, late-window values
+    averaged over instances with a Student-t 95% interval over instances."""
+    rows = []
+    for when in ("initial", "trained"):
+        recs = [r for r in records if r["data"].get("memory") == when]
+        if not recs:
+            continue
+        stats = [record_statistics(r, late_window(r)) for r in recs]
+        for lab in [lab for lab in recs[0]["data"]["estimators"] if all(lab in st for st in stats)]:
+            metric = "nvar" if recs[0]["data"]["replicates"][lab] > 1 else "rel_bias"
+            cells = []
+            for m in (metric, "cos"):
+                vals = [st[lab][m][0] for st in stats]
+                try:
+                    e = inf.mean_estimate(vals, "instances")
+                    lo, hi = e.interval(0.95)
+                    cells.append(f"{e.value:.3g} [{lo:.3g}, {hi:.3g}]")
+                except inf.UnreliableEstimate:
+                    cells.append(", ".join(f"{v:.3g}" for v in vals))
+            rows.append([when, lab, {"nvar": "normalised variance", "rel_bias": "relative bias"}[metric],
+                         cells[0], cells[1], len(recs)])
+    if not rows:
+        return None
+    return Table("Long-memory task (descriptive): late-window relative bias (deterministic estimators) or "
+                 "normalised variance (stochastic ones) and cosine with g, at the initial θ and after online RTRL "
+                 "training, mean over instances with a 95% Student-t interval over instances",
+                 ["θ", "estimator", "statistic", "value", "cosine", "instances"], rows)
 
 
 def analyse(records: list[dict]) -> Section:
@@ -406,6 +445,8 @@ def analyse(records: list[dict]) -> Section:
         return section
     verdicts += _claims(points)
     section.verdicts = verdicts
+    memory = _memory_table(points)
+    points = [r for r in points if not r["data"].get("memory")]
     first = [r for r in points if not r["data"].get("instance")]      # figures: the first instance
     section.figures.append(_curves_figure(_base_record(first)))
     for axis, name in ((0, "hidden size k"), (1, "density d"), (2, "contraction ρ")):
@@ -413,9 +454,9 @@ def analyse(records: list[dict]) -> Section:
         if fig is not None:
             section.figures.append(fig)
     section.figures.append(_order_figure(first))
-    build = _build_up(points)
-    if build is not None:
-        section.tables.append(build)
+    for table in (_build_up(points), memory):
+        if table is not None:
+            section.tables.append(table)
     rows = []
     for r in sorted(points, key=lambda r: (r["data"]["k"], r["data"]["density"], r["data"]["rho"] or 0)):
         d = r["data"]

@@ -13,7 +13,8 @@ from rtrl_validation.simulations.experiments.bias_variance import BiasVarianceEx
 EXP = BiasVarianceExperiment()
 SMALL = {"steps": 12, "replicates": 64, "hidden": [4, 6], "densities": [1.0], "rhos": [0.6],
          "base_hidden": 6, "base_density": 0.5, "base_rho": 0.9, "check_replicates": 4000,
-         "enumeration_steps": 2, "orders": [1, 2], "instances": 4}
+         "enumeration_steps": 2, "orders": [1, 2], "instances": 4,
+         "memory_train_steps": 100}
 
 
 def run(overrides=SMALL, seed=0):
@@ -50,7 +51,19 @@ def test_tasks_cover_the_three_sweeps_once():
     keys = [t.key for t in EXP.tasks(cfg)]
     assert keys[0] == "identities" and len(keys) == len(set(keys))
     assert set(keys[1:]) == ({f"h{h}-d0.5-rho0.9-i{i}" for h in (4, 6) for i in range(4)}
-                             | {"h6-d1-rho0.9", "h6-d0.5-rho0.6"})
+                             | {"h6-d1-rho0.9", "h6-d0.5-rho0.6"}
+                             | {f"memory-{w}-i{i}" for w in ("initial", "trained") for i in range(4)})
+
+
+def test_memory_task_instances_share_their_start():
+    """The initial-θ and trained-θ tasks of an instance start from the same θ₀ and read the same path,
+    whatever their task seeds; training moves θ."""
+    cfg = EXP.config("quick", SMALL)
+    a = EXP._memory_problem(cfg, 1)
+    b = EXP._memory_problem(cfg, 1)
+    np.testing.assert_array_equal(a[2][0], b[2][0])
+    np.testing.assert_array_equal(a[4], b[4])
+    assert a[3] is not None and np.linalg.norm(a[3][0] - a[2][0]) > 0
 
 
 def test_small_run_verdicts_hold(records):

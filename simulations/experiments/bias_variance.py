@@ -37,8 +37,10 @@ from ..estimators import make_estimator, parse_estimator
 from ..estimators.enumeration import expected_influence
 from ..estimators.masked import UNIT_ROUNDOFF, exact_order, influence_rounding_bound
 from ..estimators.signs import ShiftedSigns
+from ..data.var1 import VAR1Teacher
 from ..flops import estimator_flops
 from ..readouts import LinearReadout
+from ..training import OnlineTrainer, Schedule
 from . import checks
 from .base import ConfigError, Experiment, Task, TaskResult, Verdict
 
@@ -158,7 +160,8 @@ class BiasVarianceExperiment(Experiment):
             "orders": [1, 2, 3], "estimators": ["uoro", "kf-rtrl", "rflo"],
             "hidden": [8, 16, 32], "densities": [1.0, 0.5, 0.25, 0.1], "rhos": [0.5, 0.7, 0.9, 0.97],
             "base_hidden": 16, "base_density": 0.25, "base_rho": 0.9, "alpha": 0.01, "shift": 0.5,
-            "instances": 4, "directions": 3, "bias_margin": 0.1,
+            "instances": 4, "directions": 3, "bias_margin": 0.1, "memory_train_steps": 3000,
+            "memory_rho": 0.97, "memory_teacher_rho": 0.95, "memory_input_ar": 0.9, "memory_lr": 0.02,
             "check_hidden": 3, "check_steps": 6, "check_replicates": 10000, "enumeration_steps": 4,
         },
         "full": {
@@ -166,7 +169,8 @@ class BiasVarianceExperiment(Experiment):
             "orders": [1, 2, 3, 4], "estimators": ["uoro", "kf-rtrl", "rflo"],
             "hidden": [8, 16, 32, 64], "densities": [1.0, 0.5, 0.25, 0.1], "rhos": [0.3, 0.6, 0.9, 0.97],
             "base_hidden": 32, "base_density": 0.25, "base_rho": 0.9, "alpha": 0.01, "shift": 0.5,
-            "instances": 8, "directions": 8, "bias_margin": 0.1,
+            "instances": 8, "directions": 8, "bias_margin": 0.1, "memory_train_steps": 20000,
+            "memory_rho": 0.97, "memory_teacher_rho": 0.95, "memory_input_ar": 0.9, "memory_lr": 0.02,
             "check_hidden": 3, "check_steps": 6, "check_replicates": 40000, "enumeration_steps": 4,
         },
     }
@@ -200,7 +204,12 @@ class BiasVarianceExperiment(Experiment):
                 raise ConfigError(f"{spec!r} is not an approximation of RTRL's influence")
         if not 0.0 < c["alpha"] < 1.0:
             raise ConfigError(f"alpha must be in (0, 1), got {c['alpha']!r}")
-        for key in ("shift", "bias_margin"):
+        if isinstance(c["memory_train_steps"], bool) or not isinstance(c["memory_train_steps"], int) \
+                or c["memory_train_steps"] < 0:
+            raise ConfigError(f"memory_train_steps must be a non-negative integer, got {c['memory_train_steps']!r}")
+        if not (isinstance(c["memory_lr"], (int, float)) and c["memory_lr"] > 0):
+            raise ConfigError(f"memory_lr must be positive, got {c['memory_lr']!r}")
+        for key in ("shift", "bias_margin", "memory_rho", "memory_teacher_rho", "memory_input_ar"):
             if isinstance(c[key], bool) or not isinstance(c[key], (int, float)) or not 0.0 < c[key] < 1.0:
                 raise ConfigError(f"{key} must be in (0, 1), got {c[key]!r}")
 
@@ -225,6 +234,12 @@ class BiasVarianceExperiment(Experiment):
             for i in range(n):
                 out.append(Task(key + (f"-i{i}" if n > 1 else ""),
                                 dict(config, setting={"hidden": h, "density": d, "rho": r, "instance": i})))
+        if config["cell"] == "contractive-elman" and config["memory_train_steps"] > 0:
+            for i in range(config["instances"]):
+                for when in ("initial", "trained"):
+                    out.append(Task(f"memory-{when}-i{i}", dict(config, setting={
+                        "hidden": config["base_hidden"], "density": d0, "rho": config["memory_rho"],
+                        "instance": i, "memory": when})))
         return out
 
     # ------------------------------------------------------------------ run
@@ -232,6 +247,32 @@ class BiasVarianceExperiment(Experiment):
         if task.config["setting"] is None:
             return self._identities(task.config, seed)
         return self._sweep_point(task.config, seed)
+
+    def _memory_problem(self, config, instance):
+        """The long-memory setting (THEORY §4 "at a θ reached by training on a long-memory task"):
+        a tanh VAR(1) teacher with contraction ``memory_teacher_rho`` and AR(``memory_input_ar``)
+        inputs, the student a contractive Elman cell with ``ρ = memory_rho``; θ₀ and one data path
+        of ``steps`` from the instance seed, and θ after ``memory_train_steps`` of online RTRL on the
+        process (``α_t = memory_lr / (1 + t/1000)^0.75``, projected onto the contraction set).
+        Returns ``(cell, readout, (θ₀, φ₀), (θ_T, φ_T) or None if training diverged, xs, ys, why)``."""
+        h, d = config["base_hidden"], float(config["base_density"])
+        proc = VAR1Teacher(hidden=h, inputs=config["inputs"], n_out=config["outputs"], activation="tanh",
+                           teacher_rho=config["memory_teacher_rho"], ar=config["memory_input_ar"], noise=0.1,
+                           seed=10007 + instance)
+        cell = make_cell("contractive-elman", h, proc.m, rho=config["memory_rho"], density=d,
+                         mask_seed=50021 + instance)
+        readout = LinearReadout(cell.k, proc.n_out, proc.loss)
+        rng = np.random.default_rng([20011, instance])
+        theta0, phi0 = cell.init(rng), readout.init(rng)
+        _, xs, ys = proc.sample(proc.init(rng, 1), config["steps"], rng)
+        trainer = OnlineTrainer(cell, readout, make_estimator("rtrl"), proc,
+                                Schedule(config["memory_lr"], 1000.0, 0.75), project=cell.project,
+                                record_every=max(config["memory_train_steps"], 1))
+        state, traj = trainer.run(trainer.init(theta0[None], phi0[None], rng), config["memory_train_steps"], rng,
+                                  checkpoint=False)
+        trained = None if traj.diverged_at is not None else (state.theta[0].copy(), state.phi[0].copy())
+        why = "" if trained else f"online RTRL training diverged at step {traj.diverged_at}"
+        return cell, readout, (theta0, phi0), trained, xs[:, 0], ys[:, 0], why
 
     def _problem(self, config, hidden, density, rho, rng, mask_seed):
         opts = {"density": density, "mask_seed": mask_seed}
@@ -249,10 +290,16 @@ class BiasVarianceExperiment(Experiment):
     def _sweep_point(self, config, seed):
         st = config["setting"]
         rng = np.random.default_rng(seed)
-        # one network per (k, d, instance)
-        mask_seed = 1000 * st["hidden"] + int(round(1000 * st["density"])) + 7919 * st.get("instance", 0)
-        cell, theta, readout, phi, xs, ys = self._problem(config, st["hidden"], st["density"], st["rho"],
-                                                          rng, mask_seed)
+        if st.get("memory"):
+            cell, readout, initial, trained, xs, ys, why = self._memory_problem(config, st["instance"])
+            if st["memory"] == "trained" and trained is None:
+                return TaskResult(status="diverged", reason=why)
+            theta, phi = initial if st["memory"] == "initial" else trained
+        else:
+            # one network per (k, d, instance)
+            mask_seed = 1000 * st["hidden"] + int(round(1000 * st["density"])) + 7919 * st.get("instance", 0)
+            cell, theta, readout, phi, xs, ys = self._problem(config, st["hidden"], st["density"], st["rho"],
+                                                              rng, mask_seed)
         n_star = exact_order(cell)
         orders = sorted(set(config["orders"]) | ({n_star} if n_star else set()))
         ests = {f"snap-{n}": make_estimator("snap", n=n) for n in orders}
@@ -285,7 +332,7 @@ class BiasVarianceExperiment(Experiment):
                 "stored": {lab: int(e.stored(e.init(cell, theta, 1))) if hasattr(e, "stored") else None
                            for lab, e in ests.items()},
                 "steps": config["steps"], "base": [config["base_hidden"], config["base_density"], config["base_rho"]],
-                "instance": st.get("instance", 0), "stochastic": stochastic,
+                "instance": st.get("instance", 0), "stochastic": stochastic, "memory": st.get("memory"),
                 "matched_samples": self._matched_samples(cell, ests)}
         return TaskResult(data, arrays, verdicts)
 
