@@ -142,6 +142,14 @@ def _paired_log_ratio(a, b, k) -> inf.Estimate | None:
         return None
 
 
+def _ratio_verdict(check, claim, stat, est, decide, family, evidence) -> Verdict:
+    """A cost-ratio verdict: ``decide(estimate)`` as a one-member family, or INCONCLUSIVE without
+    enough timing sweeps; ``evidence(estimate)`` is its one-line detail."""
+    if est is None:
+        return inf.inconclusive(check, "too few timing sweeps", claim, SOURCE, stat)
+    return inf.verdict(check, inf.holm([decide(est)], family)[0], claim, SOURCE, stat, evidence=evidence(est))
+
+
 def _claim_verdicts(record, tab) -> list[Verdict]:
     out, cfg = [], record["config"]
     if "snap-1" in tab and "bptt" in tab:
@@ -151,13 +159,9 @@ def _claim_verdicts(record, tab) -> list[Verdict]:
             k = common.max()
             check = f"SnAp-1 costs no more than {BPTT_FACTOR:g} BPTT steps (k={int(k)})"
             claim, stat = "SnAp-1 costs no more than backpropagation per step", "log(SnAp-1 / BPTT CPU time per step)"
-            est = _paired_log_ratio(s, b, k)
-            if est is None:
-                out.append(inf.inconclusive(check, "too few timing sweeps", claim, SOURCE, stat))
-            else:
-                d = inf.holm([inf.below(est, np.log(BPTT_FACTOR), ALPHA)], "cost: SnAp-1 vs BPTT")[0]
-                out.append(inf.verdict(check, d, claim, SOURCE, stat,
-                                       evidence=f"ratio {np.exp(est.value):.2f} (budget {BPTT_FACTOR:g}×)"))
+            out.append(_ratio_verdict(check, claim, stat, _paired_log_ratio(s, b, k),
+                                      lambda e: inf.below(e, np.log(BPTT_FACTOR), ALPHA), "cost: SnAp-1 vs BPTT",
+                                      lambda e: f"ratio {np.exp(e.value):.2f} (budget {BPTT_FACTOR:g}×)"))
     if "snap-1" in tab:
         s = tab["snap-1"]
         exact = bool(np.all(s["bytes"] == 8 * s["p"]))
@@ -185,15 +189,11 @@ def _claim_verdicts(record, tab) -> list[Verdict]:
                 check = f"SnAp-2 at least {SPARSE_GAIN:g}× cheaper than RTRL on the sparse network (k={int(kk)})"
                 claim = "for highly sparse networks SnAp-2 stays tractable where RTRL does not"
                 stat = "log(RTRL / SnAp-2 CPU time per step)"
-                est = _paired_log_ratio(rt, sp, kk)
-                if est is None:
-                    out.append(inf.inconclusive(check, "too few timing sweeps", claim, SOURCE, stat))
-                else:
-                    dd = inf.holm([inf.superiority(est, np.log(SPARSE_GAIN), ALPHA)], "cost: sparse SnAp-2 vs RTRL")[0]
-                    out.append(inf.verdict(check, dd, claim, SOURCE, stat,
-                                           evidence=f"RTRL / SnAp-2 = {np.exp(est.value):.2f}; exponents SnAp-2 "
-                                                    f"{sp['fit']['slope']:.2f} (count {sp['model']:.2f}), RTRL "
-                                                    f"{rt['fit']['slope']:.2f} (count {rt['model']:.2f})"))
+                out.append(_ratio_verdict(
+                    check, claim, stat, _paired_log_ratio(rt, sp, kk),
+                    lambda e: inf.superiority(e, np.log(SPARSE_GAIN), ALPHA), "cost: sparse SnAp-2 vs RTRL",
+                    lambda e: f"RTRL / SnAp-2 = {np.exp(e.value):.2f}; exponents SnAp-2 {sp['fit']['slope']:.2f} "
+                              f"(count {sp['model']:.2f}), RTRL {rt['fit']['slope']:.2f} (count {rt['model']:.2f})"))
     return out
 
 

@@ -175,41 +175,38 @@ def run_cluster_bootstrap(n_sim, seed=5, instances=12, n_boot=300):
     return one(0.0), one(m)
 
 
-def run_slope(n_sim, seed=6, instances=8, target=2.0):
-    """log variance = a_i + β log k + noise over instances i (random intercepts): equivalence of β
-    with ``target`` within the tolerance the rule resolves, clustered by instance."""
-    rng = np.random.default_rng(seed)
+def slope_rates(n_sim, rng, instances, beta, slope_sd, decide):
+    """Rates of ``decide(slope estimate)`` when log variance = a_i + β_i log k + noise over
+    instances ``i`` (random intercepts a_i, random slopes β_i of sd ``slope_sd`` around ``beta``),
+    the slope's error clustered by instance."""
     ks = np.array([8, 16, 32, 64])
-    x = np.tile(ks, instances)
-    g = np.repeat(np.arange(instances), ks.size)
-    tol = 0.35
-
-    def one(beta):
-        out = []
-        for _ in range(n_sim):
-            a = rng.standard_normal(instances)[g]
-            slope_i = beta + 0.1 * rng.standard_normal(instances)[g]
-            y = np.exp(a + slope_i * np.log(x) + 0.2 * rng.standard_normal(x.size))
-            out.append(inf.equivalence(inf.loglog_slope(x, y, g), tol, ALPHA, centre=target).status)
-        return rates(out)
-    return one(target), one(target + tol)
+    x, g = np.tile(ks, instances), np.repeat(np.arange(instances), ks.size)
+    out = []
+    for _ in range(n_sim):
+        slope = beta + slope_sd * rng.standard_normal(instances)[g]
+        y = np.exp(rng.standard_normal(instances)[g] + slope * np.log(x) + 0.2 * rng.standard_normal(x.size))
+        out.append(decide(inf.loglog_slope(x, y, g)).status)
+    return rates(out)
 
 
-def run_growth(n_sim, seed=7, instances=8):
+def run_slope(n_sim, seed=6, instances=8, target=2.0, tol=0.35):
+    """Equivalence of the slope with ``target`` within the tolerance the rule resolves."""
+    rng = np.random.default_rng(seed)
+
+    def decide(e):
+        return inf.equivalence(e, tol, ALPHA, centre=target)
+    return (slope_rates(n_sim, rng, instances, target, 0.1, decide),
+            slope_rates(n_sim, rng, instances, target + tol, 0.1, decide))
+
+
+def run_growth(n_sim, seed=7, instances=8, delta=0.5):
     """"Grows with k": superiority of the slope with minimum slope δ = 0.5."""
     rng = np.random.default_rng(seed)
-    ks = np.array([8, 16, 32, 64])
-    x = np.tile(ks, instances)
-    g = np.repeat(np.arange(instances), ks.size)
-    delta = 0.5
 
-    def one(beta):
-        out = []
-        for _ in range(n_sim):
-            y = np.exp(rng.standard_normal(instances)[g] + beta * np.log(x) + 0.2 * rng.standard_normal(x.size))
-            out.append(inf.superiority(inf.loglog_slope(x, y, g), delta, ALPHA).status)
-        return rates(out)
-    return one(delta), one(0.0)
+    def decide(e):
+        return inf.superiority(e, delta, ALPHA)
+    return (slope_rates(n_sim, rng, instances, delta, 0.0, decide),
+            slope_rates(n_sim, rng, instances, 0.0, 0.0, decide))
 
 
 RULES = {
