@@ -16,7 +16,7 @@ import numpy as np
 from rtrl_validation.analysis.sections import Table
 from rtrl_validation.simulations.runner import one_line
 
-from .build import Report, SectionResult
+from .build import Report, SectionResult, status_counts, status_of
 from .figures import equation_svg, figure_svg
 
 TITLE = "RTRL validation report"
@@ -46,6 +46,7 @@ td.code, code { font-family: "DejaVu Sans Mono", monospace; font-size: 7.8pt; }
 .badge { display: inline-block; padding: 0 5px; border-radius: 3px; font-weight: bold; font-size: 8pt;
          color: #fff; white-space: nowrap; }
 .PASS { background: #1a7f37; } .FAIL { background: #c62828; } .NOT-RUN { background: #7a7a7a; }
+.INCONCLUSIVE { background: #b26a00; }
 .overall { font-size: 11pt; margin: .4em 0 .8em; }
 .method { margin: .3em 0; }
 .equation { margin: .4em 0 .6em 1.5em; }
@@ -103,8 +104,9 @@ class Cell:
         return f'<td class="num">{self.html}</td>' if self.num else f"<td>{self.html}</td>"
 
 
-def _badge(passed: bool | None) -> Cell:
-    label = "NOT RUN" if passed is None else ("PASS" if passed else "FAIL")
+def _badge(passed: bool | str | None) -> Cell:
+    """NOT RUN (``None``), a status string (PASS / FAIL / INCONCLUSIVE) or a bool."""
+    label = "NOT RUN" if passed is None else (passed if isinstance(passed, str) else ("PASS" if passed else "FAIL"))
     return Cell(html=f'<span class="badge {label.replace(" ", "-")}">{label}</span>', text=label + "___")
 
 
@@ -139,19 +141,32 @@ def table_html(table: Table) -> str:
     return grid(table.columns, table.rows, table.caption)
 
 
+def _counts(verdicts) -> str:
+    """"12 pass, 1 fail, 3 inconclusive" (zero counts other than pass left out)."""
+    c = status_counts(verdicts)
+    return ", ".join(f"{n} {k}" for k, n in c.items() if n or k == "pass")
+
+
+def _evidence(v: dict) -> str:
+    """The evidence line of a verdict with its rule, interval, resolution, control and family."""
+    parts = [v.get("evidence") or ""]
+    if v.get("claim"):
+        parts.append(f"claim: {v['claim']}" + (f" ({v['source']})" if v.get("source") else ""))
+    for key in ("rule", "resolution", "control", "family"):
+        if v.get(key):
+            parts.append(f"{key}: {v[key]}")
+    return " | ".join(p for p in parts if p)
+
+
 def summary_html(report: Report) -> str:
     verdicts = report.verdicts
-    n_fail = sum(not v["passed"] for v in verdicts)
     rows = []
     for number, s in enumerate(report.sections, start=1):
-        fails = sum(not v["passed"] for v in s.verdicts)
-        counts = (_badge(None).html if s.status == "not run"
-                  else f"{len(s.verdicts) - fails} pass" + (f", {fails} fail" if fails else ""))
+        counts = _badge(None).html if s.status == "not run" else _counts(s.verdicts)
         rows.append(Group(f'<a href="#sec-{escape(s.experiment)}">{number}. {escape(s.section.title)}</a>'
                           f" · {counts}"))
-        rows += [[v["check"], _badge(v["passed"]), v["value"], v["bound"]] for v in s.verdicts]
-    overall = (f'<p class="overall">{_badge(report.passed).html} {len(verdicts) - n_fail} of {len(verdicts)} '
-               f"checks pass" + (f", {n_fail} fail" if n_fail else "")
+        rows += [[v["check"], _badge(status_of(v)), v["value"], v["bound"]] for v in s.verdicts]
+    overall = (f'<p class="overall">{_badge(report.passed).html} {len(verdicts)} checks: {_counts(verdicts)}'
                + (f"; not run: {escape(', '.join(report.not_run))}" if report.not_run else "") + ".</p>")
     return (f'<section class="summary"><h2>Summary</h2>{overall}'
             + grid(["Check", "Result", "Value", "Bound"], rows) + "</section>")
@@ -193,7 +208,7 @@ def section_html(number: int, result: SectionResult) -> str:
     if result.verdicts:
         out.append("<h3>Verdicts</h3>" + grid(
             ["Check", "Result", "Value", "Bound", "Evidence"],
-            [[v["check"], _badge(v["passed"]), v["value"], v["bound"], v["evidence"] or ""] for v in result.verdicts]))
+            [[v["check"], _badge(status_of(v)), v["value"], v["bound"], _evidence(v)] for v in result.verdicts]))
     if s.figures:
         out.append("<h3>Figures</h3>" + "".join(_figure_html(f) for f in s.figures))
     if s.tables:

@@ -60,7 +60,7 @@ def test_rebuild_from_records_gives_identical_verdicts(built):
 
 def test_summary_json_counts_every_verdict(built):
     s = built.summary
-    assert s["counts"] == {"pass": 3 + 0 + 1 + 3, "fail": 0 + 3 + 1 + 1, "not_run": 0}
+    assert s["counts"] == {"pass": 3 + 0 + 1 + 3, "fail": 0 + 3 + 1 + 1, "inconclusive": 0, "not_run": 0}
     assert s["experiments"]["fake-broken"] == {"records": 3, "ok": 1, "diverged": 1, "failed": 1, "seeds": [0],
                                                "wall_time": pytest.approx(s["experiments"]["fake-broken"]["wall_time"])}
     checks = {(v["experiment"], v["check"]): v["passed"] for v in s["verdicts"]}
@@ -176,3 +176,14 @@ def test_bad_equation_and_figure_do_not_break_the_section(tmp_path, monkeypatch)
                                         (0.125, "0.125"), (float("nan"), "nan"), ([1, 2], "[1, 2]"), ("a", "a")])
 def test_fmt(value, text):
     assert fmt(value) == text
+
+
+def test_inconclusive_verdicts_are_counted_apart_and_do_not_fail_the_report():
+    from rtrl_validation.reports.build import status_counts, status_of
+    from rtrl_validation.reports.html import _badge, _counts, _evidence
+    vs = [{"passed": True}, {"passed": False}, {"passed": False, "status": "INCONCLUSIVE", "evidence": "e",
+                                                 "rule": "TOST", "family": "f (2 tests, Holm at 0.05)"}]
+    assert [status_of(v) for v in vs] == ["PASS", "FAIL", "INCONCLUSIVE"]
+    assert status_counts(vs) == {"pass": 1, "fail": 1, "inconclusive": 1}
+    assert _counts(vs) == "1 pass, 1 fail, 1 inconclusive" and "INCONCLUSIVE" in _badge("INCONCLUSIVE").html
+    assert "rule: TOST" in _evidence(vs[2]) and "family: f" in _evidence(vs[2])
