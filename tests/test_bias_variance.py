@@ -60,9 +60,10 @@ def test_memory_task_instances_share_their_start():
     whatever their task seeds; training moves θ."""
     cfg = EXP.config("quick", SMALL)
     a = EXP._memory_problem(cfg, 1)
-    b = EXP._memory_problem(cfg, 1)
+    b = EXP._memory_problem(cfg, 1, train=False)
     np.testing.assert_array_equal(a[2][0], b[2][0])
     np.testing.assert_array_equal(a[4], b[4])
+    assert b[3] is None
     assert a[3] is not None and np.linalg.norm(a[3][0] - a[2][0]) > 0
 
 

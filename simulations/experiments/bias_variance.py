@@ -160,7 +160,7 @@ class BiasVarianceExperiment(Experiment):
             "orders": [1, 2, 3], "estimators": ["uoro", "kf-rtrl", "rflo"],
             "hidden": [8, 16, 32], "densities": [1.0, 0.5, 0.25, 0.1], "rhos": [0.5, 0.7, 0.9, 0.97],
             "base_hidden": 16, "base_density": 0.25, "base_rho": 0.9, "alpha": 0.01, "shift": 0.5,
-            "instances": 4, "directions": 3, "bias_margin": 0.1, "memory_train_steps": 3000,
+            "instances": 4, "directions": 3, "bias_margin": 0.1, "memory_train_steps": 1500,
             "memory_rho": 0.97, "memory_teacher_rho": 0.95, "memory_input_ar": 0.9, "memory_lr": 0.02,
             "check_hidden": 3, "check_steps": 6, "check_replicates": 10000, "enumeration_steps": 4,
         },
@@ -248,13 +248,14 @@ class BiasVarianceExperiment(Experiment):
             return self._identities(task.config, seed)
         return self._sweep_point(task.config, seed)
 
-    def _memory_problem(self, config, instance):
+    def _memory_problem(self, config, instance, train: bool = True):
         """The long-memory setting (THEORY §4 "at a θ reached by training on a long-memory task"):
         a tanh VAR(1) teacher with contraction ``memory_teacher_rho`` and AR(``memory_input_ar``)
         inputs, the student a contractive Elman cell with ``ρ = memory_rho``; θ₀ and one data path
         of ``steps`` from the instance seed, and θ after ``memory_train_steps`` of online RTRL on the
         process (``α_t = memory_lr / (1 + t/1000)^0.75``, projected onto the contraction set).
-        Returns ``(cell, readout, (θ₀, φ₀), (θ_T, φ_T) or None if training diverged, xs, ys, why)``."""
+        Returns ``(cell, readout, (θ₀, φ₀), (θ_T, φ_T) or None if training diverged or ``train`` is
+        false, xs, ys, why)``."""
         h, d = config["base_hidden"], float(config["base_density"])
         proc = VAR1Teacher(hidden=h, inputs=config["inputs"], n_out=config["outputs"], activation="tanh",
                            teacher_rho=config["memory_teacher_rho"], ar=config["memory_input_ar"], noise=0.1,
@@ -265,6 +266,8 @@ class BiasVarianceExperiment(Experiment):
         rng = np.random.default_rng([20011, instance])
         theta0, phi0 = cell.init(rng), readout.init(rng)
         _, xs, ys = proc.sample(proc.init(rng, 1), config["steps"], rng)
+        if not train:
+            return cell, readout, (theta0, phi0), None, xs[:, 0], ys[:, 0], ""
         trainer = OnlineTrainer(cell, readout, make_estimator("rtrl"), proc,
                                 Schedule(config["memory_lr"], 1000.0, 0.75), project=cell.project,
                                 record_every=max(config["memory_train_steps"], 1))
@@ -291,7 +294,8 @@ class BiasVarianceExperiment(Experiment):
         st = config["setting"]
         rng = np.random.default_rng(seed)
         if st.get("memory"):
-            cell, readout, initial, trained, xs, ys, why = self._memory_problem(config, st["instance"])
+            cell, readout, initial, trained, xs, ys, why = self._memory_problem(config, st["instance"],
+                                                                                train=st["memory"] == "trained")
             if st["memory"] == "trained" and trained is None:
                 return TaskResult(status="diverged", reason=why)
             theta, phi = initial if st["memory"] == "initial" else trained
