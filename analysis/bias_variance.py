@@ -12,6 +12,13 @@ From the replicate statistics a task stores (``sq_err`` ``‖ĝ_r − g‖²``, 
 * 95% intervals: estimate ± 1.96 jackknife standard errors (cosine: mean ± 1.96 sd/√R).
 
 Deterministic estimators (``R = 1``) have exact values and zero variance.
+
+The section's statistical claims are decided by the rules of :mod:`analysis.inference`:
+unbiasedness (:func:`_unbiasedness`: directional equivalence with a control of exactly the
+margin), KF-RTRL's variance below UORO's (:func:`_variance_order`), SnAp-1 against UORO per sample
+and at matched cost over instances (:func:`_alignment`), UORO's growth in ``k`` as a log-log slope
+over instances (:func:`_growth`); the build-up over time and the long-memory task are descriptive
+tables (:func:`_build_up`, :func:`_memory_table`).
 """
 from __future__ import annotations
 
