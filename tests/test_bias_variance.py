@@ -173,3 +173,16 @@ def test_failed_records_are_listed():
     sec = analyse([{"experiment": "bias-variance", "task": "h4", "config": {}, "status": "failed",
                     "reason": "boom", "data": {}, "verdicts": [], "arrays": {}}])
     assert sec.failures == ["h4: failed (boom)"]
+
+
+def test_a_vacuous_rounding_bound_is_inconclusive():
+    """When the propagated bound exceeds |J_T| everywhere, neither equality nor bias can be shown."""
+    from rtrl_validation.simulations.experiments.bias_variance import snap_identity_verdicts
+    J = np.ones((1, 2, 3))
+    finals = {"J": J[0], "bound": np.full((2, 3), 10.0), "snap-1": (J + 0.5, None), "snap-2": (J + 1e-3, None),
+              "snap-3": (J.copy(), None)}
+    v = snap_identity_verdicts([("snap-1", 1), ("snap-2", 2), ("snap-3", 3)], finals, 2)
+    assert [x.status for x in v] == ["INCONCLUSIVE", "INCONCLUSIVE", "PASS"]
+    finals["bound"] = np.full((2, 3), 1e-6)
+    v = snap_identity_verdicts([("snap-1", 1), ("snap-2", 2)], finals, 2)
+    assert [x.status for x in v] == ["PASS", "FAIL"]
