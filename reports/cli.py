@@ -1,6 +1,6 @@
 """The ``rtrl-validate`` command line: ``run``, ``report``, ``list``, ``gradcheck``.
 
-Exit status: 0 every verdict passes; 1 a verdict failed (the report and records are still
+Exit status: 0 no verdict failed (each is PASS or INCONCLUSIVE); 1 a verdict failed (the report and records are still
 written); 2 bad input, reported as one line ``rtrl-validate: error: ...`` on stderr; 130 when
 interrupted (finished records are kept, the run is marked interrupted in ``DIR/run.json`` and
 ``--resume DIR`` continues it).
@@ -339,16 +339,21 @@ def compute(args, plan: list, seed: int, out: Path) -> dict:
         raise CLIError(one_line(str(e))) from None
 
 
-def print_verdicts(verdicts: list[dict], not_run: list[str] = ()) -> None:
-    n_fail = sum(not v["passed"] for v in verdicts)
-    line = f"verdicts: {len(verdicts) - n_fail} PASS, {n_fail} FAIL"
+def print_verdicts(verdicts: list[dict], not_run: list[str] = ()) -> int:
+    """Print the counts and every FAIL; returns the number of FAILs (INCONCLUSIVE is not one)."""
+    from .build import status_counts, status_of
+
+    c = status_counts(verdicts)
+    line = f"verdicts: {c['pass']} PASS, {c['fail']} FAIL" + (f", {c['inconclusive']} INCONCLUSIVE"
+                                                            if c["inconclusive"] else "")
     if not_run:
         line += f"; not run: {', '.join(not_run)}"
     print(line)
     for v in verdicts:
-        if not v["passed"]:
+        if status_of(v) == "FAIL":
             where = v.get("section") or v.get("task", "")
             print(f"  FAIL  {where}: {v['check']}: {v['evidence']}")
+    return c["fail"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -376,8 +381,7 @@ def cmd_run(args) -> int:
     verdicts = [{**v, "task": r["task"]} for r in records for v in r["verdicts"]]
     verdicts += [{"check": "task completed", "passed": False, "evidence": r["reason"], "task": r["task"]}
                  for r in records if r["status"] == "failed"]
-    print_verdicts(verdicts)
-    return 0 if all(v["passed"] for v in verdicts) else 1
+    return 1 if print_verdicts(verdicts) else 0
 
 
 def cmd_report(args) -> int:
