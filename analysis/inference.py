@@ -329,7 +329,8 @@ def verdict(check: str, decision: Decision, claim: str, source: str, statistic: 
     needs = "bound" if "PASS if upper bound <" in d.rule else "claim needs"
     return Verdict(check, d.status,
                    (evidence + "; " if evidence else "") + f"{statistic} = {d.estimate.value:.3g} "
-                   f"[{lo:.3g}, {hi:.3g}] over {d.estimate.n} {d.estimate.unit}: {d.reason}",
+                   f"[{lo:.3g}, {hi:.3g}] ({1 - 2 * d.alpha:.0%} interval) over {d.estimate.n} {d.estimate.unit}: "
+                   f"{d.reason}",
                    value=d.estimate.value, bound=d.needed, rule=d.rule, claim=claim, source=source,
                    statistic=statistic, effect=d.estimate.value, interval=(lo, hi),
                    resolution=f"{kind} {d.resolution:.3g} ({needs} {d.needed:.3g})",

@@ -34,16 +34,56 @@ def _sig(a):
     return 1 / (1 + sp.exp(-a))
 
 
+#: the parameter matrices of each cell of THEORY §3 in the documented order of ``θ`` (rows, columns:
+#: "s" the hidden size, "x" the inputs, 1 a bias column), written here from the equations and the
+#: layout convention of ``simulations/jacobians.py`` — not read from the engine's blocks
+PARAMETERS = {
+    "elman": [("W", "s", "s"), ("U", "s", "x"), ("b", "s", 1)],
+    "contractive-elman": [("W", "s", "s"), ("U", "s", "x"), ("b", "s", 1)],
+    "gru": [m for g in "zrh" for m in ((f"W_{g}", "s", "s"), (f"U_{g}", "s", "x"), (f"b_{g}", "s", 1))],
+    "gru-reset-after": [m for g in "zr" for m in ((f"W_{g}", "s", "s"), (f"U_{g}", "s", "x"), (f"b_{g}", "s", 1))]
+    + [("W_h", "s", "s"), ("b_hr", "s", 1), ("U_h", "s", "x"), ("b_h", "s", 1)],
+    "lstm": [m for g in "ifgo" for m in ((f"W_{g}", "s", "s"), (f"U_{g}", "s", "x"), (f"b_{g}", "s", 1))],
+}
+
+
 def _matrices(cell):
-    """Parameter symbols ``θ`` (in the engine's layout) and the block matrices they fill."""
-    theta = []
-    mats = {}
+    """Parameter symbols ``θ`` and the matrices they fill, from :data:`PARAMETERS`: ``θ`` is the
+    concatenation of the matrices in that order, each in column-major order with the entries its
+    mask (``cell.masks``, the cell's configuration) switches off skipped (THEORY §3's column-stacked
+    ``vec([W U b])`` for a dense Elman cell).  A cell built from its equations
+    (``EquationCell``, ``DenseEquationCell``) that has no entry there is laid out by its own blocks:
+    its symbolic form is its own expansion, so the comparison checks its factored ``D`` and ``I``,
+    not a layout written independently."""
+    if cell.name not in PARAMETERS:
+        if isinstance(cell, (EquationCell, DenseEquationCell)):
+            return _block_matrices(cell)
+        raise ValueError(f"no parameter layout for cell {cell.name!r}: add its matrices, in the order of θ, "
+                         "to rtrl_validation.proofs_checks.symbolic.PARAMETERS")
+    size = {"s": cell.hidden, "x": cell.m, 1: 1}
+    theta, mats = [], {}
+    for name, rows, cols in PARAMETERS[cell.name]:
+        n_out, n_in = size[rows], size[cols]
+        mask = cell.masks.get(name)
+        mask = np.ones((n_out, n_in), dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+        A = sp.zeros(n_out, n_in)
+        for j in range(n_in):                       # column-major
+            for i in range(n_out):
+                if mask[i, j]:
+                    A[i, j] = sp.Symbol(f"{name}_{i}_{j}", real=True)
+                    theta.append(A[i, j])
+        mats[name] = A
+    return theta, mats
+
+
+def _block_matrices(cell):
+    """Parameter symbols ``θ`` in the engine's layout (``cell.blocks``) and the matrices they fill."""
+    theta, mats = [], {}
     for b in cell.blocks:
         A = sp.zeros(b.n_out, b.n_in)
-        for c, (i, j) in enumerate(zip(b.idx_i, b.idx_j)):
-            sym = sp.Symbol(f"{b.name}_{i}_{j}", real=True)
-            A[int(i), int(j)] = sym
-            theta.append(sym)
+        for i, j in zip(b.idx_i, b.idx_j):
+            A[int(i), int(j)] = sp.Symbol(f"{b.name}_{i}_{j}", real=True)
+            theta.append(A[int(i), int(j)])
         mats[b.name] = A
     return theta, mats
 

@@ -35,7 +35,18 @@ class SectionResult:
 
     @property
     def passed(self) -> bool:
-        return all(v["passed"] for v in self.verdicts)
+        """No verdict FAILed (INCONCLUSIVE is not a failure, and is counted apart)."""
+        return not any(status_of(v) == "FAIL" for v in self.verdicts)
+
+
+def status_of(v: dict) -> str:
+    """PASS, FAIL or INCONCLUSIVE of a verdict dict (one without ``status`` is read from ``passed``)."""
+    return v.get("status") or ("PASS" if v["passed"] else "FAIL")
+
+
+def status_counts(verdicts) -> dict:
+    statuses = [status_of(v) for v in verdicts]
+    return {k.lower(): statuses.count(k) for k in ("PASS", "FAIL", "INCONCLUSIVE")}
 
 
 @dataclass
@@ -60,16 +71,15 @@ class Report:
 
     @property
     def passed(self) -> bool:
-        return all(v["passed"] for v in self.verdicts)
+        """No verdict FAILed (INCONCLUSIVE verdicts are counted apart, not as failures)."""
+        return not any(status_of(v) == "FAIL" for v in self.verdicts)
 
     def summary(self) -> dict:
         """The content of ``summary.json``."""
         verdicts = self.verdicts
-        status = [v.get("status") or ("PASS" if v["passed"] else "FAIL") for v in verdicts]
         return {"schema_version": SCHEMA_VERSION, "generated": self.generated, "profile": self.profile,
                 "seed": self.seed, "source": self.source, "passed": self.passed,
-                "counts": {"pass": status.count("PASS"), "fail": status.count("FAIL"),
-                           "inconclusive": status.count("INCONCLUSIVE"), "not_run": len(self.not_run)},
+                "counts": {**status_counts(verdicts), "not_run": len(self.not_run)},
                 "not_run": self.not_run, "skipped_records": list(self.skipped), "verdicts": verdicts,
                 "experiments": {s.experiment: _record_stats(s.records) for s in self.sections}}
 

@@ -320,14 +320,12 @@ def bad_record_handler(args):
     return skip
 
 
-def _status(v: dict) -> str:
-    return v.get("status") or ("PASS" if v["passed"] else "FAIL")
-
-
 def print_verdicts(verdicts: list[dict], not_run: list[str] = ()) -> None:
     """One line of counts, then every FAIL and INCONCLUSIVE with its reason."""
-    status = [_status(v) for v in verdicts]
-    line = "verdicts: " + ", ".join(f"{status.count(s)} {s}" for s in ("PASS", "FAIL", "INCONCLUSIVE"))
+    from .build import status_counts, status_of
+
+    status = [status_of(v) for v in verdicts]
+    line = "verdicts: " + ", ".join(f"{n} {k.upper()}" for k, n in status_counts(verdicts).items())
     if not_run:
         line += f"; not run: {', '.join(not_run)}"
     print(line)
@@ -340,7 +338,9 @@ def print_verdicts(verdicts: list[dict], not_run: list[str] = ()) -> None:
 def exit_status(verdicts: list[dict], fail_on: str) -> int:
     """``--fail-on``: 1 when a verdict is FAIL ('fail') or FAIL or INCONCLUSIVE ('inconclusive')."""
     gate = {"never": (), "fail": ("FAIL",), "inconclusive": ("FAIL", "INCONCLUSIVE")}[fail_on]
-    return 1 if any(_status(v) in gate for v in verdicts) else 0
+    from .build import status_of
+
+    return 1 if any(status_of(v) in gate for v in verdicts) else 0
 
 
 # ----------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import numpy as np
 from rtrl_validation.analysis.sections import Table
 from rtrl_validation.simulations.runner import one_line
 
-from .build import Report, SectionResult
+from .build import Report, SectionResult, status_counts, status_of
 from .export import export_figure, figure_name
 from .figures import close_figure, equation_svg, figure_svg, inline_svg
 
@@ -120,9 +120,7 @@ class Cell:
 
 def _status(v: dict | None) -> str:
     """``"PASS"``, ``"FAIL"``, ``"INCONCLUSIVE"`` of a verdict dict; ``"NOT RUN"`` for ``None``."""
-    if v is None:
-        return "NOT RUN"
-    return v.get("status") or ("PASS" if v.get("passed") else "FAIL")
+    return "NOT RUN" if v is None else status_of(v)
 
 
 def _badge(status: str) -> Cell:
@@ -249,10 +247,7 @@ def _anchor(number: int, i: int) -> str:
 
 def counts(verdicts: list[dict]) -> dict[str, int]:
     """``{"PASS": n, "FAIL": n, "INCONCLUSIVE": n}``."""
-    out = {"PASS": 0, "FAIL": 0, "INCONCLUSIVE": 0}
-    for v in verdicts:
-        out[_status(v)] += 1
-    return out
+    return {k.upper(): n for k, n in status_counts(verdicts).items()}
 
 
 def _counts_text(c: dict[str, int]) -> str:

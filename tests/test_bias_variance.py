@@ -6,14 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rtrl_validation.analysis.bias_variance import _claims, analyse, record_statistics, statistics
+from rtrl_validation.analysis.bias_variance import _claims, _unbiasedness, analyse, record_statistics, statistics
 from rtrl_validation.simulations.experiments.base import ConfigError
 from rtrl_validation.simulations.experiments.bias_variance import BiasVarianceExperiment
 
 EXP = BiasVarianceExperiment()
 SMALL = {"steps": 12, "replicates": 64, "hidden": [4, 6], "densities": [1.0], "rhos": [0.6],
          "base_hidden": 6, "base_density": 0.5, "base_rho": 0.9, "check_replicates": 4000,
-         "enumeration_steps": 2, "orders": [1, 2]}
+         "enumeration_steps": 2, "orders": [1, 2], "instances": 4,
+         "memory_train_steps": 100}
 
 
 def run(overrides=SMALL, seed=0):
@@ -49,13 +50,27 @@ def test_tasks_cover_the_three_sweeps_once():
     cfg = EXP.config("quick", SMALL)
     keys = [t.key for t in EXP.tasks(cfg)]
     assert keys[0] == "identities" and len(keys) == len(set(keys))
-    assert set(keys[1:]) == {"h4-d0.5-rho0.9", "h6-d0.5-rho0.9", "h6-d1-rho0.9", "h6-d0.5-rho0.6"}
+    assert set(keys[1:]) == ({f"h{h}-d0.5-rho0.9-i{i}" for h in (4, 6) for i in range(4)}
+                             | {"h6-d1-rho0.9", "h6-d0.5-rho0.6"}
+                             | {f"memory-{w}-i{i}" for w in ("initial", "trained") for i in range(4)})
+
+
+def test_memory_task_instances_share_their_start():
+    """The initial-θ and trained-θ tasks of an instance start from the same θ₀ and read the same path,
+    whatever their task seeds; training moves θ."""
+    cfg = EXP.config("quick", SMALL)
+    a = EXP._memory_problem(cfg, 1)
+    b = EXP._memory_problem(cfg, 1, train=False)
+    np.testing.assert_array_equal(a[2][0], b[2][0])
+    np.testing.assert_array_equal(a[4], b[4])
+    assert b[3] is None
+    assert a[3] is not None and np.linalg.norm(a[3][0] - a[2][0]) > 0
 
 
 def test_small_run_verdicts_hold(records):
     failed = [(r["task"], v["check"], v["evidence"]) for r in records for v in r["verdicts"] if not v["passed"]]
     assert not failed
-    point = next(r for r in records if r["task"] == "h6-d0.5-rho0.9")
+    point = next(r for r in records if r["task"] == "h6-d0.5-rho0.9-i0")
     d = point["data"]
     assert d["exact_order"] >= 2 and f"snap-{d['exact_order']}" in d["estimators"]
     assert point["arrays"]["sq_err.uoro"].shape == (64, 12) and point["arrays"]["cos.snap-1"].shape == (1, 12)
@@ -99,7 +114,7 @@ def test_statistics_match_brute_force():
 
 
 def test_deterministic_estimators_have_exact_values(records):
-    point = next(r for r in records if r["task"] == "h6-d0.5-rho0.9")
+    point = next(r for r in records if r["task"] == "h6-d0.5-rho0.9-i0")
     st = record_statistics(point)
     n_star = point["data"]["exact_order"]
     assert np.all(st[f"snap-{n_star}"]["rel_bias"] < 1e-12)
@@ -114,7 +129,29 @@ def test_section_has_figures_tables_and_claims(records):
     assert any(c.startswith("KF-RTRL variance below UORO's") for c in checks)
     assert any(c.startswith("SnAp-1 aligns better") for c in checks)
     assert "UORO variance grows with k" in checks
-    assert all(v.passed for v in sec.verdicts), [(v.check, v.evidence) for v in sec.verdicts if not v.passed]
+    assert any(c.startswith("uoro is unbiased") for c in checks)
+    assert not [v for v in sec.verdicts if v.status == "FAIL"], [(v.check, v.evidence) for v in sec.verdicts]
+    for v in sec.verdicts:                      # every statistical verdict carries its evidence
+        if v.family:
+            assert v.claim and v.source and v.statistic and v.rule and v.resolution
+
+
+def _direction_record(errors, control):
+    return {"config": {"bias_margin": 0.1, "alpha": 0.01},
+            "data": {"stochastic": ["uoro"], "k": 4, "density": 1.0, "rho": None},
+            "arrays": {"dir.uoro": errors, "dirctl.uoro": control}}
+
+
+@pytest.mark.parametrize("shift,control,status", [(0.0, 0.1, "PASS"), (0.3, 0.1, "FAIL"), (0.0, 0.0, "INCONCLUSIVE")])
+def test_unbiasedness_rule_on_known_errors(shift, control, status):
+    """Errors with no bias PASS; a bias of 3 margins FAILs; a control that carries no bias (so
+    cannot be detected) makes the verdict INCONCLUSIVE."""
+    rng = np.random.default_rng(0)
+    errors = shift + 0.01 * rng.standard_normal((400, 3))
+    ctl = control + 0.01 * rng.standard_normal((400, 3))
+    v = _unbiasedness([_direction_record(errors, ctl)])[0]
+    assert v.status == status, v.evidence
+    assert v.family.startswith("bias-variance: unbiasedness") and v.interval is not None
 
 
 def test_a_claim_that_does_not_hold_is_reported_as_fail(records):
@@ -129,10 +166,23 @@ def test_a_claim_that_does_not_hold_is_reported_as_fail(records):
         swapped.append(r)
     kf = [v for v in _claims([r for r in swapped if r["data"].get("kind") != "identities"])
           if v.check.startswith("KF-RTRL variance below UORO's")]
-    assert kf and not any(v.passed for v in kf)
+    assert kf and all(v.status == "FAIL" for v in kf)
 
 
 def test_failed_records_are_listed():
     sec = analyse([{"experiment": "bias-variance", "task": "h4", "config": {}, "status": "failed",
                     "reason": "boom", "data": {}, "verdicts": [], "arrays": {}}])
     assert sec.failures == ["h4: failed (boom)"]
+
+
+def test_a_vacuous_rounding_bound_is_inconclusive():
+    """When the propagated bound exceeds |J_T| everywhere, neither equality nor bias can be shown."""
+    from rtrl_validation.simulations.experiments.bias_variance import snap_identity_verdicts
+    J = np.ones((1, 2, 3))
+    finals = {"J": J[0], "bound": np.full((2, 3), 10.0), "snap-1": (J + 0.5, None), "snap-2": (J + 1e-3, None),
+              "snap-3": (J.copy(), None)}
+    v = snap_identity_verdicts([("snap-1", 1), ("snap-2", 2), ("snap-3", 3)], finals, 2)
+    assert [x.status for x in v] == ["INCONCLUSIVE", "INCONCLUSIVE", "PASS"]
+    finals["bound"] = np.full((2, 3), 1e-6)
+    v = snap_identity_verdicts([("snap-1", 1), ("snap-2", 2)], finals, 2)
+    assert [x.status for x in v] == ["PASS", "FAIL"]

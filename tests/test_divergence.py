@@ -88,7 +88,7 @@ def test_bias_variance_with_an_overflowing_network_records_diverged(tmp_path, mo
     monkeypatch.setattr(bias_variance, "make_cell", exploding_make_cell(5))
     exp = bias_variance.BiasVarianceExperiment()
     rows = run(exp, dict(hidden=[5], densities=[], rhos=[], cell="elman", base_hidden=5, base_density=1.0,
-                         replicates=8, steps=10, orders=[1], check_replicates=64), tmp_path)
+                         replicates=8, steps=10, orders=[1], check_replicates=64, instances=1), tmp_path)
     assert_diverged_with_step(rows)
     assert ("h5-d1", "diverged", "gradients not finite at step 3") in rows
 

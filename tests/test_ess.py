@@ -60,3 +60,26 @@ def test_constant_and_bad_input():
             autocorrelation_time(bad)
     with pytest.raises(ValueError):
         autocorrelation_time(np.arange(10.0), method="batch")
+
+
+@pytest.mark.parametrize("phi,kind", [(0.0, "normal"), (0.3, "skewed"), (0.8, "normal")])
+def test_pooled_calibration_of_short_series(phi, kind):
+    # The convergence section's series are short (300 window means per path).  Pooled over 1000
+    # independent series, the across-series variance of the time averages divided by the mean
+    # ESS-based variance has sampling sd √(2/999) ≈ 0.045 (3 sd = 0.13); a factor 1.4 in standard
+    # deviation (ratio 0.5 or 2) is 11 sd away.  Geyer's initial sequence keeps a few positive noise
+    # pairs at this length, so τ̂ runs high by at most about 10% (measured ratios 0.89-0.97 at
+    # n = 300 and 0.94-1.04 at n = 3000 over 2000 series): the ratio must lie in
+    # [1/1.15 − 3 sd, 1 + 3 sd].
+    rng = np.random.default_rng(21)
+    e = rng.standard_normal((1000, 800))
+    if kind == "skewed":
+        e = (e ** 2 - 1) / np.sqrt(2)
+    x = lfilter([1.0], [1.0, -phi], e, axis=1)[:, 500:]
+    se2 = np.array([time_average_se(s)[1] ** 2 for s in x])
+    ratio = x.mean(axis=1).var(ddof=1) / se2.mean()
+    sd = np.sqrt(2 / 999)
+    print(f"\n[ESS pooled calibration] phi={phi}, {kind}, n=300, 1000 series: ratio {ratio:.3f}")
+    assert 1 / 1.15 - 3 * sd <= ratio <= 1 + 3 * sd
+    # the same pooled check sees a factor 1.4 in standard deviation
+    assert not (1 / 1.15 - 3 * sd <= ratio / 2 <= 1 + 3 * sd)

@@ -96,10 +96,12 @@ def sine_twin(cell, P, s, x):
 
 @pytest.fixture
 def registered(monkeypatch):
-    """The registry lines: one for the estimator, one for the cell and one for its twin."""
+    """The registry lines: one for the estimator, one for the cell and two for its twin (the update
+    and the parameter layout, both written from the equations)."""
     monkeypatch.setitem(estimators.ESTIMATORS, "dense-rtrl", DenseRTRL)
     monkeypatch.setitem(cells.CELLS, "sine-rnn", SineRNN)
     monkeypatch.setitem(symbolic.SYMBOLIC_CELLS, "sine-rnn", sine_twin)
+    monkeypatch.setitem(symbolic.PARAMETERS, "sine-rnn", [("W", "s", "s"), ("U", "s", "x"), ("b", "s", 1)])
 
 
 def problem(cell_name="sine-rnn", density=1.0, T=9, B=2, seed=0):

@@ -88,8 +88,9 @@ def test_linearization_op_count_bound():
 
 
 # ------------------------------------------------------------------ mutation: wrong Jacobians are caught
-def mutated(cell, where):
-    """A copy of ``cell`` whose linearize flips the sign of one block of D or of one gate of I."""
+def mutated(cell, where, factor=-1.0):
+    """A copy of ``cell`` whose linearize multiplies one block of D or one gate of I by ``factor``
+    (−1: a sign flip; 1.01: a subtle 1% error in one derivative)."""
     bad = copy.copy(cell)
     forward = cell._forward
 
@@ -100,11 +101,11 @@ def mutated(cell, where):
         s_new, D, gates, sources = out
         D = D.copy()
         if where == "D":
-            D[:, 0, :] *= -1.0                          # the first row block of D
+            D[:, 0, :] *= factor                        # the first row block of D
         else:
             gate = sorted(gates)[0]
             G = gates[gate]
-            gates = dict(gates, **{gate: GateJacobian(-G.vals, G.rows)})
+            gates = dict(gates, **{gate: GateJacobian(factor * G.vals, G.rows)})
         return s_new, D, gates, sources
 
     bad._forward = _forward
@@ -121,6 +122,19 @@ def test_wrong_jacobian_is_caught(name, where):
     checks = {c["comparison"]: c for c in check_cell(mutated(make_cell(name, 3, 2), where), 7, "mse", rng)}
     assert not checks["rtrl vs fd"]["passed"]
     assert not checks["bptt vs fd"]["passed"]
+
+
+@pytest.mark.parametrize("where", ["D", "I"])
+@pytest.mark.parametrize("name", ALL)
+def test_subtle_jacobian_error_is_caught(name, where):
+    """One gate derivative (or one row block of D) scaled by 1.01: the bounds resolve a 1% error
+    in a single derivative, not only sign flips."""
+    rng = np.random.default_rng(6)
+    comps = {c.name: c for c in check_jacobians(mutated(small(name, inputs=2), where, 1.01), rng)}
+    assert not comps[f"sympy {where}"].passed
+    checks = {c["comparison"]: c for c in check_cell(mutated(make_cell(name, 3, 2), where, 1.01), 7, "mse", rng)}
+    assert not checks["rtrl vs fd"]["passed"], checks["rtrl vs fd"]
+    assert not checks["bptt vs fd"]["passed"], checks["bptt vs fd"]
 
 
 def test_gradcheck_catches_wrong_readout_credit(monkeypatch):

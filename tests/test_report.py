@@ -223,3 +223,14 @@ def test_gradcheck_table_has_a_header_for_every_column_and_marks_expected_differ
                             "bound", "verdict"]
     assert "equal" in equal and equal.endswith("FAIL")
     assert "tbptt(2) ≠ bptt" in differ and "differ" in differ and differ.endswith("PASS")
+
+
+def test_inconclusive_verdicts_are_counted_apart_and_do_not_fail_the_report():
+    from rtrl_validation.reports.build import status_counts, status_of
+    from rtrl_validation.reports.html import _badge, _counts_text, _evidence, _rule, counts
+    vs = [{"passed": True}, {"passed": False}, {"passed": False, "status": "INCONCLUSIVE", "evidence": "e",
+                                                 "rule": "TOST", "family": "f (2 tests, Holm at 0.05)"}]
+    assert [status_of(v) for v in vs] == ["PASS", "FAIL", "INCONCLUSIVE"]
+    assert status_counts(vs) == {"pass": 1, "fail": 1, "inconclusive": 1}
+    assert _counts_text(counts(vs)) == "1 PASS, 1 FAIL, 1 INCONCLUSIVE" and "INCONCLUSIVE" in _badge("INCONCLUSIVE").html
+    assert _rule(vs[2]) == "TOST" and "family: f" in _evidence(vs[2]).text

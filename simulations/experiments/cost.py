@@ -9,6 +9,9 @@ are recorded):
   ``flush`` is spread over the steps of its block), timed in blocks of steps that cycle through
   precomputed linearizations and interleaved with one forward step ``cell.step`` and one
   ``cell.linearize`` of the same cell (the full online step is ``linearize`` + the estimator).
+  Timings are taken in *sweeps*: each sweep times every size of the series once, and the sweep
+  is repeated ``repeats`` times, so that each sweep gives one exponent and the exponents' spread
+  over sweeps is the replicate-level error :mod:`analysis.cost` uses.
   Both wall-clock time and the thread's CPU time are recorded: on an idle machine they agree; on
   a shared one only the CPU time is free of other processes' load, so the exponents and ratios
   are decided on it (the fastest of the repeats) and the wall times are reported beside them;
@@ -22,7 +25,8 @@ Also the batching gain: ``R`` replicates of one estimator run batched on the lea
 Arrays per series ``s``: ``k.s``; wall seconds per step ``time.s`` (median), ``time_min.s``,
 ``times.s`` (``n_k × repeats``), ``forward.s``, ``linearize.s`` (medians), ``ratio.s`` (median
 of interleaved estimator / forward-step ratios); CPU seconds per step ``cpu.s``, ``cpu_forward.s``,
-``cpu_linearize.s`` (fastest repeat); ``bytes.s``, ``flops.s``, ``p.s``.
+``cpu_linearize.s`` (fastest repeat), ``cpu_sweeps.s`` and ``cpu_forward_sweeps.s`` (``n_k × repeats``,
+one column per sweep); ``bytes.s``, ``flops.s``, ``p.s``.
 """
 from __future__ import annotations
 
@@ -48,7 +52,7 @@ from .schema import Names, TaskSchema
 
 #: the arrays of one series ``s`` (``<name>.s``)
 SERIES_ARRAYS = ("k", "time", "time_min", "forward", "linearize", "ratio", "cpu", "cpu_forward", "cpu_linearize",
-                 "times", "bytes", "flops", "p")
+                 "times", "cpu_sweeps", "cpu_forward_sweeps", "bytes", "flops", "p")
 
 #: asymptotic time and memory exponents in k for a dense network (p ≈ k², THEORY §2.1, §4)
 THEORY_EXPONENTS = {"rtrl": (4, 3), "kf-rtrl": (3, 2), "snap-1": (2, 2), "uoro": (2, 2),
@@ -79,27 +83,44 @@ def state_bytes(obj, _seen=None) -> int:
     return 0
 
 
-def time_per_call(fns, min_time: float, repeats: int, cpu: np.ndarray | None = None) -> np.ndarray:
-    """Wall-clock seconds per call of each function in ``fns``: ``len(fns) × repeats``.
-
-    Each function is calibrated to run ``≥ min_time`` per timing; the timings are interleaved
-    (``f₁ f₂ … f₁ f₂ …``) so that ratios between them see the same machine load.  ``cpu`` (same
-    shape), when given, receives the thread's CPU seconds per call (insensitive to other load)."""
+def calls_for(fns, min_time: float) -> list[int]:
+    """Calls of each function in ``fns`` that take at least ``min_time`` seconds (one warm-up call
+    and one timed call each)."""
     counts = []
     for fn in fns:
         fn()
         t0 = time.perf_counter()
         fn()
         counts.append(int(np.clip(min_time / max(time.perf_counter() - t0, 1e-7), 1, 100000)))
+    return counts
+
+
+def time_once(fns, counts) -> tuple[np.ndarray, np.ndarray]:
+    """Wall-clock and thread-CPU seconds per call of each function, ``counts[i]`` calls each, one
+    after another (interleaved: the ratios between them see the same machine load)."""
+    wall, cpu = np.empty(len(fns)), np.empty(len(fns))
+    for i, (fn, n) in enumerate(zip(fns, counts)):
+        c0, t0 = time.thread_time(), time.perf_counter()
+        for _ in range(n):
+            fn()
+        wall[i] = (time.perf_counter() - t0) / n
+        cpu[i] = (time.thread_time() - c0) / n
+    return wall, cpu
+
+
+def time_per_call(fns, min_time: float, repeats: int, cpu: np.ndarray | None = None) -> np.ndarray:
+    """Wall-clock seconds per call of each function in ``fns``: ``len(fns) × repeats``.
+
+    Each function is calibrated to run ``≥ min_time`` per timing; the timings are interleaved
+    (``f₁ f₂ … f₁ f₂ …``) so that ratios between them see the same machine load.  ``cpu`` (same
+    shape), when given, receives the thread's CPU seconds per call (insensitive to other load)."""
+    counts = calls_for(fns, min_time)
     out = np.empty((len(fns), repeats))
     for r in range(repeats):
-        for i, (fn, n) in enumerate(zip(fns, counts)):
-            c0, t0 = time.thread_time(), time.perf_counter()
-            for _ in range(n):
-                fn()
-            out[i, r] = (time.perf_counter() - t0) / n
-            if cpu is not None:
-                cpu[i, r] = (time.thread_time() - c0) / n
+        w, c = time_once(fns, counts)
+        out[:, r] = w
+        if cpu is not None:
+            cpu[:, r] = c
     return out
 
 
@@ -112,35 +133,74 @@ def _path(cell, theta, steps, rng, batch=1):
     return lins, rng.standard_normal((batch, cell.k))
 
 
+def prepare(cell, spec, rng, block=2):
+    """The three timed functions of one (cell, estimator): a block of the estimator's steps (with
+    BPTT's flush), one ``cell.step`` and one ``cell.linearize``; with the state bytes per replicate
+    (BPTT: per step of its tape), the operation count and a function telling whether one more
+    block from the estimator's current state (after the timed steps) gives a finite gradient.
+    Returns ``(fns, bytes, flops, finite)``."""
+    est = parse_estimator(spec)
+    theta = cell.init(rng)
+    lins, credit = _path(cell, theta, block, rng)
+    holder = {"state": est.init(cell, theta, 1, rng)}
+    s, x = np.zeros((1, cell.k)), rng.standard_normal((1, cell.m))
+
+    def run_block():
+        st = holder["state"]
+        for lin in lins:
+            st = est.step(st, lin, credit, rng)[0]
+        holder["state"] = est.flush(st)[0]
+
+    state = holder["state"]
+    for lin in lins:                          # the state after one block (BPTT: a full tape)
+        state = est.step(state, lin, credit, rng)[0]
+    size = state_bytes(state) / (block if est.name in ("bptt", "tbptt") else 1)
+
+    def finite() -> bool:
+        st, ok = holder["state"], True
+        for lin in lins:
+            st, g = est.step(st, lin, credit, rng)
+            ok = ok and bool(np.all(np.isfinite(g)))
+        return ok
+
+    fns = [run_block, lambda: cell.step(theta, s, x), lambda: cell.linearize(theta, s, x)]
+    return fns, size, estimator_flops(cell, est), finite
+
+
 def measure_estimator(cell, spec, rng, min_time, repeats, block=2):
     """Per-step timings of the estimator's work (``step``: update and gradient, fused where the
     estimator fuses them; BPTT's adjoint at ``flush``)
     interleaved with ``cell.step`` and ``cell.linearize``: wall and thread-CPU seconds, each
     ``3 × repeats``; state bytes per replicate (BPTT: per step of its tape); operation count;
     whether the gradient is still finite after the timed steps."""
-    est = parse_estimator(spec)
-    theta = cell.init(rng)
-    lins, credit = _path(cell, theta, block, rng)
-    state = est.init(cell, theta, 1, rng)
-    s, x = np.zeros((1, cell.k)), rng.standard_normal((1, cell.m))
-
-    def run_block():
-        nonlocal state
-        for lin in lins:
-            state = est.step(state, lin, credit, rng)[0]
-        state = est.flush(state)[0]
-
+    fns, size, flops, finite = prepare(cell, spec, rng, block)
     cpu = np.empty((3, repeats))
-    wall = time_per_call([run_block, lambda: cell.step(theta, s, x), lambda: cell.linearize(theta, s, x)],
-                         min_time, repeats, cpu)
+    wall = time_per_call(fns, min_time, repeats, cpu)
     wall[0] /= block
     cpu[0] /= block
-    finite = True
-    for lin in lins:                          # the state after one block (BPTT: a full tape)
-        state, g = est.step(state, lin, credit, rng)
-        finite = finite and bool(np.all(np.isfinite(g)))
-    size = state_bytes(state) / (block if est.name in ("bptt", "tbptt") else 1)
-    return wall, cpu, size, estimator_flops(cell, est), finite
+    return wall, cpu, size, flops, finite()
+
+
+def sweeps(cells, spec, rng, min_time, repeats, block=2, progress=None):
+    """Timing sweeps over the hidden sizes of a series: each of ``repeats`` sweeps times every
+    size once (estimator block, forward step, linearize; see :func:`prepare`), so that each sweep
+    yields one exponent under one machine load and the exponents' spread is a replicate-level
+    error.  Returns wall and CPU seconds per call (``n_k × 3 × repeats``; the estimator per step),
+    bytes and operation counts per size, and per size whether the gradient is still finite after
+    the timed steps."""
+    prepared = [prepare(c, spec, rng, block) for c in cells]
+    counts = [calls_for(fns, min_time) for fns, _, _, _ in prepared]
+    wall = np.empty((len(cells), 3, repeats))
+    cpu = np.empty_like(wall)
+    for r in range(repeats):
+        for i, (fns, _, _, _) in enumerate(prepared):
+            wall[i, :, r], cpu[i, :, r] = time_once(fns, counts[i])
+        if progress:
+            progress((r + 1) / repeats)
+    wall[:, 0] /= block
+    cpu[:, 0] /= block
+    return wall, cpu, [b for _, b, _, _ in prepared], [f for _, _, f, _ in prepared], \
+        [finite() for _, _, _, finite in prepared]
 
 
 def batching_gain(cell_name, hidden, inputs, spec, replicates, steps, rng, repeats) -> dict:
@@ -274,28 +334,22 @@ class CostExperiment(Experiment):
             blas = _blas()
             for spec, density, grid in jobs:
                 name = spec if density == 1.0 else f"{spec}-sparse"
-                rows = {key: [] for key in SERIES_ARRAYS if key != "k"}
-                for h in grid:
-                    cell = make_cell(c["cell"], h, c["inputs"], density=density, mask_seed=h)
-                    wall, cpu, size, flops, finite = measure_estimator(cell, spec, rng, c["min_time"], c["repeats"])
-                    if not finite:
-                        return TaskResult({"series": series, "cell": c["cell"]}, status="diverged",
-                                          reason=f"{name} at hidden size {h}: gradient not finite after the "
-                                                 "timed steps (their number is calibrated, not fixed)")
-                    rows["times"].append(wall[0])
-                    rows["time"].append(np.median(wall[0]))
-                    rows["time_min"].append(np.min(wall[0]))
-                    rows["forward"].append(np.median(wall[1]))
-                    rows["linearize"].append(np.median(wall[2]))
-                    rows["ratio"].append(np.median(wall[0] / wall[1]))
-                    for key, row in (("cpu", 0), ("cpu_forward", 1), ("cpu_linearize", 2)):
-                        rows[key].append(np.min(cpu[row]))
-                    rows["bytes"].append(size)
-                    rows["flops"].append(flops)
-                    rows["p"].append(cell.p)
-                    done += 1
-                    if progress:
-                        progress(done / total)
+                cells = [make_cell(c["cell"], h, c["inputs"], density=density, mask_seed=h) for h in grid]
+                wall, cpu, sizes, flops, finite = sweeps(cells, spec, rng, c["min_time"], c["repeats"])
+                if not all(finite):
+                    h = grid[finite.index(False)]
+                    return TaskResult({"series": series, "cell": c["cell"]}, status="diverged",
+                                      reason=f"{name} at hidden size {h}: gradient not finite after the "
+                                             "timed steps (their number is calibrated, not fixed)")
+                rows = {"time": np.median(wall[:, 0], axis=1), "time_min": wall[:, 0].min(axis=1),
+                        "forward": np.median(wall[:, 1], axis=1), "linearize": np.median(wall[:, 2], axis=1),
+                        "ratio": np.median(wall[:, 0] / wall[:, 1], axis=1), "cpu": cpu[:, 0].min(axis=1),
+                        "cpu_forward": cpu[:, 1].min(axis=1), "cpu_linearize": cpu[:, 2].min(axis=1),
+                        "times": wall[:, 0], "cpu_sweeps": cpu[:, 0], "cpu_forward_sweeps": cpu[:, 1],
+                        "bytes": sizes, "flops": flops, "p": [cell.p for cell in cells]}
+                done += len(grid)
+                if progress:
+                    progress(done / total)
                 arrays[f"k.{name}"] = np.array([make_cell(c["cell"], h, c["inputs"]).k for h in grid], dtype=float)
                 for key, vals in rows.items():
                     arrays[f"{key}.{name}"] = np.array(vals, dtype=float)
