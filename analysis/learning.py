@@ -185,22 +185,22 @@ def paired(check, claim, statistic, values, delta, evidence, scale="", kind="sup
 
 
 def judge(pending: list[Pending]) -> list[Verdict]:
-    """Holm over the decided claims (one family), then verdicts; a FAIL below the claims' scale
-    becomes INCONCLUSIVE with that reason."""
+    """Holm over the decided claims (one family), then verdicts (:func:`settle`)."""
     decided = [p for p in pending if p.decision is not None]
     adjusted = iter(holm([p.decision for p in decided], FAMILY))
-    out = []
-    for p in pending:
-        if p.decision is None:
-            out.append(inconclusive(p.check, p.why + (f"; {p.evidence}" if p.evidence else ""), p.claim, SOURCE,
-                                    p.statistic, p.control, FAMILY))
-            continue
-        d = next(adjusted)
-        if d.status == FAIL and p.scale:
-            d = replace(d, status=INCONCLUSIVE, reason=f"{d.reason}, but {p.scale}: a FAIL here does not "
-                                                          "speak to the claim")
-        out.append(verdict(p.check, d, p.claim, SOURCE, p.statistic, p.control, p.evidence))
-    return out
+    return [settle(p, None if p.decision is None else next(adjusted)) for p in pending]
+
+
+def settle(p: Pending, d: Decision | None) -> Verdict:
+    """The verdict of claim ``p`` with its (multiplicity-adjusted) decision ``d``: INCONCLUSIVE
+    with ``p.why`` when there is none; a FAIL below the claims' scale becomes INCONCLUSIVE."""
+    if d is None:
+        return inconclusive(p.check, p.why + (f"; {p.evidence}" if p.evidence else ""), p.claim, SOURCE,
+                            p.statistic, p.control, FAMILY)
+    if d.status == FAIL and p.scale:
+        d = replace(d, status=INCONCLUSIVE, reason=f"{d.reason}, but {p.scale}: a FAIL here does not "
+                                                      "speak to the claim")
+    return verdict(p.check, d, p.claim, SOURCE, p.statistic, p.control, p.evidence)
 
 
 def _better_word(run: Run) -> str:
@@ -345,15 +345,15 @@ def curves_figure(kind: str, groups: dict[str, dict[str, Run]]) -> Figure:
                 row[2].plot(run.t, m, label=lab, **sty)
                 row[2].fill_between(run.t, lo, hi, color=sty["color"], alpha=0.15, lw=0)
         row[0].set(xlabel="step", ylabel=name, title=gid)
-        row[1].set(xlabel="FLOPs per replicate (estimate)", xscale="log", title="against cost")
+        row[1].set(xlabel="FLOPs per replicate (estimate)", xscale="log", title="against cost (extra question)")
         row[2].axhline(0.0, color="k", lw=0.8)
         row[2].set(xlabel="step", title="minus RTRL (paired by seed)" if ref is not None else "(no RTRL run)")
         row[0].legend(fontsize=7, ncol=2)
     fig.tight_layout()
     what = ("curriculum length reached" if kind == "copy"
             else "validation bits per character (frozen θ, fixed validation segment)")
-    return Figure(f"{what.capitalize()} against steps, against estimated FLOPs, and as the paired difference "
-                  "from RTRL: mean over seeds with a 95% t-band", fig)
+    return Figure(f"{what.capitalize()} against steps, against estimated FLOPs (an extra question, not a claim of "
+                  "the paper), and as the paired difference from RTRL: mean over seeds with a 95% t-band", fig)
 
 
 def alignment_figure(groups: dict[str, dict[str, Run]]) -> Figure | None:
@@ -384,6 +384,64 @@ def alignment_figure(groups: dict[str, dict[str, Run]]) -> Figure | None:
     fig.tight_layout()
     return Figure("Gradient alignment along training: cosine between the estimator's and exact RTRL's gradient "
                   "of a replayed stretch of the stream at frozen θ_t (mean over seeds, 95% t-band)", fig)
+
+
+#: methods shown together in the per-step panels (a few per panel, so they stay readable)
+PANELS = (("SnAp-1 and comparable cost", ("rtrl", "snap-1", "uoro", "rflo", "kf-rtrl")),
+          ("SnAp-n and TBPTT(τ)", ("rtrl", "snap-2", "snap-3", "tbptt-", "bptt")))
+
+
+def _in_panel(label: str, members: tuple[str, ...]) -> bool:
+    return any(label == m or (m.endswith("-") and label.startswith(m)) for m in members)
+
+
+def panels_figure(kind: str, groups: dict[str, dict[str, Run]]) -> Figure:
+    """Per group, the metric against steps in two panels (SnAp-1 with the methods of its cost;
+    SnAp-n with TBPTT), mean over seeds with a 95% t-band."""
+    gids = [g for g in groups if g.startswith(kind + "-")]
+    fig = MplFigure(figsize=(9, 2.8 * len(gids)))
+    axes = np.atleast_2d(fig.subplots(len(gids), len(PANELS), squeeze=False))
+    ylabel = r"curriculum length $L$ (symbols)" if kind == "copy" else r"validation bits per character"
+    for row, gid in zip(axes, gids):
+        for ax, (title, members) in zip(row, PANELS):
+            for lab, run in groups[gid].items():
+                if not _in_panel(lab, members):
+                    continue
+                sty = _style(lab)
+                m, lo, hi = band(run.values)
+                ax.plot(run.t, m, label=lab, **sty)
+                ax.fill_between(run.t, lo, hi, color=sty["color"], alpha=0.15, lw=0)
+            ax.set(xlabel=r"online step $t$", ylabel=ylabel, title=f"{gid}: {title}")
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
+    fig.tight_layout()
+    what = "Curriculum length reached" if kind == "copy" else "Validation bits per character (frozen θ)"
+    return Figure(f"{what} against online steps, a few methods per panel: mean over evaluation seeds with a "
+                  "95% t-band", fig)
+
+
+def compute_figure(groups: dict[str, dict[str, Run]]) -> Figure:
+    """Estimated FLOPs and measured seconds per online step and replicate, per estimator."""
+    gids = list(groups)
+    fig = MplFigure(figsize=(10, 3.2))
+    ax_f, ax_s = fig.subplots(1, 2)
+    width = 0.8 / max(len(gids), 1)
+    labels = sorted({lab for runs in groups.values() for lab in runs})
+    x = np.arange(len(labels))
+    for i, gid in enumerate(gids):
+        runs = groups[gid]
+        fps = [runs[lab].fps if lab in runs else np.nan for lab in labels]
+        sec = [1e3 * runs[lab].seconds_per_step / runs[lab].values.shape[1] if lab in runs else np.nan
+               for lab in labels]
+        ax_f.bar(x + i * width, fps, width, label=gid)
+        ax_s.bar(x + i * width, sec, width, label=gid)
+    for ax, ylabel in ((ax_f, r"FLOPs per step (estimate)"), (ax_s, r"ms per step and replicate (measured)")):
+        ax.set_xticks(x + width * (len(gids) - 1) / 2, labels, rotation=45, ha="right", fontsize=7)
+        ax.set(yscale="log", ylabel=ylabel)
+    ax_f.legend(fontsize=6)
+    fig.tight_layout()
+    return Figure("Compute per online step: the structural FLOP estimate and the measured wall time per step and "
+                  "replicate (one thread; all replicates of a task run together)", fig)
 
 
 # --------------------------------------------------------------------------- the section
@@ -431,7 +489,9 @@ def analyse(records: list[dict]) -> Section:
 
     for kind in METRICS:
         if any(g.startswith(kind + "-") for g in groups):
+            section.figures.append(panels_figure(kind, groups))
             section.figures.append(curves_figure(kind, groups))
+    section.figures.append(compute_figure(groups))
     fig = alignment_figure(groups)
     if fig is not None:
         section.figures.append(fig)

@@ -155,3 +155,4 @@ def test_section_from_records_with_a_failure():
     assert any("not applicable to gru-reset-after: kf-rtrl" in n for n in sec.notes)
     assert all(v.status in ("PASS", "FAIL", "INCONCLUSIVE") for v in sec.verdicts)
     assert len(sec.tables[0].rows) == 7
+    assert len(sec.figures) == 6                  # per kind: panels and curves; alignment; compute per step

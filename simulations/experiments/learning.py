@@ -224,8 +224,8 @@ PAPER = dict(FULL, groups=["gru-reset-after:0.1", "gru-reset-after:0.25", "lstm:
 
 #: a run whose estimated work (FLOPs) exceeds this is timed before it starts (:func:`plan`)
 PLAN_FLOPS = 1e13
-#: steps timed per task by :func:`plan`
-PROBE_STEPS = 20
+#: steps timed per task by :func:`plan` (after one warm-up step)
+PROBE_STEPS = 3
 
 
 def parse_group(group: str) -> tuple[str, float]:
@@ -367,39 +367,40 @@ def task_steps(cfg: dict) -> tuple[int, int]:
 
 def probe_seconds(cfg: dict, spec: str, batch: int, steps: int = PROBE_STEPS) -> float:
     """Measured seconds per online step of ``spec`` on the task's cell with ``batch`` replicates
-    (``steps`` steps after one warm-up chunk, one thread)."""
-    cfg = dict(cfg, estimator=spec)
+    (``steps`` steps after one warm-up step, one thread)."""
     process = make_process(cfg)
     cell = make_cell(cfg["cell"], cfg["hidden"], process.m, density=cfg["density"], mask_seed=0)
     readout = MaskedReadout(LinearReadout(cell.k, process.n_out, "xent"))
     rng = np.random.default_rng(0)
     theta0, phi0 = cell.init(rng, cfg["init_scale"], batch=batch), readout.init(rng, batch)
+    seconds = []
     with threadpool_limits(1):
-        arrays = learn_online(cell, readout, parse_estimator(spec), process, theta0, phi0, steps, rng,
-                              np.random.default_rng(1), make_optimizer(cfg["optimizer"]), Schedule(1e-3),
-                              record_every=steps, chunk=steps)
-    return float(arrays["seconds"]) / steps
+        for n in (1, 1 + steps):
+            arrays = learn_online(cell, readout, parse_estimator(spec), make_process(cfg), theta0, phi0, n, rng,
+                                  np.random.default_rng(1), make_optimizer(cfg["optimizer"]), Schedule(1e-3),
+                                  record_every=n, chunk=n)
+            seconds.append(float(arrays["seconds"]))
+    return max(seconds[1] - seconds[0], 0.0) / steps
 
 
 def plan(tasks: list[Task]) -> tuple[float, list[tuple[str, float]]]:
-    """Predicted single-core seconds of every task: tuning (``grid × tuning steps`` on
-    ``tuning_seeds`` replicates) plus evaluation (``steps`` on ``seeds`` replicates) plus the
-    alignment segments (``align_len`` steps of the estimator and of exact RTRL every
-    ``align_every`` steps), each from :data:`PROBE_STEPS` measured steps.  Returns the total and
-    ``(task, seconds)`` per task."""
+    """Predicted single-core seconds of every task: evaluation (``steps`` on ``seeds``
+    replicates), tuning (``grid × tuning steps`` on ``tuning_seeds`` replicates, scaled from the
+    evaluation's cost per replicate) and the alignment segments (``align_len`` steps of exact RTRL
+    every ``align_every`` steps), each from :data:`PROBE_STEPS` measured steps.  Returns the total
+    and ``(task, seconds)`` per task."""
     per_task, rtrl = [], {}
     for task in tasks:
         cfg = task.config
         total, tune_steps = task_steps(cfg)
         B, Bt = int(cfg["seeds"]), int(cfg["tuning_seeds"])
-        sec = probe_seconds(cfg, cfg["estimator"], B) * total
-        if tune_steps:
-            sec += len(cfg["lr_grid"]) * tune_steps * probe_seconds(cfg, cfg["estimator"], Bt)
+        step = probe_seconds(cfg, cfg["estimator"], B)
+        sec = step * (total + len(cfg["lr_grid"]) * tune_steps * Bt / B)
         if cfg["estimator"] != "rtrl":
             if cfg["group"] not in rtrl:
-                rtrl[cfg["group"]] = probe_seconds(cfg, "rtrl", B, steps=2)
+                rtrl[cfg["group"]] = probe_seconds(cfg, "rtrl", B, steps=1)
             segments = (total - cfg["align_len"]) // cfg["align_every"] + 1
-            sec += segments * cfg["align_len"] * rtrl[cfg["group"]]
+            sec += segments * cfg["align_len"] * (rtrl[cfg["group"]] + step)
         per_task.append((task.key, sec))
     return sum(s for _, s in per_task), per_task
 
