@@ -490,8 +490,8 @@ class LearningExperiment(Experiment):
         return (f"learning: {len(tasks)} tasks, predicted {_hours(total)} of single-core compute here "
                 f"(from {PROBE_STEPS} timed steps per task; ~{_hours(total / 2)} on 2 cores); the longest task, "
                 f"{longest[0]}, takes ~{_hours(longest[1])}, the wall time on any number of workers. "
-                "On a Dask cluster: start a scheduler and workers with one thread each (dask-scheduler; "
-                "dask-worker tcp://HOST:8786 --nthreads 1), then rtrl-validate run learning --profile paper "
+                "On a Dask cluster: start a scheduler and workers with one thread each (dask scheduler; "
+                "dask worker tcp://HOST:8786 --nthreads 1), then rtrl-validate run learning --profile paper "
                 "--scheduler tcp://HOST:8786 --out DIR (an interrupted run continues with --resume DIR).")
 
     def task_memory(self, cfg: dict) -> float:
