@@ -224,8 +224,8 @@ PAPER = dict(FULL, groups=["gru-reset-after:0.1", "gru-reset-after:0.25", "lstm:
 
 #: a run whose estimated work (FLOPs) exceeds this is timed before it starts (:func:`plan`)
 PLAN_FLOPS = 1e13
-#: steps timed per task by :func:`plan` (after one warm-up step)
-PROBE_STEPS = 3
+#: steps timed per task by :func:`plan` (after an untimed warm-up step)
+PROBE_STEPS = 5
 
 
 def parse_group(group: str) -> tuple[str, float]:
@@ -367,20 +367,18 @@ def task_steps(cfg: dict) -> tuple[int, int]:
 
 def probe_seconds(cfg: dict, spec: str, batch: int, steps: int = PROBE_STEPS) -> float:
     """Measured seconds per online step of ``spec`` on the task's cell with ``batch`` replicates
-    (``steps`` steps after one warm-up step, one thread)."""
+    (a run of ``steps`` steps, its setup included, after an untimed one-step run; one thread)."""
     process = make_process(cfg)
     cell = make_cell(cfg["cell"], cfg["hidden"], process.m, density=cfg["density"], mask_seed=0)
     readout = MaskedReadout(LinearReadout(cell.k, process.n_out, "xent"))
     rng = np.random.default_rng(0)
     theta0, phi0 = cell.init(rng, cfg["init_scale"], batch=batch), readout.init(rng, batch)
-    seconds = []
     with threadpool_limits(1):
-        for n in (1, 1 + steps):
+        for n in (1, steps):                                  # the first run warms up, the second is timed
             arrays = learn_online(cell, readout, parse_estimator(spec), make_process(cfg), theta0, phi0, n, rng,
                                   np.random.default_rng(1), make_optimizer(cfg["optimizer"]), Schedule(1e-3),
                                   record_every=n, chunk=n)
-            seconds.append(float(arrays["seconds"]))
-    return max(seconds[1] - seconds[0], 0.0) / steps
+    return float(arrays["seconds"]) / steps
 
 
 def plan(tasks: list[Task]) -> tuple[float, list[tuple[str, float]]]:
