@@ -142,3 +142,12 @@ def test_decision_rules_calibration_smoke():
 @pytest.mark.slow
 def test_decision_rules_calibration():
     assert check_rules(4000)
+
+
+def test_a_long_run_states_its_predicted_time_and_the_cluster_command(monkeypatch):
+    import rtrl_validation.simulations.experiments.learning as learning
+    monkeypatch.setattr(learning, "PLAN_FLOPS", 0.0)
+    exp = LearningExperiment()
+    cfg = exp.config("quick", dict(TINY, tasks=["copy"], estimators=["snap-1", "tbptt-2"]))
+    note = exp.preamble(cfg)
+    assert note.startswith("learning: 2 tasks, predicted ") and "--scheduler tcp://HOST:8786" in note
