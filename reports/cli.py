@@ -159,7 +159,7 @@ def build_parser() -> Parser:
     report = sub.add_parser("report", help=USAGE["report"][0], description=USAGE["report"][0],
                             epilog=f"example: {USAGE['report'][1]}")
     for p in (run, report):
-        p.add_argument("--profile", default=None, help="config profile: quick (default) or full")
+        p.add_argument("--profile", default=None, help="config profile: quick (default), full, or paper (learning only; hours)")
         p.add_argument("--config", metavar="FILE.toml", type=Path,
                        help="overrides: one [EXPERIMENT] table of config keys per experiment")
         p.add_argument("--out", metavar="DIR", type=Path,
@@ -356,6 +356,8 @@ def cmd_run(args) -> int:
     if args.experiment not in registered:
         raise CLIError(f"unknown experiment {args.experiment!r}; known experiments: {known(registered)}")
     config = configure([args.experiment], profile, overrides)[args.experiment]
+    if args.resume is None and (note := registered[args.experiment].preamble(config)):
+        print(note, flush=True)
     args.executor = executor(args)
     out = args.resume if args.resume is not None else prepare_out(args.out)
     start_manifest(args, out, {"command": "run", "experiment": args.experiment, "profile": profile,

@@ -167,6 +167,10 @@ class Experiment:
     def check_overrides(self, config: dict, overrides: dict) -> None:
         """Checks that apply to what the user changed (``overrides``) but not to the profiles."""
 
+    def preamble(self, config: dict) -> str:
+        """What to say before a run of ``config`` starts (e.g. its predicted time); empty: nothing."""
+        return ""
+
     #: what each kind of task writes (:mod:`.schema`); empty: not declared, nothing is checked
     schemas: dict[str, TaskSchema] = {}
 

@@ -185,6 +185,9 @@ QUICK = {
     "hidden": 16,
     "estimators": [e for e in ESTIMATORS if e != "snap-3"],
     "seeds": 5,
+    "tuning_seeds": 0,
+    "lr_grid": [1.0],
+    "tuning_fraction": 0.2,
     "init_scale": 1.0,
     "optimizer": "adam",
     "copy_lr": 1e-2,
@@ -207,7 +210,22 @@ QUICK = {
 
 FULL = dict(QUICK, groups=["gru-reset-after:0.25", "gru-reset-after:0.1", "lstm:0.25", "elman:0.25"],
             copy_steps=8000, text_steps=4000, align_every=2000, align_len=128, val_chars=2000, val_every=1000,
-            estimators=ESTIMATORS + ["tbptt-64"])
+            estimators=ESTIMATORS + ["tbptt-64"], tuning_seeds=3, lr_grid=[0.3, 1.0, 3.0])
+
+#: SnAp's regime (Menick et al. 2021): sparse GRU and LSTM with 128 units, 10⁵ online steps per run,
+#: a copy curriculum that can pass every truncation tried, a character model; learning rates and
+#: TBPTT's τ tuned on their own seeds.  Exact RTRL is not trained at this size (about 20× SnAp-2's
+#: cost per step); it enters through the alignment segments.  Hours of compute: see :func:`plan`.
+PAPER = dict(FULL, groups=["gru-reset-after:0.1", "gru-reset-after:0.25", "lstm:0.1", "lstm:0.25"],
+             hidden=128, estimators=["snap-1", "snap-2", "uoro", "rflo", "tbptt-4", "tbptt-8", "tbptt-16"],
+             seeds=5, tuning_seeds=3, lr_grid=[0.3, 1.0, 3.0], tuning_fraction=0.1,
+             copy_steps=100_000, text_steps=100_000, record_every=500, align_every=20_000, align_len=128,
+             vocab_size=48, val_chars=5000, val_every=5000)
+
+#: a run whose estimated work (FLOPs) exceeds this is timed before it starts (:func:`plan`)
+PLAN_FLOPS = 1e13
+#: steps timed per task by :func:`plan` (after an untimed warm-up step)
+PROBE_STEPS = 5
 
 
 def parse_group(group: str) -> tuple[str, float]:
@@ -242,6 +260,153 @@ def _group_problem(group) -> str | None:
     return None
 
 
+def make_process(cfg: dict):
+    """The task's data process: the copy task with its curriculum, or the character stream."""
+    if cfg["task"] == "copy":
+        return CopyTask(cfg["alphabet"], LengthCurriculum(cfg["threshold_bits"], cfg["curriculum_window"],
+                                                          cfg["spread"]))
+    return CharText(cfg["vocab_size"], cfg["val_fraction"])
+
+
+@dataclass(frozen=True)
+class SeedPlan:
+    """The seeds of one task.  ``mask``, ``init``, ``data`` (evaluation replicates) and
+    ``tune_init``, ``tune_data`` (tuning replicates) come from the *group* seed, so every estimator
+    of a ``(task, cell, density)`` group sees the same networks and streams, replicate by
+    replicate; ``train``, ``align``, ``tune_train`` (the estimator's own random numbers) from the
+    task's seed.  Tuning and evaluation replicates are distinct children of the group seed: their
+    ``θ₀`` and data streams are independent (disjoint seeds)."""
+
+    mask: np.random.SeedSequence
+    init: np.random.SeedSequence
+    data: np.random.SeedSequence
+    tune_init: np.random.SeedSequence
+    tune_data: np.random.SeedSequence
+    train: np.random.SeedSequence
+    align: np.random.SeedSequence
+    tune_train: np.random.SeedSequence
+
+    def keys(self) -> dict[str, list]:
+        """The spawn keys of the evaluation and tuning replicates' seeds (recorded with the task)."""
+        return {"evaluation": [list(self.init.spawn_key), list(self.data.spawn_key)],
+                "tuning": [list(self.tune_init.spawn_key), list(self.tune_data.spawn_key)]}
+
+
+def seed_plan(seed: np.random.SeedSequence, group: str) -> SeedPlan:
+    """:class:`SeedPlan` of a task with run-derived ``seed`` in group ``group``."""
+    g = np.random.SeedSequence(seed.entropy, spawn_key=(zlib.crc32(group.encode()),))
+    mask, init, data = (np.random.SeedSequence(g.entropy, spawn_key=g.spawn_key + (i,)) for i in range(3))
+    tuning = np.random.SeedSequence(g.entropy, spawn_key=g.spawn_key + (3,))
+    tune_init, tune_data = tuning.spawn(2)
+    train, align, tune_train = (np.random.SeedSequence(seed.entropy, spawn_key=seed.spawn_key + (i,))
+                                for i in range(3))
+    return SeedPlan(mask, init, data, tune_init, tune_data, train, align, tune_train)
+
+
+def tuning_score(kind: str, arrays: dict) -> float:
+    """Higher is better.  Copy task: the curriculum length averaged over the run's records and
+    replicates (the area under the learning curve); text: minus the training loss in bits per
+    character over the second half of the run.  A diverged replicate scores as one that never
+    learned (length 1; loss +∞), so a learning rate that diverges anywhere is not chosen over one
+    that does not."""
+    bad = np.asarray(arrays["diverged_at"]) >= 0
+    if kind == "copy":
+        L = np.asarray(arrays["length"], dtype=float)
+        if L.size == 0:
+            return 1.0
+        per = np.where(bad, 1.0, np.nanmean(L, axis=0))
+        return float(per.mean())
+    loss = np.asarray(arrays["loss_bits"], dtype=float)
+    if loss.size == 0 or bad.any():
+        return -np.inf
+    with np.errstate(invalid="ignore"):
+        per = np.nanmean(loss[loss.shape[0] // 2:], axis=0)
+    return float(-np.mean(per)) if np.all(np.isfinite(per)) else -np.inf
+
+
+def tune_lr(cfg: dict, cell, readout, estimator, seeds: SeedPlan) -> dict:
+    """The learning rate of the evaluation run: ``lr × factor`` for each factor of ``lr_grid``,
+    each trained for ``tuning_fraction`` of the run's steps on ``tuning_seeds`` replicates of
+    their own (:class:`SeedPlan`), scored by :func:`tuning_score`; the best is chosen (the first
+    on ties).  Without tuning seeds or with one factor, the profile's rate is used untuned.
+    Returns the grid, the scores, the chosen rate and the seed keys (recorded with the task)."""
+    kind = cfg["task"]
+    base = float(cfg[f"{kind}_lr"])
+    grid = [base * float(f) for f in cfg["lr_grid"]]
+    Bt = int(cfg["tuning_seeds"])
+    out = {"grid": grid, "scores": [], "chosen_lr": base, "tuned": False, "tuning_seeds": Bt, "steps": 0,
+           "score": None, "seed_keys": seeds.keys()}
+    if Bt == 0 or len(grid) == 1:
+        return out
+    total = cfg["copy_steps"] if kind == "copy" else cfg["text_steps"]
+    steps = max(cfg["record_every"], int(round(cfg["tuning_fraction"] * total)))
+    scores = []
+    for lr in grid:
+        init_rng = np.random.default_rng(seeds.tune_init)
+        theta0 = cell.init(init_rng, cfg["init_scale"], batch=Bt)
+        phi0 = readout.init(init_rng, Bt)
+        arrays = learn_online(cell, readout, estimator, make_process(cfg), theta0, phi0, steps,
+                              np.random.default_rng(seeds.tune_train), np.random.default_rng(seeds.tune_data),
+                              make_optimizer(cfg["optimizer"]), Schedule(lr), cfg["update_every"],
+                              cfg["record_every"])
+        scores.append(tuning_score(kind, arrays))
+    best = int(np.argmax(scores))
+    out.update(scores=[v if np.isfinite(v) else None for v in scores], chosen_lr=grid[best], tuned=True,
+               steps=steps, score=scores[best] if np.isfinite(scores[best]) else None)
+    return out
+
+
+
+
+def task_steps(cfg: dict) -> tuple[int, int]:
+    """``(evaluation steps, tuning steps per learning rate)`` of one task."""
+    total = cfg["copy_steps"] if cfg["task"] == "copy" else cfg["text_steps"]
+    tuned = int(cfg["tuning_seeds"]) > 0 and len(cfg["lr_grid"]) > 1
+    return total, (max(cfg["record_every"], int(round(cfg["tuning_fraction"] * total))) if tuned else 0)
+
+
+def probe_seconds(cfg: dict, spec: str, batch: int, steps: int = PROBE_STEPS) -> float:
+    """Measured seconds per online step of ``spec`` on the task's cell with ``batch`` replicates
+    (a run of ``steps`` steps, its setup included, after an untimed one-step run; one thread)."""
+    process = make_process(cfg)
+    cell = make_cell(cfg["cell"], cfg["hidden"], process.m, density=cfg["density"], mask_seed=0)
+    readout = MaskedReadout(LinearReadout(cell.k, process.n_out, "xent"))
+    rng = np.random.default_rng(0)
+    theta0, phi0 = cell.init(rng, cfg["init_scale"], batch=batch), readout.init(rng, batch)
+    with threadpool_limits(1):
+        for n in (1, steps):                                  # the first run warms up, the second is timed
+            arrays = learn_online(cell, readout, parse_estimator(spec), make_process(cfg), theta0, phi0, n, rng,
+                                  np.random.default_rng(1), make_optimizer(cfg["optimizer"]), Schedule(1e-3),
+                                  record_every=n, chunk=n)
+    return float(arrays["seconds"]) / steps
+
+
+def plan(tasks: list[Task]) -> tuple[float, list[tuple[str, float]]]:
+    """Predicted single-core seconds of every task: evaluation (``steps`` on ``seeds``
+    replicates), tuning (``grid × tuning steps`` on ``tuning_seeds`` replicates, scaled from the
+    evaluation's cost per replicate) and the alignment segments (``align_len`` steps of exact RTRL
+    every ``align_every`` steps), each from :data:`PROBE_STEPS` measured steps.  Returns the total
+    and ``(task, seconds)`` per task."""
+    per_task, rtrl = [], {}
+    for task in tasks:
+        cfg = task.config
+        total, tune_steps = task_steps(cfg)
+        B, Bt = int(cfg["seeds"]), int(cfg["tuning_seeds"])
+        step = probe_seconds(cfg, cfg["estimator"], B)
+        sec = step * (total + len(cfg["lr_grid"]) * tune_steps * Bt / B)
+        if cfg["estimator"] != "rtrl":
+            if cfg["group"] not in rtrl:
+                rtrl[cfg["group"]] = probe_seconds(cfg, "rtrl", B, steps=1)
+            segments = (total - cfg["align_len"]) // cfg["align_every"] + 1
+            sec += segments * cfg["align_len"] * (rtrl[cfg["group"]] + step)
+        per_task.append((task.key, sec))
+    return sum(s for _, s in per_task), per_task
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+
+
 @dataclass(frozen=True)
 class LearningConfig:
     """The ``learning`` experiment's config: one task per ``(task kind, group, estimator)``."""
@@ -252,6 +417,9 @@ class LearningConfig:
     hidden: PositiveInt
     estimators: Annotated[list[EstimatorSpec], NON_EMPTY]
     seeds: PositiveInt
+    tuning_seeds: NonNegativeInt
+    lr_grid: Annotated[list[Positive], NON_EMPTY]
+    tuning_fraction: Fraction
     init_scale: Positive
     optimizer: Annotated[str, one_of(tuple(OPTIMIZERS), "optimizer")]
     copy_lr: Positive
@@ -276,11 +444,11 @@ class LearningExperiment(Experiment):
     name = "learning"
     description = ("SnAp's claims under online learning (THEORY §6): copy-task curriculum and a character-level "
                    "model; RTRL, SnAp-n, UORO, KF-RTRL, RFLO and TBPTT(τ) train the same network, several seeds")
-    profiles = {"quick": QUICK, "full": FULL}
+    profiles = {"quick": QUICK, "full": FULL, "paper": PAPER}
     Config = LearningConfig
     schemas = {kind: TaskSchema(
         Names(("estimator", "cell", "k", "p", "m", "density", "flops_per_step", "seconds_per_step", "steps", "batch",
-               *extra_data)),
+               "tuning", *extra_data)),
         Names(("t", "loss_bits", "theta", "phi", "diverged_at", "seconds", "flops", *extra_arrays),
               ("align_t", "cosine")))
         for kind, extra_data, extra_arrays in (("copy", ("final_length",), ("length",)),
@@ -300,6 +468,29 @@ class LearningExperiment(Experiment):
                 if not applies(spec, cell):
                     raise config_error("estimators", f"{spec!r} does not apply to cell {cell!r} (group {group!r}): "
                                        "KF-RTRL needs the Kronecker form s' = σ(W â); remove it or the group")
+
+    def preamble(self, cfg: dict) -> str:
+        """Before a long run starts: its predicted wall time here (from steps timed now) and how to
+        run it on a Dask cluster.  Empty for a run below :data:`PLAN_FLOPS` estimated FLOPs."""
+        tasks = self.tasks(cfg)
+        work = 0.0
+        for task in tasks:
+            c = task.config
+            process = make_process(c)
+            cell = make_cell(c["cell"], c["hidden"], process.m, density=c["density"], mask_seed=0)
+            total, tune_steps = task_steps(c)
+            fps = step_flops(cell, parse_estimator(c["estimator"]), process.n_out)["total"]
+            work += fps * (total * c["seeds"] + tune_steps * len(c["lr_grid"]) * c["tuning_seeds"])
+        if work < PLAN_FLOPS:
+            return ""
+        total, per_task = plan(tasks)
+        longest = max(per_task, key=lambda x: x[1])
+        return (f"learning: {len(tasks)} tasks, predicted {_hours(total)} of single-core compute here "
+                f"(from {PROBE_STEPS} timed steps per task; ~{_hours(total / 2)} on 2 cores); the longest task, "
+                f"{longest[0]}, takes ~{_hours(longest[1])}, the wall time on any number of workers. "
+                "On a Dask cluster: start a scheduler and workers with one thread each (dask scheduler; "
+                "dask worker tcp://HOST:8786 --nthreads 1), then rtrl-validate run learning --profile paper "
+                "--scheduler tcp://HOST:8786 --out DIR (an interrupted run continues with --resume DIR).")
 
     def task_memory(self, cfg: dict) -> float:
         """The estimator's state and, for alignment, exact RTRL's over ``align_len`` steps; the
@@ -332,36 +523,33 @@ class LearningExperiment(Experiment):
         cfg = task.config
         kind, B = cfg["task"], int(cfg["seeds"])
         estimator = parse_estimator(cfg["estimator"])
-        # The group seed: shared by every estimator of the group (paired replicates).
-        group = np.random.SeedSequence(seed.entropy, spawn_key=(zlib.crc32(cfg["group"].encode()),))
-        mask_ss, init_ss, data_ss = group.spawn(3)
-        train_ss, align_ss = seed.spawn(2)
+        seeds = seed_plan(seed, cfg["group"])
         if kind == "copy":
-            process = CopyTask(cfg["alphabet"], LengthCurriculum(cfg["threshold_bits"], cfg["curriculum_window"],
-                                                                 cfg["spread"]))
             steps, validation, val_every = cfg["copy_steps"], None, None
         else:
-            process = CharText(cfg["vocab_size"], cfg["val_fraction"])
             steps, val_every = cfg["text_steps"], cfg["val_every"]
-            validation = process.validation(cfg["val_chars"], B)
+            validation = make_process(cfg).validation(cfg["val_chars"], B)
+        process = make_process(cfg)
         cell = make_cell(cfg["cell"], cfg["hidden"], process.m, density=cfg["density"],
-                         mask_seed=int(mask_ss.generate_state(1)[0]))
+                         mask_seed=int(seeds.mask.generate_state(1)[0]))
         readout = MaskedReadout(LinearReadout(cell.k, process.n_out, "xent"))
-        init_rng = np.random.default_rng(init_ss)
-        theta0 = cell.init(init_rng, cfg["init_scale"], batch=B)
-        phi0 = readout.init(init_rng, B)
-        optimizer, schedule = make_optimizer(cfg["optimizer"]), Schedule(cfg[f"{kind}_lr"])
-        align_every = cfg["align_every"] if estimator.name != "rtrl" else None
         with threadpool_limits(1):
+            tuning = tune_lr(cfg, cell, readout, estimator, seeds)
+            init_rng = np.random.default_rng(seeds.init)
+            theta0 = cell.init(init_rng, cfg["init_scale"], batch=B)
+            phi0 = readout.init(init_rng, B)
+            optimizer, schedule = make_optimizer(cfg["optimizer"]), Schedule(tuning["chosen_lr"])
+            align_every = cfg["align_every"] if estimator.name != "rtrl" else None
             arrays = learn_online(cell, readout, estimator, process, theta0, phi0, steps,
-                                  np.random.default_rng(train_ss), np.random.default_rng(data_ss), optimizer, schedule,
-                                  cfg["update_every"], cfg["record_every"], align_every, cfg["align_len"],
-                                  np.random.default_rng(align_ss), validation, val_every, progress=progress)
+                                  np.random.default_rng(seeds.train), np.random.default_rng(seeds.data), optimizer,
+                                  schedule, cfg["update_every"], cfg["record_every"], align_every, cfg["align_len"],
+                                  np.random.default_rng(seeds.align), validation, val_every, progress=progress)
         flops = step_flops(cell, estimator, process.n_out)
         arrays["flops"] = arrays["t"] * flops["total"]
         data = {"estimator": estimator.label, "cell": cell.name, "k": cell.k, "p": cell.p, "m": cell.m,
                 "density": cell.density, "flops_per_step": flops,
-                "seconds_per_step": float(arrays["seconds"]) / steps, "steps": steps, "batch": B}
+                "seconds_per_step": float(arrays["seconds"]) / steps, "steps": steps, "batch": B,
+                "tuning": tuning}
         if kind == "copy":
             data["final_length"] = arrays["length"][-1].tolist() if len(arrays["length"]) else None
         else:
