@@ -1,8 +1,8 @@
-"""The README's goal table from a stored pytest-benchmark run (``benchmarks/test_goals.py``).
+"""The benchmark page's goal table from a stored pytest-benchmark run (``benchmarks/test_goals.py``).
 
     python benchmarks/figures.py [RUN.json]       # default: the newest run under benchmarks/results
 
-Rewrites the part of README.md between ``<!-- goals:begin -->`` and ``<!-- goals:end -->``.
+Rewrites the part of docs/guide/benchmarks.md between ``<!-- goals:begin -->`` and ``<!-- goals:end -->``.
 """
 from __future__ import annotations
 
@@ -53,13 +53,13 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     path = Path(argv[0]) if argv else newest()
     text = table(json.loads(path.read_text()))
-    readme = ROOT.parent / "README.md"
+    readme = ROOT.parent / "docs" / "guide" / "benchmarks.md"
     doc = readme.read_text()
     if BEGIN not in doc or END not in doc:
-        raise SystemExit(f"README.md has no {BEGIN} … {END} section")
+        raise SystemExit(f"{readme} has no {BEGIN} … {END} section")
     a, rest = doc.split(BEGIN, 1)
     readme.write_text(a + BEGIN + "\n" + text + END + rest.split(END, 1)[1])
-    print(f"README.md: goal table from {path}")
+    print(f"{readme}: goal table from {path}")
 
 
 if __name__ == "__main__":

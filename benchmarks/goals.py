@@ -9,7 +9,7 @@ caller.  The ratio of each interleaved pair is one sample; the result is the med
 spread (the 10th–90th percentile of the pair ratios).
 
 ``benchmarks/test_goals.py`` runs every goal under pytest-benchmark (stored JSON with the
-machine's description); ``benchmarks/figures.py`` writes the README's tables from that JSON.
+machine's description); ``benchmarks/figures.py`` writes the benchmark page's table (docs/guide/benchmarks.md) from that JSON.
 The timing loop is the ``cost`` experiment's (:func:`~rtrl_validation.simulations.experiments.cost.time_per_call`),
 so the two agree where they measure the same thing.
 """

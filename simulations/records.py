@@ -1,4 +1,4 @@
-"""Result records: one JSON file per task plus an ``.npz`` for its large arrays (README "Result records"; docs/architecture.md "Data flow").
+"""Result records: one JSON file per task plus an ``.npz`` for its large arrays (docs/records.md; docs/architecture.md "Data flow").
 
 Records are the only input of analysis and rendering: a report is rebuilt from a results folder
 without recomputing anything.

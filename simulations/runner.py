@@ -1,4 +1,4 @@
-"""The driver: run an experiment's tasks and write one record per task (README "Result records"; docs/architecture.md "Data flow").
+"""The driver: run an experiment's tasks and write one record per task (docs/records.md; docs/architecture.md "Data flow").
 
 Seeds: the run seed ``seed`` (a non-negative int) gives task ``i`` of ``experiment.tasks(config)``
 the seed ``SeedSequence(seed).spawn(len(tasks))[i]``, which equals

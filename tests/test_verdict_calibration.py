@@ -9,7 +9,7 @@ exactly the minimum effect the rule is designed to resolve.  Required:
 * minimum effect -> PASS rate ≤ 20% (the printed line also says whether it is within α + MC, the
   nominal level: with skewed replicates the t reference is not exact at small n).
 
-The measured rates are printed (``pytest -s``) and listed in the README.  The unmarked tests
+The measured rates are printed (``pytest -s``) and listed in docs/guide/verdicts-pass-fail-inconclusive.md.  The unmarked tests
 use ``N = 400`` (a smoke run, seconds); the ``slow`` ones ``N = 4000``.
 """
 from __future__ import annotations
