@@ -165,8 +165,10 @@ def _equation_html(equation: str) -> str:
     return "".join(parts)
 
 
+#: a section shows its first figures; the others go to the appendix
+FIGURES_IN_BODY = 2
 #: a section table longer than this goes to the appendix, grouped by setting
-APPENDIX_ROWS = 12
+APPENDIX_ROWS = 6
 #: characters of a reason in the summary's list
 REASON_CHARS = 150
 #: a section with more passing checks than this lists them in the appendix
@@ -320,13 +322,46 @@ def _evidence(v: dict) -> Cell:
     return Cell(html=html, text=text)
 
 
-def _verdict_row(number: int, i: int, v: dict) -> list:
-    anchor = _anchor(number, i)
+def _verdict_row(number: int, i: int, v: dict, anchor: str | None = None) -> list:
+    """A verdict's full row (rule and every evidence field); ``anchor`` its id."""
+    anchor = anchor or _anchor(number, i)
     return [Cell(html=f'<a id="{anchor}" href="#{anchor}">{number}.{i}</a>', text=f"{number}.{i}"),
             Cell(v["check"]), _badge(_status(v)), Cell(_rule(v)), _evidence(v)]
 
 
+def _family(check: str) -> str:
+    """A check without its setting (``[task]`` or ``(k=16, d=0.25)``): the rows one section row
+    stands for."""
+    return re.sub(r"\s*(\[[^\]]*\]|\([^)]*=[^)]*\))", "", check).strip()
+
+
+SEVERITY = {"FAIL": 2, "INCONCLUSIVE": 1, "PASS": 0}
+
+
+def _compact_rows(number: int, rows: list[tuple[int, dict]]) -> list[list]:
+    """One row per check family (the same check at several settings), worst status first shown:
+    the rule and the one-line reason of its worst member; its number links to the full rows in the
+    appendix.  Every member keeps its anchor (the summary links to it)."""
+    families: dict[str, list[tuple[int, dict]]] = {}
+    for i, v in rows:
+        families.setdefault(_family(v["check"]), []).append((i, v))
+    out = []
+    for name, members in families.items():
+        i0, worst = max(members, key=lambda m: SEVERITY[_status(m[1])])
+        anchors = "".join(f'<a id="{_anchor(number, i)}"></a>' for i, _ in members)
+        label = f"{number}.{members[0][0]}" + (f"–{members[-1][0]}" if len(members) > 1 else "")
+        tally = ""
+        if len(members) > 1:
+            c = counts([v for _, v in members])
+            tally = f"{len(members)} settings ({_counts_text(c)}); worst: {worst['check']}: "
+        out.append([Cell(html=anchors + f'<a href="#d{_anchor(number, i0)}">{label}</a>', text=label),
+                    Cell(name), _badge(_status(worst)), Cell(_rule(worst)),
+                    Cell(_short(tally + (worst.get("evidence") or ""), 2 * REASON_CHARS))])
+    return out
+
+
 VERDICT_COLUMNS = ["#", "Check", "Result", "Rule: value against bound", "Evidence"]
+COMPACT_COLUMNS = ["# (details)", "Check", "Result", "Rule: value against bound", "Reason"]
 
 
 def section_html(number: int, result: SectionResult, doc: Doc | None = None) -> str:
@@ -348,24 +383,32 @@ def section_html(number: int, result: SectionResult, doc: Doc | None = None) -> 
                    '<a href="#config-toml">reproducing this report</a>): '
                    + escape(" · ".join(f"{k} = {fmt(v)}" for k, v in s.config.items())) + "</p>")
     if result.verdicts:
+        # the section shows every FAIL and INCONCLUSIVE (and the passing checks when they are few)
+        # in one compact row each; every verdict's full evidence is in the appendix
         numbered = list(enumerate(result.verdicts, start=1))
-        shown = [(i, v) for i, v in numbered if _status(v) != "PASS"]
         passing = [(i, v) for i, v in numbered if _status(v) == "PASS"]
-        moved = len(passing) > PASS_ROWS
-        if not moved:
-            shown = numbered
+        in_body = {i for i, v in numbered if _status(v) != "PASS" or len(passing) <= PASS_ROWS}
         out.append("<h3>Verdicts</h3>")
-        if shown:
-            out.append(grid(VERDICT_COLUMNS, [_verdict_row(number, i, v) for i, v in shown]))
-        if moved:
-            anchor = f"pass-{escape(result.experiment)}"
-            out.append(f'<p>{len(passing)} passing checks are listed in the appendix, '
-                       f'<a href="#{anchor}">passing checks of section {number}</a>.</p>')
-            doc.appendix.append(f'<h3 id="{anchor}">Passing checks of section {number}: {escape(s.title)}</h3>'
-                                + grid(VERDICT_COLUMNS, [_verdict_row(number, i, v) for i, v in passing]))
+        if in_body:
+            out.append(grid(COMPACT_COLUMNS, _compact_rows(number, [(i, v) for i, v in numbered if i in in_body])))
+        anchor = f"verdicts-{escape(result.experiment)}"
+        moved = len(numbered) - len(in_body)
+        out.append(f'<p>{"%d passing checks and the" % moved if moved else "The"} full evidence of every verdict '
+                   f'(claim, statistic, interval, resolution, control, family): '
+                   f'<a href="#{anchor}">verdicts of section {number}</a> in the appendix.</p>')
+        doc.appendix.append(
+            f'<h3 id="{anchor}">Verdicts of section {number}: {escape(s.title)}</h3>'
+            + grid(VERDICT_COLUMNS, [_verdict_row(number, i, v, ("d" if i in in_body else "") + _anchor(number, i))
+                                     for i, v in numbered]))
     if s.figures:
-        out.append("<h3>Figures</h3>" + "".join(doc.figure(f, figure_name(result.experiment, j))
-                                                for j, f in enumerate(s.figures, start=1)))
+        named = [(f, figure_name(result.experiment, j)) for j, f in enumerate(s.figures, start=1)]
+        out.append("<h3>Figures</h3>" + "".join(doc.figure(f, name) for f, name in named[:FIGURES_IN_BODY]))
+        if len(named) > FIGURES_IN_BODY:
+            anchor = f"figures-{escape(result.experiment)}"
+            out.append(f'<p>{len(named) - FIGURES_IN_BODY} more figures: <a href="#{anchor}">figures of section '
+                       f"{number}</a> in the appendix.</p>")
+            doc.appendix.append(f'<h3 id="{anchor}">More figures of section {number}: {escape(s.title)}</h3>'
+                                + "".join(doc.figure(f, name) for f, name in named[FIGURES_IN_BODY:]))
     if s.tables:
         body = []
         for t in s.tables:

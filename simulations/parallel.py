@@ -227,6 +227,7 @@ class ProcessPool:
         running when a worker died) remain, they run one at a time: one that breaks the pool alone
         killed its worker."""
         stop = isolated = None                    # stop: a task raised KeyboardInterrupt in its worker
+        seen: dict = {}                           # every worker of this pool: the executor may drop a dead one
         while True:
             broken = False
             try:
@@ -235,17 +236,19 @@ class ProcessPool:
                         if not inflight:
                             future = pool.submit(fn, suspects[0])
                             inflight[future] = isolated = suspects.popleft()
+                            seen.update(pool._processes or {})
                     else:
                         while queue and len(inflight) < self.workers:
                             if on_start:
                                 on_start(queue[0])
                             future = pool.submit(fn, queue[0])
                             inflight[future] = queue.popleft()
+                            seen.update(pool._processes or {})
             except BrokenProcessPool:             # a worker died while we were submitting: the job stays queued
                 broken = True
             if broken or not inflight:
                 for future in list(inflight):
-                    self._settle(pool, future, inflight.pop(future), False, suspects, on_done, on_error)
+                    self._settle(seen, future, inflight.pop(future), False, suspects, on_done, on_error)
                 if stop is not None:
                     raise Interrupted([stop])
                 return
@@ -253,24 +256,25 @@ class ProcessPool:
             outcomes = []
             for future in done:
                 job = inflight.pop(future)
-                outcomes.append(self._settle(pool, future, job, job is isolated, suspects, on_done, on_error))
+                outcomes.append(self._settle(seen, future, job, job is isolated, suspects, on_done, on_error))
                 isolated = None if job is isolated else isolated
             stop = stop or next((job for kind, job in outcomes if kind == "stop"), None)
             if any(kind == "broken" for kind, _ in outcomes):
                 for future in list(inflight):          # the pool is gone: collect what finished
-                    self._settle(pool, future, inflight.pop(future), False, suspects, on_done, on_error)
+                    self._settle(seen, future, inflight.pop(future), False, suspects, on_done, on_error)
                 if stop is not None:
                     raise Interrupted([stop])
                 return
 
     @staticmethod
-    def _settle(pool, future, job, alone, suspects, on_done, on_error) -> tuple[str, object]:
-        """Hand a finished future's result on; ``("ok" | "broken" | "stop", job)``."""
+    def _settle(seen, future, job, alone, suspects, on_done, on_error) -> tuple[str, object]:
+        """Hand a finished future's result on; ``("ok" | "broken" | "stop", job)``.  ``seen``: the
+        pool's worker processes by pid, kept so that a dead worker's exit code can still be read."""
         try:
             result = future.result()
         except BrokenProcessPool:
             if alone:
-                on_error(job, f"worker process died while running this task ({_death(pool)})")
+                on_error(job, f"worker process died while running this task ({_death(list(seen.values()))})")
             else:
                 suspects.append(job)
             return "broken", job
@@ -287,9 +291,9 @@ def _processes(pool) -> list:
     return list((getattr(pool, "_processes", None) or {}).values())
 
 
-def _death(pool) -> str:
-    """How the pool's worker died, from the exit codes (the others are terminated with SIGTERM)."""
-    procs = _processes(pool)
+def _death(procs: list) -> str:
+    """How a worker of ``procs`` (the pool's processes) died, from the exit codes (the others are
+    terminated with SIGTERM)."""
     for p in procs:
         p.join(timeout=5)
     codes = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
