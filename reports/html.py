@@ -55,7 +55,7 @@ td.code, code { font-family: "DejaVu Sans Mono", monospace; font-size: 7.8pt; }
          color: #fff; white-space: nowrap; }
 .PASS { background: #1a7f37; } .FAIL { background: #c62828; } .NOT-RUN { background: #7a7a7a; }
 .INCONCLUSIVE { background: #b26a00; }
-ul.issues { padding-left: 1.2em; font-size: 8.5pt; } ul.issues li { margin: .1em 0; }
+ul.issues { padding-left: 1.2em; font-size: 7.5pt; line-height: 1.25; } ul.issues li { margin: 0; }
 .mathinline svg { height: 1.1em; width: auto; vertical-align: -0.25em; }
 dl.ev { margin: 0; } dl.ev dt { display: inline; font-weight: bold; } dl.ev dd { display: inline; margin: 0; }
 dl.ev dd::after { content: ""; display: block; }
@@ -171,6 +171,8 @@ FIGURES_IN_BODY = 2
 APPENDIX_ROWS = 6
 #: characters of a reason in the summary's list
 REASON_CHARS = 150
+#: the reason of one summary line (page 1)
+SUMMARY_CHARS = 80
 #: a section with more passing checks than this lists them in the appendix
 PASS_ROWS = 12
 _MATH = re.compile(r"\$[^$]+\$")
@@ -274,12 +276,21 @@ def summary_html(report: Report) -> str:
         rows.append([Cell(html=link, text=s.section.title), _badge(status), c["PASS"], c["FAIL"], c["INCONCLUSIVE"],
                      Cell(html=" ".join(f'<a href="#fig-{i}">{i}</a>' for i in figures) or "—",
                           text=" ".join(map(str, figures)))])
+        families: dict[str, list[tuple[int, dict]]] = {}
         for i, v in enumerate(s.verdicts, start=1):
             if _status(v) != "PASS":
-                issues.append(f'<li>{_badge(_status(v)).html} <a href="#{_anchor(number, i)}">{number}.{i}</a> '
-                              f"{escape(v['check'])}: {escape(_short(v.get('evidence') or ''))}</li>")
+                families.setdefault(_family(v["check"]), []).append((i, v))
+        for name, members in families.items():          # one line per check family, its worst member
+            i, v = max(members, key=lambda m: SEVERITY[_status(m[1])])
+            many = (f" ({len(members)} settings: {_counts_text(counts([m for _, m in members]))})"
+                    if len(members) > 1 else "")
+            issues.append(f'<li>{_badge(_status(v)).html} <a href="#{_anchor(number, i)}">{number}.{i}</a> '
+                          f"{escape(name if many else v['check'])}{escape(many)}: "
+                          f"{escape(_short(v.get('evidence') or '', SUMMARY_CHARS))}</li>")
     table = grid(["Section", "Result", "PASS", "FAIL", "INCONCLUSIVE", "Figures"], rows)
-    listing = (f'<h3>Every check that did not pass ({len(issues)})</h3><ul class="issues">' + "".join(issues) + "</ul>"
+    n_issues = total["FAIL"] + total["INCONCLUSIVE"]
+    listing = (f'<h3>Every check that did not pass ({n_issues}; one line per check, its worst setting '
+               f'shown)</h3><ul class="issues">' + "".join(issues) + "</ul>"
                if issues else "<p>Every check passed.</p>")
     return f'<section class="summary" id="summary"><h2>Summary</h2>{head}{table}{listing}</section>'
 
