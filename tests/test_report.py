@@ -206,6 +206,9 @@ def test_summary_lists_every_non_passing_check_with_a_link_to_its_row(built):
     assert 0 < len(links) == len({_family(v["check"]) for v in failing})
     for _, anchor in links:
         assert f'id="{anchor}"' in built.html
+    # every non-passing verdict keeps its own anchor in its section, and its full row in the appendix
+    assert len(re.findall(r'<a id="v-\d+-\d+"></a>', built.html)) >= len(failing)
+    assert len(re.findall(r'id="dv-\d+-\d+"', built.html)) >= len(failing)
     assert 'href="#fig-1"' in built.html and 'id="tab-1"' in built.html
 
 
