@@ -12,7 +12,8 @@ SMALL = dict(hidden=4, forget_blocks=1, forget_pairs=4, forget_steps=80, chains=
              j_coords=6, grad_paths=12, grad_burn=100, grad_steps=1000, fd_dirs=6, ess_window=10,
              train_replicates=4, train_steps=4000, log_checkpoints=40, late_points=40,
              eval_points=5, eval_paths=4, eval_burn=100, eval_steps=300, t0=300.0, floor_steps=4000,
-             traj_cases=["linear"], limit_cases=["linear-wide"], limit_estimators=["rtrl", "tbptt-1"])
+             traj_cases=["linear"], limit_cases=["linear-wide"], limit_estimators=["rtrl", "tbptt-1"],
+             app_taus=[1], app_steps=300, app_replicates=4, app_val_steps=100, app_test_steps=200, trained_steps=0)
 
 
 def records(overrides=None, only=None, seed=0):
@@ -50,7 +51,8 @@ def test_tasks_are_named_and_deterministic():
     cfg = EXP.config("quick", SMALL)
     keys = [t.key for t in EXP.tasks(cfg)]
     assert keys == ["forgetting-0", "stationary", "gradient-tanh", "gradient-linear", "trajectory-linear",
-                    "limit-linear-wide-rtrl", "limit-linear-wide-tbptt-1", "unprojected-linear-wide"]
+                    "limit-linear-wide-rtrl", "limit-linear-wide-tbptt-1", "unprojected-linear-wide",
+                    "application-rtrl", "application-tbptt-1"]
     a, b = records(only=["forgetting"]), records(only=["forgetting"])
     assert np.array_equal(a[0]["arrays"]["dJ"], b[0]["arrays"]["dJ"])
     assert not np.array_equal(a[0]["arrays"]["dJ"], records(only=["forgetting"], seed=1)[0]["arrays"]["dJ"])

@@ -77,11 +77,13 @@ def test_convergence_with_a_huge_step_size_records_diverged(tmp_path):
                  j_coords=2, grad_cases=[], traj_cases=["linear"], limit_cases=["linear-wide"],
                  limit_estimators=["rtrl", "tbptt-1"], train_replicates=2, train_steps=200, log_checkpoints=5,
                  late_points=5, eval_points=3, eval_paths=2, eval_burn=10, eval_steps=20,
-                 alpha0=1e300, noise=1e6, unprojected_cases=[])
+                 alpha0=1e300, noise=1e6, unprojected_cases=[], app_taus=[1], app_replicates=2, app_steps=50,
+                 app_val_steps=10, app_test_steps=10, trained_steps=0)
     rows = run(ConvergenceExperiment(), small, tmp_path)
     assert_diverged_with_step(rows)
     assert {t for t, s, _ in rows if s == "diverged"} == {"trajectory-linear", "limit-linear-wide-rtrl",
-                                                         "limit-linear-wide-tbptt-1"}
+                                                         "limit-linear-wide-tbptt-1", "application-rtrl",
+                                                         "application-tbptt-1"}
 
 
 def test_bias_variance_with_an_overflowing_network_records_diverged(tmp_path, monkeypatch):

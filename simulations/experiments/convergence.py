@@ -38,6 +38,7 @@ import numpy as np
 from dataclasses import dataclass
 from typing import Annotated
 
+from . import application
 from .base import ConfigError, Experiment, Task, TaskResult
 from .schema import Names, TaskSchema
 from ..config import (NON_EMPTY, EstimatorSpec, Fraction, NonNegativeInt, Positive, PositiveInt, config_error,
@@ -83,6 +84,12 @@ QUICK = {
     "floor_paths": 8, "floor_steps": 10000, "floor_window": 100,
     # RTRL without the contraction projection (does the contraction hold on its own along the run?)
     "unprojected_cases": ["linear-wide"],
+    # the application (simulations/experiments/application.py): RTRL against TBPTT(τ) on the synthetic
+    # order book's volatility target, held-out loss; best τ chosen on a validation stretch
+    "app_taus": [1, 2, 4, 8], "app_replicates": 8, "app_steps": 5000, "app_val_steps": 2000,
+    "app_test_steps": 4000,
+    # the trained θ at which the stationary law and ∇L three ways are checked again: a short RTRL run
+    "trained_steps": 3000,
 }
 
 FULL = dict(QUICK, **{
@@ -97,6 +104,8 @@ FULL = dict(QUICK, **{
     "limit_cases": ["linear-wide", "markov"],
     "limit_estimators": ["rtrl", "tbptt-1", "tbptt-2", "tbptt-4", "tbptt-8", "tbptt-16", "snap-1", "uoro", "kf-rtrl"],
     "floor_paths": 16, "floor_steps": 40000, "floor_window": 200,
+    "app_taus": [1, 2, 4, 8, 16, 32], "app_replicates": 16, "app_steps": 200000, "app_val_steps": 20000,
+    "app_test_steps": 50000, "trained_steps": 20000,
 })
 
 #: the config keys each kind of task depends on (a task's config holds only these, so changing,
@@ -110,6 +119,7 @@ TASK_KEYS = {
     "training": ("train_replicates", "train_steps", "alpha0", "t0", "gamma", "update_every",
                  "log_checkpoints", "late_points", "late_fraction", "limit_average", "eval_points",
                  "eval_paths", "eval_burn", "eval_steps", "floor_paths", "floor_steps", "floor_window"),
+    "application": application.KEYS,
 }
 
 
@@ -170,6 +180,12 @@ class ConvergenceConfig:
     floor_window: PositiveInt
     unprojected_cases: list[Case]
     stochastic_alpha0: Positive
+    app_taus: Annotated[list[PositiveInt], NON_EMPTY]
+    app_replicates: PositiveInt
+    app_steps: PositiveInt
+    app_val_steps: PositiveInt
+    app_test_steps: PositiveInt
+    trained_steps: NonNegativeInt
 
 
 # ---------------------------------------------------------------------------- the problem
@@ -197,6 +213,17 @@ def boundary_point(cell, readout, cfg: dict, salt: int):
     rng = np.random.default_rng([cfg["instance_seed"], salt])
     theta = cell.project(cell.init(rng, scale=3.0))
     return theta, readout.init(rng)
+
+
+def trained_point(cfg: dict, cell, readout, process, rng):
+    """``(θ, φ)`` after ``trained_steps`` steps of online RTRL from a random ``θ₀`` (one replicate,
+    the run's schedule, the contraction projection): a θ along an RTRL run, where the frozen-θ
+    checks are repeated; ``(None, None)`` if the run diverges."""
+    trainer = OnlineTrainer(cell, readout, RTRL(), process, schedule(cfg), project=lazy_projection(cell),
+                            require_theorem=True, checkpoints=[cfg["trained_steps"]])
+    state = trainer.init(cell.init(rng, batch=1), readout.init(rng, 1), rng)
+    state, traj = trainer.run(state, cfg["trained_steps"], rng)
+    return (None, None) if traj.diverged_at is not None else (state.theta[0], state.phi[0])
 
 
 def lazy_projection(cell):
@@ -300,10 +327,10 @@ class ConvergenceExperiment(Experiment):
     Config = ConvergenceConfig
     schemas = {
         "forgetting": TaskSchema(Names(("rho", "contraction", "k", "p", "pairs", "steps")), Names(("ds", "dJ"))),
-        "stationary": TaskSchema(Names(("chains", "times", "k", "j_coords", "contraction")),
+        "stationary": TaskSchema(Names(("chains", "times", "k", "j_coords", "contraction"), ("trained_steps",)),
                                  Names(("start_a", "start_b"))),
         "gradient": TaskSchema(Names(("case", "d", "p", "q", "paths", "burn", "steps", "fd_step", "windows",
-                                      "contraction")),
+                                      "contraction"), ("trained_steps",)),
                                Names(("rtrl", "fd_h", "fd_2h", "bptt", "tbptt1", "dirs", "ess_loss", "ess_proj"),
                                      ("closed_form",))),
         "training": TaskSchema(Names(("case", "estimator", "projected", "p", "q", "steps", "replicates", "audit",
@@ -314,6 +341,10 @@ class ConvergenceExperiment(Experiment):
                                       "excess_exact", "avg_excess_exact", "avg_kkt_norm_exact", "eval_t", "eval_grad", "eval_loss", "floor_iterate",
                                       "floor_polyak", "transient_iterate", "transient_polyak", "relaxation",
                                       "floor_eigenvalues"))),
+        "application": TaskSchema(Names(("estimator", "tau", "k", "p", "steps", "replicates", "val_steps", "test_steps",
+                                         "memory", "book")),
+                                  Names(("t", "train_loss", "val_loss", "test_loss", "test_excess", "test_oracle",
+                                         "test_residual"))),
     }
 
     def task_kind(self, task_config: dict) -> str:
@@ -359,6 +390,9 @@ class ConvergenceExperiment(Experiment):
             # the data process keeps several T × 2N arrays while it draws the paths (measured:
             # 494 MiB at 20 000 chains of the quick profile; this gives 940 MiB)
             n = 2 * N * (k * p + 6 * T * m) + len(cfg["chain_times"]) * 2 * N * (k + cfg["j_coords"])
+        elif check == "application":
+            B, T = cfg["app_replicates"], cfg["app_val_steps"] + cfg["app_test_steps"]
+            n = B * (k * p + 2 * p) + 12 * T * B * m
         elif check == "gradient":
             P, T = cfg["grad_paths"], cfg["grad_burn"] + cfg["grad_steps"]
             n = P * (k * p + 4 * T * (3 * k + m)) + 4 * cfg["fd_dirs"] * P * (p + T * (m + 1))
@@ -383,6 +417,13 @@ class ConvergenceExperiment(Experiment):
                 for c in cfg["limit_cases"] for e in cfg["limit_estimators"]]
         out += [Task(f"unprojected-{c}", task_config(cfg, "training", case=c, estimator="rtrl", projected=False))
                 for c in cfg["unprojected_cases"]]
+        out += [Task(f"application-{e}", task_config(cfg, "application", estimator=e))
+                for e in ["rtrl"] + [f"tbptt-{tau}" for tau in cfg["app_taus"]]]
+        if cfg["trained_steps"]:           # the frozen-θ checks again at a θ reached by online RTRL
+            trained = {k: cfg[k] for k in ("trained_steps", "alpha0", "t0", "gamma")}
+            out.append(Task("stationary-trained", task_config(cfg, "stationary", **trained)))
+            out += [Task(f"gradient-{c}-trained", task_config(cfg, "gradient", case=c, **trained))
+                    for c in cfg["grad_cases"]]
 
         return out
 
@@ -392,6 +433,12 @@ class ConvergenceExperiment(Experiment):
         report = progress or (lambda f: None)
         if cfg["check"] == "training":
             return self._training(cfg, rng, report, paired_streams(seed, cfg["case"]))
+        if cfg["check"] == "application":
+            cell = make_cell("contractive-elman", cfg["hidden"], application.orderbook().m, rho=cfg["rho"])
+            proc = application.orderbook()
+            return application.run(cfg, cell, LinearReadout(cell.k, proc.n_out, proc.loss), proc,
+                                   parse_estimator(cfg["estimator"]), schedule(cfg), lazy_projection(cell),
+                                   application.paired_streams(seed), rng, report)
         return getattr(self, "_" + cfg["check"])(cfg, rng, report)
 
     # ------------------------------------------------------------------ 1 forgetting
@@ -418,6 +465,10 @@ class ConvergenceExperiment(Experiment):
     def _stationary(self, cfg, rng, progress):
         cell, readout, proc = problem(cfg, "tanh")
         theta, _ = boundary_point(cell, readout, cfg, salt=200)
+        if "trained_steps" in cfg:
+            theta, _ = trained_point(cfg, cell, readout, proc, rng)
+            if theta is None:
+                return TaskResult(status="diverged", reason="the RTRL run to the trained θ diverged")
         N, times = cfg["chains"], list(cfg["chain_times"])
         xs, _ = draw(proc, 2 * N, times[-1], rng)                   # independent paths for every chain
         s0 = np.concatenate([np.zeros((N, cell.k)), rng.uniform(-1.0, 1.0, (N, cell.k))])
@@ -432,7 +483,8 @@ class ConvergenceExperiment(Experiment):
                 i += 1
                 progress(t / times[-1])
         return TaskResult(data={"chains": N, "times": times, "k": cell.k, "j_coords": pick.tolist(),
-                                "contraction": float(cell.contraction(theta))},
+                                "contraction": float(cell.contraction(theta)),
+                                **({"trained_steps": cfg["trained_steps"]} if "trained_steps" in cfg else {})},
                           arrays={"start_a": samples[:, :N], "start_b": samples[:, N:]})
 
     # ------------------------------------------------------------------ 3 ∇L three ways
@@ -440,6 +492,10 @@ class ConvergenceExperiment(Experiment):
         case = cfg["case"]
         cell, readout, proc = problem(cfg, case)
         theta, phi = boundary_point(cell, readout, cfg, salt=300 + CASES.index(case))
+        if "trained_steps" in cfg:
+            theta, phi = trained_point(cfg, cell, readout, proc, rng)
+            if theta is None:
+                return TaskResult(status="diverged", reason="the RTRL run to the trained θ diverged")
         P, burn, T = cfg["grad_paths"], cfg["grad_burn"], cfg["grad_steps"]
         d = cell.p + readout.q
         dirs = unit_directions(d, cfg["fd_dirs"], np.random.default_rng([cfg["instance_seed"], 301]))
@@ -461,7 +517,8 @@ class ConvergenceExperiment(Experiment):
         g_tb1 = window_gradient(cell, readout, TBPTT(1), thP, phP, xs, ys, burn)
         progress(0.9)
         data = {"case": case, "d": d, "p": cell.p, "q": readout.q, "paths": P, "burn": burn, "steps": T,
-                "fd_step": cfg["fd_step"], "windows": W, "contraction": float(cell.contraction(theta))}
+                "fd_step": cfg["fd_step"], "windows": W, "contraction": float(cell.contraction(theta)),
+                **({"trained_steps": cfg["trained_steps"]} if "trained_steps" in cfg else {})}
         arrays = {"rtrl": gw.mean(axis=0), "fd_h": fd_h, "fd_2h": fd_2h, "bptt": g_bptt, "tbptt1": g_tb1,
                   "dirs": dirs, "ess_loss": res["loss"], "ess_proj": gw @ dirs[0]}
         if case.startswith("linear"):
