@@ -160,7 +160,8 @@ def test_calibration_of_the_application_rule():
 
 # ---------------------------------------------------------------------------- trained θ
 def test_frozen_theta_checks_at_the_trained_theta():
-    recs = records(dict(trained_steps=600, chains=200, grad_cases=["linear"]), only=["stationary", "gradient"])
+    recs = records(dict(trained_steps=600, chains=200, grad_cases=["linear"], trained_cases=["linear"]),
+                   only=["stationary", "gradient"])
     tasks = {r["task"]: r for r in recs}
     assert {"stationary-trained", "gradient-linear-trained"} <= set(tasks)
     assert tasks["stationary-trained"]["data"]["trained_steps"] == 600

@@ -86,10 +86,11 @@ QUICK = {
     "unprojected_cases": ["linear-wide"],
     # the application (simulations/experiments/application.py): RTRL against TBPTT(τ) on the synthetic
     # order book's volatility target, held-out loss; best τ chosen on a validation stretch
-    "app_taus": [1, 2, 4, 8], "app_replicates": 8, "app_steps": 5000, "app_val_steps": 2000,
-    "app_test_steps": 4000,
-    # the trained θ at which the stationary law and ∇L three ways are checked again: a short RTRL run
-    "trained_steps": 3000,
+    "app_taus": [1, 2, 4, 8], "app_replicates": 8, "app_steps": 3000, "app_val_steps": 1000,
+    "app_test_steps": 2000,
+    # the trained θ at which the stationary law and ∇L three ways (for trained_cases) are checked
+    # again: a short RTRL run (0: not checked)
+    "trained_steps": 3000, "trained_cases": ["linear"],
 }
 
 FULL = dict(QUICK, **{
@@ -105,7 +106,7 @@ FULL = dict(QUICK, **{
     "limit_estimators": ["rtrl", "tbptt-1", "tbptt-2", "tbptt-4", "tbptt-8", "tbptt-16", "snap-1", "uoro", "kf-rtrl"],
     "floor_paths": 16, "floor_steps": 40000, "floor_window": 200,
     "app_taus": [1, 2, 4, 8, 16, 32], "app_replicates": 16, "app_steps": 200000, "app_val_steps": 20000,
-    "app_test_steps": 50000, "trained_steps": 20000,
+    "app_test_steps": 50000, "trained_steps": 20000, "trained_cases": ["tanh", "linear"],
 })
 
 #: the config keys each kind of task depends on (a task's config holds only these, so changing,
@@ -186,6 +187,7 @@ class ConvergenceConfig:
     app_val_steps: PositiveInt
     app_test_steps: PositiveInt
     trained_steps: NonNegativeInt
+    trained_cases: list[Case]
 
 
 # ---------------------------------------------------------------------------- the problem
@@ -423,7 +425,7 @@ class ConvergenceExperiment(Experiment):
             trained = {k: cfg[k] for k in ("trained_steps", "alpha0", "t0", "gamma")}
             out.append(Task("stationary-trained", task_config(cfg, "stationary", **trained)))
             out += [Task(f"gradient-{c}-trained", task_config(cfg, "gradient", case=c, **trained))
-                    for c in cfg["grad_cases"]]
+                    for c in cfg["trained_cases"]]
 
         return out
 
