@@ -25,6 +25,10 @@ Tasks (independent; each returns raw curves and per-path estimates, and the anal
   twice the student's units; ``markov``: the lagged target), so that a truncated gradient's zeros
   are not stationary points of ``L`` (at an exact fit every truncation has zero mean too);
   ``∇L`` at the final iterate and at the average of the last iterates.
+* ``stationary-trained``, ``gradient-<case>-trained`` (2, 3 at a second θ): the same checks at the
+  ``θ`` reached by ``trained_steps`` steps of online RTRL (:func:`trained_point`).
+* ``application-<estimator>``: RTRL and TBPTT(τ) on the synthetic order book's volatility target,
+  paired, held-out loss (:mod:`.application`).
 
 Cases: ``tanh`` / ``linear`` — VAR(1) inputs and a teacher of the student's class and size
 (contractive Elman, ``tanh`` or identity activation); ``linear-wide`` — a linear teacher with twice
