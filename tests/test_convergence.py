@@ -41,6 +41,7 @@ def passed(verdicts, prefix):
                                       ({"gamma": 0.0}, "step-size"),
                                       ({"limit_estimators": ["tbptt-1"]}, "reference limit point"),
                                       ({"chain_times": [4, 2]}, "increasing"), ({"hidden": 0}, "hidden"),
+                                      ({"app_taus": [2, 2]}, "app_taus"),
                                       ({"teacher_rho": 0.95}, "teacher_rho"), ({"grad_cases": ["xx"]}, "unknown case")])
 def test_bad_config_is_refused(over, msg):
     with pytest.raises(ConfigError, match=msg):

@@ -377,6 +377,8 @@ class ConvergenceExperiment(Experiment):
             raise config_error("limit_average", "need 0 < limit_average <= late_fraction < 1")
         if list(cfg["chain_times"]) != sorted(set(cfg["chain_times"])):
             raise config_error("chain_times", "must be increasing positive steps")
+        if list(cfg["app_taus"]) != sorted(set(cfg["app_taus"])):
+            raise config_error("app_taus", "must be increasing truncation lengths")
         try:
             schedule(cfg).require_robbins_monro()   # the training runs claim the theorem's step sizes
         except ValueError as e:
@@ -440,8 +442,8 @@ class ConvergenceExperiment(Experiment):
         if cfg["check"] == "training":
             return self._training(cfg, rng, report, paired_streams(seed, cfg["case"]))
         if cfg["check"] == "application":
-            cell = make_cell("contractive-elman", cfg["hidden"], application.orderbook().m, rho=cfg["rho"])
             proc = application.orderbook()
+            cell = make_cell("contractive-elman", cfg["hidden"], proc.m, rho=cfg["rho"])
             return application.run(cfg, cell, LinearReadout(cell.k, proc.n_out, proc.loss), proc,
                                    parse_estimator(cfg["estimator"]), schedule(cfg), lazy_projection(cell),
                                    application.paired_streams(seed), rng, report)
