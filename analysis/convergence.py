@@ -250,7 +250,9 @@ def gradient(records):
             f"max |z| RTRL–FD {zs[('RTRL', 'FD')][0]:.2f}, BPTT–FD {zs[('BPTT', 'FD')][0]:.2f}, "
             f"RTRL–BPTT {zs[('RTRL', 'BPTT')][0]:.2f} over {n_dir} directions (bound {crit_dir:.2f}); "
             f"RTRL–BPTT all {d} coordinates {full:.2f} (bound {crit_all:.2f}); familywise {LEVEL}, t with {P - 1} df; "
-            f"‖∇L‖ = {norm:.3g}, relative standard error {rel_se:.2%}; FD Richardson error ≤ {fd_err.max():.1e}",
+            f"‖∇L‖ = {norm:.3g}, relative standard error {rel_se:.2%}; FD Richardson error ≤ {fd_err.max():.1e}"
+            + ("" if "closed_form" in a else "; no closed form: the three are pathwise derivatives of the same "
+               "finite-horizon loss, so this checks the derivative, not the ergodic limit"),
             max(max(v[0] for v in zs.values()), full), crit_dir))
         verdicts.append(Verdict(
             f"3 control ({case}): the same test rejects the biased TBPTT(1) direction", "PASS" if seen else "INCONCLUSIVE",
