@@ -109,7 +109,7 @@ FULL = dict(QUICK, **{
     "limit_cases": ["linear-wide", "markov"],
     "limit_estimators": ["rtrl", "tbptt-1", "tbptt-2", "tbptt-4", "tbptt-8", "tbptt-16", "snap-1", "uoro", "kf-rtrl"],
     "floor_paths": 16, "floor_steps": 40000, "floor_window": 200,
-    "app_taus": [1, 2, 4, 8, 16, 32], "app_replicates": 16, "app_steps": 200000, "app_val_steps": 20000,
+    "app_taus": [1, 2, 4, 8, 16, 32], "app_replicates": 16, "app_steps": 1000000, "app_val_steps": 20000,
     "app_test_steps": 50000, "trained_steps": 20000, "trained_cases": ["tanh", "linear"],
 })
 
