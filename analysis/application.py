@@ -30,10 +30,11 @@ from dataclasses import replace
 
 import numpy as np
 
-from rtrl_validation.simulations.experiments.base import Verdict
+from rtrl_validation.simulations.experiments.base import FAIL, INCONCLUSIVE, PASS
 
 from . import style
-from .inference import UnreliableEstimate, inconclusive, mean_estimate, superiority, verdict, with_control
+from .inference import (MIN_UNITS, UnreliableEstimate, inconclusive, mean_estimate, superiority, verdict,
+                        with_control)
 from .sections import Figure, Table
 
 #: smallest log-ratio of held-out losses the claim cares about (0.5%)
@@ -84,10 +85,10 @@ def decide(d, d_control, steps: int, delta: float = DELTA, alpha: float = ALPHA)
     too few replicates."""
     dec = superiority(mean_estimate(d), delta, alpha)
     ctrl = superiority(mean_estimate(d_control), delta, alpha)
-    if not (dec.status == "FAIL" and dec.interval[1] < 0):      # RTRL worse at level α: the control is moot
-        dec = with_control(dec, ctrl.status == "PASS", f"TBPTT(τ*) worsened by δ: lower bound {ctrl.interval[0]:.3g}")
+    if not (dec.status == FAIL and dec.interval[1] < 0):      # RTRL worse at level α: the control is moot
+        dec = with_control(dec, ctrl.status == PASS, f"TBPTT(τ*) worsened by δ: lower bound {ctrl.interval[0]:.3g}")
     if steps < MIN_STEPS:
-        dec = replace(dec, status="INCONCLUSIVE",
+        dec = replace(dec, status=INCONCLUSIVE,
                       reason=f"{steps} training steps < {MIN_STEPS}: shorter than the limit regime the claim is about "
                              f"(otherwise {dec.status}: {dec.reason})")
     return dec, ctrl
@@ -115,7 +116,7 @@ def application(records):
         dec, ctrl = decide(d, d_ctrl, steps)
         lo = ctrl.interval[0]
         v = verdict(check, dec, CLAIM, SOURCE, STATISTIC,
-                    control=f"{control}: lower bound {lo:.3g} ({'detected' if ctrl.status == 'PASS' else 'not detected'})",
+                    control=f"{control}: lower bound {lo:.3g} ({'detected' if ctrl.status == PASS else 'not detected'})",
                     evidence=f"τ* = {runs[star]['data']['tau']} (smallest validation loss of τ ∈ "
                              f"{sorted(r['data']['tau'] for r in runs.values() if r['data']['tau'] is not None)}); "
                              f"{steps} online steps, held-out {rtrl['data']['test_steps']} steps per series"
@@ -126,9 +127,10 @@ def application(records):
 
 
 def _mean_ci(x):
-    e = mean_estimate(x) if np.size(x) >= 4 else None
-    if e is None:
+    """Mean and 95% Student-t interval over replicates (no interval below ``MIN_UNITS``)."""
+    if np.size(x) < MIN_UNITS:
         return float(np.mean(x)), float("nan"), float("nan")
+    e = mean_estimate(x)
     lo, hi = e.interval(0.95)
     return e.value, lo, hi
 
