@@ -156,16 +156,43 @@ def test_fused_uoro_step_equals_update_then_gradient(name, batch):
     assert np.all(np.abs(a.sq - sq) <= gamma(cell.p) * sq)
 
 
-@pytest.mark.parametrize("name,density,n", [("gru", 0.3, 2), ("lstm", 0.5, 2), ("elman", 0.2, 3),
-                                             ("gru-reset-after", 1.0, 1), ("elman", 0.4, 1)])
-@pytest.mark.parametrize("batch,shared", [(1, True), (3, True), (3, False)])
-def test_class_pair_sums_is_the_masked_product(name, density, n, batch, shared):
-    """SnAp-n's ``(D J̃)`` at the stored entries against the dense ``(D_t J̃) ⊙ M``: each entry is a
-    sum of at most ``k`` products, so ``|error| ≤ γ_k Σ|D||J̃|`` (Higham §3.5) in either order."""
+def _pair_sums(st, kernel):
+    """``(D J̃)`` at the stored entries by the structure's own layout: class panels, in place
+    (:func:`~simulations.kernels_sparse.panel_pair_sums` or its numpy reference) or column-major
+    (:func:`~simulations.kernels.class_pair_sums`)."""
     from rtrl_validation.simulations.kernels import class_pair_sums
+    from rtrl_validation.simulations.kernels_sparse import panel_pair_sums, panel_pair_sums_reference
+
+    def run(D, J):
+        P = st.panels
+        if P is None:
+            out = np.full_like(J, np.nan)
+            tpd, ta, tb, qoff, by_class, coff = st.pairs_by_class
+            class_pair_sums(D, tpd, ta, tb, qoff, st.class_rows[1], by_class, coff, st.col_start, J, out)
+            return out
+        (panel_pair_sums if kernel == "compiled" else panel_pair_sums_reference)(
+            D, P.tpd, P.soff, P.rowptr, P.obase, P.width, P.rbeg, J)               # in place
+        return J
+    return run
+
+
+# (cell, hidden, inputs, density, n): small panels (rows of fewer than 8 numbers), a class with more
+# than 64 columns (the vector kernel's outer loop and its overlapping last vector), SnAp-1 of a
+# grid structure (column-major storage)
+PAIR_CASES = [("gru", 6, 2, 0.3, 2), ("lstm", 6, 2, 0.5, 2), ("elman", 6, 2, 0.2, 3), ("gru-reset-after", 6, 2, 1.0, 1),
+              ("elman", 6, 2, 0.4, 1), ("elman", 9, 75, 0.5, 2), ("gru-reset-after", 12, 13, 0.3, 2)]
+
+
+@pytest.mark.parametrize("name,hidden,inputs,density,n", PAIR_CASES)
+@pytest.mark.parametrize("batch,shared", [(1, True), (3, True), (3, False)])
+@pytest.mark.parametrize("kernel", ["compiled", "reference"])
+def test_pair_sums_are_the_masked_product(name, hidden, inputs, density, n, batch, shared, kernel):
+    """SnAp-n's ``(D J̃)`` at the stored entries against the dense ``(D_t J̃) ⊙ M``: each entry is a
+    sum of at most ``k`` products, so ``|error| ≤ γ_k Σ|D||J̃|`` (Higham §3.5) in either order (a
+    fused multiply-add rounds once instead of twice)."""
     from rtrl_validation.simulations.estimators.masked import build_structure
     rng = np.random.default_rng(13)
-    cell = make_cell(name, 6, 2, density=density, mask_seed=4)
+    cell = make_cell(name, hidden, inputs, density=density, mask_seed=4)
     st = build_structure(cell, n)
     assert not st.dense
     M = st.mask()
@@ -173,12 +200,50 @@ def test_class_pair_sums_is_the_masked_product(name, density, n, batch, shared):
     Jd = rng.standard_normal((batch, cell.k, cell.p)) * M
     J = np.ascontiguousarray(Jd[:, st.rows, st.cols].T)                     # nnz × B
     D = np.ascontiguousarray(Dd.reshape(Dd.shape[0], -1)[:, st.d_index].T)  # |d| × B
-    out = np.full_like(J, np.nan)
-    tpd, ta, tb, qoff, by_class, coff = st.pairs_by_class
-    class_pair_sums(D, tpd, ta, tb, qoff, st.class_rows[1], by_class, coff, st.col_start, J, out)
+    out = _pair_sums(st, kernel)(D, J)
     ref = (np.matmul(Dd, Jd) * M)[:, st.rows, st.cols].T
     mag = (np.matmul(np.abs(Dd), np.abs(Jd)) * M)[:, st.rows, st.cols].T
     assert np.all(np.abs(out - ref) <= gamma(cell.k) * mag)
+    assert np.count_nonzero(ref) > 0.5 * ref.size
+
+
+def test_panel_layout_covers_the_cases():
+    """The cases above reach every branch of the panel kernel: rows shorter than a vector, rows
+    whose length is not a multiple of 8, rows longer than 64, and the column-major layout."""
+    from rtrl_validation.simulations.estimators.masked import build_structure
+    widths, layouts = [], set()
+    for name, hidden, inputs, density, n in PAIR_CASES:
+        st = build_structure(make_cell(name, hidden, inputs, density=density, mask_seed=4), n)
+        layouts.add(st.panels is None)
+        if st.panels is not None:
+            widths.extend(st.panels.width)
+    w = np.asarray(widths)
+    assert layouts == {True, False}
+    assert np.any(w < 8) and np.any((w > 8) & (w % 8 != 0)) and np.any(w > 64)
+
+
+@pytest.mark.parametrize("name,hidden,inputs,density,n", PAIR_CASES)
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("kernel", ["compiled", "reference"])
+def test_panel_gradient_is_credit_times_influence(name, hidden, inputs, density, n, batch, kernel):
+    """``ĝ = c J̃`` on the panel layout against the dense product: a sum of at most ``k`` products
+    per column, ``|error| ≤ γ_k Σ|c||J̃|``."""
+    from rtrl_validation.simulations.estimators.masked import build_structure
+    from rtrl_validation.simulations.kernels_sparse import panel_gradient, panel_gradient_reference
+    rng = np.random.default_rng(14)
+    cell = make_cell(name, hidden, inputs, density=density, mask_seed=4)
+    st = build_structure(cell, n)
+    if st.panels is None:
+        pytest.skip("column-major layout")
+    P = st.panels
+    Jd = rng.standard_normal((batch, cell.k, cell.p)) * st.mask()
+    J = np.ascontiguousarray(Jd[:, st.rows, st.cols].T)
+    c = rng.standard_normal((batch, cell.k))
+    g = np.full((batch, cell.p), np.nan)
+    (panel_gradient if kernel == "compiled" else panel_gradient_reference)(c, J, P.rbeg, P.obase, P.srow, P.cbeg,
+                                                                          P.ccols, g)
+    ref = np.einsum("bk,bkp->bp", c, Jd)
+    assert np.all(np.abs(g - ref) <= gamma(cell.k) * np.einsum("bk,bkp->bp", np.abs(c), np.abs(Jd)))
 
 
 @pytest.mark.parametrize("name,density,batch", [("gru-reset-after", 0.25, None), ("lstm", 0.3, 3),

@@ -35,6 +35,7 @@ import numpy as np
 from ..jacobians import EntryInjection, as_slice, merge_blocks, unit_major, unit_major_blocks
 from ..flops import immediate_nnz
 from ..kernels import class_pair_sums, diagonal_influence_step, unit_major_to_theta
+from ..kernels_sparse import panel_gradient, panel_pair_sums
 from .base import Estimator
 
 UNIT_ROUNDOFF = 2.0 ** -53
@@ -125,6 +126,27 @@ class ClassPairs(NamedTuple):
     coff: np.ndarray
 
 
+class PanelLayout(NamedTuple):
+    """Sparse storage by column class (:mod:`~simulations.kernels_sparse`): class ``u``'s ``r × n``
+    values form one row-major panel, so entry ``(R_u[a], c)`` sits at ``col_start[c] + a·stride[c]``
+    (``stride[c] = n``, the columns of ``c``'s class).  Per stored row ``R`` of a class with
+    columns: ``obase`` (its first entry), ``width`` (``n``), ``srow`` (its state row), ``rowptr`` (its
+    pairs); per pair ``t`` (CSR order): ``tpd`` (``D``'s entry in ``d_index``) and ``soff`` (the first
+    entry of the row it multiplies); per class with columns ``v``: ``rbeg`` (its stored rows),
+    ``cbeg`` into ``ccols`` (its parameter columns)."""
+
+    stride: np.ndarray
+    obase: np.ndarray
+    width: np.ndarray
+    srow: np.ndarray
+    rowptr: np.ndarray
+    tpd: np.ndarray
+    soff: np.ndarray
+    rbeg: np.ndarray
+    cbeg: np.ndarray
+    ccols: np.ndarray
+
+
 class GridBlock(NamedTuple):
     """A block of a grid structure (:func:`_grid`): its ``θ`` columns, shape, the state row of each
     unit (``n_out``) and each unit's position in ``d_index`` (``None``: no diagonal pair)."""
@@ -179,6 +201,7 @@ class MaskStructure:
     fused: tuple[FusedBlock, ...] | None = None   # MaskedInfluence._fused_plan; None: not built
     pos: np.ndarray | None = None         # dense storage: the stored column of each θ column (unit_major)
     unit_blocks: np.ndarray | None = None  # dense storage: unit_major_blocks, to put a row back in θ's order
+    panels: PanelLayout | None = None     # sparse storage in class panels (else column-major, θ's order)
 
     @property
     def nnz(self) -> int:
@@ -206,7 +229,10 @@ class MaskStructure:
         pos = np.searchsorted(tkeys, keys)
         if np.any(pos >= tkeys.size) or np.any(tkeys[np.minimum(pos, tkeys.size - 1)] != keys):
             raise ValueError("immediate Jacobian has entries outside the SnAp mask (inconsistent cell structure)")
-        return self.col_start[cols] + (pos - toff[u])
+        local = pos - toff[u]
+        if self.panels is not None:
+            return self.col_start[cols] + local * self.panels.stride[cols]
+        return self.col_start[cols] + local
 
 
 def build_structure(cell, n: int | None, drop_diagonal: bool = False) -> MaskStructure:
@@ -270,7 +296,36 @@ def build_structure(cell, n: int | None, drop_diagonal: bool = False) -> MaskStr
                        n_pairs=int(q[cls].sum()), by_column=SegmentSum(cols, p), order=order)
     st.grid = _grid(cell, st)
     st.d_diagonal = bool(np.array_equal(d_index, np.arange(k) * (k + 1)))
+    if st.grid is None:
+        _to_panels(st)
     return st
+
+
+def _to_panels(st: MaskStructure) -> None:
+    """Lay the stored entries out class by class (:class:`PanelLayout`): class ``u``'s rows ``R_u``
+    times its columns (in ``θ``'s order) as one row-major panel, the classes in order.  ``rows``,
+    ``cols`` list the entries in that order; ``col_start[c] + a·stride[c]`` locates entry
+    ``(R_u[a], c)``."""
+    pr, (trow, toff) = st.pairs_by_class, st.class_rows
+    r, n = np.diff(toff), np.diff(pr.coff)
+    pbase = np.concatenate([[0], np.cumsum(r * n)])[:-1]
+    rank = np.empty(st.p, dtype=np.intp)
+    rank[pr.by_class] = np.arange(st.p) - pr.coff[st.cls[pr.by_class]]
+    used = np.flatnonzero(n)
+    rid = np.concatenate([toff[u] + np.arange(r[u]) for u in used]).astype(np.intp)     # stored rows, in order
+    rcls = np.repeat(used, r[used])
+    tcls = np.repeat(np.arange(r.size), np.diff(pr.qoff))
+    counts = np.bincount(toff[tcls] + pr.ta, minlength=toff[-1])[rid]
+    st.rows = np.concatenate([np.repeat(trow[toff[u]:toff[u + 1]], n[u]) for u in used]).astype(np.intp)
+    st.cols = np.concatenate([np.tile(pr.by_class[pr.coff[u]:pr.coff[u + 1]], r[u]) for u in used]).astype(np.intp)
+    st.col_start = pbase[st.cls] + rank
+    st.by_column = None
+    st.panels = PanelLayout(
+        stride=n[st.cls], obase=(pbase[rcls] + (rid - toff[rcls]) * n[rcls]).astype(np.intp), width=n[rcls],
+        srow=trow[rid], rowptr=np.concatenate([[0], np.cumsum(counts)]).astype(np.intp), tpd=pr.tpd,
+        soff=(pbase[tcls] + pr.tb * n[tcls]).astype(np.intp),
+        rbeg=np.concatenate([[0], np.cumsum(r[used])]).astype(np.intp),
+        cbeg=np.concatenate([[0], np.cumsum(n[used])]).astype(np.intp), ccols=pr.by_class)
 
 
 def _grid(cell, st: MaskStructure):
@@ -367,12 +422,15 @@ class MaskedInfluence(Estimator):
         self._injection(st, lin)
         D = self._d_values(st, lin)
         D = np.ascontiguousarray(D.T)                                           # |d| × B
-        new = np.empty((st.nnz, state.batch))
-        pr = st.pairs_by_class
-        class_pair_sums(D, pr.tpd, pr.ta, pr.tb, pr.qoff, st.class_rows.offsets, pr.by_class, pr.coff, st.col_start,
-                        state.J, new)
-        st.injection.add_to(new, lin.I)
-        state.J = new
+        P, pr = st.panels, st.pairs_by_class
+        if P is not None:                                # in place, panel by panel
+            panel_pair_sums(D, P.tpd, P.soff, P.rowptr, P.obase, P.width, P.rbeg, state.J)
+        else:
+            new = np.empty((st.nnz, state.batch))
+            class_pair_sums(D, pr.tpd, pr.ta, pr.tb, pr.qoff, st.class_rows.offsets, pr.by_class, pr.coff,
+                            st.col_start, state.J, new)
+            state.J = new
+        st.injection.add_to(state.J, lin.I)
         return state
 
     def step(self, state, lin, credit, rng=None):
@@ -463,6 +521,12 @@ class MaskedInfluence(Estimator):
         st = state.structure
         if st.dense:
             return state, np.matmul(credit[:, None, :], state.J)[:, 0, st.pos]
+        P = st.panels
+        if P is not None:
+            g = np.empty((state.batch, st.p))
+            panel_gradient(np.ascontiguousarray(credit, dtype=float), state.J, P.rbeg, P.obase, P.srow, P.cbeg,
+                           P.ccols, g)
+            return state, g
         c = np.ascontiguousarray(credit.T)                                       # k × B
         return state, np.ascontiguousarray(st.by_column(np.take(c, st.rows, axis=0) * state.J).T)
 
