@@ -9,13 +9,13 @@ The recursion's product at the stored entries is then, row by row of the panel,
 
 a sum over the row's structural pairs ``t`` (CSR order: ``rowptr``) of a scalar times a
 contiguous row of ``n`` numbers.  :func:`panel_pair_sums` keeps a whole output row (up to 64
-numbers) in eight 8-wide vector accumulators while the pairs stream past, so each pair costs one
+numbers) in 8-wide vector accumulators while the pairs stream past, so each pair costs one
 vector FMA per 8 numbers with its operand loaded from L1.  numba's vectoriser does not produce this
 loop (with ``reassoc`` it vectorises over the pairs, with gathers; without it the row stays scalar),
 so the row is written in LLVM IR (:func:`_row_kernel`).  A row whose length is not a multiple of 8
 takes its last vector at ``n − 8``, overlapping the previous one (the overlapped numbers are
-computed twice, identically); a row shorter than 8 is summed in scalar code.  Every sum over a
-row's pairs runs in CSR order, one fused multiply-add per pair.
+computed twice, identically); a row shorter than 8 is summed in scalar code.  A row's pairs are
+summed with one fused multiply-add each, in a fixed order (:func:`_row_kernel`).
 
 References (numpy): :func:`panel_pair_sums_reference`, :func:`panel_gradient_reference`.
 """
@@ -33,33 +33,41 @@ _LANES = 8                      # doubles per vector register (AVX-512; LLVM spl
 _MAX_CHUNKS = 8                 # vectors held per pass over a row's pairs
 
 
-def _row_kernel(nc: int):
-    """An intrinsic summing one panel row's pairs into ``nc`` vectors of 8 numbers::
+def _rows_kernel(nc: int):
+    """An intrinsic summing the pairs of the panel rows ``R0 … R1−1`` (one class: equal widths)
+    into ``nc`` vectors of 8 numbers per row::
 
-        out[ob + j] = Σ_{t0 ≤ t < t1} D[tpd[t]] · J[soff[t]·scale + j]
+        out[ob + (R − R0)·rs + j] = Σ_{rowptr[R] ≤ t < rowptr[R+1]} D[tpd[t]] · J[soff[t]·scale + j]
 
     for ``j`` in the chunks ``j0 + 8c`` (``c < nc − 1``) and ``jlast`` (the last chunk).  ``D``,
-    ``J``, ``out``: 1-D contiguous float64; ``tpd``, ``soff``: 1-D contiguous intp."""
+    ``J``, ``out``: 1-D contiguous float64; ``tpd``, ``soff``, ``rowptr``: 1-D contiguous intp.
+
+    A vector FMA waits for the previous one on the same accumulator (4 cycles), so a row's pairs
+    are split round-robin over ``S`` sets of accumulators (``S = 4`` for one or two vectors, else
+    2), each summed in order and the sets added at the end, ``((a₀ + a₁) + a₂) + a₃``: a fixed
+    order of the same products."""
+    S = 4 if nc <= 2 else 2
 
     @intrinsic
-    def row(typingctx, D, tpd, soff, scale, t0, t1, j0, jlast, J, out, ob):
-        sig = types.void(D, tpd, soff, scale, t0, t1, j0, jlast, J, out, ob)
+    def rows(typingctx, D, tpd, soff, scale, rowptr, R0, R1, j0, jlast, J, out, ob, rs):
+        sig = types.void(D, tpd, soff, scale, rowptr, R0, R1, j0, jlast, J, out, ob, rs)
 
         def codegen(context, builder, signature, args):
-            D_, tpd_, soff_, scale_, t0_, t1_, j0_, jlast_, J_, out_, ob_ = args
+            D_, tpd_, soff_, scale_, rowptr_, R0_, R1_, j0_, jlast_, J_, out_, ob_, rs_ = args
             a = signature.args
-            Dd = context.make_array(a[0])(context, builder, D_).data
-            Td = context.make_array(a[1])(context, builder, tpd_).data
-            Sd = context.make_array(a[2])(context, builder, soff_).data
-            Jd = context.make_array(a[8])(context, builder, J_).data
-            Od = context.make_array(a[9])(context, builder, out_).data
+            Dd, Td, Sd, Pd = (context.make_array(a[i])(context, builder, x).data
+                              for i, x in ((0, D_), (1, tpd_), (2, soff_), (4, rowptr_)))
+            Jd = context.make_array(a[9])(context, builder, J_).data
+            Od = context.make_array(a[10])(context, builder, out_).data
             f64, i64, i32 = ir.DoubleType(), ir.IntType(64), ir.IntType(32)
             vt = ir.VectorType(f64, _LANES)
+            zero = ir.Constant(vt, [0.0] * _LANES)
             fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt, vt]),
                                                  f"llvm.fma.v{_LANES}f64")
             offsets = [builder.add(j0_, ir.Constant(i64, _LANES * c)) for c in range(nc - 1)] + [jlast_]
-            acc = [cgutils.alloca_once_value(builder, ir.Constant(vt, [0.0] * _LANES)) for _ in range(nc)]
-            with cgutils.for_range_slice(builder, t0_, t1_, ir.Constant(i64, 1), inc=True) as (t, _):
+            acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(nc)] for _ in range(S)]
+
+            def pair(t, sets):
                 dv = builder.load(builder.gep(Dd, [builder.load(builder.gep(Td, [t]))]))
                 dvv = builder.insert_element(ir.Constant(vt, ir.Undefined), dv, ir.Constant(i32, 0))
                 dvv = builder.shuffle_vector(dvv, ir.Constant(vt, ir.Undefined),
@@ -68,45 +76,101 @@ def _row_kernel(nc: int):
                 for c in range(nc):
                     x = builder.load(builder.bitcast(builder.gep(Jd, [builder.add(s, offsets[c])]), vt.as_pointer()),
                                      align=8)
-                    builder.store(builder.call(fma, [dvv, x, builder.load(acc[c])]), acc[c])
-            for c in range(nc):
-                builder.store(builder.load(acc[c]),
-                              builder.bitcast(builder.gep(Od, [builder.add(ob_, offsets[c])]), vt.as_pointer()), align=8)
+                    builder.store(builder.call(fma, [dvv, x, builder.load(sets[c])]), sets[c])
+
+            with cgutils.for_range_slice(builder, R0_, R1_, ir.Constant(i64, 1), inc=True) as (R, _):
+                for sets in acc:
+                    for x in sets:
+                        builder.store(zero, x)
+                t0 = builder.load(builder.gep(Pd, [R]))
+                t1 = builder.load(builder.gep(Pd, [builder.add(R, ir.Constant(i64, 1))]))
+                whole = builder.add(t0, builder.mul(builder.sdiv(builder.sub(t1, t0), ir.Constant(i64, S)),
+                                                    ir.Constant(i64, S)))
+                with cgutils.for_range_slice(builder, t0, whole, ir.Constant(i64, S), inc=True) as (t, _):
+                    for k in range(S):
+                        pair(builder.add(t, ir.Constant(i64, k)), acc[k])
+                with cgutils.for_range_slice(builder, whole, t1, ir.Constant(i64, 1), inc=True) as (t, _):
+                    pair(t, acc[0])
+                base = builder.add(ob_, builder.mul(builder.sub(R, R0_), rs_))
+                for c in range(nc):
+                    total = builder.load(acc[0][c])
+                    for k in range(1, S):
+                        total = builder.fadd(total, builder.load(acc[k][c]))
+                    builder.store(total, builder.bitcast(builder.gep(Od, [builder.add(base, offsets[c])]),
+                                                         vt.as_pointer()), align=8)
             return context.get_dummy_value()
 
         return sig, codegen
 
-    return row
+    return rows
 
 
-_row1, _row2, _row3, _row4, _row5, _row6, _row7, _row8 = (_row_kernel(nc) for nc in range(1, _MAX_CHUNKS + 1))
+_rows1, _rows2, _rows3, _rows4, _rows5, _rows6, _rows7, _rows8 = (_rows_kernel(nc) for nc in range(1, _MAX_CHUNKS + 1))
 
 
 @_jit
-def _vector_row(D, tpd, soff, scale, t0, t1, J, out, ob, n):
-    """One panel row of ``n ≥ 8`` numbers (:func:`_row_kernel`), 64 at a time."""
+def _vector_rows(D, tpd, soff, scale, rowptr, R0, R1, J, out, ob, n):
+    """The panel rows ``R0 … R1−1`` of ``n ≥ 8`` numbers each (:func:`_rows_kernel`), 64 at a time."""
     j0 = 0
     while n - j0 > 64:
-        _row8(D, tpd, soff, scale, t0, t1, j0, j0 + 56, J, out, ob)
+        _rows8(D, tpd, soff, scale, rowptr, R0, R1, j0, j0 + 56, J, out, ob, n)
         j0 += 64
     nc = (n - j0 + 7) // 8
     last = n - 8
     if nc == 1:
-        _row1(D, tpd, soff, scale, t0, t1, j0, last, J, out, ob)
+        _rows1(D, tpd, soff, scale, rowptr, R0, R1, j0, last, J, out, ob, n)
     elif nc == 2:
-        _row2(D, tpd, soff, scale, t0, t1, j0, last, J, out, ob)
+        _rows2(D, tpd, soff, scale, rowptr, R0, R1, j0, last, J, out, ob, n)
     elif nc == 3:
-        _row3(D, tpd, soff, scale, t0, t1, j0, last, J, out, ob)
+        _rows3(D, tpd, soff, scale, rowptr, R0, R1, j0, last, J, out, ob, n)
     elif nc == 4:
-        _row4(D, tpd, soff, scale, t0, t1, j0, last, J, out, ob)
+        _rows4(D, tpd, soff, scale, rowptr, R0, R1, j0, last, J, out, ob, n)
     elif nc == 5:
-        _row5(D, tpd, soff, scale, t0, t1, j0, last, J, out, ob)
+        _rows5(D, tpd, soff, scale, rowptr, R0, R1, j0, last, J, out, ob, n)
     elif nc == 6:
-        _row6(D, tpd, soff, scale, t0, t1, j0, last, J, out, ob)
+        _rows6(D, tpd, soff, scale, rowptr, R0, R1, j0, last, J, out, ob, n)
     elif nc == 7:
-        _row7(D, tpd, soff, scale, t0, t1, j0, last, J, out, ob)
+        _rows7(D, tpd, soff, scale, rowptr, R0, R1, j0, last, J, out, ob, n)
     else:
-        _row8(D, tpd, soff, scale, t0, t1, j0, last, J, out, ob)
+        _rows8(D, tpd, soff, scale, rowptr, R0, R1, j0, last, J, out, ob, n)
+
+
+@_jit
+def _class_products(v, Df, D, tpd, soff, rowptr, obase, width, rbeg, J, Jf, panel, shared):
+    """The ``v``-th class's panel of ``(D_t J̃)`` into ``panel`` (its rows side by side, replicates
+    last); returns ``(first, size)``: where the class's panel sits in ``J``'s flat view."""
+    B = J.shape[1]
+    R0, R1 = rbeg[v], rbeg[v + 1]
+    first = obase[R0] * B
+    n = width[R0] * B                                # the class's rows have one width
+    if shared and n >= _LANES:
+        _vector_rows(Df, tpd, soff, B, rowptr, R0, R1, Jf, panel, 0, n)
+    elif shared:
+        for R in range(R0, R1):
+            ob, t0, t1 = obase[R] * B - first, rowptr[R], rowptr[R + 1]
+            for i in range(n):
+                s = 0.0
+                for t in range(t0, t1):
+                    s += Df[tpd[t]] * Jf[soff[t] * B + i]
+                panel[ob + i] = s
+    else:
+        for R in range(R0, R1):
+            ob, t0, t1 = obase[R] * B - first, rowptr[R], rowptr[R + 1]
+            for i in range(width[R]):
+                for b in range(B):
+                    s = 0.0
+                    for t in range(t0, t1):
+                        s += D[tpd[t], b] * J[soff[t] + i, b]
+                    panel[ob + i * B + b] = s
+    return first, (R1 - R0) * n
+
+
+@_jit
+def _scratch(width, rbeg, B):
+    most = 0
+    for v in range(rbeg.shape[0] - 1):
+        most = max(most, (rbeg[v + 1] - rbeg[v]) * width[rbeg[v]])
+    return np.empty(most * B)
 
 
 @_jit
@@ -128,32 +192,42 @@ def panel_pair_sums(D, tpd, soff, rowptr, obase, width, rbeg, J):
     """
     B = J.shape[1]
     Jf = J.reshape(J.size)
-    most = 0
-    for v in range(rbeg.shape[0] - 1):
-        most = max(most, (rbeg[v + 1] - rbeg[v]) * width[rbeg[v]])
-    panel = np.empty(most * B)
+    panel = _scratch(width, rbeg, B)
     shared = B == 1 or D.shape[1] == 1
     Df = np.ascontiguousarray(D[:, 0])
     for v in range(rbeg.shape[0] - 1):
-        first = obase[rbeg[v]] * B
-        for R in range(rbeg[v], rbeg[v + 1]):
-            n, ob, t0, t1 = width[R] * B, obase[R] * B - first, rowptr[R], rowptr[R + 1]
-            if shared and n >= _LANES:
-                _vector_row(Df, tpd, soff, B, t0, t1, Jf, panel, ob, n)
-            elif shared:
-                for i in range(n):
-                    s = 0.0
-                    for t in range(t0, t1):
-                        s += Df[tpd[t]] * Jf[soff[t] * B + i]
-                    panel[ob + i] = s
-            else:
-                for i in range(width[R]):
-                    for b in range(B):
-                        s = 0.0
-                        for t in range(t0, t1):
-                            s += D[tpd[t], b] * J[soff[t] + i, b]
-                        panel[ob + i * B + b] = s
-        size = (obase[rbeg[v + 1] - 1] + width[rbeg[v + 1] - 1]) * B - first
+        first, size = _class_products(v, Df, D, tpd, soff, rowptr, obase, width, rbeg, J, Jf, panel, shared)
+        Jf[first:first + size] = panel[:size]
+
+
+@_jit
+def panel_step(D, tpd, soff, rowptr, obase, width, rbeg, J, islot, igate, isrc, iptr, gv, av, credit, srow, cbeg,
+               ccols, g):
+    """One SnAp-n step on a panel-layout influence, panel by panel while the panel is in L1
+    (THEORY.md §2.1, §4)::
+
+        J̃ ← (D_t J̃) ⊙ M + I_t,        ĝ = c_t J̃
+
+    ``(D_t J̃)`` as in :func:`panel_pair_sums`; ``I_t``'s structural nonzeros ``q`` of the ``v``-th
+    class (``iptr[v] … iptr[v+1]−1``) as products of their factors,
+    ``J[islot[q], b] += gv[b, igate[q]] · av[b, isrc[q]]`` (``gv``: the gate Jacobians' values,
+    ``av``: the blocks' inputs, one row broadcast over the replicates); then ``ĝ`` as in
+    :func:`panel_gradient`.  ``g``: ``B × p``."""
+    B = J.shape[1]
+    Jf = J.reshape(J.size)
+    panel = _scratch(width, rbeg, B)
+    shared = B == 1 or D.shape[1] == 1
+    Df = np.ascontiguousarray(D[:, 0])
+    acc = np.empty((np.max(np.diff(cbeg)) if cbeg.size > 1 else 0) * B)
+    for v in range(rbeg.shape[0] - 1):
+        first, size = _class_products(v, Df, D, tpd, soff, rowptr, obase, width, rbeg, J, Jf, panel, shared)
+        for q in range(iptr[v], iptr[v + 1]):
+            e = islot[q] * B - first
+            for b in range(B):
+                bg = b if gv.shape[0] > 1 else 0
+                ba = b if av.shape[0] > 1 else 0
+                panel[e + b] += gv[bg, igate[q]] * av[ba, isrc[q]]
+        _class_gradient(v, credit, panel, obase, srow, rbeg, cbeg, ccols, g, acc, first, B)
         Jf[first:first + size] = panel[:size]
 
 
@@ -170,6 +244,30 @@ def panel_pair_sums_reference(D, tpd, soff, rowptr, obase, width, rbeg, J):
 
 
 @_jit
+def _class_gradient(v, credit, Jf, obase, srow, rbeg, cbeg, ccols, g, acc, first, B):
+    """The ``v``-th class's columns of ``ĝ = c J̃`` from its panel (at ``Jf[… − first]``)."""
+    n = cbeg[v + 1] - cbeg[v]
+    m = n * B
+    for i in range(m):
+        acc[i] = 0.0
+    for R in range(rbeg[v], rbeg[v + 1]):
+        o = obase[R] * B - first
+        row = Jf[o:o + m]
+        if B == 1:
+            cr = credit[0, srow[R]]
+            for i in range(m):
+                acc[i] += cr * row[i]
+        else:
+            for i in range(n):
+                for b in range(B):
+                    acc[i * B + b] += credit[b, srow[R]] * row[i * B + b]
+    for i in range(n):
+        c = ccols[cbeg[v] + i]
+        for b in range(B):
+            g[b, c] = acc[i * B + b]
+
+
+@_jit
 def panel_gradient(credit, J, rbeg, obase, srow, cbeg, ccols, g):
     """``ĝ_t = c_t J̃_t`` on a panel-layout influence (THEORY.md §2.1)::
 
@@ -179,27 +277,9 @@ def panel_gradient(credit, J, rbeg, obase, srow, cbeg, ccols, g):
     order), ``i`` < its ``cbeg[v+1] − cbeg[v]`` columns.  ``credit``: ``B × k``; ``J``: ``S × B``;
     ``g``: ``B × p`` (columns outside every class are left untouched)."""
     B = J.shape[1]
-    Jf = J.reshape(J.size)
     acc = np.empty((np.max(np.diff(cbeg)) if cbeg.size > 1 else 0) * B)
     for v in range(rbeg.shape[0] - 1):
-        n = cbeg[v + 1] - cbeg[v]
-        m = n * B
-        for i in range(m):
-            acc[i] = 0.0
-        for R in range(rbeg[v], rbeg[v + 1]):
-            row = Jf[obase[R] * B:obase[R] * B + m]
-            if B == 1:
-                cr = credit[0, srow[R]]
-                for i in range(m):
-                    acc[i] += cr * row[i]
-            else:
-                for i in range(n):
-                    for b in range(B):
-                        acc[i * B + b] += credit[b, srow[R]] * row[i * B + b]
-        for i in range(n):
-            c = ccols[cbeg[v] + i]
-            for b in range(B):
-                g[b, c] = acc[i * B + b]
+        _class_gradient(v, credit, J.reshape(J.size), obase, srow, rbeg, cbeg, ccols, g, acc, 0, B)
 
 
 def panel_gradient_reference(credit, J, rbeg, obase, srow, cbeg, ccols, g):

@@ -246,6 +246,33 @@ def test_panel_gradient_is_credit_times_influence(name, hidden, inputs, density,
     assert np.all(np.abs(g - ref) <= gamma(cell.k) * np.einsum("bk,bkp->bp", np.abs(c), np.abs(Jd)))
 
 
+@pytest.mark.parametrize("name,density,n", [("gru-reset-after", 0.3, 2), ("lstm", 0.5, 2), ("gru", 0.4, 2),
+                                             ("elman", 0.3, 3), ("lstm", 1.0, 1)])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_fused_panel_step_equals_update_then_gradient(name, density, n, batch):
+    """SnAp-n's one-pass step on the panel layout (:func:`~simulations.kernels_sparse.panel_step`:
+    products, ``+ I_t`` from its factors, ``ĝ`` while the panel is in L1) against ``update`` then
+    ``gradient``: the same sums up to rounding (bounds as in the fused SnAp-1 test)."""
+    rng = np.random.default_rng(15)
+    cell = make_cell(name, 5, 3, density=density, mask_seed=3)
+    theta, lins, credits = _path(cell, batch, 6, rng)
+    fused, plain = parse_estimator(f"snap-{n}"), parse_estimator(f"snap-{n}")
+    a, b = fused.init(cell, theta, batch), plain.init(cell, theta, batch)
+    assert a.structure.panels is not None
+    for t, (lin, c) in enumerate(zip(lins, credits)):
+        a, ga = fused.step(a, lin, c)
+        b = plain.update(b, lin)
+        b, gb = plain.gradient(b, c)
+        E = influence_rounding_bound(lins[:t + 1], cell.k)
+        Jb = plain.influence(b)
+        assert np.all(np.abs(fused.influence(a) - Jb) <= 2 * E)
+        bound = 2 * gamma(cell.k + 2) * np.einsum("bk,bkp->bp", np.abs(c), np.abs(Jb) + E) \
+            + np.einsum("bk,bkp->bp", np.abs(c), 2 * E)
+        assert np.all(np.abs(ga - gb) <= bound)
+    assert a.structure.panel_injection is not None, "the fused step was not used"
+    assert np.max(np.abs(ga)) > 0
+
+
 @pytest.mark.parametrize("name,density,batch", [("gru-reset-after", 0.25, None), ("lstm", 0.3, 3),
                                                 ("elman", 0.5, 2), ("gru", 1.0, None)])
 def test_masked_matrices_follow_theta_in_place(name, density, batch):

@@ -35,7 +35,7 @@ import numpy as np
 from ..jacobians import EntryInjection, as_slice, merge_blocks, unit_major, unit_major_blocks
 from ..flops import immediate_nnz
 from ..kernels import class_pair_sums, diagonal_influence_step, unit_major_to_theta
-from ..kernels_sparse import panel_gradient, panel_pair_sums
+from ..kernels_sparse import panel_gradient, panel_pair_sums, panel_step
 from .base import Estimator
 
 UNIT_ROUNDOFF = 2.0 ** -53
@@ -147,6 +147,20 @@ class PanelLayout(NamedTuple):
     ccols: np.ndarray
 
 
+class PanelInjection(NamedTuple):
+    """``I_t``'s structural nonzeros for :func:`~simulations.kernels_sparse.panel_step`, sorted by
+    their place in the store (``slot``), class ``v``'s at ``ptr[v] … ptr[v+1]−1``: each is the gate
+    value ``gate`` (in the gates' values concatenated, ``gates`` in order) times the input ``src``
+    (in the blocks' inputs concatenated, ``groups`` in order)."""
+
+    slot: np.ndarray
+    gate: np.ndarray
+    src: np.ndarray
+    ptr: np.ndarray
+    gates: tuple
+    groups: tuple
+
+
 class GridBlock(NamedTuple):
     """A block of a grid structure (:func:`_grid`): its ``θ`` columns, shape, the state row of each
     unit (``n_out``) and each unit's position in ``d_index`` (``None``: no diagonal pair)."""
@@ -202,6 +216,7 @@ class MaskStructure:
     pos: np.ndarray | None = None         # dense storage: the stored column of each θ column (unit_major)
     unit_blocks: np.ndarray | None = None  # dense storage: unit_major_blocks, to put a row back in θ's order
     panels: PanelLayout | None = None     # sparse storage in class panels (else column-major, θ's order)
+    panel_injection: PanelInjection | None = None   # built at the first step (needs the gate layout)
 
     @property
     def nnz(self) -> int:
@@ -441,6 +456,8 @@ class MaskedInfluence(Estimator):
         st = state.structure
         if type(self).update is not MaskedInfluence.update:
             return super().step(state, lin, credit, rng)
+        if st.panels is not None:
+            return self._panel_step(state, lin, credit, rng)
         if not st.dense:
             return self._diagonal_step(state, lin, credit, rng)
         k = st.k
@@ -494,6 +511,44 @@ class MaskedInfluence(Estimator):
                                            -1 if pos is None else pos.start, *part))
                 st.fused = tuple(plan)
         return st.fused
+
+    def _panel_injection(self, st: MaskStructure, lin) -> PanelInjection:
+        """The structure's :class:`PanelInjection` (built at the first step from the
+        :class:`~simulations.jacobians.EntryInjection`'s parts)."""
+        if st.panel_injection is None:
+            I = lin.I
+            gates, groups = tuple(I.gates), tuple(I.groups)
+            gstart = dict(zip(gates, np.cumsum([0] + [I.gates[g].vals[0].size for g in gates])))
+            sstart = dict(zip(map(id, groups), np.cumsum([0] + [I.source(b).shape[1] for b in groups])))
+            slot, gate, src = [], [], []
+            for blk, kind, dst, level, src_cols in self._injection(st, lin).parts:
+                n = I.gates[blk.gate].vals.shape[-1]
+                slot.append(np.arange(st.nnz)[dst])
+                gate.append(gstart[blk.gate] + (level if kind == "dense" else level * n + blk.idx_i))
+                src.append(sstart[id(blk)] + (src_cols if kind == "dense" else blk.idx_j))
+            slot, gate, src = (np.concatenate(x).astype(np.intp) for x in (slot, gate, src))
+            order = np.argsort(slot, kind="stable")
+            P = st.panels
+            starts = np.append(P.obase[P.rbeg[:-1]], st.nnz)
+            st.panel_injection = PanelInjection(slot[order], gate[order], src[order],
+                                                np.searchsorted(slot[order], starts).astype(np.intp), gates, groups)
+        return st.panel_injection
+
+    def _panel_step(self, state, lin, credit, rng):
+        """``update`` and ``gradient`` of a panel-layout influence in one pass over the store
+        (:func:`~simulations.kernels_sparse.panel_step`) when ``c_t`` has the state's batch; else
+        ``update`` then ``gradient``."""
+        st, B, I = state.structure, state.batch, lin.I
+        if credit.shape[0] != B or I.batch not in (1, B):
+            return super().step(state, lin, credit, rng)
+        P, pi = st.panels, self._panel_injection(st, lin)
+        D = np.ascontiguousarray(self._d_values(st, lin).T)                      # |d| × B
+        gv = np.concatenate([I.gates[name].vals.reshape(I.batch, -1) for name in pi.gates], axis=1)
+        av = np.concatenate([I.source(blk) for blk in pi.groups], axis=1)
+        g = np.empty((B, st.p))
+        panel_step(D, P.tpd, P.soff, P.rowptr, P.obase, P.width, P.rbeg, state.J, pi.slot, pi.gate, pi.src, pi.ptr,
+                   gv, av, np.ascontiguousarray(credit, dtype=float), P.srow, P.cbeg, P.ccols, g)
+        return state, g
 
     def _diagonal_step(self, state, lin, credit, rng):
         """SnAp-1/RFLO ``update`` and ``gradient`` in one pass per parameter block
