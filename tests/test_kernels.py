@@ -342,3 +342,41 @@ def test_fused_kf_rtrl_step_equals_update_then_gradient(name, density, batch):
     bound = du[:, u] * cA[:, ac] + (np.abs(b.u) + du)[:, u] * dcA[:, ac] + 2 * gamma(1) * np.abs(gb)
     assert np.all(np.abs(ga - gb) <= bound)
     assert np.max(np.abs(ga)) > 0
+
+
+@pytest.mark.parametrize("kernel", ["compiled", "reference"])
+def test_two_matvecs_are_the_two_products(kernel):
+    """``A a`` and ``A[:, :k] t`` in one pass over ``A`` against numpy's products: sums of ``q``
+    products in another order, ``|error| ≤ γ_q Σ|A||a|`` (Higham §3.5)."""
+    from rtrl_validation.simulations.kernels_fused import two_matvecs, two_matvecs_reference
+    rng = np.random.default_rng(16)
+    n, k, q = 37, 29, 41
+    A = np.asfortranarray(rng.standard_normal((n, q)))              # column-major, as θ stores it
+    a, t = rng.standard_normal(q), rng.standard_normal(k)
+    z, w = np.full(n, np.nan), np.full(n, np.nan)
+    (two_matvecs if kernel == "compiled" else two_matvecs_reference)(A.T, a, t, z, w)
+    assert np.all(np.abs(z - A @ a) <= gamma(q) * (np.abs(A) @ np.abs(a)))
+    assert np.all(np.abs(w - A[:, :k] @ t) <= gamma(k) * (np.abs(A[:, :k]) @ np.abs(t)))
+
+
+@pytest.mark.parametrize("density,batch,shared", [(1.0, 1, True), (1.0, 3, True), (1.0, 3, False), (0.5, 1, True),
+                                                  (0.5, 3, False)])
+def test_linearize_with_a_tangent_forms_D_times_it(density, batch, shared):
+    """``linearize(θ, s, x, tangent)`` forms ``D_t · tangent`` with the forward product (one read of
+    ``W``); it equals ``D_t``'s own product and the state equals the plain forward step's, up to
+    the rounding of sums of ``k + m + 1`` products in another order."""
+    rng = np.random.default_rng(17)
+    cell = make_cell("elman", 6, 3, density=density, mask_seed=2)
+    theta = cell.init(rng) if shared else cell.init(rng, batch=batch)
+    s, x, t = (rng.standard_normal((batch, n)) for n in (cell.k, cell.m, cell.k))
+    fused, plain = cell.linearize(theta, s, x, t), cell.linearize(theta, s, x)
+    q = cell.k + cell.m + 1
+    W = plain.D                                                            # diag(σ') W, B × k × k
+    bound = gamma(q + 2) * np.einsum("bij,bj->bi", np.abs(W), np.abs(t))
+    assert np.all(np.abs(fused.dynamics.matvec(t) - np.einsum("bij,bj->bi", W, t)) <= bound)
+    assert fused.dynamics.matvec(t) is fused.dynamics.matvec(t)           # the remembered product
+    P = cell.unpack(theta)
+    A = np.concatenate([np.broadcast_to(P[n], (batch,) + P[n].shape[-2:]) for n in ("W", "U", "b")], axis=-1)
+    ahat = np.concatenate([s, x, np.ones((batch, 1))], axis=1)
+    mag = np.einsum("bij,bj->bi", np.abs(A), np.abs(ahat))                 # tanh is 1-Lipschitz
+    assert np.all(np.abs(fused.state - plain.state) <= 2 * gamma(q) * mag)
