@@ -10,14 +10,20 @@ self-recurrent term of ``D_t`` dropped):
   folds the gradient into that product, ``[D_t; c_t D_t] J_{t−1}``, so that ``g_t = c_t D_t J_{t−1}
   + c_t I_t`` costs one more row of the product instead of a second pass over ``J_t``;
 * **sparse storage** otherwise: only the values of ``J̃`` at the nonzeros of ``M`` are kept
-  (``nnz × B``: entries in column-major order, by parameter column then rows ascending, with the
-  replicates last so that gathers copy whole rows), and ``(D_t J̃)`` is formed at those entries
-  only, ``Σ_l D[i,l] J̃[l,c]`` over the stored rows ``l`` of column ``c`` with ``D[i,l]``
-  structurally nonzero: the columns of one (gate, unit) class share their rows and their block
-  ``D[R_u, R_u]``, so the product is taken class by class (:func:`~simulations.kernels.class_pair_sums`).  The
-  entries of ``D_t`` it reads come from the factored ``D_t``
-  (:meth:`~simulations.jacobians.DynamicsJacobian.entries`); no ``k × p`` or ``k × k`` array is formed.  When each entry's only pair is itself and every block is
-  unmasked (SnAp-1 / RFLO of Elman and reset-after GRU cells) :meth:`MaskedInfluence.step` runs
+  (``nnz × B``, the replicates last), and ``(D_t J̃)`` is formed at those entries only,
+  ``Σ_l D[i,l] J̃[l,c]`` over the stored rows ``l`` of column ``c`` with ``D[i,l]`` structurally
+  nonzero.  The columns of one (gate, unit) class share their rows ``R_u``, so the values are
+  stored class by class, each class as one row-major ``|R_u| × n_u`` panel
+  (:class:`PanelLayout`), and a step is, per panel, a sparse ``D[R_u, R_u]`` (its structural
+  pairs) times the panel, then ``+ I_t`` from its factors and ``ĝ`` from the panel while it is in
+  L1 (:func:`~simulations.kernels_sparse.panel_step`).  The FLOP model counts the pairs
+  (:meth:`MaskedInfluence.flops`); the kernel multiplies those pairs (a row whose length is not a
+  multiple of 8 repeats up to 7 products of each pair in its overlapping last vector).  The entries of
+  ``D_t`` it reads come from the factored ``D_t``
+  (:meth:`~simulations.jacobians.DynamicsJacobian.entries`); no ``k × p`` or ``k × k`` array is
+  formed.  When each entry's only pair is itself and every block is unmasked (SnAp-1 / RFLO of
+  Elman and reset-after GRU cells) the values stay in ``θ``'s column order (column-major,
+  :func:`~simulations.kernels.class_pair_sums`) and :meth:`MaskedInfluence.step` runs
   ``J̃ ← d_i J̃ + I`` and ``ĝ = c_i J̃`` in one pass per parameter block, without index arrays.
 
 The mask comes from the structure of the weights alone (graph reachability, THEORY §4):
