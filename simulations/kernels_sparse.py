@@ -108,15 +108,18 @@ def _rows_kernel(nc: int):
 _rows1, _rows2, _rows3, _rows4, _rows5, _rows6, _rows7, _rows8 = (_rows_kernel(nc) for nc in range(1, _MAX_CHUNKS + 1))
 
 
+_WIDE = _LANES * _MAX_CHUNKS                 # numbers per pass over a row's pairs
+
+
 @_jit
 def _vector_rows(D, tpd, soff, scale, rowptr, R0, R1, J, out, ob, n):
-    """The panel rows ``R0 … R1−1`` of ``n ≥ 8`` numbers each (:func:`_rows_kernel`), 64 at a time."""
+    """The panel rows ``R0 … R1−1`` of ``n ≥ _LANES`` numbers each (:func:`_rows_kernel`), ``_WIDE`` at a time."""
     j0 = 0
-    while n - j0 > 64:
-        _rows8(D, tpd, soff, scale, rowptr, R0, R1, j0, j0 + 56, J, out, ob, n)
-        j0 += 64
-    nc = (n - j0 + 7) // 8
-    last = n - 8
+    while n - j0 > _WIDE:
+        _rows8(D, tpd, soff, scale, rowptr, R0, R1, j0, j0 + _WIDE - _LANES, J, out, ob, n)
+        j0 += _WIDE
+    nc = (n - j0 + _LANES - 1) // _LANES
+    last = n - _LANES
     if nc == 1:
         _rows1(D, tpd, soff, scale, rowptr, R0, R1, j0, last, J, out, ob, n)
     elif nc == 2:
