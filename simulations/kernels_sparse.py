@@ -33,79 +33,84 @@ _LANES = 8                      # doubles per vector register (AVX-512; LLVM spl
 _MAX_CHUNKS = 8                 # vectors held per pass over a row's pairs
 
 
-def _rows_kernel(nc: int):
-    """An intrinsic summing the pairs of the panel rows ``R0 … R1−1`` (one class: equal widths)
-    into ``nc`` vectors of 8 numbers per row::
+def _emit_rows(context, builder, signature, args, nc: int) -> None:
+    """LLVM IR of :func:`_rows` for ``nc`` vectors per row (see there)."""
+    S = 4 if nc <= 2 else 2
+    D_, tpd_, soff_, scale_, rowptr_, R0_, R1_, j0_, jlast_, J_, out_, ob_, rs_, _ = args
+    a = signature.args
+    Dd, Td, Sd, Pd = (context.make_array(a[i])(context, builder, x).data
+                      for i, x in ((0, D_), (1, tpd_), (2, soff_), (4, rowptr_)))
+    Jd = context.make_array(a[9])(context, builder, J_).data
+    Od = context.make_array(a[10])(context, builder, out_).data
+    f64, i64, i32 = ir.DoubleType(), ir.IntType(64), ir.IntType(32)
+    vt = ir.VectorType(f64, _LANES)
+    zero = ir.Constant(vt, [0.0] * _LANES)
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt, vt]), f"llvm.fma.v{_LANES}f64")
+    offsets = [builder.add(j0_, ir.Constant(i64, _LANES * c)) for c in range(nc - 1)] + [jlast_]
+    acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(nc)] for _ in range(S)]
+
+    def pair(t, sets):
+        dv = builder.load(builder.gep(Dd, [builder.load(builder.gep(Td, [t]))]))
+        dvv = builder.insert_element(ir.Constant(vt, ir.Undefined), dv, ir.Constant(i32, 0))
+        dvv = builder.shuffle_vector(dvv, ir.Constant(vt, ir.Undefined),
+                                     ir.Constant(ir.VectorType(i32, _LANES), [0] * _LANES))
+        s = builder.mul(builder.load(builder.gep(Sd, [t])), scale_)
+        for c in range(nc):
+            x = builder.load(builder.bitcast(builder.gep(Jd, [builder.add(s, offsets[c])]), vt.as_pointer()), align=8)
+            builder.store(builder.call(fma, [dvv, x, builder.load(sets[c])]), sets[c])
+
+    with cgutils.for_range_slice(builder, R0_, R1_, ir.Constant(i64, 1), inc=True) as (R, _):
+        for sets in acc:
+            for x in sets:
+                builder.store(zero, x)
+        t0 = builder.load(builder.gep(Pd, [R]))
+        t1 = builder.load(builder.gep(Pd, [builder.add(R, ir.Constant(i64, 1))]))
+        whole = builder.add(t0, builder.mul(builder.sdiv(builder.sub(t1, t0), ir.Constant(i64, S)), ir.Constant(i64, S)))
+        with cgutils.for_range_slice(builder, t0, whole, ir.Constant(i64, S), inc=True) as (t, _):
+            for k in range(S):
+                pair(builder.add(t, ir.Constant(i64, k)), acc[k])
+        with cgutils.for_range_slice(builder, whole, t1, ir.Constant(i64, 1), inc=True) as (t, _):
+            pair(t, acc[0])
+        base = builder.add(ob_, builder.mul(builder.sub(R, R0_), rs_))
+        for c in range(nc):
+            total = builder.load(acc[0][c])
+            for k in range(1, S):
+                total = builder.fadd(total, builder.load(acc[k][c]))
+            builder.store(total, builder.bitcast(builder.gep(Od, [builder.add(base, offsets[c])]), vt.as_pointer()),
+                          align=8)
+
+
+@intrinsic
+def _rows(typingctx, D, tpd, soff, scale, rowptr, R0, R1, j0, jlast, J, out, ob, rs, nc):
+    """Sum the pairs of the panel rows ``R0 … R1−1`` (one class: equal widths) into ``nc ≤ 8``
+    vectors of 8 numbers per row::
 
         out[ob + (R − R0)·rs + j] = Σ_{rowptr[R] ≤ t < rowptr[R+1]} D[tpd[t]] · J[soff[t]·scale + j]
 
     for ``j`` in the chunks ``j0 + 8c`` (``c < nc − 1``) and ``jlast`` (the last chunk).  ``D``,
     ``J``, ``out``: 1-D contiguous float64; ``tpd``, ``soff``, ``rowptr``: 1-D contiguous intp.
+    One loop per ``nc`` (the accumulators must be registers), chosen by a switch.
 
     A vector FMA waits for the previous one on the same accumulator (4 cycles), so a row's pairs
     are split round-robin over ``S`` sets of accumulators (``S = 4`` for one or two vectors, else
     2), each summed in order and the sets added at the end, ``((a₀ + a₁) + a₂) + a₃``: a fixed
     order of the same products."""
-    S = 4 if nc <= 2 else 2
+    sig = types.void(D, tpd, soff, scale, rowptr, R0, R1, j0, jlast, J, out, ob, rs, nc)
 
-    @intrinsic
-    def rows(typingctx, D, tpd, soff, scale, rowptr, R0, R1, j0, jlast, J, out, ob, rs):
-        sig = types.void(D, tpd, soff, scale, rowptr, R0, R1, j0, jlast, J, out, ob, rs)
+    def codegen(context, builder, signature, args):
+        nc_ = args[-1]
+        done = builder.append_basic_block("rows.done")
+        switch = builder.switch(nc_, done)
+        for nc_value in range(1, _MAX_CHUNKS + 1):
+            block = builder.append_basic_block(f"rows.{nc_value}")
+            switch.add_case(ir.Constant(nc_.type, nc_value), block)
+            builder.position_at_end(block)
+            _emit_rows(context, builder, signature, args, nc_value)
+            builder.branch(done)
+        builder.position_at_end(done)
+        return context.get_dummy_value()
 
-        def codegen(context, builder, signature, args):
-            D_, tpd_, soff_, scale_, rowptr_, R0_, R1_, j0_, jlast_, J_, out_, ob_, rs_ = args
-            a = signature.args
-            Dd, Td, Sd, Pd = (context.make_array(a[i])(context, builder, x).data
-                              for i, x in ((0, D_), (1, tpd_), (2, soff_), (4, rowptr_)))
-            Jd = context.make_array(a[9])(context, builder, J_).data
-            Od = context.make_array(a[10])(context, builder, out_).data
-            f64, i64, i32 = ir.DoubleType(), ir.IntType(64), ir.IntType(32)
-            vt = ir.VectorType(f64, _LANES)
-            zero = ir.Constant(vt, [0.0] * _LANES)
-            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt, vt]),
-                                                 f"llvm.fma.v{_LANES}f64")
-            offsets = [builder.add(j0_, ir.Constant(i64, _LANES * c)) for c in range(nc - 1)] + [jlast_]
-            acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(nc)] for _ in range(S)]
-
-            def pair(t, sets):
-                dv = builder.load(builder.gep(Dd, [builder.load(builder.gep(Td, [t]))]))
-                dvv = builder.insert_element(ir.Constant(vt, ir.Undefined), dv, ir.Constant(i32, 0))
-                dvv = builder.shuffle_vector(dvv, ir.Constant(vt, ir.Undefined),
-                                             ir.Constant(ir.VectorType(i32, _LANES), [0] * _LANES))
-                s = builder.mul(builder.load(builder.gep(Sd, [t])), scale_)
-                for c in range(nc):
-                    x = builder.load(builder.bitcast(builder.gep(Jd, [builder.add(s, offsets[c])]), vt.as_pointer()),
-                                     align=8)
-                    builder.store(builder.call(fma, [dvv, x, builder.load(sets[c])]), sets[c])
-
-            with cgutils.for_range_slice(builder, R0_, R1_, ir.Constant(i64, 1), inc=True) as (R, _):
-                for sets in acc:
-                    for x in sets:
-                        builder.store(zero, x)
-                t0 = builder.load(builder.gep(Pd, [R]))
-                t1 = builder.load(builder.gep(Pd, [builder.add(R, ir.Constant(i64, 1))]))
-                whole = builder.add(t0, builder.mul(builder.sdiv(builder.sub(t1, t0), ir.Constant(i64, S)),
-                                                    ir.Constant(i64, S)))
-                with cgutils.for_range_slice(builder, t0, whole, ir.Constant(i64, S), inc=True) as (t, _):
-                    for k in range(S):
-                        pair(builder.add(t, ir.Constant(i64, k)), acc[k])
-                with cgutils.for_range_slice(builder, whole, t1, ir.Constant(i64, 1), inc=True) as (t, _):
-                    pair(t, acc[0])
-                base = builder.add(ob_, builder.mul(builder.sub(R, R0_), rs_))
-                for c in range(nc):
-                    total = builder.load(acc[0][c])
-                    for k in range(1, S):
-                        total = builder.fadd(total, builder.load(acc[k][c]))
-                    builder.store(total, builder.bitcast(builder.gep(Od, [builder.add(base, offsets[c])]),
-                                                         vt.as_pointer()), align=8)
-            return context.get_dummy_value()
-
-        return sig, codegen
-
-    return rows
-
-
-_rows1, _rows2, _rows3, _rows4, _rows5, _rows6, _rows7, _rows8 = (_rows_kernel(nc) for nc in range(1, _MAX_CHUNKS + 1))
+    return sig, codegen
 
 
 _WIDE = _LANES * _MAX_CHUNKS                 # numbers per pass over a row's pairs
@@ -113,29 +118,12 @@ _WIDE = _LANES * _MAX_CHUNKS                 # numbers per pass over a row's pai
 
 @_jit
 def _vector_rows(D, tpd, soff, scale, rowptr, R0, R1, J, out, ob, n):
-    """The panel rows ``R0 … R1−1`` of ``n ≥ _LANES`` numbers each (:func:`_rows_kernel`), ``_WIDE`` at a time."""
+    """The panel rows ``R0 … R1−1`` of ``n ≥ _LANES`` numbers each (:func:`_rows`), ``_WIDE`` at a time."""
     j0 = 0
     while n - j0 > _WIDE:
-        _rows8(D, tpd, soff, scale, rowptr, R0, R1, j0, j0 + _WIDE - _LANES, J, out, ob, n)
+        _rows(D, tpd, soff, scale, rowptr, R0, R1, j0, j0 + _WIDE - _LANES, J, out, ob, n, _MAX_CHUNKS)
         j0 += _WIDE
-    nc = (n - j0 + _LANES - 1) // _LANES
-    last = n - _LANES
-    if nc == 1:
-        _rows1(D, tpd, soff, scale, rowptr, R0, R1, j0, last, J, out, ob, n)
-    elif nc == 2:
-        _rows2(D, tpd, soff, scale, rowptr, R0, R1, j0, last, J, out, ob, n)
-    elif nc == 3:
-        _rows3(D, tpd, soff, scale, rowptr, R0, R1, j0, last, J, out, ob, n)
-    elif nc == 4:
-        _rows4(D, tpd, soff, scale, rowptr, R0, R1, j0, last, J, out, ob, n)
-    elif nc == 5:
-        _rows5(D, tpd, soff, scale, rowptr, R0, R1, j0, last, J, out, ob, n)
-    elif nc == 6:
-        _rows6(D, tpd, soff, scale, rowptr, R0, R1, j0, last, J, out, ob, n)
-    elif nc == 7:
-        _rows7(D, tpd, soff, scale, rowptr, R0, R1, j0, last, J, out, ob, n)
-    else:
-        _rows8(D, tpd, soff, scale, rowptr, R0, R1, j0, last, J, out, ob, n)
+    _rows(D, tpd, soff, scale, rowptr, R0, R1, j0, n - _LANES, J, out, ob, n, (n - j0 + _LANES - 1) // _LANES)
 
 
 @_jit
