@@ -11,9 +11,9 @@ paths they replace.
 * The panel kernels of sparse SnAp-n (:mod:`simulations.kernels_sparse`) and their numpy references
   against the dense masked product ``(D J̃) ⊙ M`` and ``c J̃``; the one-pass step against ``update``
   then ``gradient``; :func:`~simulations.kernels_fused.two_matvecs` against numpy's products.  Hand
-  mutations fail them: a row's last pass widened past 64 numbers, a vector's load offset shifted, the FMA's operand replaced, a
-  scalar tail or gradient term scaled by ``1 + 1e-7``, ``I_t``'s entries scaled likewise, the
-  gradient read one entry off, ``A[:, :k] t`` scaled likewise.
+  mutations fail them: a row's last pass widened past 64 numbers, a vector's load offset shifted,
+  the FMA's operand replaced, a scalar tail or gradient term scaled by ``1 + 1e-7``, ``I_t``'s
+  entries scaled likewise, the gradient read one entry off, ``A[:, :k] t`` scaled likewise.
 """
 from __future__ import annotations
 
