@@ -22,6 +22,7 @@ import numpy as np
 
 from rtrl_validation.simulations.cells import make_cell
 from rtrl_validation.simulations.estimators import parse_estimator
+from rtrl_validation.simulations.estimators.base import linearize_for
 from rtrl_validation.simulations.experiments.cost import time_per_call
 from rtrl_validation.simulations.flops import estimator_flops
 from rtrl_validation.simulations.readouts import LinearReadout
@@ -87,7 +88,7 @@ def online_step(cell, theta, s, x, rng, spec: str, n_out: int = 1, alpha: float 
     box = {"est": est.init(cell, theta, B, rng)}
 
     def run():
-        lin = cell.linearize(theta, s, x)
+        lin = linearize_for(est, box["est"], cell, theta, s, x)
         _, credit, dphi = ro.evaluate(phi, lin.state, y)
         box["est"], g = est.step(box["est"], lin, credit, rng)
         theta.__isub__(alpha * g)
@@ -170,8 +171,12 @@ def _small(spec, batch):
     return build
 
 
-def _g5(spec):
-    """Goal 5: Elman k = 256, linearize + the estimator's step against one forward step."""
+def _g5(spec, shared_product=True):
+    """Goal 5: Elman k = 256, linearize + the estimator's step against one forward step.  With
+    ``shared_product`` the linearization forms ``D_t · tangent`` with the forward product, as the
+    online loop does (:func:`~rtrl_validation.simulations.estimators.base.linearize_for`); without,
+    the step forms it (the ``cost`` experiment's measurement, whose steps run on linearizations
+    formed in advance)."""
     def build():
         cell, theta, s, x, rng = network("elman", 256, 4)
         est = parse_estimator(spec)
@@ -179,7 +184,8 @@ def _g5(spec):
         box = {"est": est.init(cell, theta, 1, rng)}
 
         def run():
-            lin = cell.linearize(theta, s, x)
+            lin = (linearize_for(est, box["est"], cell, theta, s, x) if shared_product
+                   else cell.linearize(theta, s, x))
             box["est"] = est.step(box["est"], lin, credit, rng)[0]
         return run, forward_step(cell, theta, s, x, rng)
     return build

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .estimators.base import linearize_for
 from .seeding import as_generator
 
 
@@ -51,7 +52,7 @@ def run_sequence(cell, theta, readout, phi, xs, ys, estimator, rng=None, s0=None
     L, g, gphi = np.zeros(B), np.zeros((B, cell.p)), np.zeros((B, readout.q))
     states = [s] if record_states else None
     for t in range(xs.shape[0]):
-        lin = cell.linearize(theta, s, xs[t])
+        lin = linearize_for(estimator, est, cell, theta, s, xs[t])
         s = lin.state
         loss, credit, dphi = readout.evaluate(phi, s, ys[t])
         est, gt = estimator.step(est, lin, credit, rng)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import checkpoint as checkpoints
+from .estimators.base import linearize_for
 from .optimizers import SGD, Optimizer, Schedule
 from .plain import restore, to_plain
 
@@ -215,7 +216,7 @@ class OnlineTrainer:
                 for i in range(n):
                     for hook in self.hooks:
                         hook.before_step(state, xs[i], ys[i])
-                    lin = cell.linearize(state.theta, state.s, xs[i])
+                    lin = linearize_for(est, state.est, cell, state.theta, state.s, xs[i])
                     state.s = lin.state
                     loss, credit, dphi = ro.evaluate(state.phi, state.s, ys[i])
                     state.est, g = est.step(state.est, lin, credit, rng)

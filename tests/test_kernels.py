@@ -8,6 +8,12 @@ paths they replace.
 * The fused SnAp-1/RFLO step (one pass per block) against ``update`` then ``gradient``, and the
   fused UORO step against ``update`` then ``gradient`` with the same signs: bounds as in
   ``test_dynamics.py``, from the float64 rounding of the recursion.
+* The panel kernels of sparse SnAp-n (:mod:`simulations.kernels_sparse`) and their numpy references
+  against the dense masked product ``(D J̃) ⊙ M`` and ``c J̃``; the one-pass step against ``update``
+  then ``gradient``; :func:`~simulations.kernels_fused.two_matvecs` against numpy's products.  Hand
+  mutations fail them: a row's last pass widened past 64 numbers, a vector's load offset shifted,
+  the FMA's operand replaced, a scalar tail or gradient term scaled by ``1 + 1e-7``, ``I_t``'s
+  entries scaled likewise, the gradient read one entry off, ``A[:, :k] t`` scaled likewise.
 """
 from __future__ import annotations
 
@@ -156,16 +162,43 @@ def test_fused_uoro_step_equals_update_then_gradient(name, batch):
     assert np.all(np.abs(a.sq - sq) <= gamma(cell.p) * sq)
 
 
-@pytest.mark.parametrize("name,density,n", [("gru", 0.3, 2), ("lstm", 0.5, 2), ("elman", 0.2, 3),
-                                             ("gru-reset-after", 1.0, 1), ("elman", 0.4, 1)])
-@pytest.mark.parametrize("batch,shared", [(1, True), (3, True), (3, False)])
-def test_class_pair_sums_is_the_masked_product(name, density, n, batch, shared):
-    """SnAp-n's ``(D J̃)`` at the stored entries against the dense ``(D_t J̃) ⊙ M``: each entry is a
-    sum of at most ``k`` products, so ``|error| ≤ γ_k Σ|D||J̃|`` (Higham §3.5) in either order."""
+def _pair_sums(st, kernel):
+    """``(D J̃)`` at the stored entries by the structure's own layout: class panels, in place
+    (:func:`~simulations.kernels_sparse.panel_pair_sums` or its numpy reference) or column-major
+    (:func:`~simulations.kernels.class_pair_sums`)."""
     from rtrl_validation.simulations.kernels import class_pair_sums
+    from rtrl_validation.simulations.kernels_sparse import panel_pair_sums, panel_pair_sums_reference
+
+    def run(D, J):
+        P = st.panels
+        if P is None:
+            out = np.full_like(J, np.nan)
+            tpd, ta, tb, qoff, by_class, coff = st.pairs_by_class
+            class_pair_sums(D, tpd, ta, tb, qoff, st.class_rows[1], by_class, coff, st.col_start, J, out)
+            return out
+        (panel_pair_sums if kernel == "compiled" else panel_pair_sums_reference)(
+            D, P.tpd, P.soff, P.rowptr, P.obase, P.width, P.rbeg, J)               # in place
+        return J
+    return run
+
+
+# (cell, hidden, inputs, density, n): small panels (rows of fewer than 8 numbers), a class with more
+# than 64 columns (the vector kernel's outer loop and its overlapping last vector), SnAp-1 of a
+# grid structure (column-major storage)
+PAIR_CASES = [("gru", 6, 2, 0.3, 2), ("lstm", 6, 2, 0.5, 2), ("elman", 6, 2, 0.2, 3), ("gru-reset-after", 6, 2, 1.0, 1),
+              ("elman", 6, 2, 0.4, 1), ("elman", 9, 75, 0.5, 2), ("gru-reset-after", 12, 13, 0.3, 2)]
+
+
+@pytest.mark.parametrize("name,hidden,inputs,density,n", PAIR_CASES)
+@pytest.mark.parametrize("batch,shared", [(1, True), (3, True), (3, False)])
+@pytest.mark.parametrize("kernel", ["compiled", "reference"])
+def test_pair_sums_are_the_masked_product(name, hidden, inputs, density, n, batch, shared, kernel):
+    """SnAp-n's ``(D J̃)`` at the stored entries against the dense ``(D_t J̃) ⊙ M``: each entry is a
+    sum of at most ``k`` products, so ``|error| ≤ γ_k Σ|D||J̃|`` (Higham §3.5) in either order (a
+    fused multiply-add rounds once instead of twice)."""
     from rtrl_validation.simulations.estimators.masked import build_structure
     rng = np.random.default_rng(13)
-    cell = make_cell(name, 6, 2, density=density, mask_seed=4)
+    cell = make_cell(name, hidden, inputs, density=density, mask_seed=4)
     st = build_structure(cell, n)
     assert not st.dense
     M = st.mask()
@@ -173,12 +206,77 @@ def test_class_pair_sums_is_the_masked_product(name, density, n, batch, shared):
     Jd = rng.standard_normal((batch, cell.k, cell.p)) * M
     J = np.ascontiguousarray(Jd[:, st.rows, st.cols].T)                     # nnz × B
     D = np.ascontiguousarray(Dd.reshape(Dd.shape[0], -1)[:, st.d_index].T)  # |d| × B
-    out = np.full_like(J, np.nan)
-    tpd, ta, tb, qoff, by_class, coff = st.pairs_by_class
-    class_pair_sums(D, tpd, ta, tb, qoff, st.class_rows[1], by_class, coff, st.col_start, J, out)
+    out = _pair_sums(st, kernel)(D, J)
     ref = (np.matmul(Dd, Jd) * M)[:, st.rows, st.cols].T
     mag = (np.matmul(np.abs(Dd), np.abs(Jd)) * M)[:, st.rows, st.cols].T
     assert np.all(np.abs(out - ref) <= gamma(cell.k) * mag)
+    assert np.count_nonzero(ref) > 0.5 * ref.size
+
+
+def test_panel_layout_covers_the_cases():
+    """The cases above reach every branch of the panel kernel: rows shorter than a vector, rows
+    whose length is not a multiple of 8, rows longer than 64, and the column-major layout."""
+    from rtrl_validation.simulations.estimators.masked import build_structure
+    widths, layouts = [], set()
+    for name, hidden, inputs, density, n in PAIR_CASES:
+        st = build_structure(make_cell(name, hidden, inputs, density=density, mask_seed=4), n)
+        layouts.add(st.panels is None)
+        if st.panels is not None:
+            widths.extend(st.panels.width)
+    w = np.asarray(widths)
+    assert layouts == {True, False}
+    assert np.any(w < 8) and np.any((w > 8) & (w % 8 != 0)) and np.any(w > 64)
+
+
+@pytest.mark.parametrize("name,hidden,inputs,density,n", PAIR_CASES)
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("kernel", ["compiled", "reference"])
+def test_panel_gradient_is_credit_times_influence(name, hidden, inputs, density, n, batch, kernel):
+    """``ĝ = c J̃`` on the panel layout against the dense product: a sum of at most ``k`` products
+    per column, ``|error| ≤ γ_k Σ|c||J̃|``."""
+    from rtrl_validation.simulations.estimators.masked import build_structure
+    from rtrl_validation.simulations.kernels_sparse import panel_gradient, panel_gradient_reference
+    rng = np.random.default_rng(14)
+    cell = make_cell(name, hidden, inputs, density=density, mask_seed=4)
+    st = build_structure(cell, n)
+    if st.panels is None:
+        pytest.skip("column-major layout")
+    P = st.panels
+    Jd = rng.standard_normal((batch, cell.k, cell.p)) * st.mask()
+    J = np.ascontiguousarray(Jd[:, st.rows, st.cols].T)
+    c = rng.standard_normal((batch, cell.k))
+    g = np.full((batch, cell.p), np.nan)
+    (panel_gradient if kernel == "compiled" else panel_gradient_reference)(c, J, P.rbeg, P.obase, P.srow, P.cbeg,
+                                                                          P.ccols, g)
+    ref = np.einsum("bk,bkp->bp", c, Jd)
+    assert np.all(np.abs(g - ref) <= gamma(cell.k) * np.einsum("bk,bkp->bp", np.abs(c), np.abs(Jd)))
+
+
+@pytest.mark.parametrize("name,density,n", [("gru-reset-after", 0.3, 2), ("lstm", 0.5, 2), ("gru", 0.4, 2),
+                                             ("elman", 0.3, 3), ("lstm", 1.0, 1)])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_fused_panel_step_equals_update_then_gradient(name, density, n, batch):
+    """SnAp-n's one-pass step on the panel layout (:func:`~simulations.kernels_sparse.panel_step`:
+    products, ``+ I_t`` from its factors, ``ĝ`` while the panel is in L1) against ``update`` then
+    ``gradient``: the same sums up to rounding (bounds as in the fused SnAp-1 test)."""
+    rng = np.random.default_rng(15)
+    cell = make_cell(name, 5, 3, density=density, mask_seed=3)
+    theta, lins, credits = _path(cell, batch, 6, rng)
+    fused, plain = parse_estimator(f"snap-{n}"), parse_estimator(f"snap-{n}")
+    a, b = fused.init(cell, theta, batch), plain.init(cell, theta, batch)
+    assert a.structure.panels is not None
+    for t, (lin, c) in enumerate(zip(lins, credits)):
+        a, ga = fused.step(a, lin, c)
+        b = plain.update(b, lin)
+        b, gb = plain.gradient(b, c)
+        E = influence_rounding_bound(lins[:t + 1], cell.k)
+        Jb = plain.influence(b)
+        assert np.all(np.abs(fused.influence(a) - Jb) <= 2 * E)
+        bound = 2 * gamma(cell.k + 2) * np.einsum("bk,bkp->bp", np.abs(c), np.abs(Jb) + E) \
+            + np.einsum("bk,bkp->bp", np.abs(c), 2 * E)
+        assert np.all(np.abs(ga - gb) <= bound)
+    assert a.structure.panel_injection is not None, "the fused step was not used"
+    assert np.max(np.abs(ga)) > 0
 
 
 @pytest.mark.parametrize("name,density,batch", [("gru-reset-after", 0.25, None), ("lstm", 0.3, 3),
@@ -250,3 +348,41 @@ def test_fused_kf_rtrl_step_equals_update_then_gradient(name, density, batch):
     bound = du[:, u] * cA[:, ac] + (np.abs(b.u) + du)[:, u] * dcA[:, ac] + 2 * gamma(1) * np.abs(gb)
     assert np.all(np.abs(ga - gb) <= bound)
     assert np.max(np.abs(ga)) > 0
+
+
+@pytest.mark.parametrize("kernel", ["compiled", "reference"])
+def test_two_matvecs_are_the_two_products(kernel):
+    """``A a`` and ``A[:, :k] t`` in one pass over ``A`` against numpy's products: sums of ``q``
+    products in another order, ``|error| ≤ γ_q Σ|A||a|`` (Higham §3.5)."""
+    from rtrl_validation.simulations.kernels_fused import two_matvecs, two_matvecs_reference
+    rng = np.random.default_rng(16)
+    n, k, q = 37, 29, 41
+    A = np.asfortranarray(rng.standard_normal((n, q)))              # column-major, as θ stores it
+    a, t = rng.standard_normal(q), rng.standard_normal(k)
+    z, w = np.full(n, np.nan), np.full(n, np.nan)
+    (two_matvecs if kernel == "compiled" else two_matvecs_reference)(A.T, a, t, z, w)
+    assert np.all(np.abs(z - A @ a) <= gamma(q) * (np.abs(A) @ np.abs(a)))
+    assert np.all(np.abs(w - A[:, :k] @ t) <= gamma(k) * (np.abs(A[:, :k]) @ np.abs(t)))
+
+
+@pytest.mark.parametrize("density,batch,shared", [(1.0, 1, True), (1.0, 3, True), (1.0, 3, False), (0.5, 1, True),
+                                                  (0.5, 3, False)])
+def test_linearize_with_a_tangent_forms_D_times_it(density, batch, shared):
+    """``linearize(θ, s, x, tangent)`` forms ``D_t · tangent`` with the forward product (one read of
+    ``W``); it equals ``D_t``'s own product and the state equals the plain forward step's, up to
+    the rounding of sums of ``k + m + 1`` products in another order."""
+    rng = np.random.default_rng(17)
+    cell = make_cell("elman", 6, 3, density=density, mask_seed=2)
+    theta = cell.init(rng) if shared else cell.init(rng, batch=batch)
+    s, x, t = (rng.standard_normal((batch, n)) for n in (cell.k, cell.m, cell.k))
+    fused, plain = cell.linearize(theta, s, x, t), cell.linearize(theta, s, x)
+    q = cell.k + cell.m + 1
+    W = plain.D                                                            # diag(σ') W, B × k × k
+    bound = gamma(q + 2) * np.einsum("bij,bj->bi", np.abs(W), np.abs(t))
+    assert np.all(np.abs(fused.dynamics.matvec(t) - np.einsum("bij,bj->bi", W, t)) <= bound)
+    assert fused.dynamics.matvec(t) is fused.dynamics.matvec(t)           # the remembered product
+    P = cell.unpack(theta)
+    A = np.concatenate([np.broadcast_to(P[n], (batch,) + P[n].shape[-2:]) for n in ("W", "U", "b")], axis=-1)
+    ahat = np.concatenate([s, x, np.ones((batch, 1))], axis=1)
+    mag = np.einsum("bij,bj->bi", np.abs(A), np.abs(ahat))                 # tanh is 1-Lipschitz
+    assert np.all(np.abs(fused.state - plain.state) <= 2 * gamma(q) * mag)

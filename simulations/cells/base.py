@@ -53,6 +53,8 @@ class Cell:
     state_factor = 1
     #: True when the cell has the form ``s' = σ(W â)`` with ``â = [s; x; 1]`` (KF-RTRL applies)
     kronecker_form = False
+    #: ``_forward(P, s, x, jac, tangent)`` also forms ``D_t · tangent`` with the forward product
+    shares_tangent_product = False
 
     def __init__(self, hidden: int, inputs: int, density: float = 1.0, mask_seed: int = 0,
                  masks: dict | None = None):
@@ -174,10 +176,16 @@ class Cell:
         """``s_t = F(s_{t-1}, x_t; θ)``: ``B × k``."""
         return self._forward(self._matrices(theta), s, x, False)[0]
 
-    def linearize(self, theta, s, x) -> Linearization:
+    def linearize(self, theta, s, x, tangent: np.ndarray | None = None) -> Linearization:
         """``(s_t, D_t, I_t)`` with ``D_t = ∂F/∂s`` and ``I_t = ∂F/∂θ``, both factored (``lin.D`` is
-        the dense ``B × k × k`` array, formed on demand)."""
-        s_new, D, gates, sources = self._forward(self._matrices(theta), s, x, True)
+        the dense ``B × k × k`` array, formed on demand).  ``tangent`` (``B × k``, optional): a vector
+        whose product ``D_t · tangent`` the step will need (:meth:`~simulations.estimators.base.Estimator.tangent`);
+        a cell with ``shares_tangent_product`` forms it in the same product with the weights as its
+        forward step (``W [s, tangent]``: one read of ``W``), the others when it is asked for."""
+        if tangent is not None and self.shares_tangent_product:
+            s_new, D, gates, sources = self._forward(self._matrices(theta), s, x, True, tangent)
+        else:
+            s_new, D, gates, sources = self._forward(self._matrices(theta), s, x, True)
         I = ImmediateJacobian(self.k, self.p, self.blocks, gates, sources, self._layout_cache)
         return Linearization(s_new, D, I)
 

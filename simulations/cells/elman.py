@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..kernels_fused import two_matvecs
 from .base import Cell, matvec
 
 ACTIVATIONS = {
@@ -17,11 +18,37 @@ ACTIVATIONS = {
 }
 
 
+def _two_products(A: np.ndarray, a: np.ndarray, tangent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(A a, A[:, :k] tangent)`` (each ``B × n``) with one read of ``A`` (``n × q``, shared, or
+    ``B × n × q``): one replicate, :func:`~simulations.kernels_fused.two_matvecs`; several, one
+    matrix product with ``[a, (tangent; 0)]``."""
+    B, q = a.shape
+    k = tangent.shape[1]
+    if A.ndim == 3 and A.shape[0] == 1:
+        A = A[0]
+    if B == 1 and A.ndim == 2 and A.T.flags.c_contiguous:
+        z, w = np.empty((1, A.shape[0])), np.empty((1, A.shape[0]))
+        two_matvecs(A.T, np.ascontiguousarray(a[0]), np.ascontiguousarray(tangent[0]), z[0], w[0])
+        return z, w
+    if A.ndim == 2:
+        V = np.zeros((2 * B, q))
+        V[:B] = a
+        V[B:, :k] = tangent
+        Z = V @ A.T
+        return Z[:B], Z[B:]
+    V = np.zeros((B, q, 2))
+    V[:, :, 0] = a
+    V[:, :k, 1] = tangent
+    Z = np.matmul(A, V)
+    return Z[..., 0], Z[..., 1]
+
+
 class Elman(Cell):
     """Vanilla RNN.  Blocks ``W`` (``k × k``, recurrent, maskable), ``U`` (``k × m``), ``b`` (``k × 1``)."""
 
     name = "elman"
     kronecker_form = True
+    shares_tangent_product = True
 
     def __init__(self, hidden, inputs, density=1.0, mask_seed=0, masks=None, activation="tanh"):
         if activation not in ACTIVATIONS:
@@ -34,20 +61,30 @@ class Elman(Cell):
         k, m = self.hidden, self.m
         return [("W", "a", "s", k, k, True), ("U", "a", "x", k, m, False), ("b", "a", "one", k, 1, False)]
 
-    def _forward(self, P, s, x, jac):
+    def _forward(self, P, s, x, jac, tangent=None):
         ones = self._ones(s.shape[0])
         merged = P.get("W+U+b")
+        Wt = None                                  # W · tangent
         if merged is not None:                     # unmasked: z = [W U b] â in one product
             ahat = np.concatenate((s, x, ones), axis=1)
-            z = matvec(merged, ahat)
+            if tangent is None:
+                z = matvec(merged, ahat)
+            else:                                  # [W U b] [â, (tangent; 0; 0)]: one read of the weights
+                z, Wt = _two_products(merged, ahat, tangent)
         else:
-            z = matvec(P["W"], s) + matvec(P["U"], x) + P["b"][..., 0]
+            if tangent is None:
+                z = matvec(P["W"], s)
+            else:
+                z, Wt = _two_products(P["W"], s, tangent)
+            z = z + matvec(P["U"], x) + P["b"][..., 0]
         s_new = self.sigma(z)
         if not jac:
             return (s_new,)
         ds = self.dsigma(z, s_new)                                    # B × k
         gates = {"a": self._stacked(ds)}
         D = self._dynamics((gates["a"], P["W"]))                      # diag(σ') W
+        if Wt is not None:
+            D.remember(tangent, ds * Wt)
         sources = {"s": s, "x": x, "one": ones}
         return s_new, D, gates, sources
 

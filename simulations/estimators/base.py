@@ -82,6 +82,11 @@ class Estimator:
         state = self.update(state, lin, rng)
         return self.gradient(state, credit)
 
+    def tangent(self, state) -> np.ndarray | None:
+        """A ``B × k`` vector whose product ``D_t · v`` the next step needs (``None``: none), for
+        :meth:`~simulations.cells.base.Cell.linearize` to form with the forward step."""
+        return None
+
     def flush(self, state):
         return state, np.zeros((state.batch, state.p))
 
@@ -110,3 +115,14 @@ class Estimator:
     @property
     def label(self) -> str:
         return self.name
+
+
+def linearize_for(estimator: Estimator, state, cell, theta, s, x):
+    """``cell.linearize(θ, s, x)`` for the next step of ``estimator`` from ``state``: with the
+    estimator's :meth:`~Estimator.tangent` when the cell forms ``D_t · tangent`` in its forward
+    product (``cell.shares_tangent_product``)."""
+    if cell.shares_tangent_product:
+        tangent = estimator.tangent(state)
+        if tangent is not None:
+            return cell.linearize(theta, s, x, tangent)
+    return cell.linearize(theta, s, x)

@@ -10,14 +10,20 @@ self-recurrent term of ``D_t`` dropped):
   folds the gradient into that product, ``[D_t; c_t D_t] J_{t−1}``, so that ``g_t = c_t D_t J_{t−1}
   + c_t I_t`` costs one more row of the product instead of a second pass over ``J_t``;
 * **sparse storage** otherwise: only the values of ``J̃`` at the nonzeros of ``M`` are kept
-  (``nnz × B``: entries in column-major order, by parameter column then rows ascending, with the
-  replicates last so that gathers copy whole rows), and ``(D_t J̃)`` is formed at those entries
-  only, ``Σ_l D[i,l] J̃[l,c]`` over the stored rows ``l`` of column ``c`` with ``D[i,l]``
-  structurally nonzero: the columns of one (gate, unit) class share their rows and their block
-  ``D[R_u, R_u]``, so the product is taken class by class (:func:`~simulations.kernels.class_pair_sums`).  The
-  entries of ``D_t`` it reads come from the factored ``D_t``
-  (:meth:`~simulations.jacobians.DynamicsJacobian.entries`); no ``k × p`` or ``k × k`` array is formed.  When each entry's only pair is itself and every block is
-  unmasked (SnAp-1 / RFLO of Elman and reset-after GRU cells) :meth:`MaskedInfluence.step` runs
+  (``nnz × B``, the replicates last), and ``(D_t J̃)`` is formed at those entries only,
+  ``Σ_l D[i,l] J̃[l,c]`` over the stored rows ``l`` of column ``c`` with ``D[i,l]`` structurally
+  nonzero.  The columns of one (gate, unit) class share their rows ``R_u``, so the values are
+  stored class by class, each class as one row-major ``|R_u| × n_u`` panel
+  (:class:`PanelLayout`), and a step is, per panel, a sparse ``D[R_u, R_u]`` (its structural
+  pairs) times the panel, then ``+ I_t`` from its factors and ``ĝ`` from the panel while it is in
+  L1 (:func:`~simulations.kernels_sparse.panel_step`).  The FLOP model counts the pairs
+  (:meth:`MaskedInfluence.flops`); the kernel multiplies those pairs (a row whose length is not a
+  multiple of 8 repeats up to 7 products of each pair in its overlapping last vector).  The entries of
+  ``D_t`` it reads come from the factored ``D_t``
+  (:meth:`~simulations.jacobians.DynamicsJacobian.entries`); no ``k × p`` or ``k × k`` array is
+  formed.  When each entry's only pair is itself and every block is unmasked (SnAp-1 / RFLO of
+  Elman and reset-after GRU cells) the values stay in ``θ``'s column order (column-major,
+  :func:`~simulations.kernels.class_pair_sums`) and :meth:`MaskedInfluence.step` runs
   ``J̃ ← d_i J̃ + I`` and ``ĝ = c_i J̃`` in one pass per parameter block, without index arrays.
 
 The mask comes from the structure of the weights alone (graph reachability, THEORY §4):
@@ -35,6 +41,7 @@ import numpy as np
 from ..jacobians import EntryInjection, as_slice, merge_blocks, unit_major, unit_major_blocks
 from ..flops import immediate_nnz
 from ..kernels import class_pair_sums, diagonal_influence_step, unit_major_to_theta
+from ..kernels_sparse import panel_gradient, panel_pair_sums, panel_step
 from .base import Estimator
 
 UNIT_ROUNDOFF = 2.0 ** -53
@@ -125,6 +132,41 @@ class ClassPairs(NamedTuple):
     coff: np.ndarray
 
 
+class PanelLayout(NamedTuple):
+    """Sparse storage by column class (:mod:`~simulations.kernels_sparse`): class ``u``'s ``r × n``
+    values form one row-major panel, so entry ``(R_u[a], c)`` sits at ``col_start[c] + a·stride[c]``
+    (``stride[c] = n``, the columns of ``c``'s class).  Per stored row ``R`` of a class with
+    columns: ``obase`` (its first entry), ``width`` (``n``), ``srow`` (its state row), ``rowptr`` (its
+    pairs); per pair ``t`` (CSR order): ``tpd`` (``D``'s entry in ``d_index``) and ``soff`` (the first
+    entry of the row it multiplies); per class with columns ``v``: ``rbeg`` (its stored rows),
+    ``cbeg`` into ``ccols`` (its parameter columns)."""
+
+    stride: np.ndarray
+    obase: np.ndarray
+    width: np.ndarray
+    srow: np.ndarray
+    rowptr: np.ndarray
+    tpd: np.ndarray
+    soff: np.ndarray
+    rbeg: np.ndarray
+    cbeg: np.ndarray
+    ccols: np.ndarray
+
+
+class PanelInjection(NamedTuple):
+    """``I_t``'s structural nonzeros for :func:`~simulations.kernels_sparse.panel_step`, sorted by
+    their place in the store (``slot``), class ``v``'s at ``ptr[v] … ptr[v+1]−1``: each is the gate
+    value ``gate`` (in the gates' values concatenated, ``gates`` in order) times the input ``src``
+    (in the blocks' inputs concatenated, ``groups`` in order)."""
+
+    slot: np.ndarray
+    gate: np.ndarray
+    src: np.ndarray
+    ptr: np.ndarray
+    gates: tuple
+    groups: tuple
+
+
 class GridBlock(NamedTuple):
     """A block of a grid structure (:func:`_grid`): its ``θ`` columns, shape, the state row of each
     unit (``n_out``) and each unit's position in ``d_index`` (``None``: no diagonal pair)."""
@@ -179,6 +221,8 @@ class MaskStructure:
     fused: tuple[FusedBlock, ...] | None = None   # MaskedInfluence._fused_plan; None: not built
     pos: np.ndarray | None = None         # dense storage: the stored column of each θ column (unit_major)
     unit_blocks: np.ndarray | None = None  # dense storage: unit_major_blocks, to put a row back in θ's order
+    panels: PanelLayout | None = None     # sparse storage in class panels (else column-major, θ's order)
+    panel_injection: PanelInjection | None = None   # built at the first step (needs the gate layout)
 
     @property
     def nnz(self) -> int:
@@ -206,7 +250,10 @@ class MaskStructure:
         pos = np.searchsorted(tkeys, keys)
         if np.any(pos >= tkeys.size) or np.any(tkeys[np.minimum(pos, tkeys.size - 1)] != keys):
             raise ValueError("immediate Jacobian has entries outside the SnAp mask (inconsistent cell structure)")
-        return self.col_start[cols] + (pos - toff[u])
+        local = pos - toff[u]
+        if self.panels is not None:
+            return self.col_start[cols] + local * self.panels.stride[cols]
+        return self.col_start[cols] + local
 
 
 def build_structure(cell, n: int | None, drop_diagonal: bool = False) -> MaskStructure:
@@ -270,7 +317,36 @@ def build_structure(cell, n: int | None, drop_diagonal: bool = False) -> MaskStr
                        n_pairs=int(q[cls].sum()), by_column=SegmentSum(cols, p), order=order)
     st.grid = _grid(cell, st)
     st.d_diagonal = bool(np.array_equal(d_index, np.arange(k) * (k + 1)))
+    if st.grid is None:
+        _to_panels(st)
     return st
+
+
+def _to_panels(st: MaskStructure) -> None:
+    """Lay the stored entries out class by class (:class:`PanelLayout`): class ``u``'s rows ``R_u``
+    times its columns (in ``θ``'s order) as one row-major panel, the classes in order.  ``rows``,
+    ``cols`` list the entries in that order; ``col_start[c] + a·stride[c]`` locates entry
+    ``(R_u[a], c)``."""
+    pr, (trow, toff) = st.pairs_by_class, st.class_rows
+    r, n = np.diff(toff), np.diff(pr.coff)
+    pbase = np.concatenate([[0], np.cumsum(r * n)])[:-1]
+    rank = np.empty(st.p, dtype=np.intp)
+    rank[pr.by_class] = np.arange(st.p) - pr.coff[st.cls[pr.by_class]]
+    used = np.flatnonzero(n)
+    rid = np.concatenate([toff[u] + np.arange(r[u]) for u in used]).astype(np.intp)     # stored rows, in order
+    rcls = np.repeat(used, r[used])
+    tcls = np.repeat(np.arange(r.size), np.diff(pr.qoff))
+    counts = np.bincount(toff[tcls] + pr.ta, minlength=toff[-1])[rid]
+    st.rows = np.concatenate([np.repeat(trow[toff[u]:toff[u + 1]], n[u]) for u in used]).astype(np.intp)
+    st.cols = np.concatenate([np.tile(pr.by_class[pr.coff[u]:pr.coff[u + 1]], r[u]) for u in used]).astype(np.intp)
+    st.col_start = pbase[st.cls] + rank
+    st.by_column = None
+    st.panels = PanelLayout(
+        stride=n[st.cls], obase=(pbase[rcls] + (rid - toff[rcls]) * n[rcls]).astype(np.intp), width=n[rcls],
+        srow=trow[rid], rowptr=np.concatenate([[0], np.cumsum(counts)]).astype(np.intp), tpd=pr.tpd,
+        soff=(pbase[tcls] + pr.tb * n[tcls]).astype(np.intp),
+        rbeg=np.concatenate([[0], np.cumsum(r[used])]).astype(np.intp),
+        cbeg=np.concatenate([[0], np.cumsum(n[used])]).astype(np.intp), ccols=pr.by_class)
 
 
 def _grid(cell, st: MaskStructure):
@@ -367,12 +443,15 @@ class MaskedInfluence(Estimator):
         self._injection(st, lin)
         D = self._d_values(st, lin)
         D = np.ascontiguousarray(D.T)                                           # |d| × B
-        new = np.empty((st.nnz, state.batch))
-        pr = st.pairs_by_class
-        class_pair_sums(D, pr.tpd, pr.ta, pr.tb, pr.qoff, st.class_rows.offsets, pr.by_class, pr.coff, st.col_start,
-                        state.J, new)
-        st.injection.add_to(new, lin.I)
-        state.J = new
+        P, pr = st.panels, st.pairs_by_class
+        if P is not None:                                # in place, panel by panel
+            panel_pair_sums(D, P.tpd, P.soff, P.rowptr, P.obase, P.width, P.rbeg, state.J)
+        else:
+            new = np.empty((st.nnz, state.batch))
+            class_pair_sums(D, pr.tpd, pr.ta, pr.tb, pr.qoff, st.class_rows.offsets, pr.by_class, pr.coff,
+                            st.col_start, state.J, new)
+            state.J = new
+        st.injection.add_to(state.J, lin.I)
         return state
 
     def step(self, state, lin, credit, rng=None):
@@ -383,6 +462,8 @@ class MaskedInfluence(Estimator):
         st = state.structure
         if type(self).update is not MaskedInfluence.update:
             return super().step(state, lin, credit, rng)
+        if st.panels is not None:
+            return self._panel_step(state, lin, credit, rng)
         if not st.dense:
             return self._diagonal_step(state, lin, credit, rng)
         k = st.k
@@ -437,6 +518,44 @@ class MaskedInfluence(Estimator):
                 st.fused = tuple(plan)
         return st.fused
 
+    def _panel_injection(self, st: MaskStructure, lin) -> PanelInjection:
+        """The structure's :class:`PanelInjection` (built at the first step from the
+        :class:`~simulations.jacobians.EntryInjection`'s parts)."""
+        if st.panel_injection is None:
+            I = lin.I
+            gates, groups = tuple(I.gates), tuple(I.groups)
+            gstart = dict(zip(gates, np.cumsum([0] + [I.gates[g].vals[0].size for g in gates])))
+            sstart = dict(zip(map(id, groups), np.cumsum([0] + [I.source(b).shape[1] for b in groups])))
+            slot, gate, src = [], [], []
+            for blk, kind, dst, level, src_cols in self._injection(st, lin).parts:
+                n = I.gates[blk.gate].vals.shape[-1]
+                slot.append(np.arange(st.nnz)[dst])
+                gate.append(gstart[blk.gate] + (level if kind == "dense" else level * n + blk.idx_i))
+                src.append(sstart[id(blk)] + (src_cols if kind == "dense" else blk.idx_j))
+            slot, gate, src = (np.concatenate(x).astype(np.intp) for x in (slot, gate, src))
+            order = np.argsort(slot, kind="stable")
+            P = st.panels
+            starts = np.append(P.obase[P.rbeg[:-1]], st.nnz)
+            st.panel_injection = PanelInjection(slot[order], gate[order], src[order],
+                                                np.searchsorted(slot[order], starts).astype(np.intp), gates, groups)
+        return st.panel_injection
+
+    def _panel_step(self, state, lin, credit, rng):
+        """``update`` and ``gradient`` of a panel-layout influence in one pass over the store
+        (:func:`~simulations.kernels_sparse.panel_step`) when ``c_t`` has the state's batch; else
+        ``update`` then ``gradient``."""
+        st, B, I = state.structure, state.batch, lin.I
+        if credit.shape[0] != B or I.batch not in (1, B):
+            return super().step(state, lin, credit, rng)
+        P, pi = st.panels, self._panel_injection(st, lin)
+        D = np.ascontiguousarray(self._d_values(st, lin).T)                      # |d| × B
+        gv = np.concatenate([I.gates[name].vals.reshape(I.batch, -1) for name in pi.gates], axis=1)
+        av = np.concatenate([I.source(blk) for blk in pi.groups], axis=1)
+        g = np.empty((B, st.p))
+        panel_step(D, P.tpd, P.soff, P.rowptr, P.obase, P.width, P.rbeg, state.J, pi.slot, pi.gate, pi.src, pi.ptr,
+                   gv, av, np.ascontiguousarray(credit, dtype=float), P.srow, P.cbeg, P.ccols, g)
+        return state, g
+
     def _diagonal_step(self, state, lin, credit, rng):
         """SnAp-1/RFLO ``update`` and ``gradient`` in one pass per parameter block
         (:func:`~simulations.kernels.diagonal_influence_step`) when the structure allows it
@@ -463,6 +582,12 @@ class MaskedInfluence(Estimator):
         st = state.structure
         if st.dense:
             return state, np.matmul(credit[:, None, :], state.J)[:, 0, st.pos]
+        P = st.panels
+        if P is not None:
+            g = np.empty((state.batch, st.p))
+            panel_gradient(np.ascontiguousarray(credit, dtype=float), state.J, P.rbeg, P.obase, P.srow, P.cbeg,
+                           P.ccols, g)
+            return state, g
         c = np.ascontiguousarray(credit.T)                                       # k × B
         return state, np.ascontiguousarray(st.by_column(np.take(c, st.rows, axis=0) * state.J).T)
 

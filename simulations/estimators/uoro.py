@@ -136,6 +136,10 @@ class UORO(Estimator):
         state.scales = rho.T
         return state, g
 
+    def tangent(self, state) -> np.ndarray:
+        """``s̃``: the step starts from ``D_t s̃``, which the cell can form with its forward product."""
+        return state.s
+
     def signs_per_step(self, cell) -> int:
         return cell.k
 

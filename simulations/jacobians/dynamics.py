@@ -52,6 +52,12 @@ class DynamicsJacobian:
     terms: tuple
     cache: LayoutCache = field(default_factory=LayoutCache, repr=False)     # the cell's
     _dense: np.ndarray | None = field(default=None, repr=False)
+    _known: tuple | None = field(default=None, repr=False)          # (v, D v) formed with the forward step
+
+    def remember(self, v: np.ndarray, Dv: np.ndarray) -> None:
+        """Keep ``D v`` (``B × k``), formed by the cell in the same pass over ``W`` as its forward
+        step; :meth:`matvec` of the same array ``v`` returns it."""
+        self._known = (v, Dv)
 
     @classmethod
     def from_dense(cls, D: np.ndarray) -> "DynamicsJacobian":
@@ -122,7 +128,10 @@ class DynamicsJacobian:
         return out
 
     def matvec(self, v: np.ndarray) -> np.ndarray:
-        """``D v`` for ``v``: ``B × k``; returns ``B × k``."""
+        """``D v`` for ``v``: ``B × k``; returns ``B × k`` (the product :meth:`remember`-ed for this
+        ``v``, if any)."""
+        if self._known is not None and self._known[0] is v:
+            return self._known[1]
         if self.terms is None:
             return np.matmul(self._dense, v[:, :, None])[:, :, 0]
         y = None

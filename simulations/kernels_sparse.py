@@ -1,0 +1,282 @@
+"""Compiled kernels of sparse SnAp-n on the panel layout of its influence (THEORY.md §4, "SnAp-n").
+
+A column class ``u`` (one unit of one gate) has ``r`` stored rows ``R_u`` and ``n`` parameter
+columns that share them; its values are stored as one ``r × n`` *panel*, row-major (the ``n``
+values of one row side by side; with ``B`` replicates each value is ``B`` numbers, replicates last).
+The recursion's product at the stored entries is then, row by row of the panel,
+
+    (D J̃)[R_u[a], :] = Σ_{l : D[R_u[a], R_u[l]] ≠ 0} D[R_u[a], R_u[l]] · J̃[R_u[l], :]
+
+a sum over the row's structural pairs ``t`` (CSR order: ``rowptr``) of a scalar times a
+contiguous row of ``n`` numbers.  :func:`panel_pair_sums` keeps a whole output row (up to 64
+numbers) in 8-wide vector accumulators while the pairs stream past, so each pair costs one
+vector FMA per 8 numbers with its operand loaded from L1.  numba's vectoriser does not produce this
+loop (with ``reassoc`` it vectorises over the pairs, with gathers; without it the row stays scalar),
+so the row is written in LLVM IR (:func:`_row_kernel`).  A row whose length is not a multiple of 8
+takes its last vector at ``n − 8``, overlapping the previous one (the overlapped numbers are
+computed twice, identically); a row shorter than 8 is summed in scalar code.  A row's pairs are
+summed with one fused multiply-add each, in a fixed order (:func:`_row_kernel`).
+
+References (numpy): :func:`panel_pair_sums_reference`, :func:`panel_gradient_reference`.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+_jit = numba.njit(cache=True, nogil=True)
+_LANES = 8                      # doubles per vector register (AVX-512; LLVM splits it on narrower targets)
+_MAX_CHUNKS = 8                 # vectors held per pass over a row's pairs
+
+
+def _emit_rows(context, builder, signature, args, nc: int) -> None:
+    """LLVM IR of :func:`_rows` for ``nc`` vectors per row (see there)."""
+    S = 4 if nc <= 2 else 2
+    D_, tpd_, soff_, scale_, rowptr_, R0_, R1_, j0_, jlast_, J_, out_, ob_, rs_, _ = args
+    a = signature.args
+    Dd, Td, Sd, Pd = (context.make_array(a[i])(context, builder, x).data
+                      for i, x in ((0, D_), (1, tpd_), (2, soff_), (4, rowptr_)))
+    Jd = context.make_array(a[9])(context, builder, J_).data
+    Od = context.make_array(a[10])(context, builder, out_).data
+    f64, i64, i32 = ir.DoubleType(), ir.IntType(64), ir.IntType(32)
+    vt = ir.VectorType(f64, _LANES)
+    zero = ir.Constant(vt, [0.0] * _LANES)
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt, vt]), f"llvm.fma.v{_LANES}f64")
+    offsets = [builder.add(j0_, ir.Constant(i64, _LANES * c)) for c in range(nc - 1)] + [jlast_]
+    acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(nc)] for _ in range(S)]
+
+    def pair(t, sets):
+        dv = builder.load(builder.gep(Dd, [builder.load(builder.gep(Td, [t]))]))
+        dvv = builder.insert_element(ir.Constant(vt, ir.Undefined), dv, ir.Constant(i32, 0))
+        dvv = builder.shuffle_vector(dvv, ir.Constant(vt, ir.Undefined),
+                                     ir.Constant(ir.VectorType(i32, _LANES), [0] * _LANES))
+        s = builder.mul(builder.load(builder.gep(Sd, [t])), scale_)
+        for c in range(nc):
+            x = builder.load(builder.bitcast(builder.gep(Jd, [builder.add(s, offsets[c])]), vt.as_pointer()), align=8)
+            builder.store(builder.call(fma, [dvv, x, builder.load(sets[c])]), sets[c])
+
+    with cgutils.for_range_slice(builder, R0_, R1_, ir.Constant(i64, 1), inc=True) as (R, _):
+        for sets in acc:
+            for x in sets:
+                builder.store(zero, x)
+        t0 = builder.load(builder.gep(Pd, [R]))
+        t1 = builder.load(builder.gep(Pd, [builder.add(R, ir.Constant(i64, 1))]))
+        whole = builder.add(t0, builder.mul(builder.sdiv(builder.sub(t1, t0), ir.Constant(i64, S)), ir.Constant(i64, S)))
+        with cgutils.for_range_slice(builder, t0, whole, ir.Constant(i64, S), inc=True) as (t, _):
+            for k in range(S):
+                pair(builder.add(t, ir.Constant(i64, k)), acc[k])
+        with cgutils.for_range_slice(builder, whole, t1, ir.Constant(i64, 1), inc=True) as (t, _):
+            pair(t, acc[0])
+        base = builder.add(ob_, builder.mul(builder.sub(R, R0_), rs_))
+        for c in range(nc):
+            total = builder.load(acc[0][c])
+            for k in range(1, S):
+                total = builder.fadd(total, builder.load(acc[k][c]))
+            builder.store(total, builder.bitcast(builder.gep(Od, [builder.add(base, offsets[c])]), vt.as_pointer()),
+                          align=8)
+
+
+@intrinsic
+def _rows(typingctx, D, tpd, soff, scale, rowptr, R0, R1, j0, jlast, J, out, ob, rs, nc):
+    """Sum the pairs of the panel rows ``R0 … R1−1`` (one class: equal widths) into ``nc ≤ 8``
+    vectors of 8 numbers per row::
+
+        out[ob + (R − R0)·rs + j] = Σ_{rowptr[R] ≤ t < rowptr[R+1]} D[tpd[t]] · J[soff[t]·scale + j]
+
+    for ``j`` in the chunks ``j0 + 8c`` (``c < nc − 1``) and ``jlast`` (the last chunk).  ``D``,
+    ``J``, ``out``: 1-D contiguous float64; ``tpd``, ``soff``, ``rowptr``: 1-D contiguous intp.
+    One loop per ``nc`` (the accumulators must be registers), chosen by a switch.
+
+    A vector FMA waits for the previous one on the same accumulator (4 cycles), so a row's pairs
+    are split round-robin over ``S`` sets of accumulators (``S = 4`` for one or two vectors, else
+    2), each summed in order and the sets added at the end, ``((a₀ + a₁) + a₂) + a₃``: a fixed
+    order of the same products."""
+    sig = types.void(D, tpd, soff, scale, rowptr, R0, R1, j0, jlast, J, out, ob, rs, nc)
+
+    def codegen(context, builder, signature, args):
+        nc_ = args[-1]
+        done = builder.append_basic_block("rows.done")
+        switch = builder.switch(nc_, done)
+        for nc_value in range(1, _MAX_CHUNKS + 1):
+            block = builder.append_basic_block(f"rows.{nc_value}")
+            switch.add_case(ir.Constant(nc_.type, nc_value), block)
+            builder.position_at_end(block)
+            _emit_rows(context, builder, signature, args, nc_value)
+            builder.branch(done)
+        builder.position_at_end(done)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+_WIDE = _LANES * _MAX_CHUNKS                 # numbers per pass over a row's pairs
+
+
+@_jit
+def _vector_rows(D, tpd, soff, scale, rowptr, R0, R1, J, out, ob, n):
+    """The panel rows ``R0 … R1−1`` of ``n ≥ _LANES`` numbers each (:func:`_rows`), ``_WIDE`` at a time."""
+    j0 = 0
+    while n - j0 > _WIDE:
+        _rows(D, tpd, soff, scale, rowptr, R0, R1, j0, j0 + _WIDE - _LANES, J, out, ob, n, _MAX_CHUNKS)
+        j0 += _WIDE
+    _rows(D, tpd, soff, scale, rowptr, R0, R1, j0, n - _LANES, J, out, ob, n, (n - j0 + _LANES - 1) // _LANES)
+
+
+@_jit
+def _class_products(v, Df, D, tpd, soff, rowptr, obase, width, rbeg, J, Jf, panel, shared):
+    """The ``v``-th class's panel of ``(D_t J̃)`` into ``panel`` (its rows side by side, replicates
+    last); returns ``(first, size)``: where the class's panel sits in ``J``'s flat view."""
+    B = J.shape[1]
+    R0, R1 = rbeg[v], rbeg[v + 1]
+    first = obase[R0] * B
+    n = width[R0] * B                                # the class's rows have one width
+    if shared and n >= _LANES:
+        _vector_rows(Df, tpd, soff, B, rowptr, R0, R1, Jf, panel, 0, n)
+    elif shared:
+        for R in range(R0, R1):
+            ob, t0, t1 = obase[R] * B - first, rowptr[R], rowptr[R + 1]
+            for i in range(n):
+                s = 0.0
+                for t in range(t0, t1):
+                    s += Df[tpd[t]] * Jf[soff[t] * B + i]
+                panel[ob + i] = s
+    else:
+        for R in range(R0, R1):
+            ob, t0, t1 = obase[R] * B - first, rowptr[R], rowptr[R + 1]
+            for i in range(width[R]):
+                for b in range(B):
+                    s = 0.0
+                    for t in range(t0, t1):
+                        s += D[tpd[t], b] * J[soff[t] + i, b]
+                    panel[ob + i * B + b] = s
+    return first, (R1 - R0) * n
+
+
+@_jit
+def _scratch(width, rbeg, B):
+    most = 0
+    for v in range(rbeg.shape[0] - 1):
+        most = max(most, (rbeg[v + 1] - rbeg[v]) * width[rbeg[v]])
+    return np.empty(most * B)
+
+
+@_jit
+def panel_pair_sums(D, tpd, soff, rowptr, obase, width, rbeg, J):
+    """``J̃ ← (D_t J̃)`` at the stored entries of a panel-layout influence, in place (THEORY.md §4,
+    SnAp-n).
+
+    Output row ``R`` (one stored row of one column class) is ``width[R]`` entries from
+    ``obase[R]``; its pairs are ``t = rowptr[R] … rowptr[R+1]−1``, each ``D[tpd[t]]`` times the
+    ``width[R]`` entries from ``soff[t]``, all in the same class's panel::
+
+        J[obase[R] + i, b] ← Σ_t D[tpd[t], b] · J[soff[t] + i, b]
+
+    A class's pairs read only its own panel (its rows ``R = rbeg[v] … rbeg[v+1]−1``, consecutive in
+    ``J``), so each panel is computed into a scratch panel that stays in L1 and then copied back.
+    ``D``: ``|d| × B`` or ``|d| × 1`` (shared by the replicates); ``J``: ``S × B`` (C-contiguous).
+    With one replicate, or ``D`` shared, a row's ``width·B`` numbers are contiguous and summed by
+    the vector kernel; otherwise by a loop over the replicates.
+    """
+    B = J.shape[1]
+    Jf = J.reshape(J.size)
+    panel = _scratch(width, rbeg, B)
+    shared = B == 1 or D.shape[1] == 1
+    Df = np.ascontiguousarray(D[:, 0])
+    for v in range(rbeg.shape[0] - 1):
+        first, size = _class_products(v, Df, D, tpd, soff, rowptr, obase, width, rbeg, J, Jf, panel, shared)
+        Jf[first:first + size] = panel[:size]
+
+
+@_jit
+def panel_step(D, tpd, soff, rowptr, obase, width, rbeg, J, islot, igate, isrc, iptr, gv, av, credit, srow, cbeg,
+               ccols, g):
+    """One SnAp-n step on a panel-layout influence, panel by panel while the panel is in L1
+    (THEORY.md §2.1, §4)::
+
+        J̃ ← (D_t J̃) ⊙ M + I_t,        ĝ = c_t J̃
+
+    ``(D_t J̃)`` as in :func:`panel_pair_sums`; ``I_t``'s structural nonzeros ``q`` of the ``v``-th
+    class (``iptr[v] … iptr[v+1]−1``) as products of their factors,
+    ``J[islot[q], b] += gv[b, igate[q]] · av[b, isrc[q]]`` (``gv``: the gate Jacobians' values,
+    ``av``: the blocks' inputs, one row broadcast over the replicates); then ``ĝ`` as in
+    :func:`panel_gradient`.  ``g``: ``B × p``."""
+    B = J.shape[1]
+    Jf = J.reshape(J.size)
+    panel = _scratch(width, rbeg, B)
+    shared = B == 1 or D.shape[1] == 1
+    Df = np.ascontiguousarray(D[:, 0])
+    acc = np.empty((np.max(np.diff(cbeg)) if cbeg.size > 1 else 0) * B)
+    for v in range(rbeg.shape[0] - 1):
+        first, size = _class_products(v, Df, D, tpd, soff, rowptr, obase, width, rbeg, J, Jf, panel, shared)
+        for q in range(iptr[v], iptr[v + 1]):
+            e = islot[q] * B - first
+            for b in range(B):
+                bg = b if gv.shape[0] > 1 else 0
+                ba = b if av.shape[0] > 1 else 0
+                panel[e + b] += gv[bg, igate[q]] * av[ba, isrc[q]]
+        _class_gradient(v, credit, panel, obase, srow, rbeg, cbeg, ccols, g, acc, first, B)
+        Jf[first:first + size] = panel[:size]
+
+
+def panel_pair_sums_reference(D, tpd, soff, rowptr, obase, width, rbeg, J):
+    """numpy reference of :func:`panel_pair_sums` (the same products, summed by ``np.add.at``)."""
+    counts = np.diff(rowptr)
+    row_of_pair = np.repeat(np.arange(obase.size), counts)
+    n = width[row_of_pair]
+    pair = np.repeat(np.arange(tpd.size), n)
+    i = np.arange(pair.size) - np.repeat(np.cumsum(n) - n, n)
+    out = np.zeros_like(J)
+    np.add.at(out, obase[row_of_pair][pair] + i, D[tpd[pair]] * J[soff[pair] + i])
+    J[...] = out
+
+
+@_jit
+def _class_gradient(v, credit, Jf, obase, srow, rbeg, cbeg, ccols, g, acc, first, B):
+    """The ``v``-th class's columns of ``ĝ = c J̃`` from its panel (at ``Jf[… − first]``)."""
+    n = cbeg[v + 1] - cbeg[v]
+    m = n * B
+    for i in range(m):
+        acc[i] = 0.0
+    for R in range(rbeg[v], rbeg[v + 1]):
+        o = obase[R] * B - first
+        row = Jf[o:o + m]
+        if B == 1:
+            cr = credit[0, srow[R]]
+            for i in range(m):
+                acc[i] += cr * row[i]
+        else:
+            for i in range(n):
+                for b in range(B):
+                    acc[i * B + b] += credit[b, srow[R]] * row[i * B + b]
+    for i in range(n):
+        c = ccols[cbeg[v] + i]
+        for b in range(B):
+            g[b, c] = acc[i * B + b]
+
+
+@_jit
+def panel_gradient(credit, J, rbeg, obase, srow, cbeg, ccols, g):
+    """``ĝ_t = c_t J̃_t`` on a panel-layout influence (THEORY.md §2.1)::
+
+        g[b, ccols[cbeg[v] + i]] = Σ_R credit[b, srow[R]] · J[obase[R] + i, b]
+
+    over the stored rows ``R = rbeg[v] … rbeg[v+1]−1`` of the ``v``-th class with columns (in row
+    order), ``i`` < its ``cbeg[v+1] − cbeg[v]`` columns.  ``credit``: ``B × k``; ``J``: ``S × B``;
+    ``g``: ``B × p`` (columns outside every class are left untouched)."""
+    B = J.shape[1]
+    acc = np.empty((np.max(np.diff(cbeg)) if cbeg.size > 1 else 0) * B)
+    for v in range(rbeg.shape[0] - 1):
+        _class_gradient(v, credit, J.reshape(J.size), obase, srow, rbeg, cbeg, ccols, g, acc, 0, B)
+
+
+def panel_gradient_reference(credit, J, rbeg, obase, srow, cbeg, ccols, g):
+    """numpy reference of :func:`panel_gradient`."""
+    for v in range(rbeg.size - 1):
+        R = np.arange(rbeg[v], rbeg[v + 1])
+        n = cbeg[v + 1] - cbeg[v]
+        P = J[obase[R][:, None] + np.arange(n)]                     # r × n × B
+        g[:, ccols[cbeg[v]:cbeg[v + 1]]] = np.einsum("rb,rnb->bn", credit[:, srow[R]].T, P)
