@@ -424,14 +424,16 @@ def _memory_table(records, task: str) -> Table | None:
     if not recs["initial"] and not recs["trained"]:
         return None
     stats = {when: {i: record_statistics(r, late_window(r)) for i, r in rs.items()} for when, rs in recs.items()}
-    any_rec = next(iter({**recs["initial"], **recs["trained"]}.values()))
     rows = []
-    for lab in any_rec["data"]["estimators"]:
-        metric = "nvar" if any_rec["data"]["replicates"][lab] > 1 else "rel_bias"
-        cells = []
+    labels = list(dict.fromkeys(lab for rs in recs.values() for r in rs.values() for lab in r["data"]["estimators"]))
+    for lab in sorted(labels, key=lambda lab: (not lab.startswith("snap-"), int(lab[5:]) if lab.startswith("snap-") else 0)):
+        metric = "nvar" if any(r["data"]["replicates"].get(lab, 1) > 1 for rs in recs.values() for r in rs.values()) \
+            else "rel_bias"
+        cells, counts = [], []
         for when in ("initial", "trained"):
             vals = [st[lab][metric][0] for st in stats[when].values() if lab in st]
             cells.append(_instances(vals) if vals else "–")
+            counts.append(str(len(vals)))
         paired = [np.log(stats["trained"][i][lab][metric][0] / stats["initial"][i][lab][metric][0])
                   for i in sorted(set(stats["initial"]) & set(stats["trained"]))
                   if lab in stats["trained"][i] and lab in stats["initial"][i]
@@ -447,7 +449,7 @@ def _memory_table(records, task: str) -> Table | None:
         cos = [_instances([st[lab]["cos"][0] for st in stats[when].values() if lab in st]) or "–"
                for when in ("initial", "trained")]
         rows.append([lab, {"nvar": "normalised variance", "rel_bias": "relative bias"}[metric], cells[0], cells[1],
-                     change, cos[0], cos[1], f"{len(stats['initial'])} / {len(stats['trained'])}"])
+                     change, cos[0], cos[1], " / ".join(counts)])
     lengths = [r["data"].get("curriculum_length") for r in recs["trained"].values()
                if r["data"].get("curriculum_length") is not None]
     return Table(f"Long-memory setting, {MEMORY_TASKS[task]} (descriptive): late-window relative bias (deterministic "
