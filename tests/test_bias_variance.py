@@ -40,7 +40,8 @@ def records():
     ({"orders": [0]}, "SnAp order"), ({"densities": [0.0]}, "density"), ({"base_density": 1.5}, "density"),
     ({"rhos": [1.0]}, "rho"), ({"cell": "gru", "rhos": []}, "kf-rtrl needs"), ({"cell": "gru"}, "rho sweep"),
     ({"estimators": ["snap-0"]}, "SnAp order"), ({"estimators": ["bptt"]}, "not an approximation"),
-    ({"replicates": 1}, "replicates"), ({"nonsense": 1}, "unknown config key"), ({"cell": "nope"}, "unknown cell")])
+    ({"replicates": 1}, "replicates"), ({"nonsense": 1}, "unknown config key"), ({"cell": "nope"}, "unknown cell"),
+    ({"steps": 8, "copy_length": 5}, "one copy episode"), ({"copy_alphabet": 1}, "alphabet")])
 def test_bad_configs_are_refused_with_one_line(bad, match):
     with pytest.raises(ConfigError, match=match) as err:
         EXP.config("quick", bad)

@@ -271,7 +271,7 @@ class BiasVarianceExperiment(Experiment):
             raise config_error("steps", f"must be >= 2, got {c['steps']!r}")
         if c["replicates"] < 3:
             raise config_error("replicates", f"must be >= 3, got {c['replicates']!r}")
-        if c["copy_train_steps"] > 0 and c["steps"] < 2 * c["copy_length"] + 1:
+        if c["cell"] == "contractive-elman" and c["copy_train_steps"] > 0 and c["steps"] < 2 * c["copy_length"] + 1:
             raise config_error("steps", f"must be >= 2·copy_length + 1 = {2 * c['copy_length'] + 1} (one copy "
                                f"episode with its recall phase), got {c['steps']!r}")
         if c["cell"] == "contractive-elman":
