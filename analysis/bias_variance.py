@@ -46,11 +46,16 @@ def statistics(sq_err, proj, cos, g_norm, window: slice | None = None) -> dict[s
     """Relative bias, normalised variance, cosine and noise floor with 95% intervals.
 
     Arrays ``R × T`` (``g_norm``: ``T``).  Returns name -> ``3 × T`` (estimate, lo, hi), or ``3``
-    when ``window`` is given (the statistic averaged over those steps, jackknifed as a whole).
+    when ``window`` is given (the statistic averaged over those steps that carry a gradient,
+    ``g_t ≠ 0`` — on the copy task only the recall steps — jackknifed as a whole).
     """
     sq_err, proj, cos = (np.asarray(a, dtype=float) for a in (sq_err, proj, cos))
-    g2 = np.maximum(np.asarray(g_norm, dtype=float) ** 2, TINY)
-    w = slice(None) if window is None else window
+    g_norm = np.asarray(g_norm, dtype=float)
+    g2 = np.maximum(g_norm ** 2, TINY)
+    if window is not None:
+        w = np.zeros(g_norm.size, dtype=bool)
+        w[window] = True
+        w &= g_norm > 0
     avg = (lambda a: a) if window is None else (lambda a: a[..., w].mean(axis=-1))
     R = sq_err.shape[0]
     d2 = proj.mean(axis=0)
@@ -219,8 +224,17 @@ COSINE_GAIN = 0.1
 GROWTH_SLOPE = 0.5
 
 
+#: the long-memory settings (``data.memory_task``) by name in the report
+MEMORY_TASKS = {"var": "memory task (VAR teacher, ρ near 1)", "copy": "copy task"}
+
+
+def _memory_task(d) -> str:
+    """The long-memory setting of a record (records written before the copy task: the VAR teacher)."""
+    return d.get("memory_task") or "var"
+
+
 def _tag(d) -> str:
-    return ((f"memory task, {d['memory']} θ, " if d.get("memory") else "")
+    return ((f"{MEMORY_TASKS[_memory_task(d)].split(' (')[0]}, {d['memory']} θ, " if d.get("memory") else "")
             + f"k={d['k']}, d={d['density']:g}" + (f", ρ={d['rho']:g}" if d["rho"] is not None else "")
             + (f", instance {d['instance']}" if d.get("instance") else ""))
 
@@ -380,43 +394,72 @@ def _build_up(points) -> Table | None:
 def _claims(records) -> list[Verdict]:
     """THEORY §4/§6 statistical claims, each decided by a calibrated rule (:mod:`analysis.inference`)."""
     sweep = [r for r in records if not r["data"].get("memory")]
-    trained = [r for r in records if r["data"].get("memory") == "trained"]
-    return (_unbiasedness(records) + _variance_order(records)
-            + _alignment(_sweep(sweep, 0), "random contractive θ at initialisation, i.i.d. inputs")
-            + _alignment(trained, "θ after online RTRL on the long-memory task (VAR teacher, ρ near 1)",
-                         "memory task, trained θ, ")
-            + _growth(sweep))
+    out = (_unbiasedness(records) + _variance_order(records)
+           + _alignment(_sweep(sweep, 0), "random contractive θ at initialisation, i.i.d. inputs"))
+    for task, name in MEMORY_TASKS.items():
+        trained = [r for r in records if r["data"].get("memory") == "trained" and _memory_task(r["data"]) == task]
+        out += _alignment(trained, f"θ after online RTRL on the {name}", f"{name.split(' (')[0]}, trained θ, ")
+    return out + _growth(sweep)
 
 
-def _memory_table(records) -> Table | None:
-    """Descriptive: SnAp-n relative bias, UORO / KF-RTRL normalised variance and cosines at the
-    initial θ and at θ after online RTRL training on the long-memory task, late-window values
-    averaged over instances with a Student-t 95% interval over instances."""
-    rows = []
-    for when in ("initial", "trained"):
-        recs = [r for r in records if r["data"].get("memory") == when]
-        if not recs:
-            continue
-        stats = [record_statistics(r, late_window(r)) for r in recs]
-        for lab in [lab for lab in recs[0]["data"]["estimators"] if all(lab in st for st in stats)]:
-            metric = "nvar" if recs[0]["data"]["replicates"][lab] > 1 else "rel_bias"
-            cells = []
-            for m in (metric, "cos"):
-                vals = [st[lab][m][0] for st in stats]
-                try:
-                    e = inf.mean_estimate(vals, "instances")
-                    lo, hi = e.interval(0.95)
-                    cells.append(f"{e.value:.3g} [{lo:.3g}, {hi:.3g}]")
-                except inf.UnreliableEstimate:
-                    cells.append(", ".join(f"{v:.3g}" for v in vals))
-            rows.append([when, lab, {"nvar": "normalised variance", "rel_bias": "relative bias"}[metric],
-                         cells[0], cells[1], len(recs)])
-    if not rows:
+def _instances(vals) -> str:
+    """Mean over instances with its 95% Student-t interval (the instance level), or the values."""
+    try:
+        e = inf.mean_estimate(vals, "instances")
+    except inf.UnreliableEstimate:
+        return ", ".join(f"{v:.3g}" for v in vals)
+    lo, hi = e.interval(0.95)
+    return f"{e.value:.3g} [{lo:.3g}, {hi:.3g}]"
+
+
+def _memory_table(records, task: str) -> Table | None:
+    """Descriptive: SnAp-n relative bias and UORO / KF-RTRL normalised variance (late window, steps
+    with a gradient) at the initial θ and at θ after online RTRL training on one long-memory task,
+    each a mean over instances with a 95% Student-t interval over instances, and the change from θ₀
+    to the trained θ as the mean over instances of the paired log ratio (instance ``i``'s two tasks
+    share θ₀ and the measured path)."""
+    recs = {when: {r["data"]["instance"]: r for r in records
+                   if r["data"].get("memory") == when and _memory_task(r["data"]) == task}
+            for when in ("initial", "trained")}
+    if not recs["initial"] and not recs["trained"]:
         return None
-    return Table("Long-memory task (descriptive): late-window relative bias (deterministic estimators) or "
-                 "normalised variance (stochastic ones) and cosine with g, at the initial θ and after online RTRL "
-                 "training, mean over instances with a 95% Student-t interval over instances",
-                 ["θ", "estimator", "statistic", "value", "cosine", "instances"], rows)
+    stats = {when: {i: record_statistics(r, late_window(r)) for i, r in rs.items()} for when, rs in recs.items()}
+    rows = []
+    labels = list(dict.fromkeys(lab for rs in recs.values() for r in rs.values() for lab in r["data"]["estimators"]))
+    for lab in sorted(labels, key=lambda lab: (not lab.startswith("snap-"), int(lab[5:]) if lab.startswith("snap-") else 0)):
+        metric = "nvar" if any(r["data"]["replicates"].get(lab, 1) > 1 for rs in recs.values() for r in rs.values()) \
+            else "rel_bias"
+        cells, counts = [], []
+        for when in ("initial", "trained"):
+            vals = [st[lab][metric][0] for st in stats[when].values() if lab in st]
+            cells.append(_instances(vals) if vals else "–")
+            counts.append(str(len(vals)))
+        paired = [np.log(stats["trained"][i][lab][metric][0] / stats["initial"][i][lab][metric][0])
+                  for i in sorted(set(stats["initial"]) & set(stats["trained"]))
+                  if lab in stats["trained"][i] and lab in stats["initial"][i]
+                  and stats["trained"][i][lab][metric][0] > 0 and stats["initial"][i][lab][metric][0] > 0]
+        change = "–"
+        if paired:
+            try:
+                e = inf.mean_estimate(paired, "instances")
+                lo, hi = e.interval(0.95)
+                change = f"×{np.exp(e.value):.3g} [{np.exp(lo):.3g}, {np.exp(hi):.3g}]"
+            except inf.UnreliableEstimate:
+                change = ", ".join(f"×{np.exp(v):.3g}" for v in paired)
+        cos = [_instances([st[lab]["cos"][0] for st in stats[when].values() if lab in st]) or "–"
+               for when in ("initial", "trained")]
+        rows.append([lab, {"nvar": "normalised variance", "rel_bias": "relative bias"}[metric], cells[0], cells[1],
+                     change, cos[0], cos[1], " / ".join(counts)])
+    lengths = [r["data"].get("curriculum_length") for r in recs["trained"].values()
+               if r["data"].get("curriculum_length") is not None]
+    return Table(f"Long-memory setting, {MEMORY_TASKS[task]} (descriptive): late-window relative bias (deterministic "
+                 "estimators) or normalised variance (stochastic ones) at the initial θ and after online RTRL "
+                 "training, each the mean over instances with a 95% Student-t interval over instances; 'change' is "
+                 "the trained / initial ratio (geometric mean over instances of the paired ratios, 95% interval)"
+                 + (f"; curriculum lengths reached in training: {', '.join(str(v) for v in sorted(lengths))}"
+                    if lengths else ""),
+                 ["estimator", "statistic", "θ₀", "trained θ", "change", "cosine θ₀", "cosine trained",
+                  "instances (θ₀ / trained)"], rows)
 
 
 def analyse(records: list[dict]) -> Section:
@@ -456,7 +499,7 @@ def analyse(records: list[dict]) -> Section:
         return section
     verdicts += _claims(points)
     section.verdicts = verdicts
-    memory = _memory_table(points)
+    memory = [_memory_table(points, task) for task in MEMORY_TASKS]
     points = [r for r in points if not r["data"].get("memory")]
     first = [r for r in points if not r["data"].get("instance")]      # figures: the first instance
     section.figures.append(_curves_figure(_base_record(first)))
@@ -465,7 +508,7 @@ def analyse(records: list[dict]) -> Section:
         if fig is not None:
             section.figures.append(fig)
     section.figures.append(_order_figure(first))
-    for table in (_build_up(points), memory):
+    for table in (_build_up(points), *memory):
         if table is not None:
             section.tables.append(table)
     rows = []

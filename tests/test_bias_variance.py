@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rtrl_validation.analysis.bias_variance import _claims, _unbiasedness, analyse, record_statistics, statistics
+from rtrl_validation.analysis.bias_variance import (_claims, _unbiasedness, analyse, late_window, record_statistics,
+                                                    statistics)
 from rtrl_validation.simulations.experiments.base import ConfigError
 from rtrl_validation.simulations.experiments.bias_variance import BiasVarianceExperiment
 
@@ -14,7 +15,7 @@ EXP = BiasVarianceExperiment()
 SMALL = {"steps": 12, "replicates": 64, "hidden": [4, 6], "densities": [1.0], "rhos": [0.6],
          "base_hidden": 6, "base_density": 0.5, "base_rho": 0.9, "check_replicates": 4000,
          "enumeration_steps": 2, "orders": [1, 2], "instances": 4,
-         "memory_train_steps": 100}
+         "memory_train_steps": 100, "copy_train_steps": 200, "copy_length": 3}
 
 
 def run(overrides=SMALL, seed=0):
@@ -39,7 +40,8 @@ def records():
     ({"orders": [0]}, "SnAp order"), ({"densities": [0.0]}, "density"), ({"base_density": 1.5}, "density"),
     ({"rhos": [1.0]}, "rho"), ({"cell": "gru", "rhos": []}, "kf-rtrl needs"), ({"cell": "gru"}, "rho sweep"),
     ({"estimators": ["snap-0"]}, "SnAp order"), ({"estimators": ["bptt"]}, "not an approximation"),
-    ({"replicates": 1}, "replicates"), ({"nonsense": 1}, "unknown config key"), ({"cell": "nope"}, "unknown cell")])
+    ({"replicates": 1}, "replicates"), ({"nonsense": 1}, "unknown config key"), ({"cell": "nope"}, "unknown cell"),
+    ({"steps": 8, "copy_length": 5}, "one copy episode"), ({"copy_alphabet": 1}, "alphabet")])
 def test_bad_configs_are_refused_with_one_line(bad, match):
     with pytest.raises(ConfigError, match=match) as err:
         EXP.config("quick", bad)
@@ -52,7 +54,8 @@ def test_tasks_cover_the_three_sweeps_once():
     assert keys[0] == "identities" and len(keys) == len(set(keys))
     assert set(keys[1:]) == ({f"h{h}-d0.5-rho0.9-i{i}" for h in (4, 6) for i in range(4)}
                              | {"h6-d1-rho0.9", "h6-d0.5-rho0.6"}
-                             | {f"memory-{w}-i{i}" for w in ("initial", "trained") for i in range(4)})
+                             | {f"{task}-{w}-i{i}" for task in ("memory", "copy") for w in ("initial", "trained")
+                                for i in range(4)})
 
 
 def test_memory_task_instances_share_their_start():
@@ -65,6 +68,52 @@ def test_memory_task_instances_share_their_start():
     np.testing.assert_array_equal(a[4], b[4])
     assert b[3] is None
     assert a[3] is not None and np.linalg.norm(a[3][0] - a[2][0]) > 0
+
+
+def test_copy_task_instances_share_their_start():
+    """The copy task's initial-θ and trained-θ tasks of an instance share θ₀ and the measured path,
+    which ends on a recall step (g_T ≠ 0); online RTRL moves θ and keeps it in the contraction set."""
+    cfg = EXP.config("quick", SMALL)
+    a = EXP._copy_problem(cfg, 2)
+    b = EXP._copy_problem(cfg, 2, train=False)
+    np.testing.assert_array_equal(a[2][0], b[2][0])
+    np.testing.assert_array_equal(a[4], b[4])
+    np.testing.assert_array_equal(a[5], b[5])
+    assert b[3] is None and b[7] is None and a[7] >= 1
+    assert a[5][-1] >= 0 and a[4].shape == (a[5].size, cfg["copy_alphabet"] + 2)
+    cell = a[0]
+    assert np.linalg.norm(a[3][0] - a[2][0]) > 0 and cell.contraction(a[3][0]) <= cfg["memory_rho"] + 1e-12
+
+
+def test_copy_task_records_are_measured_and_reported(records):
+    """Copy-task records carry the estimators' statistics on recall steps; the section reports the
+    copy task's table (θ₀, trained θ, paired change over instances) and its alignment verdicts."""
+    copy = [r for r in records if r["task"].startswith("copy-")]
+    assert len(copy) == 8 and all(r["status"] == "ok" and r["data"]["memory_task"] == "copy" for r in copy)
+    r = copy[0]
+    g = r["arrays"]["g_norm"]
+    assert g[-1] > 0 and np.any(g == 0)           # credit only on recall steps, the last step is one
+    st = record_statistics(r, late_window(r))
+    assert 0 < st["snap-1"]["rel_bias"][0] and np.isfinite(st["uoro"]["nvar"][0])
+    sec = analyse(records)
+    table = next(t for t in sec.tables if "copy task" in t.caption)
+    assert [row[0] for row in table.rows][:2] == ["snap-1", "snap-2"]
+    assert all(row[-1] == "4 / 4" for row in table.rows if row[0] in ("snap-1", "uoro", "kf-rtrl"))
+    assert any(v.check.startswith("SnAp-1 aligns better than UORO per sample (copy task, trained θ") for v in sec.verdicts)
+    assert any(v.check.startswith("[copy-trained-i0] ") for v in sec.verdicts)
+    assert any(v.check.startswith("uoro is unbiased (copy task, trained θ") for v in sec.verdicts)
+
+
+def test_window_statistics_skip_steps_without_gradient():
+    """Steps with g_t = 0 (the copy task outside its recall phase) do not dilute window means."""
+    rng = np.random.default_rng(4)
+    R, T = 20, 6
+    sq, proj, cos = rng.random((R, T)), rng.random((R, T)) * 0.1, rng.random((R, T))
+    gn = np.array([1.0, 0.0, 2.0, 0.0, 1.5, 3.0])
+    both = statistics(sq, proj, cos, gn, slice(2, None))
+    kept = statistics(sq[:, [2, 4, 5]], proj[:, [2, 4, 5]], cos[:, [2, 4, 5]], gn[[2, 4, 5]], slice(0, None))
+    for name in both:
+        np.testing.assert_allclose(both[name], kept[name], rtol=1e-12)
 
 
 def test_small_run_verdicts_hold(records):

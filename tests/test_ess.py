@@ -83,3 +83,35 @@ def test_pooled_calibration_of_short_series(phi, kind):
     assert 1 / 1.15 - 3 * sd <= ratio <= 1 + 3 * sd
     # the same pooled check sees a factor 1.4 in standard deviation
     assert not (1 / 1.15 - 3 * sd <= ratio / 2 <= 1 + 3 * sd)
+
+
+@pytest.mark.slow
+def test_pooled_calibration_on_the_convergence_series():
+    # The convergence section's own series (quick profile: 300 window means of the frozen-θ loss and
+    # of one coordinate of the RTRL direction, tanh and linear cases) pooled over 512 independent
+    # paths: the ratio's sampling sd is √(2/511) ≈ 0.063, so a factor 1.4 in standard deviation
+    # (ratio 0.5 or 2) is 8 sd away.  Measured ratios 0.96-1.00.
+    from rtrl_validation.simulations.estimators.rtrl import RTRL
+    from rtrl_validation.simulations.experiments import convergence as cv
+    from rtrl_validation.simulations.training import frozen_windows
+
+    cfg = dict(cv.ConvergenceExperiment.profiles["quick"])
+    sd = np.sqrt(2 / 511)
+    for case in ("tanh", "linear"):
+        cell, readout, proc = cv.problem(cfg, case)
+        theta, phi = cv.boundary_point(cell, readout, cfg, salt=300 + cv.CASES.index(case))
+        T, burn = cfg["grad_steps"], cfg["grad_burn"]
+        series = {"loss": [], "direction": []}
+        for r in range(8):
+            res = frozen_windows(cell, readout, RTRL(), proc, np.tile(theta, (64, 1)), np.tile(phi, (64, 1)),
+                                 burn, T, T // cfg["ess_window"], np.random.default_rng([77, r]))
+            series["loss"].append(res["loss"])
+            series["direction"].append(res["grad"][..., 0])
+        for name, parts in series.items():
+            x = np.concatenate(parts, axis=1)                 # windows × 512 paths
+            se2 = np.array([time_average_se(x[:, j])[1] ** 2 for j in range(x.shape[1])])
+            ratio = x.mean(axis=0).var(ddof=1) / se2.mean()
+            print(f"\n[ESS pooled calibration] convergence {case} {name}: {x.shape[1]} paths of {x.shape[0]} "
+                  f"windows, ratio {ratio:.3f}")
+            assert 1 / 1.15 - 3 * sd <= ratio <= 1 + 3 * sd
+            assert not (1 / 1.15 - 3 * sd <= ratio / 2 <= 1 + 3 * sd)

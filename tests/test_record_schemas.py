@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SMALL = {
     "gradients": dict(cells=["elman", "lstm"], hidden=2, inputs=2, steps=[1, 3], densities=[1.0]),
     "bias-variance": dict(steps=6, replicates=64, hidden=[4], densities=[], rhos=[], base_hidden=4,
-                          base_density=0.5, orders=[1], check_replicates=500, enumeration_steps=2),
+                          base_density=0.5, orders=[1], check_replicates=500, enumeration_steps=2,
+                          copy_length=2, copy_train_steps=200),
     "cost": dict(series={"snap-1": [4, 6, 8]}, sparse_series={"snap-2": [6, 8, 10]}, fit_points=3, min_time=1e-4,
                  repeats=2, batch_hidden=3, batch_replicates=4, batch_steps=2, compare_k=6),
     "convergence": dict(hidden=2, forget_blocks=1, forget_pairs=2, forget_steps=10, chains=10, chain_times=[1, 2],

@@ -40,13 +40,16 @@ from ..estimators import make_estimator, parse_estimator
 from ..estimators.enumeration import expected_influence
 from ..estimators.masked import UNIT_ROUNDOFF, MaskedInfluence, exact_order, influence_rounding_bound
 from ..estimators.signs import ShiftedSigns
+from ..data.copy_task import IGNORE, CopyTask, MaskedReadout
 from ..data.var1 import VAR1Teacher
+from ..curriculum import LengthCurriculum
 from ..flops import estimator_flops
 from ..readouts import LinearReadout
 from ..config import NON_EMPTY, CellName, Density, EstimatorSpec, Fraction, NonNegativeInt, Positive, PositiveInt, Rule, config_error, interval
 from ..memory import cell_size, estimator_floats, floats_bytes
-from ..optimizers import Schedule
+from ..optimizers import Schedule, make_optimizer
 from ..training import OnlineTrainer
+from .learning import LearningRecorder
 from . import checks
 from .base import Experiment, Task, TaskResult, Verdict
 from .schema import Names, TaskSchema
@@ -89,7 +92,7 @@ def mean_z_test(samples: np.ndarray, exact: np.ndarray, alpha: float,
 def measure(cell, theta, readout, phi, xs, ys, estimators, replicates, rng, influences=False, bound=True):
     """Run exact RTRL and ``estimators`` (labels -> instances) along one data path.
 
-    ``xs``: ``T × m``, ``ys``: ``T × n_out``; ``θ``: ``(p,)``.  Stochastic estimators run
+    ``xs``: ``T × m``, ``ys``: ``T × n_out`` (or ``T`` class indices); ``θ``: ``(p,)``.  Stochastic estimators run
     ``replicates`` copies batched.  Returns ``(stats, g_norm, finals)``: ``stats[label][name]``
     (``R_e × T``, ``name`` in :data:`STAT_ARRAYS`), ``g_norm`` (``T``), and ``finals`` with the
     last step's exact influence ``"J"`` (``k × p``), gradient ``"g"`` (``p``), the rounding bound
@@ -113,7 +116,7 @@ def measure(cell, theta, readout, phi, xs, ys, estimators, replicates, rng, infl
         s1 = lin1.state
         sR = linR.state if batched else sR
         lins.append(lin1)
-        credit = readout.evaluate(phi, s1, ys[t][None, :])[1]
+        credit = readout.evaluate(phi, s1, np.asarray(ys[t])[None])[1]
         ex, g = exact.step(ex, lin1, credit)
         g = g[0]
         g_norm[t] = np.linalg.norm(g)
@@ -207,6 +210,10 @@ class BiasVarianceConfig:
     memory_teacher_rho: Fraction
     memory_input_ar: Fraction
     memory_lr: Positive
+    copy_train_steps: NonNegativeInt
+    copy_lr: Positive
+    copy_alphabet: Annotated[int, Rule("an alphabet of >= 2 symbols", "alphabets of >= 2 symbols", lambda v: v >= 2)]
+    copy_length: PositiveInt
     check_hidden: PositiveInt
     check_steps: PositiveInt
     check_replicates: PositiveInt
@@ -225,6 +232,7 @@ class BiasVarianceExperiment(Experiment):
             "base_hidden": 16, "base_density": 0.25, "base_rho": 0.9, "alpha": 0.01, "shift": 0.5,
             "instances": 4, "directions": 3, "bias_margin": 0.1, "memory_train_steps": 1500,
             "memory_rho": 0.97, "memory_teacher_rho": 0.95, "memory_input_ar": 0.9, "memory_lr": 0.02,
+            "copy_train_steps": 3000, "copy_lr": 0.01, "copy_alphabet": 2, "copy_length": 5,
             "check_hidden": 3, "check_steps": 6, "check_replicates": 10000, "enumeration_steps": 4,
         },
         "full": {
@@ -234,6 +242,7 @@ class BiasVarianceExperiment(Experiment):
             "base_hidden": 32, "base_density": 0.25, "base_rho": 0.9, "alpha": 0.01, "shift": 0.5,
             "instances": 8, "directions": 8, "bias_margin": 0.1, "memory_train_steps": 20000,
             "memory_rho": 0.97, "memory_teacher_rho": 0.95, "memory_input_ar": 0.9, "memory_lr": 0.02,
+            "copy_train_steps": 20000, "copy_lr": 0.01, "copy_alphabet": 2, "copy_length": 5,
             "check_hidden": 3, "check_steps": 6, "check_replicates": 40000, "enumeration_steps": 4,
         },
     }
@@ -241,13 +250,14 @@ class BiasVarianceExperiment(Experiment):
     Config = BiasVarianceConfig
     _point = TaskSchema(
         data=Names(("hidden", "k", "p", "density", "rho", "contraction", "exact_order", "orders", "estimators",
-                    "replicates", "stored", "steps", "base", "instance", "stochastic", "memory", "matched_samples")),
+                    "replicates", "stored", "steps", "base", "instance", "stochastic", "memory", "matched_samples"),
+                   ("memory_task", "curriculum_length")),
         arrays=Names(("g_norm", *(f"{name}.*" for name in STAT_ARRAYS)),
                      ("dir.*", "dirctl.*", "cos_last.*", "cos_matched.uoro")))
     schemas = {
         "identities": TaskSchema(data=Names(("kind",))),
         "sweep": _point,
-        "memory": _point,      # the long-memory setting at θ₀ ("initial") or after online RTRL ("trained")
+        "memory": _point,      # a long-memory setting (VAR teacher or copy task) at θ₀ or after online RTRL
     }
 
     def task_kind(self, task_config: dict) -> str:
@@ -261,6 +271,9 @@ class BiasVarianceExperiment(Experiment):
             raise config_error("steps", f"must be >= 2, got {c['steps']!r}")
         if c["replicates"] < 3:
             raise config_error("replicates", f"must be >= 3, got {c['replicates']!r}")
+        if c["cell"] == "contractive-elman" and c["copy_train_steps"] > 0 and c["steps"] < 2 * c["copy_length"] + 1:
+            raise config_error("steps", f"must be >= 2·copy_length + 1 = {2 * c['copy_length'] + 1} (one copy "
+                               f"episode with its recall phase), got {c['steps']!r}")
         if c["cell"] == "contractive-elman":
             for r in list(c["rhos"]) + [c["base_rho"]]:
                 if not 0.0 < r < 1.0:
@@ -314,12 +327,15 @@ class BiasVarianceExperiment(Experiment):
             for i in range(n):
                 out.append(Task(key + (f"-i{i}" if n > 1 else ""),
                                 dict(config, setting={"hidden": h, "density": d, "rho": r, "instance": i})))
-        if config["cell"] == "contractive-elman" and config["memory_train_steps"] > 0:
-            for i in range(config["instances"]):
-                for when in ("initial", "trained"):
-                    out.append(Task(f"memory-{when}-i{i}", dict(config, setting={
-                        "hidden": config["base_hidden"], "density": d0, "rho": config["memory_rho"],
-                        "instance": i, "memory": when})))
+        if config["cell"] == "contractive-elman":
+            for problem, prefix, steps in (("var", "memory", "memory_train_steps"), ("copy", "copy", "copy_train_steps")):
+                if config[steps] <= 0:
+                    continue
+                for i in range(config["instances"]):
+                    for when in ("initial", "trained"):
+                        out.append(Task(f"{prefix}-{when}-i{i}", dict(config, setting={
+                            "hidden": config["base_hidden"], "density": d0, "rho": config["memory_rho"],
+                            "instance": i, "memory": when, "memory_task": problem})))
         return out
 
     # ------------------------------------------------------------------ run
@@ -357,6 +373,38 @@ class BiasVarianceExperiment(Experiment):
         why = "" if trained else f"online RTRL training diverged at step {traj.diverged_at}"
         return cell, readout, (theta0, phi0), trained, xs[:, 0], ys[:, 0], why
 
+    def _copy_problem(self, config, instance, train: bool = True):
+        """The copy task as a long-memory setting (THEORY §4, §6): a contractive Elman cell with
+        ``ρ = memory_rho`` reads the copy task (alphabet ``copy_alphabet``) through a masked softmax
+        readout; θ₀ from the instance seed, and θ after ``copy_train_steps`` of online RTRL with Adam
+        (``copy_lr``) on the task with its length curriculum (:class:`~simulations.curriculum.LengthCurriculum`,
+        the learning experiment's rule; projected onto the contraction set).  The measured path,
+        the same at θ₀ and at the trained θ, is ``steps`` of episodes of lengths uniform in
+        ``[1, copy_length]``, cut after its last recall step (so that ``g_T ≠ 0``).
+        Returns ``(cell, readout, (θ₀, φ₀), (θ_T, φ_T) or None, xs, ys, why, length)`` with
+        ``length`` the curriculum length training reached (``None`` without training)."""
+        h, d, A = config["base_hidden"], float(config["base_density"]), config["copy_alphabet"]
+        measured = CopyTask(A, LengthCurriculum(start=config["copy_length"], spread=config["copy_length"] - 1))
+        cell = make_cell("contractive-elman", h, measured.m, rho=config["memory_rho"], density=d,
+                         mask_seed=60013 + instance)
+        readout = MaskedReadout(LinearReadout(cell.k, measured.n_out, measured.loss))
+        rng = np.random.default_rng([30011, instance])
+        theta0, phi0 = cell.init(rng), readout.init(rng)
+        _, xs, ys = measured.sample(measured.init(rng, 1), config["steps"])
+        T = int(np.flatnonzero(ys[:, 0] != IGNORE)[-1]) + 1
+        xs, ys = xs[:T, 0], ys[:T, 0]
+        if not train:
+            return cell, readout, (theta0, phi0), None, xs, ys, "", None
+        process, rtrl, steps = CopyTask(A), make_estimator("rtrl"), config["copy_train_steps"]
+        recorder = LearningRecorder(cell, readout, rtrl, process, steps)
+        trainer = OnlineTrainer(cell, readout, rtrl, process, Schedule(config["copy_lr"]), project=cell.project,
+                                record_every=max(steps, 1), optimizer=make_optimizer("adam"),
+                                counted=lambda y: y != IGNORE, hooks=[recorder])
+        state, traj = trainer.run(trainer.init(theta0[None], phi0[None], rng), steps, rng, checkpoint=False)
+        trained = None if traj.diverged_at is not None else (state.theta[0].copy(), state.phi[0].copy())
+        why = "" if trained else f"online RTRL training on the copy task diverged at step {traj.diverged_at}"
+        return cell, readout, (theta0, phi0), trained, xs, ys, why, int(process.lengths(state.data)[0])
+
     def _problem(self, config, hidden, density, rho, rng, mask_seed):
         opts = {"density": density, "mask_seed": mask_seed}
         if config["cell"] == "contractive-elman":
@@ -373,9 +421,14 @@ class BiasVarianceExperiment(Experiment):
     def _sweep_point(self, config, seed):
         st = config["setting"]
         rng = np.random.default_rng(seed)
-        if st.get("memory"):
+        length = None
+        if st.get("memory_task") == "copy":
+            cell, readout, initial, trained, xs, ys, why, length = self._copy_problem(
+                config, st["instance"], train=st["memory"] == "trained")
+        elif st.get("memory"):
             cell, readout, initial, trained, xs, ys, why = self._memory_problem(config, st["instance"],
                                                                                 train=st["memory"] == "trained")
+        if st.get("memory"):
             if st["memory"] == "trained" and trained is None:
                 return TaskResult(status="diverged", reason=why)
             theta, phi = initial if st["memory"] == "initial" else trained
@@ -394,7 +447,9 @@ class BiasVarianceExperiment(Experiment):
                               reason=f"gradients not finite at step {finals['diverged_at']}")
 
         verdicts = snap_identity_verdicts([(f"snap-{n}", n) for n in orders], finals, n_star)
-        late = slice(config["steps"] // 2, None)
+        T = xs.shape[0]
+        late = np.arange(T) >= T // 2
+        late &= g_norm > 0                          # steps with a gradient (the copy task's recall phase)
         rb = {n: float(np.mean(np.sqrt(stats[f"snap-{n}"]["sq_err"][0, late]) / g_norm[late])) for n in orders}
         exact_at = [n for n in orders if n >= n_star]
         seq = [rb[n] for n in orders if n < n_star] + ([0.0] if exact_at else [])
@@ -418,8 +473,9 @@ class BiasVarianceExperiment(Experiment):
                 "replicates": {lab: int(s["cos"].shape[0]) for lab, s in stats.items()},
                 "stored": {lab: int(e.stored(e.init(cell, theta, 1))) if isinstance(e, MaskedInfluence) else None
                            for lab, e in ests.items()},
-                "steps": config["steps"], "base": [config["base_hidden"], config["base_density"], config["base_rho"]],
+                "steps": T, "base": [config["base_hidden"], config["base_density"], config["base_rho"]],
                 "instance": st.get("instance", 0), "stochastic": stochastic, "memory": st.get("memory"),
+                "memory_task": st.get("memory_task"), "curriculum_length": length,
                 "matched_samples": self._matched_samples(cell, ests)}
         return TaskResult(data, arrays, verdicts)
 

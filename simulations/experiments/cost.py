@@ -26,7 +26,10 @@ Arrays per series ``s``: ``k.s``; wall seconds per step ``time.s`` (median), ``t
 ``times.s`` (``n_k × repeats``), ``forward.s``, ``linearize.s`` (medians), ``ratio.s`` (median
 of interleaved estimator / forward-step ratios); CPU seconds per step ``cpu.s``, ``cpu_forward.s``,
 ``cpu_linearize.s`` (fastest repeat), ``cpu_sweeps.s`` and ``cpu_forward_sweeps.s`` (``n_k × repeats``,
-one column per sweep); ``bytes.s``, ``flops.s``, ``p.s``.
+one column per sweep); ``overhead.s`` (``repeats``): CPU seconds per step of the same estimator on a
+tiny cell (``overhead_hidden`` units, timed first in every sweep), whose arithmetic is negligible,
+so it measures the per-step overhead (Python and numpy calls) that :mod:`analysis.cost` compares
+with the time at the smallest fitted size; ``bytes.s``, ``flops.s``, ``p.s``.
 """
 from __future__ import annotations
 
@@ -250,6 +253,7 @@ class CostConfig:
     sparse_density: Density
     sparse_series: Grid
     fit_points: PositiveInt
+    overhead_hidden: PositiveInt
     compare_k: PositiveInt
     batch_estimator: EstimatorSpec
     batch_hidden: PositiveInt
@@ -269,7 +273,7 @@ class CostExperiment(Experiment):
                        "rflo": [128, 160, 192, 256, 320, 384], "bptt": [128, 160, 192, 256, 320, 384]},
             "sparse_density": 0.1,
             "sparse_series": {"snap-2": [64, 80, 96, 128, 160, 192], "rtrl": [48, 64, 80, 96, 128, 160]},
-            "fit_points": 5, "compare_k": 256,
+            "fit_points": 5, "overhead_hidden": 4, "compare_k": 256,
             "batch_estimator": "snap-1", "batch_hidden": 16, "batch_replicates": 64, "batch_steps": 20,
         },
         "full": {
@@ -279,15 +283,15 @@ class CostExperiment(Experiment):
                        "rflo": [64, 96, 128, 192, 256, 384, 512], "bptt": [64, 96, 128, 192, 256, 384, 512]},
             "sparse_density": 0.05,
             "sparse_series": {"snap-2": [48, 64, 96, 128, 192, 256, 384], "rtrl": [48, 64, 96, 128, 192]},
-            "fit_points": 5, "compare_k": 256,
+            "fit_points": 5, "overhead_hidden": 4, "compare_k": 256,
             "batch_estimator": "snap-1", "batch_hidden": 16, "batch_replicates": 64, "batch_steps": 50,
         },
     }
 
     Config = CostConfig
     schemas = {"scaling": TaskSchema(
-        data=Names(("series", "threads", "blas", "cell", "load_average", "batching")),
-        arrays=Names(tuple(f"{name}.*" for name in SERIES_ARRAYS)))}
+        data=Names(("series", "threads", "blas", "cell", "load_average", "batching"), ("overhead_hidden",)),
+        arrays=Names(tuple(f"{name}.*" for name in SERIES_ARRAYS), ("overhead.*",)))}
 
     def validate(self, config):
         c = config
@@ -334,8 +338,13 @@ class CostExperiment(Experiment):
             blas = _blas()
             for spec, density, grid in jobs:
                 name = spec if density == 1.0 else f"{spec}-sparse"
-                cells = [make_cell(c["cell"], h, c["inputs"], density=density, mask_seed=h) for h in grid]
+                # the first cell of every sweep is a tiny one (``overhead_hidden``) whose step is all
+                # per-call overhead: it tells whether the fitted sizes are arithmetic-dominated
+                cells = [make_cell(c["cell"], h, c["inputs"], density=density, mask_seed=h)
+                         for h in [c["overhead_hidden"]] + list(grid)]
                 wall, cpu, sizes, flops, finite = sweeps(cells, spec, rng, c["min_time"], c["repeats"])
+                arrays[f"overhead.{name}"] = cpu[0, 0].copy()
+                wall, cpu, sizes, flops, finite, cells = wall[1:], cpu[1:], sizes[1:], flops[1:], finite[1:], cells[1:]
                 if not all(finite):
                     h = grid[finite.index(False)]
                     return TaskResult({"series": series, "cell": c["cell"]}, status="diverged",
@@ -360,6 +369,7 @@ class CostExperiment(Experiment):
         if progress:
             progress(1.0)
         data = {"series": series, "threads": c["threads"], "blas": blas, "cell": c["cell"],
+                "overhead_hidden": c["overhead_hidden"],
                 "load_average": [load, list(os.getloadavg())],
                 "batching": {"estimator": c["batch_estimator"], "hidden": c["batch_hidden"],
                              "replicates": c["batch_replicates"], "steps": c["batch_steps"], **batching}}
