@@ -177,7 +177,10 @@ def learn_online(cell, readout, estimator, process, theta0, phi0, steps: int, rn
 
 
 # --------------------------------------------------------------------------- the experiment
-ESTIMATORS = ["rtrl", "snap-1", "snap-2", "snap-3", "uoro", "kf-rtrl", "rflo", "tbptt-4", "tbptt-16"]
+#: TBPTT twice: ``tbptt-τ`` updates once per block of τ steps, ``online-tbptt-τ`` at every step through
+#: the last τ steps (the comparison of Menick et al. 2021)
+ESTIMATORS = ["rtrl", "snap-1", "snap-2", "snap-3", "uoro", "kf-rtrl", "rflo", "tbptt-4", "tbptt-16",
+              "online-tbptt-4", "online-tbptt-16"]
 
 QUICK = {
     "tasks": ["copy", "text"],
@@ -217,7 +220,8 @@ FULL = dict(QUICK, groups=["gru-reset-after:0.25", "gru-reset-after:0.1", "lstm:
 #: TBPTT's τ tuned on their own seeds.  Exact RTRL is not trained at this size (about 20× SnAp-2's
 #: cost per step); it enters through the alignment segments.  Hours of compute: see :func:`plan`.
 PAPER = dict(FULL, groups=["gru-reset-after:0.1", "gru-reset-after:0.25", "lstm:0.1", "lstm:0.25"],
-             hidden=128, estimators=["snap-1", "snap-2", "uoro", "rflo", "tbptt-4", "tbptt-8", "tbptt-16"],
+             hidden=128, estimators=["snap-1", "snap-2", "uoro", "rflo", "tbptt-4", "tbptt-8", "tbptt-16",
+                                     "online-tbptt-4", "online-tbptt-8", "online-tbptt-16"],
              seeds=5, tuning_seeds=3, lr_grid=[0.3, 1.0, 3.0], tuning_fraction=0.1,
              copy_steps=100_000, text_steps=100_000, record_every=500, align_every=20_000, align_len=128,
              vocab_size=48, val_chars=5000, val_every=5000)
