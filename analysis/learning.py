@@ -361,7 +361,8 @@ def curves_figure(kind: str, groups: dict[str, dict[str, Run]]) -> Figure:
         row[1].set(xlabel="FLOPs per replicate (estimate)", xscale="log", title="against cost (extra question)")
         row[2].axhline(0.0, color="k", lw=0.8)
         row[2].set(xlabel="step $t$", ylabel="minus RTRL, paired by seed" if ref is not None else "(no RTRL run)")
-        row[2].legend(loc="center left", bbox_to_anchor=(1.02, 0.5))
+        if row[2].get_legend_handles_labels()[0]:
+            row[2].legend(loc="center left", bbox_to_anchor=(1.02, 0.5))
     what = ("curriculum length reached" if kind == "copy"
             else r"validation bits per character (frozen $\theta$, fixed validation segment)")
     return Figure(f"{what.capitalize()} against step $t$, against estimated FLOPs, and as the paired difference "

@@ -177,3 +177,22 @@ def test_profiles_run_both_tbptt_variants_with_distinct_labels_and_colours():
         assert len({estimator_style(e).label for e in specs}) == len(specs)
     assert estimator_style("online-tbptt-4").color not in {estimator_style(e).color
                                                           for e in ("tbptt-4", "tbptt-8", "tbptt-16", "uoro", "rflo")}
+
+
+def test_online_training_resumes_from_a_checkpoint_with_the_same_numbers():
+    """In the online loop (θ moving at every step) a plain checkpoint of the buffered window
+    resumes to the uninterrupted numbers (the trainer's checkpoint test, for online TBPTT)."""
+    try:
+        from test_training_checkpoints import MemorySlot, assert_plain, run
+    except ImportError:  # pragma: no cover - run from the repository root
+        from tests.test_training_checkpoints import MemorySlot, assert_plain, run
+    saver = MemorySlot()
+    state, arrays, _ = run("online-tbptt-3", "gru", saver)
+    assert len(saver.saved) >= 3 and np.all(np.isfinite(state.theta))
+    for _, payload in saver.saved:
+        assert_plain(payload)
+    mid = saver.saved[len(saver.saved) // 2]
+    state2, arrays2, _ = run("online-tbptt-3", "gru", MemorySlot(snapshot=mid))
+    np.testing.assert_array_equal(state2.theta, state.theta)
+    for name in arrays:
+        np.testing.assert_array_equal(arrays2[name], arrays[name], err_msg=name)
