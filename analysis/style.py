@@ -106,6 +106,7 @@ FAMILY = {
     "rtrl": ("RTRL", "#000000", "o", "-"),
     "bptt": ("BPTT", "#7f7f7f", "s", "-"),
     "tbptt": ("TBPTT", "#E69F00", "v", (0, (4, 1.5))),
+    "online-tbptt": ("online TBPTT", "#8C510A", "v", (0, (6, 1.5, 1, 1.5))),
     "snap": ("SnAp", "#0072B2", "^", "-"),
     "uoro": ("UORO", "#D55E00", "D", (0, (1, 1.2))),
     "kf-rtrl": ("KF-RTRL", "#CC79A7", "P", (0, (5, 1.5, 1, 1.5))),
@@ -137,6 +138,8 @@ def estimator_style(spec: str) -> SeriesStyle:
     if family == "tbptt" and order is not None and order.isdigit():
         i = int(order).bit_length() % len(TBPTT_COLOURS)        # one shade per octave of τ
         return SeriesStyle(rf"TBPTT($\tau$={order})", TBPTT_COLOURS[i], TBPTT_MARKERS[i], ls)
+    if family == "online-tbptt" and order is not None:          # its colour; one marker per octave of τ
+        return SeriesStyle(rf"online TBPTT($\tau$={order})", colour, TBPTT_MARKERS[int(order).bit_length() % 3], ls)
     return SeriesStyle(label, colour, marker, ls)
 
 

@@ -99,6 +99,26 @@ def test_tbptt_tau_is_the_tuned_one_and_the_curriculum_must_exceed_it():
     assert snap2_vs_tbptt(runs, "g", 1.0) == []                           # dense: no sparse claim
 
 
+def test_snap2_is_judged_against_each_tbptt_variant_with_its_own_tuned_tau():
+    """Online TBPTT (every step) and TBPTT per block are two baselines, each with its own τ; a
+    variant's τ never comes from the other's runs."""
+    runs = runs_of(record("copy", "snap-2", ramp(12, 0.2, 3), fps=1e5),
+                   record("copy", "tbptt-4", ramp(8, 0.2, 4), score=1.0),
+                   record("copy", "tbptt-8", ramp(9, 0.2, 5), score=2.0),
+                   record("copy", "online-tbptt-4", ramp(14, 0.2, 6), score=3.0),
+                   record("copy", "online-tbptt-8", ramp(10, 0.2, 7), score=0.5))
+    assert chosen_tbptt(runs)[0].label == "tbptt-8"
+    assert chosen_tbptt(runs, "online-tbptt-")[0].label == "online-tbptt-4"
+    online, block = judge(snap2_vs_tbptt(runs, "g", 0.25))
+    assert "online, every step" in online.check and "online-tbptt-4" in online.evidence
+    assert online.status == "INCONCLUSIVE" and "below the claim's scale" in online.evidence   # TBPTT ahead: FAIL at 16 units
+    assert "every τ steps" in block.check and "tbptt-8" in block.evidence and block.status == "PASS"
+    # the curriculum gate reads the variant's own τ (online-tbptt-16 -> 16)
+    runs = runs_of(record("copy", "snap-2", ramp(9, 0.0, 3)), record("copy", "online-tbptt-16", ramp(3, 0.2, 4), score=1.0))
+    step, = judge(snap2_vs_tbptt(runs, "g", 0.25))
+    assert step.status == "INCONCLUSIVE" and "τ = 16" in step.evidence
+
+
 def test_untuned_tbptt_baseline_is_the_strongest_on_evaluation_seeds():
     runs = runs_of(record("copy", "snap-2", ramp(12, 0.2, 3)), record("copy", "tbptt-4", ramp(8, 0.2, 4)),
                    record("copy", "tbptt-16", ramp(9, 0.2, 5)))
@@ -153,6 +173,9 @@ def test_section_from_records_with_a_failure():
     assert not any("per FLOP" in c for c in checks)                      # per FLOP: a descriptive table only
     assert any(t.caption.startswith("Extra question") for t in sec.tables)
     assert any("not applicable to gru-reset-after: kf-rtrl" in n for n in sec.notes)
+    for r in recs:                                 # a profile that does not list KF-RTRL still names it
+        r["config"]["estimators"] = ["rtrl", "snap-1"]
+    assert any("not applicable to gru-reset-after: kf-rtrl" in n for n in analyse(recs).notes)
     assert all(v.status in ("PASS", "FAIL", "INCONCLUSIVE") for v in sec.verdicts)
     assert len(sec.tables[0].rows) == 7
     assert len(sec.figures) == 6                  # per kind: panels and curves; alignment; compute per step

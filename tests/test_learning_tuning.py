@@ -60,6 +60,18 @@ def test_paper_profile_has_the_claims_scale():
     assert exp.preamble(exp.config("quick")) == ""                    # small runs start at once
 
 
+def test_claim1_profile_is_the_paper_profile_restricted_to_claim_1():
+    """``paper-claim1``: the paper's scale and tuning, the O(p) estimators of claim 1, one sparse group."""
+    exp = LearningExperiment()
+    paper, claim1 = exp.config("paper"), exp.config("paper-claim1")
+    assert {k: v for k, v in claim1.items() if k not in ("groups", "estimators")} == \
+        {k: v for k, v in paper.items() if k not in ("groups", "estimators")}
+    assert set(claim1["groups"]) <= set(paper["groups"]) and set(claim1["estimators"]) <= set(paper["estimators"])
+    assert {"snap-1", "uoro"} <= set(claim1["estimators"]) and "snap-2" not in claim1["estimators"]
+    assert [t.key for t in exp.tasks(claim1)] == [f"{kind}-gru-reset-after-d0.1-{e}" for kind in ("copy", "text")
+                                                  for e in ("snap-1", "uoro", "rflo")]
+
+
 @pytest.mark.parametrize("threshold", [0.15, 0.5])
 def test_curriculum_steps_exactly_below_the_threshold(threshold):
     """L grows when the window's mean bits are below the threshold (strictly), not at it."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 from .base import Estimator
 from .bptt import BPTT, TBPTT
 from .kf_rtrl import KFRTRL
+from .online_tbptt import OnlineTBPTT
 from .rflo import RFLO
 from .rtrl import RTRL
 from .snap import SnAp
@@ -19,6 +20,7 @@ ESTIMATORS: dict[str, type[Estimator]] = Registry(ESTIMATOR_GROUP, {
     "rtrl": RTRL,
     "bptt": BPTT,
     "tbptt": TBPTT,
+    "online-tbptt": OnlineTBPTT,
     "snap": SnAp,
     "uoro": UORO,
     "kf-rtrl": KFRTRL,
@@ -26,7 +28,7 @@ ESTIMATORS: dict[str, type[Estimator]] = Registry(ESTIMATOR_GROUP, {
 })
 
 #: the option that a ``name-N`` spec sets, per estimator
-SPEC_OPTION = {"tbptt": "tau", "snap": "n"}
+SPEC_OPTION = {"tbptt": "tau", "online-tbptt": "tau", "snap": "n"}
 
 
 def make_estimator(name: str, **options) -> Estimator:
@@ -48,4 +50,4 @@ def parse_estimator(spec: str) -> Estimator:
 
 
 __all__ = ["ESTIMATORS", "Estimator", "make_estimator", "parse_estimator", "RTRL", "BPTT", "TBPTT",
-           "SnAp", "UORO", "KFRTRL", "RFLO"]
+           "OnlineTBPTT", "SnAp", "UORO", "KFRTRL", "RFLO"]
