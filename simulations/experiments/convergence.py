@@ -49,6 +49,7 @@ from ..estimators import parse_estimator
 from ..estimators.bptt import BPTT, TBPTT
 from ..estimators.rtrl import RTRL
 from ..linear_theory import LinearTheory
+from ..online_kernel import SpectralClip
 from ..noise_floor import floor, hessian, long_run_covariance
 from ..readouts import LinearReadout
 from ..sequence import run_sequence, sequence_loss
@@ -201,18 +202,9 @@ def boundary_point(cell, readout, cfg: dict, salt: int):
 
 def lazy_projection(cell):
     """``cell.project`` (the contraction projection, THEORY §3), skipped when every replicate's
-    ``W`` already has ``sup|σ'|·‖W‖₂ ≤ ρ`` — the projection is then the identity, so the result is
-    the same; only the singular values are computed.  Masked ``W``: ``cell.project`` every time."""
-    if cell.masks.get("W") is not None:
-        return cell.project
-    cols, k, radius = cell.block["W"].cols, cell.hidden, cell.rho / cell.sup_dsigma
-
-    def project(theta):
-        # θ[W] is vec(W) in column-major order: the row-major reshape is Wᵀ, with W's singular values
-        if np.linalg.svd(theta[:, cols].reshape(-1, k, k), compute_uv=False)[:, 0].max() <= radius:
-            return theta
-        return cell.project(theta)
-    return project
+    ``W`` already has ``sup|σ'|·‖W‖₂ ≤ ρ`` (:class:`~simulations.online_kernel.SpectralClip`, which
+    the compiled training path recognises).  Masked ``W``: ``cell.project`` every time."""
+    return cell.project if cell.masks.get("W") is not None else SpectralClip(cell)
 
 
 def schedule(cfg: dict) -> Schedule:
