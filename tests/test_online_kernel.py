@@ -171,6 +171,7 @@ def test_plan_covers_only_its_setting():
 
 
 def test_spectral_clip_is_the_projection_outside_and_the_identity_inside():
+    """(``lazy_projection`` of the convergence experiment is this for a dense ``W``.)"""
     cell = make_cell("contractive-elman", 4, 2, rho=0.7)
     rng = np.random.default_rng(2)
     clip = SpectralClip(cell)
