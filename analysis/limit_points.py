@@ -13,6 +13,9 @@ Every estimator of a case trains from the same ``θ_0`` on the same data stream 
   control, must be detected or every verdict of the case is INCONCLUSIVE.
   A TBPTT(τ) with τ beyond the data's memory is tested the other way: its limit is within a
   factor 2 of RTRL's (two one-sided tests, margin :data:`DELTA`), since its bias ≈ r^τ is small.
+  Where ``∇L`` is a Monte Carlo estimate (tanh students), a control is INCONCLUSIVE when the
+  Monte Carlo band on its mean paired log-gap (:func:`mc_band`, ``z = 1.645``) is wider than
+  ``δ/2``, or when a norm is not resolved from zero.
 * :func:`floor_verdict` — RTRL's ``‖∇L(θ̄)‖`` against the stochastic-approximation noise floor
   predicted from ``α_t`` (:mod:`simulations.noise_floor`, linear cases): per replicate
   ``ln(‖∇L(θ̄_b)‖ / floor_b)``, equivalent to 0 within ``ln 2`` (TOST); INCONCLUSIVE where the
@@ -51,11 +54,29 @@ def tau(spec: str) -> int | None:
 
 def limit_norm(record) -> tuple[np.ndarray, np.ndarray | None]:
     """Per-replicate ``‖∇L‖`` at the Polyak average of a training record (``B``) and its Monte
-    Carlo noise floor (``None`` when ``∇L`` is exact)."""
+    Carlo standard error ``√(tr Σ̂ / P)`` over the ``P`` evaluation paths (``None`` when ``∇L`` is
+    exact; it bounds the standard deviation of ``‖ḡ‖`` about ``‖∇L‖``)."""
     a = record["arrays"]
     if "avg_grad_norm_exact" in a:
         return np.asarray(a["avg_grad_norm_exact"], dtype=float), None
     return debiased_norm(a["eval_grad"][-1])                  # B × P × d: the late-average row
+
+
+#: one-sided normal quantile of the Monte Carlo error band (the section's tests are one-sided at 5%)
+Z_MC = 1.645
+
+
+def log_error(norm: np.ndarray, se: np.ndarray) -> np.ndarray:
+    """Monte Carlo standard error of ``ln‖∇L‖`` per replicate, ``se / ‖∇L‖`` (delta method); ``inf``
+    where ``‖∇L‖ ≤ Z_MC · se`` (the norm is not resolved from zero, its logarithm is not estimated)."""
+    norm, se = np.asarray(norm, dtype=float), np.asarray(se, dtype=float)
+    return np.where(norm > Z_MC * se, se / np.maximum(norm, np.finfo(float).tiny), np.inf)
+
+
+def mc_band(control: np.ndarray, reference: np.ndarray) -> float:
+    """``Z_MC`` times the Monte Carlo standard error of the mean paired log-gap, from the per-replicate
+    errors of :func:`log_error` (independent evaluation paths per estimator and replicate)."""
+    return float(Z_MC * np.sqrt(np.sum(np.square(control) + np.square(reference))) / control.size)
 
 
 def paired_gaps(control: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -76,17 +97,22 @@ def equivalence_decision(gaps, margin: float = DELTA, alpha: float = ALPHA):
 
 
 def limit_verdicts(case: str, norms: dict[str, np.ndarray], failed: dict[str, str],
-                   memory: float | None = None) -> list[Verdict]:
+                   memory: float | None = None, errors: dict[str, np.ndarray] | None = None) -> list[Verdict]:
     """Verdicts "``c``'s limit stays above RTRL's" for each control ``c`` (``norms``: spec ->
     per-replicate ``‖∇L‖`` at the Polyak average, RTRL under ``"rtrl"``; ``failed``: spec -> why
-    it has no limit point); for TBPTT(τ) with ``τ > memory`` (steps) "within a factor 2 of RTRL's"."""
+    it has no limit point); for TBPTT(τ) with ``τ > memory`` (steps) "within a factor 2 of RTRL's".
+
+    ``errors`` (Monte Carlo ``∇L``): spec -> per-replicate standard error of ``ln‖∇L‖``
+    (:func:`log_error`).  A control whose Monte Carlo band on the mean paired log-gap
+    (:func:`mc_band`) is wider than half the resolution ``δ`` is INCONCLUSIVE (its evaluation
+    cannot resolve the effect the claim cares about) and leaves the Holm family."""
     family = f"5 limit points ({case})"
     claim = ("{c} stops at a point where ‖∇L‖ is larger than at RTRL's limit (paired: same θ₀, same data); "
              "RTRL follows ∇L, the control's gradient is biased")
     claim_far = ("{c} truncates beyond the data's memory (≈ {m:.2g} steps): its bias is small, its limit's ‖∇L‖ is "
                  "within a factor 2 of RTRL's (paired)")
     stat = "mean over replicates of ln‖∇L(θ̄_c)‖ − ln‖∇L(θ̄_RTRL)‖"
-    out, decided = [], []
+    out, decided, unresolved = [], [], False
     if "rtrl" not in norms:
         return [inconclusive(f"{family}: controls against RTRL", "RTRL has no limit point (did not finish)",
                              claim.format(c="each control"), SOURCE)]
@@ -99,6 +125,16 @@ def limit_verdicts(case: str, norms: dict[str, np.ndarray], failed: dict[str, st
             out.append(inconclusive(check, f"no limit point: {failed[spec]}", text, SOURCE, stat))
             continue
         rule = equivalence_decision if spec in beyond else superiority_decision
+        if errors is not None and spec in errors and "rtrl" in errors:
+            band = mc_band(errors[spec], errors["rtrl"])
+            if not band <= DELTA / 2:
+                out.append(inconclusive(check, f"Monte Carlo error of ∇L too wide: the band ±{band:.3g} on the mean "
+                                        f"log-ratio (z = {Z_MC}) exceeds half the resolution δ/2 = {DELTA / 2:.3g}"
+                                        + ("" if np.isfinite(band) else " (some ‖∇L‖ not resolved from 0)"),
+                                        text, SOURCE, stat))
+                if spec == CONTROL:
+                    unresolved = True
+                continue
         try:
             decided.append((spec, rule(paired_gaps(norms[spec], norms["rtrl"]))))
         except UnreliableEstimate as e:
@@ -109,7 +145,8 @@ def limit_verdicts(case: str, norms: dict[str, np.ndarray], failed: dict[str, st
     ctrl = dict(zip([s for s, _ in decided], adjusted)).get(CONTROL)
     seen = ctrl is not None and ctrl.status == "PASS"
     ctrl_txt = (f"{CONTROL} (the most biased truncation) detected above RTRL: "
-                + ("yes" if seen else "no" if ctrl is not None else "not run"))
+                + ("yes" if seen else "no" if ctrl is not None else
+                   "not resolved by the Monte Carlo ∇L" if unresolved else "not run"))
     for (spec, _), d in zip(decided, adjusted):
         d = d if spec == CONTROL else with_control(d, seen, ctrl_txt)
         g = np.exp(d.estimate.value)
@@ -207,7 +244,7 @@ def limits(records, config):
         if missing:
             notes.append(f"5 ({case}): no record (estimator not registered when run, or not run): "
                          + ", ".join(missing))
-        norms, failed, rows = {}, {}, []
+        norms, failed, errors, rows = {}, {}, {}, []
         for spec in wanted:
             r = runs.get(spec)
             if r is None:
@@ -218,20 +255,22 @@ def limits(records, config):
                 continue
             g, floor = limit_norm(r)
             norms[spec] = g
+            if floor is not None:
+                errors[spec] = log_error(g, floor)
             gm, lo, hi = log_mean_ci(g)
             ratio = "—" if spec == "rtrl" or "rtrl" not in norms else \
                 _f(float(np.exp(paired_gaps(g, norms["rtrl"]).mean())))
             rows.append([spec, f"{gm:.3g} [{lo:.3g}, {hi:.3g}]", ", ".join(f"{x:.3g}" for x in g),
                          "exact" if floor is None else f"{floor.max():.2g}", ratio])
         mem = runs["rtrl"]["data"]["memory"] if "rtrl" in runs else None
-        verdicts += limit_verdicts(case, norms, failed, mem["steps"] if mem else None)
+        verdicts += limit_verdicts(case, norms, failed, mem["steps"] if mem else None, errors or None)
         if case.startswith("linear"):
             ok = {s: r for s, r in runs.items() if r["status"] == "ok"}
             verdicts.append(floor_verdict(case, ok.get("rtrl"), ok.get(CONTROL)))
         tables.append(Table(f"5 Limit points ({case}): ‖∇L‖ at the Polyak average of the iterates over the last "
                             f"{config['limit_average']:.0%} of {config['train_steps']} steps (paired: same θ₀ and "
                             "data per replicate)",
-                            ["estimator", "geometric mean [95% CI]", "per replicate", "noise floor",
+                            ["estimator", "geometric mean [95% CI]", "per replicate", "∇L exact, or its largest Monte Carlo s.e.",
                              "paired ratio to RTRL"], rows))
         decay = tau_decay(norms)
         if decay is not None:
@@ -287,10 +326,25 @@ def _f(x, digits=3):
     return "n/a" if x is None or not np.isfinite(x) else f"{x:.{digits}g}"
 
 
+def _mc_curve(ax, spec, a):
+    """Monte Carlo ``‖∇L(θ_t)‖`` (debiased, geometric mean over replicates) at the evaluated checkpoints
+    (RTRL: along the run; a control: its final iterate only, a marker)."""
+    t = np.asarray(a["eval_t"])
+    rows = np.flatnonzero(t > 0)
+    if not rows.size:
+        return
+    g = np.array([debiased_norm(a["eval_grad"][i])[0] for i in rows])           # rows × B
+    g = np.exp(np.log(np.maximum(g, 1e-300)).mean(axis=1))
+    sty = style.estimator_style(spec)
+    ax.loglog(t[rows], g, marker="o", ms=3, lw=1.6 if spec == "rtrl" else 1.0, label=sty.label + " (Monte Carlo)",
+              color=sty.color, ls=sty.linestyle if rows.size > 1 else "none")
+
+
 def _limit_figure(case, runs, wanted, norms, decay, mem):
     """Left: ‖∇L(θ_t)‖ against t (log–log) for every estimator on the same data (geometric mean
-    over replicates; exact ∇L only).  Right: the limit gap against τ with the fitted decay."""
-    drawn = [spec for spec in wanted if runs.get(spec) is not None and "grad_norm_exact" in runs[spec]["arrays"]]
+    over replicates; exact ∇L along the run, or the Monte Carlo estimates where they were made).  Right: the limit gap against τ with the fitted decay."""
+    drawn = [spec for spec in wanted if runs.get(spec) is not None and runs[spec]["status"] == "ok"
+             and ("grad_norm_exact" in runs[spec]["arrays"] or "eval_grad" in runs[spec]["arrays"])]
     groups = style.panels(drawn, reference="rtrl", size=style.MAX_SERIES - 1)   # room for the floor line
     fig = style.figure(width=style.TEXT_WIDTH, height=2.9)
     axes = fig.subplots(1, len(groups) + 1, squeeze=False)[0]
@@ -298,6 +352,9 @@ def _limit_figure(case, runs, wanted, norms, decay, mem):
     for ax, group in zip(axes[:-1], groups):
         for spec in group:
             a = runs[spec]["arrays"]
+            if "grad_norm_exact" not in a:
+                _mc_curve(ax, spec, a)
+                continue
             keep = ~a["late"] & np.all(np.isfinite(a["grad_norm_exact"]), axis=1)
             if keep.sum() < 2:
                 continue

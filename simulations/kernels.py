@@ -357,3 +357,232 @@ def kronecker_step(DA, sig, ahat, u, c, credit, ucol, acol, u_new, A_new, g, sca
                 cA[j] += ci * A_new[b, i, j]
         for e in range(ucol.shape[0]):
             g[b, e] = u_new[b, ucol[e]] * cA[acol[e]]
+
+
+# --------------------------------------------------------------------------- online Elman training
+#: influence modes of :func:`elman_online_steps`
+MODE_RTRL, MODE_SNAP1, MODE_TBPTT = 0, 1, 2
+
+
+@_jit
+def _gram(theta, b, k):
+    """``W`` of replicate ``b`` (``W[r, l] = θ[b, l·k + r]``) and the eigenpairs of ``WᵀW`` (ascending)."""
+    W = np.empty((k, k))
+    for r in range(k):
+        for l in range(k):
+            W[r, l] = theta[b, l * k + r]
+    lam, V = np.linalg.eigh(W.T @ W)
+    return W, lam, V
+
+
+@_jit
+def _clip_singular(theta, b, k, radius):
+    """Project replicate ``b``'s ``W`` onto ``‖W‖₂ ≤ radius`` (THEORY §3, the Frobenius-nearest point:
+    singular values clipped): ``W ← W (I − Σ_{σ_j > radius} (1 − radius/σ_j) v_j v_jᵀ)`` with ``σ_j²``,
+    ``v_j`` the eigenpairs of ``WᵀW``.  Returns ``‖W‖₂`` before the projection."""
+    W, lam, V = _gram(theta, b, k)
+    top = np.sqrt(max(lam[k - 1], 0.0))
+    if top <= radius:
+        return top
+    for j in range(k):
+        sj = np.sqrt(max(lam[j], 0.0))
+        if sj > radius:
+            f = 1.0 - radius / sj
+            Wv = W @ V[:, j]
+            for r in range(k):
+                for l in range(k):
+                    theta[b, l * k + r] -= f * Wv[r] * V[l, j]
+    return top
+
+
+@_jit
+def elman_online_steps(theta, phi, s, J3, J2, jpos, mode, tau, tanh, xs, ys, alphas, update_now, t0, learn,
+                       train_readout, radius, upper, g_acc, gphi_acc, gblock, w_loss, w_gnorm, w_g, w_gphi,
+                       record_grad, blowup, loss_out, gnorm_out):
+    """Online training steps of an Elman cell ``s_t = σ(W s_{t−1} + U x_t + b)`` (``σ`` = tanh or the
+    identity) with a linear readout and the squared loss, SGD and the contraction projection
+    (THEORY.md §2 "Online RTRL", §3, §5): the loop of :class:`simulations.training.OnlineTrainer`
+    for ``n = xs.shape[0]`` steps, compiled.
+
+    Per step and replicate ``b``: ``â = [s_{t−1}; x_t; 1]``, ``s_t = σ(A â)`` with ``A = [W U b]``
+    (``θ[b, j·k + r] = A[r, j]``); ``ŷ = V s_t + c``, ``δ = ŷ − y``, ``ℓ = ½‖δ‖²``, credit
+    ``c_t = Vᵀ δ``, ``∂ℓ/∂φ = [vec(s δᵀ); δ]`` (THEORY §1); ``D_t = diag(σ') W``,
+    ``I_t[r, j·k + r] = σ'_r â_j`` (§3) and
+
+    * ``mode = MODE_RTRL``: ``J_t = D_t J_{t−1} + I_t``, ``g_t = c_t J_t`` (§2.1); ``J3``: ``B × k' × p``
+      (``k' ≥ k``, ``J`` in its first ``k`` rows) in storage order, θ's column ``c`` at ``jpos[c]``;
+    * ``mode = MODE_SNAP1``: the same restricted to the entries ``(c mod k, c)`` (§4, SnAp-1); ``J2``:
+      ``p × B``, θ's column ``c`` at entry ``jpos[c]``;
+    * ``mode = MODE_TBPTT``: RTRL with ``J`` restarted from zero at each block of ``tau`` steps (the
+      first step ``t`` with ``(t − 1) mod τ = 0``) and ``Σ_block c_t J_t`` delivered at the block's last
+      step (TBPTT(τ)'s gradient in forward mode; ``gblock`` holds the running sum).
+
+    Then the window sums (``w_*``), the accumulators ``g_acc``, ``gphi_acc`` and, where
+    ``update_now``, SGD ``θ ← θ − α_t g`` (for TBPTT only when some gradient has arrived), the
+    projection ``‖W‖₂ ≤ radius`` (``radius ≤ 0``: none) of every replicate as soon as one leaves the
+    set, and ``φ ← φ − α_t ∂φ``.  ``upper`` (``B``) is a certified bound on each ``‖W‖₂``: after an
+    SVD it is the top singular value; an update adds ``α‖ΔW‖_F``; singular values are computed only
+    when a bound exceeds ``radius``.
+
+    Stops after the first step at which a replicate leaves the bounds of the trainer (non-finite
+    loss, ``|s|``, ``‖g_t‖`` or, when learning, ``|θ|`` not below ``blowup``).  Returns the number
+    of steps done; ``loss_out``, ``gnorm_out`` (``B``) hold the last step's ``ℓ`` and ``‖g_t‖``.
+    """
+    n, B, m = xs.shape
+    k = s.shape[1]
+    p = theta.shape[1]
+    n_out = ys.shape[2]
+    nk = n_out * k
+    ncols = k + m + 1
+    ah = np.empty(ncols)
+    ds = np.empty(k)
+    delta = np.empty(n_out)
+    credit = np.empty(k)
+    g = np.empty(p)
+    dphi = np.empty(phi.shape[1])
+    D = np.empty((k, k))
+    new = np.empty((k, J3.shape[2]))
+    for i in range(n):
+        t = t0 + i + 1
+        out = False
+        for b in range(B):
+            for r in range(k):
+                ah[r] = s[b, r]
+            for j in range(m):
+                ah[k + j] = xs[i, b, j]
+            ah[k + m] = 1.0
+            for r in range(k):
+                z = 0.0
+                for j in range(ncols):
+                    z += theta[b, j * k + r] * ah[j]
+                if tanh:
+                    sn = np.tanh(z)
+                    ds[r] = 1.0 - sn * sn
+                else:
+                    sn = z
+                    ds[r] = 1.0
+                s[b, r] = sn
+            loss = 0.0
+            for o in range(n_out):
+                yh = 0.0
+                for r in range(k):
+                    yh += phi[b, r * n_out + o] * s[b, r]
+                d = (yh + phi[b, nk + o]) - ys[i, b, o]
+                delta[o] = d
+                loss += d * d
+            loss *= 0.5
+            for r in range(k):
+                acc = 0.0
+                for o in range(n_out):
+                    acc += delta[o] * phi[b, r * n_out + o]
+                credit[r] = acc
+                for o in range(n_out):
+                    dphi[r * n_out + o] = s[b, r] * delta[o]
+            for o in range(n_out):
+                dphi[nk + o] = delta[o]
+            # the influence and the gradient estimate
+            if mode == MODE_SNAP1:
+                for c in range(p):
+                    r, j, e = c % k, c // k, jpos[c]
+                    v = ds[r] * theta[b, r * k + r] * J2[e, b] + ah[j] * ds[r]
+                    J2[e, b] = v
+                    g[c] = credit[r] * v
+            else:
+                Jb = J3[b]
+                if mode == MODE_TBPTT and (t - 1) % tau == 0:
+                    Jb[:k] = 0.0
+                for r in range(k):
+                    for l in range(k):
+                        D[r, l] = ds[r] * theta[b, l * k + r]
+                new[...] = 0.0
+                for r in range(k):
+                    for l in range(k):
+                        d = D[r, l]
+                        for c in range(new.shape[1]):
+                            new[r, c] += d * Jb[l, c]
+                for j in range(ncols):
+                    for r in range(k):
+                        new[r, jpos[j * k + r]] += ds[r] * ah[j]
+                Jb[:k] = new
+                for c in range(p):
+                    acc = 0.0
+                    col = jpos[c]
+                    for r in range(k):
+                        acc += credit[r] * new[r, col]
+                    g[c] = acc
+                if mode == MODE_TBPTT:
+                    for c in range(p):
+                        gblock[b, c] += g[c]
+                    if t % tau == 0:
+                        for c in range(p):
+                            g[c] = gblock[b, c]
+                            gblock[b, c] = 0.0
+                    else:
+                        g[:] = 0.0
+            gn = 0.0
+            for c in range(p):
+                gn += g[c] * g[c]
+            gn = np.sqrt(gn)
+            loss_out[b], gnorm_out[b] = loss, gn
+            w_loss[b] += loss
+            w_gnorm[b] += gn
+            if record_grad:
+                for c in range(p):
+                    w_g[b, c] += g[c]
+                for c in range(dphi.size):
+                    w_gphi[b, c] += dphi[c]
+            if learn:
+                for c in range(p):
+                    g_acc[b, c] += g[c]
+                for c in range(dphi.size):
+                    gphi_acc[b, c] += dphi[c]
+            for r in range(k):
+                if not (-blowup < s[b, r] < blowup):
+                    out = True
+            if not (gn < blowup) or not np.isfinite(loss):
+                out = True
+        if learn and update_now[i]:
+            alpha = alphas[i]
+            moved = mode != MODE_TBPTT
+            if not moved:
+                for b in range(B):
+                    for c in range(p):
+                        if g_acc[b, c] != 0.0:
+                            moved = True
+            if moved:
+                for b in range(B):
+                    dw = 0.0
+                    for c in range(k * k):
+                        dw += g_acc[b, c] * g_acc[b, c]
+                    for c in range(p):
+                        theta[b, c] += -(alpha * g_acc[b, c])
+                        g_acc[b, c] = 0.0
+                    upper[b] += alpha * np.sqrt(dw) * (1.0 + 1e-12)
+                    if radius > 0.0 and upper[b] > radius:
+                        upper[b] = min(_clip_singular(theta, b, k, radius), radius) * (1.0 + 1e-12)
+            if train_readout:
+                for b in range(B):
+                    for c in range(gphi_acc.shape[1]):
+                        phi[b, c] += -(alpha * gphi_acc[b, c])
+            for b in range(B):
+                for c in range(gphi_acc.shape[1]):
+                    gphi_acc[b, c] = 0.0
+        if learn:
+            for b in range(B):
+                for c in range(p):
+                    if not (-blowup < theta[b, c] < blowup):
+                        out = True
+        if out:
+            return i + 1
+    return n
+
+
+@_jit
+def top_singular_values(W):
+    """The largest singular value of each ``W[b]`` (``B × k × k`` -> ``B``), from the top eigenvalue of
+    ``W[b]ᵀ W[b]`` (numpy's batched ``svd`` costs about 60 µs for eight ``8 × 8`` matrices, this about 40)."""
+    out = np.empty(W.shape[0])
+    for b in range(W.shape[0]):
+        Wb = np.ascontiguousarray(W[b])
+        out[b] = np.sqrt(max(np.linalg.eigvalsh(Wb.T @ Wb)[-1], 0.0))
+    return out

@@ -16,6 +16,7 @@ import numpy as np
 
 from . import checkpoint as checkpoints
 from .estimators.base import linearize_for
+from .online_kernel import ElmanKernel
 from .optimizers import SGD, Optimizer, Schedule
 from .plain import restore, to_plain
 
@@ -118,7 +119,9 @@ class OnlineTrainer:
     target); default every step counts.  ``stop``: ``"any"`` ends the run when a replicate
     diverges, ``"all"`` continues with the others until every replicate has diverged (a diverged
     replicate keeps running on non-finite numbers, its results are void).  ``hooks``: :class:`Hook`
-    instances, called in order.
+    instances, called in order.  ``kernel``: run the steps between checkpoints compiled where
+    :class:`~simulations.online_kernel.ElmanKernel` covers the cell, estimator, readout, optimiser
+    and projection (the same numbers to rounding); ``False`` keeps the general loop everywhere.
 
     A replicate's ``θ`` moves only when the update brings a gradient (an estimator that is not
     online, e.g. TBPTT, delivers one per block; a copy task has credit only on its recall steps);
@@ -129,7 +132,7 @@ class OnlineTrainer:
                  project=None, record_every: int = 100, train_readout: bool = True, chunk: int = 256,
                  blowup: float = 1e8, checkpoints=None, record_grad: bool = False,
                  require_theorem: bool = False, optimizer: Optimizer | None = None, counted=None,
-                 stop: str = "any", hooks=()):
+                 stop: str = "any", hooks=(), kernel: bool = True):
         if update_every < 1 or record_every < 1:
             raise ValueError("update_every and record_every must be positive integers")
         if stop not in ("any", "all"):
@@ -149,6 +152,7 @@ class OnlineTrainer:
             if checkpoints.size == 0 or checkpoints[0] < 1:
                 raise ValueError("checkpoints must be positive step numbers")
         self.checkpoints = checkpoints
+        self.kernel = ElmanKernel.plan(self) if kernel else None
 
     def init(self, theta0, phi0, rng: np.random.Generator, data_rng: np.random.Generator | None = None) -> TrainState:
         """The state at ``t = 0``: ``s = 0``, the estimator's and the data process's initial states
@@ -204,6 +208,7 @@ class OnlineTrainer:
                 if progress is not None and state.t > start:
                     progress(state.t - start)
             last_save = state.t
+        fast = self.kernel.begin(state, end - state.t) if self.kernel is not None else None
         with np.errstate(all="ignore"):
             while state.t < end:
                 n = min(self.chunk, end - state.t)
@@ -213,7 +218,11 @@ class OnlineTrainer:
                 update_now = steps_here % self.update_every == 0
                 record_now = (steps_here % self.record_every == 0) if self.checkpoints is None else \
                     np.isin(steps_here, self.checkpoints)
-                for i in range(n):
+                if fast is not None:
+                    win = self._kernel_steps(fast, state, traj, win, xs, ys, alphas, update_now, record_now)
+                    if win is None:
+                        return state, traj
+                for i in range(n if fast is None else 0):
                     for hook in self.hooks:
                         hook.before_step(state, xs[i], ys[i])
                     lin = linearize_for(est, state.est, cell, state.theta, state.s, xs[i])
@@ -250,6 +259,26 @@ class OnlineTrainer:
         if slot is not None and (last_save > start or steps >= slot.every):
             slot.save(call, state.t, self._payload(state, traj, win, rngs))
         return state, traj
+
+    def _kernel_steps(self, fast, state, traj, win, xs, ys, alphas, update_now, record_now) -> _Window | None:
+        """One data chunk on the compiled path, cut at the checkpoints: the current window after it,
+        or ``None`` when the run must stop (divergence, handled as in the general loop)."""
+        n, i = len(record_now), 0
+        marks = np.flatnonzero(record_now)
+        while i < n:
+            nxt = marks[marks >= i]
+            hi = int(nxt[0]) + 1 if nxt.size else n
+            i += self.kernel.steps(fast, state, win, xs, ys, alphas, update_now, i, hi)
+            if i < hi or not self._within_bounds(state, fast.loss, fast.gnorm, self.schedule is not None):
+                loss, g_norm, blowup = fast.loss, fast.gnorm, self.blowup
+                bad = ~(np.isfinite(loss) & (g_norm < blowup) & _within(state.s, blowup)
+                        & (_within(state.theta, blowup) if self.schedule is not None else True))
+                if self._diverge(state, traj, bad, lambda: self._divergence(state, loss, g_norm, bad)):
+                    return None
+            if record_now[i - 1]:
+                self._record(traj, state, win)
+                win = self._window(state)
+        return win
 
     def _window(self, state) -> _Window:
         B, p = state.theta.shape

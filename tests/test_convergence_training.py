@@ -8,7 +8,6 @@ from rtrl_validation.simulations.cells import make_cell
 from rtrl_validation.simulations.estimators import parse_estimator
 from rtrl_validation.simulations.estimators.bptt import BPTT
 from rtrl_validation.simulations.estimators.rtrl import RTRL
-from rtrl_validation.simulations.experiments.convergence import lazy_projection
 from rtrl_validation.simulations.readouts import LinearReadout
 from rtrl_validation.simulations.sequence import run_sequence
 from rtrl_validation.simulations.training import OnlineTrainer, Schedule, frozen_windows, log_checkpoints
@@ -101,16 +100,3 @@ def test_divergence_is_recorded_not_raised():
     tr = OnlineTrainer(cell, ro, RTRL(), proc, Schedule(10.0), record_every=1)
     state, traj = tr.run(tr.init(theta, phi, np.random.default_rng(0)), 60, np.random.default_rng(0))
     assert traj.diverged_at is not None and traj.diverged_at == state.t < 60
-
-
-def test_lazy_projection_is_the_projection():
-    cell = make_cell("contractive-elman", 4, 2, rho=0.7)
-    rng = np.random.default_rng(2)
-    proj = lazy_projection(cell)
-    inside = cell.init(rng, batch=3)
-    inside[:, cell.block["W"].cols] *= 0.5
-    assert proj(inside) is inside
-    outside = cell.init(rng, scale=4.0, batch=3)
-    outside[:, cell.block["W"].cols] *= 5
-    assert np.allclose(proj(outside), cell.project(outside))
-    assert np.all(cell.contraction(proj(outside)) <= 0.7 + 1e-12)

@@ -31,8 +31,9 @@ Tasks (independent; each returns raw curves and per-path estimates, and the anal
   paired, held-out loss (:mod:`.application`).
 
 Cases: ``tanh`` / ``linear`` — VAR(1) inputs and a teacher of the student's class and size
-(contractive Elman, ``tanh`` or identity activation); ``linear-wide`` — a linear teacher with twice
-the hidden units (not realisable by the student); ``markov`` — Markov-regime inputs, target
+(contractive Elman, ``tanh`` or identity activation); ``linear-wide`` / ``tanh-wide`` — a teacher
+of the student's activation with twice the hidden units (not realisable by the student; ``∇L`` in
+closed form for the linear one, by Monte Carlo at frozen ``θ`` for the tanh one); ``markov`` — Markov-regime inputs, target
 ``w·x_{t−lag}``; ``orderbook`` — the synthetic order-book series.
 """
 from __future__ import annotations
@@ -54,12 +55,13 @@ from ..estimators import parse_estimator
 from ..estimators.bptt import BPTT, TBPTT
 from ..estimators.rtrl import RTRL
 from ..linear_theory import LinearTheory
+from ..online_kernel import SpectralClip
 from ..noise_floor import floor, hessian, long_run_covariance
 from ..readouts import LinearReadout
 from ..sequence import run_sequence, sequence_loss
 from ..training import OnlineTrainer, Schedule, frozen_windows, log_checkpoints
 
-CASES = ("tanh", "linear", "linear-wide", "markov", "orderbook")
+CASES = ("tanh", "linear", "linear-wide", "markov", "orderbook", "tanh-wide")
 
 QUICK = {
     # problem instance (THEORY §5 setting): student contractive Elman with projection radius ρ;
@@ -78,8 +80,9 @@ QUICK = {
     "traj_cases": ["linear", "tanh"], "train_replicates": 4, "train_steps": 12000,
     "alpha0": 0.05, "t0": 1000.0, "gamma": 0.75, "update_every": 1,
     "log_checkpoints": 80, "late_points": 100, "late_fraction": 0.5, "limit_average": 0.1,
-    "eval_points": 12, "eval_paths": 8, "eval_burn": 200, "eval_steps": 1000,
-    "limit_cases": ["linear-wide"],
+    "eval_points": 12, "eval_paths": 32, "eval_burn": 200, "eval_steps": 2000,
+    # non-realisable students: linear (∇L in closed form) and tanh (∇L by Monte Carlo, with its error bar)
+    "limit_cases": ["linear-wide", "tanh-wide"],
     "limit_estimators": ["rtrl", "tbptt-1", "tbptt-2", "tbptt-4", "snap-1", "uoro", "kf-rtrl"],
     # the step size of the stochastic estimators (UORO, KF-RTRL): stable where alpha0 diverges
     "stochastic_alpha0": 0.005,
@@ -199,8 +202,8 @@ def problem(cfg: dict, case: str):
     """``(cell, readout, process)`` for a case; the instance (teacher, regimes) comes from ``instance_seed``."""
     act = "identity" if case.startswith("linear") else "tanh"
     h, m, seed = cfg["hidden"], cfg["inputs"], cfg["instance_seed"]
-    if case in ("tanh", "linear", "linear-wide"):
-        proc = VAR1Teacher(hidden=2 * h if case == "linear-wide" else h, inputs=m, activation=act,
+    if case in ("tanh", "linear", "linear-wide", "tanh-wide"):
+        proc = VAR1Teacher(hidden=2 * h if case.endswith("-wide") else h, inputs=m, activation=act,
                            teacher_rho=cfg["teacher_rho"], ar=cfg["input_ar"], noise=cfg["noise"], seed=seed)
     elif case == "markov":
         proc = MarkovRegime(inputs=m, states=cfg["regimes"], stay=cfg["stay"], lag=cfg["lag"],
@@ -234,18 +237,9 @@ def trained_point(cfg: dict, cell, readout, process, rng):
 
 def lazy_projection(cell):
     """``cell.project`` (the contraction projection, THEORY §3), skipped when every replicate's
-    ``W`` already has ``sup|σ'|·‖W‖₂ ≤ ρ`` — the projection is then the identity, so the result is
-    the same; only the singular values are computed.  Masked ``W``: ``cell.project`` every time."""
-    if cell.masks.get("W") is not None:
-        return cell.project
-    cols, k, radius = cell.block["W"].cols, cell.hidden, cell.rho / cell.sup_dsigma
-
-    def project(theta):
-        # θ[W] is vec(W) in column-major order: the row-major reshape is Wᵀ, with W's singular values
-        if np.linalg.svd(theta[:, cols].reshape(-1, k, k), compute_uv=False)[:, 0].max() <= radius:
-            return theta
-        return cell.project(theta)
-    return project
+    ``W`` already has ``sup|σ'|·‖W‖₂ ≤ ρ`` (:class:`~simulations.online_kernel.SpectralClip`, which
+    the compiled training path recognises).  Masked ``W``: ``cell.project`` every time."""
+    return cell.project if cell.masks.get("W") is not None else SpectralClip(cell)
 
 
 def schedule(cfg: dict) -> Schedule:
@@ -726,7 +720,7 @@ def memory(cfg, proc, case) -> dict:
     ``−1/ln r`` of the teacher's linear memory, ``r = max(spectral radius of W*, ‖A‖₂)``."""
     if case == "markov":
         return {"kind": "lag", "steps": cfg["lag"], "mixing_rate": proc.mixing_rate}
-    if case in ("tanh", "linear", "linear-wide"):
+    if case in ("tanh", "linear", "linear-wide", "tanh-wide"):
         W = proc.teacher.unpack(proc.teacher_theta)["W"]
         r = max(float(np.abs(np.linalg.eigvals(W)).max()), cfg["input_ar"])
         return {"kind": "e-folding", "steps": float(-1.0 / np.log(r)), "rate": r}

@@ -1,0 +1,155 @@
+"""The compiled path of the online loop for small Elman students (THEORY.md §2 "Online RTRL", §3, §5).
+
+At ``k = 8`` the arithmetic of one online step is a few microseconds; the general loop of
+:class:`simulations.training.OnlineTrainer` spends about 0.4 ms per step in Python calls and in
+the projection's batched SVD.  For the setting of the convergence experiment, an unmasked
+(contractive) Elman cell with ``σ`` = tanh or the identity, a linear readout with the squared
+loss, SGD and the contraction projection :class:`SpectralClip`, with exact RTRL, SnAp-1 or
+TBPTT(τ), :class:`ElmanKernel` runs the steps between two checkpoints in one call of
+:func:`simulations.kernels.elman_online_steps`.  The trainer keeps everything else (data chunks,
+step sizes, window records, divergence bookkeeping, checkpoints); the estimator's own state
+arrays are updated in place, so checkpoints, ``influence`` and resumption are unchanged.  The
+general loop stays the reference: ``OnlineTrainer(..., kernel=False)``; the tests compare the two
+(``tests/test_online_kernel.py``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .cells.elman import Elman
+from .estimators.bptt import TBPTT
+from .estimators.rtrl import RTRL
+from .estimators.snap import SnAp
+from .kernels import MODE_RTRL, MODE_SNAP1, MODE_TBPTT, elman_online_steps, top_singular_values
+from .optimizers import SGD
+from .readouts import LinearReadout
+
+__all__ = ["ElmanKernel", "SpectralClip"]
+
+
+class SpectralClip:
+    """The contraction projection of a dense contractive Elman cell, ``‖W‖₂ ≤ ρ / sup|σ'|`` (THEORY
+    §3): ``cell.project`` (top singular values clipped) on the replicates whose ``W`` is outside the
+    set (inside, the projection is the identity; only the top singular values are computed).
+
+    Callable ``θ -> θ`` (``B × p``); ``radius`` is the bound on ``‖W‖₂``."""
+
+    def __init__(self, cell):
+        if cell.masks.get("W") is not None:
+            raise ValueError("SpectralClip needs a dense W (a masked W is rescaled by cell.project)")
+        self.cell, self.radius = cell, cell.rho / cell.sup_dsigma
+        self._cols, self._k = cell.block["W"].cols, cell.hidden
+
+    def __call__(self, theta: np.ndarray) -> np.ndarray:
+        # θ[W] is vec(W) in column-major order: the row-major reshape is Wᵀ, with W's singular values
+        W_t = np.ascontiguousarray(theta[:, self._cols]).reshape(-1, self._k, self._k)
+        if not np.isfinite(W_t).all():
+            return self.cell.project(theta)
+        outside = top_singular_values(W_t) > self.radius
+        if not outside.any():
+            return theta
+        theta = theta.copy()
+        theta[outside] = self.cell.project(theta[outside])
+        return theta
+
+
+def _layout_is_merged(cell) -> bool:
+    """``θ = [vec(W); vec(U); b]`` column-major, i.e. ``θ[j·k + r] = [W U b][r, j]``."""
+    k, m = cell.k, cell.m
+    return (not any(v is not None for v in cell.masks.values())
+            and [(b.name, b.offset) for b in cell.blocks] == [("W", 0), ("U", k * k), ("b", k * (k + m))]
+            and cell.p == k * (k + m + 1))
+
+
+@dataclass
+class _Run:
+    """Per-call buffers: the mode's influence arrays and the last step's loss and ``‖g_t‖``."""
+
+    mode: int
+    tau: int
+    J3: np.ndarray
+    J2: np.ndarray
+    jpos: np.ndarray
+    gblock: np.ndarray
+    upper: np.ndarray
+    loss: np.ndarray
+    gnorm: np.ndarray
+
+
+class ElmanKernel:
+    """The compiled step loop for a trainer whose parts it covers (:meth:`plan`)."""
+
+    def __init__(self, trainer, mode: int, tau: int):
+        self.trainer, self.mode, self.tau = trainer, mode, tau
+        cell = trainer.cell
+        self.tanh = cell.activation == "tanh"
+        self.radius = trainer.project.radius if trainer.project is not None else 0.0
+
+    @classmethod
+    def plan(cls, trainer) -> ElmanKernel | None:
+        """The kernel for ``trainer``, or ``None`` when some part is outside its scope (then the
+        general loop runs)."""
+        cell, est, ro = trainer.cell, trainer.estimator, trainer.readout
+        if not (isinstance(cell, Elman) and cell.activation in ("tanh", "identity") and _layout_is_merged(cell)):
+            return None
+        if not (type(ro) is LinearReadout and ro.loss == "mse"):
+            return None
+        if not (type(trainer.optimizer) is SGD and not trainer.hooks and trainer.counted is None):
+            return None
+        if not (trainer.project is None or (isinstance(trainer.project, SpectralClip) and trainer.project.cell is cell)):
+            return None
+        if type(est) is RTRL:
+            return cls(trainer, MODE_RTRL, 0)
+        if type(est) is SnAp and est.order == 1:
+            return cls(trainer, MODE_SNAP1, 0)
+        if type(est) is TBPTT and est.tau is not None:
+            return cls(trainer, MODE_TBPTT, int(est.tau))
+        return None
+
+    def begin(self, state, steps: int) -> _Run | None:
+        """Buffers for a call of ``run`` that starts at ``state.t`` for ``steps`` steps, or ``None``
+        when this call needs the general loop (a TBPTT block that would straddle the call's ends or a
+        data chunk, a pending tape, replicates already diverged)."""
+        tr, B = self.trainer, state.theta.shape[0]
+        if (state.diverged >= 0).any():
+            return None
+        k, p = tr.cell.k, tr.cell.p
+        no3, no2 = np.zeros((1, 1, 1)), np.zeros((1, 1))
+        state.theta = np.ascontiguousarray(state.theta)
+        state.phi = np.ascontiguousarray(state.phi)
+        if self.mode == MODE_TBPTT:
+            tau = self.tau
+            if state.t % tau or (state.t + steps) % tau or tr.chunk % tau or state.est.c:
+                return None
+            J3, J2, jpos = np.zeros((B, k, p)), no2, np.arange(p)
+        elif self.mode == MODE_RTRL:
+            st = state.est.structure
+            J3, J2, jpos = state.est.full, no2, np.asarray(st.pos, dtype=np.int64)   # J: its first k rows
+        else:
+            st = state.est.structure
+            if state.est.J.shape != (p, B) or not state.est.J.flags.c_contiguous:
+                return None
+            J3, J2 = no3, state.est.J
+            jpos = np.asarray(st.entry_index(np.arange(p) % k, np.arange(p)), dtype=np.int64)
+        return _Run(self.mode, max(self.tau, 1), J3, J2, jpos, np.zeros((B, p)), np.full(B, np.inf),
+                    np.zeros(B), np.zeros(B))
+
+    def steps(self, run: _Run, state, win, xs, ys, alphas, update_now, lo: int, hi: int) -> int:
+        """Steps ``lo … hi−1`` of the current data chunk (``xs``: ``n × B × m``, ``ys``: ``n × B × n_out``);
+        advances ``state`` and ``win`` and returns the number of steps done (fewer when a replicate
+        left the bounds at the last one; ``run.loss``, ``run.gnorm`` hold that step's values)."""
+        tr = self.trainer
+        learn = tr.schedule is not None
+        no = np.zeros((1, 1))
+        done = elman_online_steps(
+            state.theta, state.phi, state.s, run.J3, run.J2, run.jpos, run.mode, run.tau, self.tanh,
+            np.ascontiguousarray(xs[lo:hi], dtype=float), np.ascontiguousarray(ys[lo:hi], dtype=float),
+            alphas[lo:hi] if learn else np.zeros(hi - lo), update_now[lo:hi], state.t, learn, tr.train_readout,
+            self.radius, run.upper, state.g_acc, state.gphi_acc, run.gblock, win.loss, win.gnorm,
+            win.g if win.g is not None else no, win.gphi if win.gphi is not None else no, win.g is not None,
+            float(tr.blowup), run.loss, run.gnorm)
+        state.t += done
+        win.n += done
+        return done

@@ -1,0 +1,188 @@
+"""The compiled online loop (:mod:`simulations.online_kernel`) against the general loop of
+:class:`OnlineTrainer` (``kernel=False``, the reference).
+
+Tolerance (float64, unit roundoff ``u = 2⁻⁵³``): the two paths do the same arithmetic in a
+different order (the pre-activation, ``D_t J``, ``c_t J`` and ``‖g_t‖`` are sums of at most
+``n = k (k + m + 1)`` products, each with relative error ≤ ``n u`` in either order; the projection
+by an eigen-decomposition of ``WᵀW`` instead of an SVD agrees to the same order).  The state and
+influence recursions contract (``‖D_t‖ ≤ ρ < 1``), so the error of one step is not amplified
+exponentially; ``θ`` and ``φ`` add ``α_t`` times the gradient's error, so after ``T`` steps the
+difference is at most about ``T n u`` relative to the largest magnitude of a quantity
+(:func:`bound`).  A reference run with ``α₀`` changed by one part in ``10⁸`` leaves that bound,
+so the comparison can fail.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+from rtrl_validation.simulations.cells import make_cell
+from rtrl_validation.simulations.data import MarkovRegime, VAR1Teacher
+from rtrl_validation.simulations.estimators import parse_estimator
+from rtrl_validation.simulations.online_kernel import ElmanKernel, SpectralClip
+from rtrl_validation.simulations.optimizers import Adam, Schedule
+from rtrl_validation.simulations.readouts import LinearReadout
+from rtrl_validation.simulations.training import Hook, OnlineTrainer, log_checkpoints
+
+K, M, B, T = 4, 2, 3, 300
+U = np.finfo(float).eps / 2
+
+
+def bound(steps: int, k: int = K, m: int = M) -> float:
+    """``T n u``: the rounding bound of the module docstring (relative)."""
+    return steps * k * (k + m + 1) * U
+
+
+def problem(activation: str):
+    if activation == "identity":
+        proc = VAR1Teacher(hidden=2 * K, inputs=M, activation="identity", teacher_rho=0.7, ar=0.5, noise=0.1, seed=1)
+    else:
+        proc = MarkovRegime(inputs=M, states=3, stay=0.9, lag=3, noise=0.1, seed=1)
+    cell = make_cell("contractive-elman", K, M, rho=0.9, activation=activation)
+    return cell, LinearReadout(cell.k, proc.n_out, proc.loss), proc
+
+
+def train(spec, activation, kernel, steps=T, alpha0=0.05, update_every=1, learn=True, project=True,
+          record_grad=True, slot=False):
+    cell, ro, proc = problem(activation)
+    tr = OnlineTrainer(cell, ro, parse_estimator(spec), proc, Schedule(alpha0, 100.0, 0.75) if learn else None,
+                       update_every, project=SpectralClip(cell) if project else None,
+                       checkpoints=log_checkpoints(steps, 12), record_grad=record_grad, chunk=64, kernel=kernel)
+    rng = np.random.default_rng(4)
+    state = tr.init(cell.init(rng, scale=2.5, batch=B), ro.init(rng, B), rng)
+    state, traj = tr.run(state, steps, rng, checkpoint=slot)
+    return tr, state, traj
+
+
+def assert_close(ref, fast, steps=T):
+    (_, s1, t1), (tr, s2, t2) = ref, fast
+    assert tr.kernel is not None
+    a1, a2 = t1.arrays(), t2.arrays()
+    assert a1.keys() == a2.keys()
+    tol = bound(steps)
+    for name in a1:
+        scale = max(1.0, float(np.abs(a1[name]).max()))
+        assert np.abs(a1[name] - a2[name]).max() <= tol * scale, name
+    for name in ("theta", "phi", "s", "g_acc", "gphi_acc"):
+        x, y = getattr(s1, name), getattr(s2, name)
+        assert np.abs(x - y).max() <= tol * max(1.0, float(np.abs(x).max())), name
+    J1 = tr.estimator.influence(s1.est) if tr.estimator.capabilities.holds_influence else None
+    if J1 is not None:
+        J2 = tr.estimator.influence(s2.est)
+        assert np.abs(J1 - J2).max() <= tol * max(1.0, float(np.abs(J1).max()))
+    assert t1.diverged_at == t2.diverged_at
+
+
+@pytest.mark.parametrize("spec", ["rtrl", "snap-1", "tbptt-1", "tbptt-4"])
+@pytest.mark.parametrize("activation", ["identity", "tanh"])
+def test_kernel_matches_the_general_loop(spec, activation):
+    ref = train(spec, activation, kernel=False)
+    fast = train(spec, activation, kernel=True)
+    assert_close(ref, fast)
+    # the projection was active: the comparison covers it
+    assert np.any(np.isclose(ref[2].arrays()["contraction"], 0.9, rtol=1e-9, atol=0))
+
+
+@pytest.mark.parametrize("spec", ["rtrl", "tbptt-2"])
+def test_kernel_matches_with_sparse_updates_frozen_and_unprojected(spec):
+    assert_close(train(spec, "tanh", False, update_every=2), train(spec, "tanh", True, update_every=2))
+    assert_close(train(spec, "identity", False, project=False, alpha0=0.01),
+                 train(spec, "identity", True, project=False, alpha0=0.01))
+    assert_close(train(spec, "tanh", False, learn=False), train(spec, "tanh", True, learn=False))
+
+
+def test_the_comparison_can_fail():
+    """α₀ changed by one part in 10⁸: θ moves by far more than the rounding bound."""
+    ref = train("rtrl", "identity", kernel=False, alpha0=0.05 * (1 + 1e-8))
+    fast = train("rtrl", "identity", kernel=True)
+    with pytest.raises(AssertionError):
+        assert_close(ref, fast)
+
+
+def test_tbptt_block_straddling_the_run_takes_the_general_loop():
+    """301 steps are not a whole number of TBPTT(4) blocks: the general loop runs (same numbers)."""
+    ref = train("tbptt-4", "tanh", kernel=False, steps=301)
+    fast = train("tbptt-4", "tanh", kernel=True, steps=301)
+    assert_close(ref, fast, steps=301)
+    assert fast[0].kernel.begin(fast[1], 3) is None
+
+
+def test_divergence_is_recorded_at_the_same_step():
+    results = []
+    for kernel in (False, True):
+        cell, ro, proc = problem("identity")
+        rng = np.random.default_rng(0)
+        theta, phi = cell.init(rng, batch=2), ro.init(rng, 2)
+        theta[:, cell.block["W"].cols] = (3.0 * np.eye(K)).ravel()      # unstable, no projection
+        tr = OnlineTrainer(cell, ro, parse_estimator("rtrl"), proc, Schedule(10.0), record_every=1, kernel=kernel)
+        state, traj = tr.run(tr.init(theta, phi, np.random.default_rng(0)), 200, np.random.default_rng(0))
+        results.append((state.t, traj.diverged_at, traj.diverged_reason, state.diverged.tolist()))
+    assert results[0][1] is not None and results[0][1] < 200
+    assert results[0] == results[1]
+
+
+class MemorySlot:
+    every = 64
+
+    def __init__(self, snapshot=None):
+        self.saved, self.snapshot = [], snapshot
+
+    def load(self, call, like=None):
+        return self.snapshot
+
+    def reject(self, why):
+        raise AssertionError(why)
+
+    def save(self, call, step, payload):
+        self.saved.append((step, copy.deepcopy(payload)))
+
+
+@pytest.mark.parametrize("spec", ["rtrl", "snap-1", "tbptt-4"])
+def test_kernel_run_resumed_from_a_checkpoint_gives_the_same_numbers(spec):
+    saver = MemorySlot()
+    _, state, traj = train(spec, "tanh", True, slot=saver)
+    mid = saver.saved[len(saver.saved) // 2]
+    assert 0 < mid[0] < T
+    _, state2, traj2 = train(spec, "tanh", True, slot=MemorySlot(snapshot=mid))
+    for name in ("theta", "phi", "s"):
+        np.testing.assert_array_equal(getattr(state2, name), getattr(state, name))
+    for name, x in traj.arrays().items():
+        np.testing.assert_array_equal(traj2.arrays()[name], x)
+
+
+def test_plan_covers_only_its_setting():
+    cell, ro, proc = problem("tanh")
+    sched = Schedule(0.01)
+    for spec in ("rtrl", "snap-1", "tbptt-3"):
+        assert ElmanKernel.plan(OnlineTrainer(cell, ro, parse_estimator(spec), proc, sched)) is not None
+    for spec in ("uoro", "kf-rtrl", "snap-2", "rflo", "bptt"):
+        assert ElmanKernel.plan(OnlineTrainer(cell, ro, parse_estimator(spec), proc, sched)) is None
+    rtrl = parse_estimator("rtrl")
+    assert ElmanKernel.plan(OnlineTrainer(cell, ro, rtrl, proc, sched, optimizer=Adam())) is None
+    assert ElmanKernel.plan(OnlineTrainer(cell, ro, rtrl, proc, sched, hooks=[Hook()])) is None
+    assert ElmanKernel.plan(OnlineTrainer(cell, ro, rtrl, proc, sched, project=cell.project)) is None
+    assert OnlineTrainer(cell, ro, rtrl, proc, sched, kernel=False).kernel is None
+    gru = make_cell("gru", K, M)
+    assert ElmanKernel.plan(OnlineTrainer(gru, LinearReadout(K, 1), rtrl, proc, sched)) is None
+    sparse = make_cell("elman", K, M, density=0.5, mask_seed=1)
+    assert ElmanKernel.plan(OnlineTrainer(sparse, LinearReadout(K, 1), rtrl, proc, sched)) is None
+
+
+def test_spectral_clip_is_the_projection_outside_and_the_identity_inside():
+    """(``lazy_projection`` of the convergence experiment is this for a dense ``W``.)"""
+    cell = make_cell("contractive-elman", 4, 2, rho=0.7)
+    rng = np.random.default_rng(2)
+    clip = SpectralClip(cell)
+    inside = cell.init(rng, batch=3)
+    inside[:, cell.block["W"].cols] *= 0.5
+    assert clip(inside) is inside
+    mixed = np.concatenate([inside[:1], cell.init(rng, scale=4.0, batch=2)])
+    mixed[1:, cell.block["W"].cols] *= 5
+    out = clip(mixed)
+    np.testing.assert_array_equal(out[0], mixed[0])
+    np.testing.assert_allclose(out[1:], cell.project(mixed[1:]), rtol=0, atol=1e-12)
+    assert np.all(cell.contraction(out) <= 0.7 * (1 + 1e-12))
+    with pytest.raises(ValueError):
+        SpectralClip(make_cell("contractive-elman", 4, 2, rho=0.7, density=0.5, mask_seed=1))
