@@ -159,7 +159,8 @@ def build_parser() -> Parser:
     report = sub.add_parser("report", help=USAGE["report"][0], description=USAGE["report"][0],
                             epilog=f"example: {USAGE['report'][1]}")
     for p in (run, report):
-        p.add_argument("--profile", default=None, help="config profile: quick (default), full, or paper (learning only; hours)")
+        p.add_argument("--profile", default=None, help="config profile: quick (default), full, paper or paper-claim1 "
+                       "(learning only; hours)")
         p.add_argument("--config", metavar="FILE.toml", type=Path,
                        help="overrides: one [EXPERIMENT] table of config keys per experiment")
         p.add_argument("--out", metavar="DIR", type=Path,
