@@ -199,6 +199,9 @@ def run_experiments(plan: Iterable[tuple[Experiment, dict]], seed: int, out_dir:
                     if skip_up_to_date else None)
             if done is None:
                 jobs.append(Job(exp, task, index, seed, checkpoints))
+            elif checkpoints is not None:
+                # a record written just before an interruption leaves its snapshots behind
+                checkpoints.clear(exp.name, task.key)
             records[exp.name][index] = done
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     executor = InProcess() if executor is None else executor

@@ -141,6 +141,22 @@ def uninterrupted(tmp_path_factory):
     return run_experiment(exp, config, 0, folder / "out", progress=False, executor=InProcess())
 
 
+def test_a_resume_removes_the_snapshots_of_tasks_whose_record_was_written(tmp_path):
+    """An interruption between a task's record and the removal of its snapshots leaves them behind;
+    the next run finds the record up to date and removes them."""
+    exp, out = TrainerExperiment(), tmp_path / "out"
+    config = exp.config("quick", {"tasks": 2, "steps": 300})
+    store = CheckpointStore.in_results(out, 100)
+    first = run_experiment(exp, config, 0, out, progress=False, executor=InProcess(), checkpoints=store)
+    assert not store.root.exists()
+    stale = store.folder(exp.name, exp.tasks(config)[0].key)
+    stale.mkdir(parents=True)
+    (stale / "loop-0.npz").write_bytes(b"left by an interrupted run")
+    again = run_experiment(exp, config, 0, out, progress=False, executor=InProcess(), checkpoints=store)
+    assert not store.root.exists()
+    assert [r["data"] for r in again] == [r["data"] for r in first]
+
+
 @pytest.mark.parametrize("backend", [["--workers", "1"], ["--workers", "2"],
                                      pytest.param(["--scheduler", "local", "--workers", "2"], marks=pytest.mark.slow)],
                          ids=["one-process", "pool", "dask"])
