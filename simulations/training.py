@@ -236,11 +236,9 @@ class OnlineTrainer:
                         state.gphi_acc += dphi
                         if update_now[i]:
                             self._update(state, alphas[i])
-                    if not self._within_bounds(state, loss, g_norm, learn):
-                        bad = ~(np.isfinite(loss) & (g_norm < blowup) & _within(state.s, blowup)
-                                & (_within(state.theta, blowup) if learn else True))
-                        if self._diverge(state, traj, bad, lambda: self._divergence(state, loss, g_norm, bad)):
-                            return state, traj
+                    if not self._within_bounds(state, loss, g_norm, learn) and \
+                            self._check_divergence(state, traj, loss, g_norm, learn):
+                        return state, traj
                     if record_now[i]:
                         self._record(traj, state, win)
                         win = self._window(state)
@@ -269,12 +267,10 @@ class OnlineTrainer:
             nxt = marks[marks >= i]
             hi = int(nxt[0]) + 1 if nxt.size else n
             i += self.kernel.steps(fast, state, win, xs, ys, alphas, update_now, i, hi)
-            if i < hi or not self._within_bounds(state, fast.loss, fast.gnorm, self.schedule is not None):
-                loss, g_norm, blowup = fast.loss, fast.gnorm, self.blowup
-                bad = ~(np.isfinite(loss) & (g_norm < blowup) & _within(state.s, blowup)
-                        & (_within(state.theta, blowup) if self.schedule is not None else True))
-                if self._diverge(state, traj, bad, lambda: self._divergence(state, loss, g_norm, bad)):
-                    return None
+            learn = self.schedule is not None
+            if (i < hi or not self._within_bounds(state, fast.loss, fast.gnorm, learn)) and \
+                    self._check_divergence(state, traj, fast.loss, fast.gnorm, learn):
+                return None
             if record_now[i - 1]:
                 self._record(traj, state, win)
                 win = self._window(state)
@@ -283,6 +279,14 @@ class OnlineTrainer:
     def _window(self, state) -> _Window:
         B, p = state.theta.shape
         return _Window.empty(B, p, state.phi.shape[1], self.record_grad)
+
+    def _check_divergence(self, state, traj, loss, g_norm, learn) -> bool:
+        """Examine the replicates one by one after the whole-batch test failed: record the ones
+        that left the bound (:meth:`_diverge`); ``True`` when the run must stop."""
+        blowup = self.blowup
+        bad = ~(np.isfinite(loss) & (g_norm < blowup) & _within(state.s, blowup)
+                & (_within(state.theta, blowup) if learn else True))
+        return self._diverge(state, traj, bad, lambda: self._divergence(state, loss, g_norm, bad))
 
     def _within_bounds(self, state, loss, g_norm, learn) -> bool:
         """Whole-batch test, cheap: every replicate finite and within the bound (when false,
