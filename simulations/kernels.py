@@ -49,14 +49,16 @@ def diagonal_influence_step(J, g, off, n_in, n_out, d, d0, has_d, c, c0, v, w):
         for j in range(n_in):
             Jr, gr = J[off + j * n_out:off + (j + 1) * n_out], g[0, off + j * n_out:off + (j + 1) * n_out]
             vj = v[0, j]
-            if has_d:
+            if has_d:                                # one loop per row: J̃ and ĝ written together
                 for i in range(n_out):
-                    Jr[i] = dr[i] * Jr[i] + vj * wr[i]
+                    x = dr[i] * Jr[i] + vj * wr[i]
+                    Jr[i] = x
+                    gr[i] = cr[i] * x
             else:
                 for i in range(n_out):
-                    Jr[i] = vj * wr[i]
-            for i in range(n_out):
-                gr[i] = cr[i] * Jr[i]
+                    x = vj * wr[i]
+                    Jr[i] = x
+                    gr[i] = cr[i] * x
         return
     vt, wt = np.ascontiguousarray(v.T), np.ascontiguousarray(w.T)      # replicates last, as J
     J3 = J[off * B:(off + n_in * n_out) * B].reshape((n_in, n_out, B))
@@ -95,9 +97,8 @@ def rank_one_step(X, g, off, n_in, n_out, alpha, v, w, gamma, sq):
             Xr, gr = X[b, off + j * n_out:off + (j + 1) * n_out], g[b, off + j * n_out:off + (j + 1) * n_out]
             a = alpha[b] * v[b, j]
             for i in range(n_out):
-                Xr[i] = Xr[i] + a * wr[i]
-            for i in range(n_out):
-                x = Xr[i]
+                x = Xr[i] + a * wr[i]
+                Xr[i] = x
                 gr[i] = gamma[b] * x
                 acc += x * x
         sq[b] += acc

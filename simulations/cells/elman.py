@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels_fused import two_matvecs
+from ..jacobians import ImmediateJacobian, KroneckerFactors, Linearization
 from .base import Cell, matvec
 
 ACTIVATIONS = {
@@ -61,12 +62,14 @@ class Elman(Cell):
         k, m = self.hidden, self.m
         return [("W", "a", "s", k, k, True), ("U", "a", "x", k, m, False), ("b", "a", "one", k, 1, False)]
 
-    def _forward(self, P, s, x, jac, tangent=None):
-        ones = self._ones(s.shape[0])
+    def _preactivation(self, P, s, x, tangent):
+        """``(z, W·tangent, â)``: ``z = W s + U x + b`` (``B × k``); with ``W`` unmasked one product
+        ``[W U b] â`` and ``â = [s; x; 1]`` (``B × q``), else ``â`` is ``None``; ``W · tangent`` is
+        formed in the same pass over the weights when ``tangent`` is given, else ``None``."""
         merged = P.get("W+U+b")
-        Wt = None                                  # W · tangent
+        Wt = ahat = None
         if merged is not None:                     # unmasked: z = [W U b] â in one product
-            ahat = np.concatenate((s, x, ones), axis=1)
+            ahat = np.concatenate((s, x, self._ones(s.shape[0])), axis=1)
             if tangent is None:
                 z = matvec(merged, ahat)
             else:                                  # [W U b] [â, (tangent; 0; 0)]: one read of the weights
@@ -77,16 +80,44 @@ class Elman(Cell):
             else:
                 z, Wt = _two_products(P["W"], s, tangent)
             z = z + matvec(P["U"], x) + P["b"][..., 0]
+        return z, Wt, ahat
+
+    def _forward(self, P, s, x, jac, tangent=None):
+        z, Wt, ahat = self._preactivation(P, s, x, tangent)
         s_new = self.sigma(z)
         if not jac:
             return (s_new,)
         ds = self.dsigma(z, s_new)                                    # B × k
+        D, I = self._factored(P["W"], s, x, ahat, ds, tangent, None if Wt is None else ds * Wt)
+        return s_new, D, I.gates, I.sources
+
+    def _factored(self, W, s, x, ahat, ds, tangent, Dv):
+        """``D_t = diag(σ') W`` and ``I_t`` as factored objects (:class:`~simulations.jacobians.DynamicsJacobian`,
+        :class:`~simulations.jacobians.ImmediateJacobian`), with ``D_t · tangent = Dv`` kept when given
+        and the merged block's input ``â`` when formed."""
         gates = {"a": self._stacked(ds)}
-        D = self._dynamics((gates["a"], P["W"]))                      # diag(σ') W
-        if Wt is not None:
-            D.remember(tangent, ds * Wt)
-        sources = {"s": s, "x": x, "one": ones}
-        return s_new, D, gates, sources
+        D = self._dynamics((gates["a"], W))                           # diag(σ') W
+        if Dv is not None:
+            D.remember(tangent, Dv)
+        I = ImmediateJacobian(self.k, self.p, self.blocks, gates, {"s": s, "x": x, "one": self._ones(s.shape[0])},
+                              self._layout_cache)
+        if ahat is not None:
+            I.know_input(("s", "x", "one"), ahat)
+        return D, I
+
+    def linearize(self, theta, s, x, tangent: np.ndarray | None = None) -> Linearization:
+        """:meth:`Cell.linearize`.  With ``W`` unmasked the linearization also carries the step's
+        :class:`~simulations.jacobians.KroneckerFactors` (``â``, ``σ'``, ``W``, ``D_t · tangent``),
+        and forms ``D_t`` and ``I_t`` from them only when an estimator reads them."""
+        P = self._matrices(theta)
+        z, Wt, ahat = self._preactivation(P, s, x, tangent)
+        s_new = self.sigma(z)
+        ds = self.dsigma(z, s_new)                                    # B × k
+        W, Dv = P["W"], None if Wt is None else ds * Wt
+        if ahat is None:                                              # masked W: the factored objects now
+            return Linearization(s_new, *self._factored(W, s, x, None, ds, tangent, Dv))
+        f = KroneckerFactors(ahat, ds, W, tangent, Dv)
+        return Linearization(s_new, factors=f, build=lambda: self._factored(W, s, x, ahat, ds, tangent, Dv))
 
     def _structure(self):
         return self.mask("W"), {"a": np.eye(self.k, dtype=bool)}

@@ -560,22 +560,40 @@ class MaskedInfluence(Estimator):
         """SnAp-1/RFLO ``update`` and ``gradient`` in one pass per parameter block
         (:func:`~simulations.kernels.diagonal_influence_step`) when the structure allows it
         (:meth:`_fused_plan`) and ``D_t``, ``c_t`` have the state's batch; else ``update`` then
-        ``gradient``."""
-        st, B, I = state.structure, state.batch, lin.I
+        ``gradient``.  A block over all of ``θ`` reads ``diag(D_t)``, ``σ'`` and ``â`` from the
+        linearization's :class:`~simulations.jacobians.KroneckerFactors` when it has them."""
+        st, B = state.structure, state.batch
         plan = st.fused if st.fused is not None else self._fused_plan(st, lin)
-        if not plan or I.batch != B or credit.shape[0] != B or not state.J.flags.c_contiguous:
+        f = lin.factors if self._reads_factors(st, plan) else None
+        if not plan or (f.ahat.shape[0] if f is not None else lin.I.batch) != B or credit.shape[0] != B \
+                or not state.J.flags.c_contiguous:
             return super().step(state, lin, credit, rng)
-        d = self._d_values(st, lin)
+        if f is not None:
+            d = f.diagonal() if plan[0].d0 >= 0 else _NO_ENTRIES
+            inputs = ((f.ahat, f.dsigma),)
+        else:
+            d, I = self._d_values(st, lin), lin.I
+            inputs = tuple((I.source(blk), I.gates[blk.gate].vals[:, r]) for _, _, _, _, _, blk, r in plan)
         if B == 1:                                                               # flat views, no copies
             d, c = np.ascontiguousarray(d).reshape(-1), np.ascontiguousarray(credit).reshape(-1)
         else:
             d, c = np.ascontiguousarray(d.T).reshape(-1), np.ascontiguousarray(credit.T).reshape(-1)
         g = np.empty((B, st.p))                          # |d| × B and k × B above; ĝ in rows
         J = state.J.reshape(-1)
-        for off, n_in, n_out, c0, d0, blk, r in plan:
-            diagonal_influence_step(J, g, off, n_in, n_out, d, max(d0, 0), d0 >= 0, c, c0, I.source(blk),
-                                    I.gates[blk.gate].vals[:, r])
+        for (off, n_in, n_out, c0, d0, _, _), (v, w) in zip(plan, inputs):
+            diagonal_influence_step(J, g, off, n_in, n_out, d, max(d0, 0), d0 >= 0, c, c0, v, w)
         return state, g
+
+    @staticmethod
+    def _reads_factors(st: MaskStructure, plan) -> bool:
+        """Whether the fused plan is one block over all of ``θ`` on the state rows in order, with
+        ``diag(D_t)`` (or no entry of ``D_t``) and the first level of its gate: the shape of
+        :class:`~simulations.jacobians.KroneckerFactors`' ``I_t[r, j·k + r] = σ'_r â_j``."""
+        if len(plan) != 1:
+            return False
+        b = plan[0]
+        return (b.offset == 0 and b.n_out == st.k and b.n_in * b.n_out == st.p and b.c0 == 0 and b.level == 0
+                and (b.d0 < 0 or (b.d0 == 0 and st.d_diagonal)))
 
     def gradient(self, state, credit):
         """``ĝ_t = c_t J̃_t``: ``B × p``."""

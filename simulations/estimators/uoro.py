@@ -18,6 +18,7 @@ over ``p`` numbers (:func:`~simulations.kernels.rank_one_full_step`).
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -87,16 +88,23 @@ class UORO(Estimator):
         return RankOneState(np.zeros((batch, cell.k)), np.zeros((batch, cell.p)), np.ones(batch), batch, cell.p)
 
     @staticmethod
-    def _draw(state, lin, rng):
-        """What both halves of a step start from: ``ν`` (``B × k``), ``D_t s̃``, ``ν G_g`` per gate,
+    def _begin(state, Ds, rng):
+        """What every step starts from, given ``D_t s̃`` (``B × k``): ``ν`` (``B × k``),
         ``‖θ̃'s direction‖²`` (``B``) and an empty ``(ρ₀, ρ₁)`` (``2 × B``); ``s̃`` and the factor
         become new arrays for the step to fill (the old ones may be held elsewhere)."""
         B, k = state.s.shape
         nu = rademacher(rng, (B, k))
-        Ds = lin.dynamics.matvec(state.s)
         sq = row_dot(state.direction, state.direction) if state.sq is None else state.sq
         state.s, state.factor = np.empty_like(Ds), np.array(state.factor)
-        return nu, Ds, lin.I.left_gates(nu), sq, np.empty((2, B))
+        return nu, sq, np.empty((2, B))
+
+    @staticmethod
+    def _draw(state, lin, rng):
+        """:meth:`_begin` with ``D_t s̃`` from the linearization, and ``ν G_g`` per gate: ``(ν, D_t s̃,
+        ν G_g, ‖direction‖², (ρ₀, ρ₁))``."""
+        Ds = lin.dynamics.matvec(state.s)
+        nu, sq, rho = UORO._begin(state, Ds, rng)
+        return nu, Ds, lin.I.left_gates(nu), sq, rho
 
     def _scales(self, state, lin, rng):
         """The first half of a step: draw ``ν``, set ``(ρ₀, ρ₁)``, ``s̃ ← ρ₀ D_t s̃ + ρ₁ ν`` and
@@ -122,17 +130,26 @@ class UORO(Estimator):
         (:func:`~simulations.kernels.rank_one_full_step`: the scales, ``s̃``, one pass over ``θ̃``'s
         direction for the rank-one addition, the gradient ``(c s̃) θ̃`` and the ``‖direction‖²`` that
         the next step's ``ρ₀`` needs); otherwise ``update`` then ``gradient``.  Same signs, same
-        arithmetic as ``update``; sums of squares may be added in another order."""
-        I = lin.I
-        groups = I.groups
-        if I.batch != state.batch or not all(b.full for b in groups):
-            return super().step(state, lin, credit, rng)
-        nu, Ds, nuG, sq, rho = self._draw(state, lin, rng)
-        blocks = self._block_table(I.blocks)
+        arithmetic as ``update``; sums of squares may be added in another order.  A linearization
+        with :class:`~simulations.jacobians.KroneckerFactors` whose ``D_t s̃`` was formed with the
+        forward product gives ``â``, ``ν G = ν ⊙ σ'`` and ``D_t s̃`` directly (one block over ``θ``)."""
+        f = lin.factors
+        if f is not None and f.tangent is state.s and f.Dv is not None and f.ahat.shape[0] == state.batch:
+            Ds = f.Dv
+            nu, sq, rho = self._begin(state, Ds, rng)
+            blocks, vs, ws = self._whole_block(state.p, f.ahat.shape[1]), (f.ahat,), (nu * f.dsigma,)
+        else:
+            I = lin.I
+            groups = I.groups
+            if I.batch != state.batch or not all(b.full for b in groups):
+                return super().step(state, lin, credit, rng)
+            nu, Ds, nuG, sq, rho = self._draw(state, lin, rng)
+            blocks = self._block_table(I.blocks)
+            vs = tuple(np.ascontiguousarray(I.source(b)) for b in groups)
+            ws = tuple(np.ascontiguousarray(nuG[b.gate]) for b in groups)
         g, state.sq = np.empty_like(state.direction), np.zeros(state.batch)
-        rank_one_full_step(state.direction, g, blocks, tuple(np.ascontiguousarray(I.source(b)) for b in groups),
-                           tuple(np.ascontiguousarray(nuG[b.gate]) for b in groups), state.s, Ds, nu,
-                           state.factor, sq, np.ascontiguousarray(credit), rho, *FOLD_RANGE, state.sq)
+        rank_one_full_step(state.direction, g, blocks, vs, ws, state.s, Ds, nu, state.factor, sq,
+                           np.ascontiguousarray(credit), rho, *FOLD_RANGE, state.sq)
         state.scales = rho.T
         return state, g
 
@@ -145,6 +162,12 @@ class UORO(Estimator):
 
     #: the last cell's blocks and their rows ``(offset, n_in, n_out, 1)`` for the compiled step
     _table: tuple | None = None
+
+    @staticmethod
+    @functools.cache
+    def _whole_block(p: int, q: int) -> np.ndarray:
+        """The block table of one unmasked block over all of ``θ`` (``q`` inputs, ``p / q`` outputs)."""
+        return np.array([(0, q, p // q, 1)], dtype=np.int64)
 
     def _block_table(self, blocks) -> np.ndarray:
         if self._table is None or self._table[0] is not blocks:

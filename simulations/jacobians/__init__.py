@@ -18,9 +18,9 @@ from .cache import LayoutCache
 from .dynamics import DynamicsJacobian, DynamicsTerm
 from .gates import GateJacobian, level_starts
 from .immediate import EntryInjection, ImmediateJacobian
-from .linearization import Linearization
+from .linearization import KroneckerFactors, Linearization
 from .products import block_outer, outer_into, row_dot
 
 __all__ = ["ParamBlock", "as_slice", "make_blocks", "merge_blocks", "unit_major", "unit_major_blocks",
            "LayoutCache", "DynamicsJacobian", "DynamicsTerm", "GateJacobian", "level_starts",
-           "EntryInjection", "ImmediateJacobian", "Linearization", "block_outer", "outer_into", "row_dot"]
+           "EntryInjection", "ImmediateJacobian", "KroneckerFactors", "Linearization", "block_outer", "outer_into", "row_dot"]

@@ -56,6 +56,11 @@ class ImmediateJacobian:
             v = self._inputs[blk.source] = np.concatenate([self.sources[s] for s in blk.source], axis=1)
         return v
 
+    def know_input(self, source: tuple[str, ...], v: np.ndarray) -> None:
+        """Keep ``v`` (``B × n_in``) as the input of the merged block over ``source`` (the
+        concatenation of those sources, formed already by the cell's forward step)."""
+        self._inputs[source] = v
+
     def block_values(self, blk: ParamBlock) -> np.ndarray:
         """Nonzero values of the block's columns: ``B × R × q`` (stacked) or ``B × k × q`` (dense)."""
         G = self.gates[blk.gate]
