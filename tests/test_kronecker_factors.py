@@ -1,6 +1,6 @@
 """The Kronecker factors of an Elman step (``KroneckerFactors``) and the estimator steps that read
-them: the factors describe the same ``D_t`` and ``I_t`` as the factored objects, and SnAp-1, RFLO
-and UORO give bit-identical numbers whether they read the factors or the objects."""
+them: the factors describe the same ``D_t`` and ``I_t`` as the factored objects, and SnAp-1, RFLO,
+UORO and KF-RTRL give bit-identical numbers whether they read the factors or the objects."""
 from __future__ import annotations
 
 import numpy as np
@@ -51,7 +51,7 @@ def test_masked_elman_has_no_factors():
     assert lin.factors is None
 
 
-@pytest.mark.parametrize("spec", ["snap-1", "rflo", "uoro"])
+@pytest.mark.parametrize("spec", ["snap-1", "rflo", "uoro", "kf-rtrl"])
 @pytest.mark.parametrize("batch", [1, 4])
 def test_steps_on_factors_equal_the_general_path(spec, batch):
     """The same estimator run twice on the same path, once reading the factors and once the

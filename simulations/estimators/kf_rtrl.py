@@ -124,18 +124,25 @@ class KFRTRL(Estimator):
         """``update`` and ``gradient`` in one compiled pass after ``D_t A``
         (:func:`~simulations.kernels.kronecker_step`: the scales, ``u``, ``A``, ``c_t A`` and
         ``ĝ``); the same signs and products as ``update`` then ``gradient``, sums added in index
-        order.  (A subclass that redefines ``update`` or ``gradient`` keeps them.)"""
+        order.  (A subclass that redefines ``update`` or ``gradient`` keeps them.)  With the
+        linearization's :class:`~simulations.jacobians.KroneckerFactors`, ``D_t``, ``σ'`` and ``â``
+        come from them (the same numbers)."""
         if type(self).update is not KFRTRL.update or type(self).gradient is not KFRTRL.gradient:
             return super().step(state, lin, credit, rng)
         lay = state.layout
         B, k = state.A.shape[:2]
         c = rademacher(rng, (B, 2))
-        DA = lin.dynamics.matmul(state.A)
-        ahat = lin.I.source(lay.blocks[0]) if len(lay.blocks) == 1 else \
-            np.concatenate([lin.I.sources[src] for src in lay.sources], axis=1)
+        f = lin.factors
+        if f is not None and len(lay.blocks) == 1:        # D_t = diag(σ') W formed from the factors
+            DA = np.matmul(f.dsigma[:, :, None] * f.W, state.A)
+            sig, ahat = f.dsigma, f.ahat
+        else:
+            DA = lin.dynamics.matmul(state.A)
+            sig = lin.I.gates[lay.gate].vals[:, 0, :]
+            ahat = lin.I.source(lay.blocks[0]) if len(lay.blocks) == 1 else \
+                np.concatenate([lin.I.sources[src] for src in lay.sources], axis=1)
         u, A, g, state.scales = np.empty_like(state.u), np.empty((B, k, k)), np.empty((B, state.p)), np.empty((B, 2))
-        kronecker_step(DA, lin.I.gates[lay.gate].vals[:, 0, :], ahat, state.u, c, credit, lay.ucol, lay.acol,
-                       u, A, g, state.scales)
+        kronecker_step(DA, sig, ahat, state.u, c, credit, lay.ucol, lay.acol, u, A, g, state.scales)
         state.u, state.A = u, A
         return state, g
 
