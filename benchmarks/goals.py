@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import numba
 import numpy as np
 
 from rtrl_validation.simulations.cells import make_cell
@@ -223,6 +224,33 @@ def _g5(spec, shared_product=True):
     return build
 
 
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _influence_pass(J, g, a):
+    """One pass over ``p`` numbers read and written (``J ← a·J``) writing ``p`` more (``g = J``)."""
+    for j in range(J.size):
+        v = a * J[j]
+        J[j] = v
+        g[j] = v
+
+
+def _g5_floor():
+    """Goal 5's floor, measured: what any online step of SnAp-1 or UORO at Elman k = 256 must do at
+    least, the forward product ``[W U b] â`` (``s_t`` and ``σ'`` enter every entry of the step) and
+    one pass over the ``p`` numbers of the influence (``J̃`` or ``θ̃``'s direction), read and
+    written, writing the ``p`` numbers of ``ĝ``; no arithmetic beyond one product per entry."""
+    def build():
+        cell, theta, s, x, rng = network("elman", 256, 4)
+        At = theta[0].reshape(-1, cell.k)                   # [W U b] column-major: its transpose
+        ahat = np.concatenate([s[0], x[0], [1.0]])
+        J, g = rng.standard_normal(cell.p), np.empty(cell.p)
+
+        def run():
+            ahat @ At
+            _influence_pass(J, g, 1.0)
+        return run, forward_step(cell, theta, s, x, rng)
+    return build
+
+
 GOALS: tuple[Ratio, ...] = (
     *(Ratio("1", f"snap2-rate-{c}-k{k}-d{d}", f"SnAp-2 step, {c} k={k} density {d}",
             f"dense k×k·k×p product (FLOP rate)", 0.25, _g1(c, h, d, "rate"), at_least=True,
@@ -248,6 +276,8 @@ GOALS: tuple[Ratio, ...] = (
             "batched forward step + readout", 3.0, _small(e, 64)) for e in ("snap-1", "uoro")),
     *(Ratio("5", f"{e}-elman-k256", f"linearize + {e} step, elman k=256", "forward step", 3.0, _g5(e))
       for e in ("snap-1", "uoro")),
+    Ratio("5", "floor-elman-k256", "floor: forward product + one pass over p numbers (read, written) writing p",
+          "forward step", 3.0, _g5_floor()),
 )
 
 

@@ -10,7 +10,7 @@ from .dynamics import DynamicsJacobian
 from .immediate import ImmediateJacobian
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class KroneckerFactors:
     """The step of a cell in Kronecker form with one unmasked parameter block (THEORY.md §3,
     Elman): ``s_t = σ(A â_t)`` with ``A = [W U b]`` and ``θ`` holding ``A`` column-major (entry
