@@ -57,6 +57,15 @@ def two_matvecs(At, a, t, z, w):
         j += 1
 
 
+@numba.njit(cache=True, nogil=True)
+def two_matvecs_batched(At, a, t, z, w):
+    """:func:`two_matvecs` for each replicate ``b``: ``At[b]`` (``q × n``, ``B`` of them, or one
+    shared by all), ``a``: ``B × q``, ``t``: ``B × k``, ``z``, ``w``: ``B × n``; one call."""
+    shared = At.shape[0] == 1
+    for b in range(a.shape[0]):
+        two_matvecs(At[0] if shared else At[b], a[b], t[b], z[b], w[b])
+
+
 def two_matvecs_reference(At, a, t, z, w):
     """numpy reference of :func:`two_matvecs`."""
     z[...] = At.T @ a

@@ -365,6 +365,23 @@ def test_two_matvecs_are_the_two_products(kernel):
     assert np.all(np.abs(w - A[:, :k] @ t) <= gamma(k) * (np.abs(A[:, :k]) @ np.abs(t)))
 
 
+@pytest.mark.parametrize("shared", [True, False])
+def test_two_matvecs_batched_are_each_replicates_products(shared):
+    """:func:`two_matvecs_batched`: each replicate's two products (its own ``A`` or one shared),
+    within the same bound as one replicate's."""
+    from rtrl_validation.simulations.kernels_fused import two_matvecs_batched
+    rng = np.random.default_rng(18)
+    B, n, k, q = 4, 13, 11, 19
+    A = rng.standard_normal((1 if shared else B, q, n))               # each A column-major: its transpose
+    a, t = rng.standard_normal((B, q)), rng.standard_normal((B, k))
+    z, w = np.full((B, n), np.nan), np.full((B, n), np.nan)
+    two_matvecs_batched(A, a, t, z, w)
+    for b in range(B):
+        Ab = A[0 if shared else b].T
+        assert np.all(np.abs(z[b] - Ab @ a[b]) <= gamma(q) * (np.abs(Ab) @ np.abs(a[b])))
+        assert np.all(np.abs(w[b] - Ab[:, :k] @ t[b]) <= gamma(k) * (np.abs(Ab[:, :k]) @ np.abs(t[b])))
+
+
 @pytest.mark.parametrize("density,batch,shared", [(1.0, 1, True), (1.0, 3, True), (1.0, 3, False), (0.5, 1, True),
                                                   (0.5, 3, False)])
 def test_linearize_with_a_tangent_forms_D_times_it(density, batch, shared):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernels_fused import two_matvecs
+from ..kernels_fused import two_matvecs_batched
 from ..jacobians import ImmediateJacobian, KroneckerFactors, Linearization
 from .base import Cell, matvec
 
@@ -27,15 +27,18 @@ ACTIVATIONS = {
 
 def _two_products(A: np.ndarray, a: np.ndarray, tangent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(A a, A[:, :k] tangent)`` (each ``B × n``) with one read of ``A`` (``n × q``, shared, or
-    ``B × n × q``): one replicate, :func:`~simulations.kernels_fused.two_matvecs`; several, one
+    ``B × n × q``): one compiled pass per replicate's ``A`` held column-major (as ``θ`` holds it,
+    :func:`~simulations.kernels_fused.two_matvecs`); a shared ``A`` with several replicates, one
     matrix product with ``[a, (tangent; 0)]``."""
     B, q = a.shape
     k = tangent.shape[1]
     if A.ndim == 3 and A.shape[0] == 1:
         A = A[0]
-    if B == 1 and A.ndim == 2 and A.T.flags.c_contiguous:
-        z, w = np.empty((1, A.shape[0])), np.empty((1, A.shape[0]))
-        two_matvecs(A.T, np.ascontiguousarray(a[0]), np.ascontiguousarray(tangent[0]), z[0], w[0])
+    At = np.swapaxes(A, -1, -2)
+    if At.flags.c_contiguous and (A.ndim == 3 or B == 1):
+        z, w = np.empty((B, A.shape[-2])), np.empty((B, A.shape[-2]))
+        two_matvecs_batched(At if A.ndim == 3 else At[None], np.ascontiguousarray(a),
+                            np.ascontiguousarray(tangent), z, w)
         return z, w
     if A.ndim == 2:
         V = np.zeros((2 * B, q))
