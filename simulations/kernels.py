@@ -78,6 +78,23 @@ def diagonal_influence_step(J, g, off, n_in, n_out, d, d0, has_d, c, c0, v, w):
                 gr[i] = c2[i, b] * J3[j, i, b]
 
 
+@_jit
+def kronecker_diagonal_step(J, g, W, ds, ahat, c, has_d):
+    """:func:`diagonal_influence_step` of one replicate on the single block over ``θ`` of a cell
+    in Kronecker form (:class:`~simulations.jacobians.KroneckerFactors`): ``d = σ' ⊙ diag(W)``
+    is formed here (as ``KroneckerFactors.diagonal`` forms it), ``v = â``, ``w = σ'``.
+
+    ``J``: ``p`` (the store, flat); ``g``: ``1 × p``; ``W``: ``k × k``; ``ds``: ``1 × k``;
+    ``ahat``: ``1 × q``; ``c``: ``k``; ``has_d``: SnAp-1 (``True``) or RFLO (``False``).
+    """
+    k = ds.shape[1]
+    d = np.empty(k)
+    if has_d:
+        for i in range(k):
+            d[i] = ds[0, i] * W[i, i]
+    diagonal_influence_step(J, g, 0, ahat.shape[1], k, d, 0, has_d, c, 0, ahat, ds)
+
+
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc"})
 def rank_one_step(X, g, off, n_in, n_out, alpha, v, w, gamma, sq):
     """UORO's update of ``θ̃``'s direction and its gradient on one full block (THEORY.md §4)::

@@ -40,7 +40,7 @@ import numpy as np
 
 from ..jacobians import EntryInjection, as_slice, merge_blocks, unit_major, unit_major_blocks
 from ..flops import immediate_nnz
-from ..kernels import class_pair_sums, diagonal_influence_step, unit_major_to_theta
+from ..kernels import class_pair_sums, diagonal_influence_step, kronecker_diagonal_step, unit_major_to_theta
 from ..kernels_sparse import panel_gradient, panel_pair_sums, panel_step
 from .base import Estimator
 
@@ -219,6 +219,7 @@ class MaskStructure:
     grid: tuple[GridBlock, ...] | None = None     # _grid
     d_diagonal: bool = False              # d_index is exactly the diagonal of D, in order (SnAp-1 of Elman)
     fused: tuple[FusedBlock, ...] | None = None   # MaskedInfluence._fused_plan; None: not built
+    whole: bool | None = None                      # MaskedInfluence._reads_factors of the plan; None: not known
     pos: np.ndarray | None = None         # dense storage: the stored column of each θ column (unit_major)
     unit_blocks: np.ndarray | None = None  # dense storage: unit_major_blocks, to put a row back in θ's order
     panels: PanelLayout | None = None     # sparse storage in class panels (else column-major, θ's order)
@@ -564,10 +565,17 @@ class MaskedInfluence(Estimator):
         linearization's :class:`~simulations.jacobians.KroneckerFactors` when it has them."""
         st, B = state.structure, state.batch
         plan = st.fused if st.fused is not None else self._fused_plan(st, lin)
-        f = lin.factors if self._reads_factors(st, plan) else None
+        if st.whole is None:
+            st.whole = self._reads_factors(st, plan)
+        f = lin.factors if st.whole else None
         if not plan or (f.ahat.shape[0] if f is not None else lin.I.batch) != B or credit.shape[0] != B \
                 or not state.J.flags.c_contiguous:
             return super().step(state, lin, credit, rng)
+        if f is not None and B == 1:                     # one compiled call, d formed in it
+            g = np.empty((1, st.p))
+            kronecker_diagonal_step(state.J.reshape(-1), g, f.W if f.W.ndim == 2 else f.W[0], f.dsigma, f.ahat,
+                                    np.ascontiguousarray(credit).reshape(-1), plan[0].d0 >= 0)
+            return state, g
         if f is not None:
             d = f.diagonal() if plan[0].d0 >= 0 else _NO_ENTRIES
             inputs = ((f.ahat, f.dsigma),)
