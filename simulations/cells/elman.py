@@ -10,12 +10,15 @@ import numpy as np
 
 from ..kernels_fused import two_matvecs
 from .base import Cell, matvec
+from ..kernels_cells import SOURCE_ONE, SOURCE_U, SOURCE_W
 
 ACTIVATIONS = {
     # name: (σ, σ', sup|σ'|)
     "tanh": (np.tanh, lambda z, s: 1.0 - s * s, 1.0),
     "identity": (lambda z: z, lambda z, s: np.ones_like(z), 1.0),
 }
+#: the blocks' sources as the pre-activation pass reads them (:meth:`Cell._plan`)
+SOURCES = {"s": (SOURCE_U, 0), "x": (SOURCE_W, 0), "one": (SOURCE_ONE, 0)}
 
 
 def _two_products(A: np.ndarray, a: np.ndarray, tangent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -71,12 +74,10 @@ class Elman(Cell):
                 z = matvec(merged, ahat)
             else:                                  # [W U b] [â, (tangent; 0; 0)]: one read of the weights
                 z, Wt = _two_products(merged, ahat, tangent)
-        else:
-            if tangent is None:
-                z = matvec(P["W"], s)
-            else:
-                z, Wt = _two_products(P["W"], s, tangent)
-            z = z + matvec(P["U"], x) + P["b"][..., 0]
+        else:                                      # masked W: z from θ's free entries in one pass
+            z = P.affine(self._plan(("a",), SOURCES), s, x)
+            if tangent is not None:
+                Wt = matvec(P["W"], tangent)
         s_new = self.sigma(z)
         if not jac:
             return (s_new,)
