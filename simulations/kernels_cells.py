@@ -21,10 +21,37 @@ import numpy as np
 
 #: columns of the block table (one row per block): θ offset, free entries, outputs, inputs,
 #: output offset in ``a``, source (0: ``u``, 1: ``w``, 2: the constant 1), source column offset,
-#: 1 if full, first row of the block's masked entries in ``entries``, matrix offset in ``store``
+#: 1 if full (else 0, or 2 for a masked block multiplied through its refreshed matrix), first row
+#: of the block's masked entries in ``entries``, matrix offset in ``store``
 OFF, SIZE, N_OUT, N_IN, OUT, SRC, SRC_OFF, FULL, ENTRY, STORE = range(10)
 SOURCE_U, SOURCE_W, SOURCE_ONE = 0, 1, 2
-_ONE = np.ones(1)
+_ONES = np.ones(1)          # the constant source (a bias block has one input)
+
+
+@numba.njit(cache=True, nogil=True)
+def _add_columns(A, n_out, n_in, v, ao):
+    """``ao += A v`` for ``A`` (``n_out × n_in``) given column-major (flat, ``A[i, j]`` at
+    ``j·n_out + i``); ``v``: ``n_in``.  Each output adds its ``n_in`` products in order ``j``, four
+    columns per pass over ``ao``."""
+    j = 0
+    while j + 4 <= n_in:
+        c0 = A[j * n_out:(j + 1) * n_out]
+        c1 = A[(j + 1) * n_out:(j + 2) * n_out]
+        c2 = A[(j + 2) * n_out:(j + 3) * n_out]
+        c3 = A[(j + 3) * n_out:(j + 4) * n_out]
+        v0, v1, v2, v3 = v[j], v[j + 1], v[j + 2], v[j + 3]
+        for i in range(n_out):
+            t = ao[i] + c0[i] * v0
+            t = t + c1[i] * v1
+            t = t + c2[i] * v2
+            ao[i] = t + c3[i] * v3
+        j += 4
+    while j < n_in:
+        c0 = A[j * n_out:(j + 1) * n_out]
+        v0 = v[j]
+        for i in range(n_out):
+            ao[i] += c0[i] * v0
+        j += 1
 
 
 @numba.njit(cache=True, nogil=True)
@@ -36,15 +63,17 @@ def affine_gates(theta, u, w, blocks, entries, store, refresh, a):
         masked:  for e:          a[b, out + I[e]] += θ[tb, off + e] · v[b, J[e]]
 
     with ``v`` the block's source (``u[:, src_off:]``, ``w[:, src_off:]`` or 1) and ``tb = b`` when
-    ``θ`` has a row per replicate, else 0.  The sum of each output runs over the blocks in table
-    order, then over ``j`` (full) or ``e`` (masked) in order, starting from 0.
+    ``θ`` has a row per replicate, else 0.  When ``refresh``, a masked block's free entries are
+    copied into its matrix in ``store`` (``store[tb, pos[e]] = θ[tb, off + e]``, other entries
+    untouched: zero), and a block marked 2 (dense enough) is then multiplied through that matrix
+    as a full block (four products per load of the output instead of one scattered update per
+    entry).  Either way each output adds its block's products in column order (a masked entry's
+    zeros add nothing), blocks in table order, from 0: the two ways give the same numbers.
 
     ``theta``: ``B' × p`` (``B' ∈ {1, B}``); ``u``, ``w``: ``B × ·``; ``blocks``: ``n_blocks × 10``
     int64 (columns :data:`OFF` … :data:`STORE`); ``entries``: int64, for each masked block from its
     row's :data:`ENTRY` on, ``I[e]``, then ``J[e]``, then the entries' store positions (``size``
-    numbers each, ``e`` in θ's order); ``store``: ``B' × ·``,
-    when ``refresh`` receives ``store[tb, pos[e]] = θ[tb, off + e]`` (other entries untouched);
-    ``a``: ``B × n`` (overwritten).
+    numbers each, ``e`` in θ's order); ``store``: ``B' × ·``; ``a``: ``B × n`` (overwritten).
     """
     B, n = a.shape
     shared = theta.shape[0] == 1
@@ -57,54 +86,28 @@ def affine_gates(theta, u, w, blocks, entries, store, refresh, a):
         for r in range(blocks.shape[0]):
             off, size, n_out, n_in = blocks[r, OFF], blocks[r, SIZE], blocks[r, N_OUT], blocks[r, N_IN]
             out, src, so = blocks[r, OUT], blocks[r, SRC], blocks[r, SRC_OFF]
+            ao = ab[out:out + n_out]
+            if src == SOURCE_ONE:
+                v = _ONES[:n_in]
+            elif src == SOURCE_U:
+                v = u[b, so:so + n_in]
+            else:
+                v = w[b, so:so + n_in]
             if blocks[r, FULL] == 1:
-                ao = ab[out:out + n_out]
-                if src == SOURCE_ONE:
-                    v = _ONE
-                    so = 0
-                elif src == SOURCE_U:
-                    v = u[b]
-                else:
-                    v = w[b]
-                j = 0
-                while j + 4 <= n_in:             # four columns per pass over the output, added in order
-                    c0 = th[off + j * n_out:off + (j + 1) * n_out]
-                    c1 = th[off + (j + 1) * n_out:off + (j + 2) * n_out]
-                    c2 = th[off + (j + 2) * n_out:off + (j + 3) * n_out]
-                    c3 = th[off + (j + 3) * n_out:off + (j + 4) * n_out]
-                    v0, v1, v2, v3 = v[so + j], v[so + j + 1], v[so + j + 2], v[so + j + 3]
-                    for i in range(n_out):
-                        t = ao[i] + c0[i] * v0
-                        t = t + c1[i] * v1
-                        t = t + c2[i] * v2
-                        ao[i] = t + c3[i] * v3
-                    j += 4
-                while j < n_in:
-                    c0 = th[off + j * n_out:off + (j + 1) * n_out]
-                    v0 = v[so + j]
-                    for i in range(n_out):
-                        ao[i] += c0[i] * v0
-                    j += 1
-            else:                                # free entries in θ's order: I, J, store position
-                e0, st = blocks[r, ENTRY], blocks[r, STORE]
+                _add_columns(th[off:off + size], n_out, n_in, v, ao)
+                continue
+            e0, st = blocks[r, ENTRY], blocks[r, STORE]
+            vals = th[off:off + size]
+            if write:                            # the matrix, refreshed in θ's order (increasing positions)
+                pos, sb = entries[e0 + 2 * size:e0 + 3 * size], store[tb, st:]
+                for e in range(size):
+                    sb[pos[e]] = vals[e]
+            if refresh and blocks[r, FULL] == 2:
+                _add_columns(store[tb, st:st + n_out * n_in], n_out, n_in, v, ao)
+            else:                                # free entries in θ's order: I, J
                 rows, cols = entries[e0:e0 + size], entries[e0 + size:e0 + 2 * size]
-                vals, ao = th[off:off + size], ab[out:out + n_out]
-                if src == SOURCE_ONE:
-                    v = _ONE
-                    so = 0
-                elif src == SOURCE_U:
-                    v = u[b]
-                else:
-                    v = w[b]
-                if write:
-                    pos, sb = entries[e0 + 2 * size:e0 + 3 * size], store[tb, st:]
-                    for e in range(size):
-                        x = vals[e]
-                        ao[rows[e]] += x * v[so + cols[e]]
-                        sb[pos[e]] = x
-                else:
-                    for e in range(size):
-                        ao[rows[e]] += vals[e] * v[so + cols[e]]
+                for e in range(size):
+                    ao[rows[e]] += vals[e] * v[cols[e]]
 
 
 def affine_gates_reference(theta, u, w, blocks, entries, store, refresh, a):
@@ -119,7 +122,7 @@ def affine_gates_reference(theta, u, w, blocks, entries, store, refresh, a):
             v = np.ones((B, n_in))
         else:
             v = (u if src == SOURCE_U else w)[:, so:so + n_in]
-        if full:
+        if full == 1:
             A = th[:, off:off + size].reshape(B, n_in, n_out).swapaxes(1, 2)
         else:
             rows, cols, pos = entries[e0:e0 + 3 * size].reshape(3, size)

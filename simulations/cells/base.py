@@ -13,7 +13,7 @@ import numpy as np
 from ..jacobians import (DynamicsJacobian, DynamicsTerm, GateJacobian, ImmediateJacobian, LayoutCache, Linearization,
                          level_starts, make_blocks, merge_blocks)
 from ..seeding import as_generator
-from .weights import AffinePlan, Weights, affine_plan
+from .weights import AffinePlan, MaskedWeights, Weights, affine_plan
 
 
 def sigmoid(a: np.ndarray) -> np.ndarray:
@@ -110,7 +110,7 @@ class Cell:
         """:meth:`unpack` for the forward map: the matrices of :meth:`_weights`, masked blocks refreshed."""
         P = self._weights(theta)
         P.refresh()
-        return P.mats
+        return P
 
     def _weights(self, theta: np.ndarray, matrices: bool = True) -> Weights:
         """``θ``'s blocks as matrices for one call of the forward map (:class:`~.weights.Weights`).
@@ -148,10 +148,11 @@ class Cell:
             for g in merge_blocks(self.blocks):          # merged unmasked blocks (W+U+b): one view
                 if "+" in g.name:
                     mats[g.name] = arr[..., g.cols].reshape(lead + (g.n_in, g.n_out)).swapaxes(-1, -2)
-            hit = (theta if arr is theta else None, mats, gather, theta2)
+            P = Weights(mats, theta2) if gather is None else MaskedWeights(mats, theta2, gather)
+            hit = (theta if arr is theta else None, P)
             if arr is theta:
                 self._views = hit
-        return Weights(hit[1], hit[3], hit[2], matrices)
+        return hit[1].begin(matrices)
 
     def _plan(self, gates: tuple[str, ...], sources: dict[str, tuple[int, int]]) -> AffinePlan:
         """The :class:`~.weights.AffinePlan` of ``gates`` with ``sources`` (built once per cell)."""
