@@ -71,7 +71,7 @@ def affine_gates(theta, u, w, blocks, entries, store, refresh, a):
     zeros add nothing), blocks in table order, from 0: the two ways give the same numbers.
 
     ``theta``: ``B' × p`` (``B' ∈ {1, B}``); ``u``, ``w``: ``B × ·``; ``blocks``: ``n_blocks × 10``
-    int64 (columns :data:`OFF` … :data:`STORE`); ``entries``: int64, for each masked block from its
+    int64 (columns :data:`OFF` … :data:`STORE`); ``entries``: int32, for each masked block from its
     row's :data:`ENTRY` on, ``I[e]``, then ``J[e]``, then the entries' store positions (``size``
     numbers each, ``e`` in θ's order); ``store``: ``B' × ·``; ``a``: ``B × n`` (overwritten).
     """

@@ -156,11 +156,11 @@ class Cell:
 
     def _plan(self, gates: tuple[str, ...], sources: dict[str, tuple[int, int]]) -> AffinePlan:
         """The :class:`~.weights.AffinePlan` of ``gates`` with ``sources`` (built once per cell)."""
-        key = (gates, tuple(sorted(sources.items())))
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = self._plans[key] = affine_plan(self.blocks, gates, sources, self._store_offsets)
-        return plan
+        key = (gates, id(sources))          # kept with ``sources``, so that its id is not reused
+        hit = self._plans.get(key)
+        if hit is None:
+            hit = self._plans[key] = (sources, affine_plan(self.blocks, gates, sources, self._store_offsets))
+        return hit[1]
 
     def pack(self, mats: dict[str, np.ndarray]) -> np.ndarray:
         """Inverse of :meth:`unpack` (masked entries are dropped)."""

@@ -49,7 +49,7 @@ class GRU(Cell):
         # D = diag(1 − z) + G_z W_z + G_h W_h diag(r) + G_r W_r
         D = self._dynamics((self._stacked(1.0 - z), None), (gates["z"], P["W_z"]),
                            (gates["h"], P["W_h"], r), (gates["r"], P["W_r"]))
-        sources = {"s": s, "x": x, "one": np.ones((s.shape[0], 1)), "rs": rs}
+        sources = {"s": s, "x": x, "one": self._ones(s.shape[0]), "rs": rs}
         return s_new, D, gates, sources
 
     def _structure(self):
@@ -89,7 +89,7 @@ class GRUResetAfter(Cell):
         # D = diag(1 − z) + G_z W_z + G_r W_r + G_hh W_h
         D = self._dynamics((self._stacked(1.0 - z), None), (gates["z"], P["W_z"]), (gates["r"], P["W_r"]),
                            (gates["hh"], P["W_h"]))
-        sources = {"s": s, "x": x, "one": np.ones((s.shape[0], 1))}
+        sources = {"s": s, "x": x, "one": self._ones(s.shape[0])}
         return s_new, D, gates, sources
 
     def _structure(self):

@@ -52,7 +52,7 @@ class LSTM(Cell):
         h_cols, c_cols = slice(0, n), slice(n, 2 * n)
         D = self._dynamics(*[(gates[name], P[f"W_{name}"], None, h_cols) for name in GATES],
                            (self._stacked(np.stack([q * f, f], axis=1), "both"), None, None, c_cols))
-        sources = {"h": h, "x": x, "one": np.ones((B, 1))}
+        sources = {"h": h, "x": x, "one": self._ones(B)}
         return s_new, D, gates, sources
 
     def _rows(self, layout):

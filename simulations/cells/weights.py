@@ -100,7 +100,8 @@ class MaskedWeights(Weights):
             self.stale = False
 
     def __getitem__(self, name: str) -> np.ndarray:
-        self.refresh()
+        if self.stale:
+            self.refresh()
         return dict.__getitem__(self, name)
 
     def get(self, name: str, default=None):
@@ -161,6 +162,6 @@ def affine_plan(blocks: list[ParamBlock], gates: tuple[str, ...], sources: dict[
             e0 += ents[-1].size
         parts.append((b, code, sl))
         cols[b.name] = slice(first, first + b.n_in)
-    entries = np.concatenate(ents).astype(np.int64) if ents else np.zeros(0, dtype=np.int64)
+    entries = np.concatenate(ents).astype(np.int32) if ents else np.zeros(0, dtype=np.int32)
     return AffinePlan(tuple(gates), slices, n, np.array(rows, dtype=np.int64), np.ascontiguousarray(entries),
                       tuple(parts), cols, all(b.full or b.gate in slices for b in blocks))
