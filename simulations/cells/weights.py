@@ -14,7 +14,7 @@ import numpy as np
 
 from ..jacobians import ParamBlock
 from ..kernels import scatter_free
-from ..kernels_cells import SOURCE_ONE, affine_gates
+from ..kernels_cells import SOURCE_ONE, SOURCE_U, affine_gates
 
 
 class Weights(dict):
@@ -68,10 +68,9 @@ class Weights(dict):
             if src == SOURCE_ONE:
                 a[:, sl] += A[..., 0]
             else:
-                v = (u if src == 0 else w)[:, plan.table_by_name[blk.name]]
+                v = (u if src == SOURCE_U else w)[:, plan.source_cols[blk.name]]
                 a[:, sl] += v @ A.T if A.ndim == 2 else np.matmul(A, v[..., None])[..., 0]
         return a
-
 
 
 class MaskedWeights(Weights):
@@ -107,6 +106,7 @@ class MaskedWeights(Weights):
     def get(self, name: str, default=None):
         return self[name] if name in self else default
 
+
 _NO_STORE = np.zeros((1, 0))
 #: a masked block refreshed in the pass is multiplied through its matrix when its density is at
 #: least 1 / DENSE_ENOUGH: a scattered update per free entry (0.6–0.9 ns measured) against a
@@ -116,24 +116,20 @@ DENSE_ENOUGH = 8
 
 @dataclass(frozen=True)
 class AffinePlan:
-    """Gates ``gates`` (each ``n_out`` rows of ``a``, in order; ``slices[g]`` its columns) fed by
-    the blocks of those gates.  ``table``, ``entries``: the compiled pass's block table and masked
-    entries (:func:`~simulations.kernels_cells.affine_gates`); ``parts``: ``(block, source code,
-    columns of a)`` for the numpy path; ``table_by_name``: a block's source columns;
-    ``every_masked``: the plan reads every masked block of the cell (so its pass can refresh them all)."""
+    """The pre-activations of ``gates`` (each ``n_out`` consecutive columns of ``a``, ``n`` in all,
+    in order) from the blocks of those gates.  ``table``, ``entries``: the compiled pass's block
+    table and masked entries (:func:`~simulations.kernels_cells.affine_gates`); ``parts``:
+    ``(block, source code, columns of a)`` for the numpy path; ``source_cols``: block name -> its
+    columns of the source; ``every_masked``: the plan reads every masked block of the cell (so its
+    pass can refresh them all)."""
 
     gates: tuple[str, ...]
-    slices: dict
     n: int
     table: np.ndarray
     entries: np.ndarray
     parts: tuple
-    table_by_name: dict
+    source_cols: dict
     every_masked: bool
-
-    def split(self, a: np.ndarray) -> tuple[np.ndarray, ...]:
-        """``a`` (``B × n``) as one ``B × n_g`` view per gate, in ``gates`` order."""
-        return tuple(a[:, self.slices[g]] for g in self.gates)
 
 
 def affine_plan(blocks: list[ParamBlock], gates: tuple[str, ...], sources: dict[str, tuple[int, int]],
@@ -163,5 +159,5 @@ def affine_plan(blocks: list[ParamBlock], gates: tuple[str, ...], sources: dict[
         parts.append((b, code, sl))
         cols[b.name] = slice(first, first + b.n_in)
     entries = np.concatenate(ents).astype(np.int32) if ents else np.zeros(0, dtype=np.int32)
-    return AffinePlan(tuple(gates), slices, n, np.array(rows, dtype=np.int64), np.ascontiguousarray(entries),
+    return AffinePlan(tuple(gates), n, np.array(rows, dtype=np.int64), np.ascontiguousarray(entries),
                       tuple(parts), cols, all(b.full or b.gate in slices for b in blocks))
