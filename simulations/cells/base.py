@@ -12,8 +12,8 @@ import numpy as np
 
 from ..jacobians import (DynamicsJacobian, DynamicsTerm, GateJacobian, ImmediateJacobian, LayoutCache, Linearization,
                          level_starts, make_blocks, merge_blocks)
-from ..kernels import scatter_free
 from ..seeding import as_generator
+from .weights import AffinePlan, MaskedWeights, Weights, affine_plan
 
 
 def sigmoid(a: np.ndarray) -> np.ndarray:
@@ -76,6 +76,11 @@ class Cell:
         self._row_layouts: dict = {}
         self._constant: dict = {}
         self._views = None
+        self._plans: dict = {}
+        sizes = {b.name: b.n_out * b.n_in for b in self.blocks if not b.full}
+        starts = np.cumsum([0] + list(sizes.values()))
+        self._store_offsets = dict(zip(sizes, (int(a) for a in starts)))
+        self._store_size = int(starts[-1])
 
     def __repr__(self):
         return (f"{type(self).__name__}(hidden={self.hidden}, inputs={self.m}, "
@@ -102,44 +107,60 @@ class Cell:
         return {b.name: (P[b.name] if b.full else P[b.name].copy()) for b in self.blocks}
 
     def _matrices(self, theta: np.ndarray) -> dict[str, np.ndarray]:
-        """:meth:`unpack` for the forward map: for the last ``θ`` array seen, unmasked blocks are
-        views of it (and so are the merged blocks of :func:`~simulations.jacobians.merge_blocks`,
-        under their merged names, e.g. ``"W+U+b"``), and masked blocks live in buffers kept with
-        those views and refreshed from ``θ`` at every call (one compiled gather of their free
-        entries, :func:`~simulations.kernels.scatter_free`, instead of zero-filled matrices formed
-        anew), so that they too follow in-place changes of ``θ``.  The matrices of a masked block are therefore overwritten by the next call with the
-        same ``θ`` array: like the views, they describe ``θ`` as it is now."""
+        """:meth:`unpack` for the forward map: the matrices of :meth:`_weights`, masked blocks refreshed."""
+        P = self._weights(theta)
+        P.refresh()
+        return P
+
+    def _weights(self, theta: np.ndarray, matrices: bool = True) -> Weights:
+        """``θ``'s blocks as matrices for one call of the forward map (:class:`~.weights.Weights`).
+
+        For the last ``θ`` array seen, unmasked blocks are views of it (and so are the merged
+        blocks of :func:`~simulations.jacobians.merge_blocks`, under their merged names, e.g.
+        ``"W+U+b"``), and masked blocks live in buffers kept with those views (column-major, like
+        the views) and refreshed from ``θ``'s free entries once per call, by the compiled
+        pre-activation pass (:meth:`~.weights.Weights.affine`) or, when a matrix is read first, by
+        one compiled gather (:func:`~simulations.kernels.scatter_free`), so that they too follow
+        in-place changes of ``θ``.  The matrices of a masked block are therefore overwritten by the
+        next call with the same ``θ`` array: like the views, they describe ``θ`` as it is now.
+        ``matrices``: the call reads the matrices (:class:`~.weights.Weights`); a forward step does not."""
         hit = self._views
         if hit is None or hit[0] is not theta:
             arr = np.asarray(theta, dtype=float)
             if arr.shape[-1] != self.p:
                 raise ValueError(f"theta has {arr.shape[-1]} entries, {self.name} needs p={self.p}")
             lead = arr.shape[:-1]
+            theta2 = arr.reshape(-1, self.p)
             mats = {b.name: arr[..., b.cols].reshape(lead + (b.n_in, b.n_out)).swapaxes(-1, -2)
                     for b in self.blocks if b.full}        # unmasked: column-major vec, a view
             masked = [b for b in self.blocks if not b.full]
             gather = None
             if masked:
-                sizes = [b.n_out * b.n_in for b in masked]
-                store = np.zeros((int(np.prod(lead, dtype=int)), sum(sizes)))
-                starts = np.cumsum([0] + sizes)
-                for b, a, n in zip(masked, starts, sizes):
-                    mats[b.name] = store[:, a:a + n].reshape(lead + (b.n_out, b.n_in))
+                store = np.zeros((theta2.shape[0], self._store_size))
+                for b in masked:
+                    a = self._store_offsets[b.name]
+                    mats[b.name] = store[:, a:a + b.n_out * b.n_in].reshape(lead + (b.n_in, b.n_out)).swapaxes(-1, -2)
                 src = np.concatenate([b.offset + np.arange(b.size) for b in masked]).astype(np.intp)
-                dst = np.concatenate([a + b.idx_i * b.n_in + b.idx_j for b, a in zip(masked, starts)]).astype(np.intp)
-                order = np.argsort(dst, kind="stable")                # sequential writes
-                gather = (arr.reshape(-1, self.p), src[order], store, dst[order])
+                dst = np.concatenate([self._store_offsets[b.name] + b.idx_j * b.n_out + b.idx_i
+                                      for b in masked]).astype(np.intp)     # increasing: sequential writes
+                gather = (theta2, src, store, dst)
             mats = {b.name: mats[b.name] for b in self.blocks}
             for g in merge_blocks(self.blocks):          # merged unmasked blocks (W+U+b): one view
                 if "+" in g.name:
                     mats[g.name] = arr[..., g.cols].reshape(lead + (g.n_in, g.n_out)).swapaxes(-1, -2)
-            hit = (theta if arr is theta else None, mats, gather)
+            P = Weights(mats, theta2) if gather is None else MaskedWeights(mats, theta2, gather)
+            hit = (theta if arr is theta else None, P)
             if arr is theta:
                 self._views = hit
-        _, mats, gather = hit
-        if gather is not None:
-            scatter_free(*gather)
-        return mats
+        return hit[1].begin(matrices)
+
+    def _plan(self, gates: tuple[str, ...], sources: dict[str, tuple[int, int]]) -> AffinePlan:
+        """The :class:`~.weights.AffinePlan` of ``gates`` with ``sources`` (built once per cell)."""
+        key = (gates, id(sources))          # kept with ``sources``, so that its id is not reused
+        hit = self._plans.get(key)
+        if hit is None:
+            hit = self._plans[key] = (sources, affine_plan(self.blocks, gates, sources, self._store_offsets))
+        return hit[1]
 
     def pack(self, mats: dict[str, np.ndarray]) -> np.ndarray:
         """Inverse of :meth:`unpack` (masked entries are dropped)."""
@@ -174,7 +195,7 @@ class Cell:
 
     def step(self, theta, s, x) -> np.ndarray:
         """``s_t = F(s_{t-1}, x_t; θ)``: ``B × k``."""
-        return self._forward(self._matrices(theta), s, x, False)[0]
+        return self._forward(self._weights(theta, matrices=False), s, x, False)[0]
 
     def linearize(self, theta, s, x, tangent: np.ndarray | None = None) -> Linearization:
         """``(s_t, D_t, I_t)`` with ``D_t = ∂F/∂s`` and ``I_t = ∂F/∂θ``, both factored (``lin.D`` is
@@ -183,9 +204,9 @@ class Cell:
         a cell with ``shares_tangent_product`` forms it in the same product with the weights as its
         forward step (``W [s, tangent]``: one read of ``W``), the others when it is asked for."""
         if tangent is not None and self.shares_tangent_product:
-            s_new, D, gates, sources = self._forward(self._matrices(theta), s, x, True, tangent)
+            s_new, D, gates, sources = self._forward(self._weights(theta), s, x, True, tangent)
         else:
-            s_new, D, gates, sources = self._forward(self._matrices(theta), s, x, True)
+            s_new, D, gates, sources = self._forward(self._weights(theta), s, x, True)
         I = ImmediateJacobian(self.k, self.p, self.blocks, gates, sources, self._layout_cache)
         return Linearization(s_new, D, I)
 

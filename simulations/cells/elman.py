@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernels_fused import two_matvecs_batched
 from ..jacobians import ImmediateJacobian, KroneckerFactors, Linearization
+from ..kernels_cells import SOURCE_ONE, SOURCE_U, SOURCE_W
+from ..kernels_fused import two_matvecs_batched
 from .base import Cell, matvec
+
 
 def _tanh_prime(z: np.ndarray, s: np.ndarray) -> np.ndarray:
     """``tanh'(z) = 1 − s²`` with ``s = tanh(z)`` (one new array)."""
@@ -23,6 +25,8 @@ ACTIVATIONS = {
     "tanh": (np.tanh, _tanh_prime, 1.0),
     "identity": (lambda z: z, lambda z, s: np.ones_like(z), 1.0),
 }
+#: the blocks' sources as the pre-activation pass reads them (:meth:`Cell._plan`)
+SOURCES = {"s": (SOURCE_U, 0), "x": (SOURCE_W, 0), "one": (SOURCE_ONE, 0)}
 
 
 def _two_products(A: np.ndarray, a: np.ndarray, tangent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -83,12 +87,10 @@ class Elman(Cell):
                 z = matvec(merged, ahat)
             else:                                  # [W U b] [â, (tangent; 0; 0)]: one read of the weights
                 z, Wt = _two_products(merged, ahat, tangent)
-        else:
-            if tangent is None:
-                z = matvec(P["W"], s)
-            else:
-                z, Wt = _two_products(P["W"], s, tangent)
-            z = z + matvec(P["U"], x) + P["b"][..., 0]
+        else:                                      # masked W: z from θ's free entries in one pass
+            z = P.affine(self._plan(("a",), SOURCES), s, x)
+            if tangent is not None:
+                Wt = matvec(P["W"], tangent)
         return z, Wt, ahat
 
     def _forward(self, P, s, x, jac, tangent=None):
@@ -118,7 +120,7 @@ class Elman(Cell):
         """:meth:`Cell.linearize`.  With ``W`` unmasked the linearization also carries the step's
         :class:`~simulations.jacobians.KroneckerFactors` (``â``, ``σ'``, ``W``, ``D_t · tangent``),
         and forms ``D_t`` and ``I_t`` from them only when an estimator reads them."""
-        P = self._matrices(theta)
+        P = self._weights(theta)
         z, Wt, ahat = self._preactivation(P, s, x, tangent)
         s_new = self.sigma(z)
         ds = self.dsigma(z, s_new)                                    # B × k

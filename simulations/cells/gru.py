@@ -13,8 +13,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Cell, matvec, sigmoid
+from .base import Cell, sigmoid
 from ..jacobians import GateJacobian
+from ..kernels_cells import SOURCE_ONE, SOURCE_U, SOURCE_W
+
+#: the blocks' sources as the pre-activation pass reads them (:meth:`Cell._plan`)
+SOURCES = {"s": (SOURCE_U, 0), "x": (SOURCE_W, 0), "one": (SOURCE_ONE, 0)}
+RESET_SOURCES = {"rs": (SOURCE_U, 0), "x": (SOURCE_W, 0), "one": (SOURCE_ONE, 0)}
 
 
 class GRU(Cell):
@@ -28,15 +33,12 @@ class GRU(Cell):
                 ("W_r", "r", "s", k, k, True), ("U_r", "r", "x", k, m, False), ("b_r", "r", "one", k, 1, False),
                 ("W_h", "h", "rs", k, k, True), ("U_h", "h", "x", k, m, False), ("b_h", "h", "one", k, 1, False)]
 
-    def _gates(self, P, s, x):
-        z = sigmoid(matvec(P["W_z"], s) + matvec(P["U_z"], x) + P["b_z"][..., 0])
-        r = sigmoid(matvec(P["W_r"], s) + matvec(P["U_r"], x) + P["b_r"][..., 0])
-        return z, r
-
     def _forward(self, P, s, x, jac):
-        z, r = self._gates(P, s, x)
+        k = self.k
+        zr = sigmoid(P.affine(self._plan(("z", "r"), SOURCES), s, x))       # [a_z, a_r] in one pass
+        z, r = zr[:, :k], zr[:, k:]
         rs = r * s
-        h = np.tanh(matvec(P["W_h"], rs) + matvec(P["U_h"], x) + P["b_h"][..., 0])
+        h = np.tanh(P.affine(self._plan(("h",), RESET_SOURCES), rs, x))
         s_new = (1.0 - z) * s + z * h
         if not jac:
             return (s_new,)
@@ -47,7 +49,7 @@ class GRU(Cell):
         # D = diag(1 − z) + G_z W_z + G_h W_h diag(r) + G_r W_r
         D = self._dynamics((self._stacked(1.0 - z), None), (gates["z"], P["W_z"]),
                            (gates["h"], P["W_h"], r), (gates["r"], P["W_r"]))
-        sources = {"s": s, "x": x, "one": np.ones((s.shape[0], 1)), "rs": rs}
+        sources = {"s": s, "x": x, "one": self._ones(s.shape[0]), "rs": rs}
         return s_new, D, gates, sources
 
     def _structure(self):
@@ -69,12 +71,13 @@ class GRUResetAfter(Cell):
                 ("W_h", "hh", "s", k, k, True), ("b_hr", "hh", "one", k, 1, False),
                 ("U_h", "h", "x", k, m, False), ("b_h", "h", "one", k, 1, False)]
 
-    _gates = GRU._gates
-
     def _forward(self, P, s, x, jac):
-        z, r = self._gates(P, s, x)
-        ahh = matvec(P["W_h"], s) + P["b_hr"][..., 0]
-        h = np.tanh(r * ahh + matvec(P["U_h"], x) + P["b_h"][..., 0])
+        k = self.k
+        a = P.affine(self._plan(("z", "r", "hh", "h"), SOURCES), s, x)      # every gate in one pass
+        zr = sigmoid(a[:, :2 * k])
+        z, r = zr[:, :k], zr[:, k:]
+        ahh = a[:, 2 * k:3 * k]                                        # W_h s + b_hr
+        h = np.tanh(r * ahh + a[:, 3 * k:])
         s_new = (1.0 - z) * s + z * h
         if not jac:
             return (s_new,)
@@ -86,7 +89,7 @@ class GRUResetAfter(Cell):
         # D = diag(1 − z) + G_z W_z + G_r W_r + G_hh W_h
         D = self._dynamics((self._stacked(1.0 - z), None), (gates["z"], P["W_z"]), (gates["r"], P["W_r"]),
                            (gates["hh"], P["W_h"]))
-        sources = {"s": s, "x": x, "one": np.ones((s.shape[0], 1))}
+        sources = {"s": s, "x": x, "one": self._ones(s.shape[0])}
         return s_new, D, gates, sources
 
     def _structure(self):

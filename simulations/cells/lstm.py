@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Cell, matvec, sigmoid
+from .base import Cell, sigmoid
+from ..kernels_cells import SOURCE_ONE, SOURCE_U, SOURCE_W
 
 GATES = ("i", "f", "g", "o")
+#: the blocks' sources as the pre-activation pass reads them: ``h`` is the first half of ``s``
+SOURCES = {"h": (SOURCE_U, 0), "x": (SOURCE_W, 0), "one": (SOURCE_ONE, 0)}
 
 
 class LSTM(Cell):
@@ -30,9 +33,10 @@ class LSTM(Cell):
     def _forward(self, P, s, x, jac):
         n = self.hidden
         h, c = s[:, :n], s[:, n:]
-        a = {g: matvec(P[f"W_{g}"], h) + matvec(P[f"U_{g}"], x) + P[f"b_{g}"][..., 0] for g in GATES}
-        i, f, o = sigmoid(a["i"]), sigmoid(a["f"]), sigmoid(a["o"])
-        g = np.tanh(a["g"])
+        a = P.affine(self._plan(GATES, SOURCES), s, x)                  # [a_i, a_f, a_g, a_o] in one pass
+        sig = sigmoid(a)
+        i, f, o = sig[:, :n], sig[:, n:2 * n], sig[:, 3 * n:]
+        g = np.tanh(a[:, 2 * n:3 * n])
         c_new = f * c + i * g
         tc = np.tanh(c_new)
         h_new = o * tc
@@ -48,7 +52,7 @@ class LSTM(Cell):
         h_cols, c_cols = slice(0, n), slice(n, 2 * n)
         D = self._dynamics(*[(gates[name], P[f"W_{name}"], None, h_cols) for name in GATES],
                            (self._stacked(np.stack([q * f, f], axis=1), "both"), None, None, c_cols))
-        sources = {"h": h, "x": x, "one": np.ones((B, 1))}
+        sources = {"h": h, "x": x, "one": self._ones(B)}
         return s_new, D, gates, sources
 
     def _rows(self, layout):
