@@ -33,15 +33,20 @@ _LANES = 8                      # doubles per vector register (AVX-512; LLVM spl
 _MAX_CHUNKS = 8                 # vectors held per pass over a row's pairs
 
 
+def _i64(builder, x):
+    """``x`` (an integer of at most 64 bits) as a signed 64-bit integer."""
+    return x if x.type.width == 64 else builder.sext(x, ir.IntType(64))
+
+
 def _emit_rows(context, builder, signature, args, nc: int) -> None:
     """LLVM IR of :func:`_rows` for ``nc`` vectors per row (see there)."""
     S = 4 if nc <= 2 else 2
-    D_, tpd_, soff_, scale_, rowptr_, R0_, R1_, j0_, jlast_, J_, out_, ob_, rs_, _ = args
+    D_, tpd_, sidx_, rowptr_, R0_, R1_, j0_, jlast_, X_, x0_, xs_, out_, ob_, rs_, _ = args
     a = signature.args
     Dd, Td, Sd, Pd = (context.make_array(a[i])(context, builder, x).data
-                      for i, x in ((0, D_), (1, tpd_), (2, soff_), (4, rowptr_)))
-    Jd = context.make_array(a[9])(context, builder, J_).data
-    Od = context.make_array(a[10])(context, builder, out_).data
+                      for i, x in ((0, D_), (1, tpd_), (2, sidx_), (3, rowptr_)))
+    Xd = context.make_array(a[8])(context, builder, X_).data
+    Od = context.make_array(a[11])(context, builder, out_).data
     f64, i64, i32 = ir.DoubleType(), ir.IntType(64), ir.IntType(32)
     vt = ir.VectorType(f64, _LANES)
     zero = ir.Constant(vt, [0.0] * _LANES)
@@ -50,13 +55,13 @@ def _emit_rows(context, builder, signature, args, nc: int) -> None:
     acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(nc)] for _ in range(S)]
 
     def pair(t, sets):
-        dv = builder.load(builder.gep(Dd, [builder.load(builder.gep(Td, [t]))]))
+        dv = builder.load(builder.gep(Dd, [_i64(builder, builder.load(builder.gep(Td, [t])))]))
         dvv = builder.insert_element(ir.Constant(vt, ir.Undefined), dv, ir.Constant(i32, 0))
         dvv = builder.shuffle_vector(dvv, ir.Constant(vt, ir.Undefined),
                                      ir.Constant(ir.VectorType(i32, _LANES), [0] * _LANES))
-        s = builder.mul(builder.load(builder.gep(Sd, [t])), scale_)
+        s = builder.add(x0_, builder.mul(_i64(builder, builder.load(builder.gep(Sd, [t]))), xs_))
         for c in range(nc):
-            x = builder.load(builder.bitcast(builder.gep(Jd, [builder.add(s, offsets[c])]), vt.as_pointer()), align=8)
+            x = builder.load(builder.bitcast(builder.gep(Xd, [builder.add(s, offsets[c])]), vt.as_pointer()), align=8)
             builder.store(builder.call(fma, [dvv, x, builder.load(sets[c])]), sets[c])
 
     with cgutils.for_range_slice(builder, R0_, R1_, ir.Constant(i64, 1), inc=True) as (R, _):
@@ -81,21 +86,22 @@ def _emit_rows(context, builder, signature, args, nc: int) -> None:
 
 
 @intrinsic
-def _rows(typingctx, D, tpd, soff, scale, rowptr, R0, R1, j0, jlast, J, out, ob, rs, nc):
+def _rows(typingctx, D, tpd, sidx, rowptr, R0, R1, j0, jlast, X, x0, xs, out, ob, rs, nc):
     """Sum the pairs of the panel rows ``R0 … R1−1`` (one class: equal widths) into ``nc ≤ 8``
     vectors of 8 numbers per row::
 
-        out[ob + (R − R0)·rs + j] = Σ_{rowptr[R] ≤ t < rowptr[R+1]} D[tpd[t]] · J[soff[t]·scale + j]
+        out[ob + (R − R0)·rs + j] = Σ_{rowptr[R] ≤ t < rowptr[R+1]} D[tpd[t]] · X[x0 + sidx[t]·xs + j]
 
     for ``j`` in the chunks ``j0 + 8c`` (``c < nc − 1``) and ``jlast`` (the last chunk).  ``D``,
-    ``J``, ``out``: 1-D contiguous float64; ``tpd``, ``soff``, ``rowptr``: 1-D contiguous intp.
+    ``X``, ``out``: 1-D contiguous float64; ``rowptr``: 1-D contiguous intp; ``tpd``, ``sidx``: 1-D
+    contiguous int32 (half the bytes of the index stream) or intp.
     One loop per ``nc`` (the accumulators must be registers), chosen by a switch.
 
     A vector FMA waits for the previous one on the same accumulator (4 cycles), so a row's pairs
     are split round-robin over ``S`` sets of accumulators (``S = 4`` for one or two vectors, else
     2), each summed in order and the sets added at the end, ``((a₀ + a₁) + a₂) + a₃``: a fixed
     order of the same products."""
-    sig = types.void(D, tpd, soff, scale, rowptr, R0, R1, j0, jlast, J, out, ob, rs, nc)
+    sig = types.void(D, tpd, sidx, rowptr, R0, R1, j0, jlast, X, x0, xs, out, ob, rs, nc)
 
     def codegen(context, builder, signature, args):
         nc_ = args[-1]
@@ -113,86 +119,141 @@ def _rows(typingctx, D, tpd, soff, scale, rowptr, R0, R1, j0, jlast, J, out, ob,
     return sig, codegen
 
 
+@intrinsic
+def _copy_rows(typingctx, src, s0, ss, dst, d0, ds, r, n, ahead):
+    """Copy ``r`` rows of ``n ≥ 8`` numbers, ``dst[d0 + a·ds + j] = src[s0 + a·ss + j]``, a vector of 8 at
+    a time (the last one at ``n − 8``, overlapping the one before), and ask the cache for the
+    ``src`` numbers ``ahead`` further on (the next panel, read while this one is computed):
+    ``src[s0 + ahead + a·ss + j]`` for ``j`` at every 8th number (one 64-byte line)."""
+    sig = types.void(src, s0, ss, dst, d0, ds, r, n, ahead)
+
+    def codegen(context, builder, signature, args):
+        src_, s0_, ss_, dst_, d0_, ds_, r_, n_, ahead_ = args
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        prefetch = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                                                  "llvm.prefetch.p0")
+        Sd = context.make_array(signature.args[0])(context, builder, src_).data
+        Dd = context.make_array(signature.args[3])(context, builder, dst_).data
+        i64 = ir.IntType(64)
+        vp = ir.VectorType(ir.DoubleType(), _LANES).as_pointer()
+        last = builder.sub(n_, ir.Constant(i64, _LANES))
+
+        def move(so, do):
+            v = builder.load(builder.bitcast(builder.gep(Sd, [so]), vp), align=8)
+            builder.store(v, builder.bitcast(builder.gep(Dd, [do]), vp), align=8)
+
+        with cgutils.for_range(builder, r_) as loop:
+            so = builder.add(s0_, builder.mul(loop.index, ss_))
+            do = builder.add(d0_, builder.mul(loop.index, ds_))
+            with cgutils.for_range_slice(builder, ir.Constant(i64, 0), last, ir.Constant(i64, _LANES), inc=True) as (j, _):
+                move(builder.add(so, j), builder.add(do, j))
+                builder.call(prefetch, [builder.bitcast(builder.gep(Sd, [builder.add(builder.add(so, ahead_), j)]), i8p),
+                                        ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+            move(builder.add(so, last), builder.add(do, last))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 _WIDE = _LANES * _MAX_CHUNKS                 # numbers per pass over a row's pairs
 
 
 @_jit
-def _vector_rows(D, tpd, soff, scale, rowptr, R0, R1, J, out, ob, n):
+def _vector_rows(D, tpd, sidx, rowptr, R0, R1, X, x0, xs, out, ob, n):
     """The panel rows ``R0 … R1−1`` of ``n ≥ _LANES`` numbers each (:func:`_rows`), ``_WIDE`` at a time."""
     j0 = 0
     while n - j0 > _WIDE:
-        _rows(D, tpd, soff, scale, rowptr, R0, R1, j0, j0 + _WIDE - _LANES, J, out, ob, n, _MAX_CHUNKS)
+        _rows(D, tpd, sidx, rowptr, R0, R1, j0, j0 + _WIDE - _LANES, X, x0, xs, out, ob, n, _MAX_CHUNKS)
         j0 += _WIDE
-    _rows(D, tpd, soff, scale, rowptr, R0, R1, j0, n - _LANES, J, out, ob, n, (n - j0 + _LANES - 1) // _LANES)
+    _rows(D, tpd, sidx, rowptr, R0, R1, j0, n - _LANES, X, x0, xs, out, ob, n, (n - j0 + _LANES - 1) // _LANES)
 
 
 @_jit
-def _class_products(v, Df, D, tpd, soff, rowptr, obase, width, rbeg, J, Jf, panel, shared):
-    """The ``v``-th class's panel of ``(D_t J̃)`` into ``panel`` (its rows side by side, replicates
-    last); returns ``(first, size)``: where the class's panel sits in ``J``'s flat view."""
-    B = J.shape[1]
+def _aligned_start(X):
+    """The first index of ``X`` at a multiple of 64 bytes (a vector of 8 doubles)."""
+    return (-(X.ctypes.data // 8)) % _LANES
+
+
+@_jit
+def _class_products(v, Df, D, tpd, sidx, rowptr, obase, width, rbeg, Jf, B, X, x0, shared):
+    """The ``v``-th class's panel of ``(D_t J̃)``, in place in ``Jf`` (``J``'s flat view, replicates
+    last); returns where the panel starts in ``Jf``.  The old panel is first copied into ``X`` from
+    ``x0``, each row padded to ``xs``, a multiple of 8 numbers, so that the rows the pairs read start
+    at whole vectors."""
     R0, R1 = rbeg[v], rbeg[v + 1]
     first = obase[R0] * B
-    n = width[R0] * B                                # the class's rows have one width
+    w = width[R0]
+    n = w * B                                        # the class's rows have one width
+    xs = (n + _LANES - 1) // _LANES * _LANES
+    if n >= _LANES:
+        _copy_rows(Jf, first, n, X, x0, xs, R1 - R0, n, min((R1 - R0) * n, Jf.size - first - n))
+    else:
+        for a in range(R1 - R0):
+            for i in range(n):
+                X[x0 + a * xs + i] = Jf[first + a * n + i]
     if shared and n >= _LANES:
-        _vector_rows(Df, tpd, soff, B, rowptr, R0, R1, Jf, panel, 0, n)
+        _vector_rows(Df, tpd, sidx, rowptr, R0, R1, X, x0, xs, Jf, first, n)
     elif shared:
         for R in range(R0, R1):
-            ob, t0, t1 = obase[R] * B - first, rowptr[R], rowptr[R + 1]
+            ob, t0, t1 = first + (R - R0) * n, rowptr[R], rowptr[R + 1]
             for i in range(n):
                 s = 0.0
                 for t in range(t0, t1):
-                    s += Df[tpd[t]] * Jf[soff[t] * B + i]
-                panel[ob + i] = s
+                    s += Df[tpd[t]] * X[x0 + sidx[t] * xs + i]
+                Jf[ob + i] = s
     else:
         for R in range(R0, R1):
-            ob, t0, t1 = obase[R] * B - first, rowptr[R], rowptr[R + 1]
-            for i in range(width[R]):
+            ob, t0, t1 = first + (R - R0) * n, rowptr[R], rowptr[R + 1]
+            for i in range(w):
                 for b in range(B):
                     s = 0.0
                     for t in range(t0, t1):
-                        s += D[tpd[t], b] * J[soff[t] + i, b]
-                    panel[ob + i * B + b] = s
-    return first, (R1 - R0) * n
+                        s += D[tpd[t], b] * X[x0 + sidx[t] * xs + i * B + b]
+                    Jf[ob + i * B + b] = s
+    return first
 
 
 @_jit
 def _scratch(width, rbeg, B):
+    """An aligned scratch for the largest class's panel, rows padded to whole vectors; returns it
+    and its aligned start."""
     most = 0
     for v in range(rbeg.shape[0] - 1):
-        most = max(most, (rbeg[v + 1] - rbeg[v]) * width[rbeg[v]])
-    return np.empty(most * B)
+        most = max(most, (rbeg[v + 1] - rbeg[v]) * ((width[rbeg[v]] * B + _LANES - 1) // _LANES * _LANES))
+    X = np.empty(most + _LANES)
+    return X, _aligned_start(X)
 
 
 @_jit
-def panel_pair_sums(D, tpd, soff, rowptr, obase, width, rbeg, J):
+def panel_pair_sums(D, tpd, sidx, rowptr, obase, width, rbeg, J):
     """``J̃ ← (D_t J̃)`` at the stored entries of a panel-layout influence, in place (THEORY.md §4,
     SnAp-n).
 
-    Output row ``R`` (one stored row of one column class) is ``width[R]`` entries from
+    Output row ``R`` (one stored row of one column class ``v``) is ``width[R]`` entries from
     ``obase[R]``; its pairs are ``t = rowptr[R] … rowptr[R+1]−1``, each ``D[tpd[t]]`` times the
-    ``width[R]`` entries from ``soff[t]``, all in the same class's panel::
+    ``width[R]`` entries of the class's row ``sidx[t]`` (its ``sidx[t]``-th stored row, from
+    ``obase[rbeg[v] + sidx[t]]``), all in the same class's panel::
 
-        J[obase[R] + i, b] ← Σ_t D[tpd[t], b] · J[soff[t] + i, b]
+        J[obase[R] + i, b] ← Σ_t D[tpd[t], b] · J[obase[rbeg[v] + sidx[t]] + i, b]
 
     A class's pairs read only its own panel (its rows ``R = rbeg[v] … rbeg[v+1]−1``, consecutive in
-    ``J``), so each panel is computed into a scratch panel that stays in L1 and then copied back.
-    ``D``: ``|d| × B`` or ``|d| × 1`` (shared by the replicates); ``J``: ``S × B`` (C-contiguous).
-    With one replicate, or ``D`` shared, a row's ``width·B`` numbers are contiguous and summed by
-    the vector kernel; otherwise by a loop over the replicates.
+    ``J``), so each panel is copied into a scratch panel that stays in L1, its rows padded to whole
+    vectors, and computed from there into its place.  ``D``: ``|d| × B`` or ``|d| × 1`` (shared by
+    the replicates); ``J``: ``S × B`` (C-contiguous).  With one replicate, or ``D`` shared, a row's
+    ``width·B`` numbers are contiguous and summed by the vector kernel; otherwise by a loop over the
+    replicates.
     """
     B = J.shape[1]
     Jf = J.reshape(J.size)
-    panel = _scratch(width, rbeg, B)
+    X, x0 = _scratch(width, rbeg, B)
     shared = B == 1 or D.shape[1] == 1
     Df = np.ascontiguousarray(D[:, 0])
     for v in range(rbeg.shape[0] - 1):
-        first, size = _class_products(v, Df, D, tpd, soff, rowptr, obase, width, rbeg, J, Jf, panel, shared)
-        Jf[first:first + size] = panel[:size]
+        _class_products(v, Df, D, tpd, sidx, rowptr, obase, width, rbeg, Jf, B, X, x0, shared)
 
 
 @_jit
-def panel_step(D, tpd, soff, rowptr, obase, width, rbeg, J, islot, igate, isrc, iptr, gv, av, credit, srow, cbeg,
+def panel_step(D, tpd, sidx, rowptr, obase, width, rbeg, J, islot, igate, isrc, iptr, gv, av, credit, srow, cbeg,
                ccols, g):
     """One SnAp-n step on a panel-layout influence, panel by panel while the panel is in L1
     (THEORY.md §2.1, §4)::
@@ -206,26 +267,27 @@ def panel_step(D, tpd, soff, rowptr, obase, width, rbeg, J, islot, igate, isrc, 
     :func:`panel_gradient`.  ``g``: ``B × p``."""
     B = J.shape[1]
     Jf = J.reshape(J.size)
-    panel = _scratch(width, rbeg, B)
+    X, x0 = _scratch(width, rbeg, B)
     shared = B == 1 or D.shape[1] == 1
     Df = np.ascontiguousarray(D[:, 0])
     acc = np.empty((np.max(np.diff(cbeg)) if cbeg.size > 1 else 0) * B)
     for v in range(rbeg.shape[0] - 1):
-        first, size = _class_products(v, Df, D, tpd, soff, rowptr, obase, width, rbeg, J, Jf, panel, shared)
+        _class_products(v, Df, D, tpd, sidx, rowptr, obase, width, rbeg, Jf, B, X, x0, shared)
         for q in range(iptr[v], iptr[v + 1]):
-            e = islot[q] * B - first
+            e = islot[q] * B
             for b in range(B):
                 bg = b if gv.shape[0] > 1 else 0
                 ba = b if av.shape[0] > 1 else 0
-                panel[e + b] += gv[bg, igate[q]] * av[ba, isrc[q]]
-        _class_gradient(v, credit, panel, obase, srow, rbeg, cbeg, ccols, g, acc, first, B)
-        Jf[first:first + size] = panel[:size]
+                Jf[e + b] += gv[bg, igate[q]] * av[ba, isrc[q]]
+        _class_gradient(v, credit, Jf, obase, srow, rbeg, cbeg, ccols, g, acc, 0, B)
 
 
-def panel_pair_sums_reference(D, tpd, soff, rowptr, obase, width, rbeg, J):
+def panel_pair_sums_reference(D, tpd, sidx, rowptr, obase, width, rbeg, J):
     """numpy reference of :func:`panel_pair_sums` (the same products, summed by ``np.add.at``)."""
     counts = np.diff(rowptr)
     row_of_pair = np.repeat(np.arange(obase.size), counts)
+    class_of_row = np.repeat(np.arange(rbeg.size - 1), np.diff(rbeg))
+    soff = obase[rbeg[class_of_row[row_of_pair]] + sidx]
     n = width[row_of_pair]
     pair = np.repeat(np.arange(tpd.size), n)
     i = np.arange(pair.size) - np.repeat(np.cumsum(n) - n, n)

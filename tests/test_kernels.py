@@ -177,7 +177,7 @@ def _pair_sums(st, kernel):
             class_pair_sums(D, tpd, ta, tb, qoff, st.class_rows[1], by_class, coff, st.col_start, J, out)
             return out
         (panel_pair_sums if kernel == "compiled" else panel_pair_sums_reference)(
-            D, P.tpd, P.soff, P.rowptr, P.obase, P.width, P.rbeg, J)               # in place
+            D, P.tpd, P.sidx, P.rowptr, P.obase, P.width, P.rbeg, J)               # in place
         return J
     return run
 

@@ -137,8 +137,8 @@ class PanelLayout(NamedTuple):
     values form one row-major panel, so entry ``(R_u[a], c)`` sits at ``col_start[c] + a·stride[c]``
     (``stride[c] = n``, the columns of ``c``'s class).  Per stored row ``R`` of a class with
     columns: ``obase`` (its first entry), ``width`` (``n``), ``srow`` (its state row), ``rowptr`` (its
-    pairs); per pair ``t`` (CSR order): ``tpd`` (``D``'s entry in ``d_index``) and ``soff`` (the first
-    entry of the row it multiplies); per class with columns ``v``: ``rbeg`` (its stored rows),
+    pairs); per pair ``t`` (CSR order): ``tpd`` (``D``'s entry in ``d_index``) and ``sidx`` (the row it
+    multiplies: the class's ``sidx``-th stored row); per class with columns ``v``: ``rbeg`` (its stored rows),
     ``cbeg`` into ``ccols`` (its parameter columns)."""
 
     stride: np.ndarray
@@ -147,7 +147,7 @@ class PanelLayout(NamedTuple):
     srow: np.ndarray
     rowptr: np.ndarray
     tpd: np.ndarray
-    soff: np.ndarray
+    sidx: np.ndarray
     rbeg: np.ndarray
     cbeg: np.ndarray
     ccols: np.ndarray
@@ -343,8 +343,8 @@ def _to_panels(st: MaskStructure) -> None:
     st.by_column = None
     st.panels = PanelLayout(
         stride=n[st.cls], obase=(pbase[rcls] + (rid - toff[rcls]) * n[rcls]).astype(np.intp), width=n[rcls],
-        srow=trow[rid], rowptr=np.concatenate([[0], np.cumsum(counts)]).astype(np.intp), tpd=pr.tpd,
-        soff=(pbase[tcls] + pr.tb * n[tcls]).astype(np.intp),
+        srow=trow[rid], rowptr=np.concatenate([[0], np.cumsum(counts)]).astype(np.intp), tpd=pr.tpd.astype(np.int32),
+        sidx=pr.tb.astype(np.int32),
         rbeg=np.concatenate([[0], np.cumsum(r[used])]).astype(np.intp),
         cbeg=np.concatenate([[0], np.cumsum(n[used])]).astype(np.intp), ccols=pr.by_class)
 
@@ -445,7 +445,7 @@ class MaskedInfluence(Estimator):
         D = np.ascontiguousarray(D.T)                                           # |d| × B
         P, pr = st.panels, st.pairs_by_class
         if P is not None:                                # in place, panel by panel
-            panel_pair_sums(D, P.tpd, P.soff, P.rowptr, P.obase, P.width, P.rbeg, state.J)
+            panel_pair_sums(D, P.tpd, P.sidx, P.rowptr, P.obase, P.width, P.rbeg, state.J)
         else:
             new = np.empty((st.nnz, state.batch))
             class_pair_sums(D, pr.tpd, pr.ta, pr.tb, pr.qoff, st.class_rows.offsets, pr.by_class, pr.coff,
@@ -552,7 +552,7 @@ class MaskedInfluence(Estimator):
         gv = np.concatenate([I.gates[name].vals.reshape(I.batch, -1) for name in pi.gates], axis=1)
         av = np.concatenate([I.source(blk) for blk in pi.groups], axis=1)
         g = np.empty((B, st.p))
-        panel_step(D, P.tpd, P.soff, P.rowptr, P.obase, P.width, P.rbeg, state.J, pi.slot, pi.gate, pi.src, pi.ptr,
+        panel_step(D, P.tpd, P.sidx, P.rowptr, P.obase, P.width, P.rbeg, state.J, pi.slot, pi.gate, pi.src, pi.ptr,
                    gv, av, np.ascontiguousarray(credit, dtype=float), P.srow, P.cbeg, P.ccols, g)
         return state, g
 
