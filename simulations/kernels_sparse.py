@@ -38,10 +38,10 @@ def _i64(builder, x):
     return x if x.type.width == 64 else builder.sext(x, ir.IntType(64))
 
 
-def _emit_rows(context, builder, signature, args, nc: int) -> None:
-    """LLVM IR of :func:`_rows` for ``nc`` vectors per row (see there)."""
+def _emit_rows(context, builder, signature, args, nc: int, step: bool) -> None:
+    """LLVM IR of :func:`_rows` (``step``: of :func:`_rows_step`) for ``nc`` vectors per row (see there)."""
     S = 4 if nc <= 2 else 2
-    D_, tpd_, sidx_, rowptr_, R0_, R1_, j0_, jlast_, X_, x0_, xs_, out_, ob_, rs_, _ = args
+    D_, tpd_, sidx_, rowptr_, R0_, R1_, j0_, jlast_, X_, x0_, xs_, out_, ob_, rs_ = args[:14]
     a = signature.args
     Dd, Td, Sd, Pd = (context.make_array(a[i])(context, builder, x).data
                       for i, x in ((0, D_), (1, tpd_), (2, sidx_), (3, rowptr_)))
@@ -49,20 +49,36 @@ def _emit_rows(context, builder, signature, args, nc: int) -> None:
     Od = context.make_array(a[11])(context, builder, out_).data
     f64, i64, i32 = ir.DoubleType(), ir.IntType(64), ir.IntType(32)
     vt = ir.VectorType(f64, _LANES)
+    vp = vt.as_pointer()
     zero = ir.Constant(vt, [0.0] * _LANES)
     fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt, vt]), f"llvm.fma.v{_LANES}f64")
     offsets = [builder.add(j0_, ir.Constant(i64, _LANES * c)) for c in range(nc - 1)] + [jlast_]
     acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(nc)] for _ in range(S)]
 
+    def load(ptr, i, conv=False):
+        x = builder.load(builder.gep(ptr, [i]))
+        return _i64(builder, x) if conv else x
+
+    def broadcast(x):
+        v = builder.insert_element(ir.Constant(vt, ir.Undefined), x, ir.Constant(i32, 0))
+        return builder.shuffle_vector(v, ir.Constant(vt, ir.Undefined), ir.Constant(ir.VectorType(i32, _LANES), [0] * _LANES))
+
     def pair(t, sets):
-        dv = builder.load(builder.gep(Dd, [_i64(builder, builder.load(builder.gep(Td, [t])))]))
-        dvv = builder.insert_element(ir.Constant(vt, ir.Undefined), dv, ir.Constant(i32, 0))
-        dvv = builder.shuffle_vector(dvv, ir.Constant(vt, ir.Undefined),
-                                     ir.Constant(ir.VectorType(i32, _LANES), [0] * _LANES))
-        s = builder.add(x0_, builder.mul(_i64(builder, builder.load(builder.gep(Sd, [t]))), xs_))
+        dvv = broadcast(load(Dd, load(Td, t, True)))
+        s = builder.add(x0_, builder.mul(load(Sd, t, True), xs_))
         for c in range(nc):
-            x = builder.load(builder.bitcast(builder.gep(Xd, [builder.add(s, offsets[c])]), vt.as_pointer()), align=8)
+            x = builder.load(builder.bitcast(builder.gep(Xd, [builder.add(s, offsets[c])]), vp), align=8)
             builder.store(builder.call(fma, [dvv, x, builder.load(sets[c])]), sets[c])
+
+    if step:
+        jend_, credit_, srow_, G_, irp_, islot_, igate_, isrc_, gv_, av_ = args[15:]
+        Cd, Rd, Gd, Ipd, Isd, Igd, Iad, GVd, AVd = (
+            context.make_array(a[i])(context, builder, x).data
+            for i, x in ((16, credit_), (17, srow_), (18, G_), (19, irp_), (20, islot_), (21, igate_), (22, isrc_),
+                         (23, gv_), (24, av_)))
+        gacc = [cgutils.alloca_once_value(builder, zero) for _ in range(nc)]
+        for x in gacc:
+            builder.store(zero, x)
 
     with cgutils.for_range_slice(builder, R0_, R1_, ir.Constant(i64, 1), inc=True) as (R, _):
         for sets in acc:
@@ -77,12 +93,43 @@ def _emit_rows(context, builder, signature, args, nc: int) -> None:
         with cgutils.for_range_slice(builder, whole, t1, ir.Constant(i64, 1), inc=True) as (t, _):
             pair(t, acc[0])
         base = builder.add(ob_, builder.mul(builder.sub(R, R0_), rs_))
+        where = [builder.bitcast(builder.gep(Od, [builder.add(base, offsets[c])]), vp) for c in range(nc)]
         for c in range(nc):
             total = builder.load(acc[0][c])
             for k in range(1, S):
                 total = builder.fadd(total, builder.load(acc[k][c]))
-            builder.store(total, builder.bitcast(builder.gep(Od, [builder.add(base, offsets[c])]), vt.as_pointer()),
-                          align=8)
+            builder.store(total, where[c], align=8)
+        if step:                                       # + I_t on the row's columns j0 … jend−1, then ĝ += c_R row
+            lo, hi = builder.add(base, j0_), builder.add(base, jend_)
+            q0, q1 = load(Ipd, R, True), load(Ipd, builder.add(R, ir.Constant(i64, 1)), True)
+            with cgutils.for_range_slice(builder, q0, q1, ir.Constant(i64, 1), inc=True) as (q, _):
+                e = load(Isd, q, True)
+                inside = builder.and_(builder.icmp_signed(">=", e, lo), builder.icmp_signed("<", e, hi))
+                with builder.if_then(inside):
+                    ep = builder.gep(Od, [e])
+                    term = builder.fmul(load(GVd, load(Igd, q, True)), load(AVd, load(Iad, q, True)))
+                    builder.store(builder.fadd(builder.load(ep), term), ep)
+            cr = broadcast(load(Cd, load(Rd, R, True)))
+            for c in range(nc):
+                builder.store(builder.call(fma, [cr, builder.load(where[c], align=8), builder.load(gacc[c])]), gacc[c])
+    if step:
+        for c in range(nc):
+            builder.store(builder.load(gacc[c]), builder.bitcast(builder.gep(Gd, [offsets[c]]), vp), align=8)
+
+
+def _switch_on_chunks(context, builder, signature, args, nc_, step):
+    """One copy of :func:`_emit_rows` per number of vectors ``nc`` (the accumulators must be
+    registers), chosen by a switch on ``nc_``."""
+    done = builder.append_basic_block("rows.done")
+    switch = builder.switch(nc_, done)
+    for nc_value in range(1, _MAX_CHUNKS + 1):
+        block = builder.append_basic_block(f"rows.{nc_value}")
+        switch.add_case(ir.Constant(nc_.type, nc_value), block)
+        builder.position_at_end(block)
+        _emit_rows(context, builder, signature, args, nc_value, step)
+        builder.branch(done)
+    builder.position_at_end(done)
+    return context.get_dummy_value()
 
 
 @intrinsic
@@ -104,17 +151,28 @@ def _rows(typingctx, D, tpd, sidx, rowptr, R0, R1, j0, jlast, X, x0, xs, out, ob
     sig = types.void(D, tpd, sidx, rowptr, R0, R1, j0, jlast, X, x0, xs, out, ob, rs, nc)
 
     def codegen(context, builder, signature, args):
-        nc_ = args[-1]
-        done = builder.append_basic_block("rows.done")
-        switch = builder.switch(nc_, done)
-        for nc_value in range(1, _MAX_CHUNKS + 1):
-            block = builder.append_basic_block(f"rows.{nc_value}")
-            switch.add_case(ir.Constant(nc_.type, nc_value), block)
-            builder.position_at_end(block)
-            _emit_rows(context, builder, signature, args, nc_value)
-            builder.branch(done)
-        builder.position_at_end(done)
-        return context.get_dummy_value()
+        return _switch_on_chunks(context, builder, signature, args, args[14], False)
+
+    return sig, codegen
+
+
+@intrinsic
+def _rows_step(typingctx, D, tpd, sidx, rowptr, R0, R1, j0, jlast, X, x0, xs, out, ob, rs, nc, jend, credit, srow, G,
+               irp, islot, igate, isrc, gv, av):
+    """:func:`_rows` (one replicate), then on each row ``R`` the step's ``+ I_t`` and ``ĝ``::
+
+        out[e] += gv[igate[q]] · av[isrc[q]]     for irp[R] ≤ q < irp[R+1] with e = islot[q] in the
+                                                  row's numbers ob + (R − R0)·rs + [j0, jend)
+        G[j] = Σ_R credit[srow[R]] · out[ob + (R − R0)·rs + j]     (rows in order, one FMA each)
+
+    for ``j`` in the chunks of :func:`_rows` (``jend``: the end of this pass's numbers; the chunks
+    cover ``[j0, jend)``).  The ``I_t`` product and sum round as ``fl(out + fl(gv·av))``, the
+    update's order."""
+    sig = types.void(D, tpd, sidx, rowptr, R0, R1, j0, jlast, X, x0, xs, out, ob, rs, nc, jend, credit, srow, G,
+                     irp, islot, igate, isrc, gv, av)
+
+    def codegen(context, builder, signature, args):
+        return _switch_on_chunks(context, builder, signature, args, args[14], True)
 
     return sig, codegen
 
@@ -159,13 +217,35 @@ _WIDE = _LANES * _MAX_CHUNKS                 # numbers per pass over a row's pai
 
 
 @_jit
+def _pass_width(left):
+    """The numbers of the next pass over a row's pairs when ``left ≥ _LANES`` remain: at most
+    ``_WIDE``, and leaving none or at least ``_LANES`` (so that no pass reaches back into the one
+    before it)."""
+    if left <= _WIDE:
+        return left
+    return _WIDE if left - _WIDE >= _LANES else _WIDE - _LANES
+
+
+@_jit
 def _vector_rows(D, tpd, sidx, rowptr, R0, R1, X, x0, xs, out, ob, n):
     """The panel rows ``R0 … R1−1`` of ``n ≥ _LANES`` numbers each (:func:`_rows`), ``_WIDE`` at a time."""
     j0 = 0
-    while n - j0 > _WIDE:
-        _rows(D, tpd, sidx, rowptr, R0, R1, j0, j0 + _WIDE - _LANES, X, x0, xs, out, ob, n, _MAX_CHUNKS)
-        j0 += _WIDE
-    _rows(D, tpd, sidx, rowptr, R0, R1, j0, n - _LANES, X, x0, xs, out, ob, n, (n - j0 + _LANES - 1) // _LANES)
+    while j0 < n:
+        w = _pass_width(n - j0)
+        _rows(D, tpd, sidx, rowptr, R0, R1, j0, j0 + w - _LANES, X, x0, xs, out, ob, n, (w + _LANES - 1) // _LANES)
+        j0 += w
+
+
+@_jit
+def _vector_rows_step(D, tpd, sidx, rowptr, R0, R1, X, x0, xs, out, ob, n, credit, srow, G, irp, islot, igate, isrc,
+                      gv, av):
+    """:func:`_vector_rows` with the step's ``+ I_t`` and ``ĝ`` (:func:`_rows_step`)."""
+    j0 = 0
+    while j0 < n:
+        w = _pass_width(n - j0)
+        _rows_step(D, tpd, sidx, rowptr, R0, R1, j0, j0 + w - _LANES, X, x0, xs, out, ob, n,
+                   (w + _LANES - 1) // _LANES, j0 + w, credit, srow, G, irp, islot, igate, isrc, gv, av)
+        j0 += w
 
 
 @_jit
@@ -175,15 +255,13 @@ def _aligned_start(X):
 
 
 @_jit
-def _class_products(v, Df, D, tpd, sidx, rowptr, obase, width, rbeg, Jf, B, X, x0, shared):
-    """The ``v``-th class's panel of ``(D_t J̃)``, in place in ``Jf`` (``J``'s flat view, replicates
-    last); returns where the panel starts in ``Jf``.  The old panel is first copied into ``X`` from
-    ``x0``, each row padded to ``xs``, a multiple of 8 numbers, so that the rows the pairs read start
-    at whole vectors."""
+def _load_panel(v, obase, width, rbeg, Jf, B, X, x0):
+    """Copy the ``v``-th class's panel (``r`` rows of ``n = width·B`` numbers from ``first`` in ``Jf``,
+    ``J``'s flat view) into ``X`` from ``x0``, each row padded to ``xs``, a multiple of 8 numbers, so
+    that the rows the pairs read start at whole vectors; returns ``(first, n, xs)``."""
     R0, R1 = rbeg[v], rbeg[v + 1]
     first = obase[R0] * B
-    w = width[R0]
-    n = w * B                                        # the class's rows have one width
+    n = width[R0] * B                                # the class's rows have one width
     xs = (n + _LANES - 1) // _LANES * _LANES
     if n >= _LANES:
         _copy_rows(Jf, first, n, X, x0, xs, R1 - R0, n, min((R1 - R0) * n, Jf.size - first - n))
@@ -191,6 +269,16 @@ def _class_products(v, Df, D, tpd, sidx, rowptr, obase, width, rbeg, Jf, B, X, x
         for a in range(R1 - R0):
             for i in range(n):
                 X[x0 + a * xs + i] = Jf[first + a * n + i]
+    return first, n, xs
+
+
+@_jit
+def _class_products(v, Df, D, tpd, sidx, rowptr, obase, width, rbeg, Jf, B, X, x0, shared):
+    """The ``v``-th class's panel of ``(D_t J̃)``, in place in ``Jf``, from its copy in ``X``
+    (:func:`_load_panel`)."""
+    R0, R1 = rbeg[v], rbeg[v + 1]
+    w = width[R0]
+    first, n, xs = _load_panel(v, obase, width, rbeg, Jf, B, X, x0)
     if shared and n >= _LANES:
         _vector_rows(Df, tpd, sidx, rowptr, R0, R1, X, x0, xs, Jf, first, n)
     elif shared:
@@ -210,7 +298,6 @@ def _class_products(v, Df, D, tpd, sidx, rowptr, obase, width, rbeg, Jf, B, X, x
                     for t in range(t0, t1):
                         s += D[tpd[t], b] * X[x0 + sidx[t] * xs + i * B + b]
                     Jf[ob + i * B + b] = s
-    return first
 
 
 @_jit
@@ -253,7 +340,7 @@ def panel_pair_sums(D, tpd, sidx, rowptr, obase, width, rbeg, J):
 
 
 @_jit
-def panel_step(D, tpd, sidx, rowptr, obase, width, rbeg, J, islot, igate, isrc, iptr, gv, av, credit, srow, cbeg,
+def panel_step(D, tpd, sidx, rowptr, obase, width, rbeg, J, islot, igate, isrc, iptr, irp, gv, av, credit, srow, cbeg,
                ccols, g):
     """One SnAp-n step on a panel-layout influence, panel by panel while the panel is in L1
     (THEORY.md §2.1, §4)::
@@ -261,17 +348,27 @@ def panel_step(D, tpd, sidx, rowptr, obase, width, rbeg, J, islot, igate, isrc, 
         J̃ ← (D_t J̃) ⊙ M + I_t,        ĝ = c_t J̃
 
     ``(D_t J̃)`` as in :func:`panel_pair_sums`; ``I_t``'s structural nonzeros ``q`` of the ``v``-th
-    class (``iptr[v] … iptr[v+1]−1``) as products of their factors,
-    ``J[islot[q], b] += gv[b, igate[q]] · av[b, isrc[q]]`` (``gv``: the gate Jacobians' values,
-    ``av``: the blocks' inputs, one row broadcast over the replicates); then ``ĝ`` as in
-    :func:`panel_gradient`.  ``g``: ``B × p``."""
+    class (``iptr[v] … iptr[v+1]−1``; of stored row ``R``: ``irp[R] … irp[R+1]−1``) as products of
+    their factors, ``J[islot[q], b] += gv[b, igate[q]] · av[b, isrc[q]]`` (``gv``: the gate
+    Jacobians' values, ``av``: the blocks' inputs, one row broadcast over the replicates); then
+    ``ĝ`` as in :func:`panel_gradient`.  ``g``: ``B × p``.  With one replicate and rows of at least
+    8 numbers, ``+ I_t`` and ``ĝ`` are done row by row while the row's vectors are in registers
+    (:func:`_rows_step`)."""
     B = J.shape[1]
     Jf = J.reshape(J.size)
     X, x0 = _scratch(width, rbeg, B)
     shared = B == 1 or D.shape[1] == 1
     Df = np.ascontiguousarray(D[:, 0])
-    acc = np.empty((np.max(np.diff(cbeg)) if cbeg.size > 1 else 0) * B)
+    acc = np.empty((np.max(np.diff(cbeg)) if cbeg.size > 1 else 0) * B + _LANES)
     for v in range(rbeg.shape[0] - 1):
+        R0, R1 = rbeg[v], rbeg[v + 1]
+        if B == 1 and width[R0] >= _LANES:
+            first, n, xs = _load_panel(v, obase, width, rbeg, Jf, B, X, x0)
+            _vector_rows_step(Df, tpd, sidx, rowptr, R0, R1, X, x0, xs, Jf, first, n, credit[0], srow, acc, irp,
+                              islot, igate, isrc, gv[0], av[0])
+            for i in range(n):
+                g[0, ccols[cbeg[v] + i]] = acc[i]
+            continue
         _class_products(v, Df, D, tpd, sidx, rowptr, obase, width, rbeg, Jf, B, X, x0, shared)
         for q in range(iptr[v], iptr[v + 1]):
             e = islot[q] * B

@@ -252,15 +252,31 @@ def test_panel_gradient_is_credit_times_influence(name, hidden, inputs, density,
     assert np.all(np.abs(g - ref) <= gamma(cell.k) * np.einsum("bk,bkp->bp", np.abs(c), np.abs(Jd)))
 
 
-@pytest.mark.parametrize("name,density,n", [("gru-reset-after", 0.3, 2), ("lstm", 0.5, 2), ("gru", 0.4, 2),
-                                             ("elman", 0.3, 3), ("lstm", 1.0, 1)])
+# (cell, hidden, inputs, density, n): rows of fewer than 8 numbers (the per-class loops), rows of 8 or
+# more (products, + I_t and ĝ row by row in the vector kernel, with one replicate), and rows of 64, 65
+# and 67 numbers (one pass; two passes, 56 + 9 and 56 + 11, since a last pass of 1 or 3 would reach back)
+STEP_CASES = [("gru-reset-after", 5, 3, 0.3, 2), ("lstm", 5, 3, 0.5, 2), ("gru", 5, 3, 0.4, 2), ("elman", 5, 3, 0.3, 3),
+              ("lstm", 5, 3, 1.0, 1), ("gru-reset-after", 12, 13, 0.3, 2), ("lstm", 8, 20, 0.5, 2),
+              ("elman", 6, 61, 0.5, 2)]
+
+
+def test_panel_step_cases_cover_the_kernel():
+    """The cases below reach rows shorter than a vector, rows of 8 or more, a row of exactly 64 numbers
+    and rows of 65–71 (split 56 + the rest)."""
+    from rtrl_validation.simulations.estimators.masked import build_structure
+    w = np.concatenate([build_structure(make_cell(name, hidden, inputs, density=density, mask_seed=3), n).panels.width
+                        for name, hidden, inputs, density, n in STEP_CASES])
+    assert np.any(w < 8) and np.any((w >= 8) & (w < 64)) and np.any(w == 64) and np.any((w > 64) & (w < 72))
+
+
+@pytest.mark.parametrize("name,hidden,inputs,density,n", STEP_CASES)
 @pytest.mark.parametrize("batch", [1, 3])
-def test_fused_panel_step_equals_update_then_gradient(name, density, n, batch):
+def test_fused_panel_step_equals_update_then_gradient(name, hidden, inputs, density, n, batch):
     """SnAp-n's one-pass step on the panel layout (:func:`~simulations.kernels_sparse.panel_step`:
     products, ``+ I_t`` from its factors, ``ĝ`` while the panel is in L1) against ``update`` then
     ``gradient``: the same sums up to rounding (bounds as in the fused SnAp-1 test)."""
     rng = np.random.default_rng(15)
-    cell = make_cell(name, 5, 3, density=density, mask_seed=3)
+    cell = make_cell(name, hidden, inputs, density=density, mask_seed=3)
     theta, lins, credits = _path(cell, batch, 6, rng)
     fused, plain = parse_estimator(f"snap-{n}"), parse_estimator(f"snap-{n}")
     a, b = fused.init(cell, theta, batch), plain.init(cell, theta, batch)

@@ -155,7 +155,8 @@ class PanelLayout(NamedTuple):
 
 class PanelInjection(NamedTuple):
     """``I_t``'s structural nonzeros for :func:`~simulations.kernels_sparse.panel_step`, sorted by
-    their place in the store (``slot``), class ``v``'s at ``ptr[v] … ptr[v+1]−1``: each is the gate
+    their place in the store (``slot``), class ``v``'s at ``ptr[v] … ptr[v+1]−1``, stored row ``R``'s at
+    ``rptr[R] … rptr[R+1]−1``: each is the gate
     value ``gate`` (in the gates' values concatenated, ``gates`` in order) times the input ``src``
     (in the blocks' inputs concatenated, ``groups`` in order)."""
 
@@ -163,6 +164,7 @@ class PanelInjection(NamedTuple):
     gate: np.ndarray
     src: np.ndarray
     ptr: np.ndarray
+    rptr: np.ndarray
     gates: tuple
     groups: tuple
 
@@ -537,7 +539,9 @@ class MaskedInfluence(Estimator):
             P = st.panels
             starts = np.append(P.obase[P.rbeg[:-1]], st.nnz)
             st.panel_injection = PanelInjection(slot[order], gate[order], src[order],
-                                                np.searchsorted(slot[order], starts).astype(np.intp), gates, groups)
+                                                np.searchsorted(slot[order], starts).astype(np.intp),
+                                                np.searchsorted(slot[order], np.append(P.obase, st.nnz)).astype(np.intp),
+                                                gates, groups)
         return st.panel_injection
 
     def _panel_step(self, state, lin, credit, rng):
@@ -552,7 +556,7 @@ class MaskedInfluence(Estimator):
         gv = np.concatenate([I.gates[name].vals.reshape(I.batch, -1) for name in pi.gates], axis=1)
         av = np.concatenate([I.source(blk) for blk in pi.groups], axis=1)
         g = np.empty((B, st.p))
-        panel_step(D, P.tpd, P.sidx, P.rowptr, P.obase, P.width, P.rbeg, state.J, pi.slot, pi.gate, pi.src, pi.ptr,
+        panel_step(D, P.tpd, P.sidx, P.rowptr, P.obase, P.width, P.rbeg, state.J, pi.slot, pi.gate, pi.src, pi.ptr, pi.rptr,
                    gv, av, np.ascontiguousarray(credit, dtype=float), P.srow, P.cbeg, P.ccols, g)
         return state, g
 
