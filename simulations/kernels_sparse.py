@@ -52,7 +52,6 @@ def _emit_rows(context, builder, signature, args, nc: int, step: bool) -> None:
     vp = vt.as_pointer()
     zero = ir.Constant(vt, [0.0] * _LANES)
     fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt, vt]), f"llvm.fma.v{_LANES}f64")
-    offsets = [builder.add(j0_, ir.Constant(i64, _LANES * c)) for c in range(nc - 1)] + [jlast_]
     acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(nc)] for _ in range(S)]
 
     def load(ptr, i, conv=False):
@@ -63,11 +62,19 @@ def _emit_rows(context, builder, signature, args, nc: int, step: bool) -> None:
         v = builder.insert_element(ir.Constant(vt, ir.Undefined), x, ir.Constant(i32, 0))
         return builder.shuffle_vector(v, ir.Constant(vt, ir.Undefined), ir.Constant(ir.VectorType(i32, _LANES), [0] * _LANES))
 
+    last = builder.sub(jlast_, j0_)                  # the last chunk's place after the first
+
+    def chunks(row):
+        """Pointers to the chunks of the row whose first chunk is at ``row`` (constant displacements
+        but the last: fewer registers)."""
+        return [builder.bitcast(builder.gep(row, [ir.Constant(i64, _LANES * c) if c < nc - 1 else last]), vp)
+                for c in range(nc)]
+
     def pair(t, sets):
         dvv = broadcast(load(Dd, load(Td, t, True)))
-        s = builder.add(x0_, builder.mul(load(Sd, t, True), xs_))
-        for c in range(nc):
-            x = builder.load(builder.bitcast(builder.gep(Xd, [builder.add(s, offsets[c])]), vp), align=8)
+        row = builder.gep(Xd, [builder.add(builder.add(x0_, j0_), builder.mul(load(Sd, t, True), xs_))])
+        for c, ptr in enumerate(chunks(row)):
+            x = builder.load(ptr, align=8)
             builder.store(builder.call(fma, [dvv, x, builder.load(sets[c])]), sets[c])
 
     if step:
@@ -93,7 +100,7 @@ def _emit_rows(context, builder, signature, args, nc: int, step: bool) -> None:
         with cgutils.for_range_slice(builder, whole, t1, ir.Constant(i64, 1), inc=True) as (t, _):
             pair(t, acc[0])
         base = builder.add(ob_, builder.mul(builder.sub(R, R0_), rs_))
-        where = [builder.bitcast(builder.gep(Od, [builder.add(base, offsets[c])]), vp) for c in range(nc)]
+        where = chunks(builder.gep(Od, [builder.add(base, j0_)]))
         for c in range(nc):
             total = builder.load(acc[0][c])
             for k in range(1, S):
@@ -113,8 +120,8 @@ def _emit_rows(context, builder, signature, args, nc: int, step: bool) -> None:
             for c in range(nc):
                 builder.store(builder.call(fma, [cr, builder.load(where[c], align=8), builder.load(gacc[c])]), gacc[c])
     if step:
-        for c in range(nc):
-            builder.store(builder.load(gacc[c]), builder.bitcast(builder.gep(Gd, [offsets[c]]), vp), align=8)
+        for c, ptr in enumerate(chunks(builder.gep(Gd, [j0_]))):
+            builder.store(builder.load(gacc[c]), ptr, align=8)
 
 
 def _switch_on_chunks(context, builder, signature, args, nc_, step):
