@@ -343,7 +343,8 @@ def panel_pair_sums(D, tpd, sidx, rowptr, obase, width, rbeg, J):
     shared = B == 1 or D.shape[1] == 1
     Df = np.ascontiguousarray(D[:, 0])
     for v in range(rbeg.shape[0] - 1):
-        _class_products(v, Df, D, tpd, sidx, rowptr, obase, width, rbeg, Jf, B, X, x0, shared)
+        if rbeg[v + 1] > rbeg[v]:                    # (a panel of columns that reach no row has none)
+            _class_products(v, Df, D, tpd, sidx, rowptr, obase, width, rbeg, Jf, B, X, x0, shared)
 
 
 @_jit
@@ -369,6 +370,11 @@ def panel_step(D, tpd, sidx, rowptr, obase, width, rbeg, J, islot, igate, isrc, 
     acc = np.empty((np.max(np.diff(cbeg)) if cbeg.size > 1 else 0) * B + _LANES)
     for v in range(rbeg.shape[0] - 1):
         R0, R1 = rbeg[v], rbeg[v + 1]
+        if R1 == R0:                                 # columns that reach no row: ĝ = 0 there
+            for i in range(cbeg[v], cbeg[v + 1]):
+                for b in range(B):
+                    g[b, ccols[i]] = 0.0
+            continue
         if B == 1 and width[R0] >= _LANES:
             first, n, xs = _load_panel(v, obase, width, rbeg, Jf, B, X, x0)
             _vector_rows_step(Df, tpd, sidx, rowptr, R0, R1, X, x0, xs, Jf, first, n, credit[0], srow, acc, irp,

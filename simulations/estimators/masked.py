@@ -133,13 +133,13 @@ class ClassPairs(NamedTuple):
 
 
 class PanelLayout(NamedTuple):
-    """Sparse storage by column class (:mod:`~simulations.kernels_sparse`): class ``u``'s ``r × n``
-    values form one row-major panel, so entry ``(R_u[a], c)`` sits at ``col_start[c] + a·stride[c]``
-    (``stride[c] = n``, the columns of ``c``'s class).  Per stored row ``R`` of a class with
-    columns: ``obase`` (its first entry), ``width`` (``n``), ``srow`` (its state row), ``rowptr`` (its
-    pairs); per pair ``t`` (CSR order): ``tpd`` (``D``'s entry in ``d_index``) and ``sidx`` (the row it
-    multiplies: the class's ``sidx``-th stored row); per class with columns ``v``: ``rbeg`` (its stored rows),
-    ``cbeg`` into ``ccols`` (its parameter columns)."""
+    """Sparse storage in panels (:mod:`~simulations.kernels_sparse`): the column classes with the same
+    stored rows ``R`` (so the same pairs) form one panel, ``r × n`` values row-major (``n``: their
+    columns), so entry ``(R[a], c)`` sits at ``col_start[c] + a·stride[c]`` (``stride[c] = n``).  Per
+    stored row of a panel: ``obase`` (its first entry), ``width`` (``n``), ``srow`` (its state row),
+    ``rowptr`` (its pairs); per pair ``t`` (CSR order): ``tpd`` (``D``'s entry in ``d_index``) and
+    ``sidx`` (the row it multiplies: the panel's ``sidx``-th stored row); per panel ``v``: ``rbeg``
+    (its stored rows), ``cbeg`` into ``ccols`` (its parameter columns)."""
 
     stride: np.ndarray
     obase: np.ndarray
@@ -325,30 +325,38 @@ def build_structure(cell, n: int | None, drop_diagonal: bool = False) -> MaskStr
 
 
 def _to_panels(st: MaskStructure) -> None:
-    """Lay the stored entries out class by class (:class:`PanelLayout`): class ``u``'s rows ``R_u``
-    times its columns (in ``θ``'s order) as one row-major panel, the classes in order.  ``rows``,
-    ``cols`` list the entries in that order; ``col_start[c] + a·stride[c]`` locates entry
-    ``(R_u[a], c)``."""
+    """Lay the stored entries out panel by panel (:class:`PanelLayout`): the classes with the same
+    stored rows ``R`` (hence the same pairs: the gates of one unit, typically) share one panel, ``R``
+    times their columns (class by class, each in ``θ``'s order), row-major, the panels in order of
+    their first class.  ``rows``, ``cols`` list the entries in that order; ``col_start[c] +
+    a·stride[c]`` locates entry ``(R[a], c)``."""
     pr, (trow, toff) = st.pairs_by_class, st.class_rows
-    r, n = np.diff(toff), np.diff(pr.coff)
-    pbase = np.concatenate([[0], np.cumsum(r * n)])[:-1]
-    rank = np.empty(st.p, dtype=np.intp)
-    rank[pr.by_class] = np.arange(st.p) - pr.coff[st.cls[pr.by_class]]
-    used = np.flatnonzero(n)
-    rid = np.concatenate([toff[u] + np.arange(r[u]) for u in used]).astype(np.intp)     # stored rows, in order
-    rcls = np.repeat(used, r[used])
-    tcls = np.repeat(np.arange(r.size), np.diff(pr.qoff))
-    counts = np.bincount(toff[tcls] + pr.ta, minlength=toff[-1])[rid]
-    st.rows = np.concatenate([np.repeat(trow[toff[u]:toff[u + 1]], n[u]) for u in used]).astype(np.intp)
-    st.cols = np.concatenate([np.tile(pr.by_class[pr.coff[u]:pr.coff[u + 1]], r[u]) for u in used]).astype(np.intp)
-    st.col_start = pbase[st.cls] + rank
+    n = np.diff(pr.coff)
+    groups: dict[bytes, list[int]] = {}
+    for u in np.flatnonzero(n):
+        groups.setdefault(trow[toff[u]:toff[u + 1]].tobytes(), []).append(int(u))
+    lead = np.array([g[0] for g in groups.values()], dtype=np.intp)          # its rows and pairs
+    cols = [np.concatenate([pr.by_class[pr.coff[u]:pr.coff[u + 1]] for u in g]) for g in groups.values()]
+    r, w = np.diff(toff)[lead], np.array([c.size for c in cols], dtype=np.intp)
+    pbase = np.concatenate([[0], np.cumsum(r * w)])[:-1]
+    ccols = np.concatenate(cols).astype(np.intp)
+    st.col_start = np.empty(st.p, dtype=np.intp)
+    st.col_start[ccols] = np.repeat(pbase, w) + np.arange(ccols.size) - np.repeat(np.cumsum(w) - w, w)
+    stride = np.zeros(st.p, dtype=np.intp)
+    stride[ccols] = np.repeat(w, w)
+    R = [trow[toff[u]:toff[u + 1]] for u in lead]
+    st.rows = np.concatenate([np.repeat(Ru, c.size) for Ru, c in zip(R, cols)]).astype(np.intp)
+    st.cols = np.concatenate([np.tile(c, Ru.size) for Ru, c in zip(R, cols)]).astype(np.intp)
     st.by_column = None
+    pairs = [np.arange(pr.qoff[u], pr.qoff[u + 1]) for u in lead]            # (a, b) order
+    counts = np.concatenate([np.bincount(pr.ta[q], minlength=ru) for q, ru in zip(pairs, r)])
+    pairs = np.concatenate(pairs).astype(np.intp)
     st.panels = PanelLayout(
-        stride=n[st.cls], obase=(pbase[rcls] + (rid - toff[rcls]) * n[rcls]).astype(np.intp), width=n[rcls],
-        srow=trow[rid], rowptr=np.concatenate([[0], np.cumsum(counts)]).astype(np.intp), tpd=pr.tpd.astype(np.int32),
-        sidx=pr.tb.astype(np.int32),
-        rbeg=np.concatenate([[0], np.cumsum(r[used])]).astype(np.intp),
-        cbeg=np.concatenate([[0], np.cumsum(n[used])]).astype(np.intp), ccols=pr.by_class)
+        stride=stride, obase=np.concatenate([pb + np.arange(ru) * wg for pb, ru, wg in zip(pbase, r, w)]).astype(np.intp),
+        width=np.repeat(w, r), srow=np.concatenate(R).astype(np.intp),
+        rowptr=np.concatenate([[0], np.cumsum(counts)]).astype(np.intp), tpd=pr.tpd[pairs].astype(np.int32),
+        sidx=pr.tb[pairs].astype(np.int32), rbeg=np.concatenate([[0], np.cumsum(r)]).astype(np.intp),
+        cbeg=np.concatenate([[0], np.cumsum(w)]).astype(np.intp), ccols=ccols)
 
 
 def _grid(cell, st: MaskStructure):
@@ -537,7 +545,7 @@ class MaskedInfluence(Estimator):
             slot, gate, src = (np.concatenate(x).astype(np.intp) for x in (slot, gate, src))
             order = np.argsort(slot, kind="stable")
             P = st.panels
-            starts = np.append(P.obase[P.rbeg[:-1]], st.nnz)
+            starts = np.append(P.obase, st.nnz)[P.rbeg]                  # a panel may have no rows
             st.panel_injection = PanelInjection(slot[order], gate[order], src[order],
                                                 np.searchsorted(slot[order], starts).astype(np.intp),
                                                 np.searchsorted(slot[order], np.append(P.obase, st.nnz)).astype(np.intp),
