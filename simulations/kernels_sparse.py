@@ -78,11 +78,11 @@ def _emit_rows(context, builder, signature, args, nc: int, step: bool) -> None:
             builder.store(builder.call(fma, [dvv, x, builder.load(sets[c])]), sets[c])
 
     if step:
-        jend_, credit_, srow_, G_, irp_, islot_, igate_, isrc_, gv_, av_ = args[15:]
+        credit_, srow_, G_, irp_, islot_, igate_, isrc_, gv_, av_ = args[15:]
         Cd, Rd, Gd, Ipd, Isd, Igd, Iad, GVd, AVd = (
             context.make_array(a[i])(context, builder, x).data
-            for i, x in ((16, credit_), (17, srow_), (18, G_), (19, irp_), (20, islot_), (21, igate_), (22, isrc_),
-                         (23, gv_), (24, av_)))
+            for i, x in ((15, credit_), (16, srow_), (17, G_), (18, irp_), (19, islot_), (20, igate_), (21, isrc_),
+                         (22, gv_), (23, av_)))
         gacc = [cgutils.alloca_once_value(builder, zero) for _ in range(nc)]
         for x in gacc:
             builder.store(zero, x)
@@ -106,13 +106,12 @@ def _emit_rows(context, builder, signature, args, nc: int, step: bool) -> None:
             for k in range(1, S):
                 total = builder.fadd(total, builder.load(acc[k][c]))
             builder.store(total, where[c], align=8)
-        if step:                                       # + I_t on the row's columns j0 … jend−1, then ĝ += c_R row
-            lo, hi = builder.add(base, j0_), builder.add(base, jend_)
+        if step:                                       # + I_t on the row's numbers from j0, then ĝ += c_R row
+            lo = builder.add(base, j0_)
             q0, q1 = load(Ipd, R, True), load(Ipd, builder.add(R, ir.Constant(i64, 1)), True)
             with cgutils.for_range_slice(builder, q0, q1, ir.Constant(i64, 1), inc=True) as (q, _):
                 e = load(Isd, q, True)
-                inside = builder.and_(builder.icmp_signed(">=", e, lo), builder.icmp_signed("<", e, hi))
-                with builder.if_then(inside):
+                with builder.if_then(builder.icmp_signed(">=", e, lo)):
                     ep = builder.gep(Od, [e])
                     term = builder.fmul(load(GVd, load(Igd, q, True)), load(AVd, load(Iad, q, True)))
                     builder.store(builder.fadd(builder.load(ep), term), ep)
@@ -164,18 +163,18 @@ def _rows(typingctx, D, tpd, sidx, rowptr, R0, R1, j0, jlast, X, x0, xs, out, ob
 
 
 @intrinsic
-def _rows_step(typingctx, D, tpd, sidx, rowptr, R0, R1, j0, jlast, X, x0, xs, out, ob, rs, nc, jend, credit, srow, G,
+def _rows_step(typingctx, D, tpd, sidx, rowptr, R0, R1, j0, jlast, X, x0, xs, out, ob, rs, nc, credit, srow, G,
                irp, islot, igate, isrc, gv, av):
     """:func:`_rows` (one replicate), then on each row ``R`` the step's ``+ I_t`` and ``ĝ``::
 
-        out[e] += gv[igate[q]] · av[isrc[q]]     for irp[R] ≤ q < irp[R+1] with e = islot[q] in the
-                                                  row's numbers ob + (R − R0)·rs + [j0, jend)
+        out[e] += gv[igate[q]] · av[isrc[q]]     for irp[R] ≤ q < irp[R+1] with e = islot[q] at or
+                                                  after the row's number ob + (R − R0)·rs + j0
         G[j] = Σ_R credit[srow[R]] · out[ob + (R − R0)·rs + j]     (rows in order, one FMA each)
 
-    for ``j`` in the chunks of :func:`_rows` (``jend``: the end of this pass's numbers; the chunks
-    cover ``[j0, jend)``).  The ``I_t`` product and sum round as ``fl(out + fl(gv·av))``, the
-    update's order."""
-    sig = types.void(D, tpd, sidx, rowptr, R0, R1, j0, jlast, X, x0, xs, out, ob, rs, nc, jend, credit, srow, G,
+    for ``j`` in the chunks of :func:`_rows`.  Entries after this pass's numbers are added too, and
+    overwritten by the next pass (the passes go left to right), which adds them again.  The
+    ``I_t`` product and sum round as ``fl(out + fl(gv·av))``, the update's order."""
+    sig = types.void(D, tpd, sidx, rowptr, R0, R1, j0, jlast, X, x0, xs, out, ob, rs, nc, credit, srow, G,
                      irp, islot, igate, isrc, gv, av)
 
     def codegen(context, builder, signature, args):
@@ -251,7 +250,7 @@ def _vector_rows_step(D, tpd, sidx, rowptr, R0, R1, X, x0, xs, out, ob, n, credi
     while j0 < n:
         w = _pass_width(n - j0)
         _rows_step(D, tpd, sidx, rowptr, R0, R1, j0, j0 + w - _LANES, X, x0, xs, out, ob, n,
-                   (w + _LANES - 1) // _LANES, j0 + w, credit, srow, G, irp, islot, igate, isrc, gv, av)
+                   (w + _LANES - 1) // _LANES, credit, srow, G, irp, islot, igate, isrc, gv, av)
         j0 += w
 
 

@@ -13,7 +13,10 @@ paths they replace.
   then ``gradient``; :func:`~simulations.kernels_fused.two_matvecs` against numpy's products.  Hand
   mutations fail them: a row's last pass widened past 64 numbers, a vector's load offset shifted,
   the FMA's operand replaced, a scalar tail or gradient term scaled by ``1 + 1e-7``, ``I_t``'s
-  entries scaled likewise, the gradient read one entry off, ``A[:, :k] t`` scaled likewise.
+  entries scaled likewise, the gradient read one entry off, ``A[:, :k] t`` scaled likewise; in the
+  one-pass kernel: the panel copy's last vector dropped, a pass of 64 followed by one reaching back,
+  ``I_t`` added before the pass's first number or scaled, the gradient's last vector dropped or read
+  before ``I_t`` is added, a panel without rows leaving its gradient columns unwritten.
 """
 from __future__ import annotations
 
@@ -252,6 +255,12 @@ def test_panel_gradient_is_credit_times_influence(name, hidden, inputs, density,
     assert np.all(np.abs(g - ref) <= gamma(cell.k) * np.einsum("bk,bkp->bp", np.abs(c), np.abs(Jd)))
 
 
+def _gradient_bound(c, J, E, k):
+    """Bound on two computations of ``ĝ = c J̃`` from influences within ``E`` of ``J`` (one of them
+    ``J``): each is a sum of at most ``k`` products after an error of at most ``2E`` in ``J̃``."""
+    return 2 * gamma(k + 2) * np.einsum("bk,bkp->bp", np.abs(c), np.abs(J) + E) + np.einsum("bk,bkp->bp", np.abs(c), 2 * E)
+
+
 # (cell, hidden, inputs, density, n): rows of fewer than 8 numbers (the per-class loops), rows of 8 or
 # more (products, + I_t and ĝ row by row in the vector kernel, with one replicate), and rows of 64, 65
 # and 67 numbers (one pass; two passes, 56 + 9 and 56 + 11, since a last pass of 1 or 3 would reach back)
@@ -288,11 +297,34 @@ def test_fused_panel_step_equals_update_then_gradient(name, hidden, inputs, dens
         E = influence_rounding_bound(lins[:t + 1], cell.k)
         Jb = plain.influence(b)
         assert np.all(np.abs(fused.influence(a) - Jb) <= 2 * E)
-        bound = 2 * gamma(cell.k + 2) * np.einsum("bk,bkp->bp", np.abs(c), np.abs(Jb) + E) \
-            + np.einsum("bk,bkp->bp", np.abs(c), 2 * E)
-        assert np.all(np.abs(ga - gb) <= bound)
+        assert np.all(np.abs(ga - gb) <= _gradient_bound(c, Jb, E, cell.k))
     assert a.structure.panel_injection is not None, "the fused step was not used"
     assert np.max(np.abs(ga)) > 0
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_panel_step_writes_every_gradient_column(batch):
+    """A panel whose columns reach no stored row (here: a sparse GRU at its exact order) still gets its
+    gradient columns, zero: the one-pass step into a NaN-filled ``ĝ`` against ``update`` then
+    ``gradient``."""
+    from rtrl_validation.simulations.estimators.masked import exact_order
+    rng = np.random.default_rng(16)
+    cell = make_cell("gru", 4, 2, density=0.3, mask_seed=2)
+    spec = f"snap-{exact_order(cell)}"
+    fused, plain = parse_estimator(spec), parse_estimator(spec)
+    theta, lins, credits = _path(cell, batch, 3, rng)
+    a, b = fused.init(cell, theta, batch), plain.init(cell, theta, batch)
+    P = a.structure.panels
+    assert np.any(np.diff(P.rbeg) == 0), "no panel without rows"
+    for t, (lin, c) in enumerate(zip(lins, credits)):
+        ga = np.full((batch, cell.p), np.nan)
+        a, _ = fused._panel_step(a, lin, c, None, out=ga)
+        b = plain.update(b, lin)
+        b, gb = plain.gradient(b, c)
+        E = influence_rounding_bound(lins[:t + 1], cell.k)
+        assert np.all(np.abs(ga - gb) <= _gradient_bound(c, plain.influence(b), E, cell.k))
+    empty = P.ccols[np.concatenate([np.arange(P.cbeg[v], P.cbeg[v + 1]) for v in np.flatnonzero(np.diff(P.rbeg) == 0)])]
+    assert np.all(ga[:, empty] == 0.0) and np.max(np.abs(ga)) > 0
 
 
 @pytest.mark.parametrize("name,density,batch", [("gru-reset-after", 0.25, None), ("lstm", 0.3, 3),

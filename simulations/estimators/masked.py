@@ -552,10 +552,10 @@ class MaskedInfluence(Estimator):
                                                 gates, groups)
         return st.panel_injection
 
-    def _panel_step(self, state, lin, credit, rng):
+    def _panel_step(self, state, lin, credit, rng, out=None):
         """``update`` and ``gradient`` of a panel-layout influence in one pass over the store
         (:func:`~simulations.kernels_sparse.panel_step`) when ``c_t`` has the state's batch; else
-        ``update`` then ``gradient``."""
+        ``update`` then ``gradient``.  ``out``: ``B × p`` for ``ĝ`` (a new array when ``None``)."""
         st, B, I = state.structure, state.batch, lin.I
         if credit.shape[0] != B or I.batch not in (1, B):
             return super().step(state, lin, credit, rng)
@@ -563,7 +563,7 @@ class MaskedInfluence(Estimator):
         D = np.ascontiguousarray(self._d_values(st, lin).T)                      # |d| × B
         gv = np.concatenate([I.gates[name].vals.reshape(I.batch, -1) for name in pi.gates], axis=1)
         av = np.concatenate([I.source(blk) for blk in pi.groups], axis=1)
-        g = np.empty((B, st.p))
+        g = np.empty((B, st.p)) if out is None else out
         panel_step(D, P.tpd, P.sidx, P.rowptr, P.obase, P.width, P.rbeg, state.J, pi.slot, pi.gate, pi.src, pi.ptr, pi.rptr,
                    gv, av, np.ascontiguousarray(credit, dtype=float), P.srow, P.cbeg, P.ccols, g)
         return state, g
