@@ -1,21 +1,28 @@
 """Compiled kernels of sparse SnAp-n on the panel layout of its influence (THEORY.md §4, "SnAp-n").
 
-A column class ``u`` (one unit of one gate) has ``r`` stored rows ``R_u`` and ``n`` parameter
-columns that share them; its values are stored as one ``r × n`` *panel*, row-major (the ``n``
-values of one row side by side; with ``B`` replicates each value is ``B`` numbers, replicates last).
-The recursion's product at the stored entries is then, row by row of the panel,
+A column class ``u`` (one unit of one gate) has ``r`` stored rows ``R_u`` and parameter columns
+that share them; the classes with the same rows (the gates of one unit, typically) share their
+pairs, and their values are stored together as one ``r × n`` *panel*, row-major (``n``: their
+columns; the ``n`` values of one row side by side; with ``B`` replicates each value is ``B``
+numbers, replicates last).  The recursion's product at the stored entries is then, row by row of
+the panel,
 
     (D J̃)[R_u[a], :] = Σ_{l : D[R_u[a], R_u[l]] ≠ 0} D[R_u[a], R_u[l]] · J̃[R_u[l], :]
 
 a sum over the row's structural pairs ``t`` (CSR order: ``rowptr``) of a scalar times a
-contiguous row of ``n`` numbers.  :func:`panel_pair_sums` keeps a whole output row (up to 64
-numbers) in 8-wide vector accumulators while the pairs stream past, so each pair costs one
-vector FMA per 8 numbers with its operand loaded from L1.  numba's vectoriser does not produce this
-loop (with ``reassoc`` it vectorises over the pairs, with gathers; without it the row stays scalar),
-so the row is written in LLVM IR (:func:`_row_kernel`).  A row whose length is not a multiple of 8
-takes its last vector at ``n − 8``, overlapping the previous one (the overlapped numbers are
-computed twice, identically); a row shorter than 8 is summed in scalar code.  A row's pairs are
-summed with one fused multiply-add each, in a fixed order (:func:`_row_kernel`).
+contiguous row of ``n`` numbers.  The pairs read the panel's old rows, so each panel is first
+copied into a scratch panel whose rows are padded to whole vectors of 8 (64-byte aligned loads),
+while the next panel is requested from memory, and the new rows are written into the panel's place.
+The vector kernel (:func:`_rows`, :func:`_rows_step`) keeps up to 64 numbers of an output row in
+8-wide vector accumulators while the row's pairs stream past, so each pair costs one broadcast and
+one vector FMA per 8 numbers with its operand loaded from L1 or L2; a wider row takes several
+passes.  numba's vectoriser does not produce this loop (with ``reassoc`` it vectorises over the
+pairs, with gathers; without it the row stays scalar), so it is written in LLVM IR
+(:func:`_emit_rows`).  A pass whose length is not a multiple of 8 takes its last vector 8 numbers
+before its end, overlapping the previous one (the overlapped numbers are computed twice,
+identically); a row shorter than 8 is summed in scalar code.  A row's pairs are summed with one
+fused multiply-add each, in a fixed order.  With one replicate, the step's ``+ I_t`` and the
+gradient's ``c_R · row`` are done on each row while it is in registers (:func:`_rows_step`).
 
 References (numpy): :func:`panel_pair_sums_reference`, :func:`panel_gradient_reference`.
 """

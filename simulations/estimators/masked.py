@@ -12,11 +12,11 @@ self-recurrent term of ``D_t`` dropped):
 * **sparse storage** otherwise: only the values of ``J̃`` at the nonzeros of ``M`` are kept
   (``nnz × B``, the replicates last), and ``(D_t J̃)`` is formed at those entries only,
   ``Σ_l D[i,l] J̃[l,c]`` over the stored rows ``l`` of column ``c`` with ``D[i,l]`` structurally
-  nonzero.  The columns of one (gate, unit) class share their rows ``R_u``, so the values are
-  stored class by class, each class as one row-major ``|R_u| × n_u`` panel
-  (:class:`PanelLayout`), and a step is, per panel, a sparse ``D[R_u, R_u]`` (its structural
-  pairs) times the panel, then ``+ I_t`` from its factors and ``ĝ`` from the panel while it is in
-  L1 (:func:`~simulations.kernels_sparse.panel_step`).  The FLOP model counts the pairs
+  nonzero.  The columns of one (gate, unit) class share their rows ``R_u``, and the classes with
+  the same rows (the gates of one unit) share their pairs, so their values are stored together as
+  one row-major ``|R_u| × n`` panel (:class:`PanelLayout`), and a step is, per panel, a sparse
+  ``D[R_u, R_u]`` (its structural pairs) times the panel, then ``+ I_t`` from its factors and
+  ``ĝ`` from the panel while it is in cache (:func:`~simulations.kernels_sparse.panel_step`).  The FLOP model counts the pairs
   (:meth:`MaskedInfluence.flops`); the kernel multiplies those pairs (a row whose length is not a
   multiple of 8 repeats up to 7 products of each pair in its overlapping last vector).  The entries of
   ``D_t`` it reads come from the factored ``D_t``
