@@ -67,7 +67,8 @@ def _emit_rows(context, builder, signature, args, nc: int, step: bool) -> None:
 
     def broadcast(x):
         v = builder.insert_element(ir.Constant(vt, ir.Undefined), x, ir.Constant(i32, 0))
-        return builder.shuffle_vector(v, ir.Constant(vt, ir.Undefined), ir.Constant(ir.VectorType(i32, _LANES), [0] * _LANES))
+        return builder.shuffle_vector(v, ir.Constant(vt, ir.Undefined),
+                                      ir.Constant(ir.VectorType(i32, _LANES), [0] * _LANES))
 
     last = builder.sub(jlast_, j0_)                  # the last chunk's place after the first
 
@@ -216,10 +217,12 @@ def _copy_rows(typingctx, src, s0, ss, dst, d0, ds, r, n, ahead):
         with cgutils.for_range(builder, r_) as loop:
             so = builder.add(s0_, builder.mul(loop.index, ss_))
             do = builder.add(d0_, builder.mul(loop.index, ds_))
-            with cgutils.for_range_slice(builder, ir.Constant(i64, 0), last, ir.Constant(i64, _LANES), inc=True) as (j, _):
+            lanes = ir.Constant(i64, _LANES)
+            with cgutils.for_range_slice(builder, ir.Constant(i64, 0), last, lanes, inc=True) as (j, _):
                 move(builder.add(so, j), builder.add(do, j))
-                builder.call(prefetch, [builder.bitcast(builder.gep(Sd, [builder.add(builder.add(so, ahead_), j)]), i8p),
-                                        ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+                ahead = builder.gep(Sd, [builder.add(builder.add(so, ahead_), j)])
+                builder.call(prefetch, [builder.bitcast(ahead, i8p), ir.Constant(i32, 0), ir.Constant(i32, 3),
+                                        ir.Constant(i32, 1)])
             move(builder.add(so, last), builder.add(do, last))
         return context.get_dummy_value()
 

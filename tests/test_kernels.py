@@ -258,7 +258,8 @@ def test_panel_gradient_is_credit_times_influence(name, hidden, inputs, density,
 def _gradient_bound(c, J, E, k):
     """Bound on two computations of ``ĝ = c J̃`` from influences within ``E`` of ``J`` (one of them
     ``J``): each is a sum of at most ``k`` products after an error of at most ``2E`` in ``J̃``."""
-    return 2 * gamma(k + 2) * np.einsum("bk,bkp->bp", np.abs(c), np.abs(J) + E) + np.einsum("bk,bkp->bp", np.abs(c), 2 * E)
+    return (2 * gamma(k + 2) * np.einsum("bk,bkp->bp", np.abs(c), np.abs(J) + E)
+            + np.einsum("bk,bkp->bp", np.abs(c), 2 * E))
 
 
 # (cell, hidden, inputs, density, n): rows of fewer than 8 numbers (the per-class loops), rows of 8 or

@@ -16,9 +16,10 @@ self-recurrent term of ``D_t`` dropped):
   the same rows (the gates of one unit) share their pairs, so their values are stored together as
   one row-major ``|R_u| × n`` panel (:class:`PanelLayout`), and a step is, per panel, a sparse
   ``D[R_u, R_u]`` (its structural pairs) times the panel, then ``+ I_t`` from its factors and
-  ``ĝ`` from the panel while it is in cache (:func:`~simulations.kernels_sparse.panel_step`).  The FLOP model counts the pairs
-  (:meth:`MaskedInfluence.flops`); the kernel multiplies those pairs (a row whose length is not a
-  multiple of 8 repeats up to 7 products of each pair in its overlapping last vector).  The entries of
+  ``ĝ`` from the panel while it is in cache (:func:`~simulations.kernels_sparse.panel_step`).  The
+  FLOP model counts the pairs (:meth:`MaskedInfluence.flops`); the kernel multiplies those pairs (a
+  pass whose length is not a multiple of 8 repeats up to 7 products of each pair in its
+  overlapping last vector).  The entries of
   ``D_t`` it reads come from the factored ``D_t``
   (:meth:`~simulations.jacobians.DynamicsJacobian.entries`); no ``k × p`` or ``k × k`` array is
   formed.  When each entry's only pair is itself and every block is unmasked (SnAp-1 / RFLO of
@@ -352,7 +353,8 @@ def _to_panels(st: MaskStructure) -> None:
     counts = np.concatenate([np.bincount(pr.ta[q], minlength=ru) for q, ru in zip(pairs, r)])
     pairs = np.concatenate(pairs).astype(np.intp)
     st.panels = PanelLayout(
-        stride=stride, obase=np.concatenate([pb + np.arange(ru) * wg for pb, ru, wg in zip(pbase, r, w)]).astype(np.intp),
+        stride=stride,
+        obase=np.concatenate([pb + np.arange(ru) * wg for pb, ru, wg in zip(pbase, r, w)]).astype(np.intp),
         width=np.repeat(w, r), srow=np.concatenate(R).astype(np.intp),
         rowptr=np.concatenate([[0], np.cumsum(counts)]).astype(np.intp), tpd=pr.tpd[pairs].astype(np.int32),
         sidx=pr.tb[pairs].astype(np.int32), rbeg=np.concatenate([[0], np.cumsum(r)]).astype(np.intp),
@@ -546,10 +548,10 @@ class MaskedInfluence(Estimator):
             order = np.argsort(slot, kind="stable")
             P = st.panels
             starts = np.append(P.obase, st.nnz)[P.rbeg]                  # a panel may have no rows
+            rstarts = np.append(P.obase, st.nnz)
             st.panel_injection = PanelInjection(slot[order], gate[order], src[order],
                                                 np.searchsorted(slot[order], starts).astype(np.intp),
-                                                np.searchsorted(slot[order], np.append(P.obase, st.nnz)).astype(np.intp),
-                                                gates, groups)
+                                                np.searchsorted(slot[order], rstarts).astype(np.intp), gates, groups)
         return st.panel_injection
 
     def _panel_step(self, state, lin, credit, rng, out=None):
@@ -564,8 +566,8 @@ class MaskedInfluence(Estimator):
         gv = np.concatenate([I.gates[name].vals.reshape(I.batch, -1) for name in pi.gates], axis=1)
         av = np.concatenate([I.source(blk) for blk in pi.groups], axis=1)
         g = np.empty((B, st.p)) if out is None else out
-        panel_step(D, P.tpd, P.sidx, P.rowptr, P.obase, P.width, P.rbeg, state.J, pi.slot, pi.gate, pi.src, pi.ptr, pi.rptr,
-                   gv, av, np.ascontiguousarray(credit, dtype=float), P.srow, P.cbeg, P.ccols, g)
+        panel_step(D, P.tpd, P.sidx, P.rowptr, P.obase, P.width, P.rbeg, state.J, pi.slot, pi.gate, pi.src, pi.ptr,
+                   pi.rptr, gv, av, np.ascontiguousarray(credit, dtype=float), P.srow, P.cbeg, P.ccols, g)
         return state, g
 
     def _diagonal_step(self, state, lin, credit, rng):
