@@ -289,11 +289,34 @@ def _load_panel(v, obase, width, rbeg, Jf, B, X, x0):
 
 
 @_jit
-def _class_products(v, Df, D, tpd, sidx, rowptr, obase, width, rbeg, Jf, B, X, x0, shared):
-    """The ``v``-th class's panel of ``(D_t J̃)``, in place in ``Jf``, from its copy in ``X``
-    (:func:`_load_panel`)."""
+def _replicate_products(v, DT, tpd, sidx, rowptr, obase, width, rbeg, Jf, B, X, x0, Y):
+    """The ``v``-th panel of ``(D_t J̃)`` with one ``D_t`` per replicate (``DT``: ``B × |d|``) and rows
+    of at least 8 values: replicate by replicate, its values copied out of ``Jf`` (replicates
+    last) into ``X`` (rows padded to whole vectors), summed by the vector kernel into ``Y`` and
+    copied back."""
     R0, R1 = rbeg[v], rbeg[v + 1]
     w = width[R0]
+    xs = (w + _LANES - 1) // _LANES * _LANES
+    first = obase[R0] * B
+    for b in range(B):
+        for a in range(R1 - R0):
+            for i in range(w):
+                X[x0 + a * xs + i] = Jf[first + (a * w + i) * B + b]
+        _vector_rows(DT[b], tpd, sidx, rowptr, R0, R1, X, x0, xs, Y, 0, w)
+        for j in range((R1 - R0) * w):
+            Jf[first + j * B + b] = Y[j]
+
+
+@_jit
+def _class_products(v, Df, D, DT, tpd, sidx, rowptr, obase, width, rbeg, Jf, B, X, x0, Y, shared):
+    """The ``v``-th class's panel of ``(D_t J̃)``, in place in ``Jf``, from its copy in ``X``
+    (:func:`_load_panel`; with one ``D_t`` per replicate and rows of 8 or more,
+    :func:`_replicate_products`)."""
+    R0, R1 = rbeg[v], rbeg[v + 1]
+    w = width[R0]
+    if not shared and w >= _LANES:
+        _replicate_products(v, DT, tpd, sidx, rowptr, obase, width, rbeg, Jf, B, X, x0, Y)
+        return
     first, n, xs = _load_panel(v, obase, width, rbeg, Jf, B, X, x0)
     if shared and n >= _LANES:
         _vector_rows(Df, tpd, sidx, rowptr, R0, R1, X, x0, xs, Jf, first, n)
@@ -351,9 +374,11 @@ def panel_pair_sums(D, tpd, sidx, rowptr, obase, width, rbeg, J):
     X, x0 = _scratch(width, rbeg, B)
     shared = B == 1 or D.shape[1] == 1
     Df = np.ascontiguousarray(D[:, 0])
+    DT = np.ascontiguousarray(D.T)
+    Y = np.empty(0 if shared else X.size)
     for v in range(rbeg.shape[0] - 1):
         if rbeg[v + 1] > rbeg[v]:                    # (a panel of columns that reach no row has none)
-            _class_products(v, Df, D, tpd, sidx, rowptr, obase, width, rbeg, Jf, B, X, x0, shared)
+            _class_products(v, Df, D, DT, tpd, sidx, rowptr, obase, width, rbeg, Jf, B, X, x0, Y, shared)
 
 
 @_jit
@@ -376,6 +401,8 @@ def panel_step(D, tpd, sidx, rowptr, obase, width, rbeg, J, islot, igate, isrc, 
     X, x0 = _scratch(width, rbeg, B)
     shared = B == 1 or D.shape[1] == 1
     Df = np.ascontiguousarray(D[:, 0])
+    DT = np.ascontiguousarray(D.T)
+    Y = np.empty(0 if shared else X.size)
     acc = np.empty((np.max(np.diff(cbeg)) if cbeg.size > 1 else 0) * B + _LANES)
     for v in range(rbeg.shape[0] - 1):
         R0, R1 = rbeg[v], rbeg[v + 1]
@@ -391,7 +418,7 @@ def panel_step(D, tpd, sidx, rowptr, obase, width, rbeg, J, islot, igate, isrc, 
             for i in range(n):
                 g[0, ccols[cbeg[v] + i]] = acc[i]
             continue
-        _class_products(v, Df, D, tpd, sidx, rowptr, obase, width, rbeg, Jf, B, X, x0, shared)
+        _class_products(v, Df, D, DT, tpd, sidx, rowptr, obase, width, rbeg, Jf, B, X, x0, Y, shared)
         for q in range(iptr[v], iptr[v + 1]):
             e = islot[q] * B
             for b in range(B):

@@ -16,7 +16,8 @@ paths they replace.
   entries scaled likewise, the gradient read one entry off, ``A[:, :k] t`` scaled likewise; in the
   one-pass kernel: the panel copy's last vector dropped, a pass of 64 followed by one reaching back,
   ``I_t`` added before the pass's first number or scaled, the gradient's last vector dropped or read
-  before ``I_t`` is added, a panel without rows leaving its gradient columns unwritten.
+  before ``I_t`` is added, a panel without rows leaving its gradient columns unwritten; with one
+  ``D_t`` per replicate, one replicate's values scaled on the way back or replicate 0's read for all.
 """
 from __future__ import annotations
 
