@@ -196,7 +196,8 @@ def _copy_rows(typingctx, src, s0, ss, dst, d0, ds, r, n, ahead):
     """Copy ``r`` rows of ``n ≥ 8`` numbers, ``dst[d0 + a·ds + j] = src[s0 + a·ss + j]``, a vector of 8 at
     a time (the last one at ``n − 8``, overlapping the one before), and ask the cache for the
     ``src`` numbers ``ahead`` further on (the next panel, read while this one is computed):
-    ``src[s0 + ahead + a·ss + j]`` for ``j`` at every 8th number (one 64-byte line)."""
+    ``src[s0 + ahead + a·ss + j]`` for ``j`` at every 8th number (one 64-byte line; a prefetch past
+    the end of ``src`` does nothing: it never faults)."""
     sig = types.void(src, s0, ss, dst, d0, ds, r, n, ahead)
 
     def codegen(context, builder, signature, args):
@@ -272,15 +273,15 @@ def _aligned_start(X):
 
 @_jit
 def _load_panel(v, obase, width, rbeg, Jf, B, X, x0):
-    """Copy the ``v``-th class's panel (``r`` rows of ``n = width·B`` numbers from ``first`` in ``Jf``,
+    """Copy the ``v``-th panel (``r`` rows of ``n = width·B`` numbers from ``first`` in ``Jf``,
     ``J``'s flat view) into ``X`` from ``x0``, each row padded to ``xs``, a multiple of 8 numbers, so
     that the rows the pairs read start at whole vectors; returns ``(first, n, xs)``."""
     R0, R1 = rbeg[v], rbeg[v + 1]
     first = obase[R0] * B
-    n = width[R0] * B                                # the class's rows have one width
+    n = width[R0] * B                                # the panel's rows have one width
     xs = (n + _LANES - 1) // _LANES * _LANES
     if n >= _LANES:
-        _copy_rows(Jf, first, n, X, x0, xs, R1 - R0, n, min((R1 - R0) * n, Jf.size - first - n))
+        _copy_rows(Jf, first, n, X, x0, xs, R1 - R0, n, (R1 - R0) * n)
     else:
         for a in range(R1 - R0):
             for i in range(n):
@@ -309,7 +310,7 @@ def _replicate_products(v, DT, tpd, sidx, rowptr, obase, width, rbeg, Jf, B, X, 
 
 @_jit
 def _class_products(v, Df, D, DT, tpd, sidx, rowptr, obase, width, rbeg, Jf, B, X, x0, Y, shared):
-    """The ``v``-th class's panel of ``(D_t J̃)``, in place in ``Jf``, from its copy in ``X``
+    """The ``v``-th panel of ``(D_t J̃)``, in place in ``Jf``, from its copy in ``X``
     (:func:`_load_panel`; with one ``D_t`` per replicate and rows of 8 or more,
     :func:`_replicate_products`)."""
     R0, R1 = rbeg[v], rbeg[v + 1]
@@ -341,7 +342,7 @@ def _class_products(v, Df, D, DT, tpd, sidx, rowptr, obase, width, rbeg, Jf, B, 
 
 @_jit
 def _scratch(width, rbeg, B):
-    """An aligned scratch for the largest class's panel, rows padded to whole vectors; returns it
+    """An aligned scratch for the largest panel, rows padded to whole vectors; returns it
     and its aligned start."""
     most = 0
     for v in range(rbeg.shape[0] - 1):
@@ -355,14 +356,14 @@ def panel_pair_sums(D, tpd, sidx, rowptr, obase, width, rbeg, J):
     """``J̃ ← (D_t J̃)`` at the stored entries of a panel-layout influence, in place (THEORY.md §4,
     SnAp-n).
 
-    Output row ``R`` (one stored row of one column class ``v``) is ``width[R]`` entries from
+    Output row ``R`` (one stored row of panel ``v``) is ``width[R]`` entries from
     ``obase[R]``; its pairs are ``t = rowptr[R] … rowptr[R+1]−1``, each ``D[tpd[t]]`` times the
-    ``width[R]`` entries of the class's row ``sidx[t]`` (its ``sidx[t]``-th stored row, from
-    ``obase[rbeg[v] + sidx[t]]``), all in the same class's panel::
+    ``width[R]`` entries of the panel's row ``sidx[t]`` (its ``sidx[t]``-th stored row, from
+    ``obase[rbeg[v] + sidx[t]]``), all in the same panel::
 
         J[obase[R] + i, b] ← Σ_t D[tpd[t], b] · J[obase[rbeg[v] + sidx[t]] + i, b]
 
-    A class's pairs read only its own panel (its rows ``R = rbeg[v] … rbeg[v+1]−1``, consecutive in
+    A panel's pairs read only the panel (its rows ``R = rbeg[v] … rbeg[v+1]−1``, consecutive in
     ``J``), so each panel is copied into a scratch panel that stays in L1, its rows padded to whole
     vectors, and computed from there into its place.  ``D``: ``|d| × B`` or ``|d| × 1`` (shared by
     the replicates); ``J``: ``S × B`` (C-contiguous).  With one replicate, or ``D`` shared, a row's
@@ -390,7 +391,7 @@ def panel_step(D, tpd, sidx, rowptr, obase, width, rbeg, J, islot, igate, isrc, 
         J̃ ← (D_t J̃) ⊙ M + I_t,        ĝ = c_t J̃
 
     ``(D_t J̃)`` as in :func:`panel_pair_sums`; ``I_t``'s structural nonzeros ``q`` of the ``v``-th
-    class (``iptr[v] … iptr[v+1]−1``; of stored row ``R``: ``irp[R] … irp[R+1]−1``) as products of
+    panel (``iptr[v] … iptr[v+1]−1``; of stored row ``R``: ``irp[R] … irp[R+1]−1``) as products of
     their factors, ``J[islot[q], b] += gv[b, igate[q]] · av[b, isrc[q]]`` (``gv``: the gate
     Jacobians' values, ``av``: the blocks' inputs, one row broadcast over the replicates); then
     ``ĝ`` as in :func:`panel_gradient`.  ``g``: ``B × p``.  With one replicate and rows of at least
@@ -444,7 +445,7 @@ def panel_pair_sums_reference(D, tpd, sidx, rowptr, obase, width, rbeg, J):
 
 @_jit
 def _class_gradient(v, credit, Jf, obase, srow, rbeg, cbeg, ccols, g, acc, first, B):
-    """The ``v``-th class's columns of ``ĝ = c J̃`` from its panel (at ``Jf[… − first]``)."""
+    """The ``v``-th panel's columns of ``ĝ = c J̃`` from the panel (at ``Jf[… − first]``)."""
     n = cbeg[v + 1] - cbeg[v]
     m = n * B
     for i in range(m):
@@ -472,9 +473,9 @@ def panel_gradient(credit, J, rbeg, obase, srow, cbeg, ccols, g):
 
         g[b, ccols[cbeg[v] + i]] = Σ_R credit[b, srow[R]] · J[obase[R] + i, b]
 
-    over the stored rows ``R = rbeg[v] … rbeg[v+1]−1`` of the ``v``-th class with columns (in row
+    over the stored rows ``R = rbeg[v] … rbeg[v+1]−1`` of the ``v``-th panel (in row
     order), ``i`` < its ``cbeg[v+1] − cbeg[v]`` columns.  ``credit``: ``B × k``; ``J``: ``S × B``;
-    ``g``: ``B × p`` (columns outside every class are left untouched)."""
+    ``g``: ``B × p`` (columns outside every panel are left untouched)."""
     B = J.shape[1]
     acc = np.empty((np.max(np.diff(cbeg)) if cbeg.size > 1 else 0) * B)
     for v in range(rbeg.shape[0] - 1):
