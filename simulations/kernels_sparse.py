@@ -1,21 +1,28 @@
 """Compiled kernels of sparse SnAp-n on the panel layout of its influence (THEORY.md §4, "SnAp-n").
 
-A column class ``u`` (one unit of one gate) has ``r`` stored rows ``R_u`` and ``n`` parameter
-columns that share them; its values are stored as one ``r × n`` *panel*, row-major (the ``n``
-values of one row side by side; with ``B`` replicates each value is ``B`` numbers, replicates last).
-The recursion's product at the stored entries is then, row by row of the panel,
+A column class ``u`` (one unit of one gate) has ``r`` stored rows ``R_u`` and parameter columns
+that share them; the classes with the same rows (the gates of one unit, typically) share their
+pairs, and their values are stored together as one ``r × n`` *panel*, row-major (``n``: their
+columns; the ``n`` values of one row side by side; with ``B`` replicates each value is ``B``
+numbers, replicates last).  The recursion's product at the stored entries is then, row by row of
+the panel,
 
     (D J̃)[R_u[a], :] = Σ_{l : D[R_u[a], R_u[l]] ≠ 0} D[R_u[a], R_u[l]] · J̃[R_u[l], :]
 
 a sum over the row's structural pairs ``t`` (CSR order: ``rowptr``) of a scalar times a
-contiguous row of ``n`` numbers.  :func:`panel_pair_sums` keeps a whole output row (up to 64
-numbers) in 8-wide vector accumulators while the pairs stream past, so each pair costs one
-vector FMA per 8 numbers with its operand loaded from L1.  numba's vectoriser does not produce this
-loop (with ``reassoc`` it vectorises over the pairs, with gathers; without it the row stays scalar),
-so the row is written in LLVM IR (:func:`_row_kernel`).  A row whose length is not a multiple of 8
-takes its last vector at ``n − 8``, overlapping the previous one (the overlapped numbers are
-computed twice, identically); a row shorter than 8 is summed in scalar code.  A row's pairs are
-summed with one fused multiply-add each, in a fixed order (:func:`_row_kernel`).
+contiguous row of ``n`` numbers.  The pairs read the panel's old rows, so each panel is first
+copied into a scratch panel whose rows are padded to whole vectors of 8 (64-byte aligned loads),
+while the next panel is requested from memory, and the new rows are written into the panel's place.
+The vector kernel (:func:`_rows`, :func:`_rows_step`) keeps up to 64 numbers of an output row in
+8-wide vector accumulators while the row's pairs stream past, so each pair costs one broadcast and
+one vector FMA per 8 numbers with its operand loaded from L1 or L2; a wider row takes several
+passes.  numba's vectoriser does not produce this loop (with ``reassoc`` it vectorises over the
+pairs, with gathers; without it the row stays scalar), so it is written in LLVM IR
+(:func:`_emit_rows`).  A pass whose length is not a multiple of 8 takes its last vector 8 numbers
+before its end, overlapping the previous one (the overlapped numbers are computed twice,
+identically); a row shorter than 8 is summed in scalar code.  A row's pairs are summed with one
+fused multiply-add each, in a fixed order.  With one replicate, the step's ``+ I_t`` and the
+gradient's ``c_R · row`` are done on each row while it is in registers (:func:`_rows_step`).
 
 References (numpy): :func:`panel_pair_sums_reference`, :func:`panel_gradient_reference`.
 """
@@ -33,31 +40,60 @@ _LANES = 8                      # doubles per vector register (AVX-512; LLVM spl
 _MAX_CHUNKS = 8                 # vectors held per pass over a row's pairs
 
 
-def _emit_rows(context, builder, signature, args, nc: int) -> None:
-    """LLVM IR of :func:`_rows` for ``nc`` vectors per row (see there)."""
+def _i64(builder, x):
+    """``x`` (an integer of at most 64 bits) as a signed 64-bit integer."""
+    return x if x.type.width == 64 else builder.sext(x, ir.IntType(64))
+
+
+def _emit_rows(context, builder, signature, args, nc: int, step: bool) -> None:
+    """LLVM IR of :func:`_rows` (``step``: of :func:`_rows_step`) for ``nc`` vectors per row (see there)."""
     S = 4 if nc <= 2 else 2
-    D_, tpd_, soff_, scale_, rowptr_, R0_, R1_, j0_, jlast_, J_, out_, ob_, rs_, _ = args
+    D_, tpd_, sidx_, rowptr_, R0_, R1_, j0_, jlast_, X_, x0_, xs_, out_, ob_, rs_ = args[:14]
     a = signature.args
     Dd, Td, Sd, Pd = (context.make_array(a[i])(context, builder, x).data
-                      for i, x in ((0, D_), (1, tpd_), (2, soff_), (4, rowptr_)))
-    Jd = context.make_array(a[9])(context, builder, J_).data
-    Od = context.make_array(a[10])(context, builder, out_).data
+                      for i, x in ((0, D_), (1, tpd_), (2, sidx_), (3, rowptr_)))
+    Xd = context.make_array(a[8])(context, builder, X_).data
+    Od = context.make_array(a[11])(context, builder, out_).data
     f64, i64, i32 = ir.DoubleType(), ir.IntType(64), ir.IntType(32)
     vt = ir.VectorType(f64, _LANES)
+    vp = vt.as_pointer()
     zero = ir.Constant(vt, [0.0] * _LANES)
     fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt, vt]), f"llvm.fma.v{_LANES}f64")
-    offsets = [builder.add(j0_, ir.Constant(i64, _LANES * c)) for c in range(nc - 1)] + [jlast_]
     acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(nc)] for _ in range(S)]
 
+    def load(ptr, i, conv=False):
+        x = builder.load(builder.gep(ptr, [i]))
+        return _i64(builder, x) if conv else x
+
+    def broadcast(x):
+        v = builder.insert_element(ir.Constant(vt, ir.Undefined), x, ir.Constant(i32, 0))
+        return builder.shuffle_vector(v, ir.Constant(vt, ir.Undefined),
+                                      ir.Constant(ir.VectorType(i32, _LANES), [0] * _LANES))
+
+    last = builder.sub(jlast_, j0_)                  # the last chunk's place after the first
+
+    def chunks(row):
+        """Pointers to the chunks of the row whose first chunk is at ``row`` (constant displacements
+        but the last: fewer registers)."""
+        return [builder.bitcast(builder.gep(row, [ir.Constant(i64, _LANES * c) if c < nc - 1 else last]), vp)
+                for c in range(nc)]
+
     def pair(t, sets):
-        dv = builder.load(builder.gep(Dd, [builder.load(builder.gep(Td, [t]))]))
-        dvv = builder.insert_element(ir.Constant(vt, ir.Undefined), dv, ir.Constant(i32, 0))
-        dvv = builder.shuffle_vector(dvv, ir.Constant(vt, ir.Undefined),
-                                     ir.Constant(ir.VectorType(i32, _LANES), [0] * _LANES))
-        s = builder.mul(builder.load(builder.gep(Sd, [t])), scale_)
-        for c in range(nc):
-            x = builder.load(builder.bitcast(builder.gep(Jd, [builder.add(s, offsets[c])]), vt.as_pointer()), align=8)
+        dvv = broadcast(load(Dd, load(Td, t, True)))
+        row = builder.gep(Xd, [builder.add(builder.add(x0_, j0_), builder.mul(load(Sd, t, True), xs_))])
+        for c, ptr in enumerate(chunks(row)):
+            x = builder.load(ptr, align=8)
             builder.store(builder.call(fma, [dvv, x, builder.load(sets[c])]), sets[c])
+
+    if step:
+        credit_, srow_, G_, irp_, islot_, igate_, isrc_, gv_, av_ = args[15:]
+        Cd, Rd, Gd, Ipd, Isd, Igd, Iad, GVd, AVd = (
+            context.make_array(a[i])(context, builder, x).data
+            for i, x in ((15, credit_), (16, srow_), (17, G_), (18, irp_), (19, islot_), (20, igate_), (21, isrc_),
+                         (22, gv_), (23, av_)))
+        gacc = [cgutils.alloca_once_value(builder, zero) for _ in range(nc)]
+        for x in gacc:
+            builder.store(zero, x)
 
     with cgutils.for_range_slice(builder, R0_, R1_, ir.Constant(i64, 1), inc=True) as (R, _):
         for sets in acc:
@@ -72,42 +108,123 @@ def _emit_rows(context, builder, signature, args, nc: int) -> None:
         with cgutils.for_range_slice(builder, whole, t1, ir.Constant(i64, 1), inc=True) as (t, _):
             pair(t, acc[0])
         base = builder.add(ob_, builder.mul(builder.sub(R, R0_), rs_))
+        where = chunks(builder.gep(Od, [builder.add(base, j0_)]))
         for c in range(nc):
             total = builder.load(acc[0][c])
             for k in range(1, S):
                 total = builder.fadd(total, builder.load(acc[k][c]))
-            builder.store(total, builder.bitcast(builder.gep(Od, [builder.add(base, offsets[c])]), vt.as_pointer()),
-                          align=8)
+            builder.store(total, where[c], align=8)
+        if step:                                       # + I_t on the row's numbers from j0, then ĝ += c_R row
+            lo = builder.add(base, j0_)
+            q0, q1 = load(Ipd, R, True), load(Ipd, builder.add(R, ir.Constant(i64, 1)), True)
+            with cgutils.for_range_slice(builder, q0, q1, ir.Constant(i64, 1), inc=True) as (q, _):
+                e = load(Isd, q, True)
+                with builder.if_then(builder.icmp_signed(">=", e, lo)):
+                    ep = builder.gep(Od, [e])
+                    term = builder.fmul(load(GVd, load(Igd, q, True)), load(AVd, load(Iad, q, True)))
+                    builder.store(builder.fadd(builder.load(ep), term), ep)
+            cr = broadcast(load(Cd, load(Rd, R, True)))
+            for c in range(nc):
+                builder.store(builder.call(fma, [cr, builder.load(where[c], align=8), builder.load(gacc[c])]), gacc[c])
+    if step:
+        for c, ptr in enumerate(chunks(builder.gep(Gd, [j0_]))):
+            builder.store(builder.load(gacc[c]), ptr, align=8)
+
+
+def _switch_on_chunks(context, builder, signature, args, nc_, step):
+    """One copy of :func:`_emit_rows` per number of vectors ``nc`` (the accumulators must be
+    registers), chosen by a switch on ``nc_``."""
+    done = builder.append_basic_block("rows.done")
+    switch = builder.switch(nc_, done)
+    for nc_value in range(1, _MAX_CHUNKS + 1):
+        block = builder.append_basic_block(f"rows.{nc_value}")
+        switch.add_case(ir.Constant(nc_.type, nc_value), block)
+        builder.position_at_end(block)
+        _emit_rows(context, builder, signature, args, nc_value, step)
+        builder.branch(done)
+    builder.position_at_end(done)
+    return context.get_dummy_value()
 
 
 @intrinsic
-def _rows(typingctx, D, tpd, soff, scale, rowptr, R0, R1, j0, jlast, J, out, ob, rs, nc):
+def _rows(typingctx, D, tpd, sidx, rowptr, R0, R1, j0, jlast, X, x0, xs, out, ob, rs, nc):
     """Sum the pairs of the panel rows ``R0 … R1−1`` (one class: equal widths) into ``nc ≤ 8``
     vectors of 8 numbers per row::
 
-        out[ob + (R − R0)·rs + j] = Σ_{rowptr[R] ≤ t < rowptr[R+1]} D[tpd[t]] · J[soff[t]·scale + j]
+        out[ob + (R − R0)·rs + j] = Σ_{rowptr[R] ≤ t < rowptr[R+1]} D[tpd[t]] · X[x0 + sidx[t]·xs + j]
 
     for ``j`` in the chunks ``j0 + 8c`` (``c < nc − 1``) and ``jlast`` (the last chunk).  ``D``,
-    ``J``, ``out``: 1-D contiguous float64; ``tpd``, ``soff``, ``rowptr``: 1-D contiguous intp.
+    ``X``, ``out``: 1-D contiguous float64; ``rowptr``: 1-D contiguous intp; ``tpd``, ``sidx``: 1-D
+    contiguous int32 (half the bytes of the index stream) or intp.
     One loop per ``nc`` (the accumulators must be registers), chosen by a switch.
 
     A vector FMA waits for the previous one on the same accumulator (4 cycles), so a row's pairs
     are split round-robin over ``S`` sets of accumulators (``S = 4`` for one or two vectors, else
     2), each summed in order and the sets added at the end, ``((a₀ + a₁) + a₂) + a₃``: a fixed
     order of the same products."""
-    sig = types.void(D, tpd, soff, scale, rowptr, R0, R1, j0, jlast, J, out, ob, rs, nc)
+    sig = types.void(D, tpd, sidx, rowptr, R0, R1, j0, jlast, X, x0, xs, out, ob, rs, nc)
 
     def codegen(context, builder, signature, args):
-        nc_ = args[-1]
-        done = builder.append_basic_block("rows.done")
-        switch = builder.switch(nc_, done)
-        for nc_value in range(1, _MAX_CHUNKS + 1):
-            block = builder.append_basic_block(f"rows.{nc_value}")
-            switch.add_case(ir.Constant(nc_.type, nc_value), block)
-            builder.position_at_end(block)
-            _emit_rows(context, builder, signature, args, nc_value)
-            builder.branch(done)
-        builder.position_at_end(done)
+        return _switch_on_chunks(context, builder, signature, args, args[14], False)
+
+    return sig, codegen
+
+
+@intrinsic
+def _rows_step(typingctx, D, tpd, sidx, rowptr, R0, R1, j0, jlast, X, x0, xs, out, ob, rs, nc, credit, srow, G,
+               irp, islot, igate, isrc, gv, av):
+    """:func:`_rows` (one replicate), then on each row ``R`` the step's ``+ I_t`` and ``ĝ``::
+
+        out[e] += gv[igate[q]] · av[isrc[q]]     for irp[R] ≤ q < irp[R+1] with e = islot[q] at or
+                                                  after the row's number ob + (R − R0)·rs + j0
+        G[j] = Σ_R credit[srow[R]] · out[ob + (R − R0)·rs + j]     (rows in order, one FMA each)
+
+    for ``j`` in the chunks of :func:`_rows`.  Entries after this pass's numbers are added too, and
+    overwritten by the next pass (the passes go left to right), which adds them again.  The
+    ``I_t`` product and sum round as ``fl(out + fl(gv·av))``, the update's order."""
+    sig = types.void(D, tpd, sidx, rowptr, R0, R1, j0, jlast, X, x0, xs, out, ob, rs, nc, credit, srow, G,
+                     irp, islot, igate, isrc, gv, av)
+
+    def codegen(context, builder, signature, args):
+        return _switch_on_chunks(context, builder, signature, args, args[14], True)
+
+    return sig, codegen
+
+
+@intrinsic
+def _copy_rows(typingctx, src, s0, ss, dst, d0, ds, r, n, ahead):
+    """Copy ``r`` rows of ``n ≥ 8`` numbers, ``dst[d0 + a·ds + j] = src[s0 + a·ss + j]``, a vector of 8 at
+    a time (the last one at ``n − 8``, overlapping the one before), and ask the cache for the
+    ``src`` numbers ``ahead`` further on (the next panel, read while this one is computed):
+    ``src[s0 + ahead + a·ss + j]`` for ``j`` at every 8th number (one 64-byte line; a prefetch past
+    the end of ``src`` does nothing: it never faults)."""
+    sig = types.void(src, s0, ss, dst, d0, ds, r, n, ahead)
+
+    def codegen(context, builder, signature, args):
+        src_, s0_, ss_, dst_, d0_, ds_, r_, n_, ahead_ = args
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        prefetch = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                                                  "llvm.prefetch.p0")
+        Sd = context.make_array(signature.args[0])(context, builder, src_).data
+        Dd = context.make_array(signature.args[3])(context, builder, dst_).data
+        i64 = ir.IntType(64)
+        vp = ir.VectorType(ir.DoubleType(), _LANES).as_pointer()
+        last = builder.sub(n_, ir.Constant(i64, _LANES))
+
+        def move(so, do):
+            v = builder.load(builder.bitcast(builder.gep(Sd, [so]), vp), align=8)
+            builder.store(v, builder.bitcast(builder.gep(Dd, [do]), vp), align=8)
+
+        with cgutils.for_range(builder, r_) as loop:
+            so = builder.add(s0_, builder.mul(loop.index, ss_))
+            do = builder.add(d0_, builder.mul(loop.index, ds_))
+            lanes = ir.Constant(i64, _LANES)
+            with cgutils.for_range_slice(builder, ir.Constant(i64, 0), last, lanes, inc=True) as (j, _):
+                move(builder.add(so, j), builder.add(do, j))
+                ahead = builder.gep(Sd, [builder.add(builder.add(so, ahead_), j)])
+                builder.call(prefetch, [builder.bitcast(ahead, i8p), ir.Constant(i32, 0), ir.Constant(i32, 3),
+                                        ir.Constant(i32, 1)])
+            move(builder.add(so, last), builder.add(do, last))
         return context.get_dummy_value()
 
     return sig, codegen
@@ -117,82 +234,156 @@ _WIDE = _LANES * _MAX_CHUNKS                 # numbers per pass over a row's pai
 
 
 @_jit
-def _vector_rows(D, tpd, soff, scale, rowptr, R0, R1, J, out, ob, n):
-    """The panel rows ``R0 … R1−1`` of ``n ≥ _LANES`` numbers each (:func:`_rows`), ``_WIDE`` at a time."""
-    j0 = 0
-    while n - j0 > _WIDE:
-        _rows(D, tpd, soff, scale, rowptr, R0, R1, j0, j0 + _WIDE - _LANES, J, out, ob, n, _MAX_CHUNKS)
-        j0 += _WIDE
-    _rows(D, tpd, soff, scale, rowptr, R0, R1, j0, n - _LANES, J, out, ob, n, (n - j0 + _LANES - 1) // _LANES)
+def _pass_width(left):
+    """The numbers of the next pass over a row's pairs when ``left ≥ _LANES`` remain: at most
+    ``_WIDE``, and leaving none or at least ``_LANES`` (so that no pass reaches back into the one
+    before it)."""
+    if left <= _WIDE:
+        return left
+    return _WIDE if left - _WIDE >= _LANES else _WIDE - _LANES
 
 
 @_jit
-def _class_products(v, Df, D, tpd, soff, rowptr, obase, width, rbeg, J, Jf, panel, shared):
-    """The ``v``-th class's panel of ``(D_t J̃)`` into ``panel`` (its rows side by side, replicates
-    last); returns ``(first, size)``: where the class's panel sits in ``J``'s flat view."""
-    B = J.shape[1]
+def _vector_rows(D, tpd, sidx, rowptr, R0, R1, X, x0, xs, out, ob, n):
+    """The panel rows ``R0 … R1−1`` of ``n ≥ _LANES`` numbers each (:func:`_rows`), ``_WIDE`` at a time."""
+    j0 = 0
+    while j0 < n:
+        w = _pass_width(n - j0)
+        _rows(D, tpd, sidx, rowptr, R0, R1, j0, j0 + w - _LANES, X, x0, xs, out, ob, n, (w + _LANES - 1) // _LANES)
+        j0 += w
+
+
+@_jit
+def _vector_rows_step(D, tpd, sidx, rowptr, R0, R1, X, x0, xs, out, ob, n, credit, srow, G, irp, islot, igate, isrc,
+                      gv, av):
+    """:func:`_vector_rows` with the step's ``+ I_t`` and ``ĝ`` (:func:`_rows_step`)."""
+    j0 = 0
+    while j0 < n:
+        w = _pass_width(n - j0)
+        _rows_step(D, tpd, sidx, rowptr, R0, R1, j0, j0 + w - _LANES, X, x0, xs, out, ob, n,
+                   (w + _LANES - 1) // _LANES, credit, srow, G, irp, islot, igate, isrc, gv, av)
+        j0 += w
+
+
+@_jit
+def _aligned_start(X):
+    """The first index of ``X`` at a multiple of 64 bytes (a vector of 8 doubles)."""
+    return (-(X.ctypes.data // 8)) % _LANES
+
+
+@_jit
+def _load_panel(v, obase, width, rbeg, Jf, B, X, x0):
+    """Copy the ``v``-th panel (``r`` rows of ``n = width·B`` numbers from ``first`` in ``Jf``,
+    ``J``'s flat view) into ``X`` from ``x0``, each row padded to ``xs``, a multiple of 8 numbers, so
+    that the rows the pairs read start at whole vectors; returns ``(first, n, xs)``."""
     R0, R1 = rbeg[v], rbeg[v + 1]
     first = obase[R0] * B
-    n = width[R0] * B                                # the class's rows have one width
+    n = width[R0] * B                                # the panel's rows have one width
+    xs = (n + _LANES - 1) // _LANES * _LANES
+    if n >= _LANES:
+        _copy_rows(Jf, first, n, X, x0, xs, R1 - R0, n, (R1 - R0) * n)
+    else:
+        for a in range(R1 - R0):
+            for i in range(n):
+                X[x0 + a * xs + i] = Jf[first + a * n + i]
+    return first, n, xs
+
+
+@_jit
+def _replicate_products(v, DT, tpd, sidx, rowptr, obase, width, rbeg, Jf, B, X, x0, Y):
+    """The ``v``-th panel of ``(D_t J̃)`` with one ``D_t`` per replicate (``DT``: ``B × |d|``) and rows
+    of at least 8 values: replicate by replicate, its values copied out of ``Jf`` (replicates
+    last) into ``X`` (rows padded to whole vectors), summed by the vector kernel into ``Y`` and
+    copied back."""
+    R0, R1 = rbeg[v], rbeg[v + 1]
+    w = width[R0]
+    xs = (w + _LANES - 1) // _LANES * _LANES
+    first = obase[R0] * B
+    for b in range(B):
+        for a in range(R1 - R0):
+            for i in range(w):
+                X[x0 + a * xs + i] = Jf[first + (a * w + i) * B + b]
+        _vector_rows(DT[b], tpd, sidx, rowptr, R0, R1, X, x0, xs, Y, 0, w)
+        for j in range((R1 - R0) * w):
+            Jf[first + j * B + b] = Y[j]
+
+
+@_jit
+def _class_products(v, Df, D, DT, tpd, sidx, rowptr, obase, width, rbeg, Jf, B, X, x0, Y, shared):
+    """The ``v``-th panel of ``(D_t J̃)``, in place in ``Jf``, from its copy in ``X``
+    (:func:`_load_panel`; with one ``D_t`` per replicate and rows of 8 or more,
+    :func:`_replicate_products`)."""
+    R0, R1 = rbeg[v], rbeg[v + 1]
+    w = width[R0]
+    if not shared and w >= _LANES:
+        _replicate_products(v, DT, tpd, sidx, rowptr, obase, width, rbeg, Jf, B, X, x0, Y)
+        return
+    first, n, xs = _load_panel(v, obase, width, rbeg, Jf, B, X, x0)
     if shared and n >= _LANES:
-        _vector_rows(Df, tpd, soff, B, rowptr, R0, R1, Jf, panel, 0, n)
+        _vector_rows(Df, tpd, sidx, rowptr, R0, R1, X, x0, xs, Jf, first, n)
     elif shared:
         for R in range(R0, R1):
-            ob, t0, t1 = obase[R] * B - first, rowptr[R], rowptr[R + 1]
+            ob, t0, t1 = first + (R - R0) * n, rowptr[R], rowptr[R + 1]
             for i in range(n):
                 s = 0.0
                 for t in range(t0, t1):
-                    s += Df[tpd[t]] * Jf[soff[t] * B + i]
-                panel[ob + i] = s
+                    s += Df[tpd[t]] * X[x0 + sidx[t] * xs + i]
+                Jf[ob + i] = s
     else:
         for R in range(R0, R1):
-            ob, t0, t1 = obase[R] * B - first, rowptr[R], rowptr[R + 1]
-            for i in range(width[R]):
+            ob, t0, t1 = first + (R - R0) * n, rowptr[R], rowptr[R + 1]
+            for i in range(w):
                 for b in range(B):
                     s = 0.0
                     for t in range(t0, t1):
-                        s += D[tpd[t], b] * J[soff[t] + i, b]
-                    panel[ob + i * B + b] = s
-    return first, (R1 - R0) * n
+                        s += D[tpd[t], b] * X[x0 + sidx[t] * xs + i * B + b]
+                    Jf[ob + i * B + b] = s
 
 
 @_jit
 def _scratch(width, rbeg, B):
+    """An aligned scratch for the largest panel, rows padded to whole vectors; returns it
+    and its aligned start."""
     most = 0
     for v in range(rbeg.shape[0] - 1):
-        most = max(most, (rbeg[v + 1] - rbeg[v]) * width[rbeg[v]])
-    return np.empty(most * B)
+        most = max(most, (rbeg[v + 1] - rbeg[v]) * ((width[rbeg[v]] * B + _LANES - 1) // _LANES * _LANES))
+    X = np.empty(most + _LANES)
+    return X, _aligned_start(X)
 
 
 @_jit
-def panel_pair_sums(D, tpd, soff, rowptr, obase, width, rbeg, J):
+def panel_pair_sums(D, tpd, sidx, rowptr, obase, width, rbeg, J):
     """``J̃ ← (D_t J̃)`` at the stored entries of a panel-layout influence, in place (THEORY.md §4,
     SnAp-n).
 
-    Output row ``R`` (one stored row of one column class) is ``width[R]`` entries from
+    Output row ``R`` (one stored row of panel ``v``) is ``width[R]`` entries from
     ``obase[R]``; its pairs are ``t = rowptr[R] … rowptr[R+1]−1``, each ``D[tpd[t]]`` times the
-    ``width[R]`` entries from ``soff[t]``, all in the same class's panel::
+    ``width[R]`` entries of the panel's row ``sidx[t]`` (its ``sidx[t]``-th stored row, from
+    ``obase[rbeg[v] + sidx[t]]``), all in the same panel::
 
-        J[obase[R] + i, b] ← Σ_t D[tpd[t], b] · J[soff[t] + i, b]
+        J[obase[R] + i, b] ← Σ_t D[tpd[t], b] · J[obase[rbeg[v] + sidx[t]] + i, b]
 
-    A class's pairs read only its own panel (its rows ``R = rbeg[v] … rbeg[v+1]−1``, consecutive in
-    ``J``), so each panel is computed into a scratch panel that stays in L1 and then copied back.
-    ``D``: ``|d| × B`` or ``|d| × 1`` (shared by the replicates); ``J``: ``S × B`` (C-contiguous).
-    With one replicate, or ``D`` shared, a row's ``width·B`` numbers are contiguous and summed by
-    the vector kernel; otherwise by a loop over the replicates.
+    A panel's pairs read only the panel (its rows ``R = rbeg[v] … rbeg[v+1]−1``, consecutive in
+    ``J``), so each panel is copied into a scratch panel that stays in L1, its rows padded to whole
+    vectors, and computed from there into its place.  ``D``: ``|d| × B`` or ``|d| × 1`` (shared by
+    the replicates); ``J``: ``S × B`` (C-contiguous).  With one replicate, or ``D`` shared, a row's
+    ``width·B`` numbers are contiguous and summed by the vector kernel; otherwise by a loop over the
+    replicates.
     """
     B = J.shape[1]
     Jf = J.reshape(J.size)
-    panel = _scratch(width, rbeg, B)
+    X, x0 = _scratch(width, rbeg, B)
     shared = B == 1 or D.shape[1] == 1
     Df = np.ascontiguousarray(D[:, 0])
+    DT = np.ascontiguousarray(D.T)
+    Y = np.empty(0 if shared else X.size)
     for v in range(rbeg.shape[0] - 1):
-        first, size = _class_products(v, Df, D, tpd, soff, rowptr, obase, width, rbeg, J, Jf, panel, shared)
-        Jf[first:first + size] = panel[:size]
+        if rbeg[v + 1] > rbeg[v]:                    # (a panel of columns that reach no row has none)
+            _class_products(v, Df, D, DT, tpd, sidx, rowptr, obase, width, rbeg, Jf, B, X, x0, Y, shared)
 
 
 @_jit
-def panel_step(D, tpd, soff, rowptr, obase, width, rbeg, J, islot, igate, isrc, iptr, gv, av, credit, srow, cbeg,
+def panel_step(D, tpd, sidx, rowptr, obase, width, rbeg, J, islot, igate, isrc, iptr, irp, gv, av, credit, srow, cbeg,
                ccols, g):
     """One SnAp-n step on a panel-layout influence, panel by panel while the panel is in L1
     (THEORY.md §2.1, §4)::
@@ -200,32 +391,50 @@ def panel_step(D, tpd, soff, rowptr, obase, width, rbeg, J, islot, igate, isrc, 
         J̃ ← (D_t J̃) ⊙ M + I_t,        ĝ = c_t J̃
 
     ``(D_t J̃)`` as in :func:`panel_pair_sums`; ``I_t``'s structural nonzeros ``q`` of the ``v``-th
-    class (``iptr[v] … iptr[v+1]−1``) as products of their factors,
-    ``J[islot[q], b] += gv[b, igate[q]] · av[b, isrc[q]]`` (``gv``: the gate Jacobians' values,
-    ``av``: the blocks' inputs, one row broadcast over the replicates); then ``ĝ`` as in
-    :func:`panel_gradient`.  ``g``: ``B × p``."""
+    panel (``iptr[v] … iptr[v+1]−1``; of stored row ``R``: ``irp[R] … irp[R+1]−1``) as products of
+    their factors, ``J[islot[q], b] += gv[b, igate[q]] · av[b, isrc[q]]`` (``gv``: the gate
+    Jacobians' values, ``av``: the blocks' inputs, one row broadcast over the replicates); then
+    ``ĝ`` as in :func:`panel_gradient`.  ``g``: ``B × p``.  With one replicate and rows of at least
+    8 numbers, ``+ I_t`` and ``ĝ`` are done row by row while the row's vectors are in registers
+    (:func:`_rows_step`)."""
     B = J.shape[1]
     Jf = J.reshape(J.size)
-    panel = _scratch(width, rbeg, B)
+    X, x0 = _scratch(width, rbeg, B)
     shared = B == 1 or D.shape[1] == 1
     Df = np.ascontiguousarray(D[:, 0])
-    acc = np.empty((np.max(np.diff(cbeg)) if cbeg.size > 1 else 0) * B)
+    DT = np.ascontiguousarray(D.T)
+    Y = np.empty(0 if shared else X.size)
+    acc = np.empty((np.max(np.diff(cbeg)) if cbeg.size > 1 else 0) * B + _LANES)
     for v in range(rbeg.shape[0] - 1):
-        first, size = _class_products(v, Df, D, tpd, soff, rowptr, obase, width, rbeg, J, Jf, panel, shared)
+        R0, R1 = rbeg[v], rbeg[v + 1]
+        if R1 == R0:                                 # columns that reach no row: ĝ = 0 there
+            for i in range(cbeg[v], cbeg[v + 1]):
+                for b in range(B):
+                    g[b, ccols[i]] = 0.0
+            continue
+        if B == 1 and width[R0] >= _LANES:
+            first, n, xs = _load_panel(v, obase, width, rbeg, Jf, B, X, x0)
+            _vector_rows_step(Df, tpd, sidx, rowptr, R0, R1, X, x0, xs, Jf, first, n, credit[0], srow, acc, irp,
+                              islot, igate, isrc, gv[0], av[0])
+            for i in range(n):
+                g[0, ccols[cbeg[v] + i]] = acc[i]
+            continue
+        _class_products(v, Df, D, DT, tpd, sidx, rowptr, obase, width, rbeg, Jf, B, X, x0, Y, shared)
         for q in range(iptr[v], iptr[v + 1]):
-            e = islot[q] * B - first
+            e = islot[q] * B
             for b in range(B):
                 bg = b if gv.shape[0] > 1 else 0
                 ba = b if av.shape[0] > 1 else 0
-                panel[e + b] += gv[bg, igate[q]] * av[ba, isrc[q]]
-        _class_gradient(v, credit, panel, obase, srow, rbeg, cbeg, ccols, g, acc, first, B)
-        Jf[first:first + size] = panel[:size]
+                Jf[e + b] += gv[bg, igate[q]] * av[ba, isrc[q]]
+        _class_gradient(v, credit, Jf, obase, srow, rbeg, cbeg, ccols, g, acc, 0, B)
 
 
-def panel_pair_sums_reference(D, tpd, soff, rowptr, obase, width, rbeg, J):
+def panel_pair_sums_reference(D, tpd, sidx, rowptr, obase, width, rbeg, J):
     """numpy reference of :func:`panel_pair_sums` (the same products, summed by ``np.add.at``)."""
     counts = np.diff(rowptr)
     row_of_pair = np.repeat(np.arange(obase.size), counts)
+    class_of_row = np.repeat(np.arange(rbeg.size - 1), np.diff(rbeg))
+    soff = obase[rbeg[class_of_row[row_of_pair]] + sidx]
     n = width[row_of_pair]
     pair = np.repeat(np.arange(tpd.size), n)
     i = np.arange(pair.size) - np.repeat(np.cumsum(n) - n, n)
@@ -236,7 +445,7 @@ def panel_pair_sums_reference(D, tpd, soff, rowptr, obase, width, rbeg, J):
 
 @_jit
 def _class_gradient(v, credit, Jf, obase, srow, rbeg, cbeg, ccols, g, acc, first, B):
-    """The ``v``-th class's columns of ``ĝ = c J̃`` from its panel (at ``Jf[… − first]``)."""
+    """The ``v``-th panel's columns of ``ĝ = c J̃`` from the panel (at ``Jf[… − first]``)."""
     n = cbeg[v + 1] - cbeg[v]
     m = n * B
     for i in range(m):
@@ -264,9 +473,9 @@ def panel_gradient(credit, J, rbeg, obase, srow, cbeg, ccols, g):
 
         g[b, ccols[cbeg[v] + i]] = Σ_R credit[b, srow[R]] · J[obase[R] + i, b]
 
-    over the stored rows ``R = rbeg[v] … rbeg[v+1]−1`` of the ``v``-th class with columns (in row
+    over the stored rows ``R = rbeg[v] … rbeg[v+1]−1`` of the ``v``-th panel (in row
     order), ``i`` < its ``cbeg[v+1] − cbeg[v]`` columns.  ``credit``: ``B × k``; ``J``: ``S × B``;
-    ``g``: ``B × p`` (columns outside every class are left untouched)."""
+    ``g``: ``B × p`` (columns outside every panel are left untouched)."""
     B = J.shape[1]
     acc = np.empty((np.max(np.diff(cbeg)) if cbeg.size > 1 else 0) * B)
     for v in range(rbeg.shape[0] - 1):

@@ -13,7 +13,11 @@ paths they replace.
   then ``gradient``; :func:`~simulations.kernels_fused.two_matvecs` against numpy's products.  Hand
   mutations fail them: a row's last pass widened past 64 numbers, a vector's load offset shifted,
   the FMA's operand replaced, a scalar tail or gradient term scaled by ``1 + 1e-7``, ``I_t``'s
-  entries scaled likewise, the gradient read one entry off, ``A[:, :k] t`` scaled likewise.
+  entries scaled likewise, the gradient read one entry off, ``A[:, :k] t`` scaled likewise; in the
+  one-pass kernel: the panel copy's last vector dropped, a pass of 64 followed by one reaching back,
+  ``I_t`` added before the pass's first number or scaled, the gradient's last vector dropped or read
+  before ``I_t`` is added, a panel without rows leaving its gradient columns unwritten; with one
+  ``D_t`` per replicate, one replicate's values scaled on the way back or replicate 0's read for all.
 """
 from __future__ import annotations
 
@@ -177,7 +181,7 @@ def _pair_sums(st, kernel):
             class_pair_sums(D, tpd, ta, tb, qoff, st.class_rows[1], by_class, coff, st.col_start, J, out)
             return out
         (panel_pair_sums if kernel == "compiled" else panel_pair_sums_reference)(
-            D, P.tpd, P.soff, P.rowptr, P.obase, P.width, P.rbeg, J)               # in place
+            D, P.tpd, P.sidx, P.rowptr, P.obase, P.width, P.rbeg, J)               # in place
         return J
     return run
 
@@ -252,15 +256,38 @@ def test_panel_gradient_is_credit_times_influence(name, hidden, inputs, density,
     assert np.all(np.abs(g - ref) <= gamma(cell.k) * np.einsum("bk,bkp->bp", np.abs(c), np.abs(Jd)))
 
 
-@pytest.mark.parametrize("name,density,n", [("gru-reset-after", 0.3, 2), ("lstm", 0.5, 2), ("gru", 0.4, 2),
-                                             ("elman", 0.3, 3), ("lstm", 1.0, 1)])
+def _gradient_bound(c, J, E, k):
+    """Bound on two computations of ``ĝ = c J̃`` from influences within ``E`` of ``J`` (one of them
+    ``J``): each is a sum of at most ``k`` products after an error of at most ``2E`` in ``J̃``."""
+    return (2 * gamma(k + 2) * np.einsum("bk,bkp->bp", np.abs(c), np.abs(J) + E)
+            + np.einsum("bk,bkp->bp", np.abs(c), 2 * E))
+
+
+# (cell, hidden, inputs, density, n): rows of fewer than 8 numbers (the per-class loops), rows of 8 or
+# more (products, + I_t and ĝ row by row in the vector kernel, with one replicate), and rows of 64, 65
+# and 67 numbers (one pass; two passes, 56 + 9 and 56 + 11, since a last pass of 1 or 3 would reach back)
+STEP_CASES = [("gru-reset-after", 5, 3, 0.3, 2), ("lstm", 5, 3, 0.5, 2), ("gru", 5, 3, 0.4, 2), ("elman", 5, 3, 0.3, 3),
+              ("lstm", 5, 3, 1.0, 1), ("gru-reset-after", 12, 13, 0.3, 2), ("lstm", 8, 20, 0.5, 2),
+              ("elman", 6, 61, 0.5, 2)]
+
+
+def test_panel_step_cases_cover_the_kernel():
+    """The cases below reach rows shorter than a vector, rows of 8 or more, a row of exactly 64 numbers
+    and rows of 65–71 (split 56 + the rest)."""
+    from rtrl_validation.simulations.estimators.masked import build_structure
+    w = np.concatenate([build_structure(make_cell(name, hidden, inputs, density=density, mask_seed=3), n).panels.width
+                        for name, hidden, inputs, density, n in STEP_CASES])
+    assert np.any(w < 8) and np.any((w >= 8) & (w < 64)) and np.any(w == 64) and np.any((w > 64) & (w < 72))
+
+
+@pytest.mark.parametrize("name,hidden,inputs,density,n", STEP_CASES)
 @pytest.mark.parametrize("batch", [1, 3])
-def test_fused_panel_step_equals_update_then_gradient(name, density, n, batch):
+def test_fused_panel_step_equals_update_then_gradient(name, hidden, inputs, density, n, batch):
     """SnAp-n's one-pass step on the panel layout (:func:`~simulations.kernels_sparse.panel_step`:
     products, ``+ I_t`` from its factors, ``ĝ`` while the panel is in L1) against ``update`` then
     ``gradient``: the same sums up to rounding (bounds as in the fused SnAp-1 test)."""
     rng = np.random.default_rng(15)
-    cell = make_cell(name, 5, 3, density=density, mask_seed=3)
+    cell = make_cell(name, hidden, inputs, density=density, mask_seed=3)
     theta, lins, credits = _path(cell, batch, 6, rng)
     fused, plain = parse_estimator(f"snap-{n}"), parse_estimator(f"snap-{n}")
     a, b = fused.init(cell, theta, batch), plain.init(cell, theta, batch)
@@ -272,11 +299,34 @@ def test_fused_panel_step_equals_update_then_gradient(name, density, n, batch):
         E = influence_rounding_bound(lins[:t + 1], cell.k)
         Jb = plain.influence(b)
         assert np.all(np.abs(fused.influence(a) - Jb) <= 2 * E)
-        bound = 2 * gamma(cell.k + 2) * np.einsum("bk,bkp->bp", np.abs(c), np.abs(Jb) + E) \
-            + np.einsum("bk,bkp->bp", np.abs(c), 2 * E)
-        assert np.all(np.abs(ga - gb) <= bound)
+        assert np.all(np.abs(ga - gb) <= _gradient_bound(c, Jb, E, cell.k))
     assert a.structure.panel_injection is not None, "the fused step was not used"
     assert np.max(np.abs(ga)) > 0
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_panel_step_writes_every_gradient_column(batch):
+    """A panel whose columns reach no stored row (here: a sparse GRU at its exact order) still gets its
+    gradient columns, zero: the one-pass step into a NaN-filled ``ĝ`` against ``update`` then
+    ``gradient``."""
+    from rtrl_validation.simulations.estimators.masked import exact_order
+    rng = np.random.default_rng(16)
+    cell = make_cell("gru", 4, 2, density=0.3, mask_seed=2)
+    spec = f"snap-{exact_order(cell)}"
+    fused, plain = parse_estimator(spec), parse_estimator(spec)
+    theta, lins, credits = _path(cell, batch, 3, rng)
+    a, b = fused.init(cell, theta, batch), plain.init(cell, theta, batch)
+    P = a.structure.panels
+    assert np.any(np.diff(P.rbeg) == 0), "no panel without rows"
+    for t, (lin, c) in enumerate(zip(lins, credits)):
+        ga = np.full((batch, cell.p), np.nan)
+        a, _ = fused._panel_step(a, lin, c, None, out=ga)
+        b = plain.update(b, lin)
+        b, gb = plain.gradient(b, c)
+        E = influence_rounding_bound(lins[:t + 1], cell.k)
+        assert np.all(np.abs(ga - gb) <= _gradient_bound(c, plain.influence(b), E, cell.k))
+    empty = P.ccols[np.concatenate([np.arange(P.cbeg[v], P.cbeg[v + 1]) for v in np.flatnonzero(np.diff(P.rbeg) == 0)])]
+    assert np.all(ga[:, empty] == 0.0) and np.max(np.abs(ga)) > 0
 
 
 @pytest.mark.parametrize("name,density,batch", [("gru-reset-after", 0.25, None), ("lstm", 0.3, 3),

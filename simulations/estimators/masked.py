@@ -12,13 +12,14 @@ self-recurrent term of ``D_t`` dropped):
 * **sparse storage** otherwise: only the values of ``J̃`` at the nonzeros of ``M`` are kept
   (``nnz × B``, the replicates last), and ``(D_t J̃)`` is formed at those entries only,
   ``Σ_l D[i,l] J̃[l,c]`` over the stored rows ``l`` of column ``c`` with ``D[i,l]`` structurally
-  nonzero.  The columns of one (gate, unit) class share their rows ``R_u``, so the values are
-  stored class by class, each class as one row-major ``|R_u| × n_u`` panel
-  (:class:`PanelLayout`), and a step is, per panel, a sparse ``D[R_u, R_u]`` (its structural
-  pairs) times the panel, then ``+ I_t`` from its factors and ``ĝ`` from the panel while it is in
-  L1 (:func:`~simulations.kernels_sparse.panel_step`).  The FLOP model counts the pairs
-  (:meth:`MaskedInfluence.flops`); the kernel multiplies those pairs (a row whose length is not a
-  multiple of 8 repeats up to 7 products of each pair in its overlapping last vector).  The entries of
+  nonzero.  The columns of one (gate, unit) class share their rows ``R_u``, and the classes with
+  the same rows (the gates of one unit) share their pairs, so their values are stored together as
+  one row-major ``|R_u| × n`` panel (:class:`PanelLayout`), and a step is, per panel, a sparse
+  ``D[R_u, R_u]`` (its structural pairs) times the panel, then ``+ I_t`` from its factors and
+  ``ĝ`` from the panel while it is in cache (:func:`~simulations.kernels_sparse.panel_step`).  The
+  FLOP model counts the pairs (:meth:`MaskedInfluence.flops`); the kernel multiplies those pairs (a
+  pass whose length is not a multiple of 8 repeats up to 7 products of each pair in its
+  overlapping last vector).  The entries of
   ``D_t`` it reads come from the factored ``D_t``
   (:meth:`~simulations.jacobians.DynamicsJacobian.entries`); no ``k × p`` or ``k × k`` array is
   formed.  When each entry's only pair is itself and every block is unmasked (SnAp-1 / RFLO of
@@ -133,13 +134,13 @@ class ClassPairs(NamedTuple):
 
 
 class PanelLayout(NamedTuple):
-    """Sparse storage by column class (:mod:`~simulations.kernels_sparse`): class ``u``'s ``r × n``
-    values form one row-major panel, so entry ``(R_u[a], c)`` sits at ``col_start[c] + a·stride[c]``
-    (``stride[c] = n``, the columns of ``c``'s class).  Per stored row ``R`` of a class with
-    columns: ``obase`` (its first entry), ``width`` (``n``), ``srow`` (its state row), ``rowptr`` (its
-    pairs); per pair ``t`` (CSR order): ``tpd`` (``D``'s entry in ``d_index``) and ``soff`` (the first
-    entry of the row it multiplies); per class with columns ``v``: ``rbeg`` (its stored rows),
-    ``cbeg`` into ``ccols`` (its parameter columns)."""
+    """Sparse storage in panels (:mod:`~simulations.kernels_sparse`): the column classes with the same
+    stored rows ``R`` (so the same pairs) form one panel, ``r × n`` values row-major (``n``: their
+    columns), so entry ``(R[a], c)`` sits at ``col_start[c] + a·stride[c]`` (``stride[c] = n``).  Per
+    stored row of a panel: ``obase`` (its first entry), ``width`` (``n``), ``srow`` (its state row),
+    ``rowptr`` (its pairs); per pair ``t`` (CSR order): ``tpd`` (``D``'s entry in ``d_index``) and
+    ``sidx`` (the row it multiplies: the panel's ``sidx``-th stored row); per panel ``v``: ``rbeg``
+    (its stored rows), ``cbeg`` into ``ccols`` (its parameter columns)."""
 
     stride: np.ndarray
     obase: np.ndarray
@@ -147,7 +148,7 @@ class PanelLayout(NamedTuple):
     srow: np.ndarray
     rowptr: np.ndarray
     tpd: np.ndarray
-    soff: np.ndarray
+    sidx: np.ndarray
     rbeg: np.ndarray
     cbeg: np.ndarray
     ccols: np.ndarray
@@ -155,7 +156,8 @@ class PanelLayout(NamedTuple):
 
 class PanelInjection(NamedTuple):
     """``I_t``'s structural nonzeros for :func:`~simulations.kernels_sparse.panel_step`, sorted by
-    their place in the store (``slot``), class ``v``'s at ``ptr[v] … ptr[v+1]−1``: each is the gate
+    their place in the store (``slot``), class ``v``'s at ``ptr[v] … ptr[v+1]−1``, stored row ``R``'s at
+    ``rptr[R] … rptr[R+1]−1``: each is the gate
     value ``gate`` (in the gates' values concatenated, ``gates`` in order) times the input ``src``
     (in the blocks' inputs concatenated, ``groups`` in order)."""
 
@@ -163,6 +165,7 @@ class PanelInjection(NamedTuple):
     gate: np.ndarray
     src: np.ndarray
     ptr: np.ndarray
+    rptr: np.ndarray
     gates: tuple
     groups: tuple
 
@@ -324,30 +327,39 @@ def build_structure(cell, n: int | None, drop_diagonal: bool = False) -> MaskStr
 
 
 def _to_panels(st: MaskStructure) -> None:
-    """Lay the stored entries out class by class (:class:`PanelLayout`): class ``u``'s rows ``R_u``
-    times its columns (in ``θ``'s order) as one row-major panel, the classes in order.  ``rows``,
-    ``cols`` list the entries in that order; ``col_start[c] + a·stride[c]`` locates entry
-    ``(R_u[a], c)``."""
+    """Lay the stored entries out panel by panel (:class:`PanelLayout`): the classes with the same
+    stored rows ``R`` (hence the same pairs: the gates of one unit, typically) share one panel, ``R``
+    times their columns (class by class, each in ``θ``'s order), row-major, the panels in order of
+    their first class.  ``rows``, ``cols`` list the entries in that order; ``col_start[c] +
+    a·stride[c]`` locates entry ``(R[a], c)``."""
     pr, (trow, toff) = st.pairs_by_class, st.class_rows
-    r, n = np.diff(toff), np.diff(pr.coff)
-    pbase = np.concatenate([[0], np.cumsum(r * n)])[:-1]
-    rank = np.empty(st.p, dtype=np.intp)
-    rank[pr.by_class] = np.arange(st.p) - pr.coff[st.cls[pr.by_class]]
-    used = np.flatnonzero(n)
-    rid = np.concatenate([toff[u] + np.arange(r[u]) for u in used]).astype(np.intp)     # stored rows, in order
-    rcls = np.repeat(used, r[used])
-    tcls = np.repeat(np.arange(r.size), np.diff(pr.qoff))
-    counts = np.bincount(toff[tcls] + pr.ta, minlength=toff[-1])[rid]
-    st.rows = np.concatenate([np.repeat(trow[toff[u]:toff[u + 1]], n[u]) for u in used]).astype(np.intp)
-    st.cols = np.concatenate([np.tile(pr.by_class[pr.coff[u]:pr.coff[u + 1]], r[u]) for u in used]).astype(np.intp)
-    st.col_start = pbase[st.cls] + rank
+    n = np.diff(pr.coff)
+    groups: dict[bytes, list[int]] = {}
+    for u in np.flatnonzero(n):
+        groups.setdefault(trow[toff[u]:toff[u + 1]].tobytes(), []).append(int(u))
+    lead = np.array([g[0] for g in groups.values()], dtype=np.intp)          # its rows and pairs
+    cols = [np.concatenate([pr.by_class[pr.coff[u]:pr.coff[u + 1]] for u in g]) for g in groups.values()]
+    r, w = np.diff(toff)[lead], np.array([c.size for c in cols], dtype=np.intp)
+    pbase = np.concatenate([[0], np.cumsum(r * w)])[:-1]
+    ccols = np.concatenate(cols).astype(np.intp)
+    st.col_start = np.empty(st.p, dtype=np.intp)
+    st.col_start[ccols] = np.repeat(pbase, w) + np.arange(ccols.size) - np.repeat(np.cumsum(w) - w, w)
+    stride = np.zeros(st.p, dtype=np.intp)
+    stride[ccols] = np.repeat(w, w)
+    R = [trow[toff[u]:toff[u + 1]] for u in lead]
+    st.rows = np.concatenate([np.repeat(Ru, c.size) for Ru, c in zip(R, cols)]).astype(np.intp)
+    st.cols = np.concatenate([np.tile(c, Ru.size) for Ru, c in zip(R, cols)]).astype(np.intp)
     st.by_column = None
+    pairs = [np.arange(pr.qoff[u], pr.qoff[u + 1]) for u in lead]            # (a, b) order
+    counts = np.concatenate([np.bincount(pr.ta[q], minlength=ru) for q, ru in zip(pairs, r)])
+    pairs = np.concatenate(pairs).astype(np.intp)
     st.panels = PanelLayout(
-        stride=n[st.cls], obase=(pbase[rcls] + (rid - toff[rcls]) * n[rcls]).astype(np.intp), width=n[rcls],
-        srow=trow[rid], rowptr=np.concatenate([[0], np.cumsum(counts)]).astype(np.intp), tpd=pr.tpd,
-        soff=(pbase[tcls] + pr.tb * n[tcls]).astype(np.intp),
-        rbeg=np.concatenate([[0], np.cumsum(r[used])]).astype(np.intp),
-        cbeg=np.concatenate([[0], np.cumsum(n[used])]).astype(np.intp), ccols=pr.by_class)
+        stride=stride,
+        obase=np.concatenate([pb + np.arange(ru) * wg for pb, ru, wg in zip(pbase, r, w)]).astype(np.intp),
+        width=np.repeat(w, r), srow=np.concatenate(R).astype(np.intp),
+        rowptr=np.concatenate([[0], np.cumsum(counts)]).astype(np.intp), tpd=pr.tpd[pairs].astype(np.int32),
+        sidx=pr.tb[pairs].astype(np.int32), rbeg=np.concatenate([[0], np.cumsum(r)]).astype(np.intp),
+        cbeg=np.concatenate([[0], np.cumsum(w)]).astype(np.intp), ccols=ccols)
 
 
 def _grid(cell, st: MaskStructure):
@@ -446,7 +458,7 @@ class MaskedInfluence(Estimator):
         D = np.ascontiguousarray(D.T)                                           # |d| × B
         P, pr = st.panels, st.pairs_by_class
         if P is not None:                                # in place, panel by panel
-            panel_pair_sums(D, P.tpd, P.soff, P.rowptr, P.obase, P.width, P.rbeg, state.J)
+            panel_pair_sums(D, P.tpd, P.sidx, P.rowptr, P.obase, P.width, P.rbeg, state.J)
         else:
             new = np.empty((st.nnz, state.batch))
             class_pair_sums(D, pr.tpd, pr.ta, pr.tb, pr.qoff, st.class_rows.offsets, pr.by_class, pr.coff,
@@ -536,15 +548,17 @@ class MaskedInfluence(Estimator):
             slot, gate, src = (np.concatenate(x).astype(np.intp) for x in (slot, gate, src))
             order = np.argsort(slot, kind="stable")
             P = st.panels
-            starts = np.append(P.obase[P.rbeg[:-1]], st.nnz)
+            starts = np.append(P.obase, st.nnz)[P.rbeg]                  # a panel may have no rows
+            rstarts = np.append(P.obase, st.nnz)
             st.panel_injection = PanelInjection(slot[order], gate[order], src[order],
-                                                np.searchsorted(slot[order], starts).astype(np.intp), gates, groups)
+                                                np.searchsorted(slot[order], starts).astype(np.intp),
+                                                np.searchsorted(slot[order], rstarts).astype(np.intp), gates, groups)
         return st.panel_injection
 
-    def _panel_step(self, state, lin, credit, rng):
+    def _panel_step(self, state, lin, credit, rng, out=None):
         """``update`` and ``gradient`` of a panel-layout influence in one pass over the store
         (:func:`~simulations.kernels_sparse.panel_step`) when ``c_t`` has the state's batch; else
-        ``update`` then ``gradient``."""
+        ``update`` then ``gradient``.  ``out``: ``B × p`` for ``ĝ`` (a new array when ``None``)."""
         st, B, I = state.structure, state.batch, lin.I
         if credit.shape[0] != B or I.batch not in (1, B):
             return super().step(state, lin, credit, rng)
@@ -552,9 +566,9 @@ class MaskedInfluence(Estimator):
         D = np.ascontiguousarray(self._d_values(st, lin).T)                      # |d| × B
         gv = np.concatenate([I.gates[name].vals.reshape(I.batch, -1) for name in pi.gates], axis=1)
         av = np.concatenate([I.source(blk) for blk in pi.groups], axis=1)
-        g = np.empty((B, st.p))
-        panel_step(D, P.tpd, P.soff, P.rowptr, P.obase, P.width, P.rbeg, state.J, pi.slot, pi.gate, pi.src, pi.ptr,
-                   gv, av, np.ascontiguousarray(credit, dtype=float), P.srow, P.cbeg, P.ccols, g)
+        g = np.empty((B, st.p)) if out is None else out
+        panel_step(D, P.tpd, P.sidx, P.rowptr, P.obase, P.width, P.rbeg, state.J, pi.slot, pi.gate, pi.src, pi.ptr,
+                   pi.rptr, gv, av, np.ascontiguousarray(credit, dtype=float), P.srow, P.cbeg, P.ccols, g)
         return state, g
 
     def _diagonal_step(self, state, lin, credit, rng):
