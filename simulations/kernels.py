@@ -395,8 +395,27 @@ def _clip_singular(theta, b, k, radius):
     return top
 
 
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc"})
+def _sum_squares(x):
+    """``Σ_c x_c²`` summed in any order (reassociated, so vectorised: a sequential sum of ``p``
+    numbers waits ``p`` add latencies); relative rounding error ``≤ n u`` in any order."""
+    acc = 0.0
+    for c in range(x.size):
+        acc += x[c] * x[c]
+    return acc
+
+
 @_jit
-def elman_online_steps(theta, phi, s, J3, J2, jpos, mode, tau, tanh, xs, ys, alphas, update_now, t0, learn,
+def _within(x, bound):
+    """Every entry of ``x`` in ``(−bound, bound)`` (false for a non-finite entry); branch-free."""
+    ok = True
+    for c in range(x.size):
+        ok &= (-bound < x[c]) & (x[c] < bound)
+    return ok
+
+
+@_jit
+def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, mode, tau, tanh, xs, ys, alphas, update_now, t0, learn,
                        train_readout, radius, upper, g_acc, gphi_acc, gblock, w_loss, w_gnorm, w_g, w_gphi,
                        record_grad, blowup, loss_out, gnorm_out):
     """Online training steps of an Elman cell ``s_t = σ(W s_{t−1} + U x_t + b)`` (``σ`` = tanh or the
@@ -409,8 +428,15 @@ def elman_online_steps(theta, phi, s, J3, J2, jpos, mode, tau, tanh, xs, ys, alp
     ``c_t = Vᵀ δ``, ``∂ℓ/∂φ = [vec(s δᵀ); δ]`` (THEORY §1); ``D_t = diag(σ') W``,
     ``I_t[r, j·k + r] = σ'_r â_j`` (§3) and
 
-    * ``mode = MODE_RTRL``: ``J_t = D_t J_{t−1} + I_t``, ``g_t = c_t J_t`` (§2.1); ``J3``: ``B × k' × p``
-      (``k' ≥ k``, ``J`` in its first ``k`` rows) in storage order, θ's column ``c`` at ``jpos[c]``;
+    * ``mode = MODE_RTRL``: ``J_t = D_t J_{t−1} + I_t``, ``g_t = c_t J_t`` (§2.1), as
+      :meth:`~simulations.estimators.masked.MaskedInfluence.step` forms them: one product
+      ``[D_t; c_t D_t] J_{t−1}`` (``(k+1) × k`` by ``k × p``, BLAS ``dgemm`` through ``np.dot``) into
+      the other buffer, then ``I_t`` added to its first ``k`` rows, and ``g_t`` = its last row
+      ``+ c_t I_t`` (the last row is scratch).  ``J3``, ``J3next``: ``B × (k+1) × p``, ``J_{t−1}`` in the first ``k``
+      rows of ``J3`` at the first step; the two swap roles at every step, so after an odd number of
+      steps ``J`` is in ``J3next`` (the caller swaps them back).  Columns in the unit-major order
+      (``jpos``, unused here): θ's column ``j·k + r`` at ``r·(k+m+1) + j``, so ``I_t``'s row ``r`` is
+      contiguous;
     * ``mode = MODE_SNAP1``: the same restricted to the entries ``(c mod k, c)`` (§4, SnAp-1); ``J2``:
       ``p × B``, θ's column ``c`` at entry ``jpos[c]``;
     * ``mode = MODE_TBPTT``: RTRL with ``J`` restarted from zero at each block of ``tau`` steps (the
@@ -436,30 +462,34 @@ def elman_online_steps(theta, phi, s, J3, J2, jpos, mode, tau, tanh, xs, ys, alp
     ncols = k + m + 1
     ah = np.empty(ncols)
     ds = np.empty(k)
+    z = np.empty(k)
+    cds = np.empty(k)
     delta = np.empty(n_out)
     credit = np.empty(k)
     g = np.empty(p)
     dphi = np.empty(phi.shape[1])
-    D = np.empty((k, k))
-    new = np.empty((k, J3.shape[2]))
+    Daug = np.empty((k + 1, k))
     for i in range(n):
         t = t0 + i + 1
         out = False
+        cur, nxt = (J3, J3next) if i % 2 == 0 else (J3next, J3)
         for b in range(B):
             for r in range(k):
                 ah[r] = s[b, r]
             for j in range(m):
                 ah[k + j] = xs[i, b, j]
             ah[k + m] = 1.0
+            z[:] = 0.0
+            for j in range(ncols):                                     # z = A â, the sum over j in order
+                a = ah[j]
+                for r in range(k):
+                    z[r] += theta[b, j * k + r] * a
             for r in range(k):
-                z = 0.0
-                for j in range(ncols):
-                    z += theta[b, j * k + r] * ah[j]
                 if tanh:
-                    sn = np.tanh(z)
+                    sn = np.tanh(z[r])
                     ds[r] = 1.0 - sn * sn
                 else:
-                    sn = z
+                    sn = z[r]
                     ds[r] = 1.0
                 s[b, r] = sn
             loss = 0.0
@@ -488,28 +518,28 @@ def elman_online_steps(theta, phi, s, J3, J2, jpos, mode, tau, tanh, xs, ys, alp
                     J2[e, b] = v
                     g[c] = credit[r] * v
             else:
-                Jb = J3[b]
+                # Daug = [D_t; c_t D_t], D_t = diag(σ') W; the product [D_t; c_t D_t] J_{t−1} into nxt[b]
+                Daug[k] = 0.0
+                for r in range(k):                                     # c_t D_t summed over r in order
+                    dr, cr = ds[r], credit[r]
+                    for l in range(k):
+                        d = dr * theta[b, l * k + r]
+                        Daug[r, l] = d
+                        Daug[k, l] += cr * d
+                out_b = nxt[b]
                 if mode == MODE_TBPTT and (t - 1) % tau == 0:
-                    Jb[:k] = 0.0
+                    out_b[...] = 0.0                                   # J restarted: D_t · 0
+                else:
+                    np.dot(Daug, cur[b, :k], out_b)
+                for r in range(k):                                     # + I_t: row r's entries are contiguous
+                    dr = ds[r]
+                    for j in range(ncols):
+                        out_b[r, r * ncols + j] += dr * ah[j]
                 for r in range(k):
-                    for l in range(k):
-                        D[r, l] = ds[r] * theta[b, l * k + r]
-                new[...] = 0.0
-                for r in range(k):
-                    for l in range(k):
-                        d = D[r, l]
-                        for c in range(new.shape[1]):
-                            new[r, c] += d * Jb[l, c]
-                for j in range(ncols):
+                    cds[r] = credit[r] * ds[r]
+                for j in range(ncols):                                 # g_t = c_t D_t J_{t−1} + c_t I_t, θ's order
                     for r in range(k):
-                        new[r, jpos[j * k + r]] += ds[r] * ah[j]
-                Jb[:k] = new
-                for c in range(p):
-                    acc = 0.0
-                    col = jpos[c]
-                    for r in range(k):
-                        acc += credit[r] * new[r, col]
-                    g[c] = acc
+                        g[j * k + r] = out_b[k, r * ncols + j] + cds[r] * ah[j]
                 if mode == MODE_TBPTT:
                     for c in range(p):
                         gblock[b, c] += g[c]
@@ -519,10 +549,7 @@ def elman_online_steps(theta, phi, s, J3, J2, jpos, mode, tau, tanh, xs, ys, alp
                             gblock[b, c] = 0.0
                     else:
                         g[:] = 0.0
-            gn = 0.0
-            for c in range(p):
-                gn += g[c] * g[c]
-            gn = np.sqrt(gn)
+            gn = np.sqrt(_sum_squares(g))
             loss_out[b], gnorm_out[b] = loss, gn
             w_loss[b] += loss
             w_gnorm[b] += gn
@@ -551,15 +578,14 @@ def elman_online_steps(theta, phi, s, J3, J2, jpos, mode, tau, tanh, xs, ys, alp
                             moved = True
             if moved:
                 for b in range(B):
-                    dw = 0.0
-                    for c in range(k * k):
-                        dw += g_acc[b, c] * g_acc[b, c]
+                    dw = _sum_squares(g_acc[b, :k * k])
                     for c in range(p):
                         theta[b, c] += -(alpha * g_acc[b, c])
                         g_acc[b, c] = 0.0
                     upper[b] += alpha * np.sqrt(dw) * (1.0 + 1e-12)
                     if radius > 0.0 and upper[b] > radius:
                         upper[b] = min(_clip_singular(theta, b, k, radius), radius) * (1.0 + 1e-12)
+                    out |= not _within(theta[b], blowup)
             if train_readout:
                 for b in range(B):
                     for c in range(gphi_acc.shape[1]):
@@ -567,11 +593,9 @@ def elman_online_steps(theta, phi, s, J3, J2, jpos, mode, tau, tanh, xs, ys, alp
             for b in range(B):
                 for c in range(gphi_acc.shape[1]):
                     gphi_acc[b, c] = 0.0
-        if learn:
+        if learn and i == 0:                       # later steps: θ is checked where it moves
             for b in range(B):
-                for c in range(p):
-                    if not (-blowup < theta[b, c] < blowup):
-                        out = True
+                out |= not _within(theta[b], blowup)
         if out:
             return i + 1
     return n

@@ -63,13 +63,23 @@ def _layout_is_merged(cell) -> bool:
             and cell.p == k * (k + m + 1))
 
 
+def _unit_major(cell) -> np.ndarray:
+    """The storage order of a dense influence that :func:`elman_online_steps` assumes: ``θ``'s column
+    ``j·k + r`` (entry ``(r, j)`` of ``[W U b]``) at ``r·(k+m+1) + j``, so that ``I_t``'s row ``r`` is
+    contiguous (:func:`~simulations.jacobians.unit_major` of the merged block)."""
+    k, ncols = cell.k, cell.k + cell.m + 1
+    j, r = np.divmod(np.arange(cell.p, dtype=np.int64), k)
+    return r * ncols + j
+
+
 @dataclass
 class _Run:
     """Per-call buffers: the mode's influence arrays and the last step's loss and ``‖g_t‖``."""
 
     mode: int
     tau: int
-    J3: np.ndarray
+    J3: np.ndarray            # B × (k+1) × p: J_t in the first k rows (RTRL, TBPTT)
+    J3next: np.ndarray        # the same shape: the next step's product
     J2: np.ndarray
     jpos: np.ndarray
     gblock: np.ndarray
@@ -117,23 +127,30 @@ class ElmanKernel:
             return None
         k, p = tr.cell.k, tr.cell.p
         no3, no2 = np.zeros((1, 1, 1)), np.zeros((1, 1))
+        J3next = no3
         state.theta = np.ascontiguousarray(state.theta)
         state.phi = np.ascontiguousarray(state.phi)
         if self.mode == MODE_TBPTT:
             tau = self.tau
             if state.t % tau or (state.t + steps) % tau or tr.chunk % tau or state.est.c:
                 return None
-            J3, J2, jpos = np.zeros((B, k, p)), no2, np.arange(p)
+            J3, J3next, J2, jpos = np.zeros((B, k + 1, p)), np.zeros((B, k + 1, p)), no2, _unit_major(tr.cell)
         elif self.mode == MODE_RTRL:
             st = state.est.structure
-            J3, J2, jpos = state.est.full, no2, np.asarray(st.pos, dtype=np.int64)   # J: its first k rows
+            if state.est.buf is None or state.est.full.shape != (B, k + 1, p) or \
+                    not (state.est.full.flags.c_contiguous and state.est.buf.flags.c_contiguous):
+                return None
+            J3, J3next, J2 = state.est.full, state.est.buf, no2                  # J: the first k rows of full
+            jpos = _unit_major(tr.cell)
+            if not np.array_equal(st.pos, jpos):
+                return None
         else:
             st = state.est.structure
             if state.est.J.shape != (p, B) or not state.est.J.flags.c_contiguous:
                 return None
             J3, J2 = no3, state.est.J
             jpos = np.asarray(st.entry_index(np.arange(p) % k, np.arange(p)), dtype=np.int64)
-        return _Run(self.mode, max(self.tau, 1), J3, J2, jpos, np.zeros((B, p)), np.full(B, np.inf),
+        return _Run(self.mode, max(self.tau, 1), J3, J3next, J2, jpos, np.zeros((B, p)), np.full(B, np.inf),
                     np.zeros(B), np.zeros(B))
 
     def steps(self, run: _Run, state, win, xs, ys, alphas, update_now, lo: int, hi: int) -> int:
@@ -144,12 +161,16 @@ class ElmanKernel:
         learn = tr.schedule is not None
         no = np.zeros((1, 1))
         done = elman_online_steps(
-            state.theta, state.phi, state.s, run.J3, run.J2, run.jpos, run.mode, run.tau, self.tanh,
+            state.theta, state.phi, state.s, run.J3, run.J3next, run.J2, run.jpos, run.mode, run.tau, self.tanh,
             np.ascontiguousarray(xs[lo:hi], dtype=float), np.ascontiguousarray(ys[lo:hi], dtype=float),
             alphas[lo:hi] if learn else np.zeros(hi - lo), update_now[lo:hi], state.t, learn, tr.train_readout,
             self.radius, run.upper, state.g_acc, state.gphi_acc, run.gblock, win.loss, win.gnorm,
             win.g if win.g is not None else no, win.gphi if win.gphi is not None else no, win.g is not None,
             float(tr.blowup), run.loss, run.gnorm)
+        if done % 2 and self.mode != MODE_SNAP1:       # the product of the last step is in J3next
+            run.J3, run.J3next = run.J3next, run.J3
+            if self.mode == MODE_RTRL:
+                RTRL._swap(state.est)
         state.t += done
         win.n += done
         return done
