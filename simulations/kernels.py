@@ -512,11 +512,15 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, mode, tau, tanh, xs,
                 dphi[nk + o] = delta[o]
             # the influence and the gradient estimate
             if mode == MODE_SNAP1:
-                for c in range(p):
-                    r, j, e = c % k, c // k, jpos[c]
-                    v = ds[r] * theta[b, r * k + r] * J2[e, b] + ah[j] * ds[r]
-                    J2[e, b] = v
-                    g[c] = credit[r] * v
+                for r in range(k):
+                    z[r] = ds[r] * theta[b, r * k + r]                 # D_t's diagonal
+                for j in range(ncols):
+                    for r in range(k):
+                        c = j * k + r
+                        e = jpos[c]
+                        v = z[r] * J2[e, b] + ah[j] * ds[r]
+                        J2[e, b] = v
+                        g[c] = credit[r] * v
             else:
                 # Daug = [D_t; c_t D_t], D_t = diag(σ') W; the product [D_t; c_t D_t] J_{t−1} into nxt[b]
                 Daug[k] = 0.0
