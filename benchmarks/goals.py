@@ -265,8 +265,8 @@ GOALS: tuple[Ratio, ...] = (
     Ratio("3", "compiled-online-rtrl-elman-k16-predrawn",
           "RTRL online step, compiled loop, data drawn in advance, elman k=16 m=8 B=1", "bare k×k·k×p product", 2.0,
           _compiled("rtrl", predrawn=True)),
-    Ratio("3", "compiled-online-snap-1-elman-k16", "snap-1 online step, compiled loop, elman k=16 m=8 B=1",
-          "forward step + readout", 2.5, _compiled("snap-1")),
+    *(Ratio("3", f"compiled-online-{e}-elman-k16", f"{e} online step, compiled loop, elman k=16 m=8 B=1",
+            "forward step + readout", 2.5, _compiled(e)) for e in ("snap-1", "uoro")),
     Ratio("4", "online-rtrl-elman-k16-B64", "RTRL online step, elman k=16, 64 replicates",
           "bare batched k×k·k×p product", 1.25, _small("rtrl", 64)),
     *(Ratio("4", f"online-{e}-elman-k16-B64", f"{e} online step, elman k=16, 64 replicates",
@@ -274,9 +274,9 @@ GOALS: tuple[Ratio, ...] = (
     Ratio("4", "compiled-online-rtrl-elman-k16-B64",
           "RTRL online step, compiled loop, data drawn in advance, elman k=16, 64 replicates (one θ each, equal)",
           "bare batched k×k·k×p product", 1.25, _compiled("rtrl", batch=64, predrawn=True)),
-    Ratio("4", "compiled-online-snap-1-elman-k16-B64",
-          "snap-1 online step, compiled loop, data drawn in advance, elman k=16, 64 replicates (one θ each, equal)",
-          "batched forward step + readout", 3.0, _compiled("snap-1", batch=64, predrawn=True)),
+    *(Ratio("4", f"compiled-online-{e}-elman-k16-B64",
+            f"{e} online step, compiled loop, data drawn in advance, elman k=16, 64 replicates (one θ each, equal)",
+            "batched forward step + readout", 3.0, _compiled(e, batch=64, predrawn=True)) for e in ("snap-1", "uoro")),
     *(Ratio("5", f"{e}-elman-k256", f"linearize + {e} step, elman k=256", "forward step", 3.0, _g5(e))
       for e in ("snap-1", "uoro")),
 )

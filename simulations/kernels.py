@@ -361,7 +361,7 @@ def kronecker_step(DA, sig, ahat, u, c, credit, ucol, acol, u_new, A_new, g, sca
 
 # --------------------------------------------------------------------------- online Elman training
 #: influence modes of :func:`elman_online_steps`
-MODE_RTRL, MODE_SNAP1, MODE_TBPTT = 0, 1, 2
+MODE_RTRL, MODE_SNAP1, MODE_TBPTT, MODE_UORO = 0, 1, 2, 3
 
 
 @_jit
@@ -415,9 +415,9 @@ def _within(x, bound):
 
 
 @_jit
-def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, mode, tau, tanh, xs, ys, alphas, update_now, t0, learn,
-                       train_readout, radius, upper, g_acc, gphi_acc, gblock, w_loss, w_gnorm, w_g, w_gphi,
-                       record_grad, blowup, loss_out, gnorm_out):
+def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, urho, nus, fold, mode, tau, tanh, xs,
+                       ys, alphas, update_now, t0, learn, train_readout, radius, upper, g_acc, gphi_acc, gblock,
+                       w_loss, w_gnorm, w_g, w_gphi, record_grad, blowup, loss_out, gnorm_out):
     """Online training steps of an Elman cell ``s_t = σ(W s_{t−1} + U x_t + b)`` (``σ`` = tanh or the
     identity) with a linear readout and the squared loss, SGD and the contraction projection
     (THEORY.md §2 "Online RTRL", §3, §5): the loop of :class:`simulations.training.OnlineTrainer`
@@ -441,7 +441,13 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, mode, tau, tanh, xs,
       ``p × B``, θ's column ``c`` at entry ``jpos[c]``;
     * ``mode = MODE_TBPTT``: RTRL with ``J`` restarted from zero at each block of ``tau`` steps (the
       first step ``t`` with ``(t − 1) mod τ = 0``) and ``Σ_block c_t J_t`` delivered at the block's last
-      step (TBPTT(τ)'s gradient in forward mode; ``gblock`` holds the running sum).
+      step (TBPTT(τ)'s gradient in forward mode; ``gblock`` holds the running sum);
+    * ``mode = MODE_UORO``: UORO's step (§4) with the arithmetic of :meth:`UORO.step
+      <simulations.estimators.uoro.UORO.step>` (:func:`rank_one_full_step`): ``ν = nus[i, b]``,
+      ``D_t s̃ = σ' ⊙ (W s̃)``, ``‖νᵀ I_t‖ = ‖â‖ ‖ν ⊙ σ'‖``, the scales of :func:`rank_one_scales`,
+      ``s̃`` (``ut``: ``B × k``) and ``θ̃ = ufac · X`` (``X``: ``B × p`` in θ's order) updated in place,
+      the factor folded into ``X`` when it leaves ``[fold[0], fold[1]]``, ``g_t = (c_t s̃) θ̃``;
+      ``usq`` (``B``) holds ``‖X‖²`` and ``urho`` (``B × 2``) the last ``(ρ₀, ρ₁)``.
 
     Then the window sums (``w_*``), the accumulators ``g_acc``, ``gphi_acc`` and, where
     ``update_now``, SGD ``θ ← θ − α_t g`` (for TBPTT only when some gradient has arrived), the
@@ -464,6 +470,8 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, mode, tau, tanh, xs,
     ds = np.empty(k)
     z = np.empty(k)
     cds = np.empty(k)
+    Ds = np.empty(k)
+    rk = np.sqrt(float(k))
     delta = np.empty(n_out)
     credit = np.empty(k)
     g = np.empty(p)
@@ -511,7 +519,48 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, mode, tau, tanh, xs,
             for o in range(n_out):
                 dphi[nk + o] = delta[o]
             # the influence and the gradient estimate
-            if mode == MODE_SNAP1:
+            if mode == MODE_UORO:
+                z[:] = 0.0
+                for l in range(k):                                     # W s̃
+                    a = ut[b, l]
+                    for r in range(k):
+                        z[r] += theta[b, l * k + r] * a
+                nD, aa, cc = 0.0, 0.0, 0.0
+                for r in range(k):
+                    Ds[r] = ds[r] * z[r]
+                    nD += Ds[r] * Ds[r]
+                for j in range(ncols):
+                    aa += ah[j] * ah[j]
+                for r in range(k):
+                    cds[r] = nus[i, b, r] * ds[r]                      # ν G
+                    cc += cds[r] * cds[r]
+                nI = np.sqrt(aa * cc)
+                nD = np.sqrt(nD)
+                num0 = ufac[b] * np.sqrt(usq[b])
+                r0 = np.sqrt(num0 / nD) if 0.0 < num0 < np.inf and 0.0 < nD < np.inf else 1.0
+                r1 = np.sqrt(nI / rk) if 0.0 < nI < np.inf else 1.0
+                for r in range(k):
+                    ut[b, r] = r0 * Ds[r] + r1 * nus[i, b, r]
+                fac = ufac[b] / r0
+                urho[b, 0], urho[b, 1] = r0, r1
+                if not fold[0] <= fac <= fold[1]:
+                    for c in range(p):
+                        X[b, c] *= fac
+                    fac = 1.0
+                ufac[b] = fac
+                alpha_u = 1.0 / (r1 * fac)
+                cs = 0.0
+                for r in range(k):
+                    cs += credit[r] * ut[b, r]
+                gamma = cs * fac
+                for j in range(ncols):                                 # θ̃ += (ν G) ⊗ â / (ρ₁ factor)
+                    a = alpha_u * ah[j]
+                    for r in range(k):
+                        X[b, j * k + r] = X[b, j * k + r] + a * cds[r]
+                for c in range(p):
+                    g[c] = gamma * X[b, c]
+                usq[b] = _sum_squares(X[b])
+            elif mode == MODE_SNAP1:
                 for r in range(k):
                     z[r] = ds[r] * theta[b, r * k + r]                 # D_t's diagonal
                 for j in range(ncols):

@@ -22,7 +22,10 @@ from .cells.elman import Elman
 from .estimators.bptt import TBPTT
 from .estimators.rtrl import RTRL
 from .estimators.snap import SnAp
-from .kernels import MODE_RTRL, MODE_SNAP1, MODE_TBPTT, elman_online_steps, top_singular_values
+from .estimators.signs import rademacher
+from .estimators.uoro import FOLD_RANGE, UORO
+from .jacobians import row_dot
+from .kernels import MODE_RTRL, MODE_SNAP1, MODE_TBPTT, MODE_UORO, elman_online_steps, top_singular_values
 from .optimizers import SGD
 from .readouts import LinearReadout
 
@@ -82,6 +85,7 @@ class _Run:
     J3next: np.ndarray        # the same shape: the next step's product
     J2: np.ndarray
     jpos: np.ndarray
+    uoro: tuple               # UORO: (θ̃'s direction, s̃, factor, ‖direction‖², last (ρ₀, ρ₁)); else empty arrays
     gblock: np.ndarray
     upper: np.ndarray
     loss: np.ndarray
@@ -116,18 +120,21 @@ class ElmanKernel:
             return cls(trainer, MODE_SNAP1, 0)
         if type(est) is TBPTT and est.tau is not None:
             return cls(trainer, MODE_TBPTT, int(est.tau))
+        if type(est) is UORO:
+            return cls(trainer, MODE_UORO, 0)
         return None
 
-    def begin(self, state, steps: int) -> _Run | None:
+    def begin(self, state, steps: int, rng) -> _Run | None:
         """Buffers for a call of ``run`` that starts at ``state.t`` for ``steps`` steps, or ``None``
         when this call needs the general loop (a TBPTT block that would straddle the call's ends or a
-        data chunk, a pending tape, replicates already diverged)."""
+        data chunk, a pending tape, replicates already diverged, UORO's signs from a source other
+        than a numpy Generator)."""
         tr, B = self.trainer, state.theta.shape[0]
         if (state.diverged >= 0).any():
             return None
         k, p = tr.cell.k, tr.cell.p
         no3, no2 = np.zeros((1, 1, 1)), np.zeros((1, 1))
-        J3next = no3
+        J3next, uoro = no3, (no2, no2, np.zeros(1), np.zeros(1), no2)
         state.theta = np.ascontiguousarray(state.theta)
         state.phi = np.ascontiguousarray(state.phi)
         if self.mode == MODE_TBPTT:
@@ -144,30 +151,56 @@ class ElmanKernel:
             jpos = _unit_major(tr.cell)
             if not np.array_equal(st.pos, jpos):
                 return None
+        elif self.mode == MODE_UORO:
+            est = state.est
+            if not isinstance(rng, np.random.Generator) or est.direction.shape != (B, p):
+                return None
+            J3, J2, jpos = no3, no2, np.zeros(1, dtype=np.int64)
+            est.direction = np.ascontiguousarray(est.direction)
+            est.s, est.factor = np.array(est.s, dtype=float), np.array(est.factor, dtype=float)   # own copies
+            sq = row_dot(est.direction, est.direction) if est.sq is None else np.array(est.sq, dtype=float)
+            uoro = (est.direction, est.s, est.factor, sq, np.ones((B, 2)))
         else:
             st = state.est.structure
             if state.est.J.shape != (p, B) or not state.est.J.flags.c_contiguous:
                 return None
             J3, J2 = no3, state.est.J
             jpos = np.asarray(st.entry_index(np.arange(p) % k, np.arange(p)), dtype=np.int64)
-        return _Run(self.mode, max(self.tau, 1), J3, J3next, J2, jpos, np.zeros((B, p)), np.full(B, np.inf),
+        return _Run(self.mode, max(self.tau, 1), J3, J3next, J2, jpos, uoro, np.zeros((B, p)), np.full(B, np.inf),
                     np.zeros(B), np.zeros(B))
 
-    def steps(self, run: _Run, state, win, xs, ys, alphas, update_now, lo: int, hi: int) -> int:
+    def steps(self, run: _Run, state, win, xs, ys, alphas, update_now, lo: int, hi: int, rng) -> int:
         """Steps ``lo … hi−1`` of the current data chunk (``xs``: ``n × B × m``, ``ys``: ``n × B × n_out``);
         advances ``state`` and ``win`` and returns the number of steps done (fewer when a replicate
-        left the bounds at the last one; ``run.loss``, ``run.gnorm`` hold that step's values)."""
+        left the bounds at the last one; ``run.loss``, ``run.gnorm`` hold that step's values).
+
+        UORO's signs for the steps are drawn from ``rng`` before the call, in the order the general
+        loop draws them (one ``B × k`` block per step, :func:`~simulations.estimators.signs.rademacher`;
+        a Generator's doubles do not depend on how the draws are split into calls); after an early
+        stop the generator is set back and advanced by the steps done only."""
         tr = self.trainer
         learn = tr.schedule is not None
         no = np.zeros((1, 1))
+        if run.mode == MODE_UORO:
+            before = rng.bit_generator.state
+            nus = rademacher(rng, (hi - lo, state.theta.shape[0], tr.cell.k))
+        else:
+            nus = np.zeros((1, 1, 1))
         done = elman_online_steps(
-            state.theta, state.phi, state.s, run.J3, run.J3next, run.J2, run.jpos, run.mode, run.tau, self.tanh,
+            state.theta, state.phi, state.s, run.J3, run.J3next, run.J2, run.jpos, *run.uoro, nus,
+            np.array(FOLD_RANGE), run.mode, run.tau, self.tanh,
             np.ascontiguousarray(xs[lo:hi], dtype=float), np.ascontiguousarray(ys[lo:hi], dtype=float),
             alphas[lo:hi] if learn else np.zeros(hi - lo), update_now[lo:hi], state.t, learn, tr.train_readout,
             self.radius, run.upper, state.g_acc, state.gphi_acc, run.gblock, win.loss, win.gnorm,
             win.g if win.g is not None else no, win.gphi if win.gphi is not None else no, win.g is not None,
             float(tr.blowup), run.loss, run.gnorm)
-        if done % 2 and self.mode != MODE_SNAP1:       # the product of the last step is in J3next
+        if run.mode == MODE_UORO:
+            est = state.est
+            est.sq, est.scales = run.uoro[3].copy(), run.uoro[4].copy()
+            if done < hi - lo:
+                rng.bit_generator.state = before
+                rademacher(rng, (done, state.theta.shape[0], tr.cell.k))
+        if done % 2 and self.mode in (MODE_RTRL, MODE_TBPTT):       # the product of the last step is in J3next
             run.J3, run.J3next = run.J3next, run.J3
             if self.mode == MODE_RTRL:
                 RTRL._swap(state.est)
