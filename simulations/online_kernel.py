@@ -4,11 +4,13 @@ At ``k = 8`` the arithmetic of one online step is a few microseconds; the genera
 :class:`simulations.training.OnlineTrainer` spends about 0.4 ms per step in Python calls and in
 the projection's batched SVD.  For the setting of the convergence experiment, an unmasked
 (contractive) Elman cell with ``σ`` = tanh or the identity, a linear readout with the squared
-loss, SGD and the contraction projection :class:`SpectralClip`, with exact RTRL, SnAp-1 or
-TBPTT(τ), :class:`ElmanKernel` runs the steps between two checkpoints in one call of
+loss, SGD and the contraction projection :class:`SpectralClip`, with exact RTRL, SnAp-1,
+TBPTT(τ) or UORO, :class:`ElmanKernel` runs the steps between two checkpoints in one call of
 :func:`simulations.kernels.elman_online_steps`.  The trainer keeps everything else (data chunks,
 step sizes, window records, divergence bookkeeping, checkpoints); the estimator's own state
-arrays are updated in place, so checkpoints, ``influence`` and resumption are unchanged.  The
+arrays are updated in place (exact RTRL's two buffers swapped as its ``step`` swaps them), so
+checkpoints, ``influence`` and resumption are unchanged.  UORO's signs come from the run's
+Generator, drawn before each call in the order the general loop draws them.  The
 general loop stays the reference: ``OnlineTrainer(..., kernel=False)``; the tests compare the two
 (``tests/test_online_kernel.py``).
 """
