@@ -21,6 +21,7 @@ import pytest
 from rtrl_validation.simulations.cells import make_cell
 from rtrl_validation.simulations.data import MarkovRegime, VAR1Teacher
 from rtrl_validation.simulations.estimators import parse_estimator
+from rtrl_validation.simulations.estimators.signs import SignReplay, rademacher
 from rtrl_validation.simulations.online_kernel import ElmanKernel, SpectralClip
 from rtrl_validation.simulations.optimizers import Adam, Schedule
 from rtrl_validation.simulations.readouts import LinearReadout
@@ -127,6 +128,33 @@ def test_uoro_draws_the_signs_of_the_general_loop(blowup):
         tol = bound(200) * max(1.0, float(np.abs(s1.theta).max()))
         assert np.abs(s1.theta - s2.theta).max() <= tol
         assert np.abs(s1.est.theta - s2.est.theta).max() <= bound(200) * max(1.0, float(np.abs(s1.est.theta).max()))
+
+
+def test_uoro_kernel_uses_the_general_loop_signs_and_one_flipped_sign_shows():
+    """The general loop fed the kernel's signs one step at a time (:class:`SignReplay` of the same
+    Generator's draws, ``T × B × k``) gives the kernel's numbers to rounding; with one sign of one
+    step flipped it leaves the rounding bound (the comparison sees the signs)."""
+    cell, ro, proc = problem("tanh")
+    steps = 120
+
+    def run(kernel, rng):
+        tr = OnlineTrainer(cell, ro, parse_estimator("uoro"), proc, Schedule(0.005, 100.0, 0.75),
+                           project=SpectralClip(cell), chunk=64, record_every=40, kernel=kernel)
+        init = np.random.default_rng(3)
+        state = tr.init(cell.init(init, scale=2.5, batch=B), ro.init(init, B), init, data_rng=np.random.default_rng(8))
+        return tr, tr.run(state, steps, rng, data_rng=np.random.default_rng(9))[0]
+
+    tr, fast = run(True, np.random.default_rng(7))
+    assert tr.kernel is not None
+    signs = rademacher(np.random.default_rng(7), (steps, B, K))
+    _, ref = run(False, SignReplay(signs))
+    flipped = signs.copy()
+    flipped[60, 1, 2] *= -1
+    _, off = run(False, SignReplay(flipped))
+    tol = bound(steps) * max(1.0, float(np.abs(ref.theta).max()))
+    assert np.abs(ref.theta - fast.theta).max() <= tol
+    assert np.abs(ref.est.theta - fast.est.theta).max() <= bound(steps) * max(1.0, float(np.abs(ref.est.theta).max()))
+    assert np.abs(off.theta - fast.theta).max() > 100 * tol
 
 
 def test_tbptt_block_straddling_the_run_takes_the_general_loop():
