@@ -438,7 +438,7 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
       (``jpos``, unused here): θ's column ``j·k + r`` at ``r·(k+m+1) + j``, so ``I_t``'s row ``r`` is
       contiguous;
     * ``mode = MODE_SNAP1``: the same restricted to the entries ``(c mod k, c)`` (§4, SnAp-1); ``J2``:
-      ``p × B``, θ's column ``c`` at entry ``jpos[c]``;
+      ``B × p``, θ's column ``c`` at entry ``jpos[c]``;
     * ``mode = MODE_TBPTT``: RTRL with ``J`` restarted from zero at each block of ``tau`` steps (the
       first step ``t`` with ``(t − 1) mod τ = 0``) and ``Σ_block c_t J_t`` delivered at the block's last
       step (TBPTT(τ)'s gradient in forward mode; ``gblock`` holds the running sum);
@@ -567,8 +567,8 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
                     for r in range(k):
                         c = j * k + r
                         e = jpos[c]
-                        v = z[r] * J2[e, b] + ah[j] * ds[r]
-                        J2[e, b] = v
+                        v = z[r] * J2[b, e] + ah[j] * ds[r]
+                        J2[b, e] = v
                         g[c] = credit[r] * v
             else:
                 # Daug = [D_t; c_t D_t], D_t = diag(σ') W; the product [D_t; c_t D_t] J_{t−1} into nxt[b]

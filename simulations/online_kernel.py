@@ -85,7 +85,7 @@ class _Run:
     tau: int
     J3: np.ndarray            # B × (k+1) × p: J_t in the first k rows (RTRL, TBPTT)
     J3next: np.ndarray        # the same shape: the next step's product
-    J2: np.ndarray
+    J2: np.ndarray            # SnAp-1: B × nnz, the estimator's nnz × B values transposed (written back after each call)
     jpos: np.ndarray
     uoro: tuple               # UORO: (θ̃'s direction, s̃, factor, ‖direction‖², last (ρ₀, ρ₁)); else empty arrays
     gblock: np.ndarray
@@ -166,7 +166,7 @@ class ElmanKernel:
             st = state.est.structure
             if state.est.J.shape != (p, B) or not state.est.J.flags.c_contiguous:
                 return None
-            J3, J2 = no3, state.est.J
+            J3, J2 = no3, np.ascontiguousarray(state.est.J.T)     # B × nnz: a replicate's entries contiguous
             jpos = np.asarray(st.entry_index(np.arange(p) % k, np.arange(p)), dtype=np.int64)
         return _Run(self.mode, max(self.tau, 1), J3, J3next, J2, jpos, uoro, np.zeros((B, p)), np.full(B, np.inf),
                     np.zeros(B), np.zeros(B))
@@ -196,6 +196,8 @@ class ElmanKernel:
             self.radius, run.upper, state.g_acc, state.gphi_acc, run.gblock, win.loss, win.gnorm,
             win.g if win.g is not None else no, win.gphi if win.gphi is not None else no, win.g is not None,
             float(tr.blowup), run.loss, run.gnorm)
+        if run.mode == MODE_SNAP1:
+            state.est.J[...] = run.J2.T
         if run.mode == MODE_UORO:
             est = state.est
             est.sq, est.scales = run.uoro[3].copy(), run.uoro[4].copy()
