@@ -20,6 +20,8 @@ and ``n_out`` outputs holds its entry ``(i, j)`` (output ``i``, input ``j``) at 
 """
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
 
@@ -395,6 +397,48 @@ def _clip_singular(theta, b, k, radius):
     return top
 
 
+#: Cody–Waite split of ln 2 (``_LN2_HI`` has trailing zero bits, so ``n·_LN2_HI`` is exact for |n| < 2¹¹)
+_LN2_HI, _LN2_LO, _INV_LN2 = 6.93147180369123816490e-01, 1.90821492927058770002e-10, 1.44269504088896338700e+00
+#: Taylor coefficients ``1/j!`` of ``expm1``, ``j = 2 … 13``
+_C2, _C3, _C4, _C5, _C6, _C7, _C8, _C9, _C10, _C11, _C12, _C13 = (1.0 / math.factorial(j) for j in range(2, 14))
+
+
+@_jit
+def tanh_into(z, out, bits):
+    """``out = tanh(z)`` (``n`` numbers) without calls into libm, so that both loops vectorise (the
+    ``tanh`` of a 16-unit cell took a third of a SnAp-1 step with 64 replicates).
+
+    ``tanh|z| = −e / (2 + e)`` with ``e = expm1(−2|z|)`` and ``|z|`` capped at 20 (``1 − tanh 20 <
+    2⁻⁵⁴``: 1 in double); ``expm1(x) = 2ⁿ expm1(r) + (2ⁿ − 1)`` with ``x = n ln 2 + r``, ``|r| ≤ ln 2 / 2``
+    (Cody–Waite), ``expm1(r)`` by Taylor's series to ``r¹³`` (remainder below 10⁻¹⁷ relative) and
+    ``2ⁿ`` written as bits (``bits``: ``n`` int64 scratch).  Rounding: the reduction, Horner's rule,
+    the scaling and the quotient, at most 4 ulp (3 measured; numpy's own ``tanh`` is within 3 ulp of
+    the correctly rounded value here).  ``±0``, ``±∞`` and NaN map as ``tanh`` does."""
+    pw = bits.view(np.float64)
+    for r in range(z.size):
+        a = abs(z[r])
+        x = -2.0 * (a if a <= 20.0 else 20.0)
+        nf = np.floor(x * _INV_LN2 + 0.5)
+        q = (x - nf * _LN2_HI) - nf * _LN2_LO
+        h = _C12 + q * _C13
+        h = _C11 + q * h
+        h = _C10 + q * h
+        h = _C9 + q * h
+        h = _C8 + q * h
+        h = _C7 + q * h
+        h = _C6 + q * h
+        h = _C5 + q * h
+        h = _C4 + q * h
+        h = _C3 + q * h
+        h = _C2 + q * h
+        out[r] = q + (q * q) * h
+        bits[r] = (np.int64(nf) + 1023) << 52
+    for r in range(z.size):
+        e = pw[r] * out[r] + (pw[r] - 1.0)
+        t = np.copysign(-e / (2.0 + e), z[r])
+        out[r] = t if z[r] == z[r] else z[r]
+
+
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc"})
 def _sum_squares(x):
     """``Σ_c x_c²`` summed in any order (reassociated, so vectorised: a sequential sum of ``p``
@@ -471,6 +515,7 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
     z = np.empty(k)
     cds = np.empty(k)
     Ds = np.empty(k)
+    bits = np.empty(k, dtype=np.int64)
     rk = np.sqrt(float(k))
     delta = np.empty(n_out)
     credit = np.empty(k)
@@ -492,13 +537,11 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
                 a = ah[j]
                 for r in range(k):
                     z[r] += theta[b, j * k + r] * a
+            if tanh:
+                tanh_into(z, Ds, bits)
             for r in range(k):
-                if tanh:
-                    sn = np.tanh(z[r])
-                    ds[r] = 1.0 - sn * sn
-                else:
-                    sn = z[r]
-                    ds[r] = 1.0
+                sn = Ds[r] if tanh else z[r]
+                ds[r] = 1.0 - sn * sn if tanh else 1.0
                 s[b, r] = sn
             loss = 0.0
             for o in range(n_out):
