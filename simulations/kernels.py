@@ -515,6 +515,7 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
     z = np.empty(k)
     cds = np.empty(k)
     Ds = np.empty(k)
+    sig = np.empty(k)                                  # tanh(z)
     bits = np.empty(k, dtype=np.int64)
     rk = np.sqrt(float(k))
     delta = np.empty(n_out)
@@ -538,9 +539,9 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
                 for r in range(k):
                     z[r] += theta[b, j * k + r] * a
             if tanh:
-                tanh_into(z, Ds, bits)
+                tanh_into(z, sig, bits)
             for r in range(k):
-                sn = Ds[r] if tanh else z[r]
+                sn = sig[r] if tanh else z[r]
                 ds[r] = 1.0 - sn * sn if tanh else 1.0
                 s[b, r] = sn
             loss = 0.0
