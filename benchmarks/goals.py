@@ -172,28 +172,50 @@ def _small(spec, batch):
     return build
 
 
-def _compiled(spec, steps: int = 256):
-    """Goal 3 with the compiled online loop (:class:`~rtrl_validation.simulations.online_kernel.ElmanKernel`):
-    :meth:`OnlineTrainer.run` of ``steps`` online steps (data, forward, linearize, the estimator's
-    step, readout, SGD update; no checkpoints, no projection) on Elman k = 16, m = 8, B = 1,
-    against ``steps`` bare products (RTRL) or forward steps with readout, so the ratio is per step.
-    The data process's own cost is counted in the numerator."""
+class _Replay:
+    """A data process that returns the same ``steps`` steps of ``process`` (drawn once) at every call:
+    the compiled loop timed without the data process's own cost."""
+
+    def __init__(self, process, steps: int, batch: int, rng):
+        self.m, self.n_out, self.loss = process.m, process.n_out, process.loss
+        _, self.xs, self.ys = process.sample(process.init(rng, batch), steps, rng)
+
+    def init(self, rng, batch):
+        return None
+
+    def sample(self, state, T, rng):
+        return state, self.xs[:T], self.ys[:T]
+
+
+def _compiled(spec, steps: int = 256, batch: int = 1, predrawn: bool = False):
+    """Goals 3 and 4 with the compiled online loop (:class:`~rtrl_validation.simulations.online_kernel.ElmanKernel`):
+    :meth:`OnlineTrainer.run` of ``steps`` online steps (forward, linearize, the estimator's step,
+    readout, SGD update; no projection) on Elman k = 16, m = 8 with ``batch`` replicates (each with
+    its own θ, as the convergence runs hold them; all equal here), against ``steps`` bare products
+    (RTRL: ``batch × k × k · k × p``) or forward steps with readout, so the ratio is per step.
+    By default the data process (a VAR(1) input and a tanh teacher, a numpy loop over steps) is
+    drawn inside the run and counted in the numerator, with a checkpoint every 100 steps;
+    ``predrawn``: the same ``steps`` steps drawn once and replayed, one checkpoint per run (the
+    online step alone, as the goal defines it)."""
     def build():
         from rtrl_validation.simulations.data import VAR1Teacher
         from rtrl_validation.simulations.optimizers import Schedule
         from rtrl_validation.simulations.training import OnlineTrainer
-        cell, theta, s, x, rng = network("elman", 16, 8, batch=1)
+        cell, theta, s, x, rng = network("elman", 16, 8, batch=batch)
         proc = VAR1Teacher(hidden=16, inputs=8, activation="tanh", teacher_rho=0.7, ar=0.5, noise=0.1, seed=1)
+        if predrawn:
+            proc = _Replay(proc, steps, batch, rng)
         ro = LinearReadout(cell.k, proc.n_out, proc.loss)
-        tr = OnlineTrainer(cell, ro, parse_estimator(spec), proc, Schedule(1e-6, 100.0, 0.75), chunk=steps)
+        tr = OnlineTrainer(cell, ro, parse_estimator(spec), proc, Schedule(1e-6, 100.0, 0.75), chunk=steps,
+                           record_every=steps if predrawn else 100)
         if tr.kernel is None:
             raise RuntimeError(f"the compiled loop does not cover {spec} on this network")
-        box = {"state": tr.init(theta, ro.init(rng, 1), rng)}
+        box = {"state": tr.init(theta, ro.init(rng, batch), rng)}
 
         def run():
             box["state"] = tr.run(box["state"], steps, rng, checkpoint=False)[0]
         if spec == "rtrl":
-            prod = bare_product(1, cell.k, cell.k, cell.p, rng)
+            prod = bare_product(batch, cell.k, cell.k, cell.p, rng)
         else:
             prod = forward_step(cell, theta, s, x, rng, n_out=1)
 
@@ -268,12 +290,21 @@ GOALS: tuple[Ratio, ...] = (
             _small(e, 1)) for e in ("snap-1", "rflo", "uoro", "kf-rtrl")),
     Ratio("3", "compiled-online-rtrl-elman-k16", "RTRL online step, compiled loop, elman k=16 m=8 B=1",
           "bare k×k·k×p product", 2.0, _compiled("rtrl")),
-    Ratio("3", "compiled-online-snap-1-elman-k16", "snap-1 online step, compiled loop, elman k=16 m=8 B=1",
-          "forward step + readout", 2.5, _compiled("snap-1")),
+    Ratio("3", "compiled-online-rtrl-elman-k16-predrawn",
+          "RTRL online step, compiled loop, data drawn in advance, elman k=16 m=8 B=1", "bare k×k·k×p product", 2.0,
+          _compiled("rtrl", predrawn=True)),
+    *(Ratio("3", f"compiled-online-{e}-elman-k16", f"{e} online step, compiled loop, elman k=16 m=8 B=1",
+            "forward step + readout", 2.5, _compiled(e)) for e in ("snap-1", "uoro")),
     Ratio("4", "online-rtrl-elman-k16-B64", "RTRL online step, elman k=16, 64 replicates",
           "bare batched k×k·k×p product", 1.25, _small("rtrl", 64)),
     *(Ratio("4", f"online-{e}-elman-k16-B64", f"{e} online step, elman k=16, 64 replicates",
             "batched forward step + readout", 3.0, _small(e, 64)) for e in ("snap-1", "uoro")),
+    Ratio("4", "compiled-online-rtrl-elman-k16-B64",
+          "RTRL online step, compiled loop, data drawn in advance, elman k=16, 64 replicates (one θ each, equal)",
+          "bare batched k×k·k×p product", 1.25, _compiled("rtrl", batch=64, predrawn=True)),
+    *(Ratio("4", f"compiled-online-{e}-elman-k16-B64",
+            f"{e} online step, compiled loop, data drawn in advance, elman k=16, 64 replicates (one θ each, equal)",
+            "batched forward step + readout", 3.0, _compiled(e, batch=64, predrawn=True)) for e in ("snap-1", "uoro")),
     *(Ratio("5", f"{e}-elman-k256", f"linearize + {e} step, elman k=256", "forward step", 3.0, _g5(e))
       for e in ("snap-1", "uoro")),
     Ratio("5", "floor-elman-k256", "floor: forward product + one pass over p numbers (read, written) writing p",

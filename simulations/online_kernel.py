@@ -4,11 +4,13 @@ At ``k = 8`` the arithmetic of one online step is a few microseconds; the genera
 :class:`simulations.training.OnlineTrainer` spends about 0.4 ms per step in Python calls and in
 the projection's batched SVD.  For the setting of the convergence experiment, an unmasked
 (contractive) Elman cell with ``σ`` = tanh or the identity, a linear readout with the squared
-loss, SGD and the contraction projection :class:`SpectralClip`, with exact RTRL, SnAp-1 or
-TBPTT(τ), :class:`ElmanKernel` runs the steps between two checkpoints in one call of
+loss, SGD and the contraction projection :class:`SpectralClip`, with exact RTRL, SnAp-1,
+TBPTT(τ) or UORO, :class:`ElmanKernel` runs the steps between two checkpoints in one call of
 :func:`simulations.kernels.elman_online_steps`.  The trainer keeps everything else (data chunks,
 step sizes, window records, divergence bookkeeping, checkpoints); the estimator's own state
-arrays are updated in place, so checkpoints, ``influence`` and resumption are unchanged.  The
+arrays are updated in place (exact RTRL's two buffers swapped as its ``step`` swaps them), so
+checkpoints, ``influence`` and resumption are unchanged.  UORO's signs come from the run's
+Generator, drawn before each call in the order the general loop draws them.  The
 general loop stays the reference: ``OnlineTrainer(..., kernel=False)``; the tests compare the two
 (``tests/test_online_kernel.py``).
 """
@@ -22,7 +24,10 @@ from .cells.elman import Elman
 from .estimators.bptt import TBPTT
 from .estimators.rtrl import RTRL
 from .estimators.snap import SnAp
-from .kernels import MODE_RTRL, MODE_SNAP1, MODE_TBPTT, elman_online_steps, top_singular_values
+from .estimators.signs import rademacher
+from .estimators.uoro import FOLD_RANGE, UORO
+from .jacobians import row_dot
+from .kernels import MODE_RTRL, MODE_SNAP1, MODE_TBPTT, MODE_UORO, elman_online_steps, top_singular_values
 from .optimizers import SGD
 from .readouts import LinearReadout
 
@@ -63,15 +68,26 @@ def _layout_is_merged(cell) -> bool:
             and cell.p == k * (k + m + 1))
 
 
+def _unit_major(cell) -> np.ndarray:
+    """The storage order of a dense influence that :func:`elman_online_steps` assumes: ``θ``'s column
+    ``j·k + r`` (entry ``(r, j)`` of ``[W U b]``) at ``r·(k+m+1) + j``, so that ``I_t``'s row ``r`` is
+    contiguous (:func:`~simulations.jacobians.unit_major` of the merged block)."""
+    k, ncols = cell.k, cell.k + cell.m + 1
+    j, r = np.divmod(np.arange(cell.p, dtype=np.int64), k)
+    return r * ncols + j
+
+
 @dataclass
 class _Run:
     """Per-call buffers: the mode's influence arrays and the last step's loss and ``‖g_t‖``."""
 
     mode: int
     tau: int
-    J3: np.ndarray
-    J2: np.ndarray
+    J3: np.ndarray            # B × (k+1) × p: J_t in the first k rows (RTRL, TBPTT)
+    J3next: np.ndarray        # the same shape: the next step's product
+    J2: np.ndarray            # SnAp-1: B × nnz, the estimator's nnz × B values transposed (written back after each call)
     jpos: np.ndarray
+    uoro: tuple               # UORO: (θ̃'s direction, s̃, factor, ‖direction‖², last (ρ₀, ρ₁)); else empty arrays
     gblock: np.ndarray
     upper: np.ndarray
     loss: np.ndarray
@@ -106,50 +122,92 @@ class ElmanKernel:
             return cls(trainer, MODE_SNAP1, 0)
         if type(est) is TBPTT and est.tau is not None:
             return cls(trainer, MODE_TBPTT, int(est.tau))
+        if type(est) is UORO:
+            return cls(trainer, MODE_UORO, 0)
         return None
 
-    def begin(self, state, steps: int) -> _Run | None:
+    def begin(self, state, steps: int, rng) -> _Run | None:
         """Buffers for a call of ``run`` that starts at ``state.t`` for ``steps`` steps, or ``None``
         when this call needs the general loop (a TBPTT block that would straddle the call's ends or a
-        data chunk, a pending tape, replicates already diverged)."""
+        data chunk, a pending tape, replicates already diverged, UORO's signs from a source other
+        than a numpy Generator)."""
         tr, B = self.trainer, state.theta.shape[0]
         if (state.diverged >= 0).any():
             return None
         k, p = tr.cell.k, tr.cell.p
         no3, no2 = np.zeros((1, 1, 1)), np.zeros((1, 1))
+        J3next, uoro = no3, (no2, no2, np.zeros(1), np.zeros(1), no2)
         state.theta = np.ascontiguousarray(state.theta)
         state.phi = np.ascontiguousarray(state.phi)
         if self.mode == MODE_TBPTT:
             tau = self.tau
             if state.t % tau or (state.t + steps) % tau or tr.chunk % tau or state.est.c:
                 return None
-            J3, J2, jpos = np.zeros((B, k, p)), no2, np.arange(p)
+            J3, J3next, J2, jpos = np.zeros((B, k + 1, p)), np.zeros((B, k + 1, p)), no2, _unit_major(tr.cell)
         elif self.mode == MODE_RTRL:
             st = state.est.structure
-            J3, J2, jpos = state.est.full, no2, np.asarray(st.pos, dtype=np.int64)   # J: its first k rows
+            if state.est.buf is None or state.est.full.shape != (B, k + 1, p) or \
+                    not (state.est.full.flags.c_contiguous and state.est.buf.flags.c_contiguous):
+                return None
+            J3, J3next, J2 = state.est.full, state.est.buf, no2                  # J: the first k rows of full
+            jpos = _unit_major(tr.cell)
+            if not np.array_equal(st.pos, jpos):
+                return None
+        elif self.mode == MODE_UORO:
+            est = state.est
+            if not isinstance(rng, np.random.Generator) or est.direction.shape != (B, p):
+                return None
+            J3, J2, jpos = no3, no2, np.zeros(1, dtype=np.int64)
+            est.direction = np.ascontiguousarray(est.direction)
+            est.s, est.factor = np.array(est.s, dtype=float), np.array(est.factor, dtype=float)   # own copies
+            sq = row_dot(est.direction, est.direction) if est.sq is None else np.array(est.sq, dtype=float)
+            uoro = (est.direction, est.s, est.factor, sq, np.ones((B, 2)))
         else:
             st = state.est.structure
             if state.est.J.shape != (p, B) or not state.est.J.flags.c_contiguous:
                 return None
-            J3, J2 = no3, state.est.J
+            J3, J2 = no3, np.ascontiguousarray(state.est.J.T)     # B × nnz: a replicate's entries contiguous
             jpos = np.asarray(st.entry_index(np.arange(p) % k, np.arange(p)), dtype=np.int64)
-        return _Run(self.mode, max(self.tau, 1), J3, J2, jpos, np.zeros((B, p)), np.full(B, np.inf),
+        return _Run(self.mode, max(self.tau, 1), J3, J3next, J2, jpos, uoro, np.zeros((B, p)), np.full(B, np.inf),
                     np.zeros(B), np.zeros(B))
 
-    def steps(self, run: _Run, state, win, xs, ys, alphas, update_now, lo: int, hi: int) -> int:
+    def steps(self, run: _Run, state, win, xs, ys, alphas, update_now, lo: int, hi: int, rng) -> int:
         """Steps ``lo … hi−1`` of the current data chunk (``xs``: ``n × B × m``, ``ys``: ``n × B × n_out``);
         advances ``state`` and ``win`` and returns the number of steps done (fewer when a replicate
-        left the bounds at the last one; ``run.loss``, ``run.gnorm`` hold that step's values)."""
+        left the bounds at the last one; ``run.loss``, ``run.gnorm`` hold that step's values).
+
+        UORO's signs for the steps are drawn from ``rng`` before the call, in the order the general
+        loop draws them (one ``B × k`` block per step, :func:`~simulations.estimators.signs.rademacher`;
+        a Generator's doubles do not depend on how the draws are split into calls); after an early
+        stop the generator is set back and advanced by the steps done only."""
         tr = self.trainer
         learn = tr.schedule is not None
         no = np.zeros((1, 1))
+        if run.mode == MODE_UORO:
+            before = rng.bit_generator.state
+            nus = rademacher(rng, (hi - lo, state.theta.shape[0], tr.cell.k))
+        else:
+            nus = np.zeros((1, 1, 1))
         done = elman_online_steps(
-            state.theta, state.phi, state.s, run.J3, run.J2, run.jpos, run.mode, run.tau, self.tanh,
+            state.theta, state.phi, state.s, run.J3, run.J3next, run.J2, run.jpos, *run.uoro, nus,
+            np.array(FOLD_RANGE), run.mode, run.tau, self.tanh,
             np.ascontiguousarray(xs[lo:hi], dtype=float), np.ascontiguousarray(ys[lo:hi], dtype=float),
             alphas[lo:hi] if learn else np.zeros(hi - lo), update_now[lo:hi], state.t, learn, tr.train_readout,
             self.radius, run.upper, state.g_acc, state.gphi_acc, run.gblock, win.loss, win.gnorm,
             win.g if win.g is not None else no, win.gphi if win.gphi is not None else no, win.g is not None,
             float(tr.blowup), run.loss, run.gnorm)
+        if run.mode == MODE_SNAP1:
+            state.est.J[...] = run.J2.T
+        if run.mode == MODE_UORO:
+            est = state.est
+            est.sq, est.scales = run.uoro[3].copy(), run.uoro[4].copy()
+            if done < hi - lo:
+                rng.bit_generator.state = before
+                rademacher(rng, (done, state.theta.shape[0], tr.cell.k))
+        if done % 2 and self.mode in (MODE_RTRL, MODE_TBPTT):       # the product of the last step is in J3next
+            run.J3, run.J3next = run.J3next, run.J3
+            if self.mode == MODE_RTRL:
+                RTRL._swap(state.est)
         state.t += done
         win.n += done
         return done

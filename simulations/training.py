@@ -208,7 +208,7 @@ class OnlineTrainer:
                 if progress is not None and state.t > start:
                     progress(state.t - start)
             last_save = state.t
-        fast = self.kernel.begin(state, end - state.t) if self.kernel is not None else None
+        fast = self.kernel.begin(state, end - state.t, rng) if self.kernel is not None else None
         with np.errstate(all="ignore"):
             while state.t < end:
                 n = min(self.chunk, end - state.t)
@@ -219,7 +219,7 @@ class OnlineTrainer:
                 record_now = (steps_here % self.record_every == 0) if self.checkpoints is None else \
                     np.isin(steps_here, self.checkpoints)
                 if fast is not None:
-                    win = self._kernel_steps(fast, state, traj, win, xs, ys, alphas, update_now, record_now)
+                    win = self._kernel_steps(fast, state, traj, win, xs, ys, alphas, update_now, record_now, rng)
                     if win is None:
                         return state, traj
                 for i in range(n if fast is None else 0):
@@ -258,7 +258,7 @@ class OnlineTrainer:
             slot.save(call, state.t, self._payload(state, traj, win, rngs))
         return state, traj
 
-    def _kernel_steps(self, fast, state, traj, win, xs, ys, alphas, update_now, record_now) -> _Window | None:
+    def _kernel_steps(self, fast, state, traj, win, xs, ys, alphas, update_now, record_now, rng) -> _Window | None:
         """One data chunk on the compiled path, cut at the checkpoints: the current window after it,
         or ``None`` when the run must stop (divergence, handled as in the general loop)."""
         n, i = len(record_now), 0
@@ -266,7 +266,7 @@ class OnlineTrainer:
         while i < n:
             nxt = marks[marks >= i]
             hi = int(nxt[0]) + 1 if nxt.size else n
-            i += self.kernel.steps(fast, state, win, xs, ys, alphas, update_now, i, hi)
+            i += self.kernel.steps(fast, state, win, xs, ys, alphas, update_now, i, hi, rng)
             learn = self.schedule is not None
             if (i < hi or not self._within_bounds(state, fast.loss, fast.gnorm, learn)) and \
                     self._check_divergence(state, traj, fast.loss, fast.gnorm, learn):
