@@ -50,7 +50,7 @@ def cell_size(cell_name: str, hidden: int, inputs: int, density: float = 1.0) ->
 def estimator_floats(spec: str, k: int, p: int, m: int, batch: int = 1, steps: int = 1,
                      density: float = 1.0) -> float:
     """Numbers held by an estimator's state for ``batch`` replicates (``steps``: the length of a
-    BPTT tape; TBPTT(τ) keeps ``τ`` steps)."""
+    BPTT tape; TBPTT(τ) and online TBPTT(τ) keep ``τ`` steps)."""
     name, _, arg = spec.partition("-")
     if name == "rtrl":                      # J and the buffer of its update
         per = 2 * k * p
@@ -67,6 +67,10 @@ def estimator_floats(spec: str, k: int, p: int, m: int, batch: int = 1, steps: i
         per = p
     elif name in ("bptt", "tbptt"):         # a masked cell's I_t is kept as its p nonzeros
         per = (int(arg) if arg else steps) * (3 * k + m + p)
+    elif name == "online" and arg.startswith("tbptt"):
+        # online-tbptt-τ: τ steps' factors of D_t and I_t, with the recurrent weights of their step
+        # (at most p numbers) and at most four gates' values and the block inputs (8k + m + 1)
+        per = int(arg.partition("-")[2] or 1) * (p + 8 * k + m + 1)
     else:
         per = k * p
     return float(batch) * (per + k * (k + m) + 2 * p)     # plus one linearization, θ and the gradient

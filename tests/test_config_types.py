@@ -99,7 +99,7 @@ def test_cell_size_is_exact_without_building_the_cell(name):
     assert cell_size(name, 10**400, 2) == (math.inf, math.inf)
 
 
-@pytest.mark.parametrize("spec", ["rtrl", "snap-1", "snap-2", "uoro", "kf-rtrl", "rflo", "bptt"])
+@pytest.mark.parametrize("spec", ["rtrl", "snap-1", "snap-2", "uoro", "kf-rtrl", "rflo", "bptt", "online-tbptt-4"])
 @pytest.mark.parametrize("hidden,density", [(16, 1.0), (32, 0.25)])
 def test_estimator_state_estimate_bounds_the_measured_state(spec, hidden, density):
     """Measured: the bytes of the arrays the state holds after 8 steps with 4 replicates."""
