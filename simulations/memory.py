@@ -68,9 +68,10 @@ def estimator_floats(spec: str, k: int, p: int, m: int, batch: int = 1, steps: i
     elif name in ("bptt", "tbptt"):         # a masked cell's I_t is kept as its p nonzeros
         per = (int(arg) if arg else steps) * (3 * k + m + p)
     elif name == "online" and arg.startswith("tbptt"):
-        # online-tbptt-τ: τ steps' factors of D_t and I_t, with the recurrent weights of their step
-        # (at most p numbers) and at most four gates' values and the block inputs (8k + m + 1)
-        per = int(arg.partition("-")[2] or 1) * (p + 8 * k + m + 1)
+        # online-tbptt-τ: τ steps' factors of D_t and I_t: the recurrent weights of their step as
+        # full matrices (a masked cell's too: at most p / density numbers) and at most four gates'
+        # values and the block inputs (8k + m + 1)
+        per = int(arg.partition("-")[2] or 1) * (p / density + 8 * k + m + 1)
     else:
         per = k * p
     return float(batch) * (per + k * (k + m) + 2 * p)     # plus one linearization, θ and the gradient
