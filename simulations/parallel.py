@@ -248,7 +248,7 @@ class ProcessPool:
                 broken = True
             if broken or not inflight:
                 for future in list(inflight):
-                    self._settle(seen, future, inflight.pop(future), False, suspects, on_done, on_error)
+                    self._settle(pool, seen, future, inflight.pop(future), False, suspects, on_done, on_error)
                 if stop is not None:
                     raise Interrupted([stop])
                 return
@@ -256,24 +256,29 @@ class ProcessPool:
             outcomes = []
             for future in done:
                 job = inflight.pop(future)
-                outcomes.append(self._settle(seen, future, job, job is isolated, suspects, on_done, on_error))
+                outcomes.append(self._settle(pool, seen, future, job, job is isolated, suspects, on_done, on_error))
                 isolated = None if job is isolated else isolated
             stop = stop or next((job for kind, job in outcomes if kind == "stop"), None)
             if any(kind == "broken" for kind, _ in outcomes):
                 for future in list(inflight):          # the pool is gone: collect what finished
-                    self._settle(seen, future, inflight.pop(future), False, suspects, on_done, on_error)
+                    self._settle(pool, seen, future, inflight.pop(future), False, suspects, on_done, on_error)
                 if stop is not None:
                     raise Interrupted([stop])
                 return
 
     @staticmethod
-    def _settle(seen, future, job, alone, suspects, on_done, on_error) -> tuple[str, object]:
+    def _settle(pool, seen, future, job, alone, suspects, on_done, on_error) -> tuple[str, object]:
         """Hand a finished future's result on; ``("ok" | "broken" | "stop", job)``.  ``seen``: the
-        pool's worker processes by pid, kept so that a dead worker's exit code can still be read."""
+        pool's worker processes by pid, kept so that a dead worker's exit code can still be read.
+        A job that broke the pool alone is reported after the pool's own thread has finished with
+        its workers (``shutdown(wait=True)``): a forkserver worker's exit code is read once from a
+        pipe, and a second reader at the same time gets end-of-file and records status 255, which
+        had turned "killed by SIGKILL" into "exit status 255"."""
         try:
             result = future.result()
         except BrokenProcessPool:
             if alone:
+                pool.shutdown(wait=True)
                 on_error(job, f"worker process died while running this task ({_death(list(seen.values()))})")
             else:
                 suspects.append(job)
