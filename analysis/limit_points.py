@@ -257,10 +257,15 @@ def limits(records, config):
             norms[spec] = g
             if floor is not None:
                 errors[spec] = log_error(g, floor)
-            gm, lo, hi = log_mean_ci(g)
-            ratio = "—" if spec == "rtrl" or "rtrl" not in norms else \
-                _f(float(np.exp(paired_gaps(g, norms["rtrl"]).mean())))
-            rows.append([spec, f"{gm:.3g} [{lo:.3g}, {hi:.3g}]", ", ".join(f"{x:.3g}" for x in g),
+            positive = bool(np.all(g > 0))              # a debiased Monte Carlo norm can be 0: no log scale
+            if positive:
+                gm, lo, hi = log_mean_ci(g)
+                mean = f"{gm:.3g} [{lo:.3g}, {hi:.3g}]"
+            else:
+                mean = "— (a norm at 0: below its Monte Carlo floor)"
+            ratio = "—" if spec == "rtrl" or "rtrl" not in norms or not positive or not np.all(norms["rtrl"] > 0) \
+                else _f(float(np.exp(paired_gaps(g, norms["rtrl"]).mean())))
+            rows.append([spec, mean, ", ".join(f"{x:.3g}" for x in g),
                          "exact" if floor is None else f"{floor.max():.2g}", ratio])
         mem = runs["rtrl"]["data"]["memory"] if "rtrl" in runs else None
         verdicts += limit_verdicts(case, norms, failed, mem["steps"] if mem else None, errors or None)
