@@ -338,7 +338,7 @@ def _mc_curve(ax, spec, a):
     rows = np.flatnonzero(t > 0)
     if not rows.size:
         return
-    g = np.array([debiased_norm(a["eval_grad"][i])[0] for i in rows])           # rows × B
+    g = debiased_norm(np.asarray(a["eval_grad"])[rows])[0]                       # rows × B
     g = np.exp(np.log(np.maximum(g, 1e-300)).mean(axis=1))
     sty = style.estimator_style(spec)
     ax.loglog(t[rows], g, marker="o", ms=3, lw=1.6 if spec == "rtrl" else 1.0, label=sty.label + " (Monte Carlo)",

@@ -25,6 +25,8 @@ import numpy as np
 #: of the block's masked entries in ``entries``, matrix offset in ``store``
 OFF, SIZE, N_OUT, N_IN, OUT, SRC, SRC_OFF, FULL, ENTRY, STORE = range(10)
 SOURCE_U, SOURCE_W, SOURCE_ONE = 0, 1, 2
+#: the usual sources of a cell's blocks (state, input, constant) as the pre-activation pass reads them
+STATE_INPUT_ONE = {"s": (SOURCE_U, 0), "x": (SOURCE_W, 0), "one": (SOURCE_ONE, 0)}
 _ONES = np.ones(1)          # the constant source (a bias block has one input)
 
 

@@ -352,6 +352,18 @@ def _scratch(width, rbeg, B):
 
 
 @_jit
+def _panel_buffers(D, J, width, rbeg):
+    """What a pass over the panels works with: ``B``, ``J`` flat, the aligned scratch and its
+    start (:func:`_scratch`), whether ``D`` is one for all replicates, ``D``'s first column and its
+    transpose (contiguous), and the per-replicate buffer (empty when shared)."""
+    B = J.shape[1]
+    X, x0 = _scratch(width, rbeg, B)
+    shared = B == 1 or D.shape[1] == 1
+    return (B, J.reshape(J.size), X, x0, shared, np.ascontiguousarray(D[:, 0]), np.ascontiguousarray(D.T),
+            np.empty(0 if shared else X.size))
+
+
+@_jit
 def panel_pair_sums(D, tpd, sidx, rowptr, obase, width, rbeg, J):
     """``J̃ ← (D_t J̃)`` at the stored entries of a panel-layout influence, in place (THEORY.md §4,
     SnAp-n).
@@ -370,13 +382,7 @@ def panel_pair_sums(D, tpd, sidx, rowptr, obase, width, rbeg, J):
     ``width·B`` numbers are contiguous and summed by the vector kernel; otherwise by a loop over the
     replicates.
     """
-    B = J.shape[1]
-    Jf = J.reshape(J.size)
-    X, x0 = _scratch(width, rbeg, B)
-    shared = B == 1 or D.shape[1] == 1
-    Df = np.ascontiguousarray(D[:, 0])
-    DT = np.ascontiguousarray(D.T)
-    Y = np.empty(0 if shared else X.size)
+    B, Jf, X, x0, shared, Df, DT, Y = _panel_buffers(D, J, width, rbeg)
     for v in range(rbeg.shape[0] - 1):
         if rbeg[v + 1] > rbeg[v]:                    # (a panel of columns that reach no row has none)
             _class_products(v, Df, D, DT, tpd, sidx, rowptr, obase, width, rbeg, Jf, B, X, x0, Y, shared)
@@ -397,14 +403,9 @@ def panel_step(D, tpd, sidx, rowptr, obase, width, rbeg, J, islot, igate, isrc, 
     ``ĝ`` as in :func:`panel_gradient`.  ``g``: ``B × p``.  With one replicate and rows of at least
     8 numbers, ``+ I_t`` and ``ĝ`` are done row by row while the row's vectors are in registers
     (:func:`_rows_step`)."""
-    B = J.shape[1]
-    Jf = J.reshape(J.size)
-    X, x0 = _scratch(width, rbeg, B)
-    shared = B == 1 or D.shape[1] == 1
-    Df = np.ascontiguousarray(D[:, 0])
-    DT = np.ascontiguousarray(D.T)
-    Y = np.empty(0 if shared else X.size)
+    B, Jf, X, x0, shared, Df, DT, Y = _panel_buffers(D, J, width, rbeg)
     acc = np.empty((np.max(np.diff(cbeg)) if cbeg.size > 1 else 0) * B + _LANES)
+    g_each, a_each = int(gv.shape[0] > 1), int(av.shape[0] > 1)     # 0: one row for every replicate
     for v in range(rbeg.shape[0] - 1):
         R0, R1 = rbeg[v], rbeg[v + 1]
         if R1 == R0:                                 # columns that reach no row: ĝ = 0 there
@@ -423,10 +424,8 @@ def panel_step(D, tpd, sidx, rowptr, obase, width, rbeg, J, islot, igate, isrc, 
         for q in range(iptr[v], iptr[v + 1]):
             e = islot[q] * B
             for b in range(B):
-                bg = b if gv.shape[0] > 1 else 0
-                ba = b if av.shape[0] > 1 else 0
-                Jf[e + b] += gv[bg, igate[q]] * av[ba, isrc[q]]
-        _class_gradient(v, credit, Jf, obase, srow, rbeg, cbeg, ccols, g, acc, 0, B)
+                Jf[e + b] += gv[b * g_each, igate[q]] * av[b * a_each, isrc[q]]
+        _class_gradient(v, credit, Jf, obase, srow, rbeg, cbeg, ccols, g, acc, B)
 
 
 def panel_pair_sums_reference(D, tpd, sidx, rowptr, obase, width, rbeg, J):
@@ -444,14 +443,14 @@ def panel_pair_sums_reference(D, tpd, sidx, rowptr, obase, width, rbeg, J):
 
 
 @_jit
-def _class_gradient(v, credit, Jf, obase, srow, rbeg, cbeg, ccols, g, acc, first, B):
-    """The ``v``-th panel's columns of ``ĝ = c J̃`` from the panel (at ``Jf[… − first]``)."""
+def _class_gradient(v, credit, Jf, obase, srow, rbeg, cbeg, ccols, g, acc, B):
+    """The ``v``-th panel's columns of ``ĝ = c J̃`` from the panel."""
     n = cbeg[v + 1] - cbeg[v]
     m = n * B
     for i in range(m):
         acc[i] = 0.0
     for R in range(rbeg[v], rbeg[v + 1]):
-        o = obase[R] * B - first
+        o = obase[R] * B
         row = Jf[o:o + m]
         if B == 1:
             cr = credit[0, srow[R]]
@@ -478,8 +477,9 @@ def panel_gradient(credit, J, rbeg, obase, srow, cbeg, ccols, g):
     ``g``: ``B × p`` (columns outside every panel are left untouched)."""
     B = J.shape[1]
     acc = np.empty((np.max(np.diff(cbeg)) if cbeg.size > 1 else 0) * B)
+    Jf = J.reshape(J.size)
     for v in range(rbeg.shape[0] - 1):
-        _class_gradient(v, credit, J.reshape(J.size), obase, srow, rbeg, cbeg, ccols, g, acc, 0, B)
+        _class_gradient(v, credit, Jf, obase, srow, rbeg, cbeg, ccols, g, acc, B)
 
 
 def panel_gradient_reference(credit, J, rbeg, obase, srow, cbeg, ccols, g):

@@ -26,7 +26,7 @@ from .estimators.rtrl import RTRL
 from .estimators.snap import SnAp
 from .estimators.signs import rademacher
 from .estimators.uoro import FOLD_RANGE, UORO
-from .jacobians import row_dot
+from .jacobians import row_dot, unit_major
 from .kernels import MODE_RTRL, MODE_SNAP1, MODE_TBPTT, MODE_UORO, elman_online_steps, top_singular_values
 from .optimizers import SGD
 from .readouts import LinearReadout
@@ -66,15 +66,6 @@ def _layout_is_merged(cell) -> bool:
     return (not any(v is not None for v in cell.masks.values())
             and [(b.name, b.offset) for b in cell.blocks] == [("W", 0), ("U", k * k), ("b", k * (k + m))]
             and cell.p == k * (k + m + 1))
-
-
-def _unit_major(cell) -> np.ndarray:
-    """The storage order of a dense influence that :func:`elman_online_steps` assumes: ``θ``'s column
-    ``j·k + r`` (entry ``(r, j)`` of ``[W U b]``) at ``r·(k+m+1) + j``, so that ``I_t``'s row ``r`` is
-    contiguous (:func:`~simulations.jacobians.unit_major` of the merged block)."""
-    k, ncols = cell.k, cell.k + cell.m + 1
-    j, r = np.divmod(np.arange(cell.p, dtype=np.int64), k)
-    return r * ncols + j
 
 
 @dataclass
@@ -143,14 +134,14 @@ class ElmanKernel:
             tau = self.tau
             if state.t % tau or (state.t + steps) % tau or tr.chunk % tau or state.est.c:
                 return None
-            J3, J3next, J2, jpos = np.zeros((B, k + 1, p)), np.zeros((B, k + 1, p)), no2, _unit_major(tr.cell)
+            J3, J3next, J2, jpos = np.zeros((B, k + 1, p)), np.zeros((B, k + 1, p)), no2, unit_major(tr.cell.blocks, tr.cell.p).astype(np.int64)
         elif self.mode == MODE_RTRL:
             st = state.est.structure
             if state.est.buf is None or state.est.full.shape != (B, k + 1, p) or \
                     not (state.est.full.flags.c_contiguous and state.est.buf.flags.c_contiguous):
                 return None
             J3, J3next, J2 = state.est.full, state.est.buf, no2                  # J: the first k rows of full
-            jpos = _unit_major(tr.cell)
+            jpos = unit_major(tr.cell.blocks, tr.cell.p).astype(np.int64)
             if not np.array_equal(st.pos, jpos):
                 return None
         elif self.mode == MODE_UORO:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..jacobians import ImmediateJacobian, KroneckerFactors, Linearization
-from ..kernels_cells import SOURCE_ONE, SOURCE_U, SOURCE_W
+from ..kernels_cells import STATE_INPUT_ONE
 from ..kernels_fused import two_matvecs_batched
 from .base import Cell, matvec
 
@@ -26,7 +26,7 @@ ACTIVATIONS = {
     "identity": (lambda z: z, lambda z, s: np.ones_like(z), 1.0),
 }
 #: the blocks' sources as the pre-activation pass reads them (:meth:`Cell._plan`)
-SOURCES = {"s": (SOURCE_U, 0), "x": (SOURCE_W, 0), "one": (SOURCE_ONE, 0)}
+SOURCES = STATE_INPUT_ONE
 
 
 def _two_products(A: np.ndarray, a: np.ndarray, tangent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -93,13 +93,19 @@ class Elman(Cell):
                 Wt = matvec(P["W"], tangent)
         return z, Wt, ahat
 
-    def _forward(self, P, s, x, jac, tangent=None):
+    def _parts(self, P, s, x, tangent):
+        """``(s_t, σ', â, D_t · tangent)`` of one step (``â``, ``D_t · tangent``: see
+        :meth:`_preactivation`)."""
         z, Wt, ahat = self._preactivation(P, s, x, tangent)
         s_new = self.sigma(z)
-        if not jac:
-            return (s_new,)
         ds = self.dsigma(z, s_new)                                    # B × k
-        D, I = self._factored(P["W"], s, x, ahat, ds, tangent, None if Wt is None else ds * Wt)
+        return s_new, ds, ahat, None if Wt is None else ds * Wt
+
+    def _forward(self, P, s, x, jac, tangent=None):
+        if not jac:
+            return (self.sigma(self._preactivation(P, s, x, tangent)[0]),)
+        s_new, ds, ahat, Dv = self._parts(P, s, x, tangent)
+        D, I = self._factored(P["W"], s, x, ahat, ds, tangent, Dv)
         return s_new, D, I.gates, I.sources
 
     def _factored(self, W, s, x, ahat, ds, tangent, Dv):
@@ -121,10 +127,8 @@ class Elman(Cell):
         :class:`~simulations.jacobians.KroneckerFactors` (``â``, ``σ'``, ``W``, ``D_t · tangent``),
         and forms ``D_t`` and ``I_t`` from them only when an estimator reads them."""
         P = self._weights(theta)
-        z, Wt, ahat = self._preactivation(P, s, x, tangent)
-        s_new = self.sigma(z)
-        ds = self.dsigma(z, s_new)                                    # B × k
-        W, Dv = P["W"], None if Wt is None else ds * Wt
+        s_new, ds, ahat, Dv = self._parts(P, s, x, tangent)
+        W = P["W"]
         if ahat is None:                                              # masked W: the factored objects now
             return Linearization(s_new, *self._factored(W, s, x, None, ds, tangent, Dv))
         f = KroneckerFactors(ahat, ds, W, tangent, Dv)

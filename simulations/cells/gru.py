@@ -15,10 +15,10 @@ import numpy as np
 
 from .base import Cell, sigmoid
 from ..jacobians import GateJacobian
-from ..kernels_cells import SOURCE_ONE, SOURCE_U, SOURCE_W
+from ..kernels_cells import SOURCE_ONE, SOURCE_U, SOURCE_W, STATE_INPUT_ONE
 
 #: the blocks' sources as the pre-activation pass reads them (:meth:`Cell._plan`)
-SOURCES = {"s": (SOURCE_U, 0), "x": (SOURCE_W, 0), "one": (SOURCE_ONE, 0)}
+SOURCES = STATE_INPUT_ONE
 RESET_SOURCES = {"rs": (SOURCE_U, 0), "x": (SOURCE_W, 0), "one": (SOURCE_ONE, 0)}
 
 

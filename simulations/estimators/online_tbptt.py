@@ -27,7 +27,7 @@ import numpy as np
 from ..flops import immediate_nnz
 from ..jacobians import DynamicsJacobian
 from .base import Capabilities
-from .bptt import TBPTT, TapeState
+from .bptt import TBPTT
 
 
 def frozen(D: DynamicsJacobian) -> DynamicsJacobian:
@@ -68,9 +68,6 @@ class OnlineTBPTT(TBPTT):
     def label(self):
         return f"online-tbptt-{self.tau}"
 
-    def init(self, cell, theta, batch, rng=None):
-        return TapeState(batch, cell.p)
-
     def flops(self, cell) -> float:
         """Per step ``τ`` products ``λ I`` (``2·nnz(I)`` each) and ``τ − 1`` products ``λ D`` (``2k²``
         each): ``O(τ·(k² + p))``."""
@@ -94,7 +91,3 @@ class OnlineTBPTT(TBPTT):
 
     def gradient(self, state, credit):
         return state, window_adjoint(state.D, state.I, credit)
-
-    def flush(self, state):
-        """Nothing is pending: every step's gradient was returned at its step."""
-        return state, np.zeros((state.batch, state.p))
