@@ -25,7 +25,20 @@ import math
 import numba
 import numpy as np
 
+from .aligned import LANES, aligned_empty, aligned_start
+
 _jit = numba.njit(cache=True, nogil=True)
+
+
+@_jit
+def _aligned_copy(a):
+    """A copy of the vector ``a`` starting a 64-byte line (:mod:`simulations.aligned`): a short
+    operand of a pass over long rows, then loaded without splitting cache lines."""
+    X = np.empty(a.shape[0] + LANES)
+    x0 = aligned_start(X)
+    A = X[x0:x0 + a.shape[0]]
+    A[:] = a
+    return A
 
 
 @_jit
@@ -46,8 +59,8 @@ def diagonal_influence_step(J, g, off, n_in, n_out, d, d0, has_d, c, c0, v, w):
     """
     B = v.shape[0]
     if B == 1:                                       # contiguous rows: vectorised inner loops
-        wr, cr = w[0], c[c0:c0 + n_out]
-        dr = d[d0:d0 + n_out] if has_d else cr
+        wr, cr = _aligned_copy(w[0]), _aligned_copy(c[c0:c0 + n_out])
+        dr = _aligned_copy(d[d0:d0 + n_out]) if has_d else cr
         for j in range(n_in):
             Jr, gr = J[off + j * n_out:off + (j + 1) * n_out], g[0, off + j * n_out:off + (j + 1) * n_out]
             vj = v[0, j]
@@ -81,20 +94,23 @@ def diagonal_influence_step(J, g, off, n_in, n_out, d, d0, has_d, c, c0, v, w):
 
 
 @_jit
-def kronecker_diagonal_step(J, g, W, ds, ahat, c, has_d):
+def kronecker_diagonal_step(J, W, ds, ahat, c, has_d):
     """:func:`diagonal_influence_step` of one replicate on the single block over ``θ`` of a cell
     in Kronecker form (:class:`~simulations.jacobians.KroneckerFactors`): ``d = σ' ⊙ diag(W)``
     is formed here (as ``KroneckerFactors.diagonal`` forms it), ``v = â``, ``w = σ'``.
 
-    ``J``: ``p`` (the store, flat); ``g``: ``1 × p``; ``W``: ``k × k``; ``ds``: ``1 × k``;
-    ``ahat``: ``1 × q``; ``c``: ``k``; ``has_d``: SnAp-1 (``True``) or RFLO (``False``).
+    ``J``: ``p`` (the store, flat); ``W``: ``k × k``; ``ds``: ``1 × k``; ``ahat``: ``1 × q``;
+    ``c``: ``k``; ``has_d``: SnAp-1 (``True``) or RFLO (``False``).  Returns ``ĝ`` (``1 × p``, a
+    new array starting a 64-byte line).
     """
     k = ds.shape[1]
     d = np.empty(k)
     if has_d:
         for i in range(k):
             d[i] = ds[0, i] * W[i, i]
+    g = aligned_empty(1, J.shape[0])
     diagonal_influence_step(J, g, 0, ahat.shape[1], k, d, 0, has_d, c, 0, ahat, ds)
+    return g
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc"})
@@ -111,7 +127,7 @@ def rank_one_step(X, g, off, n_in, n_out, alpha, v, w, gamma, sq):
     """
     for b in range(X.shape[0]):
         acc = 0.0
-        wr = w[b]
+        wr = _aligned_copy(w[b])
         for j in range(n_in):
             Xr, gr = X[b, off + j * n_out:off + (j + 1) * n_out], g[b, off + j * n_out:off + (j + 1) * n_out]
             a = alpha[b] * v[b, j]
@@ -151,7 +167,7 @@ def rank_one_scales(s, Ds, nu, factor, sq, nI, rho):
 
 
 @_jit
-def rank_one_full_step(X, g, blocks, vs, ws, s, Ds, nu, factor, sq, credit, rho, fold_lo, fold_hi, sq_new):
+def rank_one_full_step(X, blocks, vs, ws, s, Ds, nu, factor, sq, credit, rho, fold_lo, fold_hi, sq_new):
     """A whole UORO step (THEORY.md §4) for a cell whose parameter blocks are all unmasked:
     ``‖νᵀ I_t‖² = Σ_blocks ‖v‖² ‖ν G‖²``, then :func:`rank_one_scales` (``s̃``, ``θ̃``'s factor,
     ``ρ₀, ρ₁``), the factor folded into ``X`` (``θ̃``'s direction) when it leaves
@@ -160,8 +176,8 @@ def rank_one_full_step(X, g, blocks, vs, ws, s, Ds, nu, factor, sq, credit, rho,
 
     ``blocks``: one row of ints per block, starting (θ offset, ``n_in``, ``n_out``); ``vs``, ``ws``: tuples of the blocks'
     inputs (``B × n_in``) and ``ν G`` of their gates (``B × n_out``); ``s`` receives the new ``s̃``;
-    ``factor`` is updated in place; ``sq_new`` (zeros) receives the new ``‖direction‖²``; ``g``
-    (``B × p``) the gradient.
+    ``factor`` is updated in place; ``sq_new`` (zeros) receives the new ``‖direction‖²``.
+    Returns the gradient (``B × p``, a new array starting a 64-byte line).
     """
     B = X.shape[0]
     nI = np.zeros(B)
@@ -188,8 +204,10 @@ def rank_one_full_step(X, g, blocks, vs, ws, s, Ds, nu, factor, sq, credit, rho,
         for i in range(s.shape[1]):
             cs += credit[b, i] * s[b, i]
         gamma[b] = cs * factor[b]
+    g = aligned_empty(B, X.shape[1])
     for q in range(blocks.shape[0]):
         rank_one_step(X, g, blocks[q, 0], blocks[q, 1], blocks[q, 2], alpha, vs[q], ws[q], gamma, sq_new)
+    return g
 
 
 @_jit

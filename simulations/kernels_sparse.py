@@ -35,6 +35,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .aligned import aligned_start
+
 _jit = numba.njit(cache=True, nogil=True)
 _LANES = 8                      # doubles per vector register (AVX-512; LLVM splits it on narrower targets)
 _MAX_CHUNKS = 8                 # vectors held per pass over a row's pairs
@@ -266,12 +268,6 @@ def _vector_rows_step(D, tpd, sidx, rowptr, R0, R1, X, x0, xs, out, ob, n, credi
 
 
 @_jit
-def _aligned_start(X):
-    """The first index of ``X`` at a multiple of 64 bytes (a vector of 8 doubles)."""
-    return (-(X.ctypes.data // 8)) % _LANES
-
-
-@_jit
 def _load_panel(v, obase, width, rbeg, Jf, B, X, x0):
     """Copy the ``v``-th panel (``r`` rows of ``n = width·B`` numbers from ``first`` in ``Jf``,
     ``J``'s flat view) into ``X`` from ``x0``, each row padded to ``xs``, a multiple of 8 numbers, so
@@ -348,7 +344,7 @@ def _scratch(width, rbeg, B):
     for v in range(rbeg.shape[0] - 1):
         most = max(most, (rbeg[v + 1] - rbeg[v]) * ((width[rbeg[v]] * B + _LANES - 1) // _LANES * _LANES))
     X = np.empty(most + _LANES)
-    return X, _aligned_start(X)
+    return X, aligned_start(X)
 
 
 @_jit

@@ -39,6 +39,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .. import aligned
 from ..jacobians import EntryInjection, as_slice, merge_blocks, unit_major, unit_major_blocks
 from ..flops import immediate_nnz
 from ..kernels import class_pair_sums, diagonal_influence_step, kronecker_diagonal_step, unit_major_to_theta
@@ -435,7 +436,7 @@ class MaskedInfluence(Estimator):
             if J0 is not None:
                 full[:, :cell.k, st.pos] = J0
             return InfluenceState(full[:, :cell.k], np.empty_like(full), batch, cell.p, st, full)
-        vals = (np.zeros((st.nnz, batch)) if J0 is None
+        vals = (aligned.zeros((st.nnz, batch)) if J0 is None
                 else np.ascontiguousarray(np.asarray(J0, dtype=float)[:, st.rows, st.cols].T))
         return InfluenceState(vals, None, batch, cell.p, st)
 
@@ -586,10 +587,8 @@ class MaskedInfluence(Estimator):
                 or not state.J.flags.c_contiguous:
             return super().step(state, lin, credit, rng)
         if f is not None and B == 1:                     # one compiled call, d formed in it
-            g = np.empty((1, st.p))
-            kronecker_diagonal_step(state.J.reshape(-1), g, f.W if f.W.ndim == 2 else f.W[0], f.dsigma, f.ahat,
-                                    np.ascontiguousarray(credit).reshape(-1), plan[0].d0 >= 0)
-            return state, g
+            return state, kronecker_diagonal_step(state.J.reshape(-1), f.W if f.W.ndim == 2 else f.W[0], f.dsigma,
+                                                  f.ahat, np.ascontiguousarray(credit).reshape(-1), plan[0].d0 >= 0)
         if f is not None:
             d = f.diagonal() if plan[0].d0 >= 0 else _NO_ENTRIES
             inputs = ((f.ahat, f.dsigma),)
@@ -600,7 +599,7 @@ class MaskedInfluence(Estimator):
             d, c = np.ascontiguousarray(d).reshape(-1), np.ascontiguousarray(credit).reshape(-1)
         else:
             d, c = np.ascontiguousarray(d.T).reshape(-1), np.ascontiguousarray(credit.T).reshape(-1)
-        g = np.empty((B, st.p))                          # |d| × B and k × B above; ĝ in rows
+        g = aligned.aligned_empty(B, st.p)               # |d| × B and k × B above; ĝ in rows
         J = state.J.reshape(-1)
         for (off, n_in, n_out, c0, d0, _, _), (v, w) in zip(plan, inputs):
             diagonal_influence_step(J, g, off, n_in, n_out, d, max(d0, 0), d0 >= 0, c, c0, v, w)

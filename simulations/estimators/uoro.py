@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import aligned
 from ..jacobians import row_dot, unit_major_blocks
 from ..kernels import rank_one_full_step, rank_one_scales
 from ..flops import immediate_nnz
@@ -85,7 +86,7 @@ class UORO(Estimator):
         return float(cell.k + cell.p)
 
     def init(self, cell, theta, batch, rng=None):
-        return RankOneState(np.zeros((batch, cell.k)), np.zeros((batch, cell.p)), np.ones(batch), batch, cell.p)
+        return RankOneState(np.zeros((batch, cell.k)), aligned.zeros((batch, cell.p)), np.ones(batch), batch, cell.p)
 
     @staticmethod
     def _begin(state, Ds, rng):
@@ -147,8 +148,8 @@ class UORO(Estimator):
             blocks = self._block_table(I.blocks)
             vs = tuple(np.ascontiguousarray(I.source(b)) for b in groups)
             ws = tuple(np.ascontiguousarray(nuG[b.gate]) for b in groups)
-        g, state.sq = np.empty_like(state.direction), np.zeros(state.batch)
-        rank_one_full_step(state.direction, g, blocks, vs, ws, state.s, Ds, nu, state.factor, sq,
+        state.sq = np.zeros(state.batch)
+        g = rank_one_full_step(state.direction, blocks, vs, ws, state.s, Ds, nu, state.factor, sq,
                            np.ascontiguousarray(credit), rho, *FOLD_RANGE, state.sq)
         state.scales = rho.T
         return state, g
