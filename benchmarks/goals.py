@@ -246,7 +246,7 @@ def _g5(spec, shared_product=True):
     return build
 
 
-@numba.njit(cache=True, nogil=True, fastmath=True)
+@numba.njit(nogil=True, fastmath=True)                   # not cached: imported as goals and benchmarks.goals
 def _influence_pass(J, g, a):
     """One pass over ``p`` numbers read and written (``J ← a·J``) writing ``p`` more (``g = J``)."""
     for j in range(J.size):

@@ -99,17 +99,34 @@ def kronecker_diagonal_step(J, W, ds, ahat, c, has_d):
     in Kronecker form (:class:`~simulations.jacobians.KroneckerFactors`): ``d = σ' ⊙ diag(W)``
     is formed here (as ``KroneckerFactors.diagonal`` forms it), ``v = â``, ``w = σ'``.
 
-    ``J``: ``p`` (the store, flat); ``W``: ``k × k``; ``ds``: ``1 × k``; ``ahat``: ``1 × q``;
-    ``c``: ``k``; ``has_d``: SnAp-1 (``True``) or RFLO (``False``).  Returns ``ĝ`` (``1 × p``, a
-    new array starting a 64-byte line).
+    ``J``: ``p × 1`` (the store); ``W``: ``k × k``; ``ds``: ``1 × k``; ``ahat``: ``1 × q``;
+    ``c``: ``1 × k``; ``has_d``: SnAp-1 (``True``) or RFLO (``False``).  Returns ``ĝ`` (``1 × p``,
+    a new array starting a 64-byte line).
     """
-    k = ds.shape[1]
-    d = np.empty(k)
-    if has_d:
-        for i in range(k):
-            d[i] = ds[0, i] * W[i, i]
-    g = aligned_empty(1, J.shape[0])
-    diagonal_influence_step(J, g, 0, ahat.shape[1], k, d, 0, has_d, c, 0, ahat, ds)
+    k, q = ds.shape[1], ahat.shape[1]
+    stride = (k + LANES - 1) // LANES * LANES
+    X = np.empty(3 * stride + LANES)                 # d, σ', c: one aligned scratch
+    x0 = aligned_start(X)
+    d, w, cr = X[x0:x0 + k], X[x0 + stride:x0 + stride + k], X[x0 + 2 * stride:x0 + 2 * stride + k]
+    for i in range(k):
+        w[i] = ds[0, i]
+        cr[i] = c[0, i]
+        d[i] = ds[0, i] * W[i, i] if has_d else 0.0
+    g = aligned_empty(1, k * q)
+    Jf, gf = J.reshape(-1), g.reshape(-1)
+    for j in range(q):
+        Jr, gr = Jf[j * k:(j + 1) * k], gf[j * k:(j + 1) * k]
+        vj = ahat[0, j]
+        if has_d:
+            for i in range(k):
+                x = d[i] * Jr[i] + vj * w[i]
+                Jr[i] = x
+                gr[i] = cr[i] * x
+        else:
+            for i in range(k):
+                x = vj * w[i]
+                Jr[i] = x
+                gr[i] = cr[i] * x
     return g
 
 
@@ -437,6 +454,17 @@ def _clip_singular(theta, b, k, radius):
 _LN2_HI, _LN2_LO, _INV_LN2 = 6.93147180369123816490e-01, 1.90821492927058770002e-10, 1.44269504088896338700e+00
 #: Taylor coefficients ``1/j!`` of ``expm1``, ``j = 2 … 13``
 _C2, _C3, _C4, _C5, _C6, _C7, _C8, _C9, _C10, _C11, _C12, _C13 = (1.0 / math.factorial(j) for j in range(2, 14))
+
+
+@_jit
+def one_minus_square(s):
+    """``1 − s ⊙ s`` (``tanh' = 1 − tanh²``) for ``s``: ``B × k``, as a new ``B × k`` array, each
+    entry rounded as numpy's ``1.0 - s * s``."""
+    out = np.empty(s.shape)
+    for b in range(s.shape[0]):
+        for i in range(s.shape[1]):
+            out[b, i] = 1.0 - s[b, i] * s[b, i]
+    return out
 
 
 @_jit

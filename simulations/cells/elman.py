@@ -9,15 +9,16 @@ from __future__ import annotations
 import numpy as np
 
 from ..jacobians import ImmediateJacobian, KroneckerFactors, Linearization
+from ..kernels import one_minus_square
 from ..kernels_cells import STATE_INPUT_ONE
 from ..kernels_fused import two_matvecs_batched
 from .base import Cell, matvec
 
 
 def _tanh_prime(z: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """``tanh'(z) = 1 − s²`` with ``s = tanh(z)`` (one new array)."""
-    out = np.multiply(s, s)
-    return np.subtract(1.0, out, out=out)
+    """``tanh'(z) = 1 − s²`` with ``s = tanh(z)`` (one new array, one compiled call:
+    :func:`~simulations.kernels.one_minus_square`)."""
+    return one_minus_square(s)
 
 
 ACTIVATIONS = {

@@ -587,8 +587,8 @@ class MaskedInfluence(Estimator):
                 or not state.J.flags.c_contiguous:
             return super().step(state, lin, credit, rng)
         if f is not None and B == 1:                     # one compiled call, d formed in it
-            return state, kronecker_diagonal_step(state.J.reshape(-1), f.W if f.W.ndim == 2 else f.W[0], f.dsigma,
-                                                  f.ahat, np.ascontiguousarray(credit).reshape(-1), plan[0].d0 >= 0)
+            return state, kronecker_diagonal_step(state.J, f.W if f.W.ndim == 2 else f.W[0], f.dsigma, f.ahat,
+                                                  credit, plan[0].d0 >= 0)
         if f is not None:
             d = f.diagonal() if plan[0].d0 >= 0 else _NO_ENTRIES
             inputs = ((f.ahat, f.dsigma),)
