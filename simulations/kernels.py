@@ -139,20 +139,43 @@ def rank_one_step(X, g, off, n_in, n_out, alpha, v, w, gamma, sq):
         sq[b]        += Σ X[b, (i, j)]²                        (the new ``‖direction‖²``, for ρ₀)
 
     ``X``, ``g``: ``B × p``; ``v``: ``B × n_in``; ``w``: ``B × n_out``; ``alpha``, ``gamma``, ``sq``:
-    ``B``.  The sum of squares is accumulated in a vectorised order (reassociated; deterministic for
-    a given build); the update and the gradient are computed exactly as written.
+    ``B``.  The update and the gradient are computed exactly as written; the sum of squares is
+    accumulated in a vectorised order (reassociated; deterministic for a given build and shape).
+    Long rows (``n_out ≥ 64``) are passed row by row with ``w[b]`` in an aligned scratch
+    (:mod:`simulations.aligned`); short rows (a 16-unit cell), whose per-row loop overhead
+    dominates, have ``alpha[b] · v[b, j] · w[b, i]`` formed into a scratch of the block first,
+    then one flat pass over the block.
     """
+    n = n_in * n_out
+    short = n_out < 64
+    stride = (n_out + LANES - 1) // LANES * LANES
+    S = np.empty((n if short else stride) + LANES)
+    x0 = aligned_start(S)
+    U = S[x0:x0 + (n if short else n_out)]
     for b in range(X.shape[0]):
         acc = 0.0
-        wr = _aligned_copy(w[b])
-        for j in range(n_in):
-            Xr, gr = X[b, off + j * n_out:off + (j + 1) * n_out], g[b, off + j * n_out:off + (j + 1) * n_out]
-            a = alpha[b] * v[b, j]
-            for i in range(n_out):
-                x = Xr[i] + a * wr[i]
-                Xr[i] = x
-                gr[i] = gamma[b] * x
+        gb = gamma[b]
+        if short:
+            for j in range(n_in):
+                a = alpha[b] * v[b, j]
+                for i in range(n_out):
+                    U[j * n_out + i] = a * w[b, i]
+            Xb, gr = X[b, off:off + n], g[b, off:off + n]
+            for e in range(n):
+                x = Xb[e] + U[e]
+                Xb[e] = x
+                gr[e] = gb * x
                 acc += x * x
+        else:
+            U[:] = w[b]
+            for j in range(n_in):
+                Xr, gr = X[b, off + j * n_out:off + (j + 1) * n_out], g[b, off + j * n_out:off + (j + 1) * n_out]
+                a = alpha[b] * v[b, j]
+                for i in range(n_out):
+                    x = Xr[i] + a * U[i]
+                    Xr[i] = x
+                    gr[i] = gb * x
+                    acc += x * x
         sq[b] += acc
 
 
