@@ -92,6 +92,12 @@ def max_overhead_share(exponent: float) -> float:
     return TOLERANCE / (2.0 * max(exponent, TOLERANCE))
 
 
+def overhead_gated(share: float | None, centre: float) -> bool:
+    """Whether an exponent claimed to be ``centre`` is not tested: the overhead's share ``share``
+    at the smallest fitted size is above :func:`max_overhead_share` (``None``: not measured)."""
+    return share is not None and share > max_overhead_share(centre)
+
+
 def exponent_decision(est: inf.Estimate, centre: float, share: float | None, alpha: float = ALPHA,
                       where: str = "") -> inf.Decision:
     """Equivalence of a fitted exponent with ``centre`` within :data:`TOLERANCE`, decided only in
@@ -101,7 +107,7 @@ def exponent_decision(est: inf.Estimate, centre: float, share: float | None, alp
     exponent above the claim could hide behind it).  ``share = None`` (not measured): no gate."""
     d = inf.equivalence(est, TOLERANCE, alpha, centre=centre)
     limit = max_overhead_share(centre)
-    if share is not None and share > limit:
+    if overhead_gated(share, centre):
         return replace(d, status=INCONCLUSIVE, family="cost: exponents (not tested: overhead-dominated)",
                        reason=f"overhead-dominated range: per-step overhead{where} is {share:.0%} of the time "
                               f"at the smallest fitted size, above {limit:.1%} = tolerance / (2·{centre:.2g}) "
@@ -158,7 +164,7 @@ def _exponent_verdicts(tab) -> list[Verdict]:
             keep.append((check, None, name, kind, centre, sizes))
             continue
         d = exponent_decision(est, centre, tab[name]["share"], ALPHA, f" (k={tab[name]['overhead_k']})")
-        if d.status == INCONCLUSIVE and d.reason.startswith("overhead-dominated"):
+        if overhead_gated(tab[name]["share"], centre):
             gated[check] = d                 # not tested, so not in the Holm family
             keep.append((check, check, name, kind, centre, sizes))
             continue
