@@ -251,6 +251,32 @@ def rank_one_full_step(X, blocks, vs, ws, s, Ds, nu, factor, sq, credit, rho, fo
 
 
 @_jit
+def kronecker_rank_one_step(X, s, factor, sq, u, ahat, dsigma, Ds, credit, fold_lo, fold_hi):
+    """:func:`rank_one_full_step` on the single block over ``θ`` of a cell in Kronecker form
+    (:class:`~simulations.jacobians.KroneckerFactors`: ``v = â``, ``w = ν ⊙ σ'``), in one call
+    that also turns the draws ``u`` into signs (``ν = +1`` where ``u ≥ ½``, else ``−1``:
+    :func:`~simulations.estimators.signs.rademacher`'s rule, which maps signs to themselves) and
+    allocates the step's outputs.
+
+    ``X``: ``B × p`` (``θ̃``'s direction, updated in place); ``s``: ``B × k`` (``s̃``); ``factor``,
+    ``sq`` (``‖X‖²``): ``B``; ``u``: ``B × k``; ``ahat``: ``B × q``; ``dsigma``, ``Ds``
+    (``D_t s̃``), ``credit``: ``B × k``.  Returns ``(g, s̃', factor', ‖X'‖², (ρ₀, ρ₁))``: ``B × p``
+    (starting a 64-byte line), ``B × k``, ``B``, ``B``, ``2 × B``, all new arrays.
+    """
+    B, k = s.shape
+    nu, nuG = np.empty((B, k)), np.empty((B, k))
+    for b in range(B):
+        for i in range(k):
+            nu[b, i] = 1.0 if u[b, i] >= 0.5 else -1.0
+            nuG[b, i] = nu[b, i] * dsigma[b, i]
+    s_new, factor_new, sq_new, rho = np.empty((B, k)), factor.copy(), np.zeros(B), np.empty((2, B))
+    blocks = np.array([[0, ahat.shape[1], k]], dtype=np.int64)
+    g = rank_one_full_step(X, blocks, (ahat,), (nuG,), s_new, Ds, nu, factor_new, sq, credit, rho, fold_lo,
+                           fold_hi, sq_new)
+    return g, s_new, factor_new, sq_new, rho
+
+
+@_jit
 def add_diagonal_outer(J, row0, off, n_in, n_out, v, w, lam, out, units_first):
     """One level of a stacked gate on consecutive state rows ``row0 … row0+n_out−1`` added to a
     dense influence (THEORY.md §1, the factored ``I_t``; :meth:`~simulations.jacobians.ImmediateJacobian.add_to`)::

@@ -82,3 +82,25 @@ def test_steps_on_factors_equal_the_general_path(spec, batch):
     assert np.abs(g0).max() > 0
     for key in s0:
         np.testing.assert_array_equal(np.asarray(s0[key]), np.asarray(s1[key]))
+
+
+def test_the_uoro_kernel_turns_draws_into_the_signs_rademacher_gives():
+    """``sign_draws`` then the compiled step's rule (``u ≥ ½ → +1``) are ``rademacher``'s signs, the
+    boundary ``u = ½`` included (with ``D_t s̃ = 0``, ``ρ₀ = 1`` and ``s̃' = ρ₁ ν``)."""
+    from rtrl_validation.simulations.estimators.signs import SignReplay, rademacher, sign_draws
+    from rtrl_validation.simulations.kernels import kronecker_rank_one_step
+    from rtrl_validation.simulations.estimators.uoro import FOLD_RANGE
+
+    def signs(u):
+        k = u.shape[1]
+        out = kronecker_rank_one_step(np.zeros((1, 2 * k)), np.zeros((1, k)), np.ones(1), np.ones(1), u,
+                                      np.ones((1, 2)), np.ones((1, k)), np.zeros((1, k)), np.zeros((1, k)),
+                                      *FOLD_RANGE)
+        return np.sign(out[1])
+
+    edge = np.array([[0.5, np.nextafter(0.5, 0.0), 0.0, np.nextafter(1.0, 0.0)]])
+    np.testing.assert_array_equal(signs(edge), [[1.0, -1.0, -1.0, 1.0]])
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    np.testing.assert_array_equal(signs(sign_draws(a, (1, 64))), rademacher(b, (1, 64)))
+    replay = np.array([[[1.0, -1.0, -1.0, 1.0]]])
+    np.testing.assert_array_equal(signs(sign_draws(SignReplay(replay), (1, 4))), replay[0])

@@ -30,6 +30,14 @@ def rademacher(rng: np.random.Generator | SignSource, shape) -> np.ndarray:
     return np.copysign(1.0, u, out=u)        # +1 where u ≥ ½ (copysign(1, +0) = +1), else −1
 
 
+def sign_draws(rng: np.random.Generator | SignSource, shape) -> np.ndarray:
+    """What :func:`rademacher` turns into signs, for a compiled step that does it itself: a
+    Generator's uniforms ``u`` (the sign is ``+1`` where ``u ≥ ½``, else ``−1``) or a
+    :class:`SignSource`'s signs (which that rule maps to themselves).  The same draws from the
+    same source as :func:`rademacher`'s, so both give the same signs."""
+    return rng.random(shape) if isinstance(rng, np.random.Generator) else rng.rademacher(shape)
+
+
 class SignReplay:
     """Plays back ``signs`` (``steps × B × w``, entries ``±1``): call ``t`` returns ``signs[t]``."""
 

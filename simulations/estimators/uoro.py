@@ -18,7 +18,6 @@ over ``p`` numbers (:func:`~simulations.kernels.rank_one_full_step`).
 """
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
@@ -26,10 +25,10 @@ import numpy as np
 
 from .. import aligned
 from ..jacobians import row_dot, unit_major_blocks
-from ..kernels import rank_one_full_step, rank_one_scales
+from ..kernels import kronecker_rank_one_step, rank_one_full_step, rank_one_scales
 from ..flops import immediate_nnz
 from .base import Capabilities, Estimator
-from .signs import rademacher
+from .signs import rademacher, sign_draws
 
 
 def norms(x: np.ndarray) -> np.ndarray:
@@ -133,21 +132,25 @@ class UORO(Estimator):
         the next step's ``ρ₀`` needs); otherwise ``update`` then ``gradient``.  Same signs, same
         arithmetic as ``update``; sums of squares may be added in another order.  A linearization
         with :class:`~simulations.jacobians.KroneckerFactors` whose ``D_t s̃`` was formed with the
-        forward product gives ``â``, ``ν G = ν ⊙ σ'`` and ``D_t s̃`` directly (one block over ``θ``)."""
+        forward product gives ``â``, ``σ'`` and ``D_t s̃`` directly (one block over ``θ``): then the
+        signs' draws, ``ν G = ν ⊙ σ'`` and the step are one call
+        (:func:`~simulations.kernels.kronecker_rank_one_step`)."""
         f = lin.factors
         if f is not None and f.tangent is state.s and f.Dv is not None and f.ahat.shape[0] == state.batch:
-            Ds = f.Dv
-            nu, sq, rho = self._begin(state, Ds, rng)
-            blocks, vs, ws = self._whole_block(state.p, f.ahat.shape[1]), (f.ahat,), (nu * f.dsigma,)
-        else:
-            I = lin.I
-            groups = I.groups
-            if I.batch != state.batch or not all(b.full for b in groups):
-                return super().step(state, lin, credit, rng)
-            nu, Ds, nuG, sq, rho = self._draw(state, lin, rng)
-            blocks = self._block_table(I.blocks)
-            vs = tuple(np.ascontiguousarray(I.source(b)) for b in groups)
-            ws = tuple(np.ascontiguousarray(nuG[b.gate]) for b in groups)
+            sq = row_dot(state.direction, state.direction) if state.sq is None else state.sq
+            g, state.s, state.factor, state.sq, rho = kronecker_rank_one_step(
+                state.direction, state.s, state.factor, sq, sign_draws(rng, state.s.shape), f.ahat, f.dsigma, f.Dv,
+                np.ascontiguousarray(credit), *FOLD_RANGE)
+            state.scales = rho.T
+            return state, g
+        I = lin.I
+        groups = I.groups
+        if I.batch != state.batch or not all(b.full for b in groups):
+            return super().step(state, lin, credit, rng)
+        nu, Ds, nuG, sq, rho = self._draw(state, lin, rng)
+        blocks = self._block_table(I.blocks)
+        vs = tuple(np.ascontiguousarray(I.source(b)) for b in groups)
+        ws = tuple(np.ascontiguousarray(nuG[b.gate]) for b in groups)
         state.sq = np.zeros(state.batch)
         g = rank_one_full_step(state.direction, blocks, vs, ws, state.s, Ds, nu, state.factor, sq,
                            np.ascontiguousarray(credit), rho, *FOLD_RANGE, state.sq)
@@ -163,12 +166,6 @@ class UORO(Estimator):
 
     #: the last cell's blocks and their rows ``(offset, n_in, n_out, 1)`` for the compiled step
     _table: tuple | None = None
-
-    @staticmethod
-    @functools.cache
-    def _whole_block(p: int, q: int) -> np.ndarray:
-        """The block table of one unmasked block over all of ``θ`` (``q`` inputs, ``p / q`` outputs)."""
-        return np.array([(0, q, p // q, 1)], dtype=np.int64)
 
     def _block_table(self, blocks) -> np.ndarray:
         if self._table is None or self._table[0] is not blocks:
