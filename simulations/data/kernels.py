@@ -1,10 +1,11 @@
 """The VAR(1)-teacher recursion compiled with numba (:class:`~simulations.data.var1.VAR1Teacher`).
 
-The numpy loop over time steps (one matrix product and one teacher step per step) took about 7 µs
-per step at hidden 16, inputs 8, as much as the compiled online training loop it feeds; here the
-whole recursion over ``t`` and the replicates is one call.  The arithmetic is the numpy loop's up
-to the order of the products' sums and the ``tanh`` (:func:`~simulations.kernels.tanh_into`, within
-4 ulp); ``tests/test_data_processes.py`` holds the two paths within a rounding bound.
+The numpy loop over time steps (one matrix product and one teacher step per step) took about 5 µs
+per step at hidden 16, inputs 8, more than half the compiled online training step it feeds (about
+8 µs); here the whole recursion over ``t`` and the replicates is one call (about 0.2 µs per step).
+The arithmetic is the numpy loop's up to the order of the products' sums and the ``tanh``
+(:func:`~simulations.kernels.tanh_into`, within 4 ulp); ``tests/test_var1_kernel.py`` holds the
+two paths within a rounding bound.
 """
 from __future__ import annotations
 
@@ -22,9 +23,9 @@ def var1_teacher_steps(At, G, tanh, x0, s0, eps, xs, ss):
 
     for every replicate ``b``, with ``σ = tanh`` (``tanh``) or the identity.  Each sum runs over its
     terms in order: ``A x_{t−1}`` over ``j`` then ``+ ε_t``; the pre-activation ``Gᵀ â`` over
-    ``â = [s*_{t−1}; x_t; 1]``.  The replicates are interleaved inside each sum's loop over its
-    terms (a replicate's next term does not wait for its previous one: the loop over ``t`` is a
-    chain of dependent sums), and each replicate's arithmetic is the same whatever ``B``.
+    ``â = [s*_{t−1}; x_t; 1]``.  Loops: steps, then each sum's terms, then replicates, then units,
+    so that with several replicates an accumulator's consecutive updates are not back to back (the
+    steps are a chain of dependent sums); each replicate's arithmetic is the same whatever ``B``.
 
     Parameters
     ----------
