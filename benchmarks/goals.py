@@ -193,7 +193,7 @@ def _compiled(spec, steps: int = 256, batch: int = 1, predrawn: bool = False):
     readout, SGD update; no projection) on Elman k = 16, m = 8 with ``batch`` replicates (each with
     its own θ, as the convergence runs hold them; all equal here), against ``steps`` bare products
     (RTRL: ``batch × k × k · k × p``) or forward steps with readout, so the ratio is per step.
-    By default the data process (a VAR(1) input and a tanh teacher, a numpy loop over steps) is
+    By default the data process (a VAR(1) input and a tanh teacher, one compiled call per chunk) is
     drawn inside the run and counted in the numerator, with a checkpoint every 100 steps;
     ``predrawn``: the same ``steps`` steps drawn once and replayed, one checkpoint per run (the
     online step alone, as the goal defines it)."""
