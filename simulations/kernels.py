@@ -636,10 +636,18 @@ def _add_input_and_credit(Jb, ds, ah, credit, gu, g):
     c0 = credit[0]
     for q in range(p):
         gu[q] = c0 * Jb[0, q]
-    for r in range(1, k):
+    r = 1
+    while r + 3 < k:                                   # four rows a pass over gu, the sums in the same order
+        c1, c2, c3, c4 = credit[r], credit[r + 1], credit[r + 2], credit[r + 3]
+        J1, J2, J3, J4 = Jb[r], Jb[r + 1], Jb[r + 2], Jb[r + 3]
+        for q in range(p):
+            gu[q] = (((gu[q] + c1 * J1[q]) + c2 * J2[q]) + c3 * J3[q]) + c4 * J4[q]
+        r += 4
+    while r < k:
         cr = credit[r]
         for q in range(p):
             gu[q] += cr * Jb[r, q]
+        r += 1
     for j in range(ncols):
         for r in range(k):
             g[j * k + r] = gu[r * ncols + j]
