@@ -549,7 +549,8 @@ def _within(x, bound):
 def _forward(theta, phi, s, x, y, b, tanh, ah, ds, z, sig, bits, delta, credit, dphi):
     """Replicate ``b``'s forward step, readout and loss (the first part of :func:`elman_online_steps`):
     ``â`` into ``ah`` (``k + m + 1``), ``s[b] ← σ(A â)``, ``σ'`` into ``ds``, ``c_t = Vᵀ δ`` into
-    ``credit`` (``k``), ``∂ℓ/∂φ`` into ``dphi``; ``z``, ``sig``, ``bits``, ``delta``: scratch.  Returns ``ℓ``."""
+    ``credit`` (``k``), ``∂ℓ/∂φ`` into ``dphi``; ``z``, ``sig``, ``bits``, ``delta``: scratch.
+    Returns ``ℓ``."""
     k, m, n_out = s.shape[1], x.shape[0], y.shape[0]
     nk, ncols = n_out * k, ah.shape[0]
     for r in range(k):
@@ -599,9 +600,9 @@ def _batched_product(D, J, out):
     """``out[b] = D[b] J[b]`` for every ``b`` (``D``: ``B × k × k``; ``J``, ``out``: ``B × k × p``) by
     numpy's ``matmul`` from compiled code: an object-mode block (about 2 µs a call, holding the GIL;
     hence no ``nogil`` here) whose loop over ``b`` calls numpy's own OpenBLAS ``dgemm``.  At Elman
-    k = 16 (p = 400) with 64 replicates it took 0.93 of the time of one ``np.dot`` per replicate in
-    compiled code, which calls scipy's (older) OpenBLAS: the same products at the speed of the
-    batched product alone."""
+    k = 16 (p = 400) with 64 replicates it took 1.01–1.02 of numpy's batched ``matmul`` called from
+    Python and 0.93–0.95 of one ``np.dot`` per replicate in compiled code (which calls scipy's
+    older OpenBLAS; the difference is the library's, not the calls')."""
     with numba.objmode():
         np.matmul(D, J, out=out)
 
@@ -673,12 +674,12 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
       ``batched``: every replicate's forward step and ``D_t`` first, then all products in one call of
       numpy's batched ``matmul`` (:func:`_batched_product`), then the rest of each replicate's step;
       else replicate by replicate with one ``np.dot`` each (per replicate the same arithmetic; the
-      two ``dgemm`` are numpy's and scipy's OpenBLAS, bit-equal on the machines measured).  ``J3``, ``J3next``: ``B × (k+1) × p``
-      (the estimator's buffers; their last row is not used here), ``J_{t−1}`` in the first ``k``
-      rows of ``J3`` at the first step; the two swap roles at every step, so after an odd number of
-      steps ``J`` is in ``J3next`` (the caller swaps them back).  Columns in the unit-major order
-      (``jpos``, unused here): θ's column ``j·k + r`` at ``r·(k+m+1) + j``, so ``I_t``'s row ``r`` is
-      contiguous;
+      two ``dgemm`` are numpy's and scipy's OpenBLAS, whose products were bit-equal on the machine
+      measured, k = 4 … 32).  ``J3``, ``J3next``: ``B × (k+1) × p`` (the estimator's buffers; their
+      last row is not used here), ``J_{t−1}`` in the first ``k`` rows of ``J3`` at the first step;
+      the two swap roles at every step, so after an odd number of steps ``J`` is in ``J3next`` (the
+      caller swaps them back).  Columns in the unit-major order (``jpos``, unused here): θ's column
+      ``j·k + r`` at ``r·(k+m+1) + j``, so ``I_t``'s row ``r`` is contiguous;
     * ``mode = MODE_SNAP1``: the same restricted to the entries ``(c mod k, c)`` (§4, SnAp-1); ``J2``:
       ``B × p``, θ's column ``c`` at entry ``jpos[c]``;
     * ``mode = MODE_TBPTT``: RTRL with ``J`` restarted from zero at each block of ``tau`` steps (the

@@ -101,7 +101,8 @@ def test_kernel_matches_with_sparse_updates_frozen_and_unprojected(spec, batched
                  train(spec, "tanh", True, update_every=2, batched_from=batched_from))
     assert_close(train(spec, "identity", False, project=False, alpha0=0.01),
                  train(spec, "identity", True, project=False, alpha0=0.01, batched_from=batched_from))
-    assert_close(train(spec, "tanh", False, learn=False), train(spec, "tanh", True, learn=False, batched_from=batched_from))
+    assert_close(train(spec, "tanh", False, learn=False),
+                 train(spec, "tanh", True, learn=False, batched_from=batched_from))
 
 
 @pytest.mark.parametrize("spec", ["rtrl", "tbptt-1", "tbptt-4"])
