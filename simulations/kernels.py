@@ -545,51 +545,6 @@ def _within(x, bound):
     return ok
 
 
-@_jit
-def _forward(theta, phi, s, x, y, b, tanh, ah, ds, z, sig, bits, delta, credit, dphi):
-    """Replicate ``b``'s forward step, readout and loss (the first part of :func:`elman_online_steps`):
-    ``â`` into ``ah`` (``k + m + 1``), ``s[b] ← σ(A â)``, ``σ'`` into ``ds``, ``c_t = Vᵀ δ`` into
-    ``credit`` (``k``), ``∂ℓ/∂φ`` into ``dphi``; ``z``, ``sig``, ``bits``, ``delta``: scratch.
-    Returns ``ℓ``."""
-    k, m, n_out = s.shape[1], x.shape[0], y.shape[0]
-    nk, ncols = n_out * k, ah.shape[0]
-    for r in range(k):
-        ah[r] = s[b, r]
-    for j in range(m):
-        ah[k + j] = x[j]
-    ah[k + m] = 1.0
-    z[:] = 0.0
-    for j in range(ncols):                                     # z = A â, the sum over j in order
-        a = ah[j]
-        for r in range(k):
-            z[r] += theta[b, j * k + r] * a
-    if tanh:
-        tanh_into(z, sig, bits)
-    for r in range(k):
-        sn = sig[r] if tanh else z[r]
-        ds[r] = 1.0 - sn * sn if tanh else 1.0
-        s[b, r] = sn
-    loss = 0.0
-    for o in range(n_out):
-        yh = 0.0
-        for r in range(k):
-            yh += phi[b, r * n_out + o] * s[b, r]
-        d = (yh + phi[b, nk + o]) - y[o]
-        delta[o] = d
-        loss += d * d
-    loss *= 0.5
-    for r in range(k):
-        acc = 0.0
-        for o in range(n_out):
-            acc += delta[o] * phi[b, r * n_out + o]
-        credit[r] = acc
-        for o in range(n_out):
-            dphi[r * n_out + o] = s[b, r] * delta[o]
-    for o in range(n_out):
-        dphi[nk + o] = delta[o]
-    return loss
-
-
 #: from this many replicates on, the RTRL/TBPTT products of a step are one call of numpy's batched
 #: ``matmul`` (:func:`_batched_product`); below, one ``np.dot`` per replicate (see :func:`elman_online_steps`)
 BATCHED_FROM = 16
@@ -706,6 +661,8 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
     n, B, m = xs.shape
     k = s.shape[1]
     p = theta.shape[1]
+    n_out = ys.shape[2]
+    nk = n_out * k
     ncols = k + m + 1
     influence = mode == MODE_RTRL or mode == MODE_TBPTT
     group = B if influence and batched else 1
@@ -720,7 +677,7 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
     sig = np.empty(k)                                  # tanh(z)
     bits = np.empty(k, dtype=np.int64)
     rk = np.sqrt(float(k))
-    delta = np.empty(ys.shape[2])
+    delta = np.empty(n_out)
     g = np.empty(p)
     gu = np.empty(p)
     for i in range(n):
@@ -730,9 +687,41 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
         for b0 in range(0, B, group):
             b1 = min(b0 + group, B)
             for b in range(b0, b1):
-                ah, ds, credit = AH[b], DS[b], CR[b]
-                loss_out[b] = _forward(theta, phi, s, xs[i, b], ys[i, b], b, tanh, ah, ds, z, sig, bits, delta,
-                                       credit, DPHI[b])
+                ah, ds, credit, dphi = AH[b], DS[b], CR[b], DPHI[b]
+                for r in range(k):
+                    ah[r] = s[b, r]
+                for j in range(m):
+                    ah[k + j] = xs[i, b, j]
+                ah[k + m] = 1.0
+                z[:] = 0.0
+                for j in range(ncols):                                 # z = A â, the sum over j in order
+                    a = ah[j]
+                    for r in range(k):
+                        z[r] += theta[b, j * k + r] * a
+                if tanh:
+                    tanh_into(z, sig, bits)
+                for r in range(k):
+                    sn = sig[r] if tanh else z[r]
+                    ds[r] = 1.0 - sn * sn if tanh else 1.0
+                    s[b, r] = sn
+                loss = 0.0
+                for o in range(n_out):
+                    yh = 0.0
+                    for r in range(k):
+                        yh += phi[b, r * n_out + o] * s[b, r]
+                    d = (yh + phi[b, nk + o]) - ys[i, b, o]
+                    delta[o] = d
+                    loss += d * d
+                loss_out[b] = 0.5 * loss
+                for r in range(k):
+                    acc = 0.0
+                    for o in range(n_out):
+                        acc += delta[o] * phi[b, r * n_out + o]
+                    credit[r] = acc
+                    for o in range(n_out):
+                        dphi[r * n_out + o] = s[b, r] * delta[o]
+                for o in range(n_out):
+                    dphi[nk + o] = delta[o]
                 # the influence and the gradient estimate
                 if mode == MODE_UORO:
                     z[:] = 0.0
