@@ -190,6 +190,22 @@ def test_tbptt_block_straddling_the_run_takes_the_general_loop():
     assert fast[0].kernel.begin(fast[1], 3, np.random.default_rng(0)) is None
 
 
+@pytest.mark.parametrize("spec", ["rtrl", "snap-1", "uoro"])
+def test_influence_norms_from_the_stored_entries_are_the_general_ones(spec):
+    """The kernel's ``‖J̃_t‖_F`` (from the stored entries, in their own order) against the
+    trainer's (``J̃_t`` gathered into θ's order): sums of the same ``k p`` squares in another order,
+    relative error ≤ ``k p u`` each; one entry changed by one part in 10⁸ leaves that bound."""
+    tr, state, _ = train(spec, "tanh", kernel=True, steps=50)
+    ref, fast = tr._influence_norms(state), tr.kernel.influence_norms(state)
+    tol = K * tr.cell.p * U
+    assert ref.shape == (B,) and np.all(ref > 0)
+    assert np.all(np.abs(fast - ref) <= tol * ref)
+    if spec != "uoro":
+        J = state.est.J
+        J.flat[int(np.argmax(np.abs(J)))] *= 1 + 1e-8
+        assert np.any(np.abs(tr.kernel.influence_norms(state) - ref) > tol * ref)
+
+
 @pytest.mark.parametrize("batched_from", [1, None])
 def test_divergence_is_recorded_at_the_same_step(batched_from):
     results = []
