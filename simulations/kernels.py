@@ -99,34 +99,17 @@ def kronecker_diagonal_step(J, W, ds, ahat, c, has_d):
     in Kronecker form (:class:`~simulations.jacobians.KroneckerFactors`): ``d = σ' ⊙ diag(W)``
     is formed here (as ``KroneckerFactors.diagonal`` forms it), ``v = â``, ``w = σ'``.
 
-    ``J``: ``p × 1`` (the store); ``W``: ``k × k``; ``ds``: ``1 × k``; ``ahat``: ``1 × q``;
-    ``c``: ``1 × k``; ``has_d``: SnAp-1 (``True``) or RFLO (``False``).  Returns ``ĝ`` (``1 × p``,
-    a new array starting a 64-byte line).
+    ``J``: ``p`` (the store, flat); ``W``: ``k × k``; ``ds``: ``1 × k``; ``ahat``: ``1 × q``;
+    ``c``: ``k``; ``has_d``: SnAp-1 (``True``) or RFLO (``False``).  Returns ``ĝ`` (``1 × p``, a
+    new array starting a 64-byte line).
     """
-    k, q = ds.shape[1], ahat.shape[1]
-    stride = (k + LANES - 1) // LANES * LANES
-    X = np.empty(3 * stride + LANES)                 # d, σ', c: one aligned scratch
-    x0 = aligned_start(X)
-    d, w, cr = X[x0:x0 + k], X[x0 + stride:x0 + stride + k], X[x0 + 2 * stride:x0 + 2 * stride + k]
-    for i in range(k):
-        w[i] = ds[0, i]
-        cr[i] = c[0, i]
-        d[i] = ds[0, i] * W[i, i] if has_d else 0.0
-    g = aligned_empty(1, k * q)
-    Jf, gf = J.reshape(-1), g.reshape(-1)
-    for j in range(q):
-        Jr, gr = Jf[j * k:(j + 1) * k], gf[j * k:(j + 1) * k]
-        vj = ahat[0, j]
-        if has_d:
-            for i in range(k):
-                x = d[i] * Jr[i] + vj * w[i]
-                Jr[i] = x
-                gr[i] = cr[i] * x
-        else:
-            for i in range(k):
-                x = vj * w[i]
-                Jr[i] = x
-                gr[i] = cr[i] * x
+    k = ds.shape[1]
+    d = np.empty(k)
+    if has_d:
+        for i in range(k):
+            d[i] = ds[0, i] * W[i, i]
+    g = aligned_empty(1, J.shape[0])
+    diagonal_influence_step(J, g, 0, ahat.shape[1], k, d, 0, has_d, c, 0, ahat, ds)
     return g
 
 
@@ -139,43 +122,20 @@ def rank_one_step(X, g, off, n_in, n_out, alpha, v, w, gamma, sq):
         sq[b]        += Σ X[b, (i, j)]²                        (the new ``‖direction‖²``, for ρ₀)
 
     ``X``, ``g``: ``B × p``; ``v``: ``B × n_in``; ``w``: ``B × n_out``; ``alpha``, ``gamma``, ``sq``:
-    ``B``.  The update and the gradient are computed exactly as written; the sum of squares is
-    accumulated in a vectorised order (reassociated; deterministic for a given build and shape).
-    Long rows (``n_out ≥ 64``) are passed row by row with ``w[b]`` in an aligned scratch
-    (:mod:`simulations.aligned`); short rows (a 16-unit cell), whose per-row loop overhead
-    dominates, have ``alpha[b] · v[b, j] · w[b, i]`` formed into a scratch of the block first,
-    then one flat pass over the block.
+    ``B``.  The sum of squares is accumulated in a vectorised order (reassociated; deterministic for
+    a given build); the update and the gradient are computed exactly as written.
     """
-    n = n_in * n_out
-    short = n_out < 64
-    stride = (n_out + LANES - 1) // LANES * LANES
-    S = np.empty((n if short else stride) + LANES)
-    x0 = aligned_start(S)
-    U = S[x0:x0 + (n if short else n_out)]
     for b in range(X.shape[0]):
         acc = 0.0
-        gb = gamma[b]
-        if short:
-            for j in range(n_in):
-                a = alpha[b] * v[b, j]
-                for i in range(n_out):
-                    U[j * n_out + i] = a * w[b, i]
-            Xb, gr = X[b, off:off + n], g[b, off:off + n]
-            for e in range(n):
-                x = Xb[e] + U[e]
-                Xb[e] = x
-                gr[e] = gb * x
+        wr = _aligned_copy(w[b])
+        for j in range(n_in):
+            Xr, gr = X[b, off + j * n_out:off + (j + 1) * n_out], g[b, off + j * n_out:off + (j + 1) * n_out]
+            a = alpha[b] * v[b, j]
+            for i in range(n_out):
+                x = Xr[i] + a * wr[i]
+                Xr[i] = x
+                gr[i] = gamma[b] * x
                 acc += x * x
-        else:
-            U[:] = w[b]
-            for j in range(n_in):
-                Xr, gr = X[b, off + j * n_out:off + (j + 1) * n_out], g[b, off + j * n_out:off + (j + 1) * n_out]
-                a = alpha[b] * v[b, j]
-                for i in range(n_out):
-                    x = Xr[i] + a * U[i]
-                    Xr[i] = x
-                    gr[i] = gb * x
-                    acc += x * x
         sq[b] += acc
 
 
@@ -477,17 +437,6 @@ def _clip_singular(theta, b, k, radius):
 _LN2_HI, _LN2_LO, _INV_LN2 = 6.93147180369123816490e-01, 1.90821492927058770002e-10, 1.44269504088896338700e+00
 #: Taylor coefficients ``1/j!`` of ``expm1``, ``j = 2 … 13``
 _C2, _C3, _C4, _C5, _C6, _C7, _C8, _C9, _C10, _C11, _C12, _C13 = (1.0 / math.factorial(j) for j in range(2, 14))
-
-
-@_jit
-def one_minus_square(s):
-    """``1 − s ⊙ s`` (``tanh' = 1 − tanh²``) for ``s``: ``B × k``, as a new ``B × k`` array, each
-    entry rounded as numpy's ``1.0 - s * s``."""
-    out = np.empty(s.shape)
-    for b in range(s.shape[0]):
-        for i in range(s.shape[1]):
-            out[b, i] = 1.0 - s[b, i] * s[b, i]
-    return out
 
 
 @_jit
