@@ -571,10 +571,74 @@ def _within(x, bound):
     return ok
 
 
+#: from this many replicates on, the RTRL/TBPTT products of a step are one call of numpy's batched
+#: ``matmul`` (:func:`_batched_product`); below, one ``np.dot`` per replicate (see :func:`elman_online_steps`)
+BATCHED_FROM = 16
+
+
+@numba.njit(cache=True)
+def _batched_product(D, J, out):
+    """``out[b] = D[b] J[b]`` for every ``b`` (``D``: ``B × k × k``; ``J``, ``out``: ``B × k × p``) by
+    numpy's ``matmul`` from compiled code: an object-mode block (about 2 µs a call, holding the GIL;
+    hence no ``nogil`` here) whose loop over ``b`` calls numpy's own OpenBLAS ``dgemm``.  At Elman
+    k = 16 (p = 400) with 64 replicates it took 1.01–1.02 of numpy's batched ``matmul`` called from
+    Python and 0.93–0.95 of one ``np.dot`` per replicate in compiled code (which calls scipy's
+    older OpenBLAS; the difference is the library's, not the calls')."""
+    with numba.objmode():
+        np.matmul(D, J, out=out)
+
+
+@_jit
+def _influence_product(Dt, cur, nxt, b0, b1, restart, batched):
+    """``D_t J_{t−1}`` (THEORY §2.1, before ``+ I_t``) for replicates ``b0 … b1−1``: ``Dt[b]``
+    (``k × k``) times the first ``k`` rows of ``cur[b]`` (``(k+1) × p``) into those of ``nxt[b]``;
+    zero when the influence restarts (TBPTT).  ``batched``: one :func:`_batched_product`, else one
+    ``np.dot`` each."""
+    k = Dt.shape[1]
+    if restart:
+        nxt[b0:b1, :k] = 0.0                                           # D_t · 0
+    elif batched:
+        _batched_product(Dt[b0:b1], cur[b0:b1, :k], nxt[b0:b1, :k])
+    else:
+        for b in range(b0, b1):
+            np.dot(Dt[b], cur[b, :k], nxt[b, :k])
+
+
+@_jit
+def _add_input_and_credit(Jb, ds, ah, credit, gu, g):
+    """``J_t = D_t J_{t−1} + I_t`` in place (``Jb``: the first ``k`` rows hold ``D_t J_{t−1}``, columns
+    unit-major: ``I_t``'s row ``r`` is ``σ'_r â`` at columns ``r (k+m+1) …``) and ``g_t = c_t J_t``
+    (THEORY §2.1) read off its rows, ``Σ_r c_r J_t[r]`` summed over ``r`` in order (``gu``: ``p``
+    scratch), into ``g`` in θ's order (column ``j·k + r`` at unit-major ``r·(k+m+1) + j``)."""
+    k, ncols, p = ds.shape[0], ah.shape[0], gu.shape[0]
+    for r in range(k):
+        dr = ds[r]
+        for j in range(ncols):
+            Jb[r, r * ncols + j] += dr * ah[j]
+    c0 = credit[0]
+    for q in range(p):
+        gu[q] = c0 * Jb[0, q]
+    r = 1
+    while r + 3 < k:                                   # four rows a pass over gu, the sums in the same order
+        c1, c2, c3, c4 = credit[r], credit[r + 1], credit[r + 2], credit[r + 3]
+        J1, J2, J3, J4 = Jb[r], Jb[r + 1], Jb[r + 2], Jb[r + 3]
+        for q in range(p):
+            gu[q] = (((gu[q] + c1 * J1[q]) + c2 * J2[q]) + c3 * J3[q]) + c4 * J4[q]
+        r += 4
+    while r < k:
+        cr = credit[r]
+        for q in range(p):
+            gu[q] += cr * Jb[r, q]
+        r += 1
+    for j in range(ncols):
+        for r in range(k):
+            g[j * k + r] = gu[r * ncols + j]
+
+
 @_jit
 def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, urho, nus, fold, mode, tau, tanh, xs,
                        ys, alphas, update_now, t0, learn, train_readout, radius, upper, g_acc, gphi_acc, gblock,
-                       w_loss, w_gnorm, w_g, w_gphi, record_grad, blowup, loss_out, gnorm_out):
+                       w_loss, w_gnorm, w_g, w_gphi, record_grad, blowup, loss_out, gnorm_out, batched):
     """Online training steps of an Elman cell ``s_t = σ(W s_{t−1} + U x_t + b)`` (``σ`` = tanh or the
     identity) with a linear readout and the squared loss, SGD and the contraction projection
     (THEORY.md §2 "Online RTRL", §3, §5): the loop of :class:`simulations.training.OnlineTrainer`
@@ -585,15 +649,18 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
     ``c_t = Vᵀ δ``, ``∂ℓ/∂φ = [vec(s δᵀ); δ]`` (THEORY §1); ``D_t = diag(σ') W``,
     ``I_t[r, j·k + r] = σ'_r â_j`` (§3) and
 
-    * ``mode = MODE_RTRL``: ``J_t = D_t J_{t−1} + I_t``, ``g_t = c_t J_t`` (§2.1), as
-      :meth:`~simulations.estimators.masked.MaskedInfluence.step` forms them: one product
-      ``[D_t; c_t D_t] J_{t−1}`` (``(k+1) × k`` by ``k × p``, BLAS ``dgemm`` through ``np.dot``) into
-      the other buffer, then ``I_t`` added to its first ``k`` rows, and ``g_t`` = its last row
-      ``+ c_t I_t`` (the last row is scratch).  ``J3``, ``J3next``: ``B × (k+1) × p``, ``J_{t−1}`` in the first ``k``
-      rows of ``J3`` at the first step; the two swap roles at every step, so after an odd number of
-      steps ``J`` is in ``J3next`` (the caller swaps them back).  Columns in the unit-major order
-      (``jpos``, unused here): θ's column ``j·k + r`` at ``r·(k+m+1) + j``, so ``I_t``'s row ``r`` is
-      contiguous;
+    * ``mode = MODE_RTRL``: ``J_t = D_t J_{t−1} + I_t``, ``g_t = c_t J_t`` (§2.1): the products
+      ``D_t J_{t−1}`` (``k × k`` by ``k × p``, BLAS ``dgemm``) into the other buffer, then per
+      replicate ``I_t`` added and ``g_t`` read off ``J_t``'s rows (:func:`_add_input_and_credit`).
+      ``batched``: every replicate's forward step and ``D_t`` first, then all products in one call of
+      numpy's batched ``matmul`` (:func:`_batched_product`), then the rest of each replicate's step;
+      else replicate by replicate with one ``np.dot`` each (per replicate the same arithmetic; the
+      two ``dgemm`` are numpy's and scipy's OpenBLAS, whose products were bit-equal on the machine
+      measured, k = 4 … 32).  ``J3``, ``J3next``: ``B × (k+1) × p`` (the estimator's buffers; their
+      last row is not used here), ``J_{t−1}`` in the first ``k`` rows of ``J3`` at the first step;
+      the two swap roles at every step, so after an odd number of steps ``J`` is in ``J3next`` (the
+      caller swaps them back).  Columns in the unit-major order (``jpos``, unused here): θ's column
+      ``j·k + r`` at ``r·(k+m+1) + j``, so ``I_t``'s row ``r`` is contiguous;
     * ``mode = MODE_SNAP1``: the same restricted to the entries ``(c mod k, c)`` (§4, SnAp-1); ``J2``:
       ``B × p``, θ's column ``c`` at entry ``jpos[c]``;
     * ``mode = MODE_TBPTT``: RTRL with ``J`` restarted from zero at each block of ``tau`` steps (the
@@ -623,8 +690,13 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
     n_out = ys.shape[2]
     nk = n_out * k
     ncols = k + m + 1
-    ah = np.empty(ncols)
-    ds = np.empty(k)
+    influence = mode == MODE_RTRL or mode == MODE_TBPTT
+    group = B if influence and batched else 1
+    AH = np.empty((B, ncols))                          # per replicate: â, σ', c_t, ∂ℓ/∂φ
+    DS = np.empty((B, k))
+    CR = np.empty((B, k))
+    DPHI = np.empty((B, phi.shape[1]))
+    Dt = np.empty((B, k, k))                           # D_t per replicate (RTRL, TBPTT)
     z = np.empty(k)
     cds = np.empty(k)
     Ds = np.empty(k)
@@ -632,152 +704,142 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
     bits = np.empty(k, dtype=np.int64)
     rk = np.sqrt(float(k))
     delta = np.empty(n_out)
-    credit = np.empty(k)
     g = np.empty(p)
-    dphi = np.empty(phi.shape[1])
-    Daug = np.empty((k + 1, k))
+    gu = np.empty(p)
     for i in range(n):
         t = t0 + i + 1
         out = False
         cur, nxt = (J3, J3next) if i % 2 == 0 else (J3next, J3)
-        for b in range(B):
-            for r in range(k):
-                ah[r] = s[b, r]
-            for j in range(m):
-                ah[k + j] = xs[i, b, j]
-            ah[k + m] = 1.0
-            z[:] = 0.0
-            for j in range(ncols):                                     # z = A â, the sum over j in order
-                a = ah[j]
+        for b0 in range(0, B, group):
+            b1 = min(b0 + group, B)
+            for b in range(b0, b1):
+                ah, ds, credit, dphi = AH[b], DS[b], CR[b], DPHI[b]
                 for r in range(k):
-                    z[r] += theta[b, j * k + r] * a
-            if tanh:
-                tanh_into(z, sig, bits)
-            for r in range(k):
-                sn = sig[r] if tanh else z[r]
-                ds[r] = 1.0 - sn * sn if tanh else 1.0
-                s[b, r] = sn
-            loss = 0.0
-            for o in range(n_out):
-                yh = 0.0
-                for r in range(k):
-                    yh += phi[b, r * n_out + o] * s[b, r]
-                d = (yh + phi[b, nk + o]) - ys[i, b, o]
-                delta[o] = d
-                loss += d * d
-            loss *= 0.5
-            for r in range(k):
-                acc = 0.0
-                for o in range(n_out):
-                    acc += delta[o] * phi[b, r * n_out + o]
-                credit[r] = acc
-                for o in range(n_out):
-                    dphi[r * n_out + o] = s[b, r] * delta[o]
-            for o in range(n_out):
-                dphi[nk + o] = delta[o]
-            # the influence and the gradient estimate
-            if mode == MODE_UORO:
+                    ah[r] = s[b, r]
+                for j in range(m):
+                    ah[k + j] = xs[i, b, j]
+                ah[k + m] = 1.0
                 z[:] = 0.0
-                for l in range(k):                                     # W s̃
-                    a = ut[b, l]
+                for j in range(ncols):                                 # z = A â, the sum over j in order
+                    a = ah[j]
                     for r in range(k):
-                        z[r] += theta[b, l * k + r] * a
-                nD, aa, cc = 0.0, 0.0, 0.0
+                        z[r] += theta[b, j * k + r] * a
+                if tanh:
+                    tanh_into(z, sig, bits)
                 for r in range(k):
-                    Ds[r] = ds[r] * z[r]
-                    nD += Ds[r] * Ds[r]
-                for j in range(ncols):
-                    aa += ah[j] * ah[j]
-                for r in range(k):
-                    cds[r] = nus[i, b, r] * ds[r]                      # ν G
-                    cc += cds[r] * cds[r]
-                nI = np.sqrt(aa * cc)
-                nD = np.sqrt(nD)
-                num0 = ufac[b] * np.sqrt(usq[b])
-                r0 = np.sqrt(num0 / nD) if 0.0 < num0 < np.inf and 0.0 < nD < np.inf else 1.0
-                r1 = np.sqrt(nI / rk) if 0.0 < nI < np.inf else 1.0
-                for r in range(k):
-                    ut[b, r] = r0 * Ds[r] + r1 * nus[i, b, r]
-                fac = ufac[b] / r0
-                urho[b, 0], urho[b, 1] = r0, r1
-                if not fold[0] <= fac <= fold[1]:
-                    for c in range(p):
-                        X[b, c] *= fac
-                    fac = 1.0
-                ufac[b] = fac
-                alpha_u = 1.0 / (r1 * fac)
-                cs = 0.0
-                for r in range(k):
-                    cs += credit[r] * ut[b, r]
-                gamma = cs * fac
-                for j in range(ncols):                                 # θ̃ += (ν G) ⊗ â / (ρ₁ factor)
-                    a = alpha_u * ah[j]
+                    sn = sig[r] if tanh else z[r]
+                    ds[r] = 1.0 - sn * sn if tanh else 1.0
+                    s[b, r] = sn
+                loss = 0.0
+                for o in range(n_out):
+                    yh = 0.0
                     for r in range(k):
-                        X[b, j * k + r] = X[b, j * k + r] + a * cds[r]
-                for c in range(p):
-                    g[c] = gamma * X[b, c]
-                usq[b] = _sum_squares(X[b])
-            elif mode == MODE_SNAP1:
+                        yh += phi[b, r * n_out + o] * s[b, r]
+                    d = (yh + phi[b, nk + o]) - ys[i, b, o]
+                    delta[o] = d
+                    loss += d * d
+                loss_out[b] = 0.5 * loss
                 for r in range(k):
-                    z[r] = ds[r] * theta[b, r * k + r]                 # D_t's diagonal
-                for j in range(ncols):
+                    acc = 0.0
+                    for o in range(n_out):
+                        acc += delta[o] * phi[b, r * n_out + o]
+                    credit[r] = acc
+                    for o in range(n_out):
+                        dphi[r * n_out + o] = s[b, r] * delta[o]
+                for o in range(n_out):
+                    dphi[nk + o] = delta[o]
+                # the influence and the gradient estimate
+                if mode == MODE_UORO:
+                    z[:] = 0.0
+                    for l in range(k):                                     # W s̃
+                        a = ut[b, l]
+                        for r in range(k):
+                            z[r] += theta[b, l * k + r] * a
+                    nD, aa, cc = 0.0, 0.0, 0.0
                     for r in range(k):
-                        c = j * k + r
-                        e = jpos[c]
-                        v = z[r] * J2[b, e] + ah[j] * ds[r]
-                        J2[b, e] = v
-                        g[c] = credit[r] * v
-            else:
-                # Daug = [D_t; c_t D_t], D_t = diag(σ') W; the product [D_t; c_t D_t] J_{t−1} into nxt[b]
-                Daug[k] = 0.0
-                for r in range(k):                                     # c_t D_t summed over r in order
-                    dr, cr = ds[r], credit[r]
-                    for l in range(k):
-                        d = dr * theta[b, l * k + r]
-                        Daug[r, l] = d
-                        Daug[k, l] += cr * d
-                out_b = nxt[b]
-                if mode == MODE_TBPTT and (t - 1) % tau == 0:
-                    out_b[...] = 0.0                                   # J restarted: D_t · 0
-                else:
-                    np.dot(Daug, cur[b, :k], out_b)
-                for r in range(k):                                     # + I_t: row r's entries are contiguous
-                    dr = ds[r]
+                        Ds[r] = ds[r] * z[r]
+                        nD += Ds[r] * Ds[r]
                     for j in range(ncols):
-                        out_b[r, r * ncols + j] += dr * ah[j]
-                for r in range(k):
-                    cds[r] = credit[r] * ds[r]
-                for j in range(ncols):                                 # g_t = c_t D_t J_{t−1} + c_t I_t, θ's order
+                        aa += ah[j] * ah[j]
                     for r in range(k):
-                        g[j * k + r] = out_b[k, r * ncols + j] + cds[r] * ah[j]
-                if mode == MODE_TBPTT:
-                    for c in range(p):
-                        gblock[b, c] += g[c]
-                    if t % tau == 0:
+                        cds[r] = nus[i, b, r] * ds[r]                      # ν G
+                        cc += cds[r] * cds[r]
+                    nI = np.sqrt(aa * cc)
+                    nD = np.sqrt(nD)
+                    num0 = ufac[b] * np.sqrt(usq[b])
+                    r0 = np.sqrt(num0 / nD) if 0.0 < num0 < np.inf and 0.0 < nD < np.inf else 1.0
+                    r1 = np.sqrt(nI / rk) if 0.0 < nI < np.inf else 1.0
+                    for r in range(k):
+                        ut[b, r] = r0 * Ds[r] + r1 * nus[i, b, r]
+                    fac = ufac[b] / r0
+                    urho[b, 0], urho[b, 1] = r0, r1
+                    if not fold[0] <= fac <= fold[1]:
                         for c in range(p):
-                            g[c] = gblock[b, c]
-                            gblock[b, c] = 0.0
-                    else:
-                        g[:] = 0.0
-            gn = np.sqrt(_sum_squares(g))
-            loss_out[b], gnorm_out[b] = loss, gn
-            w_loss[b] += loss
-            w_gnorm[b] += gn
-            if record_grad:
-                for c in range(p):
-                    w_g[b, c] += g[c]
-                for c in range(dphi.size):
-                    w_gphi[b, c] += dphi[c]
-            if learn:
-                for c in range(p):
-                    g_acc[b, c] += g[c]
-                for c in range(dphi.size):
-                    gphi_acc[b, c] += dphi[c]
-            for r in range(k):
-                if not (-blowup < s[b, r] < blowup):
+                            X[b, c] *= fac
+                        fac = 1.0
+                    ufac[b] = fac
+                    alpha_u = 1.0 / (r1 * fac)
+                    cs = 0.0
+                    for r in range(k):
+                        cs += credit[r] * ut[b, r]
+                    gamma = cs * fac
+                    for j in range(ncols):                                 # θ̃ += (ν G) ⊗ â / (ρ₁ factor)
+                        a = alpha_u * ah[j]
+                        for r in range(k):
+                            X[b, j * k + r] = X[b, j * k + r] + a * cds[r]
+                    for c in range(p):
+                        g[c] = gamma * X[b, c]
+                    usq[b] = _sum_squares(X[b])
+                elif mode == MODE_SNAP1:
+                    for r in range(k):
+                        z[r] = ds[r] * theta[b, r * k + r]                 # D_t's diagonal
+                    for j in range(ncols):
+                        for r in range(k):
+                            c = j * k + r
+                            e = jpos[c]
+                            v = z[r] * J2[b, e] + ah[j] * ds[r]
+                            J2[b, e] = v
+                            g[c] = credit[r] * v
+                else:
+                    for r in range(k):                                     # D_t = diag(σ') W
+                        dr = ds[r]
+                        for l in range(k):
+                            Dt[b, r, l] = dr * theta[b, l * k + r]
+            if influence:
+                _influence_product(Dt, cur, nxt, b0, b1, mode == MODE_TBPTT and (t - 1) % tau == 0, batched)
+            for b in range(b0, b1):
+                if influence:
+                    _add_input_and_credit(nxt[b], DS[b], AH[b], CR[b], gu, g)
+                    if mode == MODE_TBPTT:
+                        for c in range(p):
+                            gblock[b, c] += g[c]
+                        if t % tau == 0:
+                            for c in range(p):
+                                g[c] = gblock[b, c]
+                                gblock[b, c] = 0.0
+                        else:
+                            g[:] = 0.0
+                loss = loss_out[b]
+                dphi = DPHI[b]
+                gn = np.sqrt(_sum_squares(g))
+                gnorm_out[b] = gn
+                w_loss[b] += loss
+                w_gnorm[b] += gn
+                if record_grad:
+                    for c in range(p):
+                        w_g[b, c] += g[c]
+                    for c in range(dphi.size):
+                        w_gphi[b, c] += dphi[c]
+                if learn:
+                    for c in range(p):
+                        g_acc[b, c] += g[c]
+                    for c in range(dphi.size):
+                        gphi_acc[b, c] += dphi[c]
+                for r in range(k):
+                    if not (-blowup < s[b, r] < blowup):
+                        out = True
+                if not (gn < blowup) or not np.isfinite(loss):
                     out = True
-            if not (gn < blowup) or not np.isfinite(loss):
-                out = True
         if learn and update_now[i]:
             alpha = alphas[i]
             moved = mode != MODE_TBPTT

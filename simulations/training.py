@@ -245,7 +245,7 @@ class OnlineTrainer:
                     for hook in self.hooks:
                         hook.after_step(state, loss, ys[i], bool(record_now[i]))
                 if est.capabilities.holds_influence:
-                    influence = self._influence_norms(state)
+                    influence = self._influence_norms(state) if fast is None else self.kernel.influence_norms(state)
                     if self._diverge(state, traj, ~(influence < blowup), lambda: (
                             f"influence norm {np.max(influence):.3g} beyond the bound {blowup:g}")):
                         return state, traj

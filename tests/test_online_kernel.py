@@ -46,11 +46,15 @@ def problem(activation: str):
 
 
 def train(spec, activation, kernel, steps=T, alpha0=0.05, update_every=1, learn=True, project=True,
-          record_grad=True, slot=False):
+          record_grad=True, slot=False, batched_from=None):
+    """``batched_from``: the kernel's threshold for one batched product over the replicates (RTRL,
+    TBPTT; :class:`ElmanKernel`); by default ``B = 3`` runs below it, one product per replicate."""
     cell, ro, proc = problem(activation)
     tr = OnlineTrainer(cell, ro, parse_estimator(spec), proc, Schedule(alpha0, 100.0, 0.75) if learn else None,
                        update_every, project=SpectralClip(cell) if project else None,
                        checkpoints=log_checkpoints(steps, 12), record_grad=record_grad, chunk=64, kernel=kernel)
+    if batched_from is not None:
+        tr.kernel.batched_from = batched_from
     rng = np.random.default_rng(4)
     state = tr.init(cell.init(rng, scale=2.5, batch=B), ro.init(rng, B), rng)
     state, traj = tr.run(state, steps, rng, checkpoint=slot)
@@ -91,17 +95,38 @@ def test_kernel_matches_the_general_loop(spec, activation):
 
 
 @pytest.mark.parametrize("spec", ["rtrl", "tbptt-2"])
-def test_kernel_matches_with_sparse_updates_frozen_and_unprojected(spec):
-    assert_close(train(spec, "tanh", False, update_every=2), train(spec, "tanh", True, update_every=2))
+@pytest.mark.parametrize("batched_from", [1, None])
+def test_kernel_matches_with_sparse_updates_frozen_and_unprojected(spec, batched_from):
+    assert_close(train(spec, "tanh", False, update_every=2),
+                 train(spec, "tanh", True, update_every=2, batched_from=batched_from))
     assert_close(train(spec, "identity", False, project=False, alpha0=0.01),
-                 train(spec, "identity", True, project=False, alpha0=0.01))
-    assert_close(train(spec, "tanh", False, learn=False), train(spec, "tanh", True, learn=False))
+                 train(spec, "identity", True, project=False, alpha0=0.01, batched_from=batched_from))
+    assert_close(train(spec, "tanh", False, learn=False),
+                 train(spec, "tanh", True, learn=False, batched_from=batched_from))
 
 
-def test_the_comparison_can_fail():
+@pytest.mark.parametrize("spec", ["rtrl", "tbptt-1", "tbptt-4"])
+@pytest.mark.parametrize("activation", ["identity", "tanh"])
+def test_batched_products_match_the_general_loop_and_the_replicate_loop(spec, activation):
+    """All replicates' products ``D_t J_{t−1}`` of a step in one batched ``matmul`` (``batched_from = 1``):
+    the general loop's numbers to the rounding bound, and those of the kernel with one product per
+    replicate to the same bound (the two call different BLAS libraries; per replicate the
+    arithmetic is the same)."""
+    ref = train(spec, activation, kernel=False)
+    one = train(spec, activation, kernel=True)
+    fast = train(spec, activation, kernel=True, batched_from=1)
+    assert fast[0].kernel.begin(fast[1], 4, np.random.default_rng(0)).batched
+    assert not one[0].kernel.begin(one[1], 4, np.random.default_rng(0)).batched
+    assert_close(ref, fast)
+    assert_close(one, fast)
+    assert np.any(np.isclose(ref[2].arrays()["contraction"], 0.9, rtol=1e-9, atol=0))
+
+
+@pytest.mark.parametrize("batched_from", [1, None])
+def test_the_comparison_can_fail(batched_from):
     """α₀ changed by one part in 10⁸: θ moves by far more than the rounding bound."""
     ref = train("rtrl", "identity", kernel=False, alpha0=0.05 * (1 + 1e-8))
-    fast = train("rtrl", "identity", kernel=True)
+    fast = train("rtrl", "identity", kernel=True, batched_from=batched_from)
     with pytest.raises(AssertionError):
         assert_close(ref, fast)
 
@@ -165,7 +190,24 @@ def test_tbptt_block_straddling_the_run_takes_the_general_loop():
     assert fast[0].kernel.begin(fast[1], 3, np.random.default_rng(0)) is None
 
 
-def test_divergence_is_recorded_at_the_same_step():
+@pytest.mark.parametrize("spec", ["rtrl", "snap-1", "uoro"])
+def test_influence_norms_from_the_stored_entries_are_the_general_ones(spec):
+    """The kernel's ``‖J̃_t‖_F`` (from the stored entries, in their own order) against the
+    trainer's (``J̃_t`` gathered into θ's order): sums of the same ``k p`` squares in another order,
+    relative error ≤ ``k p u`` each; one entry changed by one part in 10⁸ leaves that bound."""
+    tr, state, _ = train(spec, "tanh", kernel=True, steps=50)
+    ref, fast = tr._influence_norms(state), tr.kernel.influence_norms(state)
+    tol = K * tr.cell.p * U
+    assert ref.shape == (B,) and np.all(ref > 0)
+    assert np.all(np.abs(fast - ref) <= tol * ref)
+    if spec != "uoro":
+        J = state.est.J
+        J.flat[int(np.argmax(np.abs(J)))] *= 1 + 1e-8
+        assert np.any(np.abs(tr.kernel.influence_norms(state) - ref) > tol * ref)
+
+
+@pytest.mark.parametrize("batched_from", [1, None])
+def test_divergence_is_recorded_at_the_same_step(batched_from):
     results = []
     for kernel in (False, True):
         cell, ro, proc = problem("identity")
@@ -173,6 +215,8 @@ def test_divergence_is_recorded_at_the_same_step():
         theta, phi = cell.init(rng, batch=2), ro.init(rng, 2)
         theta[:, cell.block["W"].cols] = (3.0 * np.eye(K)).ravel()      # unstable, no projection
         tr = OnlineTrainer(cell, ro, parse_estimator("rtrl"), proc, Schedule(10.0), record_every=1, kernel=kernel)
+        if kernel and batched_from is not None:
+            tr.kernel.batched_from = batched_from
         state, traj = tr.run(tr.init(theta, phi, np.random.default_rng(0)), 200, np.random.default_rng(0))
         results.append((state.t, traj.diverged_at, traj.diverged_reason, state.diverged.tolist()))
     assert results[0][1] is not None and results[0][1] < 200
