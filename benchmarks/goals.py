@@ -21,6 +21,7 @@ from typing import Callable
 import numba
 import numpy as np
 
+from rtrl_validation.simulations import aligned
 from rtrl_validation.simulations.cells import make_cell
 from rtrl_validation.simulations.estimators import parse_estimator
 from rtrl_validation.simulations.estimators.base import linearize_for
@@ -71,7 +72,7 @@ def network(cell_name: str, hidden: int, inputs: int, batch: int = 1, density: f
     """A cell, ``θ`` shared by ``batch`` replicates (``batch × p``), a state, an input and a readout."""
     cell = make_cell(cell_name, hidden, inputs, density=density)
     rng = np.random.default_rng(seed)
-    theta = np.repeat(cell.init(rng)[None], batch, axis=0)
+    theta = aligned.copy(np.repeat(cell.init(rng)[None], batch, axis=0))     # as the trainer holds it
     s = 0.1 * rng.standard_normal((batch, cell.k))
     x = rng.standard_normal((batch, cell.m))
     return cell, theta, s, x, rng

@@ -25,6 +25,14 @@ def empty(shape) -> np.ndarray:
     return aligned_empty(1, n).reshape(shape)
 
 
+def copy(a) -> np.ndarray:
+    """A float64 C-order copy of ``a`` starting at a multiple of 64 bytes."""
+    a = np.asarray(a, dtype=float)
+    out = empty(a.shape)
+    out[...] = a
+    return out
+
+
 def zeros(shape) -> np.ndarray:
     """``np.zeros(shape)`` starting at a multiple of 64 bytes."""
     out = empty(shape)

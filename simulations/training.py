@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import aligned
 from . import checkpoint as checkpoints
 from .estimators.base import linearize_for
 from .online_kernel import ElmanKernel
@@ -157,7 +158,7 @@ class OnlineTrainer:
     def init(self, theta0, phi0, rng: np.random.Generator, data_rng: np.random.Generator | None = None) -> TrainState:
         """The state at ``t = 0``: ``s = 0``, the estimator's and the data process's initial states
         (drawn from ``rng``, the data process's from ``data_rng`` when given)."""
-        theta, phi = np.array(theta0, dtype=float), np.array(phi0, dtype=float)
+        theta, phi = aligned.copy(theta0), np.array(phi0, dtype=float)     # θ's rows read by long passes
         B = theta.shape[0]
         est = self.estimator.init(self.cell, theta, B, rng)
         data = self.process.init(rng if data_rng is None else data_rng, B)

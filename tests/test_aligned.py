@@ -38,3 +38,34 @@ def test_the_long_stores_and_the_gradient_start_a_line(spec, k):
         st, g = est.step(st, lin, rng.standard_normal((1, cell.k)), rng)
         store = st.direction if spec == "uoro" else st.J
         assert aligned.is_aligned(store) and aligned.is_aligned(g)
+
+
+def test_copy_keeps_the_numbers_and_starts_a_line():
+    a = np.arange(12.0).reshape(3, 4)[:, 1:]
+    c = aligned.copy(a)
+    np.testing.assert_array_equal(c, a)
+    assert aligned.is_aligned(c) and c.flags.c_contiguous and c.dtype == np.float64
+
+
+def test_an_aligned_theta_keeps_the_cells_views_between_calls():
+    """θ made by a compiled function has another float64 descriptor object; the cell still keeps
+    its block views for it instead of rebuilding them at every call."""
+    cell = make_cell("elman", 8, 3)
+    theta = aligned.copy(cell.init(np.random.default_rng(0))[None])
+    assert cell._weights(theta) is cell._weights(theta)
+
+
+def test_the_trainer_holds_theta_aligned():
+    from rtrl_validation.simulations.data import VAR1Teacher
+    from rtrl_validation.simulations.optimizers import Schedule
+    from rtrl_validation.simulations.readouts import LinearReadout
+    from rtrl_validation.simulations.training import OnlineTrainer
+    cell = make_cell("elman", 8, 2)
+    rng = np.random.default_rng(0)
+    proc = VAR1Teacher(hidden=8, inputs=2)
+    ro = LinearReadout(cell.k, proc.n_out)
+    tr = OnlineTrainer(cell, ro, parse_estimator("snap-1"), proc, Schedule(1e-3))
+    state = tr.init(np.repeat(cell.init(rng)[None], 2, axis=0)[:, :], ro.init(rng, 2), rng)
+    assert aligned.is_aligned(state.theta)
+    state, _ = tr.run(state, 5, rng, checkpoint=False)
+    assert aligned.is_aligned(state.theta)

@@ -126,7 +126,10 @@ class Cell:
         ``matrices``: the call reads the matrices (:class:`~.weights.Weights`); a forward step does not."""
         hit = self._views
         if hit is None or hit[0] is not theta:
-            arr = np.asarray(theta, dtype=float)
+            # a float64 array is used as it is (np.asarray(·, dtype=float) returns a new view of an
+            # array whose dtype object is another float64 descriptor, e.g. one made by a compiled
+            # function, and the views would then be rebuilt at every call)
+            arr = theta if isinstance(theta, np.ndarray) and theta.dtype == np.float64 else np.asarray(theta, dtype=float)
             if arr.shape[-1] != self.p:
                 raise ValueError(f"theta has {arr.shape[-1]} entries, {self.name} needs p={self.p}")
             lead = arr.shape[:-1]
