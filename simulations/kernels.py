@@ -42,6 +42,26 @@ def _aligned_copy(a):
 
 
 @_jit
+def _diagonal_rows(J, g, off, n_in, n_out, d, w, c, v, has_d):
+    """The rows of one replicate's SnAp-1/RFLO step (:func:`diagonal_influence_step`), ``J``, ``g``
+    flat from ``off``: row ``j`` is ``J̃[(·, j)] ← d ⊙ J̃[(·, j)] + v[j] w`` (``d ≡ 0`` when not
+    ``has_d``) and ``ĝ[(·, j)] = c ⊙ J̃[(·, j)]``, written in one loop."""
+    for j in range(n_in):
+        Jr, gr = J[off + j * n_out:off + (j + 1) * n_out], g[off + j * n_out:off + (j + 1) * n_out]
+        vj = v[j]
+        if has_d:
+            for i in range(n_out):
+                x = d[i] * Jr[i] + vj * w[i]
+                Jr[i] = x
+                gr[i] = c[i] * x
+        else:
+            for i in range(n_out):
+                x = vj * w[i]
+                Jr[i] = x
+                gr[i] = c[i] * x
+
+
+@_jit
 def diagonal_influence_step(J, g, off, n_in, n_out, d, d0, has_d, c, c0, v, w):
     """One SnAp-1/RFLO step on a full block whose entry ``(i, j)`` sits on state row ``rows[i]``
     (THEORY.md §4, "SnAp-n" with ``n = 1``)::
@@ -60,20 +80,8 @@ def diagonal_influence_step(J, g, off, n_in, n_out, d, d0, has_d, c, c0, v, w):
     B = v.shape[0]
     if B == 1:                                       # contiguous rows: vectorised inner loops
         wr, cr = _aligned_copy(w[0]), _aligned_copy(c[c0:c0 + n_out])
-        dr = _aligned_copy(d[d0:d0 + n_out]) if has_d else cr
-        for j in range(n_in):
-            Jr, gr = J[off + j * n_out:off + (j + 1) * n_out], g[0, off + j * n_out:off + (j + 1) * n_out]
-            vj = v[0, j]
-            if has_d:                                # one loop per row: J̃ and ĝ written together
-                for i in range(n_out):
-                    x = dr[i] * Jr[i] + vj * wr[i]
-                    Jr[i] = x
-                    gr[i] = cr[i] * x
-            else:
-                for i in range(n_out):
-                    x = vj * wr[i]
-                    Jr[i] = x
-                    gr[i] = cr[i] * x
+        _diagonal_rows(J, g[0], off, n_in, n_out, _aligned_copy(d[d0:d0 + n_out]) if has_d else cr, wr, cr, v[0],
+                       has_d)
         return
     vt, wt = np.ascontiguousarray(v.T), np.ascontiguousarray(w.T)      # replicates last, as J
     J3 = J[off * B:(off + n_in * n_out) * B].reshape((n_in, n_out, B))
@@ -113,20 +121,7 @@ def kronecker_diagonal_step(J, W, ds, ahat, c, has_d):
         cr[i] = c[0, i]
         d[i] = ds[0, i] * W[i, i] if has_d else 0.0
     g = aligned_empty(1, k * q)
-    Jf, gf = J.reshape(-1), g.reshape(-1)
-    for j in range(q):
-        Jr, gr = Jf[j * k:(j + 1) * k], gf[j * k:(j + 1) * k]
-        vj = ahat[0, j]
-        if has_d:
-            for i in range(k):
-                x = d[i] * Jr[i] + vj * w[i]
-                Jr[i] = x
-                gr[i] = cr[i] * x
-        else:
-            for i in range(k):
-                x = vj * w[i]
-                Jr[i] = x
-                gr[i] = cr[i] * x
+    _diagonal_rows(J.reshape(-1), g.reshape(-1), 0, q, k, d, w, cr, ahat[0], has_d)
     return g
 
 
