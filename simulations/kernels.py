@@ -558,6 +558,31 @@ def _sum_squares(x):
 
 
 @_jit
+def _snap1_update_pass(J, th, d, ds, ah, c, alpha, k, part):
+    """One replicate's SnAp-1 step and SGD update in one pass (:func:`elman_online_steps` with
+    ``fuse``), ``J``, ``th``: ``p`` (θ's order)::
+
+        J̃[j·k + r] ← d[r] J̃[j·k + r] + â[j] σ'[r],   g = c[r] J̃[j·k + r],   θ[j·k + r] += −(α g)
+
+    as the unfused path computes them; ``part`` (``2 × k``) receives per row ``r`` the running sums
+    ``Σ_j g²`` and ``Σ_{j<k} g²`` (``W``'s entries), so that the pass keeps no reduction per row."""
+    part[...] = 0.0
+    g2, w2 = part[0], part[1]
+    for j in range(ah.shape[0]):
+        Jr, tr = J[j * k:(j + 1) * k], th[j * k:(j + 1) * k]
+        a = ah[j]
+        acc = g2 if j >= k else w2
+        for r in range(k):
+            v = d[r] * Jr[r] + a * ds[r]
+            Jr[r] = v
+            gv = c[r] * v
+            tr[r] = tr[r] + -(alpha * gv)
+            acc[r] += gv * gv
+    for r in range(k):
+        g2[r] += w2[r]
+
+
+@_jit
 def _within(x, bound):
     """Every entry of ``x`` in ``(−bound, bound)`` (false for a non-finite entry); branch-free."""
     ok = True
@@ -633,7 +658,7 @@ def _add_input_and_credit(Jb, ds, ah, credit, gu, g):
 @_jit
 def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, urho, nus, fold, mode, tau, tanh, xs,
                        ys, alphas, update_now, t0, learn, train_readout, radius, upper, g_acc, gphi_acc, gblock,
-                       w_loss, w_gnorm, w_g, w_gphi, record_grad, blowup, loss_out, gnorm_out, batched):
+                       w_loss, w_gnorm, w_g, w_gphi, record_grad, blowup, loss_out, gnorm_out, batched, fuse):
     """Online training steps of an Elman cell ``s_t = σ(W s_{t−1} + U x_t + b)`` (``σ`` = tanh or the
     identity) with a linear readout and the squared loss, SGD and the contraction projection
     (THEORY.md §2 "Online RTRL", §3, §5): the loop of :class:`simulations.training.OnlineTrainer`
@@ -657,7 +682,11 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
       caller swaps them back).  Columns in the unit-major order (``jpos``, unused here): θ's column
       ``j·k + r`` at ``r·(k+m+1) + j``, so ``I_t``'s row ``r`` is contiguous;
     * ``mode = MODE_SNAP1``: the same restricted to the entries ``(c mod k, c)`` (§4, SnAp-1); ``J2``:
-      ``B × p``, θ's column ``c`` at entry ``jpos[c]``;
+      ``B × p``, θ's column ``c`` at entry ``jpos[c]``.  ``fuse`` (the caller's promise: ``jpos`` is
+      the identity, every step updates and ``g_acc`` starts at zero, no window gradient): at a
+      step with ``update_now``, one pass per replicate writes ``J̃``, adds ``−α_t g_t`` to ``θ`` and
+      sums ``‖g_t‖²`` and ``‖g_t‖²`` over ``W``'s entries in ``k`` running sums each (the same
+      ``θ``, ``J̃`` as the unfused path; the norms summed in another order);
     * ``mode = MODE_TBPTT``: RTRL with ``J`` restarted from zero at each block of ``tau`` steps (the
       first step ``t`` with ``(t − 1) mod τ = 0``) and ``Σ_block c_t J_t`` delivered at the block's last
       step (TBPTT(τ)'s gradient in forward mode; ``gblock`` holds the running sum);
@@ -699,11 +728,15 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
     bits = np.empty(k, dtype=np.int64)
     rk = np.sqrt(float(k))
     delta = np.empty(n_out)
+    GN2 = np.zeros(B)                                  # fused SnAp-1 step: ‖g_t‖², ‖g_t‖² over W
+    DW = np.zeros(B)
+    part = np.empty((2, k))
     g = np.empty(p)
     gu = np.empty(p)
     for i in range(n):
         t = t0 + i + 1
         out = False
+        fused = mode == MODE_SNAP1 and fuse and learn and update_now[i]
         cur, nxt = (J3, J3next) if i % 2 == 0 else (J3next, J3)
         for b0 in range(0, B, group):
             b1 = min(b0 + group, B)
@@ -715,10 +748,12 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
                     ah[k + j] = xs[i, b, j]
                 ah[k + m] = 1.0
                 z[:] = 0.0
+                th = theta[b]
                 for j in range(ncols):                                 # z = A â, the sum over j in order
                     a = ah[j]
+                    col = th[j * k:(j + 1) * k]
                     for r in range(k):
-                        z[r] += theta[b, j * k + r] * a
+                        z[r] += col[r] * a
                 if tanh:
                     tanh_into(z, sig, bits)
                 for r in range(k):
@@ -785,6 +820,11 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
                     for c in range(p):
                         g[c] = gamma * X[b, c]
                     usq[b] = _sum_squares(X[b])
+                elif fused:
+                    for r in range(k):
+                        z[r] = ds[r] * theta[b, r * k + r]                 # D_t's diagonal
+                    _snap1_update_pass(J2[b], theta[b], z, ds, ah, credit, alphas[i], k, part)
+                    GN2[b], DW[b] = part[0].sum(), part[1].sum()
                 elif mode == MODE_SNAP1:
                     for r in range(k):
                         z[r] = ds[r] * theta[b, r * k + r]                 # D_t's diagonal
@@ -816,7 +856,7 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
                             g[:] = 0.0
                 loss = loss_out[b]
                 dphi = DPHI[b]
-                gn = np.sqrt(_sum_squares(g))
+                gn = np.sqrt(GN2[b] if fused else _sum_squares(g))
                 gnorm_out[b] = gn
                 w_loss[b] += loss
                 w_gnorm[b] += gn
@@ -826,8 +866,9 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
                     for c in range(dphi.size):
                         w_gphi[b, c] += dphi[c]
                 if learn:
-                    for c in range(p):
-                        g_acc[b, c] += g[c]
+                    if not fused:                                      # fused: θ has moved already
+                        for c in range(p):
+                            g_acc[b, c] += g[c]
                     for c in range(dphi.size):
                         gphi_acc[b, c] += dphi[c]
                 for r in range(k):
@@ -845,14 +886,19 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
                             moved = True
             if moved:
                 for b in range(B):
-                    dw = _sum_squares(g_acc[b, :k * k])
-                    for c in range(p):
-                        theta[b, c] += -(alpha * g_acc[b, c])
-                        g_acc[b, c] = 0.0
+                    if fused:
+                        dw = DW[b]
+                    else:
+                        dw = _sum_squares(g_acc[b, :k * k])
+                        for c in range(p):
+                            theta[b, c] += -(alpha * g_acc[b, c])
+                            g_acc[b, c] = 0.0
                     upper[b] += alpha * np.sqrt(dw) * (1.0 + 1e-12)
                     if radius > 0.0 and upper[b] > radius:
                         upper[b] = min(_clip_singular(theta, b, k, radius), radius) * (1.0 + 1e-12)
-                    out |= not _within(theta[b], blowup)
+                        out |= not _within(theta[b], blowup)
+                    else:
+                        out |= not _within(theta[b], blowup)
             if train_readout:
                 for b in range(B):
                     for c in range(gphi_acc.shape[1]):

@@ -86,6 +86,7 @@ class _Run:
     loss: np.ndarray
     gnorm: np.ndarray
     batched: bool             # RTRL, TBPTT: all replicates' products in one batched matmul
+    fuse: bool = False        # SnAp-1: the step and the SGD update in one pass (see elman_online_steps)
 
 
 class ElmanKernel:
@@ -96,6 +97,10 @@ class ElmanKernel:
     Elman k = 16, m = 8, ratios to the bare batched product, batched against one product per
     replicate: 8 replicates 1.38–1.40 against 1.36–1.37, 16: 1.32 against 1.33–1.36, 32: 1.29–1.30
     against 1.34–1.35."""
+
+    #: SnAp-1: the step and the SGD update in one pass over the influence and θ when every step
+    #: updates and no window gradient is kept (False: the unfused order, which the tests compare)
+    fuse = True
 
     def __init__(self, trainer, mode: int, tau: int, batched_from: int = BATCHED_FROM):
         self.trainer, self.mode, self.tau, self.batched_from = trainer, mode, tau, batched_from
@@ -169,7 +174,8 @@ class ElmanKernel:
             J3, J2 = no3, np.ascontiguousarray(state.est.J.T)     # B × nnz: a replicate's entries contiguous
             jpos = np.asarray(st.entry_index(np.arange(p) % k, np.arange(p)), dtype=np.int64)
         return _Run(self.mode, max(self.tau, 1), J3, J3next, J2, jpos, uoro, np.zeros((B, p)), np.full(B, np.inf),
-                    np.zeros(B), np.zeros(B), B >= self.batched_from)
+                    np.zeros(B), np.zeros(B), B >= self.batched_from,
+                    self.mode == MODE_SNAP1 and self.fuse and bool(np.array_equal(jpos, np.arange(p))))
 
     def influence_norms(self, state) -> np.ndarray:
         """``‖J̃_t‖_F`` per replicate (``B``), the trainer's divergence check, from the estimator's
@@ -207,7 +213,8 @@ class ElmanKernel:
             alphas[lo:hi] if learn else np.zeros(hi - lo), update_now[lo:hi], state.t, learn, tr.train_readout,
             self.radius, run.upper, state.g_acc, state.gphi_acc, run.gblock, win.loss, win.gnorm,
             win.g if win.g is not None else no, win.gphi if win.gphi is not None else no, win.g is not None,
-            float(tr.blowup), run.loss, run.gnorm, run.batched)
+            float(tr.blowup), run.loss, run.gnorm, run.batched,
+            run.fuse and tr.update_every == 1 and win.g is None)
         if run.mode == MODE_SNAP1:
             state.est.J[...] = run.J2.T
         if run.mode == MODE_UORO:

@@ -306,3 +306,37 @@ def test_tanh_into_is_within_four_ulp_of_tanh():
     assert ulp.max() <= 4
     np.testing.assert_array_equal(out[~fin], ref[~fin])
     assert np.signbit(out[z.size - 9]) and out[z.size - 9] == 0.0          # tanh(−0) = −0
+
+
+@pytest.mark.parametrize("project", [True, False])
+@pytest.mark.parametrize("activation", ["identity", "tanh"])
+def test_snap1_step_and_update_in_one_pass_match_the_general_loop(activation, project):
+    """Without a window gradient and with an update at every step, SnAp-1's step, the SGD update and
+    the checks of θ are one pass (``ElmanKernel.fuse``); within the same bound of the general loop."""
+    ref = train("snap-1", activation, kernel=False, record_grad=False, project=project)
+    fast = train("snap-1", activation, kernel=True, record_grad=False, project=project)
+    tr, state, _ = train("snap-1", activation, kernel=True, record_grad=False, project=project, steps=1)
+    assert tr.kernel.begin(state, 1, np.random.default_rng(0)).fuse          # the path under test
+    assert_close(ref, fast)
+
+
+def test_the_fused_snap1_pass_against_its_numpy_reference():
+    """``_snap1_update_pass`` against numpy: the new ``J̃`` and ``θ`` exactly (the same operations),
+    its running sums within ``n u`` of ``‖g‖²`` and of ``‖g‖²`` over ``W``'s entries."""
+    from rtrl_validation.simulations.kernels import _snap1_update_pass
+    k, m = 6, 3
+    q = k + m + 1
+    rng = np.random.default_rng(0)
+    J, th = rng.standard_normal(k * q), rng.standard_normal(k * q)
+    d, ds, ah, c = rng.standard_normal(k), rng.random(k), rng.standard_normal(q), rng.standard_normal(k)
+    alpha = 0.3
+    Jn = (d * J.reshape(q, k) + ah[:, None] * ds).reshape(-1)           # row j: entries j·k + r
+    g = (c * Jn.reshape(q, k)).reshape(-1)
+    thn = th + -(alpha * g)
+    J2, th2, part = J.copy(), th.copy(), np.empty((2, k))
+    _snap1_update_pass(J2, th2, d, ds, ah, c, alpha, k, part)
+    np.testing.assert_array_equal(J2, Jn)
+    np.testing.assert_array_equal(th2, thn)
+    n = k * q
+    assert abs(part[0].sum() - g @ g) <= n * U * (g @ g)
+    assert abs(part[1].sum() - g[:k * k] @ g[:k * k]) <= n * U * (g[:k * k] @ g[:k * k])
