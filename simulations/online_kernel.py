@@ -7,7 +7,9 @@ the projection's batched SVD.  For the setting of the convergence experiment, an
 loss, SGD and the contraction projection :class:`SpectralClip`, with exact RTRL, SnAp-1,
 TBPTT(τ) or UORO, :class:`ElmanKernel` runs the steps between two checkpoints in one call of
 :func:`simulations.kernels.elman_online_steps`; with many replicates (``batched_from``) exact
-RTRL's and TBPTT's products of a step are one batched ``matmul``.  The trainer keeps everything
+RTRL's and TBPTT's products of a step are one batched ``matmul``, and SnAp-1's step and SGD update
+are one pass over the influence and ``θ`` when every step updates (``fuse``; at ``k = 256`` the
+loop then takes about half the time).  The trainer keeps everything
 else (data chunks, step sizes, window records, divergence bookkeeping, checkpoints); the
 estimator's own state arrays are updated in place (exact RTRL's two buffers swapped as its ``step`` swaps them), so
 checkpoints, ``influence`` and resumption are unchanged.  UORO's signs come from the run's
