@@ -583,6 +583,32 @@ def _snap1_update_pass(J, th, d, ds, ah, c, alpha, k, part):
 
 
 @_jit
+def _uoro_update_pass(X, th, w, ah, alpha_u, gamma, alpha, k, part):
+    """One replicate's UORO rank-one addition, gradient and SGD update in one pass
+    (:func:`elman_online_steps` with ``fuse``), ``X`` (``θ̃``'s direction), ``th``: ``p`` (θ's order)::
+
+        X[j·k + r] += (alpha_u â[j]) w[r],   g = gamma X[j·k + r],   θ[j·k + r] += −(α g)
+
+    as the unfused path computes them; ``part`` (``3 × k``) receives per row ``r`` the running sums
+    ``Σ_j g²``, ``Σ_{j<k} g²`` (``W``'s entries) and ``Σ_j X²`` (the new ``‖direction‖²``)."""
+    part[...] = 0.0
+    g2, w2, x2 = part[0], part[1], part[2]
+    for j in range(ah.shape[0]):
+        Xr, tr = X[j * k:(j + 1) * k], th[j * k:(j + 1) * k]
+        a = alpha_u * ah[j]
+        acc = g2 if j >= k else w2
+        for r in range(k):
+            x = Xr[r] + a * w[r]
+            Xr[r] = x
+            gv = gamma * x
+            tr[r] = tr[r] + -(alpha * gv)
+            acc[r] += gv * gv
+            x2[r] += x * x
+    for r in range(k):
+        g2[r] += w2[r]
+
+
+@_jit
 def _within(x, bound):
     """Every entry of ``x`` in ``(−bound, bound)`` (false for a non-finite entry); branch-free."""
     ok = True
@@ -695,7 +721,8 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
       ``D_t s̃ = σ' ⊙ (W s̃)``, ``‖νᵀ I_t‖ = ‖â‖ ‖ν ⊙ σ'‖``, the scales of :func:`rank_one_scales`,
       ``s̃`` (``ut``: ``B × k``) and ``θ̃ = ufac · X`` (``X``: ``B × p`` in θ's order) updated in place,
       the factor folded into ``X`` when it leaves ``[fold[0], fold[1]]``, ``g_t = (c_t s̃) θ̃``;
-      ``usq`` (``B``) holds ``‖X‖²`` and ``urho`` (``B × 2``) the last ``(ρ₀, ρ₁)``.
+      ``usq`` (``B``) holds ``‖X‖²`` and ``urho`` (``B × 2``) the last ``(ρ₀, ρ₁)``; with ``fuse`` (as for
+      SnAp-1) the rank-one addition, ``g_t`` and the SGD update are one pass (:func:`_uoro_update_pass`).
 
     Then the window sums (``w_*``), the accumulators ``g_acc``, ``gphi_acc`` and, where
     ``update_now``, SGD ``θ ← θ − α_t g`` (for TBPTT only when some gradient has arrived), the
@@ -730,13 +757,13 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
     delta = np.empty(n_out)
     GN2 = np.zeros(B)                                  # fused SnAp-1 step: ‖g_t‖², ‖g_t‖² over W
     DW = np.zeros(B)
-    part = np.empty((2, k))
+    part = np.empty((3, k))
     g = np.empty(p)
     gu = np.empty(p)
     for i in range(n):
         t = t0 + i + 1
         out = False
-        fused = mode == MODE_SNAP1 and fuse and learn and update_now[i]
+        fused = (mode == MODE_SNAP1 or mode == MODE_UORO) and fuse and learn and update_now[i]
         cur, nxt = (J3, J3next) if i % 2 == 0 else (J3next, J3)
         for b0 in range(0, B, group):
             b1 = min(b0 + group, B)
@@ -783,8 +810,9 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
                     z[:] = 0.0
                     for l in range(k):                                     # W s̃
                         a = ut[b, l]
+                        col = th[l * k:(l + 1) * k]
                         for r in range(k):
-                            z[r] += theta[b, l * k + r] * a
+                            z[r] += col[r] * a
                     nD, aa, cc = 0.0, 0.0, 0.0
                     for r in range(k):
                         Ds[r] = ds[r] * z[r]
@@ -813,14 +841,20 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
                     for r in range(k):
                         cs += credit[r] * ut[b, r]
                     gamma = cs * fac
-                    for j in range(ncols):                                 # θ̃ += (ν G) ⊗ â / (ρ₁ factor)
-                        a = alpha_u * ah[j]
-                        for r in range(k):
-                            X[b, j * k + r] = X[b, j * k + r] + a * cds[r]
-                    for c in range(p):
-                        g[c] = gamma * X[b, c]
-                    usq[b] = _sum_squares(X[b])
-                elif fused:
+                    if fused:                                              # with the SGD update, one pass
+                        _uoro_update_pass(X[b], th, cds, ah, alpha_u, gamma, alphas[i], k, part)
+                        GN2[b], DW[b], usq[b] = part[0].sum(), part[1].sum(), part[2].sum()
+                    else:
+                        Xb = X[b]
+                        for j in range(ncols):                             # θ̃ += (ν G) ⊗ â / (ρ₁ factor)
+                            a = alpha_u * ah[j]
+                            Xr = Xb[j * k:(j + 1) * k]
+                            for r in range(k):
+                                Xr[r] = Xr[r] + a * cds[r]
+                        for c in range(p):
+                            g[c] = gamma * Xb[c]
+                        usq[b] = _sum_squares(Xb)
+                elif mode == MODE_SNAP1 and fused:
                     for r in range(k):
                         z[r] = ds[r] * theta[b, r * k + r]                 # D_t's diagonal
                     _snap1_update_pass(J2[b], theta[b], z, ds, ah, credit, alphas[i], k, part)

@@ -7,9 +7,9 @@ the projection's batched SVD.  For the setting of the convergence experiment, an
 loss, SGD and the contraction projection :class:`SpectralClip`, with exact RTRL, SnAp-1,
 TBPTT(τ) or UORO, :class:`ElmanKernel` runs the steps between two checkpoints in one call of
 :func:`simulations.kernels.elman_online_steps`; with many replicates (``batched_from``) exact
-RTRL's and TBPTT's products of a step are one batched ``matmul``, and SnAp-1's step and SGD update
-are one pass over the influence and ``θ`` when every step updates (``fuse``; at ``k = 256`` the
-loop then takes about half the time).  The trainer keeps everything
+RTRL's and TBPTT's products of a step are one batched ``matmul``, and SnAp-1's and UORO's step and
+SGD update are one pass over the influence (or ``θ̃``'s direction) and ``θ`` when every step
+updates (``fuse``).  The trainer keeps everything
 else (data chunks, step sizes, window records, divergence bookkeeping, checkpoints); the
 estimator's own state arrays are updated in place (exact RTRL's two buffers swapped as its ``step`` swaps them), so
 checkpoints, ``influence`` and resumption are unchanged.  UORO's signs come from the run's
@@ -88,7 +88,7 @@ class _Run:
     loss: np.ndarray
     gnorm: np.ndarray
     batched: bool             # RTRL, TBPTT: all replicates' products in one batched matmul
-    fuse: bool = False        # SnAp-1: the step and the SGD update in one pass (see elman_online_steps)
+    fuse: bool = False        # SnAp-1, UORO: the step and the SGD update in one pass (see elman_online_steps)
 
 
 class ElmanKernel:
@@ -100,8 +100,8 @@ class ElmanKernel:
     replicate: 8 replicates 1.38–1.40 against 1.36–1.37, 16: 1.32 against 1.33–1.36, 32: 1.29–1.30
     against 1.34–1.35."""
 
-    #: SnAp-1: the step and the SGD update in one pass over the influence and θ when every step
-    #: updates and no window gradient is kept (False: the unfused order, which the tests compare)
+    #: SnAp-1, UORO: the step and the SGD update in one pass over the influence (θ̃'s direction) and
+    #: θ when every step updates and no window gradient is kept (False: the unfused order)
     fuse = True
 
     def __init__(self, trainer, mode: int, tau: int, batched_from: int = BATCHED_FROM):
@@ -177,7 +177,8 @@ class ElmanKernel:
             jpos = np.asarray(st.entry_index(np.arange(p) % k, np.arange(p)), dtype=np.int64)
         return _Run(self.mode, max(self.tau, 1), J3, J3next, J2, jpos, uoro, np.zeros((B, p)), np.full(B, np.inf),
                     np.zeros(B), np.zeros(B), B >= self.batched_from,
-                    self.mode == MODE_SNAP1 and self.fuse and bool(np.array_equal(jpos, np.arange(p))))
+                    self.fuse and (self.mode == MODE_UORO
+                                   or (self.mode == MODE_SNAP1 and bool(np.array_equal(jpos, np.arange(p))))))
 
     def influence_norms(self, state) -> np.ndarray:
         """``‖J̃_t‖_F`` per replicate (``B``), the trainer's divergence check, from the estimator's

@@ -364,10 +364,8 @@ class OnlineTrainer:
                                                      rng=r) for r in rngs)}
 
     def _influence_norms(self, state) -> np.ndarray:
-        """Frobenius norm of each replicate's influence (``B``)."""
-        J = self.estimator.influence(state.est)
-        J = J.reshape(J.shape[0], -1)
-        return np.sqrt(np.einsum("bi,bi->b", J, J))
+        """Frobenius norm of each replicate's influence (``B``; :meth:`Estimator.influence_norms`)."""
+        return self.estimator.influence_norms(state.est)
 
     def _divergence(self, state, loss, g_norm, bad) -> str:
         """Which quantity left the bound: the first of state, θ, gradient estimate, else the loss

@@ -308,16 +308,42 @@ def test_tanh_into_is_within_four_ulp_of_tanh():
     assert np.signbit(out[z.size - 9]) and out[z.size - 9] == 0.0          # tanh(−0) = −0
 
 
-@pytest.mark.parametrize("project", [True, False])
 @pytest.mark.parametrize("activation", ["identity", "tanh"])
-def test_snap1_step_and_update_in_one_pass_match_the_general_loop(activation, project):
-    """Without a window gradient and with an update at every step, SnAp-1's step, the SGD update and
-    the checks of θ are one pass (``ElmanKernel.fuse``); within the same bound of the general loop."""
-    ref = train("snap-1", activation, kernel=False, record_grad=False, project=project)
-    fast = train("snap-1", activation, kernel=True, record_grad=False, project=project)
-    tr, state, _ = train("snap-1", activation, kernel=True, record_grad=False, project=project, steps=1)
+@pytest.mark.parametrize("spec, project", [("snap-1", True), ("snap-1", False), ("uoro", True)])
+def test_step_and_update_in_one_pass_match_the_general_loop(spec, project, activation):
+    """Without a window gradient and with an update at every step, SnAp-1's (UORO's) step and the
+    SGD update are one pass (``ElmanKernel.fuse``); within the same bound of the general loop (UORO
+    at its convergence-experiment step size, as in :func:`test_kernel_matches_the_general_loop`,
+    and projected: without the projection the linear student diverges at step 49 in both loops and
+    the difference grows with θ)."""
+    alpha0 = 0.005 if spec == "uoro" else 0.05
+    ref = train(spec, activation, kernel=False, record_grad=False, project=project, alpha0=alpha0)
+    fast = train(spec, activation, kernel=True, record_grad=False, project=project, alpha0=alpha0)
+    tr, state, _ = train(spec, activation, kernel=True, record_grad=False, project=project, steps=1)
     assert tr.kernel.begin(state, 1, np.random.default_rng(0)).fuse          # the path under test
     assert_close(ref, fast)
+
+
+def test_the_fused_uoro_pass_against_its_numpy_reference():
+    """``_uoro_update_pass`` against numpy: the new direction and ``θ`` exactly, its running sums
+    within ``n u`` of ``‖g‖²``, ``‖g‖²`` over ``W``'s entries and the new ``‖direction‖²``."""
+    from rtrl_validation.simulations.kernels import _uoro_update_pass
+    k, m = 6, 3
+    q = k + m + 1
+    rng = np.random.default_rng(1)
+    X, th = rng.standard_normal(k * q), rng.standard_normal(k * q)
+    w, ah = rng.standard_normal(k), rng.standard_normal(q)
+    alpha_u, gamma, alpha = 0.7, -1.3, 0.3
+    Xn = (X.reshape(q, k) + (alpha_u * ah)[:, None] * w).reshape(-1)
+    g = gamma * Xn
+    thn = th + -(alpha * g)
+    X2, th2, part = X.copy(), th.copy(), np.empty((3, k))
+    _uoro_update_pass(X2, th2, w, ah, alpha_u, gamma, alpha, k, part)
+    np.testing.assert_array_equal(X2, Xn)
+    np.testing.assert_array_equal(th2, thn)
+    n = k * q
+    for got, want in ((part[0].sum(), g @ g), (part[1].sum(), g[:k * k] @ g[:k * k]), (part[2].sum(), Xn @ Xn)):
+        assert abs(got - want) <= n * U * want
 
 
 def test_the_fused_snap1_pass_against_its_numpy_reference():
@@ -340,3 +366,22 @@ def test_the_fused_snap1_pass_against_its_numpy_reference():
     n = k * q
     assert abs(part[0].sum() - g @ g) <= n * U * (g @ g)
     assert abs(part[1].sum() - g[:k * k] @ g[:k * k]) <= n * U * (g[:k * k] @ g[:k * k])
+
+
+def test_uoro_influence_norms_in_closed_form_equal_the_formed_influences():
+    """``UORO.influence_norms`` (``‖s̃‖ |factor| ‖direction‖``) against the norm of the formed
+    ``s̃ θ̃ᵀ`` (the estimators' default), within ``(k + p) u`` relative, with a negative factor."""
+    from rtrl_validation.simulations.estimators.base import Estimator
+    cell = make_cell("elman", 5, 3)
+    est = parse_estimator("uoro")
+    rng = np.random.default_rng(2)
+    st = est.init(cell, cell.init(rng, batch=4), 4, rng)
+    st.s[...] = rng.standard_normal(st.s.shape)
+    st.direction[...] = rng.standard_normal(st.direction.shape)
+    st.factor = np.array([0.5, -2.0, 1e-3, 7.0])
+    st.sq = None
+    want = Estimator.influence_norms(est, st)
+    got = est.influence_norms(st)
+    assert np.all(np.abs(got - want) <= (cell.k + cell.p) * U * want)
+    st.sq = np.einsum("bp,bp->b", st.direction, st.direction)           # the fused step's ‖direction‖²
+    assert np.all(np.abs(est.influence_norms(st) - want) <= (cell.k + cell.p) * U * want)

@@ -93,6 +93,13 @@ class Estimator:
     def influence(self, state) -> np.ndarray:
         raise NotImplementedError(f"{self.name} does not hold an influence matrix")
 
+    def influence_norms(self, state) -> np.ndarray:
+        """``‖J̃_t‖_F`` per replicate (``B``; the trainer's divergence check): by default from
+        :meth:`influence`; an estimator whose influence has a closed-form norm overrides it."""
+        J = self.influence(state)
+        J = J.reshape(J.shape[0], -1)
+        return np.sqrt(np.einsum("bi,bi->b", J, J))
+
     def reset(self, state):
         """Forget the influence (start of an independent sequence); default re-creates nothing."""
         raise NotImplementedError

@@ -179,6 +179,12 @@ class UORO(Estimator):
     def influence(self, state):
         return state.s[:, :, None] * state.theta[:, None, :]
 
+    def influence_norms(self, state):
+        """``‖s̃ θ̃ᵀ‖_F = ‖s̃‖ |factor| ‖direction‖`` (``B``), without forming the ``B × k × p`` product
+        (137 MB at Elman k = 256)."""
+        sq = row_dot(state.direction, state.direction) if state.sq is None else state.sq
+        return np.sqrt(row_dot(state.s, state.s)) * np.abs(state.factor) * np.sqrt(sq)
+
     def reset(self, state):
         state.s[...] = 0.0
         state.direction[...] = 0.0
