@@ -385,3 +385,18 @@ def test_uoro_influence_norms_in_closed_form_equal_the_formed_influences():
     assert np.all(np.abs(got - want) <= (cell.k + cell.p) * U * want)
     st.sq = np.einsum("bp,bp->b", st.direction, st.direction)           # the fused step's ‖direction‖²
     assert np.all(np.abs(est.influence_norms(st) - want) <= (cell.k + cell.p) * U * want)
+
+
+@pytest.mark.parametrize("density", [1.0, 0.5])
+def test_kf_rtrl_influence_norms_without_the_formed_influence(density):
+    """``KFRTRL.influence_norms`` against the norm of the formed ``u ⊗ A`` influence (the estimators'
+    default), within ``(k + p) u`` relative."""
+    from rtrl_validation.simulations.estimators.base import Estimator
+    cell = make_cell("elman", 5, 3, density=density)
+    est = parse_estimator("kf-rtrl")
+    rng = np.random.default_rng(3)
+    st = est.init(cell, cell.init(rng, batch=3), 3, rng)
+    st.u[...] = rng.standard_normal(st.u.shape)
+    st.A[...] = rng.standard_normal(st.A.shape)
+    want = Estimator.influence_norms(est, st)
+    assert np.all(np.abs(est.influence_norms(st) - want) <= (cell.k + cell.p) * U * want)

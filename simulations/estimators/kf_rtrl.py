@@ -159,6 +159,13 @@ class KFRTRL(Estimator):
         lay = state.layout
         return state.u[:, None, lay.ucol] * state.A[:, :, lay.acol]
 
+    def influence_norms(self, state):
+        """``‖J̃‖_F`` with ``J̃[r, c] = u[ucol[c]] A[r, acol[c]]``: ``Σ_c u[ucol[c]]² Σ_r A[r, acol[c]]²``
+        (``B``), without forming the ``B × k × p`` product."""
+        lay = state.layout
+        cols = np.einsum("brj,brj->bj", state.A, state.A)
+        return np.sqrt(np.einsum("bc,bc->b", state.u[:, lay.ucol] ** 2, cols[:, lay.acol]))
+
     def reset(self, state):
         state.u[...] = 0.0
         state.A[...] = 0.0
