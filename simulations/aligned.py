@@ -5,7 +5,7 @@ a compiled pass over it spans two cache lines.  On a pass over an influence stor
 k = 256 (``J̃`` read and written, ``ĝ`` written, 3 × 534 kB) that costs 1.6× the aligned pass
 (17.2 against 10.8 µs measured; ``docs/guide/benchmarks.md``).  The stores of a step's long
 passes (SnAp-1's ``J̃``, UORO's direction, their ``ĝ``) are allocated here; the kernels copy
-the step's short vectors (``k`` numbers) into aligned scratch (:func:`aligned_start`).
+the step's short vectors (``k`` numbers) into aligned scratch (:func:`aligned_empty`).
 """
 from __future__ import annotations
 

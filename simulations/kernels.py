@@ -25,7 +25,7 @@ import math
 import numba
 import numpy as np
 
-from .aligned import LANES, aligned_empty, aligned_start
+from .aligned import LANES, aligned_empty
 
 _jit = numba.njit(cache=True, nogil=True)
 
@@ -34,9 +34,7 @@ _jit = numba.njit(cache=True, nogil=True)
 def _aligned_copy(a):
     """A copy of the vector ``a`` starting a 64-byte line (:mod:`simulations.aligned`): a short
     operand of a pass over long rows, then loaded without splitting cache lines."""
-    X = np.empty(a.shape[0] + LANES)
-    x0 = aligned_start(X)
-    A = X[x0:x0 + a.shape[0]]
+    A = aligned_empty(1, a.shape[0])[0]
     A[:] = a
     return A
 
@@ -112,10 +110,8 @@ def kronecker_diagonal_step(J, W, ds, ahat, c, has_d):
     a new array starting a 64-byte line).
     """
     k, q = ds.shape[1], ahat.shape[1]
-    stride = (k + LANES - 1) // LANES * LANES
-    X = np.empty(3 * stride + LANES)                 # d, σ', c: one aligned scratch
-    x0 = aligned_start(X)
-    d, w, cr = X[x0:x0 + k], X[x0 + stride:x0 + stride + k], X[x0 + 2 * stride:x0 + 2 * stride + k]
+    X = aligned_empty(3, (k + LANES - 1) // LANES * LANES)      # d, σ', c: rows of one aligned scratch
+    d, w, cr = X[0, :k], X[1, :k], X[2, :k]
     for i in range(k):
         w[i] = ds[0, i]
         cr[i] = c[0, i]
@@ -143,10 +139,7 @@ def rank_one_step(X, g, off, n_in, n_out, alpha, v, w, gamma, sq):
     """
     n = n_in * n_out
     short = n_out < 64
-    stride = (n_out + LANES - 1) // LANES * LANES
-    S = np.empty((n if short else stride) + LANES)
-    x0 = aligned_start(S)
-    U = S[x0:x0 + (n if short else n_out)]
+    U = aligned_empty(1, n if short else n_out)[0]
     for b in range(X.shape[0]):
         acc = 0.0
         gb = gamma[b]
@@ -558,52 +551,31 @@ def _sum_squares(x):
 
 
 @_jit
-def _snap1_update_pass(J, th, d, ds, ah, c, alpha, k, part):
-    """One replicate's SnAp-1 step and SGD update in one pass (:func:`elman_online_steps` with
-    ``fuse``), ``J``, ``th``: ``p`` (θ's order)::
+def _fused_update_pass(J, th, d, w, v, c, alpha, k, part, sum_x2):
+    """One replicate's influence step (SnAp-1's ``J̃``, or UORO's ``θ̃`` direction with ``d ≡ 1``),
+    its gradient and the SGD update in one pass (:func:`elman_online_steps` with ``fuse``), ``J``,
+    ``th``: ``p`` (θ's order)::
 
-        J̃[j·k + r] ← d[r] J̃[j·k + r] + â[j] σ'[r],   g = c[r] J̃[j·k + r],   θ[j·k + r] += −(α g)
+        x = d[r] J[j·k + r] + v[j] w[r] → J[j·k + r],   g = c[r] x,   θ[j·k + r] += −(α g)
 
-    as the unfused path computes them; ``part`` (``2 × k``) receives per row ``r`` the running sums
-    ``Σ_j g²`` and ``Σ_{j<k} g²`` (``W``'s entries), so that the pass keeps no reduction per row."""
-    part[...] = 0.0
-    g2, w2 = part[0], part[1]
-    for j in range(ah.shape[0]):
-        Jr, tr = J[j * k:(j + 1) * k], th[j * k:(j + 1) * k]
-        a = ah[j]
-        acc = g2 if j >= k else w2
-        for r in range(k):
-            v = d[r] * Jr[r] + a * ds[r]
-            Jr[r] = v
-            gv = c[r] * v
-            tr[r] = tr[r] + -(alpha * gv)
-            acc[r] += gv * gv
-    for r in range(k):
-        g2[r] += w2[r]
-
-
-@_jit
-def _uoro_update_pass(X, th, w, ah, alpha_u, gamma, alpha, k, part):
-    """One replicate's UORO rank-one addition, gradient and SGD update in one pass
-    (:func:`elman_online_steps` with ``fuse``), ``X`` (``θ̃``'s direction), ``th``: ``p`` (θ's order)::
-
-        X[j·k + r] += (alpha_u â[j]) w[r],   g = gamma X[j·k + r],   θ[j·k + r] += −(α g)
-
-    as the unfused path computes them; ``part`` (``3 × k``) receives per row ``r`` the running sums
-    ``Σ_j g²``, ``Σ_{j<k} g²`` (``W``'s entries) and ``Σ_j X²`` (the new ``‖direction‖²``)."""
+    as the unfused paths compute them (SnAp-1: ``d = diag(D_t)``, ``w = σ'``, ``v = â``, ``c = c_t``;
+    UORO: ``d = 1``, ``w = ν ⊙ σ'``, ``v = â / (ρ₁ factor)``, ``c ≡ (c_t s̃) factor``).  ``part``
+    (``3 × k``) receives per row ``r`` the running sums ``Σ_j g²``, ``Σ_{j<k} g²`` (``W``'s entries)
+    and, with ``sum_x2``, ``Σ_j x²``, so that the pass keeps no reduction per row."""
     part[...] = 0.0
     g2, w2, x2 = part[0], part[1], part[2]
-    for j in range(ah.shape[0]):
-        Xr, tr = X[j * k:(j + 1) * k], th[j * k:(j + 1) * k]
-        a = alpha_u * ah[j]
+    for j in range(v.shape[0]):
+        Jr, tr = J[j * k:(j + 1) * k], th[j * k:(j + 1) * k]
+        a = v[j]
         acc = g2 if j >= k else w2
         for r in range(k):
-            x = Xr[r] + a * w[r]
-            Xr[r] = x
-            gv = gamma * x
+            x = d[r] * Jr[r] + a * w[r]
+            Jr[r] = x
+            gv = c[r] * x
             tr[r] = tr[r] + -(alpha * gv)
             acc[r] += gv * gv
-            x2[r] += x * x
+            if sum_x2:
+                x2[r] += x * x
     for r in range(k):
         g2[r] += w2[r]
 
@@ -722,7 +694,7 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
       ``s̃`` (``ut``: ``B × k``) and ``θ̃ = ufac · X`` (``X``: ``B × p`` in θ's order) updated in place,
       the factor folded into ``X`` when it leaves ``[fold[0], fold[1]]``, ``g_t = (c_t s̃) θ̃``;
       ``usq`` (``B``) holds ``‖X‖²`` and ``urho`` (``B × 2``) the last ``(ρ₀, ρ₁)``; with ``fuse`` (as for
-      SnAp-1) the rank-one addition, ``g_t`` and the SGD update are one pass (:func:`_uoro_update_pass`).
+      SnAp-1) the rank-one addition, ``g_t`` and the SGD update are one pass (:func:`_fused_update_pass`).
 
     Then the window sums (``w_*``), the accumulators ``g_acc``, ``gphi_acc`` and, where
     ``update_now``, SGD ``θ ← θ − α_t g`` (for TBPTT only when some gradient has arrived), the
@@ -758,6 +730,7 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
     GN2 = np.zeros(B)                                  # fused SnAp-1 step: ‖g_t‖², ‖g_t‖² over W
     DW = np.zeros(B)
     part = np.empty((3, k))
+    ones, cg, va = np.ones(k), np.empty(k), np.empty(ncols)     # UORO's fused pass: d ≡ 1, c ≡ γ, v = α_u â
     g = np.empty(p)
     gu = np.empty(p)
     for i in range(n):
@@ -842,7 +815,10 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
                         cs += credit[r] * ut[b, r]
                     gamma = cs * fac
                     if fused:                                              # with the SGD update, one pass
-                        _uoro_update_pass(X[b], th, cds, ah, alpha_u, gamma, alphas[i], k, part)
+                        for j in range(ncols):
+                            va[j] = alpha_u * ah[j]
+                        cg[:] = gamma
+                        _fused_update_pass(X[b], th, ones, cds, va, cg, alphas[i], k, part, True)
                         GN2[b], DW[b], usq[b] = part[0].sum(), part[1].sum(), part[2].sum()
                     else:
                         Xb = X[b]
@@ -857,7 +833,7 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
                 elif mode == MODE_SNAP1 and fused:
                     for r in range(k):
                         z[r] = ds[r] * theta[b, r * k + r]                 # D_t's diagonal
-                    _snap1_update_pass(J2[b], theta[b], z, ds, ah, credit, alphas[i], k, part)
+                    _fused_update_pass(J2[b], th, z, ds, ah, credit, alphas[i], k, part, False)
                     GN2[b], DW[b] = part[0].sum(), part[1].sum()
                 elif mode == MODE_SNAP1:
                     for r in range(k):

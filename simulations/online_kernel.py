@@ -180,18 +180,6 @@ class ElmanKernel:
                     self.fuse and (self.mode == MODE_UORO
                                    or (self.mode == MODE_SNAP1 and bool(np.array_equal(jpos, np.arange(p))))))
 
-    def influence_norms(self, state) -> np.ndarray:
-        """``‖J̃_t‖_F`` per replicate (``B``), the trainer's divergence check, from the estimator's
-        stored entries (exact RTRL: ``J`` in the unit-major column order; SnAp-1: the ``nnz × B``
-        values): the norm does not depend on the order, and gathering ``J̃_t`` into θ's order took
-        1.7 ms a check with 64 replicates at Elman k = 16 (0.12 ms without).  UORO: the trainer's."""
-        if self.mode == MODE_RTRL:
-            J = state.est.J.reshape(state.est.J.shape[0], -1)
-            return np.sqrt(np.einsum("bi,bi->b", J, J))
-        if self.mode == MODE_SNAP1:
-            return np.sqrt(np.einsum("eb,eb->b", state.est.J, state.est.J))
-        return self.trainer._influence_norms(state)
-
     def steps(self, run: _Run, state, win, xs, ys, alphas, update_now, lo: int, hi: int, rng) -> int:
         """Steps ``lo … hi−1`` of the current data chunk (``xs``: ``n × B × m``, ``ys``: ``n × B × n_out``);
         advances ``state`` and ``win`` and returns the number of steps done (fewer when a replicate

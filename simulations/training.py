@@ -246,7 +246,7 @@ class OnlineTrainer:
                     for hook in self.hooks:
                         hook.after_step(state, loss, ys[i], bool(record_now[i]))
                 if est.capabilities.holds_influence:
-                    influence = self._influence_norms(state) if fast is None else self.kernel.influence_norms(state)
+                    influence = self.estimator.influence_norms(state.est)
                     if self._diverge(state, traj, ~(influence < blowup), lambda: (
                             f"influence norm {np.max(influence):.3g} beyond the bound {blowup:g}")):
                         return state, traj
@@ -362,10 +362,6 @@ class OnlineTrainer:
                 "start": int(state.t), "steps": int(steps),
                 "digest": "".join(checkpoints.digest(state.s, state.theta, state.phi, state.g_acc, state.gphi_acc,
                                                      rng=r) for r in rngs)}
-
-    def _influence_norms(self, state) -> np.ndarray:
-        """Frobenius norm of each replicate's influence (``B``; :meth:`Estimator.influence_norms`)."""
-        return self.estimator.influence_norms(state.est)
 
     def _divergence(self, state, loss, g_norm, bad) -> str:
         """Which quantity left the bound: the first of state, θ, gradient estimate, else the loss

@@ -190,20 +190,36 @@ def test_tbptt_block_straddling_the_run_takes_the_general_loop():
     assert fast[0].kernel.begin(fast[1], 3, np.random.default_rng(0)) is None
 
 
-@pytest.mark.parametrize("spec", ["rtrl", "snap-1", "uoro"])
-def test_influence_norms_from_the_stored_entries_are_the_general_ones(spec):
-    """The kernel's ``‖J̃_t‖_F`` (from the stored entries, in their own order) against the
-    trainer's (``J̃_t`` gathered into θ's order): sums of the same ``k p`` squares in another order,
-    relative error ≤ ``k p u`` each; one entry changed by one part in 10⁸ leaves that bound."""
-    tr, state, _ = train(spec, "tanh", kernel=True, steps=50)
-    ref, fast = tr._influence_norms(state), tr.kernel.influence_norms(state)
-    tol = K * tr.cell.p * U
-    assert ref.shape == (B,) and np.all(ref > 0)
-    assert np.all(np.abs(fast - ref) <= tol * ref)
-    if spec != "uoro":
-        J = state.est.J
-        J.flat[int(np.argmax(np.abs(J)))] *= 1 + 1e-8
-        assert np.any(np.abs(tr.kernel.influence_norms(state) - ref) > tol * ref)
+@pytest.mark.parametrize("spec, density", [("rtrl", 1.0), ("snap-1", 1.0), ("uoro", 1.0), ("kf-rtrl", 1.0),
+                                           ("kf-rtrl", 0.5)])
+def test_influence_norms_without_the_formed_influence(spec, density):
+    """An estimator's ``‖J̃_t‖_F`` (the trainer's divergence check: exact RTRL and SnAp-1 from their
+    stored entries in their own order, UORO as ``‖s̃‖ |factor| ‖direction‖``, KF-RTRL from ``u``
+    and ``A``) against the norm of the influence formed in θ's order (``Estimator.influence_norms``):
+    sums of the same ``k p`` squares in another order, relative error ≤ ``k p u`` (the closed forms:
+    ``(k + p) u``); one stored number changed by one part in 10⁸ leaves that bound."""
+    from rtrl_validation.simulations.estimators.base import Estimator
+    if spec == "kf-rtrl":
+        cell, est = make_cell("elman", 5, 3, density=density), parse_estimator(spec)
+        rng = np.random.default_rng(3)
+        st = est.init(cell, cell.init(rng, batch=3), 3, rng)
+        st.u[...] = rng.standard_normal(st.u.shape)
+        st.A[...] = rng.standard_normal(st.A.shape)
+        stored = st.A
+    else:
+        tr, state, _ = train(spec, "tanh", kernel=True, steps=50)
+        cell, est, st = tr.cell, tr.estimator, state.est
+        stored = st.direction if spec == "uoro" else st.J
+        if spec == "uoro":
+            st.factor = st.factor * np.where(np.arange(st.batch) == 0, -1.0, 1.0)     # a negative factor
+    tol = (cell.k + cell.p if spec in ("uoro", "kf-rtrl") else cell.k * cell.p) * U
+    ref = Estimator.influence_norms(est, st)
+    assert np.all(ref > 0)
+    assert np.all(np.abs(est.influence_norms(st) - ref) <= tol * ref)
+    if spec == "uoro":
+        st.sq = None                                 # ‖direction‖², kept by the last step, no longer holds
+    stored.flat[int(np.argmax(np.abs(stored)))] *= 1 + 1e-8
+    assert np.any(np.abs(est.influence_norms(st) - ref) > tol * ref)
 
 
 @pytest.mark.parametrize("batched_from", [1, None])
@@ -324,79 +340,29 @@ def test_step_and_update_in_one_pass_match_the_general_loop(spec, project, activ
     assert_close(ref, fast)
 
 
-def test_the_fused_uoro_pass_against_its_numpy_reference():
-    """``_uoro_update_pass`` against numpy: the new direction and ``θ`` exactly, its running sums
-    within ``n u`` of ``‖g‖²``, ``‖g‖²`` over ``W``'s entries and the new ``‖direction‖²``."""
-    from rtrl_validation.simulations.kernels import _uoro_update_pass
-    k, m = 6, 3
-    q = k + m + 1
-    rng = np.random.default_rng(1)
-    X, th = rng.standard_normal(k * q), rng.standard_normal(k * q)
-    w, ah = rng.standard_normal(k), rng.standard_normal(q)
-    alpha_u, gamma, alpha = 0.7, -1.3, 0.3
-    Xn = (X.reshape(q, k) + (alpha_u * ah)[:, None] * w).reshape(-1)
-    g = gamma * Xn
-    thn = th + -(alpha * g)
-    X2, th2, part = X.copy(), th.copy(), np.empty((3, k))
-    _uoro_update_pass(X2, th2, w, ah, alpha_u, gamma, alpha, k, part)
-    np.testing.assert_array_equal(X2, Xn)
-    np.testing.assert_array_equal(th2, thn)
-    n = k * q
-    for got, want in ((part[0].sum(), g @ g), (part[1].sum(), g[:k * k] @ g[:k * k]), (part[2].sum(), Xn @ Xn)):
-        assert abs(got - want) <= n * U * want
-
-
-def test_the_fused_snap1_pass_against_its_numpy_reference():
-    """``_snap1_update_pass`` against numpy: the new ``J̃`` and ``θ`` exactly (the same operations),
-    its running sums within ``n u`` of ``‖g‖²`` and of ``‖g‖²`` over ``W``'s entries."""
-    from rtrl_validation.simulations.kernels import _snap1_update_pass
+@pytest.mark.parametrize("use", ["snap-1", "uoro"])
+def test_the_fused_pass_against_its_numpy_reference(use):
+    """``_fused_update_pass`` against numpy, as SnAp-1 calls it (``d = diag(D_t)``, ``c = c_t``) and as
+    UORO does (``d ≡ 1``, ``c ≡ γ``, the new ``‖direction‖²`` summed too): the new influence and
+    ``θ`` exactly (the same operations), its running sums within ``n u`` of ``‖g‖²``, of ``‖g‖²`` over
+    ``W``'s entries and of the new ``‖x‖²``."""
+    from rtrl_validation.simulations.kernels import _fused_update_pass
     k, m = 6, 3
     q = k + m + 1
     rng = np.random.default_rng(0)
     J, th = rng.standard_normal(k * q), rng.standard_normal(k * q)
-    d, ds, ah, c = rng.standard_normal(k), rng.random(k), rng.standard_normal(q), rng.standard_normal(k)
+    w, v = rng.random(k), rng.standard_normal(q)
+    d, c = (rng.standard_normal(k), rng.standard_normal(k)) if use == "snap-1" else (np.ones(k), np.full(k, -1.3))
     alpha = 0.3
-    Jn = (d * J.reshape(q, k) + ah[:, None] * ds).reshape(-1)           # row j: entries j·k + r
-    g = (c * Jn.reshape(q, k)).reshape(-1)
+    x = (d * J.reshape(q, k) + v[:, None] * w).reshape(-1)              # row j: entries j·k + r
+    g = (c * x.reshape(q, k)).reshape(-1)
     thn = th + -(alpha * g)
-    J2, th2, part = J.copy(), th.copy(), np.empty((2, k))
-    _snap1_update_pass(J2, th2, d, ds, ah, c, alpha, k, part)
-    np.testing.assert_array_equal(J2, Jn)
+    J2, th2, part = J.copy(), th.copy(), np.empty((3, k))
+    _fused_update_pass(J2, th2, d, w, v, c, alpha, k, part, use == "uoro")
+    np.testing.assert_array_equal(J2, x)
     np.testing.assert_array_equal(th2, thn)
     n = k * q
-    assert abs(part[0].sum() - g @ g) <= n * U * (g @ g)
-    assert abs(part[1].sum() - g[:k * k] @ g[:k * k]) <= n * U * (g[:k * k] @ g[:k * k])
-
-
-def test_uoro_influence_norms_in_closed_form_equal_the_formed_influences():
-    """``UORO.influence_norms`` (``‖s̃‖ |factor| ‖direction‖``) against the norm of the formed
-    ``s̃ θ̃ᵀ`` (the estimators' default), within ``(k + p) u`` relative, with a negative factor."""
-    from rtrl_validation.simulations.estimators.base import Estimator
-    cell = make_cell("elman", 5, 3)
-    est = parse_estimator("uoro")
-    rng = np.random.default_rng(2)
-    st = est.init(cell, cell.init(rng, batch=4), 4, rng)
-    st.s[...] = rng.standard_normal(st.s.shape)
-    st.direction[...] = rng.standard_normal(st.direction.shape)
-    st.factor = np.array([0.5, -2.0, 1e-3, 7.0])
-    st.sq = None
-    want = Estimator.influence_norms(est, st)
-    got = est.influence_norms(st)
-    assert np.all(np.abs(got - want) <= (cell.k + cell.p) * U * want)
-    st.sq = np.einsum("bp,bp->b", st.direction, st.direction)           # the fused step's ‖direction‖²
-    assert np.all(np.abs(est.influence_norms(st) - want) <= (cell.k + cell.p) * U * want)
-
-
-@pytest.mark.parametrize("density", [1.0, 0.5])
-def test_kf_rtrl_influence_norms_without_the_formed_influence(density):
-    """``KFRTRL.influence_norms`` against the norm of the formed ``u ⊗ A`` influence (the estimators'
-    default), within ``(k + p) u`` relative."""
-    from rtrl_validation.simulations.estimators.base import Estimator
-    cell = make_cell("elman", 5, 3, density=density)
-    est = parse_estimator("kf-rtrl")
-    rng = np.random.default_rng(3)
-    st = est.init(cell, cell.init(rng, batch=3), 3, rng)
-    st.u[...] = rng.standard_normal(st.u.shape)
-    st.A[...] = rng.standard_normal(st.A.shape)
-    want = Estimator.influence_norms(est, st)
-    assert np.all(np.abs(est.influence_norms(st) - want) <= (cell.k + cell.p) * U * want)
+    sums = [(part[0].sum(), g @ g), (part[1].sum(), g[:k * k] @ g[:k * k])]
+    sums += [(part[2].sum(), x @ x)] if use == "uoro" else []
+    for got, want in sums:
+        assert abs(got - want) <= n * U * want

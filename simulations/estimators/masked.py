@@ -639,6 +639,14 @@ class MaskedInfluence(Estimator):
         out[:, st.rows, st.cols] = state.J.T
         return out
 
+    def influence_norms(self, state):
+        """``‖J̃_t‖_F`` (``B``) from the stored entries in their own order (dense: unit-major
+        ``B × k × p``; sparse: ``nnz × B``), without gathering ``J̃_t`` into ``θ``'s order (1.7 against
+        0.12 ms a check with 64 replicates at Elman k = 16)."""
+        if state.structure.dense:
+            return np.sqrt(np.einsum("bkp,bkp->b", state.J, state.J))
+        return np.sqrt(np.einsum("eb,eb->b", state.J, state.J))
+
     def reset(self, state):
         state.J[...] = 0.0
         return state
