@@ -129,6 +129,12 @@ class OnlineTrainer:
     for online estimators the update and projection run at every ``update_every``-th step.
     """
 
+    #: with an update at every step (and empty accumulators), θ and φ move by ``g_t``, ``∂ℓ_t/∂φ``
+    #: directly in the optimiser's one pass (:meth:`~simulations.optimizers.Optimizer.apply`), which
+    #: also gives ``‖g_t‖`` and θ's bound test; ``False``: through the accumulators (the reference
+    #: order, the same numbers)
+    direct_updates = True
+
     def __init__(self, cell, readout, estimator, process, schedule: Schedule | None, update_every: int = 1,
                  project=None, record_every: int = 100, train_readout: bool = True, chunk: int = 256,
                  blowup: float = 1e8, checkpoints=None, record_grad: bool = False,
@@ -210,6 +216,7 @@ class OnlineTrainer:
                     progress(state.t - start)
             last_save = state.t
         fast = self.kernel.begin(state, end - state.t, rng) if self.kernel is not None else None
+        direct = self.direct_updates and self.update_every == 1 and not state.g_acc.any() and not state.gphi_acc.any()
         with np.errstate(all="ignore"):
             while state.t < end:
                 n = min(self.chunk, end - state.t)
@@ -231,13 +238,19 @@ class OnlineTrainer:
                     loss, credit, dphi = ro.evaluate(state.phi, state.s, ys[i])
                     state.est, g = est.step(state.est, lin, credit, rng)
                     state.t += 1
-                    g_norm = win.add(loss, g, dphi, None if self.counted is None else self.counted(ys[i]))
-                    if learn:
+                    counted = None if self.counted is None else self.counted(ys[i])
+                    outside = None
+                    if learn and direct:                  # θ and φ updated from g_t: the norm from the same pass
+                        g_norm, outside = self._apply(state, g, dphi, alphas[i])
+                        win.add(loss, g, dphi, counted, g_norm)
+                    else:
+                        g_norm = win.add(loss, g, dphi, counted)
+                    if learn and not direct:
                         state.g_acc += g
                         state.gphi_acc += dphi
                         if update_now[i]:
                             self._update(state, alphas[i])
-                    if not self._within_bounds(state, loss, g_norm, learn) and \
+                    if not self._within_bounds(state, loss, g_norm, learn, outside) and \
                             self._check_divergence(state, traj, loss, g_norm, learn):
                         return state, traj
                     if record_now[i]:
@@ -289,12 +302,16 @@ class OnlineTrainer:
                 & (_within(state.theta, blowup) if learn else True))
         return self._diverge(state, traj, bad, lambda: self._divergence(state, loss, g_norm, bad))
 
-    def _within_bounds(self, state, loss, g_norm, learn) -> bool:
+    def _within_bounds(self, state, loss, g_norm, learn, outside=None) -> bool:
         """Whole-batch test, cheap: every replicate finite and within the bound (when false,
-        the replicates are examined one by one)."""
+        the replicates are examined one by one).  ``outside``: per replicate, how many entries of
+        ``θ`` are not within the bound, when the update's pass counted them (:meth:`_apply`)."""
         b, s, theta = self.blowup, state.s, state.theta
-        return bool(s.max() < b and s.min() > -b and g_norm.max() < b and np.isfinite(loss.sum())
-                    and (not learn or (theta.max() < b and theta.min() > -b)))
+        if not (s.max() < b and s.min() > -b and g_norm.max() < b and np.isfinite(loss.sum())):
+            return False
+        if not learn:
+            return True
+        return not outside.any() if outside is not None else bool(theta.max() < b and theta.min() > -b)
 
     def _diverge(self, state, traj, bad: np.ndarray, reason) -> bool:
         """Mark newly diverged replicates at ``state.t``; True when the run must stop."""
@@ -375,6 +392,21 @@ class OnlineTrainer:
                 return f"{what} {worst:.3g} beyond the bound {self.blowup:g}"
         return "loss non-finite"
 
+    def _apply(self, state, g, dphi, alpha) -> tuple[np.ndarray, np.ndarray | None]:
+        """An update at every step, from ``g_t`` and ``∂ℓ_t/∂φ`` directly: what :meth:`_update`
+        does after adding them to the (zero) accumulators, with ``θ``'s update in one pass
+        (:meth:`~simulations.optimizers.Optimizer.apply`) that also gives ``‖g_t‖`` (``B``) and,
+        unless a projection follows, the count per replicate of ``θ``'s entries beyond the bound."""
+        if self.estimator.capabilities.online or g.any():
+            state.opt_theta, sq, outside = self.optimizer.apply(state.theta, g, state.opt_theta, alpha, self.blowup)
+            if self.project is not None:
+                state.theta, outside = self.project(state.theta), None
+        else:
+            sq, outside = np.zeros(g.shape[0]), None
+        if self.train_readout:
+            state.opt_phi = self.optimizer.apply(state.phi, dphi, state.opt_phi, alpha, np.inf)[0]
+        return np.sqrt(sq), outside
+
     def _update(self, state, alpha):
         """Apply the optimiser to the accumulated gradients, then project (an estimator that is
         not online moves ``θ`` only when a gradient has arrived)."""
@@ -448,13 +480,14 @@ class _Window:
         grads = (np.zeros((B, p)), np.zeros((B, q))) if with_grad else (None, None)
         return cls(0, np.zeros(B), None, np.zeros(B), *grads)
 
-    def add(self, loss, g, dphi, counted=None) -> np.ndarray:
-        """Add one step; returns ``‖g_t‖`` (``B``)."""
+    def add(self, loss, g, dphi, counted=None, g_norm=None) -> np.ndarray:
+        """Add one step; returns ``‖g_t‖`` (``B``; formed here unless given)."""
         self.n += 1
         self.loss += loss
         if counted is not None:
             self.cnt = (np.zeros(self.loss.shape) if self.cnt is None else self.cnt) + counted
-        g_norm = np.sqrt(np.einsum("bp,bp->b", g, g))
+        if g_norm is None:
+            g_norm = np.sqrt(np.einsum("bp,bp->b", g, g))
         self.gnorm += g_norm
         if self.g is not None:
             self.g += g
