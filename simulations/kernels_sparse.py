@@ -11,16 +11,17 @@ the panel,
 
 a sum over the row's structural pairs ``t`` (CSR order: ``rowptr``) of a scalar times a
 contiguous row of ``n`` numbers.  The pairs read the panel's old rows, so each panel is first
-copied into a scratch panel whose rows are padded to whole vectors of 8 (64-byte aligned loads),
+copied into a scratch panel whose rows are padded to whole vectors of ``L`` numbers (``L`` =
+:data:`_LANES`: 8 with AVX-512, else 4; aligned loads),
 while the next panel is requested from memory, and the new rows are written into the panel's place.
 The vector kernel (:func:`_rows`, :func:`_rows_step`) keeps up to 64 numbers of an output row in
-8-wide vector accumulators while the row's pairs stream past, so each pair costs one broadcast and
-one vector FMA per 8 numbers with its operand loaded from L1 or L2; a wider row takes several
+``L``-wide vector accumulators while the row's pairs stream past, so each pair costs one broadcast and
+one vector FMA per ``L`` numbers with its operand loaded from L1 or L2; a wider row takes several
 passes.  numba's vectoriser does not produce this loop (with ``reassoc`` it vectorises over the
 pairs, with gathers; without it the row stays scalar), so it is written in LLVM IR
-(:func:`_emit_rows`).  A pass whose length is not a multiple of 8 takes its last vector 8 numbers
+(:func:`_emit_rows`).  A pass whose length is not a multiple of ``L`` takes its last vector ``L`` numbers
 before its end, overlapping the previous one (the overlapped numbers are computed twice,
-identically); a row shorter than 8 is summed in scalar code.  A row's pairs are summed with one
+identically); a row shorter than ``L`` is summed in scalar code.  A row's pairs are summed with one
 fused multiply-add each, in a fixed order.  With one replicate, the step's ``+ I_t`` and the
 gradient's ``c_R · row`` are done on each row while it is in registers (:func:`_rows_step`).
 
@@ -38,8 +39,21 @@ from numba.extending import intrinsic
 from .aligned import aligned_start
 
 _jit = numba.njit(cache=True, nogil=True)
-_LANES = 8                      # doubles per vector register (AVX-512; LLVM splits it on narrower targets)
-_MAX_CHUNKS = 8                 # vectors held per pass over a row's pairs
+
+
+def _vector_shape() -> tuple[int, int]:
+    """``(lanes, chunks)``: doubles per vector register of the CPU numba compiles for, and vectors
+    held per pass over a row's pairs, so that a pass's accumulators (at most ``2·chunks`` vectors,
+    :func:`_emit_rows`) stay in registers: 8 and 8 with AVX-512 (32 registers of 8), else 4 and 6
+    (AVX2: 16 registers of 4; 8-wide vectors there take two registers each and a pass of 8 spilled
+    its accumulators: sparse SnAp-2 ran at about a third of its speed)."""
+    from llvmlite import binding
+    from numba.core import config
+    features = config.CPU_FEATURES if config.CPU_FEATURES is not None else binding.get_host_cpu_features().flatten()
+    return (8, 8) if "+avx512f" in features.split(",") else (4, 6)
+
+
+_LANES, _MAX_CHUNKS = _vector_shape()        # doubles per vector; vectors per pass over a row's pairs
 
 
 def _i64(builder, x):
@@ -150,12 +164,12 @@ def _switch_on_chunks(context, builder, signature, args, nc_, step):
 
 @intrinsic
 def _rows(typingctx, D, tpd, sidx, rowptr, R0, R1, j0, jlast, X, x0, xs, out, ob, rs, nc):
-    """Sum the pairs of the panel rows ``R0 … R1−1`` (one class: equal widths) into ``nc ≤ 8``
-    vectors of 8 numbers per row::
+    """Sum the pairs of the panel rows ``R0 … R1−1`` (one class: equal widths) into ``nc ≤ _MAX_CHUNKS``
+    vectors of ``_LANES`` numbers per row::
 
         out[ob + (R − R0)·rs + j] = Σ_{rowptr[R] ≤ t < rowptr[R+1]} D[tpd[t]] · X[x0 + sidx[t]·xs + j]
 
-    for ``j`` in the chunks ``j0 + 8c`` (``c < nc − 1``) and ``jlast`` (the last chunk).  ``D``,
+    for ``j`` in the chunks ``j0 + _LANES·c`` (``c < nc − 1``) and ``jlast`` (the last chunk).  ``D``,
     ``X``, ``out``: 1-D contiguous float64; ``rowptr``: 1-D contiguous intp; ``tpd``, ``sidx``: 1-D
     contiguous int32 (half the bytes of the index stream) or intp.
     One loop per ``nc`` (the accumulators must be registers), chosen by a switch.
@@ -195,10 +209,10 @@ def _rows_step(typingctx, D, tpd, sidx, rowptr, R0, R1, j0, jlast, X, x0, xs, ou
 
 @intrinsic
 def _copy_rows(typingctx, src, s0, ss, dst, d0, ds, r, n, ahead):
-    """Copy ``r`` rows of ``n ≥ 8`` numbers, ``dst[d0 + a·ds + j] = src[s0 + a·ss + j]``, a vector of 8 at
+    """Copy ``r`` rows of ``n ≥ _LANES`` numbers, ``dst[d0 + a·ds + j] = src[s0 + a·ss + j]``, a vector of ``_LANES`` at
     a time (the last one at ``n − 8``, overlapping the one before), and ask the cache for the
     ``src`` numbers ``ahead`` further on (the next panel, read while this one is computed):
-    ``src[s0 + ahead + a·ss + j]`` for ``j`` at every 8th number (one 64-byte line; a prefetch past
+    ``src[s0 + ahead + a·ss + j]`` for ``j`` at every ``_LANES``-th number (a 64-byte line once or twice; a prefetch past
     the end of ``src`` does nothing: it never faults)."""
     sig = types.void(src, s0, ss, dst, d0, ds, r, n, ahead)
 
@@ -270,7 +284,7 @@ def _vector_rows_step(D, tpd, sidx, rowptr, R0, R1, X, x0, xs, out, ob, n, credi
 @_jit
 def _load_panel(v, obase, width, rbeg, Jf, B, X, x0):
     """Copy the ``v``-th panel (``r`` rows of ``n = width·B`` numbers from ``first`` in ``Jf``,
-    ``J``'s flat view) into ``X`` from ``x0``, each row padded to ``xs``, a multiple of 8 numbers, so
+    ``J``'s flat view) into ``X`` from ``x0``, each row padded to ``xs``, a multiple of ``_LANES`` numbers, so
     that the rows the pairs read start at whole vectors; returns ``(first, n, xs)``."""
     R0, R1 = rbeg[v], rbeg[v + 1]
     first = obase[R0] * B
@@ -307,7 +321,7 @@ def _replicate_products(v, DT, tpd, sidx, rowptr, obase, width, rbeg, Jf, B, X, 
 @_jit
 def _class_products(v, Df, D, DT, tpd, sidx, rowptr, obase, width, rbeg, Jf, B, X, x0, Y, shared):
     """The ``v``-th panel of ``(D_t J̃)``, in place in ``Jf``, from its copy in ``X``
-    (:func:`_load_panel`; with one ``D_t`` per replicate and rows of 8 or more,
+    (:func:`_load_panel`; with one ``D_t`` per replicate and rows of ``_LANES`` or more,
     :func:`_replicate_products`)."""
     R0, R1 = rbeg[v], rbeg[v + 1]
     w = width[R0]
@@ -397,7 +411,7 @@ def panel_step(D, tpd, sidx, rowptr, obase, width, rbeg, J, islot, igate, isrc, 
     their factors, ``J[islot[q], b] += gv[b, igate[q]] · av[b, isrc[q]]`` (``gv``: the gate
     Jacobians' values, ``av``: the blocks' inputs, one row broadcast over the replicates); then
     ``ĝ`` as in :func:`panel_gradient`.  ``g``: ``B × p``.  With one replicate and rows of at least
-    8 numbers, ``+ I_t`` and ``ĝ`` are done row by row while the row's vectors are in registers
+    ``_LANES`` numbers, ``+ I_t`` and ``ĝ`` are done row by row while the row's vectors are in registers
     (:func:`_rows_step`)."""
     B, Jf, X, x0, shared, Df, DT, Y = _panel_buffers(D, J, width, rbeg)
     acc = np.empty((np.max(np.diff(cbeg)) if cbeg.size > 1 else 0) * B + _LANES)
