@@ -933,3 +933,32 @@ def top_singular_values(W):
         Wb = np.ascontiguousarray(W[b])
         out[b] = np.sqrt(max(np.linalg.eigvalsh(Wb.T @ Wb)[-1], 0.0))
     return out
+
+
+@_jit
+def add_gate_entries(out, e0, e, vals, r, i, W, l, R, has_w, has_r):
+    """One level of a stacked gate's term of ``D_t`` at selected entries
+    (:meth:`~simulations.jacobians.dynamics.DynamicsJacobian.entries`)::
+
+        out[b, e_j] += vals[b, r, i_j] · (W[b, i_j, l_j] · R[b, l_j])       (j < len(i))
+
+    the factors associated as there (``W · R`` first; either may be absent: ``has_w``, ``has_r``).
+    ``out``: ``B × E``; ``e``: the entries (or, when empty, ``e0 + j``); ``vals``: ``B × levels × n``;
+    ``i``, ``l``: ``len(i)``; ``W``: ``B_W × k × q`` and ``R``: ``B_R × q`` with ``B_W``, ``B_R``
+    1 (shared) or ``B``."""
+    B, n = out.shape[0], i.shape[0]
+    slice_ = e.shape[0] == 0
+    for b in range(B):
+        bw = b if W.shape[0] > 1 else 0
+        br = b if R.shape[0] > 1 else 0
+        for j in range(n):
+            ij, lj = i[j], l[j]
+            v = vals[b, r, ij]
+            if has_w:
+                w = W[bw, ij, lj]
+                if has_r:
+                    w = w * R[br, lj]
+                v = v * w
+            elif has_r:
+                v = v * R[br, lj]
+            out[b, e0 + j if slice_ else e[j]] += v

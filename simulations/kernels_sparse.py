@@ -53,7 +53,8 @@ def _vector_shape() -> tuple[int, int]:
     return (8, 8) if "+avx512f" in features.split(",") else (4, 6)
 
 
-_LANES, _MAX_CHUNKS = _vector_shape()        # doubles per vector; vectors per pass over a row's pairs
+import os as _os
+_LANES, _MAX_CHUNKS = _vector_shape()[0], int(_os.environ.get("XCH", _vector_shape()[1]))        # doubles per vector; vectors per pass over a row's pairs
 
 
 def _i64(builder, x):
@@ -102,10 +103,10 @@ def _emit_rows(context, builder, signature, args, nc: int, step: bool) -> None:
             builder.store(builder.call(fma, [dvv, x, builder.load(sets[c])]), sets[c])
 
     if step:
-        credit_, srow_, G_, irp_, islot_, igate_, isrc_, gv_, av_ = args[15:]
+        credit_, srow_, G_, qse_, islot_, igate_, isrc_, gv_, av_ = args[15:]
         Cd, Rd, Gd, Ipd, Isd, Igd, Iad, GVd, AVd = (
             context.make_array(a[i])(context, builder, x).data
-            for i, x in ((15, credit_), (16, srow_), (17, G_), (18, irp_), (19, islot_), (20, igate_), (21, isrc_),
+            for i, x in ((15, credit_), (16, srow_), (17, G_), (18, qse_), (19, islot_), (20, igate_), (21, isrc_),
                          (22, gv_), (23, av_)))
         gacc = [cgutils.alloca_once_value(builder, zero) for _ in range(nc)]
         for x in gacc:
@@ -130,15 +131,13 @@ def _emit_rows(context, builder, signature, args, nc: int, step: bool) -> None:
             for k in range(1, S):
                 total = builder.fadd(total, builder.load(acc[k][c]))
             builder.store(total, where[c], align=8)
-        if step:                                       # + I_t on the row's numbers from j0, then ĝ += c_R row
-            lo = builder.add(base, j0_)
-            q0, q1 = load(Ipd, R, True), load(Ipd, builder.add(R, ir.Constant(i64, 1)), True)
+        if step:                                       # + I_t on this pass's numbers of the row, then ĝ += c_R row
+            two = builder.mul(builder.sub(R, R0_), ir.Constant(i64, 2))
+            q0, q1 = load(Ipd, two, True), load(Ipd, builder.add(two, ir.Constant(i64, 1)), True)
             with cgutils.for_range_slice(builder, q0, q1, ir.Constant(i64, 1), inc=True) as (q, _):
-                e = load(Isd, q, True)
-                with builder.if_then(builder.icmp_signed(">=", e, lo)):
-                    ep = builder.gep(Od, [e])
-                    term = builder.fmul(load(GVd, load(Igd, q, True)), load(AVd, load(Iad, q, True)))
-                    builder.store(builder.fadd(builder.load(ep), term), ep)
+                ep = builder.gep(Od, [load(Isd, q, True)])
+                term = builder.fmul(load(GVd, load(Igd, q, True)), load(AVd, load(Iad, q, True)))
+                builder.store(builder.fadd(builder.load(ep), term), ep)
             cr = broadcast(load(Cd, load(Rd, R, True)))
             for c in range(nc):
                 builder.store(builder.call(fma, [cr, builder.load(where[c], align=8), builder.load(gacc[c])]), gacc[c])
@@ -188,18 +187,17 @@ def _rows(typingctx, D, tpd, sidx, rowptr, R0, R1, j0, jlast, X, x0, xs, out, ob
 
 @intrinsic
 def _rows_step(typingctx, D, tpd, sidx, rowptr, R0, R1, j0, jlast, X, x0, xs, out, ob, rs, nc, credit, srow, G,
-               irp, islot, igate, isrc, gv, av):
+               qse, islot, igate, isrc, gv, av):
     """:func:`_rows` (one replicate), then on each row ``R`` the step's ``+ I_t`` and ``ĝ``::
 
-        out[e] += gv[igate[q]] · av[isrc[q]]     for irp[R] ≤ q < irp[R+1] with e = islot[q] at or
-                                                  after the row's number ob + (R − R0)·rs + j0
+        out[islot[q]] += gv[igate[q]] · av[isrc[q]]    for qse[2a] ≤ q < qse[2a+1], a = R − R0
         G[j] = Σ_R credit[srow[R]] · out[ob + (R − R0)·rs + j]     (rows in order, one FMA each)
 
-    for ``j`` in the chunks of :func:`_rows`.  Entries after this pass's numbers are added too, and
-    overwritten by the next pass (the passes go left to right), which adds them again.  The
+    for ``j`` in the chunks of :func:`_rows`; ``qse`` (``int64``, ``2·(R1 − R0)``) bounds the row's
+    ``I_t`` entries in this pass's numbers (:func:`_vector_rows_step`), so each is added once.  The
     ``I_t`` product and sum round as ``fl(out + fl(gv·av))``, the update's order."""
     sig = types.void(D, tpd, sidx, rowptr, R0, R1, j0, jlast, X, x0, xs, out, ob, rs, nc, credit, srow, G,
-                     irp, islot, igate, isrc, gv, av)
+                     qse, islot, igate, isrc, gv, av)
 
     def codegen(context, builder, signature, args):
         return _switch_on_chunks(context, builder, signature, args, args[14], True)
@@ -272,12 +270,23 @@ def _vector_rows(D, tpd, sidx, rowptr, R0, R1, X, x0, xs, out, ob, n):
 @_jit
 def _vector_rows_step(D, tpd, sidx, rowptr, R0, R1, X, x0, xs, out, ob, n, credit, srow, G, irp, islot, igate, isrc,
                       gv, av):
-    """:func:`_vector_rows` with the step's ``+ I_t`` and ``ĝ`` (:func:`_rows_step`)."""
+    """:func:`_vector_rows` with the step's ``+ I_t`` and ``ĝ`` (:func:`_rows_step`): before each
+    pass, the range of each row's ``I_t`` entries (``irp[R] … irp[R+1]−1``, in increasing
+    ``islot``) that fall in the pass's numbers."""
+    qse = np.empty(2 * (R1 - R0), dtype=np.int64)
+    for a in range(R1 - R0):
+        qse[2 * a + 1] = irp[R0 + a]
     j0 = 0
     while j0 < n:
         w = _pass_width(n - j0)
+        for a in range(R1 - R0):
+            q, end, hi = qse[2 * a + 1], irp[R0 + a + 1], ob + a * n + j0 + w
+            qse[2 * a] = q
+            while q < end and islot[q] < hi:
+                q += 1
+            qse[2 * a + 1] = q
         _rows_step(D, tpd, sidx, rowptr, R0, R1, j0, j0 + w - _LANES, X, x0, xs, out, ob, n,
-                   (w + _LANES - 1) // _LANES, credit, srow, G, irp, islot, igate, isrc, gv, av)
+                   (w + _LANES - 1) // _LANES, credit, srow, G, qse, islot, igate, isrc, gv, av)
         j0 += w
 
 

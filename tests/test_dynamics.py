@@ -65,6 +65,11 @@ def test_factored_products_equal_the_dense_jacobian(name, density, per_replicate
     np.testing.assert_array_equal(dyn.diagonal(), D[:, idx, idx])
     flat = rng.choice(k * k, size=2 * k, replace=False)
     np.testing.assert_array_equal(dyn.entries(flat), D.reshape(B, -1)[:, flat])
+    np.testing.assert_array_equal(dyn.entries(flat, compiled=False), D.reshape(B, -1)[:, flat])   # numpy reference
+    flat = np.sort(flat)[: k]
+    np.testing.assert_array_equal(dyn.entries(flat), D.reshape(B, -1)[:, flat])
+    flat = np.arange(k * k)             # every entry: the levels' entries are slices
+    np.testing.assert_array_equal(dyn.entries(flat), D.reshape(B, -1))
     A = rng.standard_normal((B, k, 5))
     np.testing.assert_array_equal(dyn.matmul(A), np.matmul(D, A))
     # the products are not vacuous: they see every term
