@@ -232,7 +232,7 @@ def _g5(spec, shared_product=True):
     ``shared_product`` the linearization forms ``D_t · tangent`` with the forward product, as the
     online loop does (:func:`~rtrl_validation.simulations.estimators.base.linearize_for`); without,
     the step forms it (the ``cost`` experiment's measurement, whose steps run on linearizations
-    formed in advance)."""
+    formed in advance without the tangent)."""
     def build():
         cell, theta, s, x, rng = network("elman", 256, 4)
         est = parse_estimator(spec)

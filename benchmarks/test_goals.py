@@ -44,7 +44,8 @@ def test_cost_experiment_agrees(benchmark, spec):
     (:func:`~rtrl_validation.simulations.experiments.cost.measure_estimator`: estimator step plus
     ``linearize`` over a forward step, Elman k = 256, m = 4, thread CPU time): both are stored, and
     their 10th–90th percentile intervals must overlap.  The cost experiment's steps run on
-    linearizations formed in advance, so UORO's ``D_t s̃`` is formed by its step, not with the
+    linearizations formed in advance without the tangent (each taken anew with nothing formed:
+    ``Linearization.fresh``), so UORO's ``D_t s̃`` is formed by its step, not with the
     forward product as in the online loop: the harness measures it the same way here."""
     import numpy as np
     from goals import Ratio, _g5

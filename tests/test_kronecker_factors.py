@@ -104,3 +104,31 @@ def test_the_uoro_kernel_turns_draws_into_the_signs_rademacher_gives():
     np.testing.assert_array_equal(signs(sign_draws(a, (1, 64))), rademacher(b, (1, 64)))
     replay = np.array([[[1.0, -1.0, -1.0, 1.0]]])
     np.testing.assert_array_equal(signs(sign_draws(SignReplay(replay), (1, 4))), replay[0])
+
+
+@pytest.mark.parametrize("cell_name", ["elman", "gru", "lstm"])
+def test_fresh_linearization_forms_again_and_steps_alike(cell_name):
+    """``Linearization.fresh`` (the ``cost`` experiment's timed steps): nothing of the original's
+    formed objects or remembered products is kept, and an estimator's step on it gives the numbers
+    of its step on a new linearization of the same step."""
+    cell = make_cell(cell_name, 4, 3)
+    rng = np.random.default_rng(2)
+    theta, s, x = cell.init(rng, batch=1), rng.standard_normal((1, cell.k)), rng.standard_normal((1, 3))
+    lin = cell.linearize(theta, s, x)
+    v = rng.standard_normal((1, cell.k))
+    Dv = lin.dynamics.matvec(v)
+    lin.D
+    lin.dynamics.remember(v, Dv)
+    again = lin.fresh()
+    assert again.state is lin.state and again.factors is lin.factors
+    if lin.factors is not None:
+        assert again._dynamics is None and again._I is None
+    else:
+        assert again.dynamics._known is None and (again.dynamics.terms is None or again.dynamics._dense is None)
+    np.testing.assert_array_equal(again.D, lin.D)
+    for spec in ("uoro", "snap-2", "rtrl"):
+        est = parse_estimator(spec)
+        a = est.step(est.init(cell, theta, 1, np.random.default_rng(1)), again, v, np.random.default_rng(3))[1]
+        b = est.step(est.init(cell, theta, 1, np.random.default_rng(1)), cell.linearize(theta, s, x), v,
+                     np.random.default_rng(3))[1]
+        np.testing.assert_array_equal(a, b)

@@ -41,6 +41,7 @@ from typing import Annotated
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
+from .. import aligned
 from ..cells import make_cell
 from ..estimators import parse_estimator
 from ..estimators.kf_rtrl import KroneckerLayout
@@ -143,15 +144,15 @@ def prepare(cell, spec, rng, block=2):
     block from the estimator's current state (after the timed steps) gives a finite gradient.
     Returns ``(fns, bytes, flops, finite)``."""
     est = parse_estimator(spec)
-    theta = cell.init(rng)
+    theta = aligned.copy(cell.init(rng)[None])                 # 1 × p, as the training loop holds it
     lins, credit = _path(cell, theta, block, rng)
     holder = {"state": est.init(cell, theta, 1, rng)}
     s, x = np.zeros((1, cell.k)), rng.standard_normal((1, cell.m))
 
     def run_block():
         st = holder["state"]
-        for lin in lins:
-            st = est.step(st, lin, credit, rng)[0]
+        for lin in lins:                       # as a new linearization: nothing formed in advance
+            st = est.step(st, lin.fresh(), credit, rng)[0]
         holder["state"] = est.flush(st)[0]
 
     state = holder["state"]

@@ -1,6 +1,7 @@
 """One step of a recurrent core: ``s_t``, ``D_t`` and ``I_t`` (THEORY.md §1)."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
@@ -58,7 +59,18 @@ class Linearization:
 
     def _formed(self) -> None:
         self._dynamics, self._I = self._build()
-        self._build = None
+
+    def fresh(self) -> Linearization:
+        """The same step with nothing formed or remembered (``D_t``, ``I_t`` of a cell in
+        Kronecker form, the dense ``D_t`` and a remembered product ``D_t v`` of the factored one):
+        an estimator's step on it pays what it pays on a new linearization.  The ``cost``
+        experiment steps along linearizations formed in advance through this."""
+        if self._build is not None:
+            return Linearization(self.state, factors=self.factors, build=self._build)
+        D = self._dynamics
+        if D.terms is not None:
+            D = dataclasses.replace(D, _dense=None, _known=None)
+        return Linearization(self.state, D, self._I, factors=self.factors)
 
     @property
     def dynamics(self) -> DynamicsJacobian:
