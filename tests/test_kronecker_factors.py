@@ -132,3 +132,17 @@ def test_fresh_linearization_forms_again_and_steps_alike(cell_name):
         b = est.step(est.init(cell, theta, 1, np.random.default_rng(1)), cell.linearize(theta, s, x), v,
                      np.random.default_rng(3))[1]
         np.testing.assert_array_equal(a, b)
+
+
+def test_fresh_keeps_a_dense_dynamics_matrix():
+    """A linearization given ``D_t`` as a dense array keeps it (it is the data, not a cache)."""
+    cell = make_cell("gru", 3, 2)
+    rng = np.random.default_rng(4)
+    lin = cell.linearize(cell.init(rng, batch=1), rng.standard_normal((1, 3)), rng.standard_normal((1, 2)))
+    dense = Linearization(lin.state, lin.D.copy(), lin.I)
+    v = rng.standard_normal((1, 3))
+    dense.dynamics.remember(v, dense.dynamics.matvec(v))
+    again = dense.fresh()
+    assert again.dynamics._known is None
+    np.testing.assert_array_equal(again.D, lin.D)
+    np.testing.assert_array_equal(again.dynamics.matvec(v), dense.dynamics.matvec(v))

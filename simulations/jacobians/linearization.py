@@ -67,9 +67,8 @@ class Linearization:
         experiment steps along linearizations formed in advance through this."""
         if self._build is not None:
             return Linearization(self.state, factors=self.factors, build=self._build)
-        D = self._dynamics
-        if D.terms is not None:
-            D = dataclasses.replace(D, _dense=None, _known=None)
+        D = self._dynamics                      # a dense-only D_t keeps its matrix: it is the data
+        D = dataclasses.replace(D, _dense=None if D.terms is not None else D._dense, _known=None)
         return Linearization(self.state, D, self._I, factors=self.factors)
 
     @property
