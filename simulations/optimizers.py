@@ -240,11 +240,10 @@ class Adam:
         if not (_rows(params, grads) and _rows(m, grads) and _rows(v, grads) and n.dtype == np.float64
                 and n.flags.c_contiguous):
             return apply_by_update(self, params, grads, state, alpha, bound)
-        nr = (n + 1)[:, None]
-        a1, c2 = (alpha / (1.0 - self.beta1 ** nr))[:, 0], (1.0 - self.beta2 ** nr)[:, 0]
+        nr = n + 1
+        a1, c2 = alpha / (1.0 - self.beta1 ** nr), 1.0 - self.beta2 ** nr
         sq, outside = np.empty(params.shape[0]), np.empty(params.shape[0])
-        adam_apply(params, grads, m, v, n, np.ascontiguousarray(a1, dtype=float), np.ascontiguousarray(c2),
-                   self.beta1, self.beta2, self.eps, float(bound), sq, outside)
+        adam_apply(params, grads, m, v, n, a1, c2, self.beta1, self.beta2, self.eps, float(bound), sq, outside)
         return state, sq, outside
 
 

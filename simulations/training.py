@@ -245,11 +245,11 @@ class OnlineTrainer:
                         win.add(loss, g, dphi, counted, g_norm)
                     else:
                         g_norm = win.add(loss, g, dphi, counted)
-                    if learn and not direct:
-                        state.g_acc += g
-                        state.gphi_acc += dphi
-                        if update_now[i]:
-                            self._update(state, alphas[i])
+                        if learn:                         # through the accumulators
+                            state.g_acc += g
+                            state.gphi_acc += dphi
+                            if update_now[i]:
+                                self._update(state, alphas[i])
                     if not self._within_bounds(state, loss, g_norm, learn, outside) and \
                             self._check_divergence(state, traj, loss, g_norm, learn):
                         return state, traj

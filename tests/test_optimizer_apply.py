@@ -105,4 +105,5 @@ def test_divergence_of_theta_is_found_by_the_update_pass():
         _, traj = tr.run(tr.init(theta0, ro.init(rng, 2), np.random.default_rng(4)), 40, np.random.default_rng(5),
                          checkpoint=False)
         out.append((traj.diverged_at, traj.diverged_reason))
+    assert out[0][0] == 1 and out[0][1].startswith("parameters")       # it diverges, by θ, at the first update
     assert out[0] == out[1]
