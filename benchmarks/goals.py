@@ -27,6 +27,7 @@ from rtrl_validation.simulations.estimators import parse_estimator
 from rtrl_validation.simulations.estimators.base import linearize_for
 from rtrl_validation.simulations.experiments.cost import time_per_call
 from rtrl_validation.simulations.flops import estimator_flops
+from rtrl_validation.simulations.optimizers import SGD
 from rtrl_validation.simulations.readouts import LinearReadout
 
 
@@ -80,21 +81,24 @@ def network(cell_name: str, hidden: int, inputs: int, batch: int = 1, density: f
 
 def online_step(cell, theta, s, x, rng, spec: str, n_out: int = 1, alpha: float = 1e-6) -> Callable:
     """The online training step of :class:`~rtrl_validation.simulations.training.OnlineTrainer`:
-    ``linearize``, the readout's loss and credit, the estimator's step and an SGD update of ``θ``
-    and ``φ`` in place (a tiny ``α``, so that the network stays where it was)."""
+    ``linearize``, the readout's loss and credit, the estimator's step and the SGD update of ``θ``
+    and ``φ`` in place as the trainer makes it at every step (:meth:`~rtrl_validation.simulations.optimizers.SGD.apply`:
+    one pass over each, with ``‖ĝ‖²`` and the divergence test; a tiny ``α``, so that the network
+    stays where it was)."""
     B = theta.shape[0]
     est = parse_estimator(spec)
     ro = LinearReadout(cell.k, n_out)
-    phi = ro.init(rng, B)
+    phi = aligned.copy(ro.init(rng, B))
     y = rng.standard_normal((B, n_out))
-    box = {"est": est.init(cell, theta, B, rng)}
+    opt = SGD()
+    box = {"est": est.init(cell, theta, B, rng), "theta": opt.init(theta), "phi": opt.init(phi)}
 
     def run():
         lin = linearize_for(est, box["est"], cell, theta, s, x)
         _, credit, dphi = ro.evaluate(phi, lin.state, y)
         box["est"], g = est.step(box["est"], lin, credit, rng)
-        theta.__isub__(alpha * g)
-        phi.__isub__(alpha * dphi)
+        box["theta"] = opt.apply(theta, g, box["theta"], alpha, 1e8)[0]
+        box["phi"] = opt.apply(phi, dphi, box["phi"], alpha, np.inf)[0]
     return run
 
 
