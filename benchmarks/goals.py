@@ -231,12 +231,10 @@ def _compiled(spec, steps: int = 256, batch: int = 1, predrawn: bool = False):
     return build
 
 
-def _g5(spec, shared_product=True):
-    """Goal 5: Elman k = 256, linearize + the estimator's step against one forward step.  With
-    ``shared_product`` the linearization forms ``D_t · tangent`` with the forward product, as the
-    online loop does (:func:`~rtrl_validation.simulations.estimators.base.linearize_for`); without,
-    the step forms it (the ``cost`` experiment's measurement, whose steps run on linearizations
-    formed in advance without the tangent)."""
+def _g5(spec):
+    """Goal 5: Elman k = 256, linearize (as the online loop calls it, forming ``D_t · tangent``
+    with the forward product: :func:`~rtrl_validation.simulations.estimators.base.linearize_for`)
+    + the estimator's step against one forward step."""
     def build():
         cell, theta, s, x, rng = network("elman", 256, 4)
         est = parse_estimator(spec)
@@ -244,8 +242,7 @@ def _g5(spec, shared_product=True):
         box = {"est": est.init(cell, theta, 1, rng)}
 
         def run():
-            lin = (linearize_for(est, box["est"], cell, theta, s, x) if shared_product
-                   else cell.linearize(theta, s, x))
+            lin = linearize_for(est, box["est"], cell, theta, s, x)
             box["est"] = est.step(box["est"], lin, credit, rng)[0]
         return run, forward_step(cell, theta, s, x, rng)
     return build

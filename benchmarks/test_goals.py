@@ -40,26 +40,36 @@ def test_goal(benchmark, name):
 
 @pytest.mark.parametrize("spec", ["snap-1", "uoro"])
 def test_cost_experiment_agrees(benchmark, spec):
-    """Goal 5's ratio beside the ``cost`` experiment's own measurement of the same thing
-    (:func:`~rtrl_validation.simulations.experiments.cost.measure_estimator`: estimator step plus
-    ``linearize`` over a forward step, Elman k = 256, m = 4, thread CPU time): both are stored, and
-    their 10th–90th percentile intervals must overlap.  The cost experiment's steps run on
-    linearizations formed in advance without the tangent (each taken anew with nothing formed:
-    ``Linearization.fresh``), so UORO's ``D_t s̃`` is formed by its step, not with the
-    forward product as in the online loop: the harness measures it the same way here."""
+    """Goal 5's ratio beside the ``cost`` experiment's own measurement of the same thing (its
+    online step, ``linearize`` as the training loop calls it then the estimator's step, over a
+    forward step: the functions :func:`~rtrl_validation.simulations.experiments.cost.measure_estimator`
+    times, from :func:`~rtrl_validation.simulations.experiments.cost.prepare`), Elman k = 256, m = 4,
+    thread CPU time.  Both are timed in one interleaved sequence (the cost experiment's four
+    functions, then the goal's two, ``REPEATS`` times), so that a change of the machine's speed
+    between two measurements cannot separate them; both are stored, and their 10th–90th
+    percentile intervals must overlap."""
     import numpy as np
-    from goals import Ratio, _g5
     from rtrl_validation.simulations.cells import make_cell
-    from rtrl_validation.simulations.experiments.cost import measure_estimator
+    from rtrl_validation.simulations.experiments.cost import prepare, time_per_call
     goal = next(g for g in GOALS if g.name == f"{spec}-elman-k256")
-    goal = Ratio(goal.goal, goal.name, goal.numerator + " (D_t s̃ in the step)" * (spec == "uoro"), goal.denominator,
-                 goal.target, _g5(spec, shared_product=False))
+    block = 2
+
+    def both():
+        run, forward = goal.build()
+        fns = prepare(make_cell("elman", 256, 4), spec, np.random.default_rng(0), block)[0]
+        cpu = np.empty((6, REPEATS))
+        time_per_call(fns + [run, forward], 0.02, REPEATS, cpu)
+        return cpu
+
     with threadpool_limits(1):
-        ours = benchmark.pedantic(evaluate, args=(goal, REPEATS), rounds=1, iterations=1)
-        _, cpu, _, _, _ = measure_estimator(make_cell("elman", 256, 4), spec, np.random.default_rng(0), 0.02,
-                                            REPEATS)
-    theirs = (cpu[0] + cpu[2]) / cpu[1]
-    cost = {"ratio": float(np.median(theirs)), "low": float(np.percentile(theirs, 10)),
-            "high": float(np.percentile(theirs, 90))}
+        cpu = benchmark.pedantic(both, rounds=1, iterations=1)
+
+    def summary(r, num, den):
+        return {"ratio": float(np.median(r)), "low": float(np.percentile(r, 10)),
+                "high": float(np.percentile(r, 90)), "numerator_us": 1e6 * float(np.median(num)),
+                "denominator_us": 1e6 * float(np.median(den))}
+    ours = {"goal": goal.goal, "name": goal.name, "numerator": goal.numerator, "denominator": goal.denominator,
+            **summary(cpu[4] / cpu[5], cpu[4], cpu[5])}
+    cost = summary(cpu[3] / block / cpu[1], cpu[3] / block, cpu[1])
     benchmark.extra_info.update({"harness": ours, "cost": cost})
     assert ours["low"] <= cost["high"] and cost["low"] <= ours["high"], (ours, cost)

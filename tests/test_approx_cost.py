@@ -66,6 +66,9 @@ def test_small_run_produces_a_record():
     cell = make_cell("elman", 8, 4)
     np.testing.assert_array_equal(res.arrays["bytes.snap-1"][-1], 8 * cell.p)
     assert res.arrays["flops.uoro"][-1] == estimator_flops(cell, parse_estimator("uoro"))
+    for name in ("snap-1", "uoro", "snap-2-sparse"):          # the online step, timed as one
+        assert res.arrays[f"cpu_online.{name}"].shape == (3,) and np.all(res.arrays[f"cpu_online.{name}"] > 0)
+        assert res.arrays[f"online.{name}"].shape == (3,)
     sec = analyse([{"experiment": "cost", "task": task.key, "config": task.config, "status": "ok",
                     "data": res.data, "verdicts": [], "arrays": res.arrays}])
     assert sec.figures and sec.tables[0].rows
@@ -162,3 +165,48 @@ def test_an_overhead_dominated_range_is_inconclusive_not_fail():
     rec["data"]["overhead_hidden"] = 4
     rec["arrays"]["overhead.uoro"] = 0.3 * rec["arrays"]["cpu_sweeps.uoro"][0]
     assert verdicts(rec)[check].status == "INCONCLUSIVE"
+
+
+def test_benchmark_table_reads_the_online_step_and_old_records_the_sum():
+    rec = synthetic({"snap-1": ("snap-1", 1.0, 2.0)})
+    rec["config"]["compare_k"] = 64
+    old = benchmark_table(rec, series_table(rec)).rows[0][2]
+    assert old.endswith("with linearize") and old.startswith(f"{(1e-7 * 4 ** 2 + 1e-3) / 1e-3:.2f}")
+    rec["arrays"]["cpu_online.snap-1"] = np.full(5, 2.5e-3)
+    rec["arrays"]["online.snap-1"] = np.full(5, 2.5e-3)
+    assert benchmark_table(rec, series_table(rec)).rows[0][2] == "2.50 online step (linearize + step)"
+
+
+def test_prepare_times_the_online_step_as_the_training_loop_takes_it(monkeypatch):
+    """The fourth function is ``linearize_for`` then the step, on the path's inputs; an online
+    estimator's block does not call ``flush``, BPTT's does."""
+    from rtrl_validation.simulations.experiments import cost
+    calls = []
+    real = cost.linearize_for
+    monkeypatch.setattr(cost, "linearize_for", lambda *a: calls.append(a[4]) or real(*a))
+    cell = make_cell("elman", 5, 3)
+    fns, *_ = cost.prepare(cell, "uoro", np.random.default_rng(0), block=2)
+    assert len(fns) == 4
+    fns[3]()
+    assert len(calls) == 2 and not calls[0].any() and calls[1].any()      # s_0 = 0, then s_1
+    for spec, flushes in (("snap-1", 0), ("bptt", 1)):
+        fns, *_ = cost.prepare(cell, spec, np.random.default_rng(0), block=2)
+        est_cls = type(parse_estimator(spec))
+        seen = []
+        real_flush = est_cls.flush
+        monkeypatch.setattr(est_cls, "flush", lambda self, st, f=real_flush: seen.append(1) or f(self, st))
+        fns[0]()
+        fns[3]()
+        monkeypatch.setattr(est_cls, "flush", real_flush)
+        assert len(seen) == 2 * flushes
+
+
+def test_an_online_estimators_flush_is_a_read_only_zero():
+    est = parse_estimator("snap-1")
+    cell = make_cell("elman", 4, 2)
+    st = est.init(cell, cell.init(np.random.default_rng(0)), 3, np.random.default_rng(0))
+    _, g = est.flush(st)
+    assert g.shape == (3, cell.p) and not g.any() and not g.flags.writeable
+    total = np.ones((3, cell.p))
+    total += g                                          # as a sequence adds it
+    assert np.all(total == 1.0)

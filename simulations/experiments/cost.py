@@ -8,7 +8,13 @@ are recorded):
 * the per-step time of the estimator's own work (``update`` + ``gradient``; BPTT's adjoint at
   ``flush`` is spread over the steps of its block), timed in blocks of steps that cycle through
   precomputed linearizations and interleaved with one forward step ``cell.step`` and one
-  ``cell.linearize`` of the same cell (the full online step is ``linearize`` + the estimator).
+  ``cell.linearize`` of the same cell, and with the *online step* as the training loop takes it:
+  ``linearize`` (with the estimator's tangent where the cell forms ``D_t · tangent`` in its forward
+  product, :func:`~simulations.estimators.base.linearize_for`) then the estimator's step, on the
+  same path.  The online step is timed as one, not as the sum of the two parts: run one after the
+  other they share the caches (at Elman k = 256 ``W``, ``J̃`` and ``ĝ`` are 1.6 MB together), and
+  on a core whose L2 holds the parts but not the whole the sum of the parts timed alone came out
+  15–20% below the online step.
   Timings are taken in *sweeps*: each sweep times every size of the series once, and the sweep
   is repeated ``repeats`` times, so that each sweep gives one exponent and the exponents' spread
   over sweeps is the replicate-level error :mod:`analysis.cost` uses.
@@ -23,9 +29,10 @@ Also the batching gain: ``R`` replicates of one estimator run batched on the lea
 ``gradient``) over the same data.  Exponents are fitted in :mod:`analysis.cost`.
 
 Arrays per series ``s``: ``k.s``; wall seconds per step ``time.s`` (median), ``time_min.s``,
-``times.s`` (``n_k × repeats``), ``forward.s``, ``linearize.s`` (medians), ``ratio.s`` (median
+``times.s`` (``n_k × repeats``), ``forward.s``, ``linearize.s``, ``online.s`` (medians), ``ratio.s`` (median
 of interleaved estimator / forward-step ratios); CPU seconds per step ``cpu.s``, ``cpu_forward.s``,
-``cpu_linearize.s`` (fastest repeat), ``cpu_sweeps.s`` and ``cpu_forward_sweeps.s`` (``n_k × repeats``,
+``cpu_linearize.s``, ``cpu_online.s`` (fastest repeat; ``online`` and ``cpu_online`` are absent from
+records made before they were measured), ``cpu_sweeps.s`` and ``cpu_forward_sweeps.s`` (``n_k × repeats``,
 one column per sweep); ``overhead.s`` (``repeats``): CPU seconds per step of the same estimator on a
 tiny cell (``overhead_hidden`` units, timed first in every sweep), whose arithmetic is negligible,
 so it measures the per-step overhead (Python and numpy calls) that :mod:`analysis.cost` compares
@@ -44,6 +51,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 from .. import aligned
 from ..cells import make_cell
 from ..estimators import parse_estimator
+from ..estimators.base import linearize_for
 from ..estimators.kf_rtrl import KroneckerLayout
 from ..estimators.masked import MaskStructure
 from ..flops import estimator_flops
@@ -57,6 +65,8 @@ from .schema import Names, TaskSchema
 #: the arrays of one series ``s`` (``<name>.s``)
 SERIES_ARRAYS = ("k", "time", "time_min", "forward", "linearize", "ratio", "cpu", "cpu_forward", "cpu_linearize",
                  "times", "cpu_sweeps", "cpu_forward_sweeps", "bytes", "flops", "p")
+#: the arrays of one series added since the first records (optional when a record is read)
+ONLINE_ARRAYS = ("online", "cpu_online")
 
 #: asymptotic time and memory exponents in k for a dense network (p ≈ k², THEORY §2.1, §4)
 THEORY_EXPONENTS = {"rtrl": (4, 3), "kf-rtrl": (3, 2), "snap-1": (2, 2), "uoro": (2, 2),
@@ -129,31 +139,42 @@ def time_per_call(fns, min_time: float, repeats: int, cpu: np.ndarray | None = N
 
 
 def _path(cell, theta, steps, rng, batch=1):
-    """Linearizations along a random data path (``steps`` of them) and one credit (``batch × k``)."""
-    s, lins = np.zeros((batch, cell.k)), []
+    """Linearizations along a random data path (``steps`` of them), the ``(s_{t−1}, x_t)`` each was
+    formed from, and one credit (``batch × k``)."""
+    s, lins, inputs = np.zeros((batch, cell.k)), [], []
     for _ in range(steps):
-        lins.append(cell.linearize(theta, s, rng.standard_normal((batch, cell.m))))
+        inputs.append((s, rng.standard_normal((batch, cell.m))))
+        lins.append(cell.linearize(theta, *inputs[-1]))
         s = lins[-1].state
-    return lins, rng.standard_normal((batch, cell.k))
+    return lins, inputs, rng.standard_normal((batch, cell.k))
 
 
 def prepare(cell, spec, rng, block=2):
-    """The three timed functions of one (cell, estimator): a block of the estimator's steps (with
-    BPTT's flush), one ``cell.step`` and one ``cell.linearize``; with the state bytes per replicate
-    (BPTT: per step of its tape), the operation count and a function telling whether one more
-    block from the estimator's current state (after the timed steps) gives a finite gradient.
-    Returns ``(fns, bytes, flops, finite)``."""
+    """The four timed functions of one (cell, estimator): a block of the estimator's steps (with
+    BPTT's flush), one ``cell.step``, one ``cell.linearize`` and a block of online steps
+    (``linearize`` as the training loop calls it, then the estimator's step; with BPTT's flush);
+    with the state bytes per replicate (BPTT: per step of its tape), the operation count and a
+    function telling whether one more block from the estimator's current state (after the timed
+    steps) gives a finite gradient.  Returns ``(fns, bytes, flops, finite)``."""
     est = parse_estimator(spec)
     theta = aligned.copy(cell.init(rng)[None])                 # 1 × p, as the training loop holds it
-    lins, credit = _path(cell, theta, block, rng)
+    lins, inputs, credit = _path(cell, theta, block, rng)
     holder = {"state": est.init(cell, theta, 1, rng)}
     s, x = np.zeros((1, cell.k)), rng.standard_normal((1, cell.m))
+
+    deferred = not est.capabilities.online     # BPTT's adjoint at the block's end is part of its step
 
     def run_block():
         st = holder["state"]
         for lin in lins:                       # as a new linearization: nothing formed in advance
             st = est.step(st, lin.fresh(), credit, rng)[0]
-        holder["state"] = est.flush(st)[0]
+        holder["state"] = est.flush(st)[0] if deferred else st
+
+    def run_online():
+        st = holder["state"]
+        for s_prev, x_t in inputs:             # the training loop's step on the same path
+            st = est.step(st, linearize_for(est, st, cell, theta, s_prev, x_t), credit, rng)[0]
+        holder["state"] = est.flush(st)[0] if deferred else st
 
     state = holder["state"]
     for lin in lins:                          # the state after one block (BPTT: a full tape)
@@ -167,48 +188,51 @@ def prepare(cell, spec, rng, block=2):
             ok = ok and bool(np.all(np.isfinite(g)))
         return ok
 
-    fns = [run_block, lambda: cell.step(theta, s, x), lambda: cell.linearize(theta, s, x)]
+    fns = [run_block, lambda: cell.step(theta, s, x), lambda: cell.linearize(theta, s, x), run_online]
     return fns, size, estimator_flops(cell, est), finite
 
 
 def measure_estimator(cell, spec, rng, min_time, repeats, block=2):
     """Per-step timings of the estimator's work (``step``: update and gradient, fused where the
     estimator fuses them; BPTT's adjoint at ``flush``)
-    interleaved with ``cell.step`` and ``cell.linearize``: wall and thread-CPU seconds, each
-    ``3 × repeats``; state bytes per replicate (BPTT: per step of its tape); operation count;
-    whether the gradient is still finite after the timed steps."""
+    interleaved with ``cell.step``, ``cell.linearize`` and the online step (:func:`prepare`): wall
+    and thread-CPU seconds, each ``4 × repeats`` (rows in that order); state bytes per replicate
+    (BPTT: per step of its tape); operation count; whether the gradient is still finite after the
+    timed steps."""
     fns, size, flops, finite = prepare(cell, spec, rng, block)
-    cpu = np.empty((3, repeats))
+    cpu = np.empty((4, repeats))
     wall = time_per_call(fns, min_time, repeats, cpu)
-    wall[0] /= block
-    cpu[0] /= block
+    wall[[0, 3]] /= block
+    cpu[[0, 3]] /= block
     return wall, cpu, size, flops, finite()
 
 
 def sweeps(cells, spec, rng, min_time, repeats, block=2, progress=None):
     """Timing sweeps over the hidden sizes of a series: each of ``repeats`` sweeps times every
-    size once (estimator block, forward step, linearize; see :func:`prepare`), so that each sweep
-    yields one exponent under one machine load and the exponents' spread is a replicate-level
-    error.  Returns wall and CPU seconds per call (``n_k × 3 × repeats``; the estimator per step),
+    size once (estimator block, forward step, linearize, online block; see :func:`prepare`), so
+    that each sweep yields one exponent under one machine load and the exponents' spread is a
+    replicate-level error.  Returns wall and CPU seconds per call (``n_k × 4 × repeats``; the
+    estimator and the online step per step),
     bytes and operation counts per size, and per size whether the gradient is still finite after
     the timed steps."""
     prepared = [prepare(c, spec, rng, block) for c in cells]
     counts = [calls_for(fns, min_time) for fns, _, _, _ in prepared]
-    wall = np.empty((len(cells), 3, repeats))
+    wall = np.empty((len(cells), 4, repeats))
     cpu = np.empty_like(wall)
     for r in range(repeats):
         for i, (fns, _, _, _) in enumerate(prepared):
             wall[i, :, r], cpu[i, :, r] = time_once(fns, counts[i])
         if progress:
             progress((r + 1) / repeats)
-    wall[:, 0] /= block
-    cpu[:, 0] /= block
+    wall[:, [0, 3]] /= block
+    cpu[:, [0, 3]] /= block
     return wall, cpu, [b for _, b, _, _ in prepared], [f for _, _, f, _ in prepared], \
         [finite() for _, _, _, finite in prepared]
 
 
 def batching_gain(cell_name, hidden, inputs, spec, replicates, steps, rng, repeats) -> dict:
-    """``replicates`` runs of ``steps`` full steps (linearize + estimator step), same data:
+    """``replicates`` runs of ``steps`` full steps (``linearize`` as the training loop calls it +
+    estimator step), same data:
     batched (one run, ``B = R``) against sequential (``R`` runs with ``B = 1``).  Returns wall
     medians and CPU minima in seconds."""
     cell = make_cell(cell_name, hidden, inputs)
@@ -221,7 +245,7 @@ def batching_gain(cell_name, hidden, inputs, spec, replicates, steps, rng, repea
         B = x.shape[1]
         s, st = np.zeros((B, cell.k)), est.init(cell, theta, B, rng)
         for t in range(steps):
-            lin = cell.linearize(theta, s, x[t])
+            lin = linearize_for(est, st, cell, theta, s, x[t])
             s = lin.state
             st = est.step(st, lin, c, rng)[0]
 
@@ -292,7 +316,8 @@ class CostExperiment(Experiment):
     Config = CostConfig
     schemas = {"scaling": TaskSchema(
         data=Names(("series", "threads", "blas", "cell", "load_average", "batching"), ("overhead_hidden",)),
-        arrays=Names(tuple(f"{name}.*" for name in SERIES_ARRAYS), ("overhead.*",)))}
+        arrays=Names(tuple(f"{name}.*" for name in SERIES_ARRAYS),
+                     ("overhead.*",) + tuple(f"{name}.*" for name in ONLINE_ARRAYS)))}
 
     def validate(self, config):
         c = config
@@ -353,6 +378,7 @@ class CostExperiment(Experiment):
                                              "timed steps (their number is calibrated, not fixed)")
                 rows = {"time": np.median(wall[:, 0], axis=1), "time_min": wall[:, 0].min(axis=1),
                         "forward": np.median(wall[:, 1], axis=1), "linearize": np.median(wall[:, 2], axis=1),
+                        "online": np.median(wall[:, 3], axis=1), "cpu_online": cpu[:, 3].min(axis=1),
                         "ratio": np.median(wall[:, 0] / wall[:, 1], axis=1), "cpu": cpu[:, 0].min(axis=1),
                         "cpu_forward": cpu[:, 1].min(axis=1), "cpu_linearize": cpu[:, 2].min(axis=1),
                         "times": wall[:, 0], "cpu_sweeps": cpu[:, 0], "cpu_forward_sweeps": cpu[:, 1],
