@@ -608,49 +608,37 @@ def _batched_product(D, J, out):
 
 @_jit
 def _influence_product(Dt, cur, nxt, b0, b1, restart, batched):
-    """``D_t J_{t−1}`` (THEORY §2.1, before ``+ I_t``) for replicates ``b0 … b1−1``: ``Dt[b]``
-    (``k × k``) times the first ``k`` rows of ``cur[b]`` (``(k+1) × p``) into those of ``nxt[b]``;
-    zero when the influence restarts (TBPTT).  ``batched``: one :func:`_batched_product`, else one
-    ``np.dot`` each."""
-    k = Dt.shape[1]
+    """``[D_t; c_t D_t] J_{t−1}`` (THEORY §2.1, before ``+ I_t``) for replicates ``b0 … b1−1``:
+    ``Dt[b]`` (``(k+1) × k``: ``D_t`` and, as its last row, ``c_t D_t``) times the first ``k`` rows
+    of ``cur[b]`` (``(k+1) × p``) into ``nxt[b]``; zero when the influence restarts (TBPTT).
+    ``batched``: one :func:`_batched_product`, else one ``np.dot`` each."""
+    k = Dt.shape[2]
     if restart:
-        nxt[b0:b1, :k] = 0.0                                           # D_t · 0
+        nxt[b0:b1] = 0.0                                               # D_t · 0
     elif batched:
-        _batched_product(Dt[b0:b1], cur[b0:b1, :k], nxt[b0:b1, :k])
+        _batched_product(Dt[b0:b1], cur[b0:b1, :k], nxt[b0:b1])
     else:
         for b in range(b0, b1):
-            np.dot(Dt[b], cur[b, :k], nxt[b, :k])
+            np.dot(Dt[b], cur[b, :k], nxt[b])
 
 
 @_jit
-def _add_input_and_credit(Jb, ds, ah, credit, gu, g):
-    """``J_t = D_t J_{t−1} + I_t`` in place (``Jb``: the first ``k`` rows hold ``D_t J_{t−1}``, columns
-    unit-major: ``I_t``'s row ``r`` is ``σ'_r â`` at columns ``r (k+m+1) …``) and ``g_t = c_t J_t``
-    (THEORY §2.1) read off its rows, ``Σ_r c_r J_t[r]`` summed over ``r`` in order (``gu``: ``p``
-    scratch), into ``g`` in θ's order (column ``j·k + r`` at unit-major ``r·(k+m+1) + j``)."""
-    k, ncols, p = ds.shape[0], ah.shape[0], gu.shape[0]
+def _add_input_and_credit(Jb, ds, ah, credit, g):
+    """``J_t = D_t J_{t−1} + I_t`` in place and ``g_t = c_t J_t = c_t D_t J_{t−1} + c_t I_t``
+    (THEORY §2.1): ``Jb`` (``(k+1) × p``) holds ``D_t J_{t−1}`` in its first ``k`` rows and
+    ``c_t D_t J_{t−1}`` in its last (:func:`_influence_product`), columns unit-major (``I_t``'s row
+    ``r`` is ``σ'_r â`` at columns ``r (k+m+1) …``), so only ``I_t``'s ``k (k+m+1)`` entries are
+    read and written, not all of ``J_t``; ``g`` in θ's order (column ``j·k + r`` at unit-major
+    ``r·(k+m+1) + j``), ``g[j·k + r] = Jb[k, ·] + (c_r σ'_r) â_j``."""
+    k, ncols = ds.shape[0], ah.shape[0]
+    gk = Jb[k]
     for r in range(k):
-        dr = ds[r]
+        dr, cr = ds[r], credit[r] * ds[r]
+        row = Jb[r, r * ncols:(r + 1) * ncols]
+        last = gk[r * ncols:(r + 1) * ncols]
         for j in range(ncols):
-            Jb[r, r * ncols + j] += dr * ah[j]
-    c0 = credit[0]
-    for q in range(p):
-        gu[q] = c0 * Jb[0, q]
-    r = 1
-    while r + 3 < k:                                   # four rows a pass over gu, the sums in the same order
-        c1, c2, c3, c4 = credit[r], credit[r + 1], credit[r + 2], credit[r + 3]
-        J1, J2, J3, J4 = Jb[r], Jb[r + 1], Jb[r + 2], Jb[r + 3]
-        for q in range(p):
-            gu[q] = (((gu[q] + c1 * J1[q]) + c2 * J2[q]) + c3 * J3[q]) + c4 * J4[q]
-        r += 4
-    while r < k:
-        cr = credit[r]
-        for q in range(p):
-            gu[q] += cr * Jb[r, q]
-        r += 1
-    for j in range(ncols):
-        for r in range(k):
-            g[j * k + r] = gu[r * ncols + j]
+            row[j] += dr * ah[j]
+            g[j * k + r] = last[j] + cr * ah[j]
 
 
 @_jit
@@ -668,14 +656,16 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
     ``I_t[r, j·k + r] = σ'_r â_j`` (§3) and
 
     * ``mode = MODE_RTRL``: ``J_t = D_t J_{t−1} + I_t``, ``g_t = c_t J_t`` (§2.1): the products
-      ``D_t J_{t−1}`` (``k × k`` by ``k × p``, BLAS ``dgemm``) into the other buffer, then per
-      replicate ``I_t`` added and ``g_t`` read off ``J_t``'s rows (:func:`_add_input_and_credit`).
+      ``[D_t; c_t D_t] J_{t−1}`` (``(k+1) × k`` by ``k × p``, BLAS ``dgemm``) into the other buffer,
+      then per replicate ``I_t``'s ``k (k+m+1)`` entries added and ``g_t = c_t D_t J_{t−1} + c_t I_t``
+      from the last row (:func:`_add_input_and_credit`), so ``J_t`` is not read back (with 64
+      replicates it is 3.3 MB, beyond the L2).
       ``batched``: every replicate's forward step and ``D_t`` first, then all products in one call of
       numpy's batched ``matmul`` (:func:`_batched_product`), then the rest of each replicate's step;
       else replicate by replicate with one ``np.dot`` each (per replicate the same arithmetic; the
       two ``dgemm`` are numpy's and scipy's OpenBLAS, whose products were bit-equal on the machine
       measured, k = 4 … 32).  ``J3``, ``J3next``: ``B × (k+1) × p`` (the estimator's buffers; their
-      last row is not used here), ``J_{t−1}`` in the first ``k`` rows of ``J3`` at the first step;
+      last row receives ``c_t D_t J_{t−1}``), ``J_{t−1}`` in the first ``k`` rows of ``J3`` at the first step;
       the two swap roles at every step, so after an odd number of steps ``J`` is in ``J3next`` (the
       caller swaps them back).  Columns in the unit-major order (``jpos``, unused here): θ's column
       ``j·k + r`` at ``r·(k+m+1) + j``, so ``I_t``'s row ``r`` is contiguous;
@@ -719,7 +709,7 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
     DS = np.empty((B, k))
     CR = np.empty((B, k))
     DPHI = np.empty((B, phi.shape[1]))
-    Dt = np.empty((B, k, k))                           # D_t per replicate (RTRL, TBPTT)
+    Dt = np.empty((B, k + 1, k))                       # [D_t; c_t D_t] per replicate (RTRL, TBPTT)
     z = np.empty(k)
     cds = np.empty(k)
     Ds = np.empty(k)
@@ -732,7 +722,6 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
     part = np.empty((3, k))
     ones, cg, va = np.ones(k), np.empty(k), np.empty(ncols)     # UORO's fused pass: d ≡ 1, c ≡ γ, v = α_u â
     g = np.empty(p)
-    gu = np.empty(p)
     for i in range(n):
         t = t0 + i + 1
         out = False
@@ -846,15 +835,19 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
                             J2[b, e] = v
                             g[c] = credit[r] * v
                 else:
-                    for r in range(k):                                     # D_t = diag(σ') W
-                        dr = ds[r]
+                    for l in range(k):
+                        Dt[b, k, l] = 0.0
+                    for r in range(k):                                     # D_t = diag(σ') W, c_t D_t
+                        dr, cr = ds[r], credit[r]
                         for l in range(k):
-                            Dt[b, r, l] = dr * theta[b, l * k + r]
+                            x = dr * theta[b, l * k + r]
+                            Dt[b, r, l] = x
+                            Dt[b, k, l] += cr * x
             if influence:
                 _influence_product(Dt, cur, nxt, b0, b1, mode == MODE_TBPTT and (t - 1) % tau == 0, batched)
             for b in range(b0, b1):
                 if influence:
-                    _add_input_and_credit(nxt[b], DS[b], AH[b], CR[b], gu, g)
+                    _add_input_and_credit(nxt[b], DS[b], AH[b], CR[b], g)
                     if mode == MODE_TBPTT:
                         for c in range(p):
                             gblock[b, c] += g[c]

@@ -366,3 +366,25 @@ def test_the_fused_pass_against_its_numpy_reference(use):
     sums += [(part[2].sum(), x @ x)] if use == "uoro" else []
     for got, want in sums:
         assert abs(got - want) <= n * U * want
+
+
+def test_rtrl_input_and_credit_against_numpy():
+    """``_add_input_and_credit`` against numpy: from ``[D_t J_{t−1}; c_t D_t J_{t−1}]`` (unit-major
+    columns), ``J_t = D_t J_{t−1} + I_t`` and ``g_t = c_t D_t J_{t−1} + c_t I_t`` in θ's order,
+    exactly (the same operations)."""
+    from rtrl_validation.simulations.kernels import _add_input_and_credit
+    k, m = 5, 3
+    q = k + m + 1
+    p = k * q
+    rng = np.random.default_rng(1)
+    Jb = rng.standard_normal((k + 1, p))
+    ds, ah, c = rng.random(k), rng.standard_normal(q), rng.standard_normal(k)
+    J = Jb[:k].copy()
+    for r in range(k):
+        J[r, r * q:(r + 1) * q] += ds[r] * ah                          # I_t's row r, unit-major
+    gu = Jb[k].reshape(k, q) + (c * ds)[:, None] * ah[None, :]         # unit-major (r, j)
+    g = gu.T.reshape(-1)                                               # θ's order: j·k + r
+    J1, g1 = Jb.copy(), np.empty(p)
+    _add_input_and_credit(J1, ds, ah, c, g1)
+    np.testing.assert_array_equal(J1[:k], J)
+    np.testing.assert_array_equal(g1, g)
