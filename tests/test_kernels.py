@@ -11,10 +11,10 @@ paths they replace.
 * The panel kernels of sparse SnAp-n (:mod:`simulations.kernels_sparse`) and their numpy references
   against the dense masked product ``(D J̃) ⊙ M`` and ``c J̃``; the one-pass step against ``update``
   then ``gradient``; :func:`~simulations.kernels_fused.two_matvecs` against numpy's products.  Hand
-  mutations fail them: a row's last pass widened past 64 numbers, a vector's load offset shifted,
+  mutations fail them: a row's last pass widened past the pass width (``_WIDE``), a vector's load offset shifted,
   the FMA's operand replaced, a scalar tail or gradient term scaled by ``1 + 1e-7``, ``I_t``'s
   entries scaled likewise, the gradient read one entry off, ``A[:, :k] t`` scaled likewise; in the
-  one-pass kernel: the panel copy's last vector dropped, a pass of 64 followed by one reaching back,
+  one-pass kernel: the panel copy's last vector dropped, a full pass followed by one reaching back,
   ``I_t`` added before the pass's first number or scaled, the gradient's last vector dropped or read
   before ``I_t`` is added, a panel without rows leaving its gradient columns unwritten; with one
   ``D_t`` per replicate, one replicate's values scaled on the way back or replicate 0's read for all.
@@ -186,9 +186,9 @@ def _pair_sums(st, kernel):
     return run
 
 
-# (cell, hidden, inputs, density, n): small panels (rows of fewer than 8 numbers), a class with more
-# than 64 columns (the vector kernel's outer loop and its overlapping last vector), SnAp-1 of a
-# grid structure (column-major storage)
+# (cell, hidden, inputs, density, n): small panels (rows of fewer than a vector), a class with more
+# columns than one pass takes (``_WIDE``: the vector kernel's outer loop and its overlapping last
+# vector), SnAp-1 of a grid structure (column-major storage)
 PAIR_CASES = [("gru", 6, 2, 0.3, 2), ("lstm", 6, 2, 0.5, 2), ("elman", 6, 2, 0.2, 3), ("gru-reset-after", 6, 2, 1.0, 1),
               ("elman", 6, 2, 0.4, 1), ("elman", 9, 75, 0.5, 2), ("gru-reset-after", 12, 13, 0.3, 2)]
 
@@ -219,8 +219,10 @@ def test_pair_sums_are_the_masked_product(name, hidden, inputs, density, n, batc
 
 def test_panel_layout_covers_the_cases():
     """The cases above reach every branch of the panel kernel: rows shorter than a vector, rows
-    whose length is not a multiple of 8, rows longer than 64, and the column-major layout."""
+    whose length is not a multiple of a vector, rows longer than one pass, and the column-major
+    layout."""
     from rtrl_validation.simulations.estimators.masked import build_structure
+    from rtrl_validation.simulations.kernels_sparse import _LANES, _WIDE
     widths, layouts = [], set()
     for name, hidden, inputs, density, n in PAIR_CASES:
         st = build_structure(make_cell(name, hidden, inputs, density=density, mask_seed=4), n)
@@ -229,7 +231,7 @@ def test_panel_layout_covers_the_cases():
             widths.extend(st.panels.width)
     w = np.asarray(widths)
     assert layouts == {True, False}
-    assert np.any(w < 8) and np.any((w > 8) & (w % 8 != 0)) and np.any(w > 64)
+    assert np.any(w < _LANES) and np.any((w > _LANES) & (w % _LANES != 0)) and np.any(w > _WIDE)
 
 
 @pytest.mark.parametrize("name,hidden,inputs,density,n", PAIR_CASES)
@@ -263,21 +265,26 @@ def _gradient_bound(c, J, E, k):
             + np.einsum("bk,bkp->bp", np.abs(c), 2 * E))
 
 
-# (cell, hidden, inputs, density, n): rows of fewer than 8 numbers (the per-class loops), rows of 8 or
-# more (products, + I_t and ĝ row by row in the vector kernel, with one replicate), and rows of 64, 65
-# and 67 numbers (one pass; two passes, 56 + 9 and 56 + 11, since a last pass of 1 or 3 would reach back)
+# (cell, hidden, inputs, density, n): rows shorter than a vector (the per-class loops; 3 numbers in the
+# last case, shorter than AVX2's 4), rows of a
+# vector or more (products, + I_t and ĝ row by row in the vector kernel, with one replicate), rows of
+# exactly one pass (``_WIDE`` numbers: 96 with AVX-512, 24 with AVX2; the Elman cells with 90 and 21
+# inputs), rows of up to a vector more (two passes, ``_WIDE − _LANES`` + the rest, since a last pass
+# shorter than a vector would reach back: 99–101 and 25–27 numbers) and rows of several passes
 STEP_CASES = [("gru-reset-after", 5, 3, 0.3, 2), ("lstm", 5, 3, 0.5, 2), ("gru", 5, 3, 0.4, 2), ("elman", 5, 3, 0.3, 3),
               ("lstm", 5, 3, 1.0, 1), ("gru-reset-after", 12, 13, 0.3, 2), ("lstm", 8, 20, 0.5, 2),
-              ("elman", 6, 61, 0.5, 2)]
+              ("elman", 6, 61, 0.5, 2), ("elman", 6, 90, 0.5, 2), ("elman", 6, 21, 0.5, 2), ("elman", 6, 2, 0.2, 3)]
 
 
 def test_panel_step_cases_cover_the_kernel():
-    """The cases below reach rows shorter than a vector, rows of 8 or more, a row of exactly 64 numbers
-    and rows of 65–71 (split 56 + the rest)."""
+    """The cases below reach rows shorter than a vector, rows of a vector or more, a row of exactly
+    one pass and rows of up to a vector more (split ``_WIDE − _LANES`` + the rest)."""
     from rtrl_validation.simulations.estimators.masked import build_structure
+    from rtrl_validation.simulations.kernels_sparse import _LANES, _WIDE
     w = np.concatenate([build_structure(make_cell(name, hidden, inputs, density=density, mask_seed=3), n).panels.width
                         for name, hidden, inputs, density, n in STEP_CASES])
-    assert np.any(w < 8) and np.any((w >= 8) & (w < 64)) and np.any(w == 64) and np.any((w > 64) & (w < 72))
+    assert np.any(w < _LANES) and np.any((w >= _LANES) & (w < _WIDE)) and np.any(w == _WIDE) \
+        and np.any((w > _WIDE) & (w < _WIDE + _LANES)) and np.any(w > _WIDE + _LANES)
 
 
 @pytest.mark.parametrize("name,hidden,inputs,density,n", STEP_CASES)
