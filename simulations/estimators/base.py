@@ -28,8 +28,9 @@ import numpy as np
 
 from ..plain import restore, to_plain
 
-_ZERO = np.zeros(())
+_ZERO = np.zeros(())                   # an online estimator's flushed gradient: read-only, broadcast
 _ZERO.flags.writeable = False
+
 
 @dataclass(frozen=True)
 class Capabilities:
