@@ -26,6 +26,7 @@ import numba
 import numpy as np
 
 from .aligned import LANES, aligned_empty
+from .kernels_dense import prefetch, product_and_credit
 
 _jit = numba.njit(cache=True, nogil=True)
 
@@ -589,39 +590,6 @@ def _within(x, bound):
     return ok
 
 
-#: from this many replicates on, the RTRL/TBPTT products of a step are one call of numpy's batched
-#: ``matmul`` (:func:`_batched_product`); below, one ``np.dot`` per replicate (see :func:`elman_online_steps`)
-BATCHED_FROM = 16
-
-
-@numba.njit(cache=True)
-def _batched_product(D, J, out):
-    """``out[b] = D[b] J[b]`` for every ``b`` (``D``: ``B × k × k``; ``J``, ``out``: ``B × k × p``) by
-    numpy's ``matmul`` from compiled code: an object-mode block (about 2 µs a call, holding the GIL;
-    hence no ``nogil`` here) whose loop over ``b`` calls numpy's own OpenBLAS ``dgemm``.  At Elman
-    k = 16 (p = 400) with 64 replicates it took 1.01–1.02 of numpy's batched ``matmul`` called from
-    Python and 0.93–0.95 of one ``np.dot`` per replicate in compiled code (which calls scipy's
-    older OpenBLAS; the difference is the library's, not the calls')."""
-    with numba.objmode():
-        np.matmul(D, J, out=out)
-
-
-@_jit
-def _influence_product(Dt, cur, nxt, b0, b1, restart, batched):
-    """``[D_t; c_t D_t] J_{t−1}`` (THEORY §2.1, before ``+ I_t``) for replicates ``b0 … b1−1``:
-    ``Dt[b]`` (``(k+1) × k``: ``D_t`` and, as its last row, ``c_t D_t``) times the first ``k`` rows
-    of ``cur[b]`` (``(k+1) × p``) into ``nxt[b]``; zero when the influence restarts (TBPTT).
-    ``batched``: one :func:`_batched_product`, else one ``np.dot`` each."""
-    k = Dt.shape[2]
-    if restart:
-        nxt[b0:b1] = 0.0                                               # D_t · 0
-    elif batched:
-        _batched_product(Dt[b0:b1], cur[b0:b1, :k], nxt[b0:b1])
-    else:
-        for b in range(b0, b1):
-            np.dot(Dt[b], cur[b, :k], nxt[b])
-
-
 @_jit
 def _add_input_and_credit(Jb, ds, ah, credit, g):
     """``J_t = D_t J_{t−1} + I_t`` in place and ``g_t = c_t J_t = c_t D_t J_{t−1} + c_t I_t``
@@ -642,9 +610,46 @@ def _add_input_and_credit(Jb, ds, ah, credit, g):
 
 
 @_jit
+def _add_input_credit_and_update(Jb, ds, ah, credit, th, alpha, part, g):
+    """:func:`_add_input_and_credit` with the SGD update ``θ ← θ − α g_t`` (:func:`elman_online_steps`
+    with ``fuse``), in passes that vectorise: ``I_t`` added along its rows (unit-major); ``c_t D_t
+    J_{t−1}`` (``Jb``'s last row) copied into ``g`` (``p``) in θ's order; then along θ (``th``: ``p``),
+    ``g_t = g + (c_r σ'_r) â_j`` and ``θ`` moved by ``−(α g_t)`` as the unfused update moves it.
+    ``part`` (``3 × k``) receives per row ``r`` the running sums ``Σ_j g²`` (all entries) and
+    ``Σ_{j<k} g²`` (``W``'s), as :func:`_fused_update_pass`, and ``c_r σ'_r`` in its last row."""
+    k, ncols = ds.shape[0], ah.shape[0]
+    gk = Jb[k]
+    for r in range(k):
+        dr = ds[r]
+        o = r * ncols
+        row = Jb[r]
+        for j in range(ncols):
+            row[o + j] += dr * ah[j]
+    for r in range(k):
+        o = r * ncols
+        for j in range(ncols):
+            g[j * k + r] = gk[o + j]
+    g2, w2, cd = part[0], part[1], part[2]
+    for r in range(k):
+        cd[r] = credit[r] * ds[r]
+        g2[r] = 0.0
+        w2[r] = 0.0
+    for j in range(ncols):
+        acc = w2 if j < k else g2
+        a = ah[j]
+        o = j * k
+        for r in range(k):
+            gv = g[o + r] + cd[r] * a
+            th[o + r] += -(alpha * gv)
+            acc[r] += gv * gv
+    for r in range(k):
+        g2[r] += w2[r]
+
+
+@_jit
 def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, urho, nus, fold, mode, tau, tanh, xs,
                        ys, alphas, update_now, t0, learn, train_readout, radius, upper, g_acc, gphi_acc, gblock,
-                       w_loss, w_gnorm, w_g, w_gphi, record_grad, blowup, loss_out, gnorm_out, batched, fuse):
+                       w_loss, w_gnorm, w_g, w_gphi, record_grad, blowup, loss_out, gnorm_out, fuse):
     """Online training steps of an Elman cell ``s_t = σ(W s_{t−1} + U x_t + b)`` (``σ`` = tanh or the
     identity) with a linear readout and the squared loss, SGD and the contraction projection
     (THEORY.md §2 "Online RTRL", §3, §5): the loop of :class:`simulations.training.OnlineTrainer`
@@ -655,16 +660,15 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
     ``c_t = Vᵀ δ``, ``∂ℓ/∂φ = [vec(s δᵀ); δ]`` (THEORY §1); ``D_t = diag(σ') W``,
     ``I_t[r, j·k + r] = σ'_r â_j`` (§3) and
 
-    * ``mode = MODE_RTRL``: ``J_t = D_t J_{t−1} + I_t``, ``g_t = c_t J_t`` (§2.1): the products
-      ``[D_t; c_t D_t] J_{t−1}`` (``(k+1) × k`` by ``k × p``, BLAS ``dgemm``) into the other buffer,
-      then per replicate ``I_t``'s ``k (k+m+1)`` entries added and ``g_t = c_t D_t J_{t−1} + c_t I_t``
-      from the last row (:func:`_add_input_and_credit`), so ``J_t`` is not read back (with 64
-      replicates it is 3.3 MB, beyond the L2).
-      ``batched``: every replicate's forward step and ``D_t`` first, then all products in one call of
-      numpy's batched ``matmul`` (:func:`_batched_product`), then the rest of each replicate's step;
-      else replicate by replicate with one ``np.dot`` each (per replicate the same arithmetic; the
-      two ``dgemm`` are numpy's and scipy's OpenBLAS, whose products were bit-equal on the machine
-      measured, k = 4 … 32).  ``J3``, ``J3next``: ``B × (k+1) × p`` (the estimator's buffers; their
+    * ``mode = MODE_RTRL``: ``J_t = D_t J_{t−1} + I_t``, ``g_t = c_t J_t`` (§2.1), replicate by
+      replicate: ``D_t J_{t−1}`` into the other buffer and ``c_t D_t J_{t−1}`` into its last row in one
+      register-blocked pass (:func:`~simulations.kernels_dense.product_and_credit`, which also asks the
+      cache for the next replicate's ``J_{t−1}`` and ``θ``), then ``I_t``'s ``k (k+m+1)`` entries
+      added and ``g_t = c_t D_t J_{t−1} + c_t I_t`` from the last row (:func:`_add_input_and_credit`;
+      with ``fuse``, :func:`_add_input_credit_and_update` also moves ``θ`` by ``−α_t g_t`` and sums
+      ``‖g_t‖²``, as for SnAp-1 below), while the replicate's ``J_t`` is still in the L1 or L2 (with
+      64 replicates at Elman k = 16 the buffers are 3.5 MB each, beyond the L2).
+      ``J3``, ``J3next``: ``B × (k+1) × p`` (the estimator's buffers; their
       last row receives ``c_t D_t J_{t−1}``), ``J_{t−1}`` in the first ``k`` rows of ``J3`` at the first step;
       the two swap roles at every step, so after an odd number of steps ``J`` is in ``J3next`` (the
       caller swaps them back).  Columns in the unit-major order (``jpos``, unused here): θ's column
@@ -704,12 +708,8 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
     nk = n_out * k
     ncols = k + m + 1
     influence = mode == MODE_RTRL or mode == MODE_TBPTT
-    group = B if influence and batched else 1
-    AH = np.empty((B, ncols))                          # per replicate: â, σ', c_t, ∂ℓ/∂φ
-    DS = np.empty((B, k))
-    CR = np.empty((B, k))
-    DPHI = np.empty((B, phi.shape[1]))
-    Dt = np.empty((B, k + 1, k))                       # [D_t; c_t D_t] per replicate (RTRL, TBPTT)
+    ah, ds, credit, dphi = np.empty(ncols), np.empty(k), np.empty(k), np.empty(phi.shape[1])   # â, σ', c_t, ∂ℓ/∂φ
+    Dt = np.empty((k, k))                              # D_t, column-major (RTRL, TBPTT)
     z = np.empty(k)
     cds = np.empty(k)
     Ds = np.empty(k)
@@ -725,160 +725,159 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
     for i in range(n):
         t = t0 + i + 1
         out = False
-        fused = (mode == MODE_SNAP1 or mode == MODE_UORO) and fuse and learn and update_now[i]
+        fused = mode != MODE_TBPTT and fuse and learn and update_now[i]
         cur, nxt = (J3, J3next) if i % 2 == 0 else (J3next, J3)
-        for b0 in range(0, B, group):
-            b1 = min(b0 + group, B)
-            for b in range(b0, b1):
-                ah, ds, credit, dphi = AH[b], DS[b], CR[b], DPHI[b]
+        for b in range(B):
+            for r in range(k):
+                ah[r] = s[b, r]
+            for j in range(m):
+                ah[k + j] = xs[i, b, j]
+            ah[k + m] = 1.0
+            z[:] = 0.0
+            th = theta[b]
+            for j in range(ncols):                                 # z = A â, the sum over j in order
+                a = ah[j]
+                col = th[j * k:(j + 1) * k]
                 for r in range(k):
-                    ah[r] = s[b, r]
-                for j in range(m):
-                    ah[k + j] = xs[i, b, j]
-                ah[k + m] = 1.0
+                    z[r] += col[r] * a
+            if tanh:
+                tanh_into(z, sig, bits)
+            for r in range(k):
+                sn = sig[r] if tanh else z[r]
+                ds[r] = 1.0 - sn * sn if tanh else 1.0
+                s[b, r] = sn
+            loss = 0.0
+            for o in range(n_out):
+                yh = 0.0
+                for r in range(k):
+                    yh += phi[b, r * n_out + o] * s[b, r]
+                d = (yh + phi[b, nk + o]) - ys[i, b, o]
+                delta[o] = d
+                loss += d * d
+            loss_out[b] = 0.5 * loss
+            for r in range(k):
+                acc = 0.0
+                for o in range(n_out):
+                    acc += delta[o] * phi[b, r * n_out + o]
+                credit[r] = acc
+                for o in range(n_out):
+                    dphi[r * n_out + o] = s[b, r] * delta[o]
+            for o in range(n_out):
+                dphi[nk + o] = delta[o]
+            # the influence and the gradient estimate
+            if mode == MODE_UORO:
                 z[:] = 0.0
-                th = theta[b]
-                for j in range(ncols):                                 # z = A â, the sum over j in order
-                    a = ah[j]
-                    col = th[j * k:(j + 1) * k]
+                for l in range(k):                                     # W s̃
+                    a = ut[b, l]
+                    col = th[l * k:(l + 1) * k]
                     for r in range(k):
                         z[r] += col[r] * a
-                if tanh:
-                    tanh_into(z, sig, bits)
+                nD, aa, cc = 0.0, 0.0, 0.0
                 for r in range(k):
-                    sn = sig[r] if tanh else z[r]
-                    ds[r] = 1.0 - sn * sn if tanh else 1.0
-                    s[b, r] = sn
-                loss = 0.0
-                for o in range(n_out):
-                    yh = 0.0
-                    for r in range(k):
-                        yh += phi[b, r * n_out + o] * s[b, r]
-                    d = (yh + phi[b, nk + o]) - ys[i, b, o]
-                    delta[o] = d
-                    loss += d * d
-                loss_out[b] = 0.5 * loss
+                    Ds[r] = ds[r] * z[r]
+                    nD += Ds[r] * Ds[r]
+                for j in range(ncols):
+                    aa += ah[j] * ah[j]
                 for r in range(k):
-                    acc = 0.0
-                    for o in range(n_out):
-                        acc += delta[o] * phi[b, r * n_out + o]
-                    credit[r] = acc
-                    for o in range(n_out):
-                        dphi[r * n_out + o] = s[b, r] * delta[o]
-                for o in range(n_out):
-                    dphi[nk + o] = delta[o]
-                # the influence and the gradient estimate
-                if mode == MODE_UORO:
-                    z[:] = 0.0
-                    for l in range(k):                                     # W s̃
-                        a = ut[b, l]
-                        col = th[l * k:(l + 1) * k]
-                        for r in range(k):
-                            z[r] += col[r] * a
-                    nD, aa, cc = 0.0, 0.0, 0.0
-                    for r in range(k):
-                        Ds[r] = ds[r] * z[r]
-                        nD += Ds[r] * Ds[r]
-                    for j in range(ncols):
-                        aa += ah[j] * ah[j]
-                    for r in range(k):
-                        cds[r] = nus[i, b, r] * ds[r]                      # ν G
-                        cc += cds[r] * cds[r]
-                    nI = np.sqrt(aa * cc)
-                    nD = np.sqrt(nD)
-                    num0 = ufac[b] * np.sqrt(usq[b])
-                    r0 = np.sqrt(num0 / nD) if 0.0 < num0 < np.inf and 0.0 < nD < np.inf else 1.0
-                    r1 = np.sqrt(nI / rk) if 0.0 < nI < np.inf else 1.0
-                    for r in range(k):
-                        ut[b, r] = r0 * Ds[r] + r1 * nus[i, b, r]
-                    fac = ufac[b] / r0
-                    urho[b, 0], urho[b, 1] = r0, r1
-                    if not fold[0] <= fac <= fold[1]:
-                        for c in range(p):
-                            X[b, c] *= fac
-                        fac = 1.0
-                    ufac[b] = fac
-                    alpha_u = 1.0 / (r1 * fac)
-                    cs = 0.0
-                    for r in range(k):
-                        cs += credit[r] * ut[b, r]
-                    gamma = cs * fac
-                    if fused:                                              # with the SGD update, one pass
-                        for j in range(ncols):
-                            va[j] = alpha_u * ah[j]
-                        cg[:] = gamma
-                        _fused_update_pass(X[b], th, ones, cds, va, cg, alphas[i], k, part, True)
-                        GN2[b], DW[b], usq[b] = part[0].sum(), part[1].sum(), part[2].sum()
-                    else:
-                        Xb = X[b]
-                        for j in range(ncols):                             # θ̃ += (ν G) ⊗ â / (ρ₁ factor)
-                            a = alpha_u * ah[j]
-                            Xr = Xb[j * k:(j + 1) * k]
-                            for r in range(k):
-                                Xr[r] = Xr[r] + a * cds[r]
-                        for c in range(p):
-                            g[c] = gamma * Xb[c]
-                        usq[b] = _sum_squares(Xb)
-                elif mode == MODE_SNAP1 and fused:
-                    for r in range(k):
-                        z[r] = ds[r] * theta[b, r * k + r]                 # D_t's diagonal
-                    _fused_update_pass(J2[b], th, z, ds, ah, credit, alphas[i], k, part, False)
-                    GN2[b], DW[b] = part[0].sum(), part[1].sum()
-                elif mode == MODE_SNAP1:
-                    for r in range(k):
-                        z[r] = ds[r] * theta[b, r * k + r]                 # D_t's diagonal
-                    for j in range(ncols):
-                        for r in range(k):
-                            c = j * k + r
-                            e = jpos[c]
-                            v = z[r] * J2[b, e] + ah[j] * ds[r]
-                            J2[b, e] = v
-                            g[c] = credit[r] * v
-                else:
-                    for l in range(k):
-                        Dt[b, k, l] = 0.0
-                    for r in range(k):                                     # D_t = diag(σ') W, c_t D_t
-                        dr, cr = ds[r], credit[r]
-                        for l in range(k):
-                            x = dr * theta[b, l * k + r]
-                            Dt[b, r, l] = x
-                            Dt[b, k, l] += cr * x
-            if influence:
-                _influence_product(Dt, cur, nxt, b0, b1, mode == MODE_TBPTT and (t - 1) % tau == 0, batched)
-            for b in range(b0, b1):
-                if influence:
-                    _add_input_and_credit(nxt[b], DS[b], AH[b], CR[b], g)
-                    if mode == MODE_TBPTT:
-                        for c in range(p):
-                            gblock[b, c] += g[c]
-                        if t % tau == 0:
-                            for c in range(p):
-                                g[c] = gblock[b, c]
-                                gblock[b, c] = 0.0
-                        else:
-                            g[:] = 0.0
-                loss = loss_out[b]
-                dphi = DPHI[b]
-                gn = np.sqrt(GN2[b] if fused else _sum_squares(g))
-                gnorm_out[b] = gn
-                w_loss[b] += loss
-                w_gnorm[b] += gn
-                if record_grad:
+                    cds[r] = nus[i, b, r] * ds[r]                      # ν G
+                    cc += cds[r] * cds[r]
+                nI = np.sqrt(aa * cc)
+                nD = np.sqrt(nD)
+                num0 = ufac[b] * np.sqrt(usq[b])
+                r0 = np.sqrt(num0 / nD) if 0.0 < num0 < np.inf and 0.0 < nD < np.inf else 1.0
+                r1 = np.sqrt(nI / rk) if 0.0 < nI < np.inf else 1.0
+                for r in range(k):
+                    ut[b, r] = r0 * Ds[r] + r1 * nus[i, b, r]
+                fac = ufac[b] / r0
+                urho[b, 0], urho[b, 1] = r0, r1
+                if not fold[0] <= fac <= fold[1]:
                     for c in range(p):
-                        w_g[b, c] += g[c]
-                    for c in range(dphi.size):
-                        w_gphi[b, c] += dphi[c]
-                if learn:
-                    if not fused:                                      # fused: θ has moved already
-                        for c in range(p):
-                            g_acc[b, c] += g[c]
-                    for c in range(dphi.size):
-                        gphi_acc[b, c] += dphi[c]
+                        X[b, c] *= fac
+                    fac = 1.0
+                ufac[b] = fac
+                alpha_u = 1.0 / (r1 * fac)
+                cs = 0.0
                 for r in range(k):
-                    if not (-blowup < s[b, r] < blowup):
-                        out = True
-                if not (gn < blowup) or not np.isfinite(loss):
+                    cs += credit[r] * ut[b, r]
+                gamma = cs * fac
+                if fused:                                              # with the SGD update, one pass
+                    for j in range(ncols):
+                        va[j] = alpha_u * ah[j]
+                    cg[:] = gamma
+                    _fused_update_pass(X[b], th, ones, cds, va, cg, alphas[i], k, part, True)
+                    GN2[b], DW[b], usq[b] = part[0].sum(), part[1].sum(), part[2].sum()
+                else:
+                    Xb = X[b]
+                    for j in range(ncols):                             # θ̃ += (ν G) ⊗ â / (ρ₁ factor)
+                        a = alpha_u * ah[j]
+                        Xr = Xb[j * k:(j + 1) * k]
+                        for r in range(k):
+                            Xr[r] = Xr[r] + a * cds[r]
+                    for c in range(p):
+                        g[c] = gamma * Xb[c]
+                    usq[b] = _sum_squares(Xb)
+            elif mode == MODE_SNAP1 and fused:
+                for r in range(k):
+                    z[r] = ds[r] * theta[b, r * k + r]                 # D_t's diagonal
+                _fused_update_pass(J2[b], th, z, ds, ah, credit, alphas[i], k, part, False)
+                GN2[b], DW[b] = part[0].sum(), part[1].sum()
+            elif mode == MODE_SNAP1:
+                for r in range(k):
+                    z[r] = ds[r] * theta[b, r * k + r]                 # D_t's diagonal
+                for j in range(ncols):
+                    for r in range(k):
+                        c = j * k + r
+                        e = jpos[c]
+                        v = z[r] * J2[b, e] + ah[j] * ds[r]
+                        J2[b, e] = v
+                        g[c] = credit[r] * v
+            else:
+                for l in range(k):                                     # D_t = diag(σ') W, column-major
+                    for r in range(k):
+                        Dt[l, r] = ds[r] * th[l * k + r]
+                if mode == MODE_TBPTT and (t - 1) % tau == 0:
+                    nxt[b] = 0.0                                       # D_t · 0
+                else:
+                    bn = b + 1 if b + 1 < B else b
+                    ahead = cur[bn, :k].ravel()                        # the next replicate's J_{t−1}
+                    prefetch(theta[bn])                                # and its θ
+                    product_and_credit(Dt.ravel(), cur[b, :k].ravel(), nxt[b, :k].ravel(), nxt[b, k], credit,
+                                       ahead)
+            if influence and fused:
+                _add_input_credit_and_update(nxt[b], ds, ah, credit, th, alphas[i], part, g)
+                GN2[b], DW[b] = part[0].sum(), part[1].sum()
+            elif influence:
+                _add_input_and_credit(nxt[b], ds, ah, credit, g)
+                if mode == MODE_TBPTT:
+                    for c in range(p):
+                        gblock[b, c] += g[c]
+                    if t % tau == 0:
+                        for c in range(p):
+                            g[c] = gblock[b, c]
+                            gblock[b, c] = 0.0
+                    else:
+                        g[:] = 0.0
+            loss = loss_out[b]
+            gn = np.sqrt(GN2[b] if fused else _sum_squares(g))
+            gnorm_out[b] = gn
+            w_loss[b] += loss
+            w_gnorm[b] += gn
+            if record_grad:
+                for c in range(p):
+                    w_g[b, c] += g[c]
+                for c in range(dphi.size):
+                    w_gphi[b, c] += dphi[c]
+            if learn:
+                if not fused:                                      # fused: θ has moved already
+                    for c in range(p):
+                        g_acc[b, c] += g[c]
+                for c in range(dphi.size):
+                    gphi_acc[b, c] += dphi[c]
+            for r in range(k):
+                if not (-blowup < s[b, r] < blowup):
                     out = True
+            if not (gn < blowup) or not np.isfinite(loss):
+                out = True
         if learn and update_now[i]:
             alpha = alphas[i]
             moved = mode != MODE_TBPTT

@@ -6,10 +6,10 @@ the projection's batched SVD.  For the setting of the convergence experiment, an
 (contractive) Elman cell with ``σ`` = tanh or the identity, a linear readout with the squared
 loss, SGD and the contraction projection :class:`SpectralClip`, with exact RTRL, SnAp-1,
 TBPTT(τ) or UORO, :class:`ElmanKernel` runs the steps between two checkpoints in one call of
-:func:`simulations.kernels.elman_online_steps`; with many replicates (``batched_from``) exact
-RTRL's and TBPTT's products of a step are one batched ``matmul``, and SnAp-1's and UORO's step and
-SGD update are one pass over the influence (or ``θ̃``'s direction) and ``θ`` when every step
-updates (``fuse``).  The trainer keeps everything
+:func:`simulations.kernels.elman_online_steps`; exact RTRL's and TBPTT's product of a step is
+one register-blocked pass per replicate (:mod:`simulations.kernels_dense`), and exact RTRL's,
+SnAp-1's and UORO's gradient and SGD update are one pass over ``θ`` (with SnAp-1's influence or
+UORO's ``θ̃`` direction) when every step updates (``fuse``).  The trainer keeps everything
 else (data chunks, step sizes, window records, divergence bookkeeping, checkpoints); the
 estimator's own state arrays are updated in place (exact RTRL's two buffers swapped as its ``step`` swaps them), so
 checkpoints, ``influence`` and resumption are unchanged.  UORO's signs come from the run's
@@ -30,7 +30,7 @@ from .estimators.snap import SnAp
 from .estimators.signs import rademacher
 from .estimators.uoro import FOLD_RANGE, UORO
 from .jacobians import row_dot, unit_major
-from .kernels import (BATCHED_FROM, MODE_RTRL, MODE_SNAP1, MODE_TBPTT, MODE_UORO, elman_online_steps,
+from .kernels import (MODE_RTRL, MODE_SNAP1, MODE_TBPTT, MODE_UORO, elman_online_steps,
                       top_singular_values)
 from .optimizers import SGD
 from .readouts import LinearReadout
@@ -87,25 +87,19 @@ class _Run:
     upper: np.ndarray
     loss: np.ndarray
     gnorm: np.ndarray
-    batched: bool             # RTRL, TBPTT: all replicates' products in one batched matmul
-    fuse: bool = False        # SnAp-1, UORO: the step and the SGD update in one pass (see elman_online_steps)
+    fuse: bool = False        # RTRL, SnAp-1, UORO: the gradient and the SGD update in one pass (see elman_online_steps)
 
 
 class ElmanKernel:
-    """The compiled step loop for a trainer whose parts it covers (:meth:`plan`).
+    """The compiled step loop for a trainer whose parts it covers (:meth:`plan`)."""
 
-    ``batched_from``: from this many replicates on, exact RTRL's and TBPTT's products ``D_t J_{t−1}``
-    of a step are one batched ``matmul`` (:func:`~simulations.kernels.elman_online_steps`).  At
-    Elman k = 16, m = 8, ratios to the bare batched product, batched against one product per
-    replicate: 8 replicates 1.38–1.40 against 1.36–1.37, 16: 1.32 against 1.33–1.36, 32: 1.29–1.30
-    against 1.34–1.35."""
-
-    #: SnAp-1, UORO: the step and the SGD update in one pass over the influence (θ̃'s direction) and
-    #: θ when every step updates and no window gradient is kept (False: the unfused order)
+    #: exact RTRL, SnAp-1, UORO: the gradient and the SGD update in one pass over θ (with SnAp-1's
+    #: influence, UORO's θ̃ direction) when every step updates and no window gradient is kept
+    #: (False: the unfused order)
     fuse = True
 
-    def __init__(self, trainer, mode: int, tau: int, batched_from: int = BATCHED_FROM):
-        self.trainer, self.mode, self.tau, self.batched_from = trainer, mode, tau, batched_from
+    def __init__(self, trainer, mode: int, tau: int):
+        self.trainer, self.mode, self.tau = trainer, mode, tau
         cell = trainer.cell
         self.tanh = cell.activation == "tanh"
         self.radius = trainer.project.radius if trainer.project is not None else 0.0
@@ -176,8 +170,8 @@ class ElmanKernel:
             J3, J2 = no3, np.ascontiguousarray(state.est.J.T)     # B × nnz: a replicate's entries contiguous
             jpos = np.asarray(st.entry_index(np.arange(p) % k, np.arange(p)), dtype=np.int64)
         return _Run(self.mode, max(self.tau, 1), J3, J3next, J2, jpos, uoro, np.zeros((B, p)), np.full(B, np.inf),
-                    np.zeros(B), np.zeros(B), B >= self.batched_from,
-                    self.fuse and (self.mode == MODE_UORO
+                    np.zeros(B), np.zeros(B),
+                    self.fuse and (self.mode in (MODE_UORO, MODE_RTRL)
                                    or (self.mode == MODE_SNAP1 and bool(np.array_equal(jpos, np.arange(p))))))
 
     def steps(self, run: _Run, state, win, xs, ys, alphas, update_now, lo: int, hi: int, rng) -> int:
@@ -204,7 +198,7 @@ class ElmanKernel:
             alphas[lo:hi] if learn else np.zeros(hi - lo), update_now[lo:hi], state.t, learn, tr.train_readout,
             self.radius, run.upper, state.g_acc, state.gphi_acc, run.gblock, win.loss, win.gnorm,
             win.g if win.g is not None else no, win.gphi if win.gphi is not None else no, win.g is not None,
-            float(tr.blowup), run.loss, run.gnorm, run.batched,
+            float(tr.blowup), run.loss, run.gnorm,
             run.fuse and tr.update_every == 1 and win.g is None)
         if run.mode == MODE_SNAP1:
             state.est.J[...] = run.J2.T

@@ -36,25 +36,21 @@ def bound(steps: int, k: int = K, m: int = M) -> float:
     return steps * k * (k + m + 1) * U
 
 
-def problem(activation: str):
+def problem(activation: str, k: int = K, m: int = M):
     if activation == "identity":
-        proc = VAR1Teacher(hidden=2 * K, inputs=M, activation="identity", teacher_rho=0.7, ar=0.5, noise=0.1, seed=1)
+        proc = VAR1Teacher(hidden=2 * k, inputs=m, activation="identity", teacher_rho=0.7, ar=0.5, noise=0.1, seed=1)
     else:
-        proc = MarkovRegime(inputs=M, states=3, stay=0.9, lag=3, noise=0.1, seed=1)
-    cell = make_cell("contractive-elman", K, M, rho=0.9, activation=activation)
+        proc = MarkovRegime(inputs=m, states=3, stay=0.9, lag=3, noise=0.1, seed=1)
+    cell = make_cell("contractive-elman", k, m, rho=0.9, activation=activation)
     return cell, LinearReadout(cell.k, proc.n_out, proc.loss), proc
 
 
 def train(spec, activation, kernel, steps=T, alpha0=0.05, update_every=1, learn=True, project=True,
-          record_grad=True, slot=False, batched_from=None):
-    """``batched_from``: the kernel's threshold for one batched product over the replicates (RTRL,
-    TBPTT; :class:`ElmanKernel`); by default ``B = 3`` runs below it, one product per replicate."""
-    cell, ro, proc = problem(activation)
+          record_grad=True, slot=False, k=K, m=M):
+    cell, ro, proc = problem(activation, k, m)
     tr = OnlineTrainer(cell, ro, parse_estimator(spec), proc, Schedule(alpha0, 100.0, 0.75) if learn else None,
                        update_every, project=SpectralClip(cell) if project else None,
                        checkpoints=log_checkpoints(steps, 12), record_grad=record_grad, chunk=64, kernel=kernel)
-    if batched_from is not None:
-        tr.kernel.batched_from = batched_from
     rng = np.random.default_rng(4)
     state = tr.init(cell.init(rng, scale=2.5, batch=B), ro.init(rng, B), rng)
     state, traj = tr.run(state, steps, rng, checkpoint=slot)
@@ -66,7 +62,7 @@ def assert_close(ref, fast, steps=T):
     assert tr.kernel is not None
     a1, a2 = t1.arrays(), t2.arrays()
     assert a1.keys() == a2.keys()
-    tol = bound(steps)
+    tol = bound(steps, tr.cell.k, tr.cell.m)
     for name in a1:
         scale = max(1.0, float(np.abs(a1[name]).max()))
         assert np.abs(a1[name] - a2[name]).max() <= tol * scale, name
@@ -95,38 +91,33 @@ def test_kernel_matches_the_general_loop(spec, activation):
 
 
 @pytest.mark.parametrize("spec", ["rtrl", "tbptt-2"])
-@pytest.mark.parametrize("batched_from", [1, None])
-def test_kernel_matches_with_sparse_updates_frozen_and_unprojected(spec, batched_from):
-    assert_close(train(spec, "tanh", False, update_every=2),
-                 train(spec, "tanh", True, update_every=2, batched_from=batched_from))
+def test_kernel_matches_with_sparse_updates_frozen_and_unprojected(spec):
+    assert_close(train(spec, "tanh", False, update_every=2), train(spec, "tanh", True, update_every=2))
     assert_close(train(spec, "identity", False, project=False, alpha0=0.01),
-                 train(spec, "identity", True, project=False, alpha0=0.01, batched_from=batched_from))
-    assert_close(train(spec, "tanh", False, learn=False),
-                 train(spec, "tanh", True, learn=False, batched_from=batched_from))
+                 train(spec, "identity", True, project=False, alpha0=0.01))
+    assert_close(train(spec, "identity", False, project=False, alpha0=0.01, record_grad=False),      # RTRL: fused
+                 train(spec, "identity", True, project=False, alpha0=0.01, record_grad=False))
+    assert_close(train(spec, "tanh", False, learn=False), train(spec, "tanh", True, learn=False))
 
 
-@pytest.mark.parametrize("spec", ["rtrl", "tbptt-1", "tbptt-4"])
-@pytest.mark.parametrize("activation", ["identity", "tanh"])
-def test_batched_products_match_the_general_loop_and_the_replicate_loop(spec, activation):
-    """All replicates' products ``D_t J_{t−1}`` of a step in one batched ``matmul`` (``batched_from = 1``):
-    the general loop's numbers to the rounding bound, and those of the kernel with one product per
-    replicate to the same bound (the two call different BLAS libraries; per replicate the
-    arithmetic is the same)."""
-    ref = train(spec, activation, kernel=False)
-    one = train(spec, activation, kernel=True)
-    fast = train(spec, activation, kernel=True, batched_from=1)
-    assert fast[0].kernel.begin(fast[1], 4, np.random.default_rng(0)).batched
-    assert not one[0].kernel.begin(one[1], 4, np.random.default_rng(0)).batched
-    assert_close(ref, fast)
-    assert_close(one, fast)
-    assert np.any(np.isclose(ref[2].arrays()["contraction"], 0.9, rtol=1e-9, atol=0))
+@pytest.mark.parametrize("spec", ["rtrl", "tbptt-4"])
+@pytest.mark.parametrize("record_grad", [True, False])
+def test_products_of_several_row_blocks_match_the_general_loop(spec, record_grad):
+    """k = 11, m = 3 (p = 165): the product's rows in two blocks with AVX-512 (three with AVX2) and a
+    last block of columns that overlaps the one before
+    (:func:`~rtrl_validation.simulations.kernels_dense.product_and_credit`); exact RTRL without a
+    window gradient takes the one-pass update (``fuse``)."""
+    steps = 120
+    ref = train(spec, "tanh", kernel=False, steps=steps, record_grad=record_grad, k=11, m=3)
+    fast = train(spec, "tanh", kernel=True, steps=steps, record_grad=record_grad, k=11, m=3)
+    assert_close(ref, fast, steps)
 
 
-@pytest.mark.parametrize("batched_from", [1, None])
-def test_the_comparison_can_fail(batched_from):
+@pytest.mark.parametrize("record_grad", [True, False])
+def test_the_comparison_can_fail(record_grad):
     """α₀ changed by one part in 10⁸: θ moves by far more than the rounding bound."""
-    ref = train("rtrl", "identity", kernel=False, alpha0=0.05 * (1 + 1e-8))
-    fast = train("rtrl", "identity", kernel=True, batched_from=batched_from)
+    ref = train("rtrl", "identity", kernel=False, alpha0=0.05 * (1 + 1e-8), record_grad=record_grad)
+    fast = train("rtrl", "identity", kernel=True, record_grad=record_grad)
     with pytest.raises(AssertionError):
         assert_close(ref, fast)
 
@@ -222,8 +213,7 @@ def test_influence_norms_without_the_formed_influence(spec, density):
     assert np.any(np.abs(est.influence_norms(st) - ref) > tol * ref)
 
 
-@pytest.mark.parametrize("batched_from", [1, None])
-def test_divergence_is_recorded_at_the_same_step(batched_from):
+def test_divergence_is_recorded_at_the_same_step():
     results = []
     for kernel in (False, True):
         cell, ro, proc = problem("identity")
@@ -231,8 +221,6 @@ def test_divergence_is_recorded_at_the_same_step(batched_from):
         theta, phi = cell.init(rng, batch=2), ro.init(rng, 2)
         theta[:, cell.block["W"].cols] = (3.0 * np.eye(K)).ravel()      # unstable, no projection
         tr = OnlineTrainer(cell, ro, parse_estimator("rtrl"), proc, Schedule(10.0), record_every=1, kernel=kernel)
-        if kernel and batched_from is not None:
-            tr.kernel.batched_from = batched_from
         state, traj = tr.run(tr.init(theta, phi, np.random.default_rng(0)), 200, np.random.default_rng(0))
         results.append((state.t, traj.diverged_at, traj.diverged_reason, state.diverged.tolist()))
     assert results[0][1] is not None and results[0][1] < 200
@@ -325,10 +313,11 @@ def test_tanh_into_is_within_four_ulp_of_tanh():
 
 
 @pytest.mark.parametrize("activation", ["identity", "tanh"])
-@pytest.mark.parametrize("spec, project", [("snap-1", True), ("snap-1", False), ("uoro", True)])
+@pytest.mark.parametrize("spec, project", [("snap-1", True), ("snap-1", False), ("uoro", True), ("rtrl", True)])
 def test_step_and_update_in_one_pass_match_the_general_loop(spec, project, activation):
-    """Without a window gradient and with an update at every step, SnAp-1's (UORO's) step and the
-    SGD update are one pass (``ElmanKernel.fuse``); within the same bound of the general loop (UORO
+    """Without a window gradient and with an update at every step, SnAp-1's (UORO's) step, or exact
+    RTRL's gradient, and the SGD update are one pass (``ElmanKernel.fuse``); within the same bound of
+    the general loop (UORO
     at its convergence-experiment step size, as in :func:`test_kernel_matches_the_general_loop`,
     and projected: without the projection the linear student diverges at step 49 in both loops and
     the difference grows with θ)."""
@@ -388,3 +377,29 @@ def test_rtrl_input_and_credit_against_numpy():
     _add_input_and_credit(J1, ds, ah, c, g1)
     np.testing.assert_array_equal(J1[:k], J)
     np.testing.assert_array_equal(g1, g)
+
+
+def test_rtrl_input_credit_and_update_against_numpy():
+    """``_add_input_credit_and_update`` against numpy: ``J_t`` as :func:`_add_input_and_credit` forms it
+    and ``θ − α g_t`` exactly (the same operations), ``c_t D_t J_{t−1}`` in θ's order in ``g``, and the
+    running sums within ``n u`` of ``‖g_t‖²`` and of ``‖g_t‖²`` over ``W``'s entries."""
+    from rtrl_validation.simulations.kernels import _add_input_credit_and_update
+    k, m = 5, 3
+    q = k + m + 1
+    p = k * q
+    rng = np.random.default_rng(2)
+    Jb = rng.standard_normal((k + 1, p))
+    ds, ah, c = rng.random(k), rng.standard_normal(q), rng.standard_normal(k)
+    th, alpha = rng.standard_normal(p), 0.3
+    J = Jb[:k].copy()
+    for r in range(k):
+        J[r, r * q:(r + 1) * q] += ds[r] * ah
+    last = Jb[k].reshape(k, q).T.reshape(-1)                          # c_t D_t J_{t−1}, θ's order
+    g = last + ((c * ds)[None, :] * ah[:, None]).reshape(-1)          # θ's order: j·k + r
+    J1, th1, part, g1 = Jb.copy(), th.copy(), np.empty((3, k)), np.empty(p)
+    _add_input_credit_and_update(J1, ds, ah, c, th1, alpha, part, g1)
+    np.testing.assert_array_equal(J1[:k], J)
+    np.testing.assert_array_equal(g1, last)
+    np.testing.assert_array_equal(th1, th + -(alpha * g))
+    for got, want in ((part[0].sum(), g @ g), (part[1].sum(), g[:k * k] @ g[:k * k])):
+        assert abs(got - want) <= p * U * want

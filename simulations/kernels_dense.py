@@ -1,0 +1,198 @@
+"""A register-blocked small dense product with the credit row summed in registers (THEORY.md §2.1).
+
+Exact RTRL's step on a small network is the product ``D_t J_{t−1}`` (``k × k`` by ``k × p``) and
+the gradient's row ``c_t D_t J_{t−1}``.  BLAS ``dgemm`` forms the product well enough in a call of
+its own, but the credit row then needs either an extra row of the product (``[D_t; c_t D_t]``) or
+another pass over the ``k × p`` result, and at Elman ``k = 16`` with 64 replicates that result
+(3.3 MB) has left the L2 by the time the step's other passes read it.  :func:`product_and_credit`
+forms a block of ``r ≤ _ROWS`` rows and ``v ≤ _VECTORS`` vectors of columns in registers, one
+vector FMA per input row and accumulator, stores it, and adds ``c_R · row`` into the block's
+columns of the credit row while the rows are still in registers.  numba's vectoriser does not
+produce this loop, so it is written in LLVM IR (:func:`_emit_block`), as the sparse kernels are
+(:mod:`simulations.kernels_sparse`).
+
+Each entry of the product is ``Σ_l D[R, l] · J[l, j]`` summed in order of ``l`` with one fused
+multiply-add each (OpenBLAS's order on the machines measured: the products were bit-equal to
+``np.matmul``); the credit row adds the rows in order of ``R``, one fused multiply-add each.
+
+Reference (numpy): :func:`product_and_credit_reference`.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from .kernels_sparse import _LANES, _i64
+
+_jit = numba.njit(cache=True, nogil=True)
+
+#: rows and vectors of a block: ``_ROWS · _VECTORS`` accumulators, ``_VECTORS`` loads and ``_ROWS``
+#: broadcasts per input row (AVX-512: 32 registers of 8 numbers; AVX2: 16 of 4)
+_ROWS, _VECTORS = (8, 3) if _LANES == 8 else (4, 3)
+
+
+def _emit_block(context, builder, signature, args, nr: int, nv: int) -> None:
+    """LLVM IR of :func:`_block` for ``nr`` rows and ``nv`` vectors (see there)."""
+    D_, X_, out_, G_, c_, k_, ld_, r0_, j0_, first_ = args[:10]
+    a = signature.args
+    Dd, Xd, Od, Gd, Cd = (context.make_array(a[i])(context, builder, x).data
+                          for i, x in ((0, D_), (1, X_), (2, out_), (3, G_), (4, c_)))
+    f64, i64, i32 = ir.DoubleType(), ir.IntType(64), ir.IntType(32)
+    vt = ir.VectorType(f64, _LANES)
+    vp = vt.as_pointer()
+    zero = ir.Constant(vt, [0.0] * _LANES)
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt, vt]), f"llvm.fma.v{_LANES}f64")
+    k, ld, r0, j0 = (_i64(builder, x) for x in (k_, ld_, r0_, j0_))
+
+    def broadcast(x):
+        v = builder.insert_element(ir.Constant(vt, ir.Undefined), x, ir.Constant(i32, 0))
+        return builder.shuffle_vector(v, ir.Constant(vt, ir.Undefined),
+                                      ir.Constant(ir.VectorType(i32, _LANES), [0] * _LANES))
+
+    def vectors(row):
+        return [builder.bitcast(builder.gep(row, [ir.Constant(i64, _LANES * v)]), vp) for v in range(nv)]
+
+    acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(nv)] for _ in range(nr)]
+    for row in acc:
+        for x in row:
+            builder.store(zero, x)
+    dcol = builder.gep(Dd, [r0])
+    with cgutils.for_range_slice(builder, ir.Constant(i64, 0), k, ir.Constant(i64, 1), inc=True) as (l, _):
+        xs = [builder.load(ptr, align=8) for ptr in vectors(builder.gep(Xd, [builder.add(builder.mul(l, ld), j0)]))]
+        dl = builder.gep(dcol, [builder.mul(l, k)])
+        for i in range(nr):
+            d = broadcast(builder.load(builder.gep(dl, [ir.Constant(i64, i)])))
+            for v in range(nv):
+                builder.store(builder.call(fma, [d, xs[v], builder.load(acc[i][v])]), acc[i][v])
+    gp = vectors(builder.gep(Gd, [j0]))
+    first = builder.icmp_signed("!=", _i64(builder, first_), ir.Constant(i64, 0))
+    g = [builder.select(first, zero, builder.load(ptr, align=8)) for ptr in gp]
+    for i in range(nr):
+        R = builder.add(r0, ir.Constant(i64, i))
+        cr = broadcast(builder.load(builder.gep(Cd, [R])))
+        for v, ptr in enumerate(vectors(builder.gep(Od, [builder.add(builder.mul(R, ld), j0)]))):
+            x = builder.load(acc[i][v])
+            builder.store(x, ptr, align=8)
+            g[v] = builder.call(fma, [cr, x, g[v]])
+    for v, ptr in enumerate(gp):
+        builder.store(g[v], ptr, align=8)
+
+
+@intrinsic
+def _block(typingctx, D, X, out, G, credit, k, ld, r0, j0, first, nr, nv):
+    """Rows ``r0 … r0+nr−1`` and the ``nv · _LANES`` columns from ``j0`` of ``out = D X`` and of
+    ``G = credit · out``::
+
+        out[R·ld + j] = Σ_{l<k} D[l·k + R] · X[l·ld + j]
+        G[j] = (0 if first else G[j]) + Σ_R credit[R] · out[R·ld + j]
+
+    ``D`` (``k × k``, column-major), ``X``, ``out`` (``k × ld``, rows of ``ld`` numbers), ``G`` (``ld``), ``credit``
+    (``k``): 1-D contiguous float64; ``1 ≤ nr ≤ _ROWS``, ``1 ≤ nv ≤ _VECTORS`` (one loop per pair,
+    chosen by a switch: the accumulators must be registers)."""
+    sig = types.void(D, X, out, G, credit, k, ld, r0, j0, first, nr, nv)
+
+    def codegen(context, builder, signature, args):
+        i64 = ir.IntType(64)
+        done = builder.append_basic_block("block.done")
+        key = builder.add(builder.mul(_i64(builder, args[10]), ir.Constant(i64, _VECTORS + 1)), _i64(builder, args[11]))
+        switch = builder.switch(key, done)
+        for nr in range(1, _ROWS + 1):
+            for nv in range(1, _VECTORS + 1):
+                case = builder.append_basic_block(f"block.{nr}.{nv}")
+                switch.add_case(ir.Constant(i64, nr * (_VECTORS + 1) + nv), case)
+                builder.position_at_end(case)
+                _emit_block(context, builder, signature, args, nr, nv)
+                builder.branch(done)
+        builder.position_at_end(done)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@_jit
+def product_and_credit(D, X, out, G, credit, ahead):
+    """``out = D X`` and ``G = credit · out`` (THEORY §2.1: ``D_t J_{t−1}`` and ``c_t D_t J_{t−1}``).
+
+    Parameters
+    ----------
+    D : ndarray, shape (k * k,)
+        ``D_t`` column-major (``D[l·k + R] = D_t[R, l]``), contiguous: for Elman, ``σ'_R W[R, l]`` is
+        ``σ'_R θ[l·k + R]``, one contiguous pass.
+    X : ndarray, shape (k * p,)
+        ``J_{t−1}``'s ``k`` rows of ``p`` numbers, contiguous.
+    out : ndarray, shape (k * p,)
+        Receives ``D_t J_{t−1}`` (must not overlap ``X``).
+    G : ndarray, shape (p,)
+        Receives ``c_t D_t J_{t−1}``.
+    credit : ndarray, shape (k,)
+
+    Blocks of ``_VECTORS`` vectors across the row (the last one ending at ``p``, overlapping the one
+    before when ``p`` is not a multiple: those columns are computed again, identically, and the credit
+    row's first block stores rather than adds), and, within each, the rows in near-equal blocks of at
+    most ``_ROWS``.  Rows shorter than a vector (``p < _LANES``) are summed in scalar code, in the
+    same order."""
+    k = credit.shape[0]
+    p = G.shape[0]
+    if p < _LANES:
+        G[:] = 0.0
+        for R in range(k):
+            for j in range(p):
+                acc = 0.0
+                for l in range(k):
+                    acc += D[l * k + R] * X[l * p + j]
+                out[R * p + j] = acc
+                G[j] += credit[R] * acc
+        return
+    blocks = (k + _ROWS - 1) // _ROWS
+    nv = min(_VECTORS, p // _LANES)
+    j = 0
+    while j < p:
+        j0 = j if p - j >= nv * _LANES else p - nv * _LANES
+        r0 = 0
+        for rb in range(blocks):
+            nr = (k - r0) // (blocks - rb)
+            _block(D, X, out, G, credit, k, p, r0, j0, rb == 0, nr, nv)
+            r0 += nr
+        _prefetch_block(ahead, k, p, j0, nv)
+        j = j0 + nv * _LANES
+
+
+def product_and_credit_reference(D: np.ndarray, X: np.ndarray, credit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """numpy's ``(D X, credit · (D X))`` for :func:`product_and_credit` (``D``: ``k × k``, ``X``:
+    ``k × p``, ``credit``: ``k``)."""
+    out = D @ X
+    return out, credit @ out
+
+
+@intrinsic
+def _prefetch_block(typingctx, A, k, ld, j0, nv):
+    """Ask the cache for the lines of ``A[l·ld + j0 + L·v]`` (``l < k``, ``v < nv``; ``L = _LANES``),
+    never faults."""
+    sig = types.void(A, k, ld, j0, nv)
+
+    def codegen(context, builder, signature, args):
+        A_, k_, ld_, j0_, nv_ = args
+        i8p, i32, i64 = ir.IntType(8).as_pointer(), ir.IntType(32), ir.IntType(64)
+        prefetch = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                                                  "llvm.prefetch.p0")
+        Ad = context.make_array(signature.args[0])(context, builder, A_).data
+        k, ld, j0, nv = (_i64(builder, x) for x in (k_, ld_, j0_, nv_))
+        with cgutils.for_range(builder, k) as rows:
+            base = builder.add(builder.mul(rows.index, ld), j0)
+            with cgutils.for_range(builder, nv) as vs:
+                ptr = builder.gep(Ad, [builder.add(base, builder.mul(vs.index, ir.Constant(i64, _LANES)))])
+                builder.call(prefetch, [builder.bitcast(ptr, i8p), ir.Constant(i32, 0), ir.Constant(i32, 3),
+                                        ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@_jit
+def prefetch(A):
+    """Ask the cache for every line of the contiguous 1-D ``A`` (read soon, not now)."""
+    _prefetch_block(A, 1, 0, 0, (A.shape[0] + _LANES - 1) // _LANES)
