@@ -26,7 +26,7 @@ import numba
 import numpy as np
 
 from .aligned import LANES, aligned_empty
-from .kernels_dense import prefetch, product_and_credit
+from .kernels_dense import PAD, elman_influence_and_credit, prefetch
 
 _jit = numba.njit(cache=True, nogil=True)
 
@@ -592,11 +592,11 @@ def _within(x, bound):
 
 @_jit
 def _add_input_and_credit(Jb, ds, ah, credit, g):
-    """``J_t = D_t J_{t−1} + I_t`` in place and ``g_t = c_t J_t = c_t D_t J_{t−1} + c_t I_t``
-    (THEORY §2.1): ``Jb`` (``(k+1) × p``) holds ``D_t J_{t−1}`` in its first ``k`` rows and
-    ``c_t D_t J_{t−1}`` in its last (:func:`_influence_product`), columns unit-major (``I_t``'s row
-    ``r`` is ``σ'_r â`` at columns ``r (k+m+1) …``), so only ``I_t``'s ``k (k+m+1)`` entries are
-    read and written, not all of ``J_t``; ``g`` in θ's order (column ``j·k + r`` at unit-major
+    """``J_t = J_{t−1}' + I_t`` in place and ``g_t = c_t J_t`` from a formed credit row (THEORY §2.1),
+    for the first step of a TBPTT block (``Jb`` zero, so ``J_t = I_t``): ``Jb`` (``(k+1) × p``) holds
+    ``D_t J_{t−1}`` in its first ``k`` rows and ``c_t D_t J_{t−1}`` in its last, columns unit-major
+    (``I_t``'s row ``r`` is ``σ'_r â`` at columns ``r (k+m+1) …``), so only ``I_t``'s ``k (k+m+1)``
+    entries are read and written; ``g`` in θ's order (column ``j·k + r`` at unit-major
     ``r·(k+m+1) + j``), ``g[j·k + r] = Jb[k, ·] + (c_r σ'_r) â_j``."""
     k, ncols = ds.shape[0], ah.shape[0]
     gk = Jb[k]
@@ -610,40 +610,37 @@ def _add_input_and_credit(Jb, ds, ah, credit, g):
 
 
 @_jit
-def _add_input_credit_and_update(Jb, ds, ah, credit, th, alpha, part, g):
-    """:func:`_add_input_and_credit` with the SGD update ``θ ← θ − α g_t`` (:func:`elman_online_steps`
-    with ``fuse``), in passes that vectorise: ``I_t`` added along its rows (unit-major); ``c_t D_t
-    J_{t−1}`` (``Jb``'s last row) copied into ``g`` (``p``) in θ's order; then along θ (``th``: ``p``),
-    ``g_t = g + (c_r σ'_r) â_j`` and ``θ`` moved by ``−(α g_t)`` as the unfused update moves it.
-    ``part`` (``3 × k``) receives per row ``r`` the running sums ``Σ_j g²`` (all entries) and
-    ``Σ_{j<k} g²`` (``W``'s), as :func:`_fused_update_pass`, and ``c_r σ'_r`` in its last row."""
-    k, ncols = ds.shape[0], ah.shape[0]
-    gk = Jb[k]
-    for r in range(k):
-        dr = ds[r]
-        o = r * ncols
-        row = Jb[r]
-        for j in range(ncols):
-            row[o + j] += dr * ah[j]
+def _credit_in_theta_order(G, g, k, ncols):
+    """``g[j·k + r] = G[r·ncols + j]``: ``g_t`` (``p``) in θ's order from the unit-major credit row
+    ``G = c_t J_t`` (:func:`~simulations.kernels_dense.elman_influence_and_credit`)."""
     for r in range(k):
         o = r * ncols
         for j in range(ncols):
-            g[j * k + r] = gk[o + j]
-    g2, w2, cd = part[0], part[1], part[2]
-    for r in range(k):
-        cd[r] = credit[r] * ds[r]
-        g2[r] = 0.0
-        w2[r] = 0.0
+            g[j * k + r] = G[o + j]
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc"})
+def _credit_update(G, th, alpha, k, ncols, part):
+    """The SGD update ``θ ← θ − α g_t`` from the unit-major credit row ``G = c_t J_t`` (``p``;
+    :func:`~simulations.kernels_dense.elman_influence_and_credit`), ``θ[j·k + r] += −(α G[r·ncols + j])``
+    as the unfused update moves it, in one pass along ``θ`` (reading ``G`` across; along ``G``, writing
+    ``θ`` across, took 1.7–2.2× as long, Intel Xeon, 64 replicates); ``part[0, 0]``, ``part[1, 0]``
+    receive ``‖g_t‖²`` and its part over ``W``'s entries (``j < k``), summed in any order (relative
+    error ``≤ p u``)."""
+    tot, w = 0.0, 0.0
     for j in range(ncols):
-        acc = w2 if j < k else g2
-        a = ah[j]
         o = j * k
+        s2 = 0.0
         for r in range(k):
-            gv = g[o + r] + cd[r] * a
+            gv = G[r * ncols + j]
             th[o + r] += -(alpha * gv)
-            acc[r] += gv * gv
-    for r in range(k):
-        g2[r] += w2[r]
+            s2 += gv * gv
+        if j < k:
+            w += s2
+        else:
+            tot += s2
+    part[0, 0] = tot + w
+    part[1, 0] = w
 
 
 @_jit
@@ -661,15 +658,15 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
     ``I_t[r, j·k + r] = σ'_r â_j`` (§3) and
 
     * ``mode = MODE_RTRL``: ``J_t = D_t J_{t−1} + I_t``, ``g_t = c_t J_t`` (§2.1), replicate by
-      replicate: ``D_t J_{t−1}`` into the other buffer and ``c_t D_t J_{t−1}`` into its last row in one
-      register-blocked pass (:func:`~simulations.kernels_dense.product_and_credit`, which also asks the
-      cache for the next replicate's ``J_{t−1}`` and ``θ``), then ``I_t``'s ``k (k+m+1)`` entries
-      added and ``g_t = c_t D_t J_{t−1} + c_t I_t`` from the last row (:func:`_add_input_and_credit`;
-      with ``fuse``, :func:`_add_input_credit_and_update` also moves ``θ`` by ``−α_t g_t`` and sums
-      ``‖g_t‖²``, as for SnAp-1 below), while the replicate's ``J_t`` is still in the L1 or L2 (with
-      64 replicates at Elman k = 16 the buffers are 3.5 MB each, beyond the L2).
+      replicate: ``D_t`` formed column-major (one contiguous pass), then ``J_t`` into the other buffer
+      and ``c_t J_t`` into its last row in one register-blocked pass
+      (:func:`~simulations.kernels_dense.elman_influence_and_credit`, which also asks the cache for the
+      next replicate's ``J_{t−1}`` and ``θ``), then ``g_t`` read off the last row into θ's order (:func:`_credit_in_theta_order`; with
+      ``fuse``, :func:`_credit_update` moves ``θ`` by ``−α_t g_t`` and sums ``‖g_t‖²`` instead, as for
+      SnAp-1 below) while the row is in the L1 (with 64 replicates at Elman k = 16 the buffers are
+      3.5 MB each, beyond the L2).
       ``J3``, ``J3next``: ``B × (k+1) × p`` (the estimator's buffers; their
-      last row receives ``c_t D_t J_{t−1}``), ``J_{t−1}`` in the first ``k`` rows of ``J3`` at the first step;
+      last row receives ``c_t J_t``), ``J_{t−1}`` in the first ``k`` rows of ``J3`` at the first step;
       the two swap roles at every step, so after an odd number of steps ``J`` is in ``J3next`` (the
       caller swaps them back).  Columns in the unit-major order (``jpos``, unused here): θ's column
       ``j·k + r`` at ``r·(k+m+1) + j``, so ``I_t``'s row ``r`` is contiguous;
@@ -680,7 +677,8 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
       sums ``‖g_t‖²`` and ``‖g_t‖²`` over ``W``'s entries in ``k`` running sums each (the same
       ``θ``, ``J̃`` as the unfused path; the norms summed in another order);
     * ``mode = MODE_TBPTT``: RTRL with ``J`` restarted from zero at each block of ``tau`` steps (the
-      first step ``t`` with ``(t − 1) mod τ = 0``) and ``Σ_block c_t J_t`` delivered at the block's last
+      first step ``t`` with ``(t − 1) mod τ = 0``, where ``J_t = I_t``: :func:`_add_input_and_credit`) and
+      ``Σ_block c_t J_t`` delivered at the block's last
       step (TBPTT(τ)'s gradient in forward mode; ``gblock`` holds the running sum);
     * ``mode = MODE_UORO``: UORO's step (§4) with the arithmetic of :meth:`UORO.step
       <simulations.estimators.uoro.UORO.step>` (:func:`rank_one_full_step`): ``ν = nus[i, b]``,
@@ -708,8 +706,9 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
     nk = n_out * k
     ncols = k + m + 1
     influence = mode == MODE_RTRL or mode == MODE_TBPTT
-    ah, ds, credit, dphi = np.empty(ncols), np.empty(k), np.empty(k), np.empty(phi.shape[1])   # â, σ', c_t, ∂ℓ/∂φ
-    Dt = np.empty((k, k))                              # D_t, column-major (RTRL, TBPTT)
+    ahp = np.zeros(ncols + 2 * PAD)                   # â between zeros (elman_influence_and_credit)
+    Dt = np.empty(k * k)                               # D_t, column-major (RTRL, TBPTT)
+    ah, ds, credit, dphi = ahp[PAD:PAD + ncols], np.empty(k), np.empty(k), np.empty(phi.shape[1])  # â, σ', c_t, ∂ℓ/∂φ
     z = np.empty(k)
     cds = np.empty(k)
     Ds = np.empty(k)
@@ -831,32 +830,31 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
                         v = z[r] * J2[b, e] + ah[j] * ds[r]
                         J2[b, e] = v
                         g[c] = credit[r] * v
+            elif mode == MODE_TBPTT and (t - 1) % tau == 0:
+                nxt[b] = 0.0                                           # J_{t−1} = 0: J_t = I_t
+                _add_input_and_credit(nxt[b], ds, ah, credit, g)
             else:
                 for l in range(k):                                     # D_t = diag(σ') W, column-major
                     for r in range(k):
-                        Dt[l, r] = ds[r] * th[l * k + r]
-                if mode == MODE_TBPTT and (t - 1) % tau == 0:
-                    nxt[b] = 0.0                                       # D_t · 0
+                        Dt[l * k + r] = ds[r] * th[l * k + r]
+                bn = b + 1 if b + 1 < B else b
+                prefetch(theta[bn])                                    # the next replicate's θ, and its
+                elman_influence_and_credit(Dt, cur[b, :k].ravel(), nxt[b, :k].ravel(), nxt[b, k], ds, ahp, credit,
+                                           cur[bn, :k].ravel())                    # J_{t−1} in the product
+                if fused:
+                    _credit_update(nxt[b, k], th, alphas[i], k, ncols, part)
+                    GN2[b], DW[b] = part[0, 0], part[1, 0]
                 else:
-                    bn = b + 1 if b + 1 < B else b
-                    ahead = cur[bn, :k].ravel()                        # the next replicate's J_{t−1}
-                    prefetch(theta[bn])                                # and its θ
-                    product_and_credit(Dt.ravel(), cur[b, :k].ravel(), nxt[b, :k].ravel(), nxt[b, k], credit,
-                                       ahead)
-            if influence and fused:
-                _add_input_credit_and_update(nxt[b], ds, ah, credit, th, alphas[i], part, g)
-                GN2[b], DW[b] = part[0].sum(), part[1].sum()
-            elif influence:
-                _add_input_and_credit(nxt[b], ds, ah, credit, g)
-                if mode == MODE_TBPTT:
+                    _credit_in_theta_order(nxt[b, k], g, k, ncols)
+            if mode == MODE_TBPTT:
+                for c in range(p):
+                    gblock[b, c] += g[c]
+                if t % tau == 0:
                     for c in range(p):
-                        gblock[b, c] += g[c]
-                    if t % tau == 0:
-                        for c in range(p):
-                            g[c] = gblock[b, c]
-                            gblock[b, c] = 0.0
-                    else:
-                        g[:] = 0.0
+                        g[c] = gblock[b, c]
+                        gblock[b, c] = 0.0
+                else:
+                    g[:] = 0.0
             loss = loss_out[b]
             gn = np.sqrt(GN2[b] if fused else _sum_squares(g))
             gnorm_out[b] = gn

@@ -1,21 +1,18 @@
-"""A register-blocked small dense product with the credit row summed in registers (THEORY.md §2.1).
+"""Exact RTRL's influence step on an Elman cell, register-blocked, with the credit row summed in
+registers (THEORY.md §2.1, §3).
 
-Exact RTRL's step on a small network is the product ``D_t J_{t−1}`` (``k × k`` by ``k × p``) and
-the gradient's row ``c_t D_t J_{t−1}``.  BLAS ``dgemm`` forms the product well enough in a call of
-its own, but the credit row then needs either an extra row of the product (``[D_t; c_t D_t]``) or
-another pass over the ``k × p`` result, and at Elman ``k = 16`` with 64 replicates that result
-(3.3 MB) has left the L2 by the time the step's other passes read it.  :func:`product_and_credit`
-forms a block of ``r ≤ _ROWS`` rows and ``v ≤ _VECTORS`` vectors of columns in registers, one
-vector FMA per input row and accumulator, stores it, and adds ``c_R · row`` into the block's
-columns of the credit row while the rows are still in registers.  numba's vectoriser does not
-produce this loop, so it is written in LLVM IR (:func:`_emit_block`), as the sparse kernels are
-(:mod:`simulations.kernels_sparse`).
+Exact RTRL's step on a small network is the product ``D_t J_{t−1}`` (``k × k`` by ``k × p``),
+``I_t``'s ``k (k+m+1)`` entries and the gradient's row ``c_t J_t``.  BLAS ``dgemm`` forms the product
+well enough in a call of its own, but ``I_t`` must then be added and ``c_t J_t`` read in more passes
+over the ``k × p`` result, and at Elman ``k = 16`` with 64 replicates that result (3.3 MB) has left the
+L2 by the time they read it.  :func:`elman_influence_and_credit` forms a block of ``r ≤ _ROWS`` rows
+and ``v ≤ _VECTORS`` vectors of columns of ``D_t J_{t−1}`` in registers, one vector FMA per input row
+and accumulator, adds ``I_t``'s entries where the block holds them, stores the block, and adds
+``c_R · row`` into the block's columns of the credit row while the rows are still in registers.
+numba's vectoriser does not produce this loop, so it is written in LLVM IR (:func:`_emit_block`), as
+the sparse kernels are (:mod:`simulations.kernels_sparse`).
 
-Each entry of the product is ``Σ_l D[R, l] · J[l, j]`` summed in order of ``l`` with one fused
-multiply-add each (OpenBLAS's order on the machines measured: the products were bit-equal to
-``np.matmul``); the credit row adds the rows in order of ``R``, one fused multiply-add each.
-
-Reference (numpy): :func:`product_and_credit_reference`.
+Reference (numpy): :func:`elman_influence_reference`.
 """
 from __future__ import annotations
 
@@ -33,20 +30,23 @@ _jit = numba.njit(cache=True, nogil=True)
 #: rows and vectors of a block: ``_ROWS · _VECTORS`` accumulators, ``_VECTORS`` loads and ``_ROWS``
 #: broadcasts per input row (AVX-512: 32 registers of 8 numbers; AVX2: 16 of 4)
 _ROWS, _VECTORS = (8, 3) if _LANES == 8 else (4, 3)
+#: zeros on each side of ``â`` in :func:`elman_influence_and_credit`'s ``v``: a block's row that holds
+#: part of ``Â_t``'s row reads all its vectors from ``v`` without a mask
+PAD = _VECTORS * _LANES
 
 
 def _emit_block(context, builder, signature, args, nr: int, nv: int) -> None:
     """LLVM IR of :func:`_block` for ``nr`` rows and ``nv`` vectors (see there)."""
-    D_, X_, out_, G_, c_, k_, ld_, r0_, j0_, first_ = args[:10]
+    D_, X_, out_, G_, u_, v_, c_, k_, ld_, n_, r0_, j0_, first_ = args[:13]
     a = signature.args
-    Dd, Xd, Od, Gd, Cd = (context.make_array(a[i])(context, builder, x).data
-                          for i, x in ((0, D_), (1, X_), (2, out_), (3, G_), (4, c_)))
+    Dd, Xd, Od, Gd, Ud, Vd, Cd = (context.make_array(a[i])(context, builder, x).data
+                                  for i, x in ((0, D_), (1, X_), (2, out_), (3, G_), (4, u_), (5, v_), (6, c_)))
     f64, i64, i32 = ir.DoubleType(), ir.IntType(64), ir.IntType(32)
     vt = ir.VectorType(f64, _LANES)
     vp = vt.as_pointer()
     zero = ir.Constant(vt, [0.0] * _LANES)
     fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt, vt]), f"llvm.fma.v{_LANES}f64")
-    k, ld, r0, j0 = (_i64(builder, x) for x in (k_, ld_, r0_, j0_))
+    k, ld, n, r0, j0 = (_i64(builder, x) for x in (k_, ld_, n_, r0_, j0_))
 
     def broadcast(x):
         v = builder.insert_element(ir.Constant(vt, ir.Undefined), x, ir.Constant(i32, 0))
@@ -73,32 +73,42 @@ def _emit_block(context, builder, signature, args, nr: int, nv: int) -> None:
     g = [builder.select(first, zero, builder.load(ptr, align=8)) for ptr in gp]
     for i in range(nr):
         R = builder.add(r0, ir.Constant(i64, i))
-        cr = broadcast(builder.load(builder.gep(Cd, [R])))
+        uR = broadcast(builder.load(builder.gep(Ud, [R])))
+        cR = broadcast(builder.load(builder.gep(Cd, [R])))
+        start = builder.mul(R, n)                          # Â's row R: v at columns R·n … R·n + n − 1
+        meets = builder.and_(builder.icmp_signed("<", start, builder.add(j0, ir.Constant(i64, nv * _LANES))),
+                             builder.icmp_signed(">", builder.add(start, n), j0))
+        with builder.if_then(meets, likely=False):         # lanes off [0, n) read the padding's zeros
+            base = builder.gep(Vd, [builder.add(builder.sub(j0, start), ir.Constant(i64, PAD))])
+            for v, x in enumerate(acc[i]):
+                av = builder.load(builder.bitcast(builder.gep(base, [ir.Constant(i64, _LANES * v)]), vp), align=8)
+                builder.store(builder.call(fma, [uR, av, builder.load(x)]), x)
         for v, ptr in enumerate(vectors(builder.gep(Od, [builder.add(builder.mul(R, ld), j0)]))):
-            x = builder.load(acc[i][v])
-            builder.store(x, ptr, align=8)
-            g[v] = builder.call(fma, [cr, x, g[v]])
+            xv = builder.load(acc[i][v])
+            builder.store(xv, ptr, align=8)
+            g[v] = builder.call(fma, [cR, xv, g[v]])
     for v, ptr in enumerate(gp):
         builder.store(g[v], ptr, align=8)
 
 
 @intrinsic
-def _block(typingctx, D, X, out, G, credit, k, ld, r0, j0, first, nr, nv):
-    """Rows ``r0 … r0+nr−1`` and the ``nv · _LANES`` columns from ``j0`` of ``out = D X`` and of
-    ``G = credit · out``::
+def _block(typingctx, D, X, out, G, u, v, credit, k, ld, n, r0, j0, first, nr, nv):
+    """Rows ``r0 … r0+nr−1`` and the ``nv · _LANES`` columns from ``j0`` of ``out = D X + diag(u) Â``
+    and of ``G = credit · out`` (:func:`elman_influence_and_credit`)::
 
-        out[R·ld + j] = Σ_{l<k} D[l·k + R] · X[l·ld + j]
+        out[R·ld + j] = Σ_{l<k} D[l·k + R] · X[l·ld + j]  (+ u[R] · v[PAD + j − R·n] if 0 ≤ j − R·n < n)
         G[j] = (0 if first else G[j]) + Σ_R credit[R] · out[R·ld + j]
 
-    ``D`` (``k × k``, column-major), ``X``, ``out`` (``k × ld``, rows of ``ld`` numbers), ``G`` (``ld``), ``credit``
-    (``k``): 1-D contiguous float64; ``1 ≤ nr ≤ _ROWS``, ``1 ≤ nv ≤ _VECTORS`` (one loop per pair,
-    chosen by a switch: the accumulators must be registers)."""
-    sig = types.void(D, X, out, G, credit, k, ld, r0, j0, first, nr, nv)
+    ``D`` (``k × k``, column-major), ``X``, ``out`` (``k × ld``, rows of ``ld`` numbers), ``G`` (``ld``),
+    ``u``, ``credit`` (``k``), ``v`` (``n`` numbers between :data:`PAD` zeros on each side): 1-D
+    contiguous float64; ``1 ≤ nr ≤ _ROWS``, ``1 ≤ nv ≤ _VECTORS`` (one loop per pair, chosen by a
+    switch: the accumulators must be registers)."""
+    sig = types.void(D, X, out, G, u, v, credit, k, ld, n, r0, j0, first, nr, nv)
 
     def codegen(context, builder, signature, args):
         i64 = ir.IntType(64)
         done = builder.append_basic_block("block.done")
-        key = builder.add(builder.mul(_i64(builder, args[10]), ir.Constant(i64, _VECTORS + 1)), _i64(builder, args[11]))
+        key = builder.add(builder.mul(_i64(builder, args[13]), ir.Constant(i64, _VECTORS + 1)), _i64(builder, args[14]))
         switch = builder.switch(key, done)
         for nr in range(1, _ROWS + 1):
             for nv in range(1, _VECTORS + 1):
@@ -114,29 +124,47 @@ def _block(typingctx, D, X, out, G, credit, k, ld, r0, j0, first, nr, nv):
 
 
 @_jit
-def product_and_credit(D, X, out, G, credit, ahead):
-    """``out = D X`` and ``G = credit · out`` (THEORY §2.1: ``D_t J_{t−1}`` and ``c_t D_t J_{t−1}``).
+def elman_influence_and_credit(D, X, out, G, u, v, credit, ahead):
+    """Exact RTRL's influence step on an Elman cell and its credit row (THEORY §2.1, §3)::
+
+        J_t = D_t J_{t−1} + I_t = D_t J_{t−1} + diag(σ') Â_t,      G = c_t J_t
+
+    with ``D_t = diag(σ') W``, ``Â_t``'s row ``R`` holding ``â = [s_{t−1}; x_t; 1]`` at columns
+    ``R n … R n + n − 1`` (θ's entries of ``W``'s, ``U``'s and ``b``'s row ``R`` in the unit-major
+    order) and zeros elsewhere.
 
     Parameters
     ----------
     D : ndarray, shape (k * k,)
-        ``D_t`` column-major (``D[l·k + R] = D_t[R, l]``), contiguous: for Elman, ``σ'_R W[R, l]`` is
-        ``σ'_R θ[l·k + R]``, one contiguous pass.
+        ``D_t`` column-major (``D[l·k + R] = D_t[R, l] = σ'_R θ[l·k + R]``: one contiguous pass over
+        θ's first ``k²`` numbers), contiguous.
     X : ndarray, shape (k * p,)
         ``J_{t−1}``'s ``k`` rows of ``p`` numbers, contiguous.
     out : ndarray, shape (k * p,)
-        Receives ``D_t J_{t−1}`` (must not overlap ``X``).
+        Receives ``J_t`` (must not overlap ``X``).
     G : ndarray, shape (p,)
-        Receives ``c_t D_t J_{t−1}``.
+        Receives ``c_t J_t`` (unit-major, as ``J``'s columns).
+    u : ndarray, shape (k,)
+        ``σ'``.
+    v : ndarray, shape (n + 2 PAD,)
+        ``â`` (``n = k + m + 1`` numbers, ``k n ≤ p``) between :data:`PAD` zeros on each side (a block
+        that holds ``Â_t``'s row only in part reads the zeros).
     credit : ndarray, shape (k,)
+        ``c_t``.
+    ahead : ndarray, shape (k * p,)
+        The next replicate's ``J_{t−1}``: its lines are requested from memory during the product.
 
+    Each entry is ``Σ_l D_t[R, l] J[l, j]`` summed in order of ``l`` with one fused multiply-add each
+    (OpenBLAS's order on the machines measured: bit-equal to ``np.matmul``), then (``Â_t``'s
+    entries) ``+ σ'_R â_j`` fused; ``G`` adds the rows in order of ``R``, one fused multiply-add each.
     Blocks of ``_VECTORS`` vectors across the row (the last one ending at ``p``, overlapping the one
-    before when ``p`` is not a multiple: those columns are computed again, identically, and the credit
-    row's first block stores rather than adds), and, within each, the rows in near-equal blocks of at
-    most ``_ROWS``.  Rows shorter than a vector (``p < _LANES``) are summed in scalar code, in the
-    same order."""
+    before when ``p`` is not a multiple: those columns are computed again, identically, and the
+    credit row's first block stores rather than adds), and, within each, the rows in near-equal
+    blocks of at most ``_ROWS``.  Rows shorter than a vector (``p < _LANES``) are summed in scalar
+    code, in the same order."""
     k = credit.shape[0]
     p = G.shape[0]
+    n = v.shape[0] - 2 * PAD
     if p < _LANES:
         G[:] = 0.0
         for R in range(k):
@@ -144,6 +172,8 @@ def product_and_credit(D, X, out, G, credit, ahead):
                 acc = 0.0
                 for l in range(k):
                     acc += D[l * k + R] * X[l * p + j]
+                if 0 <= j - R * n < n:
+                    acc += u[R] * v[PAD + j - R * n]
                 out[R * p + j] = acc
                 G[j] += credit[R] * acc
         return
@@ -155,16 +185,22 @@ def product_and_credit(D, X, out, G, credit, ahead):
         r0 = 0
         for rb in range(blocks):
             nr = (k - r0) // (blocks - rb)
-            _block(D, X, out, G, credit, k, p, r0, j0, rb == 0, nr, nv)
+            _block(D, X, out, G, u, v, credit, k, p, n, r0, j0, rb == 0, nr, nv)
             r0 += nr
         _prefetch_block(ahead, k, p, j0, nv)
         j = j0 + nv * _LANES
 
 
-def product_and_credit_reference(D: np.ndarray, X: np.ndarray, credit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """numpy's ``(D X, credit · (D X))`` for :func:`product_and_credit` (``D``: ``k × k``, ``X``:
-    ``k × p``, ``credit``: ``k``)."""
-    out = D @ X
+def elman_influence_reference(D: np.ndarray, X: np.ndarray, u: np.ndarray, ahat: np.ndarray,
+                              credit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """numpy's ``(J_t, c_t J_t)`` for :func:`elman_influence_and_credit` (``D``: ``k × k``, ``X``:
+    ``k × p``, ``u``, ``credit``: ``k``, ``ahat``: ``n`` unpadded)."""
+    k, p = X.shape
+    n = ahat.shape[0]
+    A = np.zeros((k, p), dtype=X.dtype)
+    for R in range(k):
+        A[R, R * n:(R + 1) * n] = ahat
+    out = D @ X + u[:, None] * A
     return out, credit @ out
 
 

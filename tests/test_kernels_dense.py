@@ -1,59 +1,114 @@
-"""The register-blocked product with its credit row (:mod:`simulations.kernels_dense`) against numpy.
+"""Exact RTRL's register-blocked Elman influence step with its credit row
+(:mod:`simulations.kernels_dense`) against numpy in extended precision.
 
-``out = D X`` entry by entry is a sum of ``k`` products and ``G = c · out`` a sum of ``k`` more, so
-(Higham §3.5) ``|out − D X| ≤ γ_k |D| |X|`` and ``|G − c D X| ≤ γ_{2k} |c| |D| |X|``, entrywise, for
-any order of summation.  The shapes cover one and several blocks of rows (``_ROWS``), rows of
-exactly one block of columns, a last block that overlaps the one before (``p`` not a multiple of
-the block's width), rows of fewer numbers than one block and fewer than one vector (the scalar
-path).  Hand mutations fail these tests: the credit row's first block adding to the old ``G``
-instead of storing, ``D`` read row-major, one input row dropped from the sum.
+``J_t = D_t J_{t−1} + diag(σ') Â_t`` entry by entry is a sum of ``k`` products plus (``Â_t``'s
+entries) ``σ'_R â_j``: with ``u = 2⁻⁵³`` and ``γ_n = n u / (1 − n u)`` (Higham §3.1, §3.5),
+``|J_t − exact| ≤ γ_{k+1} M`` entrywise, ``M = |D_t| |J_{t−1}| + |σ'| |Â_t|``, for any order of the
+sum; ``G = c_t J_t`` sums ``k`` more products of computed entries, so
+``|G − exact| ≤ (γ_k (1 + γ_{k+1}) + γ_{k+1}) |c| M ≤ γ_{2k+1} |c| M``.  The reference is numpy's in
+``np.longdouble`` (64-bit significand on x86-64), whose own error is ``2¹¹`` times smaller.
+
+The shapes cover one and several blocks of rows (``_ROWS``), rows of exactly one block of columns,
+a last block that overlaps the one before (``p`` not a multiple of the block's width), rows of fewer
+numbers than one block and fewer than one vector (the scalar path), and ``Â_t``'s rows starting
+anywhere in a block.  Hand mutations fail these tests: the credit row's first block adding to the old
+``G`` instead of storing; ``D`` read row-major; one input row dropped from the sum; ``â`` read one
+number off; ``Â_t`` not scaled by ``σ'``; a block's row taken to hold ``Â_t`` only when it starts
+inside the block; the scalar path without ``Â_t``.
 """
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from rtrl_validation.proofs_checks.symbolic import gamma
-from rtrl_validation.simulations.kernels_dense import (_LANES, _ROWS, _VECTORS, prefetch, product_and_credit,
-                                                       product_and_credit_reference)
+from rtrl_validation.simulations.kernels_dense import (_LANES, _ROWS, _VECTORS, PAD, elman_influence_and_credit,
+                                                       elman_influence_reference, prefetch)
 
+U = np.finfo(float).eps / 2
 WIDTH = _LANES * _VECTORS
 ROWS = sorted({1, 2, _ROWS - 1, _ROWS, _ROWS + 1, 2 * _ROWS + 3, 16})
 COLS = sorted({1, _LANES - 1, _LANES, _LANES + 3, WIDTH - 1, WIDTH, WIDTH + 1, 2 * WIDTH + _LANES // 2, 400})
 
 
-def run(D, X, c):
+def gamma(n: int) -> float:
+    return n * U / (1 - n * U)
+
+
+def padded(ahat):
+    v = np.zeros(ahat.size + 2 * PAD)
+    v[PAD:PAD + ahat.size] = ahat
+    return v
+
+
+def run(D, X, u, ahat, c):
     k, p = X.shape
     out, G = np.full(k * p, np.nan), np.full(p, np.nan)            # every number must be written
-    product_and_credit(np.ascontiguousarray(D.T).ravel(), X.ravel(), out, G, c, X.ravel())
+    elman_influence_and_credit(np.ascontiguousarray(D.T).ravel(), X.ravel(), out, G, u, padded(ahat), c,
+                               X.ravel())
     return out.reshape(k, p), G
+
+
+def problem(k, p, n, seed):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((k, k)), rng.standard_normal((k, p)), rng.uniform(0.1, 1.0, k),
+            rng.standard_normal(n), rng.standard_normal(k))
+
+
+def magnitude(D, X, u, ahat):
+    """``M = |D_t| |J_{t−1}| + |σ'| |Â_t|`` (``k × p``)."""
+    k, p = X.shape
+    n = ahat.size
+    A = np.zeros((k, p))
+    for R in range(k):
+        A[R, R * n:(R + 1) * n] = np.abs(ahat)
+    return np.abs(D) @ np.abs(X) + u[:, None] * A
+
+
+def errors(D, X, u, ahat, c):
+    """The kernel's errors over their bounds, entrywise: ``J_t``'s and ``G``'s (each ≤ 1 when within)."""
+    k = X.shape[0]
+    out, G = run(D, X, u, ahat, c)
+    L = np.longdouble
+    ref, Gref = elman_influence_reference(D.astype(L), X.astype(L), u.astype(L), ahat.astype(L), c.astype(L))
+    M = magnitude(D, X, u, ahat)
+    return (np.abs(out - ref) / (gamma(k + 1) * M)).astype(float), \
+        (np.abs(G - Gref) / (gamma(2 * k + 1) * (np.abs(c) @ M))).astype(float)
 
 
 @pytest.mark.parametrize("k", ROWS)
 @pytest.mark.parametrize("p", COLS)
-def test_product_and_credit_row_within_the_rounding_bound(k, p):
-    rng = np.random.default_rng(1000 * k + p)
-    D, X, c = rng.standard_normal((k, k)), rng.standard_normal((k, p)), rng.standard_normal(k)
-    out, G = run(D, X, c)
-    ref, Gref = product_and_credit_reference(D, X, c)
-    mag = np.abs(D) @ np.abs(X)
-    assert np.all(np.abs(out - ref) <= gamma(k) * mag)
-    assert np.all(np.abs(G - Gref) <= gamma(2 * k) * (np.abs(c) @ mag))
+def test_influence_and_credit_row_within_the_rounding_bound(k, p):
+    """``Â_t``'s rows of ``n = ⌊p / k⌋`` numbers (none when ``p < k``), the last columns beyond them."""
+    e1, e2 = errors(*problem(k, p, p // k, 1000 * k + p))
+    assert e1.max() <= 1 and e2.max() <= 1
 
 
-def test_a_changed_operand_is_seen():
-    """One input number changed by one part in 10⁹: the product's column and the credit row change by
-    more than the bound."""
-    k, p = 16, 400
-    rng = np.random.default_rng(7)
-    D, X, c = rng.standard_normal((k, k)), rng.standard_normal((k, p)), rng.standard_normal(k)
-    out, G = run(D, X, c)
-    X2 = X.copy()
-    X2[5, 217] *= 1 + 1e-9
-    ref, Gref = product_and_credit_reference(D, X2, c)
-    mag = np.abs(D) @ np.abs(X2)
-    assert np.any(np.abs(out - ref) > gamma(k) * mag)
-    assert np.any(np.abs(G - Gref) > gamma(2 * k) * (np.abs(c) @ mag))
+@pytest.mark.parametrize("k, m", [(16, 8), (11, 3), (16, 0), (3, 40), (9, 2), (1, 1)])
+def test_elman_shapes_within_the_rounding_bound(k, m):
+    """The loop's shapes: ``p = k (k + m + 1)``, ``Â_t``'s rows end to end."""
+    n = k + m + 1
+    e1, e2 = errors(*problem(k, k * n, n, 7 * k + m))
+    assert e1.max() <= 1 and e2.max() <= 1
+
+
+@pytest.mark.parametrize("where", ["J", "ahat"])
+def test_a_changed_operand_is_seen(where):
+    """One number of ``J_{t−1}`` or of ``â`` changed by one part in 10⁹: ``J_t`` and the credit row
+    leave the bound."""
+    k, m = 16, 8
+    n = k + m + 1
+    D, X, u, ahat, c = problem(k, k * n, n, 5)
+    out, G = run(D, X, u, ahat, c)
+    if where == "J":
+        X = X.copy()
+        X[5, 217] *= 1 + 1e-9
+    else:
+        ahat = ahat.copy()
+        ahat[9] *= 1 + 1e-9
+    ref, Gref = elman_influence_reference(D, X, u, ahat, c)
+    M = magnitude(D, X, u, ahat)
+    assert np.any(np.abs(out - ref) > 2 * gamma(k + 1) * M)
+    assert np.any(np.abs(G - Gref) > 2 * gamma(2 * k + 1) * (np.abs(c) @ M))
 
 
 def test_prefetch_reads_nothing_and_changes_nothing():

@@ -105,8 +105,8 @@ def test_kernel_matches_with_sparse_updates_frozen_and_unprojected(spec):
 def test_products_of_several_row_blocks_match_the_general_loop(spec, record_grad):
     """k = 11, m = 3 (p = 165): the product's rows in two blocks with AVX-512 (three with AVX2) and a
     last block of columns that overlaps the one before
-    (:func:`~rtrl_validation.simulations.kernels_dense.product_and_credit`); exact RTRL without a
-    window gradient takes the one-pass update (``fuse``)."""
+    (:func:`~rtrl_validation.simulations.kernels_dense.elman_influence_and_credit`); exact RTRL without
+    a window gradient takes the one-pass update (``fuse``)."""
     steps = 120
     ref = train(spec, "tanh", kernel=False, steps=steps, record_grad=record_grad, k=11, m=3)
     fast = train(spec, "tanh", kernel=True, steps=steps, record_grad=record_grad, k=11, m=3)
@@ -358,9 +358,9 @@ def test_the_fused_pass_against_its_numpy_reference(use):
 
 
 def test_rtrl_input_and_credit_against_numpy():
-    """``_add_input_and_credit`` against numpy: from ``[D_t J_{t−1}; c_t D_t J_{t−1}]`` (unit-major
-    columns), ``J_t = D_t J_{t−1} + I_t`` and ``g_t = c_t D_t J_{t−1} + c_t I_t`` in θ's order,
-    exactly (the same operations)."""
+    """``_add_input_and_credit`` (a TBPTT block's first step) against numpy: from
+    ``[D_t J_{t−1}; c_t D_t J_{t−1}]`` (unit-major columns), ``J_t = D_t J_{t−1} + I_t`` and
+    ``g_t = c_t D_t J_{t−1} + c_t I_t`` in θ's order, exactly (the same operations)."""
     from rtrl_validation.simulations.kernels import _add_input_and_credit
     k, m = 5, 3
     q = k + m + 1
@@ -379,27 +379,22 @@ def test_rtrl_input_and_credit_against_numpy():
     np.testing.assert_array_equal(g1, g)
 
 
-def test_rtrl_input_credit_and_update_against_numpy():
-    """``_add_input_credit_and_update`` against numpy: ``J_t`` as :func:`_add_input_and_credit` forms it
-    and ``θ − α g_t`` exactly (the same operations), ``c_t D_t J_{t−1}`` in θ's order in ``g``, and the
-    running sums within ``n u`` of ``‖g_t‖²`` and of ``‖g_t‖²`` over ``W``'s entries."""
-    from rtrl_validation.simulations.kernels import _add_input_credit_and_update
+def test_rtrl_credit_in_theta_order_and_update_against_numpy():
+    """From the unit-major credit row ``G = c_t J_t``: ``g_t`` in θ's order (``_credit_in_theta_order``,
+    exactly) and ``θ − α g_t`` (``_credit_update``, exactly: the same operations), with ``‖g_t‖²`` and
+    its part over ``W``'s entries within ``p u``."""
+    from rtrl_validation.simulations.kernels import _credit_in_theta_order, _credit_update
     k, m = 5, 3
     q = k + m + 1
     p = k * q
     rng = np.random.default_rng(2)
-    Jb = rng.standard_normal((k + 1, p))
-    ds, ah, c = rng.random(k), rng.standard_normal(q), rng.standard_normal(k)
-    th, alpha = rng.standard_normal(p), 0.3
-    J = Jb[:k].copy()
-    for r in range(k):
-        J[r, r * q:(r + 1) * q] += ds[r] * ah
-    last = Jb[k].reshape(k, q).T.reshape(-1)                          # c_t D_t J_{t−1}, θ's order
-    g = last + ((c * ds)[None, :] * ah[:, None]).reshape(-1)          # θ's order: j·k + r
-    J1, th1, part, g1 = Jb.copy(), th.copy(), np.empty((3, k)), np.empty(p)
-    _add_input_credit_and_update(J1, ds, ah, c, th1, alpha, part, g1)
-    np.testing.assert_array_equal(J1[:k], J)
-    np.testing.assert_array_equal(g1, last)
+    G, th, alpha = rng.standard_normal(p), rng.standard_normal(p), 0.3
+    g = G.reshape(k, q).T.reshape(-1)                                 # θ's order: j·k + r
+    g1 = np.full(p, np.nan)
+    _credit_in_theta_order(G, g1, k, q)
+    np.testing.assert_array_equal(g1, g)
+    th1, part = th.copy(), np.full((3, k), np.nan)
+    _credit_update(G, th1, alpha, k, q, part)
     np.testing.assert_array_equal(th1, th + -(alpha * g))
-    for got, want in ((part[0].sum(), g @ g), (part[1].sum(), g[:k * k] @ g[:k * k])):
+    for got, want in ((part[0, 0], g @ g), (part[1, 0], g[:k * k] @ g[:k * k])):
         assert abs(got - want) <= p * U * want
