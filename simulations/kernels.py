@@ -26,7 +26,7 @@ import numba
 import numpy as np
 
 from .aligned import LANES, aligned_empty
-from .kernels_dense import PAD, elman_influence_and_credit, prefetch
+from .kernels_dense import PAD, credit_update, elman_influence_and_credit, prefetch
 
 _jit = numba.njit(cache=True, nogil=True)
 
@@ -619,30 +619,6 @@ def _credit_in_theta_order(G, g, k, ncols):
             g[j * k + r] = G[o + j]
 
 
-@numba.njit(cache=True, nogil=True, fastmath={"reassoc"})
-def _credit_update(G, th, alpha, k, ncols, part):
-    """The SGD update ``θ ← θ − α g_t`` from the unit-major credit row ``G = c_t J_t`` (``p``;
-    :func:`~simulations.kernels_dense.elman_influence_and_credit`), ``θ[j·k + r] += −(α G[r·ncols + j])``
-    as the unfused update moves it, in one pass along ``θ`` (reading ``G`` across; along ``G``, writing
-    ``θ`` across, took 1.7–2.2× as long, Intel Xeon, 64 replicates); ``part[0, 0]``, ``part[1, 0]``
-    receive ``‖g_t‖²`` and its part over ``W``'s entries (``j < k``), summed in any order (relative
-    error ``≤ p u``)."""
-    tot, w = 0.0, 0.0
-    for j in range(ncols):
-        o = j * k
-        s2 = 0.0
-        for r in range(k):
-            gv = G[r * ncols + j]
-            th[o + r] += -(alpha * gv)
-            s2 += gv * gv
-        if j < k:
-            w += s2
-        else:
-            tot += s2
-    part[0, 0] = tot + w
-    part[1, 0] = w
-
-
 @_jit
 def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, urho, nus, fold, mode, tau, tanh, xs,
                        ys, alphas, update_now, t0, learn, train_readout, radius, upper, g_acc, gphi_acc, gblock,
@@ -662,8 +638,8 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
       and ``c_t J_t`` into its last row in one register-blocked pass
       (:func:`~simulations.kernels_dense.elman_influence_and_credit`, which also asks the cache for the
       next replicate's ``J_{t−1}`` and ``θ``), then ``g_t`` read off the last row into θ's order (:func:`_credit_in_theta_order`; with
-      ``fuse``, :func:`_credit_update` moves ``θ`` by ``−α_t g_t`` and sums ``‖g_t‖²`` instead, as for
-      SnAp-1 below) while the row is in the L1 (with 64 replicates at Elman k = 16 the buffers are
+      ``fuse``, :func:`~simulations.kernels_dense.credit_update` moves ``θ`` by ``−α_t g_t`` and sums
+      ``‖g_t‖²`` instead, as for SnAp-1 below) while the row is in the L1 (with 64 replicates at Elman k = 16 the buffers are
       3.5 MB each, beyond the L2).
       ``J3``, ``J3next``: ``B × (k+1) × p`` (the estimator's buffers; their
       last row receives ``c_t J_t``), ``J_{t−1}`` in the first ``k`` rows of ``J3`` at the first step;
@@ -719,6 +695,7 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
     GN2 = np.zeros(B)                                  # fused SnAp-1 step: ‖g_t‖², ‖g_t‖² over W
     DW = np.zeros(B)
     part = np.empty((3, k))
+    sums = np.empty(2)                                 # exact RTRL's fused update: ‖g_t‖², ‖g_t‖² over W
     ones, cg, va = np.ones(k), np.empty(k), np.empty(ncols)     # UORO's fused pass: d ≡ 1, c ≡ γ, v = α_u â
     g = np.empty(p)
     for i in range(n):
@@ -842,8 +819,8 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
                 elman_influence_and_credit(Dt, cur[b, :k].ravel(), nxt[b, :k].ravel(), nxt[b, k], ds, ahp, credit,
                                            cur[bn, :k].ravel())                    # J_{t−1} in the product
                 if fused:
-                    _credit_update(nxt[b, k], th, alphas[i], k, ncols, part)
-                    GN2[b], DW[b] = part[0, 0], part[1, 0]
+                    credit_update(nxt[b, k], th, alphas[i], k, ncols, sums)
+                    GN2[b], DW[b] = sums[0], sums[1]
                 else:
                     _credit_in_theta_order(nxt[b, k], g, k, ncols)
             if mode == MODE_TBPTT:

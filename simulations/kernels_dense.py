@@ -205,6 +205,90 @@ def elman_influence_reference(D: np.ndarray, X: np.ndarray, u: np.ndarray, ahat:
 
 
 @intrinsic
+def _update_rows(typingctx, G, th, alpha, k, n, kv, acc):
+    """``θ[j·k + r] += −(α G[r·n + j])`` for ``j < n`` and ``r < kv`` (a multiple of ``_LANES``), a vector
+    of ``θ`` at a time with ``G``'s numbers gathered across its rows; ``acc[0] += Σ g²`` over these
+    entries and ``acc[1] += Σ_{j<k} g²`` (``W``'s), in any order.  ``G``: ``k n``, ``th``: ``n k``,
+    ``acc``: 2, 1-D contiguous float64."""
+    sig = types.void(G, th, alpha, k, n, kv, acc)
+
+    def codegen(context, builder, signature, args):
+        G_, th_, alpha_, k_, n_, kv_, acc_ = args
+        a = signature.args
+        Gd, Td, Ad = (context.make_array(a[i])(context, builder, x).data for i, x in ((0, G_), (1, th_), (6, acc_)))
+        f64, i64, i32, i1 = ir.DoubleType(), ir.IntType(64), ir.IntType(32), ir.IntType(1)
+        vt, it = ir.VectorType(f64, _LANES), ir.VectorType(i64, _LANES)
+        vp = vt.as_pointer()
+        zero = ir.Constant(vt, [0.0] * _LANES)
+        k, n, kv = (_i64(builder, x) for x in (k_, n_, kv_))
+
+        def splat(x, t):
+            v = builder.insert_element(ir.Constant(t, ir.Undefined), x, ir.Constant(i32, 0))
+            return builder.shuffle_vector(v, ir.Constant(t, ir.Undefined),
+                                          ir.Constant(ir.VectorType(i32, _LANES), [0] * _LANES))
+
+        gather = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vt, [ir.VectorType(f64.as_pointer(), _LANES), i32, ir.VectorType(i1, _LANES), vt]),
+            f"llvm.masked.gather.v{_LANES}f64.v{_LANES}p0")
+        every = ir.Constant(ir.VectorType(i1, _LANES), [1] * _LANES)
+        al = splat(alpha_, vt)
+        # byte offsets of G[(r0 + L)·n] from G[r0·n]: L·n·8
+        rows = builder.mul(ir.Constant(it, list(range(_LANES))), splat(builder.mul(n, ir.Constant(i64, 8)), it))
+        tot = cgutils.alloca_once_value(builder, zero)
+        wsum = cgutils.alloca_once_value(builder, zero)
+        base = builder.ptrtoint(Gd, i64)
+        with cgutils.for_range(builder, n) as jl:
+            j = jl.index
+            inw = builder.icmp_signed("<", j, k)
+            col = splat(builder.add(base, builder.mul(j, ir.Constant(i64, 8))), it)
+            with cgutils.for_range_slice(builder, ir.Constant(i64, 0), kv, ir.Constant(i64, _LANES), inc=True) as (r0, _):
+                addr = builder.add(builder.add(col, rows),
+                                   splat(builder.mul(builder.mul(r0, n), ir.Constant(i64, 8)), it))
+                g = builder.call(gather, [builder.inttoptr(addr, ir.VectorType(f64.as_pointer(), _LANES)),
+                                          ir.Constant(i32, 8), every, zero])
+                tp = builder.bitcast(builder.gep(Td, [builder.add(builder.mul(j, k), r0)]), vp)
+                builder.store(builder.fadd(builder.load(tp, align=8), builder.fneg(builder.fmul(al, g))), tp, align=8)
+                sq = builder.fmul(g, g)
+                builder.store(builder.fadd(builder.load(wsum), builder.select(inw, sq, zero)), wsum)
+                builder.store(builder.fadd(builder.load(tot), sq), tot)
+        for i, x in ((0, tot), (1, wsum)):
+            v = builder.load(x)
+            h = builder.extract_element(v, ir.Constant(i32, 0))
+            for L in range(1, _LANES):
+                h = builder.fadd(h, builder.extract_element(v, ir.Constant(i32, L)))
+            ptr = builder.gep(Ad, [ir.Constant(i64, i)])
+            builder.store(builder.fadd(builder.load(ptr), h), ptr)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@_jit
+def credit_update(G, th, alpha, k, n, acc):
+    """The SGD update ``θ ← θ − α g_t`` from the unit-major credit row ``G = c_t J_t`` (``k n``, as
+    :func:`elman_influence_and_credit` leaves it): ``θ[j·k + r] += −(α G[r·n + j])`` as the unfused
+    update moves it, along θ (``n k``), ``G``'s numbers gathered a vector of rows at a time (the rows
+    beyond the last whole vector in scalar code); ``acc`` (2) receives ``‖g_t‖²`` and its part over
+    ``W``'s entries (``j < k``), summed in any order (relative error ``≤ k n u``)."""
+    acc[0] = 0.0
+    acc[1] = 0.0
+    kv = k - k % _LANES
+    if kv > 0:
+        _update_rows(G, th, alpha, k, n, kv, acc)
+    tot, w = 0.0, 0.0
+    for j in range(n):
+        for r in range(kv, k):
+            gv = G[r * n + j]
+            th[j * k + r] += -(alpha * gv)
+            if j < k:
+                w += gv * gv
+            else:
+                tot += gv * gv
+    acc[0] += tot + w
+    acc[1] += w
+
+
+@intrinsic
 def _prefetch_block(typingctx, A, k, ld, j0, nv):
     """Ask the cache for the lines of ``A[l·ld + j0 + L·v]`` (``l < k``, ``v < nv``; ``L = _LANES``),
     never faults."""

@@ -14,15 +14,17 @@ numbers than one block and fewer than one vector (the scalar path), and ``Â_t``
 anywhere in a block.  Hand mutations fail these tests: the credit row's first block adding to the old
 ``G`` instead of storing; ``D`` read row-major; one input row dropped from the sum; ``â`` read one
 number off; ``Â_t`` not scaled by ``σ'``; a block's row taken to hold ``Â_t`` only when it starts
-inside the block; the scalar path without ``Â_t``.
+inside the block; the scalar path without ``Â_t``.  :func:`credit_update` (the SGD update from the
+credit row) against numpy: its gather's row offsets one number off, ``W``'s part of the sum taken over
+one column too many, the scalar rows skipped.
 """
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from rtrl_validation.simulations.kernels_dense import (_LANES, _ROWS, _VECTORS, PAD, elman_influence_and_credit,
-                                                       elman_influence_reference, prefetch)
+from rtrl_validation.simulations.kernels_dense import (_LANES, _ROWS, _VECTORS, PAD, credit_update,
+                                                       elman_influence_and_credit, elman_influence_reference, prefetch)
 
 U = np.finfo(float).eps / 2
 WIDTH = _LANES * _VECTORS
@@ -109,6 +111,23 @@ def test_a_changed_operand_is_seen(where):
     M = magnitude(D, X, u, ahat)
     assert np.any(np.abs(out - ref) > 2 * gamma(k + 1) * M)
     assert np.any(np.abs(G - Gref) > 2 * gamma(2 * k + 1) * (np.abs(c) @ M))
+
+
+@pytest.mark.parametrize("k, m", [(16, 8), (5, 3), (11, 3), (8, 0), (2 * _LANES + 3, 4), (1, 1)])
+def test_credit_update_against_numpy(k, m):
+    """``θ − α g_t`` from the unit-major credit row exactly (the same operations on every entry: gathered
+    rows and the scalar rows after the last whole vector), ``‖g_t‖²`` and its part over ``W``'s
+    entries within ``p u`` (sums of ``p`` squares in another order)."""
+    q = k + m + 1
+    p = k * q
+    rng = np.random.default_rng(k + 100 * m)
+    G, th, alpha = rng.standard_normal(p), rng.standard_normal(p), 0.3
+    g = G.reshape(k, q).T.reshape(-1)                                 # θ's order: j·k + r
+    th1, acc = th.copy(), np.full(2, np.nan)
+    credit_update(G, th1, alpha, k, q, acc)
+    np.testing.assert_array_equal(th1, th + -(alpha * g))
+    for got, want in ((acc[0], g @ g), (acc[1], g[:k * k] @ g[:k * k])):
+        assert abs(got - want) <= p * U * want
 
 
 def test_prefetch_reads_nothing_and_changes_nothing():
