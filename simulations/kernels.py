@@ -26,7 +26,7 @@ import numba
 import numpy as np
 
 from .aligned import LANES, aligned_empty
-from .kernels_dense import PAD, credit_update, elman_influence_and_credit, prefetch
+from .kernels_dense import PAD, credit_update, elman_influence_and_credit, preactivation, prefetch
 
 _jit = numba.njit(cache=True, nogil=True)
 
@@ -709,13 +709,8 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
             for j in range(m):
                 ah[k + j] = xs[i, b, j]
             ah[k + m] = 1.0
-            z[:] = 0.0
             th = theta[b]
-            for j in range(ncols):                                 # z = A â, the sum over j in order
-                a = ah[j]
-                col = th[j * k:(j + 1) * k]
-                for r in range(k):
-                    z[r] += col[r] * a
+            preactivation(th, ah, z)                               # z = A â
             if tanh:
                 tanh_into(z, sig, bits)
             for r in range(k):
@@ -742,12 +737,7 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
                 dphi[nk + o] = delta[o]
             # the influence and the gradient estimate
             if mode == MODE_UORO:
-                z[:] = 0.0
-                for l in range(k):                                     # W s̃
-                    a = ut[b, l]
-                    col = th[l * k:(l + 1) * k]
-                    for r in range(k):
-                        z[r] += col[r] * a
+                preactivation(th[:k * k], ut[b], z)                    # W s̃
                 nD, aa, cc = 0.0, 0.0, 0.0
                 for r in range(k):
                     Ds[r] = ds[r] * z[r]

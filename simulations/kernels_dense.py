@@ -289,6 +289,79 @@ def credit_update(G, th, alpha, k, n, acc):
 
 
 @intrinsic
+def _fma(typingctx, x, y, z):
+    """``x y + z`` rounded once (``llvm.fma.f64``)."""
+    sig = types.float64(types.float64, types.float64, types.float64)
+
+    def codegen(context, builder, signature, args):
+        f64 = ir.DoubleType()
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f64, [f64] * 3), "llvm.fma.f64")
+        return builder.call(fn, list(args))
+
+    return sig, codegen
+
+
+@intrinsic
+def _preactivation_rows(typingctx, th, ah, z, k, kv):
+    """``z[r] = Σ_j th[j·k + r] · ah[j]`` for ``r < kv`` (a multiple of ``_LANES``), a vector of rows at
+    a time, the sum in order of ``j`` with one fused multiply-add each.  1-D contiguous float64."""
+    sig = types.void(th, ah, z, k, kv)
+
+    def codegen(context, builder, signature, args):
+        th_, ah_, z_, k_, kv_ = args
+        a = signature.args
+        Td, Ad, Zd = (context.make_array(a[i])(context, builder, x).data for i, x in ((0, th_), (1, ah_), (2, z_)))
+        n = context.make_array(a[1])(context, builder, ah_).nitems
+        f64, i64, i32 = ir.DoubleType(), ir.IntType(64), ir.IntType(32)
+        vt = ir.VectorType(f64, _LANES)
+        vp = vt.as_pointer()
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt, vt]),
+                                             f"llvm.fma.v{_LANES}f64")
+        k, kv = _i64(builder, k_), _i64(builder, kv_)
+        acc = cgutils.alloca_once(builder, vt)
+        with cgutils.for_range_slice(builder, ir.Constant(i64, 0), kv, ir.Constant(i64, _LANES), inc=True) as (r0, _):
+            builder.store(ir.Constant(vt, [0.0] * _LANES), acc)
+            with cgutils.for_range(builder, n) as jl:
+                j = jl.index
+                x = builder.load(builder.bitcast(builder.gep(Td, [builder.add(builder.mul(j, k), r0)]), vp), align=8)
+                v = builder.insert_element(ir.Constant(vt, ir.Undefined), builder.load(builder.gep(Ad, [j])),
+                                           ir.Constant(i32, 0))
+                v = builder.shuffle_vector(v, ir.Constant(vt, ir.Undefined),
+                                           ir.Constant(ir.VectorType(i32, _LANES), [0] * _LANES))
+                builder.store(builder.call(fma, [x, v, builder.load(acc)]), acc)
+            builder.store(builder.load(acc), builder.bitcast(builder.gep(Zd, [r0]), vp), align=8)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@_jit
+def preactivation(th, ah, z):
+    """``z = A â`` (THEORY §1: the Elman cell's pre-activation ``W s_{t−1} + U x_t + b``), ``A = [W U b]``
+    column-major in θ (``th[j·k + r] = A[r, j]``).
+
+    Parameters
+    ----------
+    th : ndarray, shape (k * n,)
+    ah : ndarray, shape (n,)
+        ``â = [s_{t−1}; x_t; 1]``.
+    z : ndarray, shape (k,)
+        Receives ``A â``: each entry the sum over ``j`` in order, one fused multiply-add each (a
+        vector of rows at a time; the rows after the last whole vector in scalar code, the same
+        order)."""
+    k = z.shape[0]
+    kv = k - k % _LANES
+    if kv > 0:
+        _preactivation_rows(th, ah, z, k, kv)
+    n = ah.shape[0]
+    for r in range(kv, k):
+        acc = 0.0
+        for j in range(n):
+            acc = _fma(th[j * k + r], ah[j], acc)
+        z[r] = acc
+
+
+@intrinsic
 def _prefetch_block(typingctx, A, k, ld, j0, nv):
     """Ask the cache for the lines of ``A[l·ld + j0 + L·v]`` (``l < k``, ``v < nv``; ``L = _LANES``),
     never faults."""

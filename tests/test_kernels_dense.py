@@ -16,7 +16,8 @@ anywhere in a block.  Hand mutations fail these tests: the credit row's first bl
 number off; ``Â_t`` not scaled by ``σ'``; a block's row taken to hold ``Â_t`` only when it starts
 inside the block; the scalar path without ``Â_t``.  :func:`credit_update` (the SGD update from the
 credit row) against numpy: its gather's row offsets one number off, ``W``'s part of the sum taken over
-one column too many, the scalar rows skipped.
+one column too many, the scalar rows skipped.  :func:`preactivation` (``z = A â``): ``A`` read
+row-major, the last column skipped, the scalar rows' sum started from ``â``'s first number twice.
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ import numpy as np
 import pytest
 
 from rtrl_validation.simulations.kernels_dense import (_LANES, _ROWS, _VECTORS, PAD, credit_update,
-                                                       elman_influence_and_credit, elman_influence_reference, prefetch)
+                                                       elman_influence_and_credit, elman_influence_reference,
+                                                       preactivation, prefetch)
 
 U = np.finfo(float).eps / 2
 WIDTH = _LANES * _VECTORS
@@ -128,6 +130,20 @@ def test_credit_update_against_numpy(k, m):
     np.testing.assert_array_equal(th1, th + -(alpha * g))
     for got, want in ((acc[0], g @ g), (acc[1], g[:k * k] @ g[:k * k])):
         assert abs(got - want) <= p * U * want
+
+
+@pytest.mark.parametrize("k, m", [(16, 8), (5, 3), (11, 3), (8, 0), (2 * _LANES + 3, 4), (1, 1), (64, 32)])
+def test_preactivation_within_the_rounding_bound(k, m):
+    """``z = A â``, ``n = k + m + 1`` products summed per entry: ``|z − A â| ≤ γ_n |A| |â|`` against numpy
+    in extended precision, on rows in whole vectors and after them."""
+    n = k + m + 1
+    rng = np.random.default_rng(k + 100 * m)
+    th, ah = rng.standard_normal(k * n), rng.standard_normal(n)
+    z = np.full(k, np.nan)
+    preactivation(th, ah, z)
+    A = th.reshape(n, k).T                                            # θ[j·k + r] = A[r, j]
+    ref = A.astype(np.longdouble) @ ah.astype(np.longdouble)
+    assert np.all(np.abs(z - ref) <= gamma(n) * (np.abs(A) @ np.abs(ah)))
 
 
 def test_prefetch_reads_nothing_and_changes_nothing():
