@@ -213,14 +213,23 @@ def test_influence_norms_without_the_formed_influence(spec, density):
     assert np.any(np.abs(est.influence_norms(st) - ref) > tol * ref)
 
 
-def test_divergence_is_recorded_at_the_same_step():
+@pytest.mark.parametrize("record_grad", [True, False])
+@pytest.mark.parametrize("activation, alpha0, blowup", [("identity", 10.0, 1e8), ("tanh", 1.0, 2.5)])
+def test_divergence_is_recorded_at_the_same_step(record_grad, activation, alpha0, blowup):
+    """Students that leave the bounds: an unstable linear one with a large step, and a tanh one whose
+    parameters pass a bound of 2.5 at the third step (one replicate of two, with the state bounded
+    by 1); the step, the replicates and the reason as the general loop records them, with a window
+    gradient and without (then exact RTRL's update is fused), with checkpoints 64 steps apart (the
+    compiled loop runs up to 64 steps per call)."""
     results = []
     for kernel in (False, True):
-        cell, ro, proc = problem("identity")
+        cell, ro, proc = problem(activation)
         rng = np.random.default_rng(0)
         theta, phi = cell.init(rng, batch=2), ro.init(rng, 2)
-        theta[:, cell.block["W"].cols] = (3.0 * np.eye(K)).ravel()      # unstable, no projection
-        tr = OnlineTrainer(cell, ro, parse_estimator("rtrl"), proc, Schedule(10.0), record_every=1, kernel=kernel)
+        if activation == "identity":
+            theta[:, cell.block["W"].cols] = (3.0 * np.eye(K)).ravel()  # unstable, no projection
+        tr = OnlineTrainer(cell, ro, parse_estimator("rtrl"), proc, Schedule(alpha0), record_every=64, kernel=kernel,
+                           record_grad=record_grad, blowup=blowup)
         state, traj = tr.run(tr.init(theta, phi, np.random.default_rng(0)), 200, np.random.default_rng(0))
         results.append((state.t, traj.diverged_at, traj.diverged_reason, state.diverged.tolist()))
     assert results[0][1] is not None and results[0][1] < 200
