@@ -35,6 +35,12 @@ _ROWS, _VECTORS = (8, 3) if _LANES == 8 else (4, 3)
 PAD = _VECTORS * _LANES
 
 
+def _contiguous(*arrays) -> bool:
+    """Every argument typed as a contiguous float64 array (the intrinsics below index their data by
+    pointer): anything else is a typing error, not wrong numbers."""
+    return all(isinstance(a, types.Array) and a.layout == "C" and a.dtype == types.float64 for a in arrays)
+
+
 def _emit_block(context, builder, signature, args, nr: int, nv: int) -> None:
     """LLVM IR of :func:`_block` for ``nr`` rows and ``nv`` vectors (see there)."""
     D_, X_, out_, G_, u_, v_, c_, k_, ld_, n_, r0_, j0_, first_ = args[:13]
@@ -103,6 +109,8 @@ def _block(typingctx, D, X, out, G, u, v, credit, k, ld, n, r0, j0, first, nr, n
     ``u``, ``credit`` (``k``), ``v`` (``n`` numbers between :data:`PAD` zeros on each side): 1-D
     contiguous float64; ``1 ≤ nr ≤ _ROWS``, ``1 ≤ nv ≤ _VECTORS`` (one loop per pair, chosen by a
     switch: the accumulators must be registers)."""
+    if not _contiguous(D, X, out, G, u, v, credit):
+        return None
     sig = types.void(D, X, out, G, u, v, credit, k, ld, n, r0, j0, first, nr, nv)
 
     def codegen(context, builder, signature, args):
@@ -210,6 +218,8 @@ def _update_rows(typingctx, G, th, alpha, k, n, kv, acc):
     of ``θ`` at a time with ``G``'s numbers gathered across its rows; ``acc[0] += Σ g²`` over these
     entries and ``acc[1] += Σ_{j<k} g²`` (``W``'s), in any order.  ``G``: ``k n``, ``th``: ``n k``,
     ``acc``: 2, 1-D contiguous float64."""
+    if not _contiguous(G, th, acc):
+        return None
     sig = types.void(G, th, alpha, k, n, kv, acc)
 
     def codegen(context, builder, signature, args):
@@ -305,6 +315,8 @@ def _fma(typingctx, x, y, z):
 def _preactivation_rows(typingctx, th, ah, z, k, kv):
     """``z[r] = Σ_j th[j·k + r] · ah[j]`` for ``r < kv`` (a multiple of ``_LANES``), a vector of rows at
     a time, the sum in order of ``j`` with one fused multiply-add each.  1-D contiguous float64."""
+    if not _contiguous(th, ah, z):
+        return None
     sig = types.void(th, ah, z, k, kv)
 
     def codegen(context, builder, signature, args):

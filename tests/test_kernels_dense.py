@@ -146,6 +146,18 @@ def test_preactivation_within_the_rounding_bound(k, m):
     assert np.all(np.abs(z - ref) <= gamma(n) * (np.abs(A) @ np.abs(ah)))
 
 
+def test_strided_arrays_are_refused():
+    """The kernels index their arrays' data by pointer: a strided view is a typing error, not wrong
+    numbers."""
+    from numba.core.errors import TypingError
+    k, n = 8, 5
+    th, ah, z = np.zeros(2 * k * n), np.zeros(n), np.zeros(k)
+    with pytest.raises(TypingError):
+        preactivation(th[::2], ah, z)
+    with pytest.raises(TypingError):
+        credit_update(np.zeros(2 * k * n)[::2], np.zeros(k * n), 0.1, k, n, np.zeros(2))
+
+
 def test_prefetch_reads_nothing_and_changes_nothing():
     a = np.arange(13.0)
     prefetch(a)
