@@ -592,8 +592,8 @@ def _within(x, bound):
 
 @_jit
 def _add_input_and_credit(Jb, ds, ah, credit, g):
-    """``J_t = J_{t−1}' + I_t`` in place and ``g_t = c_t J_t`` from a formed credit row (THEORY §2.1),
-    for the first step of a TBPTT block (``Jb`` zero, so ``J_t = I_t``): ``Jb`` (``(k+1) × p``) holds
+    """``J_t = D_t J_{t−1} + I_t`` in place and ``g_t = c_t D_t J_{t−1} + c_t I_t`` (THEORY §2.1), used
+    at the first step of a TBPTT block (``Jb`` zero, so ``J_t = I_t``): ``Jb`` (``(k+1) × p``) holds
     ``D_t J_{t−1}`` in its first ``k`` rows and ``c_t D_t J_{t−1}`` in its last, columns unit-major
     (``I_t``'s row ``r`` is ``σ'_r â`` at columns ``r (k+m+1) …``), so only ``I_t``'s ``k (k+m+1)``
     entries are read and written; ``g`` in θ's order (column ``j·k + r`` at unit-major
@@ -607,16 +607,6 @@ def _add_input_and_credit(Jb, ds, ah, credit, g):
         for j in range(ncols):
             row[j] += dr * ah[j]
             g[j * k + r] = last[j] + cr * ah[j]
-
-
-@_jit
-def _credit_in_theta_order(G, g, k, ncols):
-    """``g[j·k + r] = G[r·ncols + j]``: ``g_t`` (``p``) in θ's order from the unit-major credit row
-    ``G = c_t J_t`` (:func:`~simulations.kernels_dense.elman_influence_and_credit`)."""
-    for r in range(k):
-        o = r * ncols
-        for j in range(ncols):
-            g[j * k + r] = G[o + j]
 
 
 @_jit
@@ -637,10 +627,10 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
       replicate: ``D_t`` formed column-major (one contiguous pass), then ``J_t`` into the other buffer
       and ``c_t J_t`` into its last row in one register-blocked pass
       (:func:`~simulations.kernels_dense.elman_influence_and_credit`, which also asks the cache for the
-      next replicate's ``J_{t−1}`` and ``θ``), then ``g_t`` read off the last row into θ's order (:func:`_credit_in_theta_order`; with
-      ``fuse``, :func:`~simulations.kernels_dense.credit_update` moves ``θ`` by ``−α_t g_t`` and sums
-      ``‖g_t‖²`` instead, as for SnAp-1 below) while the row is in the L1 (with 64 replicates at Elman k = 16 the buffers are
-      3.5 MB each, beyond the L2).
+      next replicate's ``J_{t−1}`` and ``θ``), then ``g_t`` read off the last row into θ's order
+      (:func:`unit_major_to_theta`; with ``fuse``, :func:`~simulations.kernels_dense.credit_update`
+      moves ``θ`` by ``−α_t g_t`` and sums ``‖g_t‖²`` instead, as for SnAp-1 below) while the row is in
+      the L1 (with 64 replicates at Elman k = 16 the buffers are 3.5 MB each, beyond the L2).
       ``J3``, ``J3next``: ``B × (k+1) × p`` (the estimator's buffers; their
       last row receives ``c_t J_t``), ``J_{t−1}`` in the first ``k`` rows of ``J3`` at the first step;
       the two swap roles at every step, so after an odd number of steps ``J`` is in ``J3next`` (the
@@ -684,7 +674,8 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
     influence = mode == MODE_RTRL or mode == MODE_TBPTT
     ahp = np.zeros(ncols + 2 * PAD)                   # â between zeros (elman_influence_and_credit)
     Dt = np.empty(k * k)                               # D_t, column-major (RTRL, TBPTT)
-    ah, ds, credit, dphi = ahp[PAD:PAD + ncols], np.empty(k), np.empty(k), np.empty(phi.shape[1])  # â, σ', c_t, ∂ℓ/∂φ
+    ah = ahp[PAD:PAD + ncols]                          # â
+    ds, credit, dphi = np.empty(k), np.empty(k), np.empty(phi.shape[1])        # σ', c_t, ∂ℓ/∂φ
     z = np.empty(k)
     cds = np.empty(k)
     Ds = np.empty(k)
@@ -698,6 +689,8 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
     sums = np.empty(2)                                 # exact RTRL's fused update: ‖g_t‖², ‖g_t‖² over W
     ones, cg, va = np.ones(k), np.empty(k), np.empty(ncols)     # UORO's fused pass: d ≡ 1, c ≡ γ, v = α_u â
     g = np.empty(p)
+    g2d = g.reshape((1, p))
+    theta_order = np.array([[0, ncols, k, 1]])        # [W U b]: one full block (unit_major_to_theta)
     for i in range(n):
         t = t0 + i + 1
         out = False
@@ -812,7 +805,7 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
                     credit_update(nxt[b, k], th, alphas[i], k, ncols, sums)
                     GN2[b], DW[b] = sums[0], sums[1]
                 else:
-                    _credit_in_theta_order(nxt[b, k], g, k, ncols)
+                    unit_major_to_theta(nxt[b, k:], g2d, theta_order)          # g_t in θ's order
             if mode == MODE_TBPTT:
                 for c in range(p):
                     gblock[b, c] += g[c]

@@ -23,7 +23,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .kernels_sparse import _LANES, _i64
+from .kernels_sparse import _LANES, _i64, _splat
 
 _jit = numba.njit(cache=True, nogil=True)
 
@@ -47,7 +47,7 @@ def _emit_block(context, builder, signature, args, nr: int, nv: int) -> None:
     a = signature.args
     Dd, Xd, Od, Gd, Ud, Vd, Cd = (context.make_array(a[i])(context, builder, x).data
                                   for i, x in ((0, D_), (1, X_), (2, out_), (3, G_), (4, u_), (5, v_), (6, c_)))
-    f64, i64, i32 = ir.DoubleType(), ir.IntType(64), ir.IntType(32)
+    f64, i64 = ir.DoubleType(), ir.IntType(64)
     vt = ir.VectorType(f64, _LANES)
     vp = vt.as_pointer()
     zero = ir.Constant(vt, [0.0] * _LANES)
@@ -55,9 +55,7 @@ def _emit_block(context, builder, signature, args, nr: int, nv: int) -> None:
     k, ld, n, r0, j0 = (_i64(builder, x) for x in (k_, ld_, n_, r0_, j0_))
 
     def broadcast(x):
-        v = builder.insert_element(ir.Constant(vt, ir.Undefined), x, ir.Constant(i32, 0))
-        return builder.shuffle_vector(v, ir.Constant(vt, ir.Undefined),
-                                      ir.Constant(ir.VectorType(i32, _LANES), [0] * _LANES))
+        return _splat(builder, x, vt)
 
     def vectors(row):
         return [builder.bitcast(builder.gep(row, [ir.Constant(i64, _LANES * v)]), vp) for v in range(nv)]
@@ -233,12 +231,11 @@ def _update_rows(typingctx, G, th, alpha, k, n, kv, acc):
         k, n, kv = (_i64(builder, x) for x in (k_, n_, kv_))
 
         def splat(x, t):
-            v = builder.insert_element(ir.Constant(t, ir.Undefined), x, ir.Constant(i32, 0))
-            return builder.shuffle_vector(v, ir.Constant(t, ir.Undefined),
-                                          ir.Constant(ir.VectorType(i32, _LANES), [0] * _LANES))
+            return _splat(builder, x, t)
 
+        ptrs = ir.VectorType(f64.as_pointer(), _LANES)
         gather = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vt, [ir.VectorType(f64.as_pointer(), _LANES), i32, ir.VectorType(i1, _LANES), vt]),
+            builder.module, ir.FunctionType(vt, [ptrs, i32, ir.VectorType(i1, _LANES), vt]),
             f"llvm.masked.gather.v{_LANES}f64.v{_LANES}p0")
         every = ir.Constant(ir.VectorType(i1, _LANES), [1] * _LANES)
         al = splat(alpha_, vt)
@@ -251,11 +248,11 @@ def _update_rows(typingctx, G, th, alpha, k, n, kv, acc):
             j = jl.index
             inw = builder.icmp_signed("<", j, k)
             col = splat(builder.add(base, builder.mul(j, ir.Constant(i64, 8))), it)
-            with cgutils.for_range_slice(builder, ir.Constant(i64, 0), kv, ir.Constant(i64, _LANES), inc=True) as (r0, _):
+            with cgutils.for_range_slice(builder, ir.Constant(i64, 0), kv, ir.Constant(i64, _LANES),
+                                         inc=True) as (r0, _):
                 addr = builder.add(builder.add(col, rows),
                                    splat(builder.mul(builder.mul(r0, n), ir.Constant(i64, 8)), it))
-                g = builder.call(gather, [builder.inttoptr(addr, ir.VectorType(f64.as_pointer(), _LANES)),
-                                          ir.Constant(i32, 8), every, zero])
+                g = builder.call(gather, [builder.inttoptr(addr, ptrs), ir.Constant(i32, 8), every, zero])
                 tp = builder.bitcast(builder.gep(Td, [builder.add(builder.mul(j, k), r0)]), vp)
                 builder.store(builder.fadd(builder.load(tp, align=8), builder.fneg(builder.fmul(al, g))), tp, align=8)
                 sq = builder.fmul(g, g)
@@ -324,7 +321,7 @@ def _preactivation_rows(typingctx, th, ah, z, k, kv):
         a = signature.args
         Td, Ad, Zd = (context.make_array(a[i])(context, builder, x).data for i, x in ((0, th_), (1, ah_), (2, z_)))
         n = context.make_array(a[1])(context, builder, ah_).nitems
-        f64, i64, i32 = ir.DoubleType(), ir.IntType(64), ir.IntType(32)
+        f64, i64 = ir.DoubleType(), ir.IntType(64)
         vt = ir.VectorType(f64, _LANES)
         vp = vt.as_pointer()
         fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt, vt]),
@@ -336,10 +333,7 @@ def _preactivation_rows(typingctx, th, ah, z, k, kv):
             with cgutils.for_range(builder, n) as jl:
                 j = jl.index
                 x = builder.load(builder.bitcast(builder.gep(Td, [builder.add(builder.mul(j, k), r0)]), vp), align=8)
-                v = builder.insert_element(ir.Constant(vt, ir.Undefined), builder.load(builder.gep(Ad, [j])),
-                                           ir.Constant(i32, 0))
-                v = builder.shuffle_vector(v, ir.Constant(vt, ir.Undefined),
-                                           ir.Constant(ir.VectorType(i32, _LANES), [0] * _LANES))
+                v = _splat(builder, builder.load(builder.gep(Ad, [j])), vt)
                 builder.store(builder.call(fma, [x, v, builder.load(acc)]), acc)
             builder.store(builder.load(acc), builder.bitcast(builder.gep(Zd, [r0]), vp), align=8)
         return context.get_dummy_value()

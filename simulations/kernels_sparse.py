@@ -67,6 +67,14 @@ def _i64(builder, x):
     return x if x.type.width == 64 else builder.sext(x, ir.IntType(64))
 
 
+def _splat(builder, x, vt):
+    """The scalar ``x`` in every lane of a vector of type ``vt``."""
+    i32 = ir.IntType(32)
+    v = builder.insert_element(ir.Constant(vt, ir.Undefined), x, ir.Constant(i32, 0))
+    return builder.shuffle_vector(v, ir.Constant(vt, ir.Undefined),
+                                  ir.Constant(ir.VectorType(i32, vt.count), [0] * vt.count))
+
+
 def _emit_rows(context, builder, signature, args, nc: int, step: bool) -> None:
     """LLVM IR of :func:`_rows` (``step``: of :func:`_rows_step`) for ``nc`` vectors per row (see there)."""
     S = 4 if nc <= 2 else 2 if nc < 8 else 1
@@ -76,7 +84,7 @@ def _emit_rows(context, builder, signature, args, nc: int, step: bool) -> None:
                       for i, x in ((0, D_), (1, tpd_), (2, sidx_), (3, rowptr_)))
     Xd = context.make_array(a[8])(context, builder, X_).data
     Od = context.make_array(a[11])(context, builder, out_).data
-    f64, i64, i32 = ir.DoubleType(), ir.IntType(64), ir.IntType(32)
+    f64, i64 = ir.DoubleType(), ir.IntType(64)
     vt = ir.VectorType(f64, _LANES)
     vp = vt.as_pointer()
     zero = ir.Constant(vt, [0.0] * _LANES)
@@ -88,9 +96,7 @@ def _emit_rows(context, builder, signature, args, nc: int, step: bool) -> None:
         return _i64(builder, x) if conv else x
 
     def broadcast(x):
-        v = builder.insert_element(ir.Constant(vt, ir.Undefined), x, ir.Constant(i32, 0))
-        return builder.shuffle_vector(v, ir.Constant(vt, ir.Undefined),
-                                      ir.Constant(ir.VectorType(i32, _LANES), [0] * _LANES))
+        return _splat(builder, x, vt)
 
     last = builder.sub(jlast_, j0_)                  # the last chunk's place after the first
 

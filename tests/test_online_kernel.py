@@ -386,15 +386,3 @@ def test_rtrl_input_and_credit_against_numpy():
     _add_input_and_credit(J1, ds, ah, c, g1)
     np.testing.assert_array_equal(J1[:k], J)
     np.testing.assert_array_equal(g1, g)
-
-
-def test_rtrl_credit_in_theta_order_against_numpy():
-    """From the unit-major credit row ``G = c_t J_t``: ``g_t`` in θ's order (``_credit_in_theta_order``),
-    exactly."""
-    from rtrl_validation.simulations.kernels import _credit_in_theta_order
-    k, m = 5, 3
-    q = k + m + 1
-    G = np.random.default_rng(2).standard_normal(k * q)
-    g1 = np.full(k * q, np.nan)
-    _credit_in_theta_order(G, g1, k, q)
-    np.testing.assert_array_equal(g1, G.reshape(k, q).T.reshape(-1))        # θ's order: j·k + r
