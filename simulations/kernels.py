@@ -26,7 +26,7 @@ import numba
 import numpy as np
 
 from .aligned import LANES, aligned_empty
-from .kernels_dense import PAD, credit_update, elman_influence_and_credit, preactivation, prefetch
+from .kernels_dense import PAD, WIDTH, credit_update, elman_influence_and_credit, preactivation, prefetch
 
 _jit = numba.njit(cache=True, nogil=True)
 
@@ -610,7 +610,7 @@ def _add_input_and_credit(Jb, ds, ah, credit, g):
 
 
 @_jit
-def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, urho, nus, fold, mode, tau, tanh, xs,
+def elman_online_steps(theta, phi, s, J3, J2, jpos, X, ut, ufac, usq, urho, nus, fold, mode, tau, tanh, xs,
                        ys, alphas, update_now, t0, learn, train_readout, radius, upper, g_acc, gphi_acc, gblock,
                        w_loss, w_gnorm, w_g, w_gphi, record_grad, blowup, loss_out, gnorm_out, fuse):
     """Online training steps of an Elman cell ``s_t = σ(W s_{t−1} + U x_t + b)`` (``σ`` = tanh or the
@@ -624,17 +624,16 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
     ``I_t[r, j·k + r] = σ'_r â_j`` (§3) and
 
     * ``mode = MODE_RTRL``: ``J_t = D_t J_{t−1} + I_t``, ``g_t = c_t J_t`` (§2.1), replicate by
-      replicate: ``D_t`` formed column-major (one contiguous pass), then ``J_t`` into the other buffer
-      and ``c_t J_t`` into its last row in one register-blocked pass
+      replicate: ``D_t`` formed column-major (one contiguous pass), then ``J_t`` in place and
+      ``c_t J_t`` into the last row in one register-blocked pass
       (:func:`~simulations.kernels_dense.elman_influence_and_credit`, which also asks the cache for the
       next replicate's ``J_{t−1}`` and ``θ``), then ``g_t`` read off the last row into θ's order
       (:func:`unit_major_to_theta`; with ``fuse``, :func:`~simulations.kernels_dense.credit_update`
       moves ``θ`` by ``−α_t g_t`` and sums ``‖g_t‖²`` instead, as for SnAp-1 below) while the row is in
-      the L1 (with 64 replicates at Elman k = 16 the buffers are 3.5 MB each, beyond the L2).
-      ``J3``, ``J3next``: ``B × (k+1) × p`` (the estimator's buffers; their
-      last row receives ``c_t J_t``), ``J_{t−1}`` in the first ``k`` rows of ``J3`` at the first step;
-      the two swap roles at every step, so after an odd number of steps ``J`` is in ``J3next`` (the
-      caller swaps them back).  Columns in the unit-major order (``jpos``, unused here): θ's column
+      the L1 (with 64 replicates at Elman k = 16, ``J3`` is 3.5 MB, beyond the L2).
+      ``J3``: ``B × (k+1) × p`` (the estimator's ``full``), ``J_{t−1}`` in the first ``k`` rows,
+      ``J_t`` after the step; the last row receives ``c_t J_t``.  Columns in the unit-major order
+      (``jpos``, unused here): θ's column
       ``j·k + r`` at ``r·(k+m+1) + j``, so ``I_t``'s row ``r`` is contiguous;
     * ``mode = MODE_SNAP1``: the same restricted to the entries ``(c mod k, c)`` (§4, SnAp-1); ``J2``:
       ``B × p``, θ's column ``c`` at entry ``jpos[c]``.  ``fuse`` (the caller's promise: ``jpos`` is
@@ -674,6 +673,7 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
     influence = mode == MODE_RTRL or mode == MODE_TBPTT
     ahp = np.zeros(ncols + 2 * PAD)                   # â between zeros (elman_influence_and_credit)
     Dt = np.empty(k * k)                               # D_t, column-major (RTRL, TBPTT)
+    scratch = np.empty(k * WIDTH)                      # elman_influence_and_credit's first rows of a block
     ah = ahp[PAD:PAD + ncols]                          # â
     ds, credit, dphi = np.empty(k), np.empty(k), np.empty(phi.shape[1])        # σ', c_t, ∂ℓ/∂φ
     z = np.empty(k)
@@ -695,7 +695,6 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
         t = t0 + i + 1
         out = False
         fused = mode != MODE_TBPTT and fuse and learn and update_now[i]
-        cur, nxt = (J3, J3next) if i % 2 == 0 else (J3next, J3)
         for b in range(B):
             for r in range(k):
                 ah[r] = s[b, r]
@@ -791,21 +790,21 @@ def elman_online_steps(theta, phi, s, J3, J3next, J2, jpos, X, ut, ufac, usq, ur
                         J2[b, e] = v
                         g[c] = credit[r] * v
             elif mode == MODE_TBPTT and (t - 1) % tau == 0:
-                nxt[b] = 0.0                                           # J_{t−1} = 0: J_t = I_t
-                _add_input_and_credit(nxt[b], ds, ah, credit, g)
+                J3[b] = 0.0                                            # J_{t−1} = 0: J_t = I_t
+                _add_input_and_credit(J3[b], ds, ah, credit, g)
             else:
                 for l in range(k):                                     # D_t = diag(σ') W, column-major
                     for r in range(k):
                         Dt[l * k + r] = ds[r] * th[l * k + r]
                 bn = b + 1 if b + 1 < B else b
                 prefetch(theta[bn])                                    # the next replicate's θ, and its
-                elman_influence_and_credit(Dt, cur[b, :k].ravel(), nxt[b, :k].ravel(), nxt[b, k], ds, ahp, credit,
-                                           cur[bn, :k].ravel())                    # J_{t−1} in the product
+                elman_influence_and_credit(Dt, J3[b, :k].ravel(), J3[b, k], ds, ahp, credit,
+                                           J3[bn, :k].ravel(), scratch)            # J_{t−1} in the product
                 if fused:
-                    credit_update(nxt[b, k], th, alphas[i], k, ncols, sums)
+                    credit_update(J3[b, k], th, alphas[i], k, ncols, sums)
                     GN2[b], DW[b] = sums[0], sums[1]
                 else:
-                    unit_major_to_theta(nxt[b, k:], g2d, theta_order)          # g_t in θ's order
+                    unit_major_to_theta(J3[b, k:], g2d, theta_order)           # g_t in θ's order
             if mode == MODE_TBPTT:
                 for c in range(p):
                     gblock[b, c] += g[c]

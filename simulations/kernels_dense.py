@@ -33,6 +33,8 @@ _ROWS, _VECTORS = (8, 3) if _LANES == 8 else (4, 3)
 #: zeros on each side of ``â`` in :func:`elman_influence_and_credit`'s ``v``: a block's row that holds
 #: part of ``Â_t``'s row reads all its vectors from ``v`` without a mask
 PAD = _VECTORS * _LANES
+#: columns of a block (:func:`elman_influence_and_credit`'s ``scratch`` holds ``k`` rows of them)
+WIDTH = _VECTORS * _LANES
 
 
 def _contiguous(*arrays) -> bool:
@@ -43,7 +45,7 @@ def _contiguous(*arrays) -> bool:
 
 def _emit_block(context, builder, signature, args, nr: int, nv: int) -> None:
     """LLVM IR of :func:`_block` for ``nr`` rows and ``nv`` vectors (see there)."""
-    D_, X_, out_, G_, u_, v_, c_, k_, ld_, n_, r0_, j0_, first_ = args[:13]
+    D_, X_, out_, G_, u_, v_, c_, k_, ld_, n_, r0_, j0_, ldo_, jo_, first_ = args[:15]
     a = signature.args
     Dd, Xd, Od, Gd, Ud, Vd, Cd = (context.make_array(a[i])(context, builder, x).data
                                   for i, x in ((0, D_), (1, X_), (2, out_), (3, G_), (4, u_), (5, v_), (6, c_)))
@@ -52,7 +54,7 @@ def _emit_block(context, builder, signature, args, nr: int, nv: int) -> None:
     vp = vt.as_pointer()
     zero = ir.Constant(vt, [0.0] * _LANES)
     fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt, vt]), f"llvm.fma.v{_LANES}f64")
-    k, ld, n, r0, j0 = (_i64(builder, x) for x in (k_, ld_, n_, r0_, j0_))
+    k, ld, n, r0, j0, ldo, jo = (_i64(builder, x) for x in (k_, ld_, n_, r0_, j0_, ldo_, jo_))
 
     def broadcast(x):
         return _splat(builder, x, vt)
@@ -87,7 +89,7 @@ def _emit_block(context, builder, signature, args, nr: int, nv: int) -> None:
             for v, x in enumerate(acc[i]):
                 av = builder.load(builder.bitcast(builder.gep(base, [ir.Constant(i64, _LANES * v)]), vp), align=8)
                 builder.store(builder.call(fma, [uR, av, builder.load(x)]), x)
-        for v, ptr in enumerate(vectors(builder.gep(Od, [builder.add(builder.mul(R, ld), j0)]))):
+        for v, ptr in enumerate(vectors(builder.gep(Od, [builder.add(builder.mul(R, ldo), jo)]))):
             xv = builder.load(acc[i][v])
             builder.store(xv, ptr, align=8)
             g[v] = builder.call(fma, [cR, xv, g[v]])
@@ -96,25 +98,27 @@ def _emit_block(context, builder, signature, args, nr: int, nv: int) -> None:
 
 
 @intrinsic
-def _block(typingctx, D, X, out, G, u, v, credit, k, ld, n, r0, j0, first, nr, nv):
-    """Rows ``r0 … r0+nr−1`` and the ``nv · _LANES`` columns from ``j0`` of ``out = D X + diag(u) Â``
-    and of ``G = credit · out`` (:func:`elman_influence_and_credit`)::
+def _block(typingctx, D, X, out, G, u, v, credit, k, ld, n, r0, j0, ldo, jo, first, nr, nv):
+    """Rows ``r0 … r0+nr−1`` and the ``nv · _LANES`` columns from ``j0`` of ``Y = D X + diag(u) Â``
+    and of ``G = credit · Y`` (:func:`elman_influence_and_credit`), ``Y``'s entries stored into
+    ``out``'s rows of ``ldo`` numbers from column ``jo``::
 
-        out[R·ld + j] = Σ_{l<k} D[l·k + R] · X[l·ld + j]  (+ u[R] · v[PAD + j − R·n] if 0 ≤ j − R·n < n)
-        G[j] = (0 if first else G[j]) + Σ_R credit[R] · out[R·ld + j]
+        Y[R, j] = Σ_{l<k} D[l·k + R] · X[l·ld + j]  (+ u[R] · v[PAD + j − R·n] if 0 ≤ j − R·n < n)
+        out[R·ldo + jo + (j − j0)] = Y[R, j],   G[j] = (0 if first else G[j]) + Σ_R credit[R] · Y[R, j]
 
-    ``D`` (``k × k``, column-major), ``X``, ``out`` (``k × ld``, rows of ``ld`` numbers), ``G`` (``ld``),
+    ``D`` (``k × k``, column-major), ``X`` (``k × ld``, rows of ``ld`` numbers), ``out`` (rows of ``ldo``
+    numbers), ``G`` (``ld``),
     ``u``, ``credit`` (``k``), ``v`` (``n`` numbers between :data:`PAD` zeros on each side): 1-D
     contiguous float64; ``1 ≤ nr ≤ _ROWS``, ``1 ≤ nv ≤ _VECTORS`` (one loop per pair, chosen by a
     switch: the accumulators must be registers)."""
     if not _contiguous(D, X, out, G, u, v, credit):
         return None
-    sig = types.void(D, X, out, G, u, v, credit, k, ld, n, r0, j0, first, nr, nv)
+    sig = types.void(D, X, out, G, u, v, credit, k, ld, n, r0, j0, ldo, jo, first, nr, nv)
 
     def codegen(context, builder, signature, args):
         i64 = ir.IntType(64)
         done = builder.append_basic_block("block.done")
-        key = builder.add(builder.mul(_i64(builder, args[13]), ir.Constant(i64, _VECTORS + 1)), _i64(builder, args[14]))
+        key = builder.add(builder.mul(_i64(builder, args[15]), ir.Constant(i64, _VECTORS + 1)), _i64(builder, args[16]))
         switch = builder.switch(key, done)
         for nr in range(1, _ROWS + 1):
             for nv in range(1, _VECTORS + 1):
@@ -129,11 +133,37 @@ def _block(typingctx, D, X, out, G, u, v, credit, k, ld, n, r0, j0, first, nr, n
     return sig, codegen
 
 
-@_jit
-def elman_influence_and_credit(D, X, out, G, u, v, credit, ahead):
-    """Exact RTRL's influence step on an Elman cell and its credit row (THEORY §2.1, §3)::
+@intrinsic
+def _copy_rows(typingctx, src, dst, rows, ld, j0, nv):
+    """``dst[R·ld + j0 + c] = src[R·WIDTH + c]`` for ``R < rows``, ``c < nv · _LANES``, a vector at a time
+    (``src``, ``dst``: 1-D contiguous float64)."""
+    if not _contiguous(src, dst):
+        return None
+    sig = types.void(src, dst, rows, ld, j0, nv)
 
-        J_t = D_t J_{t−1} + I_t = D_t J_{t−1} + diag(σ') Â_t,      G = c_t J_t
+    def codegen(context, builder, signature, args):
+        src_, dst_, rows_, ld_, j0_, nv_ = args
+        Sd, Dd = (context.make_array(signature.args[i])(context, builder, x).data for i, x in ((0, src_), (1, dst_)))
+        i64 = ir.IntType(64)
+        vp = ir.VectorType(ir.DoubleType(), _LANES).as_pointer()
+        rows, ld, j0, nv = (_i64(builder, x) for x in (rows_, ld_, j0_, nv_))
+        with cgutils.for_range(builder, rows) as R:
+            s0 = builder.mul(R.index, ir.Constant(i64, WIDTH))
+            d0 = builder.add(builder.mul(R.index, ld), j0)
+            with cgutils.for_range(builder, nv) as v:
+                c = builder.mul(v.index, ir.Constant(i64, _LANES))
+                x = builder.load(builder.bitcast(builder.gep(Sd, [builder.add(s0, c)]), vp), align=8)
+                builder.store(x, builder.bitcast(builder.gep(Dd, [builder.add(d0, c)]), vp), align=8)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@_jit
+def elman_influence_and_credit(D, J, G, u, v, credit, ahead, scratch):
+    """Exact RTRL's influence step on an Elman cell, in place, and its credit row (THEORY §2.1, §3)::
+
+        J ← J_t = D_t J_{t−1} + I_t = D_t J_{t−1} + diag(σ') Â_t,      G = c_t J_t
 
     with ``D_t = diag(σ') W``, ``Â_t``'s row ``R`` holding ``â = [s_{t−1}; x_t; 1]`` at columns
     ``R n … R n + n − 1`` (θ's entries of ``W``'s, ``U``'s and ``b``'s row ``R`` in the unit-major
@@ -144,10 +174,8 @@ def elman_influence_and_credit(D, X, out, G, u, v, credit, ahead):
     D : ndarray, shape (k * k,)
         ``D_t`` column-major (``D[l·k + R] = D_t[R, l] = σ'_R θ[l·k + R]``: one contiguous pass over
         θ's first ``k²`` numbers), contiguous.
-    X : ndarray, shape (k * p,)
-        ``J_{t−1}``'s ``k`` rows of ``p`` numbers, contiguous.
-    out : ndarray, shape (k * p,)
-        Receives ``J_t`` (must not overlap ``X``).
+    J : ndarray, shape (k * p,)
+        ``J_{t−1}``'s ``k`` rows of ``p`` numbers, contiguous; receives ``J_t``.
     G : ndarray, shape (p,)
         Receives ``c_t J_t`` (unit-major, as ``J``'s columns).
     u : ndarray, shape (k,)
@@ -159,42 +187,52 @@ def elman_influence_and_credit(D, X, out, G, u, v, credit, ahead):
         ``c_t``.
     ahead : ndarray, shape (k * p,)
         The next replicate's ``J_{t−1}``: its lines are requested from memory during the product.
+    scratch : ndarray, shape (k * WIDTH,)
+        Holds a block of columns' first rows until the block's last rows have read ``J_{t−1}``.
 
     Each entry is ``Σ_l D_t[R, l] J[l, j]`` summed in order of ``l`` with one fused multiply-add each
     (OpenBLAS's order on the machines measured: bit-equal to ``np.matmul``), then (``Â_t``'s
     entries) ``+ σ'_R â_j`` fused; ``G`` adds the rows in order of ``R``, one fused multiply-add each.
-    Blocks of ``_VECTORS`` vectors across the row (the last one ending at ``p``, overlapping the one
-    before when ``p`` is not a multiple: those columns are computed again, identically, and the
-    credit row's first block stores rather than adds), and, within each, the rows in near-equal
-    blocks of at most ``_ROWS``.  Rows shorter than a vector (``p < _LANES``) are summed in scalar
-    code, in the same order."""
+    Blocks of :data:`WIDTH` columns (``_VECTORS`` vectors) across the row, then one block of the
+    whole vectors left, then the columns after the last whole vector in scalar code (the same
+    order, each product rounded before its sum); within a block, the rows in near-equal blocks of
+    at most ``_ROWS``, all but the last stored into ``scratch`` and copied into ``J`` once the last
+    has been formed.  In place, ``J_t`` needs no second ``k × p`` buffer, and its stores meet the
+    lines ``J_{t−1}`` has just brought into the cache: with 64 replicates at Elman k = 16 two buffers
+    are 3.5 MB each, beyond the L2, and every store into the other one read its line from the L3
+    first."""
     k = credit.shape[0]
     p = G.shape[0]
     n = v.shape[0] - 2 * PAD
-    if p < _LANES:
-        G[:] = 0.0
-        for R in range(k):
-            for j in range(p):
-                acc = 0.0
-                for l in range(k):
-                    acc += D[l * k + R] * X[l * p + j]
-                if 0 <= j - R * n < n:
-                    acc += u[R] * v[PAD + j - R * n]
-                out[R * p + j] = acc
-                G[j] += credit[R] * acc
-        return
     blocks = (k + _ROWS - 1) // _ROWS
-    nv = min(_VECTORS, p // _LANES)
-    j = 0
-    while j < p:
-        j0 = j if p - j >= nv * _LANES else p - nv * _LANES
-        r0 = 0
+    pv = p - p % _LANES
+    j0 = 0
+    while j0 < pv:
+        nv = min(_VECTORS, (pv - j0) // _LANES)
+        r0, nr = 0, 0
         for rb in range(blocks):
             nr = (k - r0) // (blocks - rb)
-            _block(D, X, out, G, u, v, credit, k, p, n, r0, j0, rb == 0, nr, nv)
+            if rb < blocks - 1:
+                _block(D, J, scratch, G, u, v, credit, k, p, n, r0, j0, WIDTH, 0, rb == 0, nr, nv)
+            else:
+                _block(D, J, J, G, u, v, credit, k, p, n, r0, j0, p, j0, rb == 0, nr, nv)
             r0 += nr
+        _copy_rows(scratch, J, k - nr, p, j0, nv)
         _prefetch_block(ahead, k, p, j0, nv)
-        j = j0 + nv * _LANES
+        j0 += nv * _LANES
+    for j in range(pv, p):
+        g = 0.0
+        for R in range(k):
+            acc = 0.0
+            for l in range(k):
+                acc += D[l * k + R] * J[l * p + j]
+            if 0 <= j - R * n < n:
+                acc += u[R] * v[PAD + j - R * n]
+            scratch[R] = acc
+            g += credit[R] * acc
+        G[j] = g
+        for R in range(k):
+            J[R * p + j] = scratch[R]
 
 
 def elman_influence_reference(D: np.ndarray, X: np.ndarray, u: np.ndarray, ahat: np.ndarray,

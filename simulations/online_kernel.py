@@ -11,8 +11,8 @@ one register-blocked pass per replicate (:mod:`simulations.kernels_dense`), and 
 SnAp-1's and UORO's gradient and SGD update are one pass over ``θ`` (with SnAp-1's influence or
 UORO's ``θ̃`` direction) when every step updates (``fuse``).  The trainer keeps everything
 else (data chunks, step sizes, window records, divergence bookkeeping, checkpoints); the
-estimator's own state arrays are updated in place (exact RTRL's two buffers swapped as its ``step`` swaps them), so
-checkpoints, ``influence`` and resumption are unchanged.  UORO's signs come from the run's
+estimator's own state arrays are updated in place (exact RTRL's ``J_t`` into its ``full`` buffer),
+so checkpoints, ``influence`` and resumption are unchanged.  UORO's signs come from the run's
 Generator, drawn before each call in the order the general loop draws them.  The
 general loop stays the reference: ``OnlineTrainer(..., kernel=False)``; the tests compare the two
 (``tests/test_online_kernel.py``).
@@ -79,7 +79,6 @@ class _Run:
     mode: int
     tau: int
     J3: np.ndarray            # B × (k+1) × p: J_t in the first k rows (RTRL, TBPTT)
-    J3next: np.ndarray        # the same shape: the next step's product
     J2: np.ndarray            # SnAp-1: B × nnz, the estimator's nnz × B values transposed (written back after each call)
     jpos: np.ndarray
     uoro: tuple               # UORO: (θ̃'s direction, s̃, factor, ‖direction‖², last (ρ₀, ρ₁)); else empty arrays
@@ -137,20 +136,19 @@ class ElmanKernel:
             return None
         k, p = tr.cell.k, tr.cell.p
         no3, no2 = np.zeros((1, 1, 1)), np.zeros((1, 1))
-        J3next, uoro = no3, (no2, no2, np.zeros(1), np.zeros(1), no2)
+        uoro = (no2, no2, np.zeros(1), np.zeros(1), no2)
         state.theta = np.ascontiguousarray(state.theta)
         state.phi = np.ascontiguousarray(state.phi)
         if self.mode == MODE_TBPTT:
             tau = self.tau
             if state.t % tau or (state.t + steps) % tau or tr.chunk % tau or state.est.c:
                 return None
-            J3, J3next, J2, jpos = np.zeros((B, k + 1, p)), np.zeros((B, k + 1, p)), no2, unit_major(tr.cell.blocks, tr.cell.p).astype(np.int64)
+            J3, J2, jpos = np.zeros((B, k + 1, p)), no2, unit_major(tr.cell.blocks, tr.cell.p).astype(np.int64)
         elif self.mode == MODE_RTRL:
             st = state.est.structure
-            if state.est.buf is None or state.est.full.shape != (B, k + 1, p) or \
-                    not (state.est.full.flags.c_contiguous and state.est.buf.flags.c_contiguous):
+            if state.est.full is None or state.est.full.shape != (B, k + 1, p) or not state.est.full.flags.c_contiguous:
                 return None
-            J3, J3next, J2 = state.est.full, state.est.buf, no2                  # J: the first k rows of full
+            J3, J2 = state.est.full, no2                                         # J: the first k rows of full
             jpos = unit_major(tr.cell.blocks, tr.cell.p).astype(np.int64)
             if not np.array_equal(st.pos, jpos):
                 return None
@@ -169,7 +167,7 @@ class ElmanKernel:
                 return None
             J3, J2 = no3, np.ascontiguousarray(state.est.J.T)     # B × nnz: a replicate's entries contiguous
             jpos = np.asarray(st.entry_index(np.arange(p) % k, np.arange(p)), dtype=np.int64)
-        return _Run(self.mode, max(self.tau, 1), J3, J3next, J2, jpos, uoro, np.zeros((B, p)), np.full(B, np.inf),
+        return _Run(self.mode, max(self.tau, 1), J3, J2, jpos, uoro, np.zeros((B, p)), np.full(B, np.inf),
                     np.zeros(B), np.zeros(B),
                     self.fuse and (self.mode in (MODE_UORO, MODE_RTRL)
                                    or (self.mode == MODE_SNAP1 and bool(np.array_equal(jpos, np.arange(p))))))
@@ -192,7 +190,7 @@ class ElmanKernel:
         else:
             nus = np.zeros((1, 1, 1))
         done = elman_online_steps(
-            state.theta, state.phi, state.s, run.J3, run.J3next, run.J2, run.jpos, *run.uoro, nus,
+            state.theta, state.phi, state.s, run.J3, run.J2, run.jpos, *run.uoro, nus,
             np.array(FOLD_RANGE), run.mode, run.tau, self.tanh,
             np.ascontiguousarray(xs[lo:hi], dtype=float), np.ascontiguousarray(ys[lo:hi], dtype=float),
             alphas[lo:hi] if learn else np.zeros(hi - lo), update_now[lo:hi], state.t, learn, tr.train_readout,
@@ -208,10 +206,6 @@ class ElmanKernel:
             if done < hi - lo:
                 rng.bit_generator.state = before
                 rademacher(rng, (done, state.theta.shape[0], tr.cell.k))
-        if done % 2 and self.mode in (MODE_RTRL, MODE_TBPTT):       # the product of the last step is in J3next
-            run.J3, run.J3next = run.J3next, run.J3
-            if self.mode == MODE_RTRL:
-                RTRL._swap(state.est)
         state.t += done
         win.n += done
         return done

@@ -8,10 +8,11 @@ sum; ``G = c_t J_t`` sums ``k`` more products of computed entries, so
 ``|G − exact| ≤ (γ_k (1 + γ_{k+1}) + γ_{k+1}) |c| M ≤ γ_{2k+1} |c| M``.  The reference is numpy's in
 ``np.longdouble`` (64-bit significand on x86-64), whose own error is ``2¹¹`` times smaller.
 
-The shapes cover one and several blocks of rows (``_ROWS``), rows of exactly one block of columns,
-a last block that overlaps the one before (``p`` not a multiple of the block's width), rows of fewer
-numbers than one block and fewer than one vector (the scalar path), and ``Â_t``'s rows starting
-anywhere in a block.  Hand mutations fail these tests: the credit row's first block adding to the old
+The kernel works in place (``J_{t−1}`` in, ``J_t`` out), its scratch filled with NaN.  The shapes
+cover one, two and three blocks of rows (``_ROWS``; all but the last held in the scratch), rows of
+exactly one block of columns, a last block of fewer vectors, columns after the last whole vector and
+rows of fewer numbers than one vector (the scalar path), and ``Â_t``'s rows starting anywhere in a
+block.  Hand mutations fail these tests: the credit row's first block adding to the old
 ``G`` instead of storing; ``D`` read row-major; one input row dropped from the sum; ``â`` read one
 number off; ``Â_t`` not scaled by ``σ'``; a block's row taken to hold ``Â_t`` only when it starts
 inside the block; the scalar path without ``Â_t``.  :func:`credit_update` (the SGD update from the
@@ -24,12 +25,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rtrl_validation.simulations.kernels_dense import (_LANES, _ROWS, _VECTORS, PAD, credit_update,
+from rtrl_validation.simulations.kernels_dense import (_LANES, _ROWS, _VECTORS, PAD, WIDTH, credit_update,
                                                        elman_influence_and_credit, elman_influence_reference,
                                                        preactivation, prefetch)
 
 U = np.finfo(float).eps / 2
-WIDTH = _LANES * _VECTORS
 ROWS = sorted({1, 2, _ROWS - 1, _ROWS, _ROWS + 1, 2 * _ROWS + 3, 16})
 COLS = sorted({1, _LANES - 1, _LANES, _LANES + 3, WIDTH - 1, WIDTH, WIDTH + 1, 2 * WIDTH + _LANES // 2, 400})
 
@@ -45,11 +45,12 @@ def padded(ahat):
 
 
 def run(D, X, u, ahat, c):
+    """The kernel's ``(J_t, c_t J_t)``, ``J_t`` formed in place over a copy of ``X``."""
     k, p = X.shape
-    out, G = np.full(k * p, np.nan), np.full(p, np.nan)            # every number must be written
-    elman_influence_and_credit(np.ascontiguousarray(D.T).ravel(), X.ravel(), out, G, u, padded(ahat), c,
-                               X.ravel())
-    return out.reshape(k, p), G
+    J, G = X.ravel().copy(), np.full(p, np.nan)                     # every number of G must be written
+    elman_influence_and_credit(np.ascontiguousarray(D.T).ravel(), J, G, u, padded(ahat), c, X.ravel(),
+                               np.full(k * WIDTH, np.nan))
+    return J.reshape(k, p), G
 
 
 def problem(k, p, n, seed):
