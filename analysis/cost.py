@@ -15,7 +15,10 @@ exponent family):
   SnAp-2 that is its stated formula): equivalence within :data:`TOLERANCE`, so an interval wider
   than the tolerance is INCONCLUSIVE; judged only where the fitted sizes are arithmetic-dominated
   (:func:`exponent_decision`: the per-step overhead, timed on a tiny cell in every sweep, must be
-  at most ``TOLERANCE / (2 β)`` of the time at the smallest fitted size, else INCONCLUSIVE);
+  at most ``TOLERANCE / (2 β)`` of the time at the smallest fitted size, else INCONCLUSIVE) and,
+  for a series timed beside the bare operation its step cannot beat (exact RTRL: the dense
+  product of its shapes), at a steady machine rate (that product's own exponent within
+  ``TOLERANCE / 2`` of its FLOP count's slope over the same sizes, else INCONCLUSIVE);
 * "SnAp-1 costs no more than a BPTT step" (at most :data:`BPTT_FACTOR` × at the largest common
   size, sweeps paired) and "SnAp-2 stays cheaper than RTRL on a sparse network" (by at least 2×);
 * memory identities (exact counts).
@@ -29,7 +32,7 @@ import numpy as np
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 from scipy import stats
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from rtrl_validation.simulations.experiments.base import INCONCLUSIVE, Verdict
 
@@ -98,13 +101,50 @@ def overhead_gated(share: float | None, centre: float) -> bool:
     return share is not None and share > max_overhead_share(centre)
 
 
+@dataclass(frozen=True)
+class FloorRate:
+    """The bare floor operation of a series timed in the same sweeps (exact RTRL: its dense
+    product): the exponent of its time and the slope of its FLOP count over the fitted sizes."""
+
+    exponent: float
+    count: float
+
+    @property
+    def drift(self) -> float:
+        """How far the machine's rate for that operation moves over the fitted sizes, as an exponent:
+        ``exponent − count`` (negative: faster per FLOP at larger sizes)."""
+        return self.exponent - self.count
+
+
+def floor_rate(k, floor_sweeps, floor_flops) -> FloorRate | None:
+    """:class:`FloorRate` from the floor's CPU seconds (``n_k × sweeps``) and FLOP counts (``n_k``)
+    at the fitted sizes ``k``, or ``None`` when not measured or too few sweeps."""
+    if floor_sweeps is None or floor_flops is None:
+        return None
+    try:
+        e = sweep_exponent(k, floor_sweeps)
+    except inf.UnreliableEstimate:
+        return None
+    return FloorRate(float(e.value), fit_exponent(k, floor_flops)["slope"])
+
+
+def rate_gated(rate: FloorRate | None) -> bool:
+    """Whether an exponent is not tested because the machine's rate for the step's floor operation
+    moves over the fitted sizes by more than half the margin (``|drift| > TOLERANCE / 2``): there no
+    implementation's time could follow its count to within the margin's half (``None``: no gate)."""
+    return rate is not None and abs(rate.drift) > TOLERANCE / 2
+
+
 def exponent_decision(est: inf.Estimate, centre: float, share: float | None, alpha: float = ALPHA,
-                      where: str = "") -> inf.Decision:
+                      where: str = "", rate: FloorRate | None = None) -> inf.Decision:
     """Equivalence of a fitted exponent with ``centre`` within :data:`TOLERANCE`, decided only in
     an arithmetic-dominated range: when the per-step overhead's share ``share`` at the smallest
     fitted size exceeds :func:`max_overhead_share` the decision is INCONCLUSIVE with that reason
     (overhead bends the log-log curve down: a shortfall would not be the claim's failure, and an
-    exponent above the claim could hide behind it).  ``share = None`` (not measured): no gate."""
+    exponent above the claim could hide behind it).  ``share = None`` (not measured): no gate.
+    Likewise when the bare floor operation timed in the same sweeps (``rate``) shows the machine's
+    own rate moving over the fitted sizes by more than half the margin (:func:`rate_gated`): the
+    step's time could not follow its count there however it were written."""
     d = inf.equivalence(est, TOLERANCE, alpha, centre=centre)
     limit = max_overhead_share(centre)
     if overhead_gated(share, centre):
@@ -112,6 +152,12 @@ def exponent_decision(est: inf.Estimate, centre: float, share: float | None, alp
                        reason=f"overhead-dominated range: per-step overhead{where} is {share:.0%} of the time "
                               f"at the smallest fitted size, above {limit:.1%} = tolerance / (2·{centre:.2g}) "
                               "(it could bend the slope by more than half the tolerance)")
+    if rate_gated(rate):
+        return replace(d, status=INCONCLUSIVE, family="cost: exponents (not tested: the machine's rate moves)",
+                       reason=f"the machine's rate moves over these sizes: the bare dense product of the step's "
+                              f"shapes, timed in the same sweeps, grows like k^{rate.exponent:.2f} against its "
+                              f"count's k^{rate.count:.2f} (a drift of {rate.drift:+.2f}, beyond ±{TOLERANCE / 2:g} "
+                              "= half the tolerance), so no step's time could follow its count here")
     return d
 
 
@@ -136,7 +182,10 @@ def series_table(record) -> dict[str, dict]:
         except inf.UnreliableEstimate:
             exp = None
         share = overhead_share(a.get(f"overhead.{name}"), sweeps_[sel][0])
-        out[name] = dict(s, k=k, sel=sel, **arr, sweeps=sweeps_, exp=exp, share=share, overhead_k=k0,
+        fs, ff = a.get(f"floor_sweeps.{name}"), a.get(f"floor_flops.{name}")
+        rate = floor_rate(k[sel], None if fs is None else np.asarray(fs, dtype=float)[sel],
+                          None if ff is None else np.asarray(ff, dtype=float)[sel])
+        out[name] = dict(s, k=k, sel=sel, **arr, sweeps=sweeps_, exp=exp, share=share, overhead_k=k0, rate=rate,
                          fit=fit_exponent(k[sel], arr["cpu"][sel]),
                          wall=fit_exponent(k[sel], arr["time_min"][sel]),
                          model=fit_exponent(k[sel], arr["flops"][sel])["slope"],
@@ -165,8 +214,9 @@ def _exponent_verdicts(tab) -> list[Verdict]:
         if est is None:
             keep.append((check, None, name, kind, centre, sizes))
             continue
-        d = exponent_decision(est, centre, tab[name]["share"], ALPHA, f" (k={tab[name]['overhead_k']})")
-        if overhead_gated(tab[name]["share"], centre):
+        d = exponent_decision(est, centre, tab[name]["share"], ALPHA, f" (k={tab[name]['overhead_k']})",
+                              tab[name]["rate"])
+        if overhead_gated(tab[name]["share"], centre) or rate_gated(tab[name]["rate"]):
             gated[check] = d                 # not tested, so not in the Holm family
             keep.append((check, check, name, kind, centre, sizes))
             continue
@@ -183,7 +233,9 @@ def _exponent_verdicts(tab) -> list[Verdict]:
         evidence = (f"k = {sizes}; operation count k^{s['model']:.2f}; wall time k^{s['wall']['slope']:.2f}"
                     + ("" if s["theory"] is None else f"; asymptotic order {s['theory'][0]}")
                     + ("" if s["share"] is None else f"; overhead share at k={int(s['k'][s['sel']][0])}: "
-                       f"{s['share']:.1%} (judged up to {max_overhead_share(centre):.1%})"))
+                       f"{s['share']:.1%} (judged up to {max_overhead_share(centre):.1%})")
+                    + ("" if s["rate"] is None else f"; bare dense product k^{s['rate'].exponent:.2f} against its "
+                       f"count's k^{s['rate'].count:.2f} (judged up to a drift of ±{TOLERANCE / 2:g})"))
         if i is None:
             out.append(inf.inconclusive(check, "too few timing sweeps for an interval", claim, SOURCE, stat))
         else:

@@ -167,6 +167,45 @@ def test_an_overhead_dominated_range_is_inconclusive_not_fail():
     assert verdicts(rec)[check].status == "INCONCLUSIVE"
 
 
+def test_a_drifting_machine_rate_is_inconclusive_not_fail():
+    """Exact RTRL's exponents are judged only where the bare dense product of its shapes, timed in the
+    same sweeps, follows its own FLOP count: with that product at ``k^3.3`` against a count of
+    ``k^4`` (the machine faster per FLOP at larger sizes, as on a small-``K`` BLAS product) a step that
+    tracks it (``k^3.3``) is INCONCLUSIVE with that reason and outside the Holm family; with the
+    product at ``k^4`` the same step FAILs, and a step at ``k^4`` PASSes."""
+    check = "RTRL's per-step cost is quartic in k"
+    rng = np.random.default_rng(3)
+
+    def record(step, product):
+        rec = synthetic({"rtrl": ("rtrl", 1.0, step)})
+        k = rec["arrays"]["k.rtrl"]
+        rec["arrays"]["floor_flops.rtrl"] = 2.0 * (k + 1) * k * k * (k + 5)
+        rec["arrays"]["floor_sweeps.rtrl"] = 1e-7 * (k / 16)[:, None] ** product \
+            * np.exp(0.01 * rng.standard_normal((k.size, 5)))
+        return rec
+
+    v = verdicts(record(3.3, 3.3))[check]
+    assert v.status == "INCONCLUSIVE" and "not tested" in v.family and "the machine's rate moves" in v.evidence
+    assert "bare dense product k^3.30" in v.evidence
+    v = verdicts(record(3.3, 4.0))[check]
+    assert v.status == "FAIL" and v.family.startswith("cost: exponents (")
+    assert verdicts(record(4.0, 4.0))[check].status == "PASS"
+    assert verdicts(synthetic({"rtrl": ("rtrl", 1.0, 3.3)}))[check].status == "FAIL"      # no floor recorded
+
+
+def test_exact_rtrl_is_timed_beside_its_bare_product():
+    cfg = EXP.config("quick", {"series": {"rtrl": [4, 6, 8]}, "sparse_series": {"rtrl": [6, 8, 10]},
+                               "fit_points": 3, "min_time": 1e-4, "repeats": 2, "batch_hidden": 3,
+                               "batch_replicates": 2, "batch_steps": 2})
+    (task,) = EXP.tasks(cfg)
+    res = EXP.run_task(task, np.random.SeedSequence(1))
+    cell = make_cell("elman", 8, 4)
+    assert res.arrays["floor_sweeps.rtrl"].shape == (3, 2) and np.all(res.arrays["floor_sweeps.rtrl"] > 0)
+    assert res.arrays["floor_flops.rtrl"][-1] == 2.0 * (cell.k + 1) * cell.k * cell.p
+    assert "floor_sweeps.rtrl-sparse" not in res.arrays
+    assert not EXP.schemas["scaling"].problems(res.data, res.arrays)
+
+
 def test_benchmark_table_reads_the_online_step_and_old_records_the_sum():
     rec = synthetic({"snap-1": ("snap-1", 1.0, 2.0)})
     rec["config"]["compare_k"] = 64

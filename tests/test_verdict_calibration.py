@@ -234,6 +234,31 @@ def run_overhead_gate(n_sim, seed=8):
     return overhead_sweeps(rng, n_sim, 2.0, 0.02), overhead_sweeps(rng, n_sim, 2.5, 0.02)
 
 
+def rate_sweeps(rng, n_sim, beta, drift, sweeps=5, noise=0.05, k=(80, 96, 128, 160, 192)):
+    """Decisions of :func:`analysis.cost.exponent_decision` (centre 4, exact RTRL's order) on timing
+    sweeps ``t_r(k) = A k^(β + drift)·e^ε`` whose bare floor product, timed in the same sweeps, runs at
+    ``k^(4 + drift)·e^ε`` against a count of ``k⁴``: the machine's rate moves by ``drift`` as an
+    exponent over the sizes and the step moves with it."""
+    from rtrl_validation.analysis.cost import exponent_decision, floor_rate, sweep_exponent
+
+    k = np.asarray(k, dtype=float)
+    x = k / k[0]
+    out = []
+    for _ in range(n_sim):
+        t = (x ** (beta + drift))[:, None] * np.exp(noise * rng.standard_normal((k.size, sweeps)))
+        f = (x ** (4.0 + drift))[:, None] * np.exp(noise * rng.standard_normal((k.size, sweeps)))
+        out.append(exponent_decision(sweep_exponent(k, t), 4.0, None, ALPHA,
+                                     rate=floor_rate(k, f, k ** 4)).status)
+    return rates(out)
+
+
+def run_rate_gate(n_sim, seed=10):
+    """The cost exponents' rate gate: quartic step at a steady rate -> PASS; the minimum effect
+    (β = 3.5) there -> not PASS.  The gate's own conditions: :func:`test_rate_gate_calibration`."""
+    rng = np.random.default_rng(seed)
+    return rate_sweeps(rng, n_sim, 4.0, 0.0), rate_sweeps(rng, n_sim, 3.5, 0.0)
+
+
 RULES = {
     "equivalence (TOST), normal": lambda n: run_equivalence(n, "normal"),
     "equivalence (TOST), heavy-tailed t4": lambda n: run_equivalence(n, "heavy"),
@@ -248,10 +273,12 @@ RULES = {
     "log-log slope = order (clustered)": run_slope,
     "log-log slope > 0 (grows with k)": run_growth,
     "cost exponent, arithmetic-dominated (overhead gate)": run_overhead_gate,
+    "cost exponent, steady machine rate (rate gate)": run_rate_gate,
 }
 SMOKE = {"equivalence (TOST), normal": 400, "superiority with MDE": 400, "at most a bound (cost ratio)": 400, "equivalence with control": 300,
          "intersection over 4 directions": 150,
-         "log-log slope > 0 (grows with k)": 150, "cost exponent, arithmetic-dominated (overhead gate)": 300}
+         "log-log slope > 0 (grows with k)": 150, "cost exponent, arithmetic-dominated (overhead gate)": 300,
+         "cost exponent, steady machine rate (rate gate)": 300}
 
 
 @pytest.mark.parametrize("name", list(SMOKE))
@@ -283,6 +310,29 @@ def test_overhead_gate_calibration(n_sim):
     assert held[FAIL] <= ALPHA + mc(n_sim)
     assert hidden[PASS] <= 0.2
     assert short[FAIL] >= 0.8
+
+
+@pytest.mark.parametrize("n_sim", [pytest.param(2000, marks=pytest.mark.slow), 300])
+def test_rate_gate_calibration(n_sim):
+    """Where the machine's rate for exact RTRL's product moves over the fitted sizes, a quartic step
+    must not FAIL: with the drift of this machine's quick sizes (−0.4: the product at ``k^3.6``) and at
+    the gate's edge (−0.25, judged) FAIL ≤ α + MC; an exponent half an order above the claim, flattened
+    by a drift of −0.5 into the margin, must not PASS (≤ 20%); a real shortfall (β = 3.3) at a steady
+    rate still FAILs (≥ 80%) and a quartic step there is not gated (INCONCLUSIVE ≤ α + MC)."""
+    rng = np.random.default_rng(11)
+    drifting = rate_sweeps(rng, n_sim, 4.0, -0.4)
+    edge = rate_sweeps(rng, n_sim, 4.0, -0.25)
+    hidden = rate_sweeps(rng, n_sim, 4.6, -0.5)
+    short = rate_sweeps(rng, n_sim, 3.3, 0.0)
+    steady = rate_sweeps(rng, n_sim, 4.0, 0.0)
+    print(f"\n[calibration] rate gate, N = {n_sim}: quartic, drift −0.4: FAIL {drifting[FAIL]:.3f} "
+          f"(need ≤ {ALPHA + mc(n_sim):.3f}), INCONCLUSIVE {drifting[INCONCLUSIVE]:.3f}; drift −0.25: FAIL "
+          f"{edge[FAIL]:.3f}, PASS {edge[PASS]:.3f}; β = 4.6 behind drift −0.5: PASS {hidden[PASS]:.3f} (need ≤ 0.20); "
+          f"β = 3.3, steady: FAIL {short[FAIL]:.3f}; quartic, steady: INCONCLUSIVE {steady[INCONCLUSIVE]:.3f}")
+    assert drifting[FAIL] <= ALPHA + mc(n_sim) and edge[FAIL] <= ALPHA + mc(n_sim)
+    assert hidden[PASS] <= 0.2
+    assert short[FAIL] >= 0.8
+    assert steady[INCONCLUSIVE] <= ALPHA + mc(n_sim)
 
 
 def test_refusals():

@@ -36,7 +36,11 @@ records made before they were measured), ``cpu_sweeps.s`` and ``cpu_forward_swee
 one column per sweep); ``overhead.s`` (``repeats``): CPU seconds per step of the same estimator on a
 tiny cell (``overhead_hidden`` units, timed first in every sweep), whose arithmetic is negligible,
 so it measures the per-step overhead (Python and numpy calls) that :mod:`analysis.cost` compares
-with the time at the smallest fitted size; ``bytes.s``, ``flops.s``, ``p.s``.
+with the time at the smallest fitted size; ``bytes.s``, ``flops.s``, ``p.s``.  For a series whose
+step is bounded below by a dense product (:data:`FLOORS`: exact RTRL's ``(k+1) × k · k × p``),
+``floor_sweeps.s`` (``n_k × repeats``): CPU seconds of that bare product, timed in the same sweeps,
+and ``floor_flops.s``: its count, so that :mod:`analysis.cost` can tell whether the machine's own
+rate for it is steady over the fitted sizes.
 """
 from __future__ import annotations
 
@@ -67,6 +71,27 @@ SERIES_ARRAYS = ("k", "time", "time_min", "forward", "linearize", "ratio", "cpu"
                  "times", "cpu_sweeps", "cpu_forward_sweeps", "bytes", "flops", "p")
 #: the arrays of one series added since the first records (optional when a record is read)
 ONLINE_ARRAYS = ("online", "cpu_online")
+#: the arrays of a series with a floor operation (:data:`FLOORS`)
+FLOOR_ARRAYS = ("floor_sweeps", "floor_flops")
+
+
+def influence_product(cell, rng):
+    """Exact RTRL's step's product on a dense network, bare: ``[D_t; c_t D_t] J_{t−1}``
+    (``(k+1) × k`` by ``k × p``, THEORY §2.1) with random operands into a preallocated output, as
+    ``MaskedInfluence.step`` forms it.  Returns the call and its FLOP count ``2 (k+1) k p``."""
+    k, p = cell.k, cell.p
+    A, M, out = rng.standard_normal((k + 1, k)), rng.standard_normal((k, p)), np.empty((k + 1, p))
+    return (lambda: np.matmul(A, M, out=out)), influence_product_flops(cell)
+
+
+def influence_product_flops(cell) -> float:
+    """FLOP count of :func:`influence_product`: ``2 (k+1) k p``."""
+    return 2.0 * (cell.k + 1) * cell.k * cell.p
+
+
+#: per estimator (dense network), the operation its step cannot be faster than, timed beside it:
+#: ``(cell, rng) -> (call, FLOPs)``, and its FLOP count alone ``cell -> FLOPs``
+FLOORS = {"rtrl": (influence_product, influence_product_flops)}
 
 #: asymptotic time and memory exponents in k for a dense network (p ≈ k², THEORY §2.1, §4)
 THEORY_EXPONENTS = {"rtrl": (4, 3), "kf-rtrl": (3, 2), "snap-1": (2, 2), "uoro": (2, 2),
@@ -207,17 +232,20 @@ def measure_estimator(cell, spec, rng, min_time, repeats, block=2):
     return wall, cpu, size, flops, finite()
 
 
-def sweeps(cells, spec, rng, min_time, repeats, block=2, progress=None):
+def sweeps(cells, spec, rng, min_time, repeats, block=2, progress=None, floor=None):
     """Timing sweeps over the hidden sizes of a series: each of ``repeats`` sweeps times every
-    size once (estimator block, forward step, linearize, online block; see :func:`prepare`), so
+    size once (estimator block, forward step, linearize, online block; see :func:`prepare`; then,
+    with ``floor`` (:data:`FLOORS`), the bare floor operation of the same cell), so
     that each sweep yields one exponent under one machine load and the exponents' spread is a
-    replicate-level error.  Returns wall and CPU seconds per call (``n_k × 4 × repeats``; the
-    estimator and the online step per step),
+    replicate-level error.  Returns wall and CPU seconds per call (``n_k × 4 × repeats``, or
+    ``n_k × 5 × repeats`` with ``floor``; the estimator and the online step per step),
     bytes and operation counts per size, and per size whether the gradient is still finite after
     the timed steps."""
     prepared = [prepare(c, spec, rng, block) for c in cells]
+    if floor is not None:
+        prepared = [(fns + [floor(c, rng)[0]], b, f, ok) for c, (fns, b, f, ok) in zip(cells, prepared)]
     counts = [calls_for(fns, min_time) for fns, _, _, _ in prepared]
-    wall = np.empty((len(cells), 4, repeats))
+    wall = np.empty((len(cells), len(prepared[0][0]), repeats))
     cpu = np.empty_like(wall)
     for r in range(repeats):
         for i, (fns, _, _, _) in enumerate(prepared):
@@ -317,7 +345,7 @@ class CostExperiment(Experiment):
     schemas = {"scaling": TaskSchema(
         data=Names(("series", "threads", "blas", "cell", "load_average", "batching"), ("overhead_hidden",)),
         arrays=Names(tuple(f"{name}.*" for name in SERIES_ARRAYS),
-                     ("overhead.*",) + tuple(f"{name}.*" for name in ONLINE_ARRAYS)))}
+                     ("overhead.*",) + tuple(f"{name}.*" for name in ONLINE_ARRAYS + FLOOR_ARRAYS)))}
 
     def validate(self, config):
         c = config
@@ -339,7 +367,8 @@ class CostExperiment(Experiment):
             for spec, grid in c[group].items():
                 for h in grid:
                     k, p = cell_size(c["cell"], h, c["inputs"], d)
-                    worst = max(worst, 2 * estimator_floats(spec, k, p, c["inputs"], 1, 2, d) + 3 * k * p)
+                    floor = 2 * k * p if spec in FLOORS and d == 1.0 else 0      # its operands
+                    worst = max(worst, 2 * estimator_floats(spec, k, p, c["inputs"], 1, 2, d) + 3 * k * p + floor)
         k, p = cell_size(c["cell"], c["batch_hidden"], c["inputs"])
         R = c["batch_replicates"]
         batch = 2 * estimator_floats(c["batch_estimator"], k, p, c["inputs"], R, c["batch_steps"]) \
@@ -368,7 +397,8 @@ class CostExperiment(Experiment):
                 # per-call overhead: it tells whether the fitted sizes are arithmetic-dominated
                 cells = [make_cell(c["cell"], h, c["inputs"], density=density, mask_seed=h)
                          for h in [c["overhead_hidden"]] + list(grid)]
-                wall, cpu, sizes, flops, finite = sweeps(cells, spec, rng, c["min_time"], c["repeats"])
+                floor, floor_flops = FLOORS.get(spec, (None, None)) if density == 1.0 else (None, None)
+                wall, cpu, sizes, flops, finite = sweeps(cells, spec, rng, c["min_time"], c["repeats"], floor=floor)
                 arrays[f"overhead.{name}"] = cpu[0, 0].copy()
                 wall, cpu, sizes, flops, finite, cells = wall[1:], cpu[1:], sizes[1:], flops[1:], finite[1:], cells[1:]
                 if not all(finite):
@@ -383,6 +413,8 @@ class CostExperiment(Experiment):
                         "cpu_forward": cpu[:, 1].min(axis=1), "cpu_linearize": cpu[:, 2].min(axis=1),
                         "times": wall[:, 0], "cpu_sweeps": cpu[:, 0], "cpu_forward_sweeps": cpu[:, 1],
                         "bytes": sizes, "flops": flops, "p": [cell.p for cell in cells]}
+                if floor is not None:
+                    rows.update(floor_sweeps=cpu[:, 4], floor_flops=[floor_flops(cell) for cell in cells])
                 done += len(grid)
                 if progress:
                     progress(done / total)
