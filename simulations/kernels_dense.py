@@ -9,7 +9,9 @@ L2 by the time they read it.  :func:`elman_influence_and_credit` forms a block o
 and ``v ≤ _VECTORS`` vectors of columns of ``D_t J_{t−1}`` in registers, one vector FMA per input row
 and accumulator, adds ``I_t``'s entries where the block holds them, stores the block, and adds
 ``c_R · row`` into the block's columns of the credit row while the rows are still in registers.
-numba's vectoriser does not produce this loop, so it is written in LLVM IR (:func:`_emit_block`), as
+``J_t`` overwrites ``J_{t−1}`` (a block of columns depends only on the same columns of ``J_{t−1}``;
+the block's first rows wait in an L1 scratch until its last rows have read them), so the step
+streams one ``k × p`` buffer, not two.  numba's vectoriser does not produce this loop, so it is written in LLVM IR (:func:`_emit_block`), as
 the sparse kernels are (:mod:`simulations.kernels_sparse`).
 
 Reference (numpy): :func:`elman_influence_reference`.
