@@ -214,10 +214,9 @@ def elman_influence_and_credit(D, J, G, u, v, credit, ahead, scratch):
         r0, nr = 0, 0
         for rb in range(blocks):
             nr = (k - r0) // (blocks - rb)
-            if rb < blocks - 1:
-                _block(D, J, scratch, G, u, v, credit, k, p, n, r0, j0, WIDTH, 0, rb == 0, nr, nv)
-            else:
-                _block(D, J, J, G, u, v, credit, k, p, n, r0, j0, p, j0, rb == 0, nr, nv)
+            last = rb == blocks - 1                      # in place; the rows before it wait in scratch
+            _block(D, J, J if last else scratch, G, u, v, credit, k, p, n, r0, j0, p if last else WIDTH,
+                   j0 if last else 0, rb == 0, nr, nv)
             r0 += nr
         _copy_rows(scratch, J, k - nr, p, j0, nv)
         _prefetch_block(ahead, k, p, j0, nv)
