@@ -670,7 +670,6 @@ def elman_online_steps(theta, phi, s, J3, J2, jpos, X, ut, ufac, usq, urho, nus,
     n_out = ys.shape[2]
     nk = n_out * k
     ncols = k + m + 1
-    influence = mode == MODE_RTRL or mode == MODE_TBPTT
     ahp = np.zeros(ncols + 2 * PAD)                   # â between zeros (elman_influence_and_credit)
     Dt = np.empty(k * k)                               # D_t, column-major (RTRL, TBPTT)
     scratch = np.empty(k * WIDTH)                      # elman_influence_and_credit's first rows of a block

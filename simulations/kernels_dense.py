@@ -32,11 +32,11 @@ _jit = numba.njit(cache=True, nogil=True)
 #: rows and vectors of a block: ``_ROWS · _VECTORS`` accumulators, ``_VECTORS`` loads and ``_ROWS``
 #: broadcasts per input row (AVX-512: 32 registers of 8 numbers; AVX2: 16 of 4)
 _ROWS, _VECTORS = (8, 3) if _LANES == 8 else (4, 3)
-#: zeros on each side of ``â`` in :func:`elman_influence_and_credit`'s ``v``: a block's row that holds
-#: part of ``Â_t``'s row reads all its vectors from ``v`` without a mask
-PAD = _VECTORS * _LANES
 #: columns of a block (:func:`elman_influence_and_credit`'s ``scratch`` holds ``k`` rows of them)
 WIDTH = _VECTORS * _LANES
+#: zeros on each side of ``â`` in :func:`elman_influence_and_credit`'s ``v``: a block's row that holds
+#: part of ``Â_t``'s row reads all its vectors from ``v`` without a mask
+PAD = WIDTH
 
 
 def _contiguous(*arrays) -> bool:

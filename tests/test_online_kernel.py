@@ -103,8 +103,9 @@ def test_kernel_matches_with_sparse_updates_frozen_and_unprojected(spec):
 @pytest.mark.parametrize("spec", ["rtrl", "tbptt-4"])
 @pytest.mark.parametrize("record_grad", [True, False])
 def test_products_of_several_row_blocks_match_the_general_loop(spec, record_grad):
-    """k = 11, m = 3 (p = 165): the product's rows in two blocks with AVX-512 (three with AVX2) and a
-    last block of columns that overlaps the one before
+    """k = 11, m = 3 (p = 165): the product's rows in two blocks with AVX-512 (three with AVX2), the
+    first held in the scratch, a last block of columns of fewer vectors and columns after the last
+    whole vector in scalar code (5 with AVX-512, 1 with AVX2)
     (:func:`~rtrl_validation.simulations.kernels_dense.elman_influence_and_credit`); exact RTRL without
     a window gradient takes the one-pass update (``fuse``)."""
     steps = 120
