@@ -74,6 +74,7 @@ def network(cell_name: str, hidden: int, inputs: int, batch: int = 1, density: f
     cell = make_cell(cell_name, hidden, inputs, density=density)
     rng = np.random.default_rng(seed)
     theta = aligned.copy(np.repeat(cell.init(rng)[None], batch, axis=0))     # as the trainer holds it
+    cell.hold(theta)                  # as the training loop does: its optimiser keeps the masked matrices current
     s = 0.1 * rng.standard_normal((batch, cell.k))
     x = rng.standard_normal((batch, cell.m))
     return cell, theta, s, x, rng

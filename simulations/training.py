@@ -134,6 +134,8 @@ class OnlineTrainer:
     #: also gives ``‖g_t‖`` and θ's bound test; ``False``: through the accumulators (the reference
     #: order, the same numbers)
     direct_updates = True
+    #: ``θ`` held during :meth:`run` on the general loop (:meth:`Cell.hold <simulations.cells.base.Cell.hold>`)
+    _held = None
 
     def __init__(self, cell, readout, estimator, process, schedule: Schedule | None, update_every: int = 1,
                  project=None, record_every: int = 100, train_readout: bool = True, chunk: int = 256,
@@ -217,60 +219,66 @@ class OnlineTrainer:
             last_save = state.t
         fast = self.kernel.begin(state, end - state.t, rng) if self.kernel is not None else None
         direct = self.direct_updates and self.update_every == 1 and not state.g_acc.any() and not state.gphi_acc.any()
-        with np.errstate(all="ignore"):
-            while state.t < end:
-                n = min(self.chunk, end - state.t)
-                state.data, xs, ys = self.process.sample(state.data, n, data_rng)
-                steps_here = np.arange(state.t + 1, state.t + n + 1)
-                alphas = self.schedule(steps_here) if learn else None
-                update_now = steps_here % self.update_every == 0
-                record_now = (steps_here % self.record_every == 0) if self.checkpoints is None else \
-                    np.isin(steps_here, self.checkpoints)
-                if fast is not None:
-                    win = self._kernel_steps(fast, state, traj, win, xs, ys, alphas, update_now, record_now, rng)
-                    if win is None:
-                        return state, traj
-                for i in range(n if fast is None else 0):
-                    for hook in self.hooks:
-                        hook.before_step(state, xs[i], ys[i])
-                    lin = linearize_for(est, state.est, cell, state.theta, state.s, xs[i])
-                    state.s = lin.state
-                    loss, credit, dphi = ro.evaluate(state.phi, state.s, ys[i])
-                    state.est, g = est.step(state.est, lin, credit, rng)
-                    state.t += 1
-                    counted = None if self.counted is None else self.counted(ys[i])
-                    outside = None
-                    if learn and direct:                  # θ and φ updated from g_t: the norm from the same pass
-                        g_norm, outside = self._apply(state, g, dphi, alphas[i])
-                        win.add(loss, g, dphi, counted, g_norm)
-                    else:
-                        g_norm = win.add(loss, g, dphi, counted)
-                        if learn:                         # through the accumulators
-                            state.g_acc += g
-                            state.gphi_acc += dphi
-                            if update_now[i]:
-                                self._update(state, alphas[i])
-                    if not self._within_bounds(state, loss, g_norm, learn, outside) and \
-                            self._check_divergence(state, traj, loss, g_norm, learn):
-                        return state, traj
-                    if record_now[i]:
-                        self._record(traj, state, win)
-                        win = self._window(state)
-                    for hook in self.hooks:
-                        hook.after_step(state, loss, ys[i], bool(record_now[i]))
-                if est.capabilities.holds_influence:
-                    influence = self.estimator.influence_norms(state.est)
-                    if self._diverge(state, traj, ~(influence < blowup), lambda: (
-                            f"influence norm {np.max(influence):.3g} beyond the bound {blowup:g}")):
-                        return state, traj
-                if progress is not None:
-                    progress(n)
-                if slot is not None and state.t < end and state.t - last_save >= slot.every:
-                    slot.save(call, state.t, self._payload(state, traj, win, rngs))
-                    last_save = state.t
-        if slot is not None and (last_save > start or steps >= slot.every):
-            slot.save(call, state.t, self._payload(state, traj, win, rngs))
-        return state, traj
+        self._held = cell.hold(state.theta) if fast is None else None        # its optimiser is θ's one writer
+        try:
+            with np.errstate(all="ignore"):
+                while state.t < end:
+                    n = min(self.chunk, end - state.t)
+                    state.data, xs, ys = self.process.sample(state.data, n, data_rng)
+                    steps_here = np.arange(state.t + 1, state.t + n + 1)
+                    alphas = self.schedule(steps_here) if learn else None
+                    update_now = steps_here % self.update_every == 0
+                    record_now = (steps_here % self.record_every == 0) if self.checkpoints is None else \
+                        np.isin(steps_here, self.checkpoints)
+                    if fast is not None:
+                        win = self._kernel_steps(fast, state, traj, win, xs, ys, alphas, update_now, record_now, rng)
+                        if win is None:
+                            return state, traj
+                    for i in range(n if fast is None else 0):
+                        for hook in self.hooks:
+                            hook.before_step(state, xs[i], ys[i])
+                        lin = linearize_for(est, state.est, cell, state.theta, state.s, xs[i])
+                        state.s = lin.state
+                        loss, credit, dphi = ro.evaluate(state.phi, state.s, ys[i])
+                        state.est, g = est.step(state.est, lin, credit, rng)
+                        state.t += 1
+                        counted = None if self.counted is None else self.counted(ys[i])
+                        outside = None
+                        if learn and direct:                  # θ and φ updated from g_t: the norm from the same pass
+                            g_norm, outside = self._apply(state, g, dphi, alphas[i])
+                            win.add(loss, g, dphi, counted, g_norm)
+                        else:
+                            g_norm = win.add(loss, g, dphi, counted)
+                            if learn:                         # through the accumulators
+                                state.g_acc += g
+                                state.gphi_acc += dphi
+                                if update_now[i]:
+                                    self._update(state, alphas[i])
+                        if not self._within_bounds(state, loss, g_norm, learn, outside) and \
+                                self._check_divergence(state, traj, loss, g_norm, learn):
+                            return state, traj
+                        if record_now[i]:
+                            self._record(traj, state, win)
+                            win = self._window(state)
+                        for hook in self.hooks:
+                            hook.after_step(state, loss, ys[i], bool(record_now[i]))
+                    if est.capabilities.holds_influence:
+                        influence = self.estimator.influence_norms(state.est)
+                        if self._diverge(state, traj, ~(influence < blowup), lambda: (
+                                f"influence norm {np.max(influence):.3g} beyond the bound {blowup:g}")):
+                            return state, traj
+                    if progress is not None:
+                        progress(n)
+                    if slot is not None and state.t < end and state.t - last_save >= slot.every:
+                        slot.save(call, state.t, self._payload(state, traj, win, rngs))
+                        last_save = state.t
+            if slot is not None and (last_save > start or steps >= slot.every):
+                slot.save(call, state.t, self._payload(state, traj, win, rngs))
+            return state, traj
+        finally:                                  # θ writable again, whatever ended the run
+            if self._held is not None:
+                self._held.release()
+                self._held = None
 
     def _kernel_steps(self, fast, state, traj, win, xs, ys, alphas, update_now, record_now, rng) -> _Window | None:
         """One data chunk on the compiled path, cut at the checkpoints: the current window after it,
@@ -398,23 +406,49 @@ class OnlineTrainer:
         (:meth:`~simulations.optimizers.Optimizer.apply`) that also gives ``‖g_t‖`` (``B``) and,
         unless a projection follows, the count per replicate of ``θ``'s entries beyond the bound."""
         if self.estimator.capabilities.online or g.any():
-            state.opt_theta, sq, outside = self.optimizer.apply(state.theta, g, state.opt_theta, alpha, self.blowup)
+            state.opt_theta, sq, outside = self.optimizer.apply(self._writable(state), g, state.opt_theta, alpha,
+                                                                self.blowup)
+            self._written(state)
             if self.project is not None:
-                state.theta, outside = self.project(state.theta), None
+                outside = None
+                self._projected(state)
         else:
             sq, outside = np.zeros(g.shape[0]), None
         if self.train_readout:
             state.opt_phi = self.optimizer.apply(state.phi, dphi, state.opt_phi, alpha, np.inf)[0]
         return np.sqrt(sq), outside
 
+    def _writable(self, state) -> np.ndarray:
+        """``θ`` as the optimiser writes it: the held ``θ``'s writable alias (:meth:`Cell.hold
+        <simulations.cells.base.Cell.hold>`), else ``state.theta``."""
+        held = self._held
+        return held.writable if held is not None and held.theta is state.theta else state.theta
+
+    def _written(self, state) -> None:
+        """After the optimiser wrote ``θ``: the held ``θ``'s masked matrices follow it."""
+        if self._held is not None and self._held.theta is state.theta:
+            self._held.written()
+
+    def _projected(self, state) -> None:
+        """``θ`` replaced by its projection (a new array), held in its place."""
+        theta = self.project(state.theta)
+        if self._held is not None and theta is not state.theta:
+            self._held.release()
+            state.theta = theta
+            self._held = self.cell.hold(state.theta)
+        else:
+            state.theta = theta
+
     def _update(self, state, alpha):
         """Apply the optimiser to the accumulated gradients, then project (an estimator that is
         not online moves ``θ`` only when a gradient has arrived)."""
         if self.estimator.capabilities.online or state.g_acc.any():
             updates, state.opt_theta = self.optimizer.update(state.g_acc, state.opt_theta, alpha)
-            state.theta += updates
+            theta = self._writable(state)
+            theta += updates
+            self._written(state)
             if self.project is not None:
-                state.theta = self.project(state.theta)
+                self._projected(state)
             state.g_acc[...] = 0.0
         if self.train_readout:
             updates, state.opt_phi = self.optimizer.update(state.gphi_acc, state.opt_phi, alpha)

@@ -8,7 +8,8 @@ refreshed matrices are copies, equal exactly, and nothing else is written.  Hand
 fourth column of a pass read one column back, the last columns' products scaled by ``1 + 1e-7``,
 a masked entry's source read from the next column, a masked entry added to the next output row,
 the copy into the store skipped, a refreshed masked matrix multiplied without its last column,
-and ``θ``'s first row used for every replicate.
+a current matrix (``CURRENT``) multiplied without its last column, and ``θ``'s
+first row used for every replicate.
 """
 from __future__ import annotations
 
@@ -17,11 +18,13 @@ import pytest
 
 from rtrl_validation.proofs_checks.symbolic import gamma
 from rtrl_validation.simulations.cells import make_cell
-from rtrl_validation.simulations.kernels_cells import affine_gates, affine_gates_reference
+from rtrl_validation.simulations.kernels_cells import CURRENT, FREE, REFRESH, affine_gates, affine_gates_reference
 
-#: densities ≥ 1/8 multiply a refreshed masked matrix, 0.1 scatters its free entries (both kinds)
+#: densities ≥ 1/8 multiply a refreshed masked matrix, 0.1 scatters its free entries unless the
+#: matrix is current (then ≥ 1/12 multiplies it), 0.05 always scatters (every kind)
 CASES = [("elman", 1.0), ("elman", 0.3), ("gru", 1.0), ("gru", 0.4), ("gru-reset-after", 1.0),
-         ("gru-reset-after", 0.25), ("gru-reset-after", 0.1), ("lstm", 1.0), ("lstm", 0.3), ("lstm", 0.1)]
+         ("gru-reset-after", 0.25), ("gru-reset-after", 0.1), ("lstm", 1.0), ("lstm", 0.3), ("lstm", 0.1),
+         ("gru-reset-after", 0.05)]
 
 
 def _plans(cell):
@@ -38,25 +41,32 @@ def _plans(cell):
 
 @pytest.mark.parametrize("name,density", CASES)
 @pytest.mark.parametrize("theta_rows,B", [(1, 1), (3, 3), (1, 3)])
-@pytest.mark.parametrize("refresh", [True, False])
-def test_affine_gates_equal_the_reference(name, density, theta_rows, B, refresh):
-    """``θ`` of one row (shared by ``B`` replicates) or one row per replicate."""
+@pytest.mark.parametrize("mode", [FREE, REFRESH, CURRENT])
+def test_affine_gates_equal_the_reference(name, density, theta_rows, B, mode):
+    """``θ`` of one row (shared by ``B`` replicates) or one row per replicate; the matrices zero
+    (``FREE``, ``REFRESH``: written only by a refresh) or holding ``θ``'s entries (``CURRENT``:
+    read, never written)."""
     rng = np.random.default_rng(3)
     cell = make_cell(name, 7, 5, density=density, mask_seed=2)
     theta = cell.init(rng, batch=theta_rows)
     u, w = rng.standard_normal((B, cell.k)), rng.standard_normal((B, cell.m))
     P = cell._weights(theta)
+    current = np.zeros_like(P.gather[2]) if P.gather is not None else np.zeros((theta.shape[0], 0))
+    for blk in cell.blocks:
+        if not blk.full:
+            current[:, cell._store_offsets[blk.name] + blk.idx_j * blk.n_out + blk.idx_i] = theta[:, blk.cols]
+    refresh = mode == REFRESH
     for plan in _plans(cell):
-        store = P.gather[2] if P.gather is not None else np.zeros((theta.shape[0], 0))
+        store = current if mode == CURRENT else np.zeros_like(current)
         stores, outs = [], []
         for kernel in (affine_gates, affine_gates_reference):
-            st = np.zeros_like(store)                              # zero outside the free entries
+            st = store.copy()
             a = np.full((B, plan.n), np.nan)
-            kernel(theta, u, w, plan.table, plan.entries, st, refresh, a)
+            kernel(theta, u, w, plan.table, plan.entries, st, mode, a)
             stores.append(st)
             outs.append(a)
         mag = np.empty((B, plan.n))
-        affine_gates_reference(np.abs(theta), np.abs(u), np.abs(w), plan.table, plan.entries, store.copy(), False,
+        affine_gates_reference(np.abs(theta), np.abs(u), np.abs(w), plan.table, plan.entries, store.copy(), FREE,
                                mag)
         terms = {}                                                 # products per gate
         for blk, _code, sl in plan.parts:
@@ -64,7 +74,7 @@ def test_affine_gates_equal_the_reference(name, density, theta_rows, B, refresh)
         n = max(terms.values())
         assert np.all(np.abs(outs[0] - outs[1]) <= 2 * gamma(n + 1) * mag)
         assert np.max(mag) > 0
-        expect = np.zeros_like(store)                               # the copies, nothing else written
+        expect = store.copy()                                      # the copies, nothing else written
         if refresh:
             for blk, _code, _sl in plan.parts:
                 if not blk.full:

@@ -12,8 +12,9 @@ import numpy as np
 
 from ..jacobians import (DynamicsJacobian, DynamicsTerm, GateJacobian, ImmediateJacobian, LayoutCache, Linearization,
                          level_starts, make_blocks, merge_blocks)
+from .. import aligned
 from ..seeding import as_generator
-from .weights import AffinePlan, MaskedWeights, Weights, affine_plan
+from .weights import AffinePlan, HeldTheta, HeldWeights, MaskedWeights, Weights, affine_plan
 
 
 def sigmoid(a: np.ndarray) -> np.ndarray:
@@ -76,11 +77,19 @@ class Cell:
         self._row_layouts: dict = {}
         self._constant: dict = {}
         self._views = None
+        self._held: HeldTheta | None = None
         self._plans: dict = {}
         sizes = {b.name: b.n_out * b.n_in for b in self.blocks if not b.full}
         starts = np.cumsum([0] + list(sizes.values()))
         self._store_offsets = dict(zip(sizes, (int(a) for a in starts)))
         self._store_size = int(starts[-1])
+
+    def __getstate__(self):
+        """Pickled (to a worker) without its caches: the views of the last ``θ`` and a hold, whose
+        writable alias would not survive as a view of ``θ``."""
+        state = self.__dict__.copy()
+        state["_views"], state["_held"] = None, None
+        return state
 
     def __repr__(self):
         return (f"{type(self).__name__}(hidden={self.hidden}, inputs={self.m}, "
@@ -123,9 +132,14 @@ class Cell:
         one compiled gather (:func:`~simulations.kernels.scatter_free`), so that they too follow
         in-place changes of ``θ``.  The matrices of a masked block are therefore overwritten by the
         next call with the same ``θ`` array: like the views, they describe ``θ`` as it is now.
-        ``matrices``: the call reads the matrices (:class:`~.weights.Weights`); a forward step does not."""
+        ``matrices``: the call reads the matrices (:class:`~.weights.Weights`); a forward step does not.
+        A held ``θ`` (:meth:`hold`) keeps its weights, whose matrices its writer keeps current."""
         hit = self._views
         if hit is None or hit[0] is not theta:
+            held = self._held
+            if held is not None and held.theta is theta:
+                self._views = (theta, held.weights)
+                return held.weights
             # a float64 array is used as it is (np.asarray(·, dtype=float) returns a new view of an
             # array whose dtype object is another float64 descriptor, e.g. one made by a compiled
             # function, and the views would then be rebuilt at every call)
@@ -139,7 +153,7 @@ class Cell:
             masked = [b for b in self.blocks if not b.full]
             gather = None
             if masked:
-                store = np.zeros((theta2.shape[0], self._store_size))
+                store = aligned.zeros((theta2.shape[0], self._store_size))     # read as θ is: at 64 bytes
                 for b in masked:
                     a = self._store_offsets[b.name]
                     mats[b.name] = store[:, a:a + b.n_out * b.n_in].reshape(lead + (b.n_in, b.n_out)).swapaxes(-1, -2)
@@ -156,6 +170,39 @@ class Cell:
             if arr is theta:
                 self._views = hit
         return hit[1].begin(matrices)
+
+    def hold(self, theta: np.ndarray) -> HeldTheta:
+        """Hold ``θ`` (``p`` or ``B × p``, float64) for a writer that changes it in place, such as
+        the training loop's optimiser: ``θ`` becomes read-only, the writer writes through
+        :attr:`~.weights.HeldTheta.writable` and calls :meth:`~.weights.HeldTheta.written` after
+        each write, which copies ``θ``'s free entries into the masked matrices once (THEORY.md §3,
+        ``θ``'s layout).  Until :meth:`~.weights.HeldTheta.release`, the forward map reads those
+        matrices as they are: a forward step or ``linearize`` multiplies a masked block at least
+        1/8 full through its matrix and copies nothing, as the dense cell reads its views of ``θ``.
+        A write through another view of ``θ``'s memory made before the hold is not seen: the
+        writer must own ``θ``.  A cell without masked blocks locks nothing (``writable`` is ``θ``)."""
+        if not any(not b.full for b in self.blocks):
+            return HeldTheta(theta, theta, None, self)
+        held = self._held
+        if held is not None and held.theta is theta:
+            return held                                 # held already: the same writer's alias
+        if not (isinstance(theta, np.ndarray) and theta.dtype == np.float64 and theta.flags.writeable):
+            raise ValueError("a held theta must be a writable float64 array (one held elsewhere is read-only)")
+        if held is not None:
+            held.release()
+        weights = HeldWeights(self._weights(theta, matrices=True))
+        writable = theta.view()
+        theta.flags.writeable = False
+        self._held = HeldTheta(theta, writable, weights, self)
+        self._views = (theta, weights)
+        return self._held
+
+    def _forget(self, held: HeldTheta) -> None:
+        """``held`` released: its weights no longer read (the next call builds or refreshes them)."""
+        if self._held is held:
+            self._held = None
+        if self._views is not None and self._views[1] is held.weights:
+            self._views = None
 
     def _plan(self, gates: tuple[str, ...], sources: dict[str, tuple[int, int]]) -> AffinePlan:
         """The :class:`~.weights.AffinePlan` of ``gates`` with ``sources`` (built once per cell)."""

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..jacobians import ParamBlock
 from ..kernels import scatter_free
-from ..kernels_cells import SOURCE_ONE, SOURCE_U, affine_gates
+from ..kernels_cells import CURRENT, FREE, REFRESH, SOURCE_ONE, SOURCE_U, affine_gates
 
 
 class Weights(dict):
@@ -56,11 +56,11 @@ class Weights(dict):
         a = np.empty((B, plan.n))
         if self.compiled(B):
             if self.gather is None:
-                affine_gates(self.theta, u, w, plan.table, plan.entries, _NO_STORE, False, a)
+                affine_gates(self.theta, u, w, plan.table, plan.entries, _NO_STORE, FREE, a)
                 return a
-            refresh = self.stale and self.matrices and plan.every_masked
-            affine_gates(self.theta, u, w, plan.table, plan.entries, self.gather[2], refresh, a)
-            self.stale = self.stale and not refresh
+            mode = CURRENT if not self.stale else REFRESH if self.matrices and plan.every_masked else FREE
+            affine_gates(self.theta, u, w, plan.table, plan.entries, self.gather[2], mode, a)
+            self.stale = self.stale and mode != REFRESH
             return a
         a[...] = 0.0
         for blk, src, sl in plan.parts:
@@ -107,11 +107,62 @@ class MaskedWeights(Weights):
         return self[name] if name in self else default
 
 
+class HeldWeights(Weights):
+    """The weights of a held ``θ`` (:meth:`~simulations.cells.base.Cell.hold`): the masked
+    matrices of :class:`MaskedWeights`, kept current by ``θ``'s writer (:meth:`written` after each
+    write), so a call neither refreshes nor checks them and the compiled pass multiplies a masked
+    block through its matrix where that is faster (:data:`CURRENT_ENOUGH`)."""
+
+    def __init__(self, masked: MaskedWeights):
+        masked.refresh()
+        super().__init__(masked, masked.theta)
+        self.gather = masked.gather
+
+    def written(self) -> None:
+        """``θ`` has changed: copy its free entries into the masked matrices (one compiled gather)."""
+        scatter_free(*self.gather)
+
+
+@dataclass
+class HeldTheta:
+    """``θ`` held by its one writer (:meth:`~simulations.cells.base.Cell.hold`): ``theta`` is
+    read-only while held (an in-place write through it raises), ``writable`` is the writer's alias
+    of the same memory; after each write through it the writer calls :meth:`written`, which brings
+    the masked matrices up to date, and :meth:`release` at the end.  ``weights``: the
+    :class:`HeldWeights` the cell reads (``None`` for a cell without masked blocks: then
+    ``writable`` is ``theta`` itself and nothing is locked); ``cell``: the holding cell."""
+
+    theta: np.ndarray
+    writable: np.ndarray
+    weights: HeldWeights | None
+    cell: object
+    released: bool = False
+
+    def written(self) -> None:
+        """``θ`` has changed: refresh the masked matrices from its free entries."""
+        if self.weights is not None and not self.released:
+            self.weights.written()
+
+    def release(self) -> None:
+        """Give ``θ`` back: writable again, its matrices refreshed at each call of the cell as before."""
+        if self.weights is None or self.released:
+            return
+        self.released = True
+        self.theta.flags.writeable = True
+        self.cell._forget(self)
+
+
 _NO_STORE = np.zeros((1, 0))
 #: a masked block refreshed in the pass is multiplied through its matrix when its density is at
 #: least 1 / DENSE_ENOUGH: a scattered update per free entry (0.6–0.9 ns measured) against a
 #: vectorised pass over every matrix entry (0.07–0.09 ns), GRU k = 64 and 128, one thread
 DENSE_ENOUGH = 8
+#: a masked block whose matrix is current already (a held ``θ``) is multiplied through it when its
+#: density is at least 1 / CURRENT_ENOUGH: a scattered update per free entry takes 10–16× a dense
+#: entry's time (1.7–2.8 against 0.17–0.25 ns, three k × k blocks, k = 64–256, one thread), and at
+#: density 1/12 the two ways took the same time (1.7 against 2.1 µs at k = 64, 11.5 against 12.1 at
+#: k = 128, 35.8 against 34.2 at k = 256)
+CURRENT_ENOUGH = 12
 
 
 @dataclass(frozen=True)
@@ -150,7 +201,8 @@ def affine_plan(blocks: list[ParamBlock], gates: tuple[str, ...], sources: dict[
             continue
         code, first = sources[b.source]
         sl = slices[b.gate]
-        kind = 1 if b.full else 2 if DENSE_ENOUGH * b.size >= b.n_out * b.n_in else 0
+        kind = 1 if b.full else 2 if DENSE_ENOUGH * b.size >= b.n_out * b.n_in else \
+            3 if CURRENT_ENOUGH * b.size >= b.n_out * b.n_in else 0
         rows.append((b.offset, b.size, b.n_out, b.n_in, sl.start, code, first, kind, e0,
                      store_offsets.get(b.name, 0)))
         if not b.full:

@@ -183,6 +183,7 @@ def prepare(cell, spec, rng, block=2):
     steps) gives a finite gradient.  Returns ``(fns, bytes, flops, finite)``."""
     est = parse_estimator(spec)
     theta = aligned.copy(cell.init(rng)[None])                 # 1 × p, as the training loop holds it
+    cell.hold(theta)                                           # its masked matrices current, as there
     lins, inputs, credit = _path(cell, theta, block, rng)
     holder = {"state": est.init(cell, theta, 1, rng)}
     s, x = np.zeros((1, cell.k)), rng.standard_normal((1, cell.m))
