@@ -101,6 +101,52 @@ def diagonal_influence_step(J, g, off, n_in, n_out, d, d0, has_d, c, c0, v, w):
 
 
 @_jit
+def diagonal_masked_step(J, g, off, rows, cols, d, d0, has_d, c, c0, v, w):
+    """:func:`diagonal_influence_step` on a masked block, whose free entry ``e`` sits at
+    ``(rows[e], cols[e])`` (THEORY.md §4, "SnAp-n" with ``n = 1``)::
+
+        J̃[off + e] ← d[rows[e]] · J̃[off + e] + v[cols[e]] · w[rows[e]]     (``d ≡ 0`` when not ``has_d``)
+        g[off + e]  = c[rows[e]] · J̃[off + e]
+
+    with the block's units on consecutive state rows (``d`` from ``d0``, ``c`` from ``c0``).
+    ``J``: flat entry-major store (``nnz·B``, replicates last); ``d`` (``|d|·B``), ``c`` (``k·B``)
+    likewise; ``g``: ``B × p``; ``rows``, ``cols``: the block's ``size`` entries' output and input
+    indices (uint32: no test for a negative index per read); ``v``: ``B × n_in``; ``w``:
+    ``B × n_out``.  Reference: the numpy path of ``MaskedInfluence.update`` then ``gradient``.
+    """
+    B = v.shape[0]
+    size = rows.shape[0]
+    if B == 1:
+        v0, w0 = v[0], w[0]
+        Jb, gb, dd, cc = J[off:off + size], g[0, off:off + size], d[d0:], c[c0:]
+        if has_d:
+            for e in range(size):
+                i = rows[e]
+                x = dd[i] * Jb[e] + v0[cols[e]] * w0[i]
+                Jb[e] = x
+                gb[e] = cc[i] * x
+        else:
+            for e in range(size):
+                i = rows[e]
+                x = v0[cols[e]] * w0[i]
+                Jb[e] = x
+                gb[e] = cc[i] * x
+        return
+    vt, wt = np.ascontiguousarray(v.T), np.ascontiguousarray(w.T)      # replicates last, as J
+    J2 = J[off * B:(off + size) * B].reshape((size, B))
+    d2 = d[d0 * B:].reshape((-1, B)) if has_d else J2[:0]
+    c2 = c[c0 * B:].reshape((-1, B))
+    for e in range(size):
+        i, j = rows[e], cols[e]
+        for b in range(B):
+            x = vt[j, b] * wt[i, b]
+            if has_d:
+                x = d2[i, b] * J2[e, b] + x
+            J2[e, b] = x
+            g[b, off + e] = c2[i, b] * x
+
+
+@_jit
 def kronecker_diagonal_step(J, W, ds, ahat, c, has_d):
     """:func:`diagonal_influence_step` of one replicate on the single block over ``θ`` of a cell
     in Kronecker form (:class:`~simulations.jacobians.KroneckerFactors`): ``d = σ' ⊙ diag(W)``

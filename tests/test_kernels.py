@@ -17,7 +17,11 @@ paths they replace.
   one-pass kernel: the panel copy's last vector dropped, a full pass followed by one reaching back,
   ``I_t`` added before the pass's first number or scaled, the gradient's last vector dropped or read
   before ``I_t`` is added, a panel without rows leaving its gradient columns unwritten; with one
-  ``D_t`` per replicate, one replicate's values scaled on the way back or replicate 0's read for all.
+  ``D_t`` per replicate, one replicate's values scaled on the way back or replicate 0's read for all;
+  in the masked SnAp-1/RFLO step (:func:`~simulations.kernels.diagonal_masked_step`): ``v`` read at
+  the entry's unit instead of its input (SnAp-1, RFLO), ``d`` read at the input, the next unit's
+  credit, replicate 0's ``d`` for all, the gradient scaled by ``1 + 1e-7``, ``w`` of the next
+  replicate.
 """
 from __future__ import annotations
 
@@ -103,11 +107,15 @@ def _path(cell, batch, steps, rng):
 
 
 @pytest.mark.parametrize("spec", ["snap-1", "rflo"])
-@pytest.mark.parametrize("name", ["elman", "contractive-elman", "gru-reset-after"])
+@pytest.mark.parametrize("name,density", [("elman", 1.0), ("contractive-elman", 1.0), ("gru-reset-after", 1.0),
+                                          ("gru-reset-after", 0.4), ("gru-reset-after", 0.1)])
 @pytest.mark.parametrize("batch", [1, 3])
-def test_fused_diagonal_step_equals_update_then_gradient(spec, name, batch):
+def test_fused_diagonal_step_equals_update_then_gradient(spec, name, density, batch):
+    """Unmasked blocks as grids (:func:`~simulations.kernels.diagonal_influence_step`), masked
+    blocks at their free entries (:func:`~simulations.kernels.diagonal_masked_step`; a masked
+    Elman cell is not a grid: its ``D_t`` has no diagonal entry where ``W``'s is masked)."""
     rng = np.random.default_rng(11)
-    cell = make_cell(name, 5, 3)
+    cell = make_cell(name, 5, 3, density=density, mask_seed=4)
     theta, lins, credits = _path(cell, batch, 6, rng)
     fused, plain = parse_estimator(spec), parse_estimator(spec)
     a, b = fused.init(cell, theta, batch), plain.init(cell, theta, batch)
@@ -122,6 +130,7 @@ def test_fused_diagonal_step_equals_update_then_gradient(spec, name, batch):
             + np.einsum("bk,bkp->bp", np.abs(c), 2 * E)
         assert np.all(np.abs(ga - gb) <= bound)
     assert a.structure.fused, "the fused plan was not used"
+    assert any(b.entries is not None for b in a.structure.fused) == (density < 1)
     assert np.max(np.abs(ga)) > 0
 
 

@@ -22,10 +22,13 @@ self-recurrent term of ``D_t`` dropped):
   overlapping last vector).  The entries of
   ``D_t`` it reads come from the factored ``D_t``
   (:meth:`~simulations.jacobians.DynamicsJacobian.entries`); no ``k × p`` or ``k × k`` array is
-  formed.  When each entry's only pair is itself and every block is unmasked (SnAp-1 / RFLO of
-  Elman and reset-after GRU cells) the values stay in ``θ``'s column order (column-major,
-  :func:`~simulations.kernels.class_pair_sums`) and :meth:`MaskedInfluence.step` runs
-  ``J̃ ← d_i J̃ + I`` and ``ĝ = c_i J̃`` in one pass per parameter block, without index arrays.
+  formed.  When each entry's only pair is itself and, in each block, an entry's row and
+  diagonal ``D`` entry follow from its unit (SnAp-1 / RFLO of Elman and reset-after GRU cells,
+  and of reset-after GRU cells with masked weights) the values stay in ``θ``'s column order
+  (column-major, :func:`~simulations.kernels.class_pair_sums`) and :meth:`MaskedInfluence.step`
+  runs ``J̃ ← d_i J̃ + I`` and ``ĝ = c_i J̃`` in one pass per parameter block: an unmasked block
+  without index arrays, a masked block over its free entries with their units and inputs
+  (:func:`~simulations.kernels.diagonal_masked_step`).
 
 The mask comes from the structure of the weights alone (graph reachability, THEORY §4):
 ``M_1 = nz(I)``, ``M_n = M_{n−1} ∪ nz(D_pat M_{n−1})``.  A column of ``I`` is nonzero exactly
@@ -42,7 +45,8 @@ import numpy as np
 from .. import aligned
 from ..jacobians import EntryInjection, as_slice, merge_blocks, unit_major, unit_major_blocks
 from ..flops import immediate_nnz
-from ..kernels import class_pair_sums, diagonal_influence_step, kronecker_diagonal_step, unit_major_to_theta
+from ..kernels import (class_pair_sums, diagonal_influence_step, diagonal_masked_step, kronecker_diagonal_step,
+                       unit_major_to_theta)
 from ..kernels_sparse import panel_gradient, panel_pair_sums, panel_step
 from .base import Estimator
 
@@ -173,13 +177,16 @@ class PanelInjection(NamedTuple):
 
 class GridBlock(NamedTuple):
     """A block of a grid structure (:func:`_grid`): its ``θ`` columns, shape, the state row of each
-    unit (``n_out``) and each unit's position in ``d_index`` (``None``: no diagonal pair)."""
+    unit (``n_out``), each unit's position in ``d_index`` (``None``: no diagonal pair) and, for a
+    masked block, its free entries' units and inputs (``(idx_i, idx_j)``, uint32; ``None``: every
+    entry of the ``n_in × n_out`` grid)."""
 
     cols: slice
     n_in: int
     n_out: int
     rows: object             # slice or n_out ints
     d_pos: object            # slice, n_out ints or None
+    entries: tuple | None = None
 
 
 class FusedBlock(NamedTuple):
@@ -192,6 +199,7 @@ class FusedBlock(NamedTuple):
     d0: int                  # first position in d, or −1 without diagonal pairs
     block: object            # the merged ParamBlock (its input)
     level: int               # the level of its gate Jacobian
+    entries: tuple | None    # a masked block's (idx_i, idx_j), uint32 (diagonal_masked_step); else None
 
 
 @dataclass(kw_only=True)
@@ -364,14 +372,14 @@ def _to_panels(st: MaskStructure) -> None:
 
 
 def _grid(cell, st: MaskStructure):
-    """When every column holds one row and every block is unmasked (SnAp-1 and RFLO of
-    single-level cells: Elman, reset-after GRU), each entry's only pair (if any) is itself and the
-    values of a block form an ``n_in × n_out`` grid whose row, and diagonal ``D`` entry, depend on
-    the unit ``i`` alone: the recursion is then ``J̃ ← d_i J̃ + I`` per block (a gate's consecutive
-    blocks merged, :func:`~simulations.jacobians.merge_blocks`), which the fused step runs in one
-    pass per block (:meth:`MaskedInfluence._fused_plan`).  Returns the blocks
-    (:class:`GridBlock`), else ``None``."""
-    if st.nnz != st.p or any(not b.full for b in cell.blocks):
+    """When every column holds one row (SnAp-1 and RFLO of single-level cells: Elman, reset-after
+    GRU), each entry's only pair (if any) is itself, and in each block the row, and the diagonal
+    ``D`` entry, of a free entry depend on its unit ``i`` alone: the recursion is then
+    ``J̃ ← d_i J̃ + I`` per block (a gate's consecutive unmasked blocks merged,
+    :func:`~simulations.jacobians.merge_blocks`: an ``n_in × n_out`` grid; a masked block: its free
+    entries), which the fused step runs in one pass per block (:meth:`MaskedInfluence._fused_plan`).
+    Returns the blocks (:class:`GridBlock`), else ``None``."""
+    if st.nnz != st.p:
         return None
     tpd, qoff = st.pairs_by_class.tpd, st.pairs_by_class.qoff
     first = qoff[st.cls]                                  # entry c = column c: its class's first pair
@@ -380,6 +388,16 @@ def _grid(cell, st: MaskStructure):
     dpos[has] = tpd[first[has]]
     out = []
     for b in merge_blocks(cell.blocks):
+        if not b.full:                                    # units on consecutive rows, from the first entry's
+            rows, pos, i = st.rows[b.cols], dpos[b.cols], b.idx_i
+            r0, p0 = rows[0] - i[0], pos[0] - i[0]
+            if np.any(rows != r0 + i) or not (np.all(pos < 0) or np.all(pos == p0 + i)) or r0 < 0 or \
+                    (pos[0] >= 0 and p0 < 0):
+                return None
+            out.append(GridBlock(b.cols, b.n_in, b.n_out, slice(int(r0), int(r0) + b.n_out),
+                                 None if pos[0] < 0 else slice(int(p0), int(p0) + b.n_out),
+                                 (b.idx_i.astype(np.uint32), b.idx_j.astype(np.uint32))))
+            continue
         rows = st.rows[b.cols].reshape(b.n_in, b.n_out)
         pos = dpos[b.cols].reshape(b.n_in, b.n_out)
         if np.any(rows != rows[0]) or np.any(pos != pos[0]) or (np.any(pos[0] < 0) and np.any(pos[0] >= 0)):
@@ -512,14 +530,17 @@ class MaskedInfluence(Estimator):
         return lin.dynamics.entries(st.d_index, st.d_plan)
 
     def _fused_plan(self, st: MaskStructure, lin):
-        """For a grid structure (:func:`_grid`) whose every block takes ``I_t`` as one outer product
-        (one level of a stacked gate on consecutive rows): its blocks (:class:`FusedBlock`); else
-        ``()`` (cached on ``st``)."""
+        """For a grid structure (:func:`_grid`) whose every block takes ``I_t`` from one level of a
+        stacked gate on consecutive rows (an unmasked block as one outer product, a masked block
+        at its free entries, in ``θ``'s order): its blocks (:class:`FusedBlock`); else ``()``
+        (cached on ``st``)."""
         if st.fused is None:
             st.fused = ()
             parts = {} if st.grid is None else {
                 (part.dst.start, part.dst.stop): (part.block, part.level)
-                for part in self._injection(st, lin).parts if part.kind == "grid"}
+                for part in self._injection(st, lin).parts
+                if part.kind == "grid" or (part.kind == "level" and not part.block.full
+                                           and isinstance(part.dst, slice))}
             if st.grid is not None and len(parts) == len(self._injection(st, lin).parts) == len(st.grid):
                 plan = []
                 for blk in st.grid:
@@ -528,7 +549,7 @@ class MaskedInfluence(Estimator):
                     if part is None or not isinstance(blk.rows, slice) or not (pos is None or isinstance(pos, slice)):
                         return st.fused
                     plan.append(FusedBlock(blk.cols.start, blk.n_in, blk.n_out, blk.rows.start,
-                                           -1 if pos is None else pos.start, *part))
+                                           -1 if pos is None else pos.start, *part, blk.entries))
                 st.fused = tuple(plan)
         return st.fused
 
@@ -594,15 +615,18 @@ class MaskedInfluence(Estimator):
             inputs = ((f.ahat, f.dsigma),)
         else:
             d, I = self._d_values(st, lin), lin.I
-            inputs = tuple((I.source(blk), I.gates[blk.gate].vals[:, r]) for _, _, _, _, _, blk, r in plan)
+            inputs = tuple((I.source(blk), I.gates[blk.gate].vals[:, r]) for _, _, _, _, _, blk, r, _ in plan)
         if B == 1:                                                               # flat views, no copies
             d, c = np.ascontiguousarray(d).reshape(-1), np.ascontiguousarray(credit).reshape(-1)
         else:
             d, c = np.ascontiguousarray(d.T).reshape(-1), np.ascontiguousarray(credit.T).reshape(-1)
         g = aligned.aligned_empty(B, st.p)               # |d| × B and k × B above; ĝ in rows
         J = state.J.reshape(-1)
-        for (off, n_in, n_out, c0, d0, _, _), (v, w) in zip(plan, inputs):
-            diagonal_influence_step(J, g, off, n_in, n_out, d, max(d0, 0), d0 >= 0, c, c0, v, w)
+        for (off, n_in, n_out, c0, d0, _, _, entries), (v, w) in zip(plan, inputs):
+            if entries is None:
+                diagonal_influence_step(J, g, off, n_in, n_out, d, max(d0, 0), d0 >= 0, c, c0, v, w)
+            else:
+                diagonal_masked_step(J, g, off, *entries, d, max(d0, 0), d0 >= 0, c, c0, v, w)
         return state, g
 
     @staticmethod
@@ -613,7 +637,8 @@ class MaskedInfluence(Estimator):
         if len(plan) != 1:
             return False
         b = plan[0]
-        return (b.offset == 0 and b.n_out == st.k and b.n_in * b.n_out == st.p and b.c0 == 0 and b.level == 0
+        return (b.entries is None and b.offset == 0 and b.n_out == st.k and b.n_in * b.n_out == st.p and b.c0 == 0
+                and b.level == 0
                 and (b.d0 < 0 or (b.d0 == 0 and st.d_diagonal)))
 
     def gradient(self, state, credit):
