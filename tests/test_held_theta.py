@@ -25,6 +25,11 @@ from rtrl_validation.simulations.optimizers import Adam, Schedule
 from rtrl_validation.simulations.readouts import LinearReadout
 from rtrl_validation.simulations.training import OnlineTrainer
 
+try:
+    from test_kernels_cells import _blocks as _blocks_of
+except ImportError:  # tests collected as a package
+    from tests.test_kernels_cells import _blocks as _blocks_of
+
 #: masked blocks multiplied through their matrices when current (0.3, 0.1) or scattered (0.05)
 CASES = [("gru-reset-after", 0.3), ("gru-reset-after", 0.1), ("gru", 0.3), ("lstm", 0.1), ("elman", 0.3),
          ("gru-reset-after", 0.05)]
@@ -36,15 +41,6 @@ def _setup(name, density, batch):
     theta = aligned.copy(cell.init(rng, batch=batch))
     s, x = 0.5 * rng.standard_normal((3, cell.k)), rng.standard_normal((3, cell.m))
     return cell, theta, s, x, rng
-
-
-def _blocks_of(cell, theta):
-    out = {}
-    for b in cell.blocks:
-        A = np.zeros(theta.shape[:-1] + (b.n_out, b.n_in))
-        A[..., b.idx_i, b.idx_j] = theta[..., b.cols]
-        out[b.name] = A
-    return out
 
 
 @pytest.mark.parametrize("name,density", CASES)
