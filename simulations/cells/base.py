@@ -178,7 +178,8 @@ class Cell:
         each write, which copies ``θ``'s free entries into the masked matrices once (THEORY.md §3,
         ``θ``'s layout).  Until :meth:`~.weights.HeldTheta.release`, the forward map reads those
         matrices as they are: a forward step or ``linearize`` multiplies a masked block at least
-        1/8 full through its matrix and copies nothing, as the dense cell reads its views of ``θ``.
+        1/12 full through its matrix (:data:`~.weights.CURRENT_ENOUGH`) and copies nothing, as the
+        dense cell reads its views of ``θ``.
         A write through another view of ``θ``'s memory made before the hold is not seen: the
         writer must own ``θ``.  A cell without masked blocks locks nothing (``writable`` is ``θ``)."""
         if not any(not b.full for b in self.blocks):
