@@ -242,22 +242,60 @@ def rank_one_scales(s, Ds, nu, factor, sq, nI, rho):
 
 
 @_jit
-def rank_one_full_step(X, blocks, vs, ws, s, Ds, nu, factor, sq, credit, rho, fold_lo, fold_hi, sq_new):
-    """A whole UORO step (THEORY.md §4) for a cell whose parameter blocks are all unmasked:
-    ``‖νᵀ I_t‖² = Σ_blocks ‖v‖² ‖ν G‖²``, then :func:`rank_one_scales` (``s̃``, ``θ̃``'s factor,
-    ``ρ₀, ρ₁``), the factor folded into ``X`` (``θ̃``'s direction) when it leaves
-    ``[fold_lo, fold_hi]``, and :func:`rank_one_step` on every block with ``α = 1/(ρ₁·factor)``
-    and ``γ = (c s̃)·factor``.
+def rank_one_masked_step(X, g, off, rows, cols, alpha, v, w, gamma, sq):
+    """:func:`rank_one_step` on a masked block, whose free entry ``e`` sits at ``(rows[e], cols[e])``
+    (THEORY.md §4)::
 
-    ``blocks``: one row of ints per block, starting (θ offset, ``n_in``, ``n_out``); ``vs``, ``ws``: tuples of the blocks'
-    inputs (``B × n_in``) and ``ν G`` of their gates (``B × n_out``); ``s`` receives the new ``s̃``;
-    ``factor`` is updated in place; ``sq_new`` (zeros) receives the new ``‖direction‖²``.
-    Returns the gradient (``B × p``, a new array starting a 64-byte line).
+        X[b, off + e] += (alpha[b] · w[b, rows[e]]) · v[b, cols[e]]      (in place)
+        g[b, off + e]  = gamma[b] · X[b, off + e]
+        sq[b]         += Σ_e X[b, off + e]²
+
+    the products in the order of the numpy path (:func:`~simulations.jacobians.products.block_outer`
+    with ``w`` scaled by ``α``).  ``rows``, ``cols``: uint32 (no test for a negative index per read).
+    """
+    n = rows.shape[0]
+    for b in range(X.shape[0]):
+        acc = 0.0
+        ab, gb, vb, wb = alpha[b], gamma[b], v[b], w[b]
+        Xb, gr = X[b, off:off + n], g[b, off:off + n]
+        for e in range(n):
+            x = Xb[e] + (ab * wb[rows[e]]) * vb[cols[e]]
+            Xb[e] = x
+            gr[e] = gb * x
+            acc += x * x
+        sq[b] += acc
+
+
+@_jit
+def rank_one_full_step(X, blocks, vs, ws, rows_t, cols_t, s, Ds, nu, factor, sq, credit, rho, fold_lo, fold_hi,
+                       sq_new):
+    """A whole UORO step (THEORY.md §4): ``‖νᵀ I_t‖² = Σ_blocks ‖v‖² ‖ν G‖²`` over unmasked blocks
+    plus the sum of squares of a masked block's entries, then :func:`rank_one_scales` (``s̃``,
+    ``θ̃``'s factor, ``ρ₀, ρ₁``), the factor folded into ``X`` (``θ̃``'s direction) when it leaves
+    ``[fold_lo, fold_hi]``, and :func:`rank_one_step` (:func:`rank_one_masked_step` for a masked
+    block) on every block with ``α = 1/(ρ₁·factor)`` and ``γ = (c s̃)·factor``.
+
+    ``blocks``: one row of ints per block, (θ offset, ``n_in``, ``n_out``, 1) for an unmasked block
+    and (θ offset, size, 1, 0) for a masked one (:func:`~simulations.jacobians.unit_major_blocks`);
+    ``vs``, ``ws``: tuples of the blocks' inputs (``B × n_in``) and ``ν G`` of their gates
+    (``B × n_out``); ``rows_t``, ``cols_t``: tuples of a masked block's entries' outputs and inputs
+    (uint32; empty for an unmasked block); ``s`` receives the new ``s̃``; ``factor`` is updated in
+    place; ``sq_new`` (zeros) receives the new ``‖direction‖²``.  Returns the gradient (``B × p``,
+    a new array starting a 64-byte line).
     """
     B = X.shape[0]
     nI = np.zeros(B)
     for q in range(blocks.shape[0]):
         v, w = vs[q], ws[q]
+        if blocks[q, 3] == 0:                          # masked: Σ_e (w[rows[e]] v[cols[e]])²
+            rows, cols = rows_t[q], cols_t[q]
+            for b in range(B):
+                a = 0.0
+                for e in range(rows.shape[0]):
+                    t = w[b, rows[e]] * v[b, cols[e]]
+                    a += t * t
+                nI[b] += a
+            continue
         for b in range(B):
             a = 0.0
             for j in range(v.shape[1]):
@@ -281,7 +319,10 @@ def rank_one_full_step(X, blocks, vs, ws, s, Ds, nu, factor, sq, credit, rho, fo
         gamma[b] = cs * factor[b]
     g = aligned_empty(B, X.shape[1])
     for q in range(blocks.shape[0]):
-        rank_one_step(X, g, blocks[q, 0], blocks[q, 1], blocks[q, 2], alpha, vs[q], ws[q], gamma, sq_new)
+        if blocks[q, 3] == 0:
+            rank_one_masked_step(X, g, blocks[q, 0], rows_t[q], cols_t[q], alpha, vs[q], ws[q], gamma, sq_new)
+        else:
+            rank_one_step(X, g, blocks[q, 0], blocks[q, 1], blocks[q, 2], alpha, vs[q], ws[q], gamma, sq_new)
     return g
 
 
@@ -305,9 +346,10 @@ def kronecker_rank_one_step(X, s, factor, sq, u, ahat, dsigma, Ds, credit, fold_
             nu[b, i] = 1.0 if u[b, i] >= 0.5 else -1.0
             nuG[b, i] = nu[b, i] * dsigma[b, i]
     s_new, factor_new, sq_new, rho = np.empty((B, k)), factor.copy(), np.zeros(B), np.empty((2, B))
-    blocks = np.array([[0, ahat.shape[1], k]], dtype=np.int64)
-    g = rank_one_full_step(X, blocks, (ahat,), (nuG,), s_new, Ds, nu, factor_new, sq, credit, rho, fold_lo,
-                           fold_hi, sq_new)
+    blocks = np.array([[0, ahat.shape[1], k, 1]], dtype=np.int64)
+    none = np.zeros(0, dtype=np.uint32)
+    g = rank_one_full_step(X, blocks, (ahat,), (nuG,), (none,), (none,), s_new, Ds, nu, factor_new, sq, credit, rho,
+                           fold_lo, fold_hi, sq_new)
     return g, s_new, factor_new, sq_new, rho
 
 

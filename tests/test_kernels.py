@@ -21,7 +21,9 @@ paths they replace.
   in the masked SnAp-1/RFLO step (:func:`~simulations.kernels.diagonal_masked_step`): ``v`` read at
   the entry's unit instead of its input (SnAp-1, RFLO), ``d`` read at the input, the next unit's
   credit, replicate 0's ``d`` for all, the gradient scaled by ``1 + 1e-7``, ``w`` of the next
-  replicate.
+  replicate; in UORO's step on a masked block (:func:`~simulations.kernels.rank_one_masked_step`):
+  ``w`` read at the input, ``α`` dropped, the norm's ``v`` read at the unit, the gradient scaled by
+  ``α``, the block's squares left out of ``‖θ̃‖²``.
 """
 from __future__ import annotations
 
@@ -134,9 +136,10 @@ def test_fused_diagonal_step_equals_update_then_gradient(spec, name, density, ba
     assert np.max(np.abs(ga)) > 0
 
 
-@pytest.mark.parametrize("name", ["elman", "gru", "lstm"])
+@pytest.mark.parametrize("name,density", [("elman", 1.0), ("gru", 1.0), ("lstm", 1.0), ("gru-reset-after", 0.4),
+                                          ("lstm", 0.3), ("elman", 0.4)])
 @pytest.mark.parametrize("batch", [1, 3])
-def test_fused_uoro_step_equals_update_then_gradient(name, batch):
+def test_fused_uoro_step_equals_update_then_gradient(name, density, batch):
     """From the same state and the same signs, one fused step and one ``update`` + ``gradient``
     give the same ``s̃``, ``θ̃`` and ``ĝ`` up to rounding.  Both paths compute ``ρ₀`` from the same
     sums; ``ρ₁ = sqrt(‖νᵀ I‖/√k)`` comes from sums of squares added in another order (relative
@@ -144,7 +147,7 @@ def test_fused_uoro_step_equals_update_then_gradient(name, batch):
     relative amount; the rank-one addition ``X + α v w`` rounds three times each way; ``ĝ = γ X``
     with ``γ = (c s̃)·factor``."""
     rng = np.random.default_rng(12)
-    cell = make_cell(name, 4, 3)
+    cell = make_cell(name, 4, 3, density=density, mask_seed=6)
     theta, lins, credits = _path(cell, batch, 5, rng)
     est = make_estimator("uoro")
     signs = np.where(rng.random((5, batch, cell.k)) < 0.5, -1.0, 1.0)

@@ -14,7 +14,8 @@ replicates), ``‖νᵀ I_t‖`` from the norms of its factors, ``θ̃ / ρ₀``
 separate scalar factor, and ``νᵀ I_t / ρ₁`` added into ``θ̃`` in place as outer products (rank-one
 BLAS updates for one replicate), never formed on its own.  :meth:`UORO.step` (the step the
 training loops call) does the rank-one addition, the gradient and the next ``‖θ̃‖`` in one pass
-over ``p`` numbers (:func:`~simulations.kernels.rank_one_full_step`).
+over ``p`` numbers (:func:`~simulations.kernels.rank_one_full_step`; a masked block at its free
+entries, :func:`~simulations.kernels.rank_one_masked_step`).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import aligned
-from ..jacobians import row_dot, unit_major_blocks
+from ..jacobians import merge_blocks, row_dot, unit_major_blocks
 from ..kernels import kronecker_rank_one_step, rank_one_full_step, rank_one_scales
 from ..flops import immediate_nnz
 from .base import Capabilities, Estimator
@@ -126,10 +127,11 @@ class UORO(Estimator):
         return state
 
     def step(self, state, lin, credit, rng=None):
-        """``update`` and ``gradient`` in one compiled call when every parameter block is unmasked
+        """``update`` and ``gradient`` in one compiled call when ``I_t`` has the state's batch
         (:func:`~simulations.kernels.rank_one_full_step`: the scales, ``s̃``, one pass over ``θ̃``'s
-        direction for the rank-one addition, the gradient ``(c s̃) θ̃`` and the ``‖direction‖²`` that
-        the next step's ``ρ₀`` needs); otherwise ``update`` then ``gradient``.  Same signs, same
+        direction for the rank-one addition, an unmasked block as a grid and a masked block at its
+        free entries, the gradient ``(c s̃) θ̃`` and the ``‖direction‖²`` that the next step's
+        ``ρ₀`` needs); otherwise ``update`` then ``gradient``.  Same signs, same
         arithmetic as ``update``; sums of squares may be added in another order.  A linearization
         with :class:`~simulations.jacobians.KroneckerFactors` whose ``D_t s̃`` was formed with the
         forward product gives ``â``, ``σ'`` and ``D_t s̃`` directly (one block over ``θ``): then the
@@ -145,15 +147,16 @@ class UORO(Estimator):
             return state, g
         I = lin.I
         groups = I.groups
-        if I.batch != state.batch or not all(b.full for b in groups):
+        if I.batch != state.batch:
             return super().step(state, lin, credit, rng)
         nu, Ds, nuG, sq, rho = self._draw(state, lin, rng)
-        blocks = self._block_table(I.blocks)
-        vs = tuple(np.ascontiguousarray(I.source(b)) for b in groups)
+        blocks, rows, cols = self._block_table(I.blocks)
+        vs = tuple(np.require(I.source(b), requirements="CW") for b in groups)    # one array type (the
+        # constant source of a bias block that stays alone beside a masked block is read-only)
         ws = tuple(np.ascontiguousarray(nuG[b.gate]) for b in groups)
         state.sq = np.zeros(state.batch)
-        g = rank_one_full_step(state.direction, blocks, vs, ws, state.s, Ds, nu, state.factor, sq,
-                           np.ascontiguousarray(credit), rho, *FOLD_RANGE, state.sq)
+        g = rank_one_full_step(state.direction, blocks, vs, ws, rows, cols, state.s, Ds, nu, state.factor, sq,
+                               np.ascontiguousarray(credit), rho, *FOLD_RANGE, state.sq)
         state.scales = rho.T
         return state, g
 
@@ -164,12 +167,17 @@ class UORO(Estimator):
     def signs_per_step(self, cell) -> int:
         return cell.k
 
-    #: the last cell's blocks and their rows ``(offset, n_in, n_out, 1)`` for the compiled step
+    #: the last cell's blocks, their rows for the compiled step (``unit_major_blocks``) and the
+    #: masked blocks' entries (outputs, inputs; uint32, empty for an unmasked block)
     _table: tuple | None = None
 
-    def _block_table(self, blocks) -> np.ndarray:
+    def _block_table(self, blocks) -> tuple:
         if self._table is None or self._table[0] is not blocks:
-            self._table = (blocks, unit_major_blocks(blocks))
+            merged = merge_blocks(blocks)
+            none = np.zeros(0, dtype=np.uint32)
+            rows = tuple(none if b.full else b.idx_i.astype(np.uint32) for b in merged)
+            cols = tuple(none if b.full else b.idx_j.astype(np.uint32) for b in merged)
+            self._table = (blocks, (unit_major_blocks(blocks), rows, cols))
         return self._table[1]
 
     def gradient(self, state, credit):
