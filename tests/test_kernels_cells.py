@@ -131,6 +131,25 @@ def test_cells_step_and_linearize_agree_with_the_numpy_path(name, density, batch
             assert any(np.array_equal(t.W, A) for A in mats.values())
 
 
+@pytest.mark.parametrize("name,density", CASES)
+def test_one_input_row_is_broadcast_to_every_replicate(name, density):
+    """``x`` of one row beside ``s`` of three (and the reverse): the step equals the step with that
+    row repeated, on the compiled pass (one ``θ`` row per replicate) as on numpy's products (before
+    this, the compiled pass read the rows past ``x``'s first from outside the array).  The unmasked
+    Elman cell's one product over ``[s; x; 1]`` refuses unequal batches instead."""
+    rng = np.random.default_rng(8)
+    cell = make_cell(name, 5, 3, density=density, mask_seed=1)
+    if name == "elman" and density == 1.0:          # one product over [s; x; 1]: equal batches or a clear error
+        with pytest.raises(ValueError):
+            cell.step(cell.init(rng), rng.standard_normal((3, cell.k)), rng.standard_normal((1, cell.m)))
+        return
+    for theta in (cell.init(rng, batch=3), cell.init(rng)):
+        s, x = rng.standard_normal((3, cell.k)), rng.standard_normal((1, cell.m))
+        np.testing.assert_array_equal(cell.step(theta, s, x), cell.step(theta, s, np.repeat(x, 3, axis=0)))
+        s1, x3 = s[:1], rng.standard_normal((3, cell.m))
+        np.testing.assert_array_equal(cell.step(theta, s1, x3), cell.step(theta, np.repeat(s1, 3, axis=0), x3))
+
+
 @pytest.mark.parametrize("name", ["gru-reset-after", "lstm", "elman"])
 def test_a_step_leaves_the_masked_matrices_to_be_refreshed_when_read(name):
     """``step`` reads ``θ``'s free entries only; the matrices read afterwards (``unpack``, a

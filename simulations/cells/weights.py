@@ -52,7 +52,9 @@ class Weights(dict):
         One compiled pass over ``θ`` (:func:`~simulations.kernels_cells.affine_gates`, which also
         refreshes the masked matrices when stale and ``matrices``) when :meth:`compiled`; else one
         product per block."""
-        B = u.shape[0]
+        B = max(u.shape[0], w.shape[0])
+        if u.shape[0] != w.shape[0]:               # one row broadcast to all (the compiled pass reads a row per replicate)
+            u, w = (np.ascontiguousarray(np.broadcast_to(v, (B, v.shape[1]))) for v in (u, w))
         a = np.empty((B, plan.n))
         if self.compiled(B):
             if self.gather is None:
