@@ -32,8 +32,8 @@ SOURCE_U, SOURCE_W, SOURCE_ONE = 0, 1, 2
 STATE_INPUT_ONE = {"s": (SOURCE_U, 0), "x": (SOURCE_W, 0), "one": (SOURCE_ONE, 0)}
 _ONES = np.ones(1)          # the constant source (a bias block has one input)
 #: how :func:`affine_gates` reads a masked block: from ``θ``'s free entries (the matrices left as
-#: they are), copying them into its matrix first (``REFRESH``), or through its matrix, which holds
-#: them already (``CURRENT``); the last two multiply a block marked 2 through the matrix
+#: they are), copying them into its matrix first (``REFRESH``: then a block marked 2 is multiplied
+#: through it), or through its matrix, which holds them already (``CURRENT``: a block marked 2 or 3)
 FREE, REFRESH, CURRENT = 0, 1, 2
 
 
