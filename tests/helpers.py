@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 
 import matplotlib
 
@@ -137,7 +138,22 @@ def in_process(monkeypatch):
 
 
 # --------------------------------------------------------------------------- the trainer experiment
+WAIT_AFTER = "RTRL_TEST_WAIT_AFTER"   # environment: task run-0 stops at this step until a signal ends it
+
+
+def wait_for_a_signal_after(steps: int, t: int) -> None:
+    """Sleep (up to 120 s) once ``t`` reached ``steps``: a signal sent after task run-0's first
+    snapshot then finds the task still running, however slowly the test that sends it is scheduled."""
+    if t >= steps:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
 class TrainerExperiment(Experiment):
+    """Online training of a small Elman cell.  With the environment variable :data:`WAIT_AFTER`
+    set to ``N`` (the fault tests' subprocesses), task run-0 waits for a signal at its first chunk
+    end at or after step ``N``, before that chunk's snapshot."""
     name = "fake-trainer"
     description = "online training of a small Elman cell (tests)"
     profiles = {"quick": {"tasks": 3, "steps": 600, "replicates": 2, "hidden": 3, "estimator": "rtrl",
@@ -174,8 +190,14 @@ class TrainerExperiment(Experiment):
                                 Schedule(c["alpha0"], 100.0, 0.75), record_every=50, chunk=c["chunk"])
         B = c["replicates"]
         state = trainer.init(cell.init(rng, batch=B), readout.init(rng, B), rng)
-        state, traj = trainer.run(state, c["steps"], rng,
-                                  progress=progress and (lambda n: progress(state.t / c["steps"])))
+        wait = int(os.environ.get(WAIT_AFTER, 0)) if c["i"] == 0 else 0
+
+        def advanced(n):
+            if progress:
+                progress(state.t / c["steps"])
+            if wait:
+                wait_for_a_signal_after(wait, state.t)
+        state, traj = trainer.run(state, c["steps"], rng, progress=advanced if progress or wait else None)
         arrays = {**traj.arrays(), "theta_final": state.theta, "after": rng.standard_normal(3)}
         data = {"final_loss": float(arrays["loss"][-1].mean()) if len(traj.t) else None,
                 "diverged_at": traj.diverged_at}

@@ -25,9 +25,11 @@ from rtrl_validation.simulations.runner import run_experiment
 from rtrl_validation.simulations.training import OnlineTrainer, Schedule
 
 try:
-    from helpers import CALLS, STEPS, FakeExperiment, Replay, TrainerExperiment, numbers, summarise, train, use_trainer
+    from helpers import (CALLS, STEPS, WAIT_AFTER, FakeExperiment, Replay, TrainerExperiment, numbers, summarise,
+                         train, use_trainer)
 except ImportError:  # tests collected as a package
-    from tests.helpers import CALLS, STEPS, FakeExperiment, Replay, TrainerExperiment, numbers, summarise, train, use_trainer
+    from tests.helpers import (CALLS, STEPS, WAIT_AFTER, FakeExperiment, Replay, TrainerExperiment, numbers,
+                               summarise, train, use_trainer)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -81,7 +83,8 @@ def interrupt_when(experiment: str, argv: list, out: Path, snapshot: str) -> str
     send SIGINT to its process group (as Ctrl-C in a terminal does: the driver and its workers) as
     soon as a checkpoint file matching ``snapshot`` (a glob, e.g. ``run-0/loop-0.npz``: task run-0's
     first snapshot, whichever worker runs it) exists under ``out``, and return its stderr once it
-    exited with status 130."""
+    exited with status 130.  The fake-trainer's task run-0 waits at step 200
+    (:data:`helpers.WAIT_AFTER`) until the signal comes, so the signal always finds it running."""
     return stop_when(experiment, argv, out, snapshot, signal.SIGINT, group=True)[0]
 
 
@@ -92,7 +95,7 @@ def stop_when(experiment: str, argv: list, out: Path, snapshot: str, sig: int, g
     script = SCRIPT.format(tests=str(ROOT / "tests"), experiment=experiment)
     proc = subprocess.Popen([sys.executable, "-c", script, *argv, "--out", str(out), "--quiet"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, env={**os.environ, WAIT_AFTER: "200"})
     try:
         deadline = time.monotonic() + 300
         while not list((out / "checkpoints").rglob(snapshot)):
