@@ -249,3 +249,23 @@ def test_an_online_estimators_flush_is_a_read_only_zero():
     total = np.ones((3, cell.p))
     total += g                                          # as a sequence adds it
     assert np.all(total == 1.0)
+
+
+def test_an_influence_that_overflows_while_timed_is_recorded_without_a_warning():
+    """The timed blocks repeat one short path, so an influence whose ``D_t`` grows it grows without
+    bound; the overflow is recorded (``finite`` False), not printed as numpy warnings.  Here
+    ``W = 3 I``, ``U = 0``, ``b = 0``: the state stays 0, so ``D_t = 3 I`` at every step."""
+    import warnings
+    from rtrl_validation.simulations.experiments.cost import measure_estimator, sweeps
+    cell = make_cell("elman", 4, 2)
+
+    def growing(rng, **kw):
+        theta = np.zeros(cell.p)
+        cell.unpack(theta[None])["W"][0] = 3.0 * np.eye(cell.k)
+        return theta
+    cell.init = growing
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        *_, ok = measure_estimator(cell, "rtrl", np.random.default_rng(0), min_time=0.05, repeats=2)
+        *_, oks = sweeps([cell], "rtrl", np.random.default_rng(0), min_time=0.05, repeats=2)
+    assert ok is False and oks == [False]

@@ -227,10 +227,12 @@ def measure_estimator(cell, spec, rng, min_time, repeats, block=2):
     timed steps."""
     fns, size, flops, finite = prepare(cell, spec, rng, block)
     cpu = np.empty((4, repeats))
-    wall = time_per_call(fns, min_time, repeats, cpu)
+    with np.errstate(over="ignore", invalid="ignore"):     # an influence may overflow: recorded by finite()
+        wall = time_per_call(fns, min_time, repeats, cpu)
+        ok = finite()
     wall[[0, 3]] /= block
     cpu[[0, 3]] /= block
-    return wall, cpu, size, flops, finite()
+    return wall, cpu, size, flops, ok
 
 
 def sweeps(cells, spec, rng, min_time, repeats, block=2, progress=None, floor=None):
@@ -245,18 +247,19 @@ def sweeps(cells, spec, rng, min_time, repeats, block=2, progress=None, floor=No
     prepared = [prepare(c, spec, rng, block) for c in cells]
     if floor is not None:
         prepared = [(fns + [floor(c, rng)[0]], b, f, ok) for c, (fns, b, f, ok) in zip(cells, prepared)]
-    counts = [calls_for(fns, min_time) for fns, _, _, _ in prepared]
     wall = np.empty((len(cells), len(prepared[0][0]), repeats))
     cpu = np.empty_like(wall)
-    for r in range(repeats):
-        for i, (fns, _, _, _) in enumerate(prepared):
-            wall[i, :, r], cpu[i, :, r] = time_once(fns, counts[i])
-        if progress:
-            progress((r + 1) / repeats)
+    with np.errstate(over="ignore", invalid="ignore"):     # an influence may overflow: recorded by finite()
+        counts = [calls_for(fns, min_time) for fns, _, _, _ in prepared]
+        for r in range(repeats):
+            for i, (fns, _, _, _) in enumerate(prepared):
+                wall[i, :, r], cpu[i, :, r] = time_once(fns, counts[i])
+            if progress:
+                progress((r + 1) / repeats)
+        ok = [finite() for _, _, _, finite in prepared]
     wall[:, [0, 3]] /= block
     cpu[:, [0, 3]] /= block
-    return wall, cpu, [b for _, b, _, _ in prepared], [f for _, _, f, _ in prepared], \
-        [finite() for _, _, _, finite in prepared]
+    return wall, cpu, [b for _, b, _, _ in prepared], [f for _, _, f, _ in prepared], ok
 
 
 def batching_gain(cell_name, hidden, inputs, spec, replicates, steps, rng, repeats) -> dict:
