@@ -15,8 +15,9 @@ paths they replace.
   the FMA's operand replaced, a scalar tail or gradient term scaled by ``1 + 1e-7``, ``I_t``'s
   entries scaled likewise, the gradient read one entry off, ``A[:, :k] t`` scaled likewise; in the
   one-pass kernel: the panel copy's last vector dropped, a full pass followed by one reaching back,
-  ``I_t`` added before the pass's first number or scaled, the gradient's last vector dropped or read
-  before ``I_t`` is added, a panel without rows leaving its gradient columns unwritten; with one
+  the gradient's last vector dropped, ``I_t`` halved, ``ĝ`` without ``I_t``'s share, the panel's
+  first row's credit for every row's ``I_t`` share, ``ĝ`` from one of two sets of sums, a panel
+  without rows leaving its gradient columns unwritten; with one
   ``D_t`` per replicate, one replicate's values scaled on the way back or replicate 0's read for all;
   in the masked SnAp-1/RFLO step (:func:`~simulations.kernels.diagonal_masked_step`): ``v`` read at
   the entry's unit instead of its input (SnAp-1, RFLO), ``d`` read at the input, the next unit's

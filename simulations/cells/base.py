@@ -182,7 +182,7 @@ class Cell:
         dense cell reads its views of ``θ``.
         A write through another view of ``θ``'s memory made before the hold is not seen: the
         writer must own ``θ``.  A cell without masked blocks locks nothing (``writable`` is ``θ``)."""
-        if not any(not b.full for b in self.blocks):
+        if all(b.full for b in self.blocks):
             return HeldTheta(theta, theta, None, self)
         held = self._held
         if held is not None and held.theta is theta:
