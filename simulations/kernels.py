@@ -972,7 +972,7 @@ def top_singular_values(W):
 
 
 @_jit
-def add_gate_entries(out, e0, e, vals, r, i, W, l, R, has_w, has_r):
+def add_gate_entries(out, e0, e, vals, r, i, W, l, q, R, has_w, has_r):
     """One level of a stacked gate's term of ``D_t`` at selected entries
     (:meth:`~simulations.jacobians.dynamics.DynamicsJacobian.entries`)::
 
@@ -981,9 +981,11 @@ def add_gate_entries(out, e0, e, vals, r, i, W, l, R, has_w, has_r):
     the factors associated as there (``W · R`` first; either may be absent: ``has_w``, ``has_r``).
     ``out``: ``B × E``; ``e``: the entries (or, when empty, ``e0 + j``); ``vals``: ``B × levels × n``;
     ``i``, ``l``: ``len(i)``; ``W``: ``B_W × k × q`` and ``R``: ``B_R × q`` with ``B_W``, ``B_R``
-    1 (shared) or ``B``."""
+    1 (shared) or ``B``.  ``q`` (when not empty): ``W`` is a masked matrix's free entries,
+    ``B_W × 1 × nnz`` (:class:`~simulations.jacobians.dynamics.FreeEntries`), and
+    ``W[b, i_j, l_j]`` is read as ``W[b, 0, q_j]``."""
     B, n = out.shape[0], i.shape[0]
-    slice_ = e.shape[0] == 0
+    slice_, free = e.shape[0] == 0, q.shape[0] > 0
     for b in range(B):
         bw = b if W.shape[0] > 1 else 0
         br = b if R.shape[0] > 1 else 0
@@ -991,7 +993,7 @@ def add_gate_entries(out, e0, e, vals, r, i, W, l, R, has_w, has_r):
             ij, lj = i[j], l[j]
             v = vals[b, r, ij]
             if has_w:
-                w = W[bw, ij, lj]
+                w = W[bw, 0, q[j]] if free else W[bw, ij, lj]
                 if has_r:
                     w = w * R[br, lj]
                 v = v * w

@@ -76,6 +76,37 @@ def test_factored_products_equal_the_dense_jacobian(name, density, per_replicate
     assert np.max(np.abs(ref)) > 1e6 * 2 * g * np.max(M) * np.max(np.abs(lam))
 
 
+@pytest.mark.parametrize("name,per_replicate", [(name, per) for name in CELLS for per in (False, True)])
+def test_a_masked_w_is_read_at_its_free_entries_in_thetas_order(name, per_replicate):
+    """A masked ``W``'s terms carry its free entries (views of ``θ``), and ``entries`` reads them
+    there, in ``θ``'s order, and nowhere else: reading all of ``D``, the plan's places ``q`` are
+    every free entry in order, each ``W[i, l]``, and every entry the plan leaves out is a
+    structural zero of ``W`` (a dense gate Jacobian's term, the standard GRU's reset gate, is
+    formed as its product).  (The values themselves are checked against ``dense()`` bit for bit
+    in the test above.)"""
+    cell, theta, lin, rng = linearization(name, 0.5, per_replicate)
+    dyn, k = lin.dynamics, cell.k
+    masked = [t for t in dyn.terms if t.free is not None]
+    assert masked, "a cell at density 0.5 has a masked W"
+    plan = dyn.entry_plan(np.arange(k * k))
+    for t, levels in zip(dyn.terms, plan):
+        if t.free is None:
+            assert all(q is None for *_, q in levels)
+            continue
+        assert np.shares_memory(t.free.values, theta)
+        W = t.W if t.W.ndim == 3 else t.W[None]
+        np.testing.assert_array_equal(W[:, t.free.i, t.free.j], t.free.values)
+        zero = np.ones(W.shape[1:], dtype=bool)
+        zero[t.free.i, t.free.j] = False
+        assert np.all(W[:, zero] == 0.0)
+        for r, e, i, l, q in levels:
+            if r is None:                 # a dense gate Jacobian: its product with W, gathered
+                assert q is None
+                continue
+            np.testing.assert_array_equal(q, np.arange(t.free.i.size))     # all of D: every free entry, in order
+            np.testing.assert_array_equal(W[:, i, l], t.free.values[:, q])
+
+
 @pytest.mark.parametrize("name,density", [(name, d) for name in CELLS for d in (1.0, 0.5)])
 def test_dense_jacobian_is_the_sum_of_its_terms(name, density):
     """``dense()`` (with its one-pass Elman shortcut) against the terms multiplied out one by one."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..jacobians import (DynamicsJacobian, DynamicsTerm, GateJacobian, ImmediateJacobian, LayoutCache, Linearization,
+from ..jacobians import (DynamicsJacobian, DynamicsTerm, FreeEntries, GateJacobian, ImmediateJacobian, LayoutCache, Linearization,
                          level_starts, make_blocks, merge_blocks)
 from .. import aligned
 from ..seeding import as_generator
@@ -274,6 +274,13 @@ class Cell:
             Ip[:, b.cols] = Gp[b.gate][:, b.idx_i]
         return Dp.astype(bool), Ip
 
+    def _free(self, P: Weights, name: str) -> FreeEntries | None:
+        """The free entries of block ``name`` when it is masked (views of ``θ``'s block, ``B' × nnz``,
+        from ``P``, the :class:`~.weights.Weights` of the call), for the term of ``D_t`` whose ``W``
+        it is (:class:`~simulations.jacobians.DynamicsTerm`); ``None`` for an unmasked block."""
+        b = self.block[name]
+        return None if b.full else FreeEntries(P.theta[:, b.cols], b.idx_i, b.idx_j)
+
     def _stacked(self, vals, layout="units"):
         """A stacked-diagonal gate Jacobian (``vals``: ``B × R × n``, or ``B × n`` for one level) on the
         row layout ``layout`` of :meth:`_rows` (built once per cell, with its consecutive-range starts)."""
@@ -298,7 +305,8 @@ class Cell:
         raise KeyError(layout)
 
     def _dynamics(self, *terms) -> DynamicsJacobian:
-        """``D_t = Σ L · W · diag(R) · E`` from ``(L, W, R, cols)`` tuples (trailing entries optional)."""
+        """``D_t = Σ L · W · diag(R) · E`` from ``(L, W, R, cols, free)`` tuples (trailing entries
+        optional; ``free``: :meth:`_free` of a masked ``W``)."""
         return DynamicsJacobian(self.k, tuple(DynamicsTerm(*t) for t in terms), self._layout_cache)
 
 

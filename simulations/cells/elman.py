@@ -106,15 +106,16 @@ class Elman(Cell):
         if not jac:
             return (self.sigma(self._preactivation(P, s, x, tangent)[0]),)
         s_new, ds, ahat, Dv = self._parts(P, s, x, tangent)
-        D, I = self._factored(P["W"], s, x, ahat, ds, tangent, Dv)
+        D, I = self._factored(P["W"], s, x, ahat, ds, tangent, Dv, self._free(P, "W"))
         return s_new, D, I.gates, I.sources
 
-    def _factored(self, W, s, x, ahat, ds, tangent, Dv):
+    def _factored(self, W, s, x, ahat, ds, tangent, Dv, free=None):
         """``D_t = diag(σ') W`` and ``I_t`` as factored objects (:class:`~simulations.jacobians.DynamicsJacobian`,
         :class:`~simulations.jacobians.ImmediateJacobian`), with ``D_t · tangent = Dv`` kept when given
-        and the merged block's input ``â`` when formed."""
+        and the merged block's input ``â`` when formed (``free``: a masked ``W``'s free entries,
+        :meth:`_free`)."""
         gates = {"a": self._stacked(ds)}
-        D = self._dynamics((gates["a"], W))                           # diag(σ') W
+        D = self._dynamics((gates["a"], W, None, None, free))        # diag(σ') W
         if Dv is not None:
             D.remember(tangent, Dv)
         I = ImmediateJacobian(self.k, self.p, self.blocks, gates, {"s": s, "x": x, "one": self._ones(s.shape[0])},
@@ -131,7 +132,7 @@ class Elman(Cell):
         s_new, ds, ahat, Dv = self._parts(P, s, x, tangent)
         W = P["W"]
         if ahat is None:                                              # masked W: the factored objects now
-            return Linearization(s_new, *self._factored(W, s, x, None, ds, tangent, Dv))
+            return Linearization(s_new, *self._factored(W, s, x, None, ds, tangent, Dv, self._free(P, "W")))
         f = KroneckerFactors(ahat, ds, W, tangent, Dv)
         return Linearization(s_new, factors=f, build=lambda: self._factored(W, s, x, ahat, ds, tangent, Dv))
 

@@ -47,8 +47,9 @@ class GRU(Cell):
         Gr = Gh[:, :, None] * P["W_h"] * (s * r * (1.0 - r))[:, None, :]   # B × k × k (dense)
         gates = {"z": self._stacked(Gz), "h": self._stacked(Gh), "r": GateJacobian(Gr)}
         # D = diag(1 − z) + G_z W_z + G_h W_h diag(r) + G_r W_r
-        D = self._dynamics((self._stacked(1.0 - z), None), (gates["z"], P["W_z"]),
-                           (gates["h"], P["W_h"], r), (gates["r"], P["W_r"]))
+        D = self._dynamics((self._stacked(1.0 - z), None), (gates["z"], P["W_z"], None, None, self._free(P, "W_z")),
+                           (gates["h"], P["W_h"], r, None, self._free(P, "W_h")),
+                           (gates["r"], P["W_r"], None, None, self._free(P, "W_r")))
         sources = {"s": s, "x": x, "one": self._ones(s.shape[0]), "rs": rs}
         return s_new, D, gates, sources
 
@@ -87,8 +88,9 @@ class GRUResetAfter(Cell):
         Gr = Gh * ahh * r * (1.0 - r)
         gates = {"z": self._stacked(Gz), "r": self._stacked(Gr), "hh": self._stacked(Ghh), "h": self._stacked(Gh)}
         # D = diag(1 − z) + G_z W_z + G_r W_r + G_hh W_h
-        D = self._dynamics((self._stacked(1.0 - z), None), (gates["z"], P["W_z"]), (gates["r"], P["W_r"]),
-                           (gates["hh"], P["W_h"]))
+        D = self._dynamics((self._stacked(1.0 - z), None),
+                           *[(gates[g], P[w], None, None, self._free(P, w)) for g, w in (("z", "W_z"), ("r", "W_r"),
+                                                                                          ("hh", "W_h"))])
         sources = {"s": s, "x": x, "one": self._ones(s.shape[0])}
         return s_new, D, gates, sources
 

@@ -50,7 +50,7 @@ class LSTM(Cell):
         gates["o"] = self._stacked(tc * o * (1.0 - o), "h")
         # D = Σ_g G_g W_g (reading h) + ∂s'/∂c (reading c: rows h_j, c_j get q_j f_j, f_j)
         h_cols, c_cols = slice(0, n), slice(n, 2 * n)
-        D = self._dynamics(*[(gates[name], P[f"W_{name}"], None, h_cols) for name in GATES],
+        D = self._dynamics(*[(gates[name], P[f"W_{name}"], None, h_cols, self._free(P, f"W_{name}")) for name in GATES],
                            (self._stacked(np.stack([q * f, f], axis=1), "both"), None, None, c_cols))
         sources = {"h": h, "x": x, "one": self._ones(B)}
         return s_new, D, gates, sources

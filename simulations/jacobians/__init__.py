@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from .blocks import ParamBlock, as_slice, make_blocks, merge_blocks, unit_major, unit_major_blocks
 from .cache import LayoutCache
-from .dynamics import DynamicsJacobian, DynamicsTerm
+from .dynamics import DynamicsJacobian, DynamicsTerm, FreeEntries
 from .gates import GateJacobian, level_starts
 from .immediate import EntryInjection, ImmediateJacobian
 from .linearization import KroneckerFactors, Linearization
 from .products import block_outer, outer_into, row_dot
 
 __all__ = ["ParamBlock", "as_slice", "make_blocks", "merge_blocks", "unit_major", "unit_major_blocks",
-           "LayoutCache", "DynamicsJacobian", "DynamicsTerm", "GateJacobian", "level_starts",
+           "LayoutCache", "DynamicsJacobian", "DynamicsTerm", "FreeEntries", "GateJacobian", "level_starts",
            "EntryInjection", "ImmediateJacobian", "KroneckerFactors", "Linearization", "block_outer", "outer_into", "row_dot"]

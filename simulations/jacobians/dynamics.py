@@ -23,19 +23,35 @@ _NO_MATRIX = np.zeros((1, 1, 1))                 # ... no W factor
 _NO_ROW = np.zeros((1, 1))                       # ... no R factor
 
 
+@dataclass(frozen=True)
+class FreeEntries:
+    """The structural nonzeros of a masked ``W`` (``n × q``), as ``θ`` stores them (THEORY.md §3,
+    ``θ``'s layout): ``W[..., i[f], j[f]] = values[:, f]``, every other entry of ``W`` zero.
+    ``values``: ``B_W × nnz`` (a view of ``θ``'s block; ``B_W`` 1, shared, or ``B``); ``i``,
+    ``j``: ``nnz``, in column-major order."""
+
+    values: np.ndarray
+    i: np.ndarray
+    j: np.ndarray
+
+
 @dataclass
 class DynamicsTerm:
     """One summand ``L · W · diag(R) · E`` of ``D_t`` (``k × k``).
 
     ``L``: a :class:`GateJacobian` (``k × n``); ``W``: ``n × q`` (shared by the replicates),
     ``B × n × q`` (one per replicate) or ``None`` (the identity, ``n = q``); ``R``: ``B × q`` or
-    ``None``; ``cols``: the ``q`` consecutive state entries the term reads (``E`` selects them).
+    ``None``; ``cols``: the ``q`` consecutive state entries the term reads (``E`` selects them);
+    ``free``: when ``W`` is masked, its structural nonzeros (:class:`FreeEntries`), which
+    :meth:`DynamicsJacobian.entries` reads instead of ``W`` (``None``: any entry of ``W`` may be
+    nonzero).
     """
 
     L: GateJacobian
     W: np.ndarray | None = None
     R: np.ndarray | None = None
     cols: slice | None = None
+    free: FreeEntries | None = None
 
 
 @dataclass
@@ -220,7 +236,11 @@ class DynamicsJacobian:
         with ``rows[r, i] = row`` and ``col = cols.start + l`` (``O(E)``); a term with a dense gate
         Jacobian is formed as its ``k × q`` product first.  The factors are multiplied and the terms
         summed in the order of :meth:`dense`, so the values equal ``dense()``'s bit for bit (the masked
-        recursion and dense RTRL then see the same ``D_t``).  ``plan``: :meth:`entry_plan` of ``flat``,
+        recursion and dense RTRL then see the same ``D_t``).  A term whose ``W`` is masked
+        (:attr:`DynamicsTerm.free`) contributes only at ``W``'s free entries, read from ``θ`` in
+        its order (one sequential read instead of a gather from the matrix); the products it leaves
+        out are ``vals · 0 = 0``, so with finite gate values the sum is the same bit for bit.
+        ``plan``: :meth:`entry_plan` of ``flat``,
         kept by a caller that reads the same entries at every step (computed here when omitted).
         ``compiled``: a stacked gate's levels in one compiled call each
         (:func:`~simulations.kernels.add_gate_entries`; warm caches, GRU ``k = 128``, density 0.1,
@@ -231,7 +251,7 @@ class DynamicsJacobian:
         plan = self.entry_plan(flat) if plan is None else plan
         out = np.zeros((self.batch, flat.size))
         for t, levels in zip(self.terms, plan):
-            for r, e, i, l in levels:
+            for r, e, i, l, q in levels:
                 if r is None:                              # dense gate: the term's product, gathered
                     if t.W is None:
                         out[:, e] += t.L.vals[:, i, l] * (1.0 if t.R is None else t.R[:, l])
@@ -241,23 +261,27 @@ class DynamicsJacobian:
                     continue
                 if compiled:                               # the same products, one compiled call
                     es = (e.start, _NO_INDEX) if isinstance(e, slice) else (0, e)
-                    W = _NO_MATRIX if t.W is None else (t.W if t.W.ndim == 3 else t.W[None])
-                    add_gate_entries(out, *es, t.L.vals, r, i, W, l, _NO_ROW if t.R is None else t.R,
-                                     t.W is not None, t.R is not None)
+                    W = _NO_MATRIX if t.W is None else (t.free.values[:, None, :] if q is not None
+                                                        else t.W if t.W.ndim == 3 else t.W[None])
+                    add_gate_entries(out, *es, t.L.vals, r, i, W, l, _NO_INDEX if q is None else q,
+                                     _NO_ROW if t.R is None else t.R, t.W is not None, t.R is not None)
                     continue
-                wr = None if t.W is None else t.W[..., i, l]   # the factors associated as in dense()
-                if t.R is not None:
+                wr = None if t.W is None else t.W[..., i, l] if q is None else t.free.values[:, q]
+                if t.R is not None:                        # the factors associated as in dense()
                     wr = t.R[:, l] if wr is None else wr * t.R[:, l]
                 out[:, e] += t.L.vals[:, r, i] if wr is None else t.L.vals[:, r, i] * wr
         return out
 
     def entry_plan(self, flat: np.ndarray) -> list:
-        """Per term, per level: ``(r, entries e, gate columns i, read columns l)`` hit by ``flat``
-        (for a dense gate ``r = None`` and ``i`` are the rows); a stacked gate's entries in the
+        """Per term, per level: ``(r, entries e, gate columns i, read columns l, free entries q)``
+        hit by ``flat`` (for a dense gate ``r = None`` and ``i`` are the rows; ``q``: for a masked
+        ``W`` (:attr:`DynamicsTerm.free`), the places of ``W[i, l]`` among its free entries, whose
+        other entries the level leaves out; else ``None``); a stacked gate's entries in the
         order ``(l, i)``, in which ``W`` (column-major, like ``θ``'s blocks) is read in order: after
         a step of the influence has evicted it from the caches, reading a 128-unit GRU's three ``W``
-        at 13 600 places took about 380 µs in the entries' order, 240 µs in this one.  A function of the cell's layout
-        and ``flat`` only: the same for every step of a cell; ``None`` for a dense ``D``."""
+        at 13 600 places took about 380 µs in the entries' order, 240 µs in this one.  A function of
+        the cell's layout and ``flat`` only: the same for every step of a cell; ``None`` for a
+        dense ``D``."""
         if self.terms is None:
             return None
         row, col = np.divmod(np.asarray(flat), self.k)
@@ -268,17 +292,27 @@ class DynamicsJacobian:
             levels = []
             if t.L.rows is None:
                 e = np.flatnonzero(inside)
-                levels.append((None, as_slice(e), row[e], col[e] - cols.start))
-            else:
-                for r, rows in enumerate(t.L.rows):
-                    inv = np.full(self.k, -1, dtype=np.intp)
-                    inv[rows] = np.arange(rows.size)
-                    i = inv[row]
-                    ok = inside & (i >= 0)
-                    if t.W is None:
-                        ok &= i == col - cols.start
-                    e = np.flatnonzero(ok)
-                    e = e[np.lexsort((i[e], col[e]))]      # W's column-major order: W read in order
-                    levels.append((r, as_slice(e), i[e], col[e] - cols.start))
+                levels.append((None, as_slice(e), row[e], col[e] - cols.start, None))
+                plan.append(levels)
+                continue
+            where = None
+            if t.free is not None and t.W is not None:    # W's free entries: their place in θ's block
+                where = np.full(t.W.shape[-2:], -1, dtype=np.intp)
+                where[t.free.i, t.free.j] = np.arange(t.free.i.size)
+            for r, rows in enumerate(t.L.rows):
+                inv = np.full(self.k, -1, dtype=np.intp)
+                inv[rows] = np.arange(rows.size)
+                i = inv[row]
+                ok = inside & (i >= 0)
+                if t.W is None:
+                    ok &= i == col - cols.start
+                e = np.flatnonzero(ok)
+                e = e[np.lexsort((i[e], col[e]))]      # W's column-major order: W read in order
+                l = col[e] - cols.start
+                q = None
+                if where is not None:
+                    q = where[i[e], l]
+                    e, l, q = e[q >= 0], l[q >= 0], q[q >= 0]
+                levels.append((r, as_slice(e), i[e], l, q))
             plan.append(levels)
         return plan
