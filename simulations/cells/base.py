@@ -277,9 +277,15 @@ class Cell:
     def _free(self, P: Weights, name: str) -> FreeEntries | None:
         """The free entries of block ``name`` when it is masked (views of ``θ``'s block, ``B' × nnz``,
         from ``P``, the :class:`~.weights.Weights` of the call), for the term of ``D_t`` whose ``W``
-        it is (:class:`~simulations.jacobians.DynamicsTerm`); ``None`` for an unmasked block."""
-        b = self.block[name]
-        return None if b.full else FreeEntries(P.theta[:, b.cols], b.idx_i, b.idx_j)
+        it is (:class:`~simulations.jacobians.DynamicsTerm`); ``None`` for an unmasked block.  Kept
+        in ``P`` (views, so they follow ``θ`` as its matrices do): a call costs a dictionary
+        lookup, not a slice and an object per block and step."""
+        try:
+            return P.free_entries[name]
+        except KeyError:
+            b = self.block[name]
+            hit = P.free_entries[name] = None if b.full else FreeEntries(P.theta[:, b.cols], b.idx_i, b.idx_j)
+            return hit
 
     def _stacked(self, vals, layout="units"):
         """A stacked-diagonal gate Jacobian (``vals``: ``B × R × n``, or ``B × n`` for one level) on the

@@ -31,6 +31,7 @@ class Weights(dict):
     def __init__(self, mats: dict, theta: np.ndarray):
         super().__init__(mats)
         self.theta = theta
+        self.free_entries = {}        # block name -> FreeEntries (views of θ) or None, kept by Cell._free
 
     def begin(self, matrices: bool) -> "Weights":
         """Start a call of the forward map (``matrices``: whether it reads the masked matrices)."""
