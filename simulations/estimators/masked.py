@@ -161,16 +161,19 @@ class PanelLayout(NamedTuple):
 
 class PanelInjection(NamedTuple):
     """``I_t``'s structural nonzeros for :func:`~simulations.kernels_sparse.panel_step`, sorted by
-    their place in the store (``slot``), class ``v``'s at ``ptr[v] … ptr[v+1]−1``, stored row ``R``'s at
-    ``rptr[R] … rptr[R+1]−1``: each is the gate
+    their place in the store (``slot``), class ``v``'s at ``ptr[v] … ptr[v+1]−1``: each is the gate
     value ``gate`` (in the gates' values concatenated, ``gates`` in order) times the input ``src``
-    (in the blocks' inputs concatenated, ``groups`` in order)."""
+    (in the blocks' inputs concatenated, ``groups`` in order).  ``runs``: the first nonzero of each
+    run of consecutive slots in one stored row (and, last, their number), stored row ``R``'s runs
+    ``rruns[R] … rruns[R+1]−1`` (with SnAp-n on a cell whose parameters each reach one unit, one
+    run per row that has any: its whole row)."""
 
     slot: np.ndarray
     gate: np.ndarray
     src: np.ndarray
     ptr: np.ndarray
-    rptr: np.ndarray
+    runs: np.ndarray
+    rruns: np.ndarray
     gates: tuple
     groups: tuple
 
@@ -569,12 +572,16 @@ class MaskedInfluence(Estimator):
                 src.append(sstart[id(blk)] + (src_cols if kind == "dense" else blk.idx_j))
             slot, gate, src = (np.concatenate(x).astype(np.intp) for x in (slot, gate, src))
             order = np.argsort(slot, kind="stable")
+            slot, gate, src = slot[order], gate[order], src[order]
             P = st.panels
             starts = np.append(P.obase, st.nnz)[P.rbeg]                  # a panel may have no rows
-            rstarts = np.append(P.obase, st.nnz)
-            st.panel_injection = PanelInjection(slot[order], gate[order], src[order],
-                                                np.searchsorted(slot[order], starts).astype(np.intp),
-                                                np.searchsorted(slot[order], rstarts).astype(np.intp), gates, groups)
+            rows = np.searchsorted(slot, np.append(P.obase, st.nnz))     # stored row R's: rows[R] … rows[R+1]−1
+            new = np.ones(slot.size, dtype=bool)                         # a run starts: a gap, or a new row
+            new[1:] = np.diff(slot) != 1
+            new[rows[rows < slot.size]] = True
+            runs = np.append(np.flatnonzero(new), slot.size).astype(np.intp)
+            st.panel_injection = PanelInjection(slot, gate, src, np.searchsorted(slot, starts).astype(np.intp), runs,
+                                                np.searchsorted(runs, rows).astype(np.intp), gates, groups)
         return st.panel_injection
 
     def _panel_step(self, state, lin, credit, rng, out=None):
@@ -590,7 +597,7 @@ class MaskedInfluence(Estimator):
         av = np.concatenate([I.source(blk) for blk in pi.groups], axis=1)
         g = np.empty((B, st.p)) if out is None else out
         panel_step(D, P.tpd, P.sidx, P.rowptr, P.obase, P.width, P.rbeg, state.J, pi.slot, pi.gate, pi.src, pi.ptr,
-                   pi.rptr, gv, av, np.ascontiguousarray(credit, dtype=float), P.srow, P.cbeg, P.ccols, g)
+                   pi.runs, pi.rruns, gv, av, np.ascontiguousarray(credit, dtype=float), P.srow, P.cbeg, P.ccols, g)
         return state, g
 
     def _diagonal_step(self, state, lin, credit, rng):
