@@ -1,6 +1,6 @@
 """The performance goals under pytest-benchmark: stored runs with the machine's description.
 
-    python -m pytest benchmarks/test_goals.py --benchmark-autosave --benchmark-storage=benchmarks/results
+    python -m pytest benchmarks/test_goals.py -n 0 --benchmark-autosave --benchmark-storage=benchmarks/results
     python benchmarks/figures.py                  # the benchmark page's goal table from the latest stored run
 
 Not part of the test suite (``testpaths = ["tests"]``): timings are measurements, not tests.
