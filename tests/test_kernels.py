@@ -17,7 +17,9 @@ paths they replace.
   one-pass kernel: the panel copy's last vector dropped, a full pass followed by one reaching back,
   the gradient's last vector dropped, ``I_t`` halved, ``ĝ`` without ``I_t``'s share, the panel's
   first row's credit for every row's ``I_t`` share, ``ĝ`` from one of two sets of sums, a panel
-  without rows leaving its gradient columns unwritten; with one
+  without rows leaving its gradient columns unwritten, an ``I_t`` product shifted by one in its
+  run, ``ĝ``'s ``I_t`` share without ``c_R``, one input for a whole run (and runs allowed across
+  rows crash the process); with one
   ``D_t`` per replicate, one replicate's values scaled on the way back or replicate 0's read for all;
   in the masked SnAp-1/RFLO step (:func:`~simulations.kernels.diagonal_masked_step`): ``v`` read at
   the entry's unit instead of its input (SnAp-1, RFLO), ``d`` read at the input, the next unit's
