@@ -16,13 +16,22 @@ pools of a sweep (``--workers``) compile concurrently in the same way.
 each new data file's name unique (a random token instead of the first free number), so two
 writers never share a data file: a race can then only lose an index entry (the signature is
 compiled again later), never point one at the wrong code.  A signature already in the index
-keeps its file, so a warm cache creates no new files.
+keeps its file, so a warm cache creates no new files.  numba's numbering also reused the files of
+an edited source's old signatures; random names do not, so the first save after a source change
+removes the function's data files that its index no longer names (:func:`_save`), sparing any
+written in the last :data:`SPARE_SECONDS` (a concurrent writer's; a removed file that an index
+still names is only a cache miss: numba then compiles again).
 """
 from __future__ import annotations
 
+import os
 import secrets
+import time
 
 from numba.core import caching
+
+SPARE_SECONDS = 60.0
+_numba_save = caching.IndexDataCacheFile.save
 
 
 def _data_name(self, number: int) -> str:
@@ -30,6 +39,26 @@ def _data_name(self, number: int) -> str:
     return f"{self._index_name[:-4]}.{secrets.token_hex(8)}.nbc"
 
 
+def _save(self, key, data) -> None:
+    """numba's ``save``; when the index held nothing for this source (new, or a stale stamp), then
+    remove this function's data files that the index does not name and that are older than
+    :data:`SPARE_SECONDS`."""
+    first = not self._load_index()
+    _numba_save(self, key, data)
+    if not first:
+        return
+    named, prefix, now = set(self._load_index().values()), self._index_name[:-4] + ".", time.time()
+    for entry in os.scandir(self._cache_path):
+        if entry.name.startswith(prefix) and entry.name.endswith(".nbc") and entry.name not in named:
+            try:
+                if now - entry.stat().st_mtime > SPARE_SECONDS:
+                    os.remove(entry.path)
+            except OSError:                # gone already, or in use where that forbids removal
+                pass
+
+
 def install() -> None:
-    """Replace numba's data-file naming (``IndexDataCacheFile._data_name``) by :func:`_data_name`."""
+    """Replace numba's data-file naming and ``save`` (``IndexDataCacheFile._data_name``,
+    ``IndexDataCacheFile.save``) by :func:`_data_name` and :func:`_save`."""
     caching.IndexDataCacheFile._data_name = _data_name
+    caching.IndexDataCacheFile.save = _save

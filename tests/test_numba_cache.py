@@ -6,7 +6,9 @@ order (second's index, first's index, first's data, second's data), leave the in
 first signature to the file holding the second's code with numba's own naming (the first free
 number, 1 for both); with the installed naming the two data files differ, so each key that the
 index keeps loads its own data.  The interleaving is replayed with numba's real ``save``: its
-writes are recorded, then applied in that order.
+writes are recorded, then applied in that order.  Random names are never reused, so the first
+save after a source change removes the data files the index no longer names (not recent ones,
+not named ones, not other functions').
 """
 from __future__ import annotations
 
@@ -52,10 +54,42 @@ def test_the_replay_fails_with_numbas_own_naming(tmp_path, monkeypatch):
 
 
 def test_the_naming_is_installed_and_a_warm_index_keeps_its_file(tmp_path):
-    assert IndexDataCacheFile._data_name is numba_cache._data_name
+    assert IndexDataCacheFile._data_name is numba_cache._data_name and IndexDataCacheFile.save is numba_cache._save
     w = IndexDataCacheFile(str(tmp_path), "g-1.py311", ("stamp",))
     w.save("key", "v1")
     first = w._load_index()["key"]
     w.save("key", "v2")                                       # a recompiled signature: the same file
     assert w._load_index() == {"key": first} and w.load("key") == "v2"
     assert len(list(tmp_path.glob("g-1.py311.*.nbc"))) == 1
+
+
+def test_an_edited_source_leaves_no_old_data_files_but_spares_recent_ones(tmp_path):
+    """After a source change (a new stamp), the first save removes the function's data files its
+    index no longer names, except one written within ``SPARE_SECONDS`` (a concurrent writer's)."""
+    import os
+    import time
+    old = IndexDataCacheFile(str(tmp_path), "h-1.py311", ("old source",))
+    for k in range(3):
+        old.save(f"key{k}", f"old code {k}")
+    stale = sorted(p.name for p in tmp_path.glob("h-1.py311.*.nbc"))
+    assert len(stale) == 3
+    past = time.time() - 10 * numba_cache.SPARE_SECONDS
+    for name in stale[:2]:
+        os.utime(tmp_path / name, (past, past))
+    (tmp_path / "other-1.py311.x.nbc").write_bytes(b"")        # another function's file: untouched
+    os.utime(tmp_path / "other-1.py311.x.nbc", (past, past))
+    new = IndexDataCacheFile(str(tmp_path), "h-1.py311", ("new source",))
+    new.save("key0", "new code")
+    left = {p.name for p in tmp_path.glob("*.nbc")}
+    assert left == {new._load_index()["key0"], stale[2], "other-1.py311.x.nbc"}
+    assert new.load("key0") == "new code"
+
+
+def test_a_file_the_index_names_is_kept_whatever_its_age(tmp_path, monkeypatch):
+    old = IndexDataCacheFile(str(tmp_path), "h-1.py311", ("old source",))
+    old.save("key", "old code")
+    monkeypatch.setattr(numba_cache, "SPARE_SECONDS", -1.0)      # every file old enough to remove
+    new = IndexDataCacheFile(str(tmp_path), "h-1.py311", ("new source",))
+    new.save("key", "new code")
+    assert {p.name for p in tmp_path.glob("*.nbc")} == {new._load_index()["key"]}
+    assert new.load("key") == "new code"
