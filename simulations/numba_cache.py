@@ -32,6 +32,7 @@ from numba.core import caching
 
 SPARE_SECONDS = 60.0
 _numba_save = caching.IndexDataCacheFile.save
+_numba_data_name = caching.IndexDataCacheFile._data_name   # numba's own: the first free number
 
 
 def _data_name(self, number: int) -> str:

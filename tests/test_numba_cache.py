@@ -48,8 +48,7 @@ def test_concurrent_writers_never_map_a_signature_to_another_ones_code(tmp_path)
 def test_the_replay_fails_with_numbas_own_naming(tmp_path, monkeypatch):
     """The control: with numba's first-free-number naming the same interleaving loads the other
     writer's code for ``key_a`` (what the test above must not see)."""
-    monkeypatch.setattr(IndexDataCacheFile, "_data_name", lambda self, number: self._data_name_pattern.format(
-        number=number))
+    monkeypatch.setattr(IndexDataCacheFile, "_data_name", numba_cache._numba_data_name)
     assert _replay(tmp_path)["key_a"] == "code of b"
 
 
